@@ -1,0 +1,1 @@
+//! Host CLI library.

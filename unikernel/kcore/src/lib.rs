@@ -1,0 +1,2 @@
+//! Hardware-independent kernel logic: command line, frame and VMA bookkeeping
+#![no_std]

@@ -1,0 +1,2 @@
+//! Hardware-independent readiness logic: epoll interest and ready lists
+#![no_std]

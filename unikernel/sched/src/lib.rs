@@ -1,0 +1,2 @@
+//! Hardware-independent scheduler logic: run queues, timer queue, wait queues
+#![no_std]

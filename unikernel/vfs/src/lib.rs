@@ -1,0 +1,2 @@
+//! Hardware-independent VFS logic: paths, dentry cache, page cache, readahead
+#![no_std]
