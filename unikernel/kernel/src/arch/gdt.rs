@@ -1,0 +1,66 @@
+//! The GDT and TSS. Per-CPU by construction: [`CpuTables`] holds one CPU's
+//! descriptor table, task state segment and interrupt stacks, so a second CPU
+//! gets a second instance. Selectors match the boot GDT: code 0x08, data 0x10.
+
+use x86_64::VirtAddr;
+use x86_64::instructions::segmentation::{CS, DS, ES, SS, Segment};
+use x86_64::instructions::tables::load_tss;
+use x86_64::structures::gdt::{Descriptor, GlobalDescriptorTable, SegmentSelector};
+use x86_64::structures::tss::TaskStateSegment;
+
+/// IST slot (0-based index into the TSS table) for page faults: demand paging
+/// of stacks, and reporting a stack overflow, need a stack that is known good.
+pub const IST_PAGE_FAULT: u16 = 0;
+/// IST slot for double faults.
+pub const IST_DOUBLE_FAULT: u16 = 1;
+/// IST slot for NMIs and machine checks.
+pub const IST_NMI: u16 = 2;
+
+const IST_SIZES: [usize; 3] = [16 * 1024, 8 * 1024, 4 * 1024];
+const IST_TOTAL: usize = IST_SIZES[0] + IST_SIZES[1] + IST_SIZES[2];
+
+#[repr(C, align(4096))]
+struct IstStacks([u8; IST_TOTAL]);
+
+/// One CPU's descriptor tables and interrupt stacks.
+pub struct CpuTables {
+    gdt: GlobalDescriptorTable,
+    tss: TaskStateSegment,
+    ist: IstStacks,
+}
+
+static mut CPU0: CpuTables = CpuTables {
+    gdt: GlobalDescriptorTable::new(),
+    tss: TaskStateSegment::new(),
+    ist: IstStacks([0; IST_TOTAL]),
+};
+
+/// Builds and loads the boot CPU's GDT and TSS.
+pub fn init_boot_cpu() {
+    // SAFETY: called once, on the boot CPU, before interrupts are enabled and
+    // before anything else refers to CPU0; afterwards CPU0 is never mutated.
+    let cpu: &'static mut CpuTables = unsafe { &mut *(&raw mut CPU0) };
+    let mut top = VirtAddr::from_ptr(cpu.ist.0.as_ptr());
+    for (slot, size) in IST_SIZES.iter().enumerate() {
+        top += *size as u64;
+        cpu.tss.interrupt_stack_table[slot] = top;
+    }
+    let code = cpu.gdt.append(Descriptor::kernel_code_segment());
+    let data = cpu.gdt.append(Descriptor::kernel_data_segment());
+    let tss = cpu.gdt.append(Descriptor::tss_segment(&cpu.tss));
+    debug_assert_eq!(code.0, 0x08);
+    debug_assert_eq!(data.0, 0x10);
+    cpu.gdt.load();
+    // SAFETY: the selectors come from the GDT just loaded; the code and data
+    // descriptors are valid 64-bit kernel segments and the TSS is 'static.
+    unsafe {
+        CS::set_reg(code);
+        DS::set_reg(data);
+        ES::set_reg(data);
+        SS::set_reg(data);
+        load_tss(tss);
+    }
+}
+
+/// The kernel code selector.
+pub const KERNEL_CS: SegmentSelector = SegmentSelector(0x08);

@@ -1,0 +1,145 @@
+//! The interrupt descriptor table and the assembly entry stubs for all 256
+//! vectors. Every stub pushes the vector (and a zero error code where the CPU
+//! pushes none), saves the general registers into a [`TrapFrame`] and calls
+//! [`crate::trap::dispatch`].
+
+use core::arch::global_asm;
+
+use super::gdt::{IST_DOUBLE_FAULT, IST_NMI, IST_PAGE_FAULT, KERNEL_CS};
+
+/// The registers saved on entry, lowest address first.
+#[repr(C)]
+#[derive(Debug, Clone)]
+pub struct TrapFrame {
+    pub r15: u64,
+    pub r14: u64,
+    pub r13: u64,
+    pub r12: u64,
+    pub r11: u64,
+    pub r10: u64,
+    pub r9: u64,
+    pub r8: u64,
+    pub rbp: u64,
+    pub rdi: u64,
+    pub rsi: u64,
+    pub rdx: u64,
+    pub rcx: u64,
+    pub rbx: u64,
+    pub rax: u64,
+    pub vector: u64,
+    pub error: u64,
+    pub rip: u64,
+    pub cs: u64,
+    pub rflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
+}
+
+global_asm!(
+    r#"
+    .section .text.uk_isr, "ax"
+    .p2align 4
+    .global uk_isr_table
+uk_isr_table:
+    .set vec, 0
+    .rept 256
+    .p2align 4
+    .if (vec == 8) || (vec == 10) || (vec == 11) || (vec == 12) || (vec == 13) || (vec == 14) || (vec == 17) || (vec == 21) || (vec == 29) || (vec == 30)
+    .byte 0x90, 0x90             /* the CPU pushed an error code */
+    .else
+    push 0
+    .endif
+    push vec
+    jmp uk_isr_common
+    .set vec, vec + 1
+    .endr
+
+uk_isr_common:
+    push rax
+    push rbx
+    push rcx
+    push rdx
+    push rsi
+    push rdi
+    push rbp
+    push r8
+    push r9
+    push r10
+    push r11
+    push r12
+    push r13
+    push r14
+    push r15
+    mov rdi, rsp
+    cld
+    call {dispatch}
+    pop r15
+    pop r14
+    pop r13
+    pop r12
+    pop r11
+    pop r10
+    pop r9
+    pop r8
+    pop rbp
+    pop rdi
+    pop rsi
+    pop rdx
+    pop rcx
+    pop rbx
+    pop rax
+    add rsp, 16
+    iretq
+"#,
+    dispatch = sym crate::trap::dispatch,
+);
+
+unsafe extern "C" {
+    static uk_isr_table: u8;
+}
+
+#[repr(C, align(16))]
+#[derive(Clone, Copy)]
+struct Gate([u32; 4]);
+
+#[repr(C, align(4096))]
+struct Idt([Gate; 256]);
+
+static mut IDT: Idt = Idt([Gate([0; 4]); 256]);
+
+fn gate(handler: u64, ist: Option<u16>) -> Gate {
+    let sel = KERNEL_CS.0 as u32;
+    let ist = ist.map_or(0, |i| i as u32 + 1);
+    let attrs = 0x8e; // present, DPL 0, 64-bit interrupt gate (IF cleared on entry)
+    Gate([
+        (handler as u32 & 0xffff) | (sel << 16),
+        (handler as u32 & 0xffff_0000) | (attrs << 8) | ist,
+        (handler >> 32) as u32,
+        0,
+    ])
+}
+
+/// Fills and loads the IDT: every vector goes to its stub; page faults,
+/// double faults, NMIs and machine checks run on their own IST stacks.
+pub fn init() {
+    let base = &raw const uk_isr_table as u64;
+    // SAFETY: called once on the boot CPU with interrupts disabled; nothing
+    // reads IDT until `lidt` below, and it is never written again.
+    let idt = unsafe { &mut *(&raw mut IDT) };
+    for (v, g) in idt.0.iter_mut().enumerate() {
+        let ist = match v {
+            14 => Some(IST_PAGE_FAULT),
+            8 => Some(IST_DOUBLE_FAULT),
+            2 | 18 => Some(IST_NMI),
+            _ => None,
+        };
+        *g = gate(base + 16 * v as u64, ist);
+    }
+    let ptr = x86_64::structures::DescriptorTablePointer {
+        limit: (core::mem::size_of::<Idt>() - 1) as u16,
+        base: x86_64::VirtAddr::new(idt as *const Idt as u64),
+    };
+    // SAFETY: the table is 'static, fully initialised, and each gate points at
+    // a stub in uk_isr_table that saves state and calls the Rust dispatcher.
+    unsafe { x86_64::instructions::tables::lidt(&ptr) };
+}

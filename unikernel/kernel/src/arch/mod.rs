@@ -1,0 +1,9 @@
+//! Everything that touches the x86_64 machine directly. Most of the kernel's
+//! `unsafe` lives below this module; each block carries a `// SAFETY:` comment.
+
+pub mod boot;
+pub mod cpu;
+pub mod gdt;
+pub mod idt;
+pub mod paging;
+pub mod serial;

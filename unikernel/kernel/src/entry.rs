@@ -1,0 +1,199 @@
+//! The boot sequence in Rust: from the PVH entry to the application's `main`.
+//!
+//! 1. console (COM1) up, so anything later can report;
+//! 2. copy the command line and memory map out of the PVH start info;
+//! 3. GDT + TSS (IST stacks), IDT;
+//! 4. frame allocator, kernel page tables (W^X image, page 0 unmapped);
+//! 5. heap (lazily, on first allocation), then parse the command line;
+//! 6. TSC frequency;
+//! 7. a demand-paged 1 MiB main stack with a guard page; call `main` on it;
+//! 8. exit the VM with main's status.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use uk_core::cmdline::{Cmdline, KernelConfig};
+use uk_core::frame::{MemRegion, RegionKind};
+
+use crate::arch::{self, boot, cpu};
+use crate::{console, mm, time};
+
+const START_INFO_MAGIC: u32 = 0x336e_c578;
+const MAX_CMDLINE: usize = 4096;
+const MAX_MEMMAP: usize = 128;
+/// Size of the main thread's stack (demand paged: only touched pages cost RAM).
+pub const MAIN_STACK_SIZE: u64 = 1024 * 1024;
+
+/// hvm_start_info, as the PVH ABI defines it.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct StartInfo {
+    magic: u32,
+    version: u32,
+    flags: u32,
+    nr_modules: u32,
+    modlist_paddr: u64,
+    cmdline_paddr: u64,
+    rsdp_paddr: u64,
+    memmap_paddr: u64,
+    memmap_entries: u32,
+    reserved: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct MemmapEntry {
+    addr: u64,
+    size: u64,
+    kind: u32,
+    reserved: u32,
+}
+
+struct BootInfo {
+    cmdline: [u8; MAX_CMDLINE],
+    cmdline_len: usize,
+    map: [MemRegion; MAX_MEMMAP],
+    map_len: usize,
+    rsdp: u64,
+}
+
+static mut BOOT_INFO: BootInfo = BootInfo {
+    cmdline: [0; MAX_CMDLINE],
+    cmdline_len: 0,
+    map: [MemRegion { start: 0, len: 0, kind: RegionKind::Reserved }; MAX_MEMMAP],
+    map_len: 0,
+    rsdp: 0,
+};
+
+/// Reads what the VMM passed. Everything is copied, so low memory can be reused.
+fn read_start_info(paddr: u32, info: &mut BootInfo) {
+    if paddr == 0 || paddr % 4 != 0 {
+        crate::fatal_early("PVH start info pointer is invalid");
+    }
+    // SAFETY: the PVH ABI puts a hvm_start_info at `paddr` (ebx at entry),
+    // inside the first 4 GiB that the boot page tables identity map.
+    let si = unsafe { (paddr as usize as *const StartInfo).read_unaligned() };
+    if si.magic != START_INFO_MAGIC {
+        crate::fatal_early("PVH start info has a bad magic number");
+    }
+    info.rsdp = si.rsdp_paddr;
+    if si.cmdline_paddr != 0 && si.cmdline_paddr < 0x1_0000_0000 {
+        let base = si.cmdline_paddr as usize as *const u8;
+        let mut n = 0;
+        while n < MAX_CMDLINE - 1 {
+            // SAFETY: the command line is a NUL-terminated string the VMM put
+            // in low memory; we stop at the NUL or at MAX_CMDLINE.
+            let b = unsafe { base.add(n).read() };
+            if b == 0 {
+                break;
+            }
+            info.cmdline[n] = b;
+            n += 1;
+        }
+        info.cmdline_len = n;
+    }
+    let count = (si.memmap_entries as usize).min(MAX_MEMMAP);
+    if si.memmap_paddr != 0 && si.memmap_paddr < 0x1_0000_0000 {
+        let base = si.memmap_paddr as usize as *const MemmapEntry;
+        for i in 0..count {
+            // SAFETY: the VMM provides `memmap_entries` entries at
+            // `memmap_paddr` (we read at most MAX_MEMMAP of them).
+            let e = unsafe { base.add(i).read_unaligned() };
+            info.map[i] = MemRegion { start: e.addr, len: e.size, kind: RegionKind::from_e820(e.kind) };
+        }
+        info.map_len = count;
+    }
+    if info.map_len == 0 {
+        crate::fatal_early("PVH start info has no memory map");
+    }
+}
+
+static mut ARGS: Vec<String> = Vec::new();
+
+/// The application's arguments (after `--` on the command line).
+pub fn args() -> &'static [String] {
+    // SAFETY: written once in `kernel_start` before `main` runs, then only read.
+    unsafe { &*(&raw const ARGS) }
+}
+
+static mut CONFIG: Option<KernelConfig> = None;
+
+/// The kernel configuration from the command line.
+pub fn config() -> &'static KernelConfig {
+    // SAFETY: written once in `kernel_start` before `main` runs, then only read.
+    unsafe { (*(&raw const CONFIG)).as_ref() }.expect("kernel config read before boot finished")
+}
+
+/// Called by the PVH entry code on the boot stack, in long mode.
+pub extern "C" fn kernel_start(start_info: u32) -> ! {
+    console::init();
+    // SAFETY: single-threaded boot; nothing else refers to BOOT_INFO yet.
+    let info = unsafe { &mut *(&raw mut BOOT_INFO) };
+    read_start_info(start_info, info);
+    arch::gdt::init_boot_cpu();
+    arch::idt::init();
+    mm::init(&info.map[..info.map_len], boot::layout());
+
+    let text = String::from_utf8_lossy(&info.cmdline[..info.cmdline_len]).into_owned();
+    let (cmdline, mut warnings) = Cmdline::parse(&text);
+    let (config, more) = KernelConfig::from_cmdline(&cmdline);
+    warnings.extend(more);
+    console::init_log(config.log);
+    time::init();
+    for w in &warnings {
+        log::warn!("{w}");
+    }
+    log::debug!("command line: {text:?}");
+    log::debug!("tsc: {} Hz; memory: {}", time::tsc_hz(), mm::stats());
+    // SAFETY: single-threaded boot; `main` has not started, nobody reads these yet.
+    unsafe {
+        *(&raw mut ARGS) = cmdline.args;
+        *(&raw mut CONFIG) = Some(config);
+    }
+
+    let (_, top) = mm::map_stack(MAIN_STACK_SIZE)
+        .unwrap_or_else(|_| crate::fatal_early("no memory for the main stack"));
+    // SAFETY: `top` is the 16-byte aligned top of a fresh, mapped (demand
+    // paged, guard below) stack; `run_main` never returns, so nothing returns
+    // to the boot stack frame we leave behind.
+    unsafe {
+        core::arch::asm!(
+            "mov rsp, {top}",
+            "xor ebp, ebp",
+            "call {main}",
+            "ud2",
+            top = in(reg) top,
+            main = sym run_main,
+            options(noreturn)
+        )
+    }
+}
+
+unsafe extern "Rust" {
+    /// Defined by the application through [`crate::main!`].
+    fn __uk_app_main() -> i32;
+}
+
+extern "C" fn run_main() -> ! {
+    let cycles = cpu::rdtsc().saturating_sub(boot::entry_tsc());
+    match time::cycles_to_us(cycles) {
+        Some(us) => crate::println!("uk: main after {cycles} tsc cycles ({us} us)"),
+        None => crate::println!("uk: main after {cycles} tsc cycles (? us)"),
+    }
+    if config().mem_report {
+        crate::println!("memstats: {}", mm::stats());
+    }
+    // SAFETY: the application defines this symbol with `main!`, with exactly
+    // this signature; the linker fails if it is missing.
+    let status = unsafe { __uk_app_main() };
+    if config().mem_report {
+        crate::println!("memstats: {}", mm::stats());
+    }
+    exit(status)
+}
+
+/// Ends the VM with `status` (0..=127 arrive intact at the host).
+pub fn exit(status: i32) -> ! {
+    log::debug!("exit status {status}");
+    cpu::exit_vm(status as u32)
+}

@@ -1,0 +1,169 @@
+//! The global allocator: `talc` over arenas that grow through `mmap`, and
+//! allocations of [`LARGE_ALLOC`] bytes or more straight from `mmap` (glibc's
+//! M_MMAP_THRESHOLD), so that big buffers give their memory back on free.
+
+use core::alloc::{GlobalAlloc, Layout};
+use core::ptr::{self, NonNull};
+
+use talc::base::Talc;
+use talc::base::binning::Binning;
+use talc::source::Source;
+use talc::{DefaultBinning, min_first_heap_size};
+use uk_core::stats::MemStats;
+use uk_core::vma::{Prot, VmaKind};
+
+use crate::mm::{self, PAGE};
+use crate::sync::IrqMutex;
+
+/// Allocations at least this big bypass the heap and use their own mapping.
+pub const LARGE_ALLOC: usize = 128 * 1024;
+const FIRST_ARENA: u64 = 64 * 1024;
+const MAX_ARENA: u64 = 4 * 1024 * 1024;
+
+/// Where talc gets memory: fresh arenas from the mmap window (demand paged),
+/// extending the previous arena in place when the new one lands right after it.
+#[derive(Debug)]
+struct ArenaSource {
+    arenas: u64,
+    arena_bytes: u64,
+    next_size: u64,
+    /// End of the last arena as talc knows it, and where its mapping ends.
+    last: Option<(NonNull<u8>, u64)>,
+}
+
+// SAFETY: `ArenaSource` only holds addresses of arenas owned by the talc
+// instance it belongs to; it never touches the global allocator.
+unsafe impl Send for ArenaSource {}
+
+// SAFETY: `acquire` only maps memory and hands it to the `talc` it is given;
+// it never allocates through the global allocator (mm uses fixed-size tables).
+unsafe impl Source for ArenaSource {
+    fn acquire<B: Binning>(talc: &mut Talc<Self, B>, layout: Layout) -> Result<(), ()> {
+        let overhead = min_first_heap_size::<B>() as u64 + 256;
+        let need = (layout.size() + layout.align()) as u64 + overhead;
+        let size = talc.source.next_size.max(need).div_ceil(PAGE) * PAGE;
+        // No overcommit for the heap: the frames must exist now.
+        if mm::free_bytes() < size {
+            return Err(());
+        }
+        let base = mm::mmap_kind(size, Prot::READ | Prot::WRITE, VmaKind::Heap).map_err(|_| ())?;
+        let end = base + size;
+        let src = &mut talc.source;
+        src.arenas += 1;
+        src.arena_bytes += size;
+        src.next_size = (src.next_size * 2).min(MAX_ARENA);
+        let last = src.last;
+        let new_end = match last {
+            // SAFETY: [heap_end, end) is a fresh mapping owned by this heap,
+            // right after the arena that `heap_end` ends.
+            Some((heap_end, mapped_end)) if mapped_end == base => unsafe {
+                talc.extend(heap_end, end as *mut u8)
+            },
+            // SAFETY: [base, end) is a fresh mapping owned by this heap.
+            _ => unsafe { talc.claim(base as *mut u8, size as usize) }.ok_or(())?,
+        };
+        talc.source.last = Some((new_end, end));
+        Ok(())
+    }
+}
+
+static TALC: IrqMutex<Talc<ArenaSource, DefaultBinning>> = IrqMutex::new(Talc::new(ArenaSource {
+    arenas: 0,
+    arena_bytes: 0,
+    next_size: FIRST_ARENA,
+    last: None,
+}));
+
+static LARGE: IrqMutex<(u64, u64)> = IrqMutex::new((0, 0));
+
+/// The kernel's global allocator.
+pub struct KernelAllocator;
+
+#[global_allocator]
+static ALLOCATOR: KernelAllocator = KernelAllocator;
+
+fn out_of_memory(layout: Layout) {
+    crate::console::emergency(|w| {
+        let _ = writeln!(
+            w,
+            "out of memory: allocation of {} bytes (align {}) failed\nmemstats: {}",
+            layout.size(),
+            layout.align(),
+            mm::stats()
+        );
+    });
+}
+
+// SAFETY: small blocks come from talc under a lock; large ones are whole
+// mappings of at least `size` bytes aligned to `align`, released only by
+// `dealloc` with the same layout.
+unsafe impl GlobalAlloc for KernelAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = if layout.size() >= LARGE_ALLOC {
+            match mm::mmap_aligned(layout.size() as u64, layout.align() as u64, Prot::READ | Prot::WRITE, VmaKind::Anon) {
+                Ok(a) => {
+                    let mut l = LARGE.lock();
+                    l.0 += 1;
+                    l.1 += layout.size() as u64;
+                    a as *mut u8
+                }
+                Err(_) => ptr::null_mut(),
+            }
+        } else {
+            // SAFETY: layout.size() is non-zero (GlobalAlloc's contract).
+            unsafe { TALC.lock().allocate(layout) }.map_or(ptr::null_mut(), |p| p.as_ptr())
+        };
+        if p.is_null() {
+            out_of_memory(layout);
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if layout.size() >= LARGE_ALLOC {
+            if mm::munmap(ptr as u64, layout.size() as u64).is_ok() {
+                let mut l = LARGE.lock();
+                l.0 -= 1;
+                l.1 -= layout.size() as u64;
+            }
+        } else {
+            // SAFETY: `ptr` came from this talc with this layout (caller's contract).
+            unsafe { TALC.lock().deallocate(ptr, layout) }
+        }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if layout.size() < LARGE_ALLOC && new_size < LARGE_ALLOC {
+            // SAFETY: the caller's contract: `ptr` is live with `layout`.
+            let grown = unsafe { TALC.lock().try_realloc_in_place(ptr, layout, new_size) };
+            if grown {
+                return ptr;
+            }
+        }
+        // SAFETY: a valid layout: the caller guarantees new_size rounded to
+        // align does not overflow.
+        let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
+        // SAFETY: forwarded GlobalAlloc contract.
+        let new = unsafe { self.alloc(new_layout) };
+        if !new.is_null() {
+            // SAFETY: both blocks are live, distinct, and at least min(old, new) long.
+            unsafe { ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size)) };
+            // SAFETY: `ptr` is live with `layout`.
+            unsafe { self.dealloc(ptr, layout) };
+        }
+        new
+    }
+}
+
+/// Adds the heap's figures to `s`.
+pub fn fill_stats(s: &mut MemStats) {
+    if let Some(t) = TALC.try_lock() {
+        s.heap_arenas = t.source.arenas;
+        s.heap_arena_bytes = t.source.arena_bytes;
+        s.heap_in_use = t.counters().allocated_bytes as u64;
+    }
+    if let Some(l) = LARGE.try_lock() {
+        s.large_allocs = l.0;
+        s.large_alloc_bytes = l.1;
+    }
+}

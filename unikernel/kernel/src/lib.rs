@@ -1,0 +1,133 @@
+//! The unikernel an application links with.
+//!
+//! An app is an ordinary `#![no_std] #![no_main]` binary crate that depends on
+//! this crate and names its entry point with [`main!`]:
+//!
+//! ```ignore
+//! #![no_std]
+//! #![no_main]
+//! unikernel::main!(main);
+//! fn main() {
+//!     unikernel::println!("hello");
+//! }
+//! ```
+//!
+//! There is no user/kernel boundary: the kernel APIs ([`mem`], [`env`],
+//! [`process`]) are plain function calls. The hardware-independent logic lives
+//! in `uk-core` and is tested on the host; this crate holds the machine side.
+#![no_std]
+
+extern crate alloc;
+
+pub mod arch;
+mod backtrace;
+pub mod console;
+mod entry;
+mod heap;
+pub mod mm;
+mod panic;
+pub mod sync;
+pub mod time;
+pub mod trap;
+
+pub use uk_core::stats::MemStats;
+
+/// What `main` may return: `()`, an exit status, or a `Result`.
+pub trait Termination {
+    /// The VM's exit status.
+    fn report(self) -> i32;
+}
+
+impl Termination for () {
+    fn report(self) -> i32 {
+        0
+    }
+}
+
+impl Termination for i32 {
+    fn report(self) -> i32 {
+        self
+    }
+}
+
+impl<E: core::fmt::Debug> Termination for Result<(), E> {
+    fn report(self) -> i32 {
+        match self {
+            Ok(()) => 0,
+            Err(e) => {
+                println!("Error: {e:?}");
+                1
+            }
+        }
+    }
+}
+
+/// Declares the application's entry point: `unikernel::main!(main);`.
+#[macro_export]
+macro_rules! main {
+    ($f:path) => {
+        #[unsafe(no_mangle)]
+        #[doc(hidden)]
+        pub extern "Rust" fn __uk_app_main() -> i32 {
+            $crate::Termination::report($f())
+        }
+    };
+}
+
+/// The application's environment.
+pub mod env {
+    use alloc::string::String;
+
+    /// The arguments after `--` on the kernel command line.
+    pub fn args() -> &'static [String] {
+        crate::entry::args()
+    }
+
+    /// The kernel options in effect.
+    pub fn config() -> &'static uk_core::cmdline::KernelConfig {
+        crate::entry::config()
+    }
+}
+
+/// Ending the VM.
+pub mod process {
+    /// Ends the VM with `status`, as returning it from `main` would.
+    pub fn exit(status: i32) -> ! {
+        crate::entry::exit(status)
+    }
+}
+
+/// Memory for applications: anonymous mappings and statistics.
+pub mod mem {
+    pub use uk_core::vma::{Prot, VmError as MemError};
+
+    /// Maps `len` bytes of zeroed anonymous memory, filled on first touch.
+    pub fn mmap(len: usize, prot: Prot) -> Result<*mut u8, MemError> {
+        crate::mm::mmap(len as u64, prot).map(|a| a as *mut u8)
+    }
+
+    /// Unmaps a range; the frames behind it go back to the allocator.
+    pub fn munmap(addr: *mut u8, len: usize) -> Result<(), MemError> {
+        crate::mm::munmap(addr as u64, len as u64)
+    }
+
+    /// Changes the protection of a mapped range.
+    pub fn mprotect(addr: *mut u8, len: usize, prot: Prot) -> Result<(), MemError> {
+        crate::mm::mprotect(addr as u64, len as u64, prot)
+    }
+
+    /// The current memory statistics.
+    pub fn stats() -> crate::MemStats {
+        crate::mm::stats()
+    }
+}
+
+/// Reports a failure during early boot (before the exception machinery) and
+/// ends the VM.
+#[cold]
+pub(crate) fn fatal_early(msg: &str) -> ! {
+    console::emergency(|w| {
+        let _ = writeln!(w, "uk: fatal: {msg}");
+    });
+    arch::cpu::exit_vm(trap::EXIT_EXCEPTION)
+}

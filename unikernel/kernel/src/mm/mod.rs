@@ -1,0 +1,513 @@
+//! Memory management: the physical frame allocator, the kernel's page tables,
+//! and anonymous `mmap`/`munmap`/`mprotect` with demand paging.
+//!
+//! Layout of the single address space:
+//! - `0 .. max RAM`: every RAM page identity mapped (RW, NX), except page 0
+//!   (unmapped, so null dereferences fault), the kernel image (text RX,
+//!   rodata R, data+bss RW NX) and the boot stack's guard page (unmapped);
+//! - device MMIO identity mapped uncached on request ([`map_mmio`]);
+//! - `[MMAP_BASE, MMAP_END)`: the mmap window, described by VMAs and filled on
+//!   demand by the page-fault handler.
+//!
+//! Demand paging follows Linux: a write fault maps a zeroed frame; a read fault
+//! maps the shared zero page read-only and the first write copies it.
+
+use uk_core::frame::{FrameAllocator, MemRegion, RegionKind, find_free_run, max_ram_address};
+use uk_core::stats::MemStats;
+use uk_core::vma::{Prot, Vma, VmaKind, VmaSet, VmError};
+use x86_64::structures::paging::PageTableFlags as F;
+
+use crate::arch::boot::ImageLayout;
+use crate::arch::paging::{self, Lookup, PROT_NONE_MARK};
+use crate::sync::IrqMutex;
+
+/// Page size.
+pub const PAGE: u64 = 4096;
+/// Start of the mmap window.
+pub const MMAP_BASE: u64 = 0x0000_1000_0000_0000;
+/// End of the mmap window.
+pub const MMAP_END: u64 = 0x0000_7fff_ffff_f000;
+/// Most VMAs the kernel tracks (adjacent compatible areas merge).
+pub const MAX_VMAS: usize = 256;
+
+/// Errors of the memory API, with their errno values.
+pub use uk_core::vma::VmError as MemError;
+
+struct Mm {
+    frames: FrameAllocator<&'static mut [u64]>,
+    pml4: u64,
+    vmas: VmaSet<MAX_VMAS>,
+    zero_page: u64,
+    image: ImageLayout,
+    page_faults: u64,
+    zero_page_maps: u64,
+    cow_copies: u64,
+}
+
+static MM: IrqMutex<Option<Mm>> = IrqMutex::new(None);
+/// The top-level table, readable without the lock (for backtraces in faults).
+static PML4: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+fn align_up(x: u64, a: u64) -> u64 {
+    x.div_ceil(a) * a
+}
+
+/// Sets up the frame allocator over the memory map and switches to the
+/// kernel's own page tables. Called once at boot, on the boot stack.
+pub fn init(map: &[MemRegion], image: ImageLayout) {
+    let max = max_ram_address(map);
+    let nframes = max / PAGE;
+    let words = FrameAllocator::<&mut [u64]>::words_needed(nframes);
+    let bytes = align_up(words as u64 * 8, PAGE);
+    let avoid = [0..0x10_0000, image.start..image.end];
+    let Some(bitmap_at) = find_free_run(map, &avoid, 0x10_0000, bytes) else {
+        crate::fatal_early("no RAM for the frame bitmap");
+    };
+    // SAFETY: `find_free_run` returned RAM outside the image and low memory
+    // that nothing else uses; it is identity mapped by the boot tables and is
+    // reserved in the allocator below, so this slice is its only user.
+    let storage =
+        unsafe { core::slice::from_raw_parts_mut(bitmap_at as *mut u64, words) };
+    storage.fill(0);
+    let mut frames = FrameAllocator::new(storage, nframes);
+    for r in map.iter().filter(|r| r.kind == RegionKind::Ram) {
+        frames.add_free(r.start, r.start.saturating_add(r.len));
+    }
+    for r in map.iter().filter(|r| r.kind != RegionKind::Ram) {
+        frames.reserve(r.start, r.start.saturating_add(r.len));
+    }
+    frames.reserve(0, PAGE);
+    frames.reserve(image.start, image.end);
+    frames.reserve(bitmap_at, bitmap_at + bytes);
+
+    let mut alloc = || frames.alloc();
+    let Some(pml4) = alloc() else { crate::fatal_early("no frame for the page tables") };
+    paging::zero_frame(pml4);
+    let mut alloc_zeroed = || {
+        let f = frames.alloc()?;
+        Some(f)
+    };
+    build_identity_map(pml4, map, &image, &mut alloc_zeroed);
+    let Some(zero_page) = frames.alloc() else { crate::fatal_early("no frame for the zero page") };
+    paging::zero_frame(zero_page);
+    // SAFETY: the new tables identity map all RAM, including the running code
+    // (text RX), the boot stack and all statics (data/bss RW), and the frame
+    // bitmap; the only pages left out are page 0 and the boot stack guard.
+    unsafe { paging::activate(pml4) };
+    PML4.store(pml4, core::sync::atomic::Ordering::Relaxed);
+    *MM.lock() = Some(Mm {
+        frames,
+        pml4,
+        vmas: VmaSet::new(MMAP_BASE, MMAP_END),
+        zero_page,
+        image,
+        page_faults: 0,
+        zero_page_maps: 0,
+        cow_copies: 0,
+    });
+}
+
+fn build_identity_map(
+    pml4: u64,
+    map: &[MemRegion],
+    image: &ImageLayout,
+    alloc: &mut dyn FnMut() -> Option<u64>,
+) {
+    const HUGE: u64 = 2 * 1024 * 1024;
+    let ram = F::PRESENT | F::WRITABLE | F::NO_EXECUTE | F::GLOBAL;
+    // Below `small_end` everything is mapped with 4 KiB pages, so that page 0,
+    // the image's sections and the boot stack guard get their own permissions.
+    let small_end = align_up(image.end, HUGE);
+    let leaf_flags = |pa: u64| -> Option<F> {
+        if pa < PAGE || pa == image.boot_stack_guard {
+            None
+        } else if pa >= image.text.0 && pa < image.text.1 {
+            Some(F::PRESENT | F::GLOBAL)
+        } else if pa >= image.rodata.0 && pa < image.rodata.1 {
+            Some(F::PRESENT | F::GLOBAL | F::NO_EXECUTE)
+        } else {
+            Some(ram)
+        }
+    };
+    let fail = |_| -> () { crate::fatal_early("out of frames while building the page tables") };
+    // The image itself is not in a Ram region of some maps (it is loaded
+    // there, though); map it explicitly.
+    let mut pa = image.start;
+    while pa < image.end {
+        if let Some(f) = leaf_flags(pa) {
+            paging::map_4k(pml4, pa, pa, f, alloc).unwrap_or_else(fail);
+        }
+        pa += PAGE;
+    }
+    for r in map.iter().filter(|r| r.kind == RegionKind::Ram) {
+        let start = align_up(r.start, PAGE);
+        let end = r.start.saturating_add(r.len) & !(PAGE - 1);
+        let mut pa = start;
+        while pa < end {
+            if pa >= image.start && pa < image.end {
+                pa += PAGE;
+                continue;
+            }
+            if pa >= small_end && pa % HUGE == 0 && pa + HUGE <= end {
+                paging::map_2m(pml4, pa, pa, ram, alloc).unwrap_or_else(fail);
+                pa += HUGE;
+                continue;
+            }
+            if let Some(f) = leaf_flags(pa) {
+                paging::map_4k(pml4, pa, pa, f, alloc).unwrap_or_else(fail);
+            }
+            pa += PAGE;
+        }
+    }
+}
+
+/// Identity maps device memory uncached (for MMIO registers).
+pub fn map_mmio(phys: u64, len: u64) -> Result<(), MemError> {
+    let mut g = MM.lock();
+    let mm = g.as_mut().ok_or(VmError::NoMemory)?;
+    let flags = F::PRESENT | F::WRITABLE | F::NO_EXECUTE | F::NO_CACHE | F::WRITE_THROUGH;
+    let mut pa = phys & !(PAGE - 1);
+    let end = align_up(phys + len, PAGE);
+    while pa < end {
+        let Mm { frames, pml4, .. } = mm;
+        let mut alloc = || frames.alloc();
+        match paging::lookup(*pml4, pa) {
+            Lookup::Huge => {}
+            _ => {
+                paging::map_4k(*pml4, pa, pa, flags, &mut alloc).map_err(|_| VmError::NoMemory)?;
+                paging::flush(pa);
+            }
+        }
+        pa += PAGE;
+    }
+    Ok(())
+}
+
+impl Mm {
+    fn alloc_zeroed_frame(&mut self) -> Option<u64> {
+        let f = self.frames.alloc()?;
+        paging::zero_frame(f);
+        Some(f)
+    }
+
+    fn leaf_flags(prot: Prot) -> F {
+        let mut f = F::PRESENT;
+        if prot.writable() {
+            f |= F::WRITABLE;
+        }
+        if !prot.executable() {
+            f |= F::NO_EXECUTE;
+        }
+        f
+    }
+
+    /// Removes the pages of [start, end) from the page tables, freeing their frames.
+    fn unmap_pages(&mut self, start: u64, end: u64) {
+        let mut va = start;
+        while va < end {
+            match paging::lookup(self.pml4, va) {
+                Lookup::Missing { skip_to } => {
+                    va = skip_to.max(va + PAGE);
+                    continue;
+                }
+                Lookup::Huge => {}
+                Lookup::Entry(e) => {
+                    if !e.is_unused() {
+                        let pa = e.addr().as_u64();
+                        e.set_unused();
+                        paging::flush(va);
+                        if pa != self.zero_page {
+                            let _ = self.frames.free(pa);
+                        }
+                    }
+                }
+            }
+            va += PAGE;
+        }
+    }
+
+    /// Applies `prot` to the pages of [start, end) that are already mapped.
+    fn reprotect_pages(&mut self, start: u64, end: u64, prot: Prot) {
+        let mut va = start;
+        while va < end {
+            match paging::lookup(self.pml4, va) {
+                Lookup::Missing { skip_to } => {
+                    va = skip_to.max(va + PAGE);
+                    continue;
+                }
+                Lookup::Huge => {}
+                Lookup::Entry(e) => {
+                    if !e.is_unused() {
+                        let pa = e.addr();
+                        let flags = if prot == Prot::NONE {
+                            PROT_NONE_MARK
+                        } else if pa.as_u64() == self.zero_page {
+                            Self::leaf_flags(prot) & !F::WRITABLE
+                        } else {
+                            Self::leaf_flags(prot)
+                        };
+                        e.set_addr(pa, flags);
+                        paging::flush(va);
+                    }
+                }
+            }
+            va += PAGE;
+        }
+    }
+
+    fn populate(&mut self, start: u64, end: u64, prot: Prot) -> Result<(), VmError> {
+        let mut va = start;
+        while va < end {
+            let f = self.alloc_zeroed_frame().ok_or(VmError::NoMemory)?;
+            let Mm { frames, pml4, .. } = self;
+            let mut alloc = || frames.alloc();
+            if paging::map_4k(*pml4, va, f, Self::leaf_flags(prot), &mut alloc).is_err() {
+                let _ = self.frames.free(f);
+                return Err(VmError::NoMemory);
+            }
+            va += PAGE;
+        }
+        Ok(())
+    }
+
+    fn fault(&mut self, addr: u64, err: u64) -> Result<(), &'static str> {
+        self.page_faults += 1;
+        let (present, write, fetch) = (err & 1 != 0, err & 2 != 0, err & 16 != 0);
+        if err & 8 != 0 {
+            return Err("reserved bit set in a page-table entry");
+        }
+        let Some(vma) = self.vmas.find(addr).copied() else {
+            return Err(self.explain_unmapped(addr, write));
+        };
+        match vma.kind {
+            VmaKind::Guard => return Err("stack overflow: the stack ran into its guard page"),
+            VmaKind::File { .. } => return Err("file-backed mapping without a page cache"),
+            _ => {}
+        }
+        if fetch && !vma.prot.executable() {
+            return Err("instruction fetch from non-executable memory");
+        }
+        if write && !vma.prot.writable() {
+            return Err("write to read-only memory");
+        }
+        if !write && !fetch && !vma.prot.readable() {
+            return Err("access to memory mapped with PROT_NONE");
+        }
+        let page = addr & !(PAGE - 1);
+        let flags = Self::leaf_flags(vma.prot);
+        let zero = self.zero_page;
+        let Mm { frames, pml4, .. } = self;
+        let mut alloc = || frames.alloc();
+        let entry = match paging::lookup(*pml4, page) {
+            Lookup::Entry(e) => e,
+            Lookup::Huge => return Err("fault on a huge page"),
+            Lookup::Missing { .. } => {
+                // Create the tables with an empty leaf, then look again.
+                paging::map_4k(*pml4, page, 0, F::empty(), &mut alloc)
+                    .map_err(|_| "out of memory: no frame for a page table")?;
+                match paging::lookup(*pml4, page) {
+                    Lookup::Entry(e) => e,
+                    _ => return Err("page table walk failed"),
+                }
+            }
+        };
+        let old = entry.addr().as_u64();
+        let old_flags = entry.flags();
+        if !old_flags.contains(F::PRESENT) && old_flags.contains(PROT_NONE_MARK) {
+            // Access restored by mprotect: bring the page back.
+            let f = if old == zero { flags & !F::WRITABLE } else { flags };
+            entry.set_addr(x86_64::PhysAddr::new(old), f);
+        } else if !present || !old_flags.contains(F::PRESENT) {
+            if write {
+                let f = self.frames.alloc().ok_or("out of memory: no frame for a page")?;
+                paging::zero_frame(f);
+                entry.set_addr(x86_64::PhysAddr::new(f), flags);
+            } else {
+                self.zero_page_maps += 1;
+                entry.set_addr(x86_64::PhysAddr::new(zero), flags & !F::WRITABLE);
+            }
+        } else if write && old == zero {
+            // Copy-on-write of the shared zero page.
+            let f = self.frames.alloc().ok_or("out of memory: no frame for a page")?;
+            paging::zero_frame(f);
+            self.cow_copies += 1;
+            entry.set_addr(x86_64::PhysAddr::new(f), flags);
+        } else if write && !old_flags.contains(F::WRITABLE) {
+            // A private anonymous page that is present but read-only here
+            // only happens after mprotect; the VMA allows the write now.
+            entry.set_addr(x86_64::PhysAddr::new(old), flags);
+        }
+        paging::flush(page);
+        Ok(())
+    }
+
+    fn explain_unmapped(&self, addr: u64, write: bool) -> &'static str {
+        let img = &self.image;
+        if addr < PAGE {
+            "null pointer dereference"
+        } else if addr >= img.boot_stack_guard && addr < img.boot_stack_guard + PAGE {
+            "stack overflow: the boot stack ran into its guard page"
+        } else if write && addr >= img.text.0 && addr < img.text.1 {
+            "write to read-only kernel text"
+        } else if write && addr >= img.rodata.0 && addr < img.rodata.1 {
+            "write to read-only kernel data"
+        } else {
+            "access to unmapped memory"
+        }
+    }
+}
+
+/// Resolves a page fault at `addr` with the CPU's error code, or explains why
+/// it cannot be resolved.
+pub fn handle_page_fault(addr: u64, err: u64) -> Result<(), &'static str> {
+    let Some(mut g) = MM.try_lock() else {
+        return Err("page fault inside the memory manager");
+    };
+    match g.as_mut() {
+        Some(mm) => mm.fault(addr, err),
+        None => Err("page fault before the memory manager was ready"),
+    }
+}
+
+/// True when `addr` lies in a stack guard page.
+pub fn is_guard_address(addr: u64) -> bool {
+    let Some(g) = MM.try_lock() else { return false };
+    let Some(mm) = g.as_ref() else { return false };
+    let boot_guard = mm.image.boot_stack_guard;
+    (addr >= boot_guard && addr < boot_guard + PAGE)
+        || mm.vmas.find(addr).is_some_and(|v| v.kind == VmaKind::Guard)
+}
+
+/// True when `len` bytes at `addr` are mapped and readable right now.
+/// Reads the page tables without the lock: only for diagnostics.
+pub fn is_readable(addr: u64, len: u64) -> bool {
+    let pml4 = PML4.load(core::sync::atomic::Ordering::Relaxed);
+    let pml4 = if pml4 == 0 { paging::active_pml4() } else { pml4 };
+    let mut va = addr & !(PAGE - 1);
+    let end = addr.saturating_add(len);
+    if !(addr < 0x0000_8000_0000_0000 || addr >= 0xffff_8000_0000_0000) {
+        return false;
+    }
+    while va < end {
+        if paging::translate(pml4, va).is_none() {
+            return false;
+        }
+        va += PAGE;
+    }
+    true
+}
+
+fn with_mm<R>(f: impl FnOnce(&mut Mm) -> Result<R, VmError>) -> Result<R, VmError> {
+    let mut g = MM.lock();
+    let mm = g.as_mut().ok_or(VmError::NoMemory)?;
+    f(mm)
+}
+
+/// Maps `len` bytes of anonymous memory (rounded up to pages) anywhere in the
+/// mmap window. Pages are filled on first touch.
+pub fn mmap(len: u64, prot: Prot) -> Result<u64, MemError> {
+    mmap_kind(len, prot, VmaKind::Anon)
+}
+
+/// Like [`mmap`] with a VMA kind (heap arenas, stacks).
+pub fn mmap_kind(len: u64, prot: Prot, kind: VmaKind) -> Result<u64, MemError> {
+    with_mm(|mm| mm.vmas.map(len, prot, kind))
+}
+
+/// Maps `len` bytes aligned to `align` (a power of two, at least a page).
+pub fn mmap_aligned(len: u64, align: u64, prot: Prot, kind: VmaKind) -> Result<u64, MemError> {
+    if align <= PAGE {
+        return mmap_kind(len, prot, kind);
+    }
+    if !align.is_power_of_two() {
+        return Err(VmError::InvalidArgument);
+    }
+    let len = align_up(len, PAGE);
+    with_mm(|mm| {
+        let total = len.checked_add(align).ok_or(VmError::NoMemory)?;
+        let base = mm.vmas.map(total, prot, kind)?;
+        let start = align_up(base, align);
+        if start > base {
+            mm.vmas.unmap(base, start - base, |_| {})?;
+        }
+        let tail = base + total - (start + len);
+        if tail > 0 {
+            mm.vmas.unmap(start + len, tail, |_| {})?;
+        }
+        Ok(start)
+    })
+}
+
+/// Unmaps [addr, addr+len), freeing the frames behind it. Holes are fine.
+pub fn munmap(addr: u64, len: u64) -> Result<(), MemError> {
+    with_mm(|mm| {
+        let len = align_up(len, PAGE);
+        mm.vmas.unmap(addr, len, |_| {})?;
+        mm.unmap_pages(addr, addr + len);
+        Ok(())
+    })
+}
+
+/// Changes the protection of [addr, addr+len), which must be fully mapped.
+pub fn mprotect(addr: u64, len: u64, prot: Prot) -> Result<(), MemError> {
+    with_mm(|mm| {
+        let len = align_up(len, PAGE);
+        mm.vmas.protect(addr, len, prot, |_| {})?;
+        mm.reprotect_pages(addr, addr + len, prot);
+        Ok(())
+    })
+}
+
+/// A stack of `size` bytes (demand paged) with an unmapped guard page below.
+/// Returns (lowest usable address, top).
+pub fn map_stack(size: u64) -> Result<(u64, u64), MemError> {
+    let size = align_up(size, PAGE);
+    with_mm(|mm| {
+        let guard = mm.vmas.map(PAGE + size, Prot::NONE, VmaKind::Guard)?;
+        mm.vmas.unmap(guard + PAGE, size, |_| {})?;
+        if let Err(e) = mm.vmas.map_fixed(guard + PAGE, size, Prot::READ | Prot::WRITE, VmaKind::Stack) {
+            let _ = mm.vmas.unmap(guard, PAGE, |_| {});
+            return Err(e);
+        }
+        Ok((guard + PAGE, guard + PAGE + size))
+    })
+}
+
+/// Frees a stack from [`map_stack`], guard page included.
+pub fn unmap_stack(bottom: u64, top: u64) -> Result<(), MemError> {
+    munmap(bottom - PAGE, top - bottom + PAGE)
+}
+
+/// Populates [addr, addr+len) now instead of on first touch.
+pub fn populate(addr: u64, len: u64) -> Result<(), MemError> {
+    with_mm(|mm| {
+        let vma: Vma = *mm.vmas.find(addr).ok_or(VmError::NotMapped)?;
+        let end = align_up(addr + len, PAGE).min(vma.end);
+        mm.populate(addr & !(PAGE - 1), end, vma.prot)
+    })
+}
+
+/// Free RAM in bytes.
+pub fn free_bytes() -> u64 {
+    MM.try_lock().and_then(|g| g.as_ref().map(|m| m.frames.free_frames() * PAGE)).unwrap_or(0)
+}
+
+/// A snapshot of the memory statistics. Parts whose lock is busy (a fault
+/// inside the allocator) read as zero.
+pub fn stats() -> MemStats {
+    let mut s = MemStats::default();
+    if let Some(g) = MM.try_lock() {
+        if let Some(mm) = g.as_ref() {
+            s.frames_total = mm.frames.total_frames();
+            s.frames_free = mm.frames.free_frames();
+            s.frames_used = mm.frames.used_frames();
+            s.page_faults = mm.page_faults;
+            s.zero_page_maps = mm.zero_page_maps;
+            s.cow_copies = mm.cow_copies;
+            s.vmas = mm.vmas.len() as u64;
+            s.mapped_bytes = mm.vmas.mapped_bytes();
+        }
+    }
+    crate::heap::fill_stats(&mut s);
+    s
+}
