@@ -1,2 +1,26 @@
-//! Hardware-independent kernel logic: command line, frame and VMA bookkeeping
+//! Hardware-independent kernel logic for the unikernel.
+//!
+//! Everything in this crate is plain, `unsafe`-free bookkeeping that runs (and
+//! is tested) on the host as well as inside the kernel:
+//!
+//! * [`cmdline`] parses the PVH kernel command line into kernel options,
+//!   application arguments and a typed [`cmdline::KernelConfig`];
+//! * [`frame`] is the physical frame allocator (a bitmap over 4 KiB frames)
+//!   plus helpers over the firmware (e820) memory map;
+//! * [`vma`] keeps track of the virtual memory areas behind `mmap`,
+//!   `munmap` and `mprotect`, in fixed capacity and without a heap;
+//! * [`stats`] is the memory statistics record the kernel prints.
+//!
+//! Only [`cmdline`] needs `alloc`; the other modules work without a heap.
 #![no_std]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+
+#[cfg(test)]
+extern crate std;
+
+pub mod cmdline;
+pub mod frame;
+pub mod stats;
+pub mod vma;
