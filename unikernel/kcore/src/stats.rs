@@ -14,8 +14,10 @@ pub struct MemStats {
     pub frames_total: u64,
     /// Frames currently free.
     pub frames_free: u64,
-    /// Frames currently handed out.
+    /// Frames currently handed out (page tables included).
     pub frames_used: u64,
+    /// Of those, frames holding page tables of the mmap window.
+    pub page_table_frames: u64,
     /// Page faults handled.
     pub page_faults: u64,
     /// Faults resolved by mapping the shared zero page.
@@ -40,11 +42,12 @@ pub struct MemStats {
 
 impl MemStats {
     /// The fields as `(name, value)` pairs, in declaration order.
-    pub const fn fields(&self) -> [(&'static str, u64); 13] {
+    pub const fn fields(&self) -> [(&'static str, u64); 14] {
         [
             ("frames_total", self.frames_total),
             ("frames_free", self.frames_free),
             ("frames_used", self.frames_used),
+            ("page_table_frames", self.page_table_frames),
             ("page_faults", self.page_faults),
             ("zero_page_maps", self.zero_page_maps),
             ("cow_copies", self.cow_copies),
@@ -85,7 +88,7 @@ mod tests {
         let s = MemStats::default().to_string();
         assert_eq!(
             s,
-            "frames_total=0 frames_free=0 frames_used=0 page_faults=0 zero_page_maps=0 \
+            "frames_total=0 frames_free=0 frames_used=0 page_table_frames=0 page_faults=0 zero_page_maps=0 \
              cow_copies=0 heap_arenas=0 heap_arena_bytes=0 heap_in_use=0 large_allocs=0 \
              large_alloc_bytes=0 vmas=0 mapped_bytes=0"
         );
@@ -97,6 +100,7 @@ mod tests {
             frames_total: 1,
             frames_free: 2,
             frames_used: 3,
+            page_table_frames: 13,
             page_faults: 4,
             zero_page_maps: 5,
             cow_copies: 6,
@@ -112,7 +116,7 @@ mod tests {
         assert!(!s.contains('\n'));
         assert!(!s.starts_with(' ') && !s.ends_with(' '));
         let pairs: Vec<(&str, &str)> = s.split(' ').map(|p| p.split_once('=').unwrap()).collect();
-        assert_eq!(pairs.len(), 13);
+        assert_eq!(pairs.len(), 14);
         for (i, (k, v)) in pairs.iter().enumerate() {
             assert_eq!(*k, m.fields()[i].0);
             assert_eq!(v.parse::<u64>().unwrap(), m.fields()[i].1);

@@ -39,6 +39,8 @@ pub fn write(w: &mut dyn Write, rip: u64, rbp: u64) {
 pub fn here(w: &mut dyn Write) {
     let rbp: u64;
     // SAFETY: reading rbp has no side effects.
-    unsafe { core::arch::asm!("mov {}, rbp", out(reg) rbp, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        core::arch::asm!("mov {}, rbp", out(reg) rbp, options(nomem, nostack, preserves_flags))
+    };
     write(w, here as *const () as u64, rbp);
 }

@@ -60,7 +60,11 @@ struct BootInfo {
 static mut BOOT_INFO: BootInfo = BootInfo {
     cmdline: [0; MAX_CMDLINE],
     cmdline_len: 0,
-    map: [MemRegion { start: 0, len: 0, kind: RegionKind::Reserved }; MAX_MEMMAP],
+    map: [MemRegion {
+        start: 0,
+        len: 0,
+        kind: RegionKind::Reserved,
+    }; MAX_MEMMAP],
     map_len: 0,
     rsdp: 0,
 };
@@ -99,7 +103,11 @@ fn read_start_info(paddr: u32, info: &mut BootInfo) {
             // SAFETY: the VMM provides `memmap_entries` entries at
             // `memmap_paddr` (we read at most MAX_MEMMAP of them).
             let e = unsafe { base.add(i).read_unaligned() };
-            info.map[i] = MemRegion { start: e.addr, len: e.size, kind: RegionKind::from_e820(e.kind) };
+            info.map[i] = MemRegion {
+                start: e.addr,
+                len: e.size,
+                kind: RegionKind::from_e820(e.kind),
+            };
         }
         info.map_len = count;
     }

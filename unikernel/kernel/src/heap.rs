@@ -100,7 +100,12 @@ fn out_of_memory(layout: Layout) {
 unsafe impl GlobalAlloc for KernelAllocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let p = if layout.size() >= LARGE_ALLOC {
-            match mm::mmap_aligned(layout.size() as u64, layout.align() as u64, Prot::READ | Prot::WRITE, VmaKind::Anon) {
+            match mm::mmap_aligned(
+                layout.size() as u64,
+                layout.align() as u64,
+                Prot::READ | Prot::WRITE,
+                VmaKind::Anon,
+            ) {
                 Ok(a) => {
                     let mut l = LARGE.lock();
                     l.0 += 1;

@@ -29,7 +29,10 @@ pub struct IrqGuard<'a, T> {
 impl<T> IrqMutex<T> {
     /// A new unlocked mutex.
     pub const fn new(value: T) -> Self {
-        Self { locked: AtomicBool::new(false), value: UnsafeCell::new(value) }
+        Self {
+            locked: AtomicBool::new(false),
+            value: UnsafeCell::new(value),
+        }
     }
 
     /// Spins until the lock is free.
@@ -53,7 +56,10 @@ impl<T> IrqMutex<T> {
             .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
             .is_ok()
         {
-            Some(IrqGuard { lock: self, irq_was_enabled })
+            Some(IrqGuard {
+                lock: self,
+                irq_was_enabled,
+            })
         } else {
             if irq_was_enabled {
                 interrupts::enable();

@@ -113,9 +113,23 @@ fn fatal(frame: &TrapFrame, cr2: Option<u64>, why: &str) -> ! {
             let _ = writeln!(
                 w,
                 "  page fault: {} {} access, {}",
-                if e & 1 != 0 { "protection violation on a" } else { "not-present page on a" },
-                if e & 16 != 0 { "instruction fetch" } else if e & 2 != 0 { "write" } else { "read" },
-                if e & 8 != 0 { "reserved bit set" } else { "kernel mode" },
+                if e & 1 != 0 {
+                    "protection violation on a"
+                } else {
+                    "not-present page on a"
+                },
+                if e & 16 != 0 {
+                    "instruction fetch"
+                } else if e & 2 != 0 {
+                    "write"
+                } else {
+                    "read"
+                },
+                if e & 8 != 0 {
+                    "reserved bit set"
+                } else {
+                    "kernel mode"
+                },
             );
         }
         if !why.is_empty() {

@@ -103,7 +103,9 @@ pub fn lookup(pml4: u64, va: u64) -> Lookup {
         let e = &t[index(va, level)];
         if e.is_unused() || !e.flags().contains(F::PRESENT) {
             let span = 1u64 << (12 + 9 * (level - 1));
-            return Lookup::Missing { skip_to: (va & !(span - 1)).saturating_add(span) };
+            return Lookup::Missing {
+                skip_to: (va & !(span - 1)).saturating_add(span),
+            };
         }
         if e.flags().contains(F::HUGE_PAGE) {
             return Lookup::Huge;

@@ -14,7 +14,7 @@
 
 use uk_core::frame::{FrameAllocator, MemRegion, RegionKind, find_free_run, max_ram_address};
 use uk_core::stats::MemStats;
-use uk_core::vma::{Prot, Vma, VmaKind, VmaSet, VmError};
+use uk_core::vma::{Prot, VmError, Vma, VmaKind, VmaSet};
 use x86_64::structures::paging::PageTableFlags as F;
 
 use crate::arch::boot::ImageLayout;
@@ -42,6 +42,8 @@ struct Mm {
     page_faults: u64,
     zero_page_maps: u64,
     cow_copies: u64,
+    /// Frames taken for page tables after boot (the mmap window's tables).
+    pt_frames: u64,
 }
 
 static MM: IrqMutex<Option<Mm>> = IrqMutex::new(None);
@@ -66,8 +68,7 @@ pub fn init(map: &[MemRegion], image: ImageLayout) {
     // SAFETY: `find_free_run` returned RAM outside the image and low memory
     // that nothing else uses; it is identity mapped by the boot tables and is
     // reserved in the allocator below, so this slice is its only user.
-    let storage =
-        unsafe { core::slice::from_raw_parts_mut(bitmap_at as *mut u64, words) };
+    let storage = unsafe { core::slice::from_raw_parts_mut(bitmap_at as *mut u64, words) };
     storage.fill(0);
     let mut frames = FrameAllocator::new(storage, nframes);
     for r in map.iter().filter(|r| r.kind == RegionKind::Ram) {
@@ -81,14 +82,18 @@ pub fn init(map: &[MemRegion], image: ImageLayout) {
     frames.reserve(bitmap_at, bitmap_at + bytes);
 
     let mut alloc = || frames.alloc();
-    let Some(pml4) = alloc() else { crate::fatal_early("no frame for the page tables") };
+    let Some(pml4) = alloc() else {
+        crate::fatal_early("no frame for the page tables")
+    };
     paging::zero_frame(pml4);
     let mut alloc_zeroed = || {
         let f = frames.alloc()?;
         Some(f)
     };
     build_identity_map(pml4, map, &image, &mut alloc_zeroed);
-    let Some(zero_page) = frames.alloc() else { crate::fatal_early("no frame for the zero page") };
+    let Some(zero_page) = frames.alloc() else {
+        crate::fatal_early("no frame for the zero page")
+    };
     paging::zero_frame(zero_page);
     // SAFETY: the new tables identity map all RAM, including the running code
     // (text RX), the boot stack and all statics (data/bss RW), and the frame
@@ -104,6 +109,7 @@ pub fn init(map: &[MemRegion], image: ImageLayout) {
         page_faults: 0,
         zero_page_maps: 0,
         cow_copies: 0,
+        pt_frames: 0,
     });
 }
 
@@ -169,8 +175,16 @@ pub fn map_mmio(phys: u64, len: u64) -> Result<(), MemError> {
     let mut pa = phys & !(PAGE - 1);
     let end = align_up(phys + len, PAGE);
     while pa < end {
-        let Mm { frames, pml4, .. } = mm;
-        let mut alloc = || frames.alloc();
+        let Mm {
+            frames,
+            pml4,
+            pt_frames,
+            ..
+        } = mm;
+        let mut alloc = || {
+            *pt_frames += 1;
+            frames.alloc()
+        };
         match paging::lookup(*pml4, pa) {
             Lookup::Huge => {}
             _ => {
@@ -259,8 +273,16 @@ impl Mm {
         let mut va = start;
         while va < end {
             let f = self.alloc_zeroed_frame().ok_or(VmError::NoMemory)?;
-            let Mm { frames, pml4, .. } = self;
-            let mut alloc = || frames.alloc();
+            let Mm {
+                frames,
+                pml4,
+                pt_frames,
+                ..
+            } = self;
+            let mut alloc = || {
+                *pt_frames += 1;
+                frames.alloc()
+            };
             if paging::map_4k(*pml4, va, f, Self::leaf_flags(prot), &mut alloc).is_err() {
                 let _ = self.frames.free(f);
                 return Err(VmError::NoMemory);
@@ -296,8 +318,16 @@ impl Mm {
         let page = addr & !(PAGE - 1);
         let flags = Self::leaf_flags(vma.prot);
         let zero = self.zero_page;
-        let Mm { frames, pml4, .. } = self;
-        let mut alloc = || frames.alloc();
+        let Mm {
+            frames,
+            pml4,
+            pt_frames,
+            ..
+        } = self;
+        let mut alloc = || {
+            *pt_frames += 1;
+            frames.alloc()
+        };
         let entry = match paging::lookup(*pml4, page) {
             Lookup::Entry(e) => e,
             Lookup::Huge => return Err("fault on a huge page"),
@@ -315,11 +345,18 @@ impl Mm {
         let old_flags = entry.flags();
         if !old_flags.contains(F::PRESENT) && old_flags.contains(PROT_NONE_MARK) {
             // Access restored by mprotect: bring the page back.
-            let f = if old == zero { flags & !F::WRITABLE } else { flags };
+            let f = if old == zero {
+                flags & !F::WRITABLE
+            } else {
+                flags
+            };
             entry.set_addr(x86_64::PhysAddr::new(old), f);
         } else if !present || !old_flags.contains(F::PRESENT) {
             if write {
-                let f = self.frames.alloc().ok_or("out of memory: no frame for a page")?;
+                let f = self
+                    .frames
+                    .alloc()
+                    .ok_or("out of memory: no frame for a page")?;
                 paging::zero_frame(f);
                 entry.set_addr(x86_64::PhysAddr::new(f), flags);
             } else {
@@ -328,7 +365,10 @@ impl Mm {
             }
         } else if write && old == zero {
             // Copy-on-write of the shared zero page.
-            let f = self.frames.alloc().ok_or("out of memory: no frame for a page")?;
+            let f = self
+                .frames
+                .alloc()
+                .ok_or("out of memory: no frame for a page")?;
             paging::zero_frame(f);
             self.cow_copies += 1;
             entry.set_addr(x86_64::PhysAddr::new(f), flags);
@@ -382,7 +422,11 @@ pub fn is_guard_address(addr: u64) -> bool {
 /// Reads the page tables without the lock: only for diagnostics.
 pub fn is_readable(addr: u64, len: u64) -> bool {
     let pml4 = PML4.load(core::sync::atomic::Ordering::Relaxed);
-    let pml4 = if pml4 == 0 { paging::active_pml4() } else { pml4 };
+    let pml4 = if pml4 == 0 {
+        paging::active_pml4()
+    } else {
+        pml4
+    };
     let mut va = addr & !(PAGE - 1);
     let end = addr.saturating_add(len);
     if !(addr < 0x0000_8000_0000_0000 || addr >= 0xffff_8000_0000_0000) {
@@ -465,7 +509,10 @@ pub fn map_stack(size: u64) -> Result<(u64, u64), MemError> {
     with_mm(|mm| {
         let guard = mm.vmas.map(PAGE + size, Prot::NONE, VmaKind::Guard)?;
         mm.vmas.unmap(guard + PAGE, size, |_| {})?;
-        if let Err(e) = mm.vmas.map_fixed(guard + PAGE, size, Prot::READ | Prot::WRITE, VmaKind::Stack) {
+        if let Err(e) =
+            mm.vmas
+                .map_fixed(guard + PAGE, size, Prot::READ | Prot::WRITE, VmaKind::Stack)
+        {
             let _ = mm.vmas.unmap(guard, PAGE, |_| {});
             return Err(e);
         }
@@ -489,7 +536,9 @@ pub fn populate(addr: u64, len: u64) -> Result<(), MemError> {
 
 /// Free RAM in bytes.
 pub fn free_bytes() -> u64 {
-    MM.try_lock().and_then(|g| g.as_ref().map(|m| m.frames.free_frames() * PAGE)).unwrap_or(0)
+    MM.try_lock()
+        .and_then(|g| g.as_ref().map(|m| m.frames.free_frames() * PAGE))
+        .unwrap_or(0)
 }
 
 /// A snapshot of the memory statistics. Parts whose lock is busy (a fault
@@ -501,6 +550,7 @@ pub fn stats() -> MemStats {
             s.frames_total = mm.frames.total_frames();
             s.frames_free = mm.frames.free_frames();
             s.frames_used = mm.frames.used_frames();
+            s.page_table_frames = mm.pt_frames;
             s.page_faults = mm.page_faults;
             s.zero_page_maps = mm.zero_page_maps;
             s.cow_copies = mm.cow_copies;

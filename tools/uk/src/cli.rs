@@ -1,0 +1,619 @@
+//! Argument parsing and the `cargo uk` commands.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::Error;
+use crate::bench;
+use crate::build::{Profile, build_image, cargo};
+use crate::qemu::{
+    Accel, Exit, Machine, MemSize, PortFwd, VmConfig, ensure_qemu, map_exit_status, qemu_command,
+    render_command,
+};
+use crate::workspace::{check_app, default_app, root};
+
+/// The usage text.
+pub const USAGE: &str = "\
+cargo uk: build and boot unikernel apps under QEMU
+
+USAGE:
+    cargo uk build APP [--debug]
+    cargo uk run [APP] [OPTIONS] [-- APP ARGS...]
+    cargo uk test [CARGO TEST ARGS...]
+    cargo uk bench boot [--runs N] [--kvm|--tcg]
+    cargo uk help
+
+COMMANDS:
+    build    Build apps/APP for x86_64-unknown-none; print the image path and size
+    run      Build and boot APP (default: httpd if apps/httpd exists, else hello);
+             exit with the app's status
+    test     Ensure QEMU, run the host tests (cargo test), then the QEMU tests
+             (cargo test --package uk-tests), both with --no-fail-fast;
+             extra args go to both
+    bench    boot: boot hello N times (default 10) on microvm and q35 and print
+             the time to the 'uk: main' marker and to QEMU's exit
+    help     Print this text (also -h, --help)
+
+RUN OPTIONS:
+    --machine microvm|q35   QEMU machine (default: microvm)
+    --mem SIZE              guest memory: 512K, 4M, 64M, 1G; a plain number is MiB
+                            (default: 64M)
+    --fwd HOST:GUEST        forward TCP 127.0.0.1:HOST to guest port GUEST
+                            (repeatable; adds a virtio-net device)
+    --kvm, --tcg            force the accelerator (default: KVM if /proc/cpuinfo
+                            has vmx/svm and /dev/kvm is usable, else TCG)
+    --append 'k=v ...'      kernel options
+    --debug                 build with the dev profile
+    -v, --verbose           print the QEMU command line
+    -- ARGS...              arguments for the app
+
+EXIT STATUS of run:
+    the app's status (101 = kernel panic, 102 = fatal CPU exception); when QEMU
+    itself fails, its own (even) exit code; 2 for usage errors.
+";
+
+/// Options of `cargo uk run`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RunArgs {
+    /// The app; `None` means [`default_app`].
+    pub app: Option<String>,
+    /// The machine type.
+    pub machine: Machine,
+    /// Guest memory.
+    pub mem: MemSize,
+    /// Host forwards.
+    pub fwds: Vec<PortFwd>,
+    /// Forced accelerator; `None` means [`Accel::detect`].
+    pub accel: Option<Accel>,
+    /// Print the QEMU command line.
+    pub verbose: bool,
+    /// Kernel options.
+    pub append: String,
+    /// Build with the dev profile.
+    pub debug: bool,
+    /// App arguments.
+    pub args: Vec<String>,
+}
+
+/// A parsed command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cmd {
+    /// Print the usage text.
+    Help,
+    /// `build APP [--debug]`
+    Build {
+        /// The app.
+        app: String,
+        /// The profile.
+        profile: Profile,
+    },
+    /// `run ...`
+    Run(RunArgs),
+    /// `test ...`
+    Test {
+        /// Passed to both `cargo test` runs.
+        extra: Vec<String>,
+    },
+    /// `bench boot ...`
+    BenchBoot {
+        /// Boots per machine.
+        runs: usize,
+        /// Forced accelerator.
+        accel: Option<Accel>,
+    },
+}
+
+/// Walks arguments, splitting `--flag=value` and fetching flag values.
+struct Args<'a> {
+    cmd: &'static str,
+    args: &'a [String],
+    pos: usize,
+    /// The value of a `--flag=value` just split.
+    inline: Option<&'a str>,
+}
+
+impl<'a> Args<'a> {
+    fn new(cmd: &'static str, args: &'a [String]) -> Self {
+        Args {
+            cmd,
+            args,
+            pos: 0,
+            inline: None,
+        }
+    }
+
+    /// The next argument; for `--flag=value` returns `--flag` and keeps the
+    /// value for [`Args::value`].
+    fn next(&mut self) -> Result<Option<&'a str>, Error> {
+        if let Some(v) = self.inline.take() {
+            return Err(Error::Usage(format!(
+                "'{}' takes no value (got '{v}')",
+                self.args[self.pos - 1]
+                    .split_once('=')
+                    .map_or("", |(f, _)| f)
+            )));
+        }
+        let Some(a) = self.args.get(self.pos) else {
+            return Ok(None);
+        };
+        self.pos += 1;
+        if a.starts_with("--")
+            && a.len() > 2
+            && let Some((flag, v)) = a.split_once('=')
+        {
+            self.inline = Some(v);
+            return Ok(Some(flag));
+        }
+        Ok(Some(a))
+    }
+
+    fn value(&mut self, flag: &str) -> Result<&'a str, Error> {
+        if let Some(v) = self.inline.take() {
+            return Ok(v);
+        }
+        let v = self
+            .args
+            .get(self.pos)
+            .ok_or_else(|| Error::Usage(format!("'{flag}' needs a value")))?;
+        self.pos += 1;
+        Ok(v)
+    }
+
+    fn parsed<T: std::str::FromStr<Err = String>>(&mut self, flag: &str) -> Result<T, Error> {
+        self.value(flag)?
+            .parse()
+            .map_err(|e: String| Error::Usage(format!("{flag}: {e}")))
+    }
+
+    fn rest(&mut self) -> Vec<String> {
+        let r = self.args[self.pos..].to_vec();
+        self.pos = self.args.len();
+        r
+    }
+
+    fn unknown(&self, a: &str) -> Error {
+        if a.starts_with('-') {
+            Error::Usage(format!("unknown flag '{a}' for '{}'", self.cmd))
+        } else {
+            Error::Usage(format!("unexpected argument '{a}' for '{}'", self.cmd))
+        }
+    }
+}
+
+/// Parses the arguments after `uk`.
+pub fn parse(args: &[String]) -> Result<Cmd, Error> {
+    let Some((cmd, rest)) = args.split_first() else {
+        return Ok(Cmd::Help);
+    };
+    match cmd.as_str() {
+        "help" | "-h" | "--help" => Ok(Cmd::Help),
+        "build" => parse_build(rest),
+        "run" => parse_run(rest).map(Cmd::Run),
+        "test" => Ok(Cmd::Test {
+            extra: rest.to_vec(),
+        }),
+        "bench" => parse_bench(rest),
+        other if other.starts_with('-') => Err(Error::Usage(format!("unknown flag '{other}'"))),
+        other => Err(Error::Usage(format!("unknown command '{other}'"))),
+    }
+}
+
+fn parse_build(args: &[String]) -> Result<Cmd, Error> {
+    let mut it = Args::new("build", args);
+    let mut app = None;
+    let mut profile = Profile::Release;
+    while let Some(a) = it.next()? {
+        match a {
+            "--debug" => profile = Profile::Debug,
+            "--release" => profile = Profile::Release,
+            _ if !a.starts_with('-') && app.is_none() => app = Some(a.to_string()),
+            _ => return Err(it.unknown(a)),
+        }
+    }
+    let app = app.ok_or_else(|| Error::Usage("'build' needs an APP".into()))?;
+    Ok(Cmd::Build { app, profile })
+}
+
+fn parse_run(args: &[String]) -> Result<RunArgs, Error> {
+    let mut it = Args::new("run", args);
+    let mut r = RunArgs::default();
+    while let Some(a) = it.next()? {
+        match a {
+            "--" => r.args = it.rest(),
+            "--machine" | "-M" => r.machine = it.parsed(a)?,
+            "--mem" | "-m" => r.mem = it.parsed(a)?,
+            "--fwd" => r.fwds.push(it.parsed(a)?),
+            "--kvm" => r.accel = Some(Accel::Kvm),
+            "--tcg" => r.accel = Some(Accel::Tcg),
+            "-v" | "--verbose" => r.verbose = true,
+            "--append" => {
+                let v = it.value(a)?;
+                if !r.append.is_empty() {
+                    r.append.push(' ');
+                }
+                r.append.push_str(v.trim());
+            }
+            "--debug" => r.debug = true,
+            _ if !a.starts_with('-') && r.app.is_none() => r.app = Some(a.to_string()),
+            _ if !a.starts_with('-') => {
+                return Err(Error::Usage(format!(
+                    "unexpected argument '{a}' for 'run' (app arguments go after '--')"
+                )));
+            }
+            _ => return Err(it.unknown(a)),
+        }
+    }
+    Ok(r)
+}
+
+fn parse_bench(args: &[String]) -> Result<Cmd, Error> {
+    let Some((what, rest)) = args.split_first() else {
+        return Err(Error::Usage("'bench' needs a benchmark: boot".into()));
+    };
+    if what != "boot" {
+        return Err(Error::Usage(format!(
+            "unknown benchmark '{what}' (expected 'boot')"
+        )));
+    }
+    let mut it = Args::new("bench boot", rest);
+    let mut runs = 10;
+    let mut accel = None;
+    while let Some(a) = it.next()? {
+        match a {
+            "--runs" | "-n" => {
+                let v = it.value(a)?;
+                runs = v
+                    .parse()
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .ok_or_else(|| Error::Usage(format!("--runs: bad count '{v}'")))?;
+            }
+            "--kvm" => accel = Some(Accel::Kvm),
+            "--tcg" => accel = Some(Accel::Tcg),
+            _ => return Err(it.unknown(a)),
+        }
+    }
+    Ok(Cmd::BenchBoot { runs, accel })
+}
+
+/// Runs the CLI with the arguments after `uk`; returns the exit status.
+pub fn main(args: &[String]) -> i32 {
+    let cmd = match parse(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            let known = ["help", "-h", "--help", "build", "run", "test", "bench"];
+            if args.first().is_some_and(|c| !known.contains(&c.as_str())) {
+                eprint!("\n{USAGE}");
+            }
+            return e.exit_code();
+        }
+    };
+    match execute(cmd) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("{e}");
+            e.exit_code()
+        }
+    }
+}
+
+/// Executes a parsed command; returns the exit status.
+pub fn execute(cmd: Cmd) -> Result<i32, Error> {
+    match cmd {
+        Cmd::Help => {
+            print!("{USAGE}");
+            Ok(0)
+        }
+        Cmd::Build { app, profile } => {
+            let image = build_image(&app, profile, false)?;
+            let size = file_size(&image)?;
+            println!(
+                "{}  {size} bytes ({:.1} KiB)",
+                display_path(&image),
+                size as f64 / 1024.0
+            );
+            Ok(0)
+        }
+        Cmd::Run(r) => run(r),
+        Cmd::Test { extra } => test(&extra),
+        Cmd::BenchBoot { runs, accel } => bench_boot(runs, accel),
+    }
+}
+
+fn file_size(p: &Path) -> Result<u64, Error> {
+    std::fs::metadata(p)
+        .map(|m| m.len())
+        .map_err(|e| Error::Failed(format!("{}: {e}", p.display())))
+}
+
+/// `p` relative to the current directory if it is below it.
+fn display_path(p: &Path) -> String {
+    std::env::current_dir()
+        .ok()
+        .and_then(|cwd| p.strip_prefix(cwd).ok())
+        .unwrap_or(p)
+        .display()
+        .to_string()
+}
+
+fn run(r: RunArgs) -> Result<i32, Error> {
+    let app = r.app.clone().unwrap_or_else(|| default_app().to_string());
+    check_app(&app)?;
+    ensure_qemu()?;
+    let profile = if r.debug {
+        Profile::Debug
+    } else {
+        Profile::Release
+    };
+    let image = build_image(&app, profile, false)?;
+    let mut cfg = VmConfig {
+        image,
+        machine: r.machine,
+        mem: r.mem,
+        accel: r.accel.unwrap_or_else(Accel::detect),
+        append: r.append,
+        args: r.args,
+        fwds: r.fwds,
+        net: false,
+    };
+    cfg.apply_app_defaults(&app);
+    let mut cmd = qemu_command(&cfg);
+    if r.verbose {
+        eprintln!("{}", render_command(&cmd));
+    }
+    for f in &cfg.fwds {
+        eprintln!(
+            "uk: forwarding 127.0.0.1:{} -> guest port {}",
+            f.host, f.guest
+        );
+    }
+    let status = cmd
+        .status()
+        .map_err(|e| Error::Failed(format!("cannot start {}: {e}", crate::QEMU)))?;
+    let exit = map_exit_status(status);
+    match exit {
+        Exit::App(0) => {}
+        Exit::App(_) => eprintln!("uk: {app} exited with {}", exit.describe()),
+        Exit::Qemu(_) | Exit::Signal => {
+            eprintln!(
+                "error: {}; command: {}",
+                exit.describe(),
+                render_command(&cmd)
+            )
+        }
+    }
+    Ok(exit.process_code())
+}
+
+fn test(extra: &[String]) -> Result<i32, Error> {
+    ensure_qemu()?;
+    let cargo_test = |pkg: Option<&str>| -> Result<bool, Error> {
+        let mut cmd = cargo();
+        // Report every failing test binary, not just the first.
+        cmd.current_dir(root()).args(["test", "--no-fail-fast"]);
+        if let Some(p) = pkg {
+            cmd.args(["--package", p]);
+        }
+        cmd.args(extra).stdin(Stdio::null());
+        eprintln!("uk: {}", render_command(&cmd));
+        cmd.status()
+            .map(|s| s.success())
+            .map_err(|e| Error::Failed(format!("cannot run cargo: {e}")))
+    };
+    let host = cargo_test(None)?;
+    let qemu = cargo_test(Some("uk-tests"))?;
+    match (host, qemu) {
+        (true, true) => Ok(0),
+        _ => {
+            eprintln!(
+                "uk: host tests {}, QEMU tests {}",
+                if host { "passed" } else { "FAILED" },
+                if qemu { "passed" } else { "FAILED" }
+            );
+            Ok(1)
+        }
+    }
+}
+
+fn bench_boot(runs: usize, accel: Option<Accel>) -> Result<i32, Error> {
+    ensure_qemu()?;
+    let image = build_image("hello", Profile::Release, false)?;
+    let size = file_size(&image)?;
+    let accel = accel.unwrap_or_else(Accel::detect);
+    println!(
+        "boot benchmark: hello ({}, {size} bytes), {runs} runs per machine, accel {accel}",
+        display_path(&image)
+    );
+    let mut rows = vec![bench::header()];
+    for machine in Machine::ALL {
+        let mut cfg = VmConfig::new(&image);
+        cfg.machine = machine;
+        cfg.accel = accel;
+        let mut samples = Vec::with_capacity(runs);
+        for i in 0..runs {
+            let s = bench::boot_once(&cfg, Duration::from_secs(120))
+                .map_err(|e| Error::Failed(format!("{machine} run {}/{runs}: {e}", i + 1)))?;
+            samples.push(s);
+        }
+        rows.push(bench::row(machine, size, &samples));
+    }
+    print!("{}", bench::table(&rows));
+    println!(
+        "main: spawn -> 'uk: main' line (wall); guest: the marker's own time since boot; exit: spawn -> QEMU exit"
+    );
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(args: &[&str]) -> Result<Cmd, Error> {
+        parse(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    fn run_args(args: &[&str]) -> RunArgs {
+        let mut v = vec!["run"];
+        v.extend_from_slice(args);
+        match p(&v).unwrap() {
+            Cmd::Run(r) => r,
+            c => panic!("{c:?}"),
+        }
+    }
+
+    fn usage_err(args: &[&str]) -> String {
+        let e = p(args).unwrap_err();
+        assert_eq!(e.exit_code(), 2, "{e}");
+        e.to_string()
+    }
+
+    #[test]
+    fn help() {
+        assert_eq!(p(&[]).unwrap(), Cmd::Help);
+        assert_eq!(p(&["help"]).unwrap(), Cmd::Help);
+        assert_eq!(p(&["-h"]).unwrap(), Cmd::Help);
+        assert_eq!(p(&["--help"]).unwrap(), Cmd::Help);
+        assert!(usage_err(&["frobnicate"]).contains("unknown command 'frobnicate'"));
+        assert!(usage_err(&["--frob"]).contains("unknown flag '--frob'"));
+        assert!(USAGE.contains("cargo uk run [APP]"));
+    }
+
+    #[test]
+    fn build() {
+        assert_eq!(
+            p(&["build", "hello"]).unwrap(),
+            Cmd::Build {
+                app: "hello".into(),
+                profile: Profile::Release
+            }
+        );
+        assert_eq!(
+            p(&["build", "--debug", "selftest"]).unwrap(),
+            Cmd::Build {
+                app: "selftest".into(),
+                profile: Profile::Debug
+            }
+        );
+        assert!(usage_err(&["build"]).contains("needs an APP"));
+        assert!(
+            usage_err(&["build", "hello", "--fast"]).contains("unknown flag '--fast' for 'build'")
+        );
+        assert!(usage_err(&["build", "hello", "more"]).contains("unexpected argument 'more'"));
+        assert!(usage_err(&["build", "hello", "--debug=yes"]).contains("takes no value"));
+    }
+
+    #[test]
+    fn run_defaults() {
+        let r = run_args(&[]);
+        assert_eq!(r, RunArgs::default());
+        assert_eq!(r.machine, Machine::Microvm);
+        assert_eq!(r.mem.to_qemu(), "64M");
+        assert_eq!(r.app, None);
+    }
+
+    #[test]
+    fn run_everything() {
+        let r = run_args(&[
+            "selftest",
+            "--machine",
+            "q35",
+            "--mem=1G",
+            "--fwd",
+            "8080:80",
+            "--fwd=2222:22",
+            "--tcg",
+            "-v",
+            "--append",
+            "log=debug x=1",
+            "--debug",
+            "--",
+            "args",
+            "a",
+            "b c",
+            "--tcg",
+        ]);
+        assert_eq!(r.app.as_deref(), Some("selftest"));
+        assert_eq!(r.machine, Machine::Q35);
+        assert_eq!(r.mem.to_qemu(), "1G");
+        assert_eq!(
+            r.fwds,
+            [
+                PortFwd {
+                    host: 8080,
+                    guest: 80
+                },
+                PortFwd {
+                    host: 2222,
+                    guest: 22
+                }
+            ]
+        );
+        assert_eq!(r.accel, Some(Accel::Tcg));
+        assert!(r.verbose && r.debug);
+        assert_eq!(r.append, "log=debug x=1");
+        assert_eq!(r.args, ["args", "a", "b c", "--tcg"]);
+    }
+
+    #[test]
+    fn run_flags_anywhere() {
+        let r = run_args(&["--kvm", "--mem", "512K", "hello", "--machine=microvm"]);
+        assert_eq!(r.app.as_deref(), Some("hello"));
+        assert_eq!(r.accel, Some(Accel::Kvm));
+        assert_eq!(r.mem.0, 512 * 1024);
+        assert_eq!(r.machine, Machine::Microvm);
+        let r = run_args(&["--append", "a=1", "--append", "b=2"]);
+        assert_eq!(r.append, "a=1 b=2");
+        let r = run_args(&["--", "--help"]);
+        assert_eq!(r.args, ["--help"]);
+        assert_eq!(r.app, None);
+    }
+
+    #[test]
+    fn run_errors() {
+        assert!(usage_err(&["run", "--bogus"]).contains("unknown flag '--bogus' for 'run'"));
+        assert!(usage_err(&["run", "--machine", "pc"]).contains("unknown machine 'pc'"));
+        assert!(usage_err(&["run", "--machine"]).contains("'--machine' needs a value"));
+        assert!(usage_err(&["run", "--mem", "lots"]).contains("bad memory size"));
+        assert!(usage_err(&["run", "--fwd", "x:80"]).contains("bad port forward"));
+        assert!(usage_err(&["run", "hello", "extra"]).contains("after '--'"));
+        assert!(usage_err(&["run", "-x"]).contains("unknown flag '-x'"));
+    }
+
+    #[test]
+    fn test_and_bench() {
+        assert_eq!(p(&["test"]).unwrap(), Cmd::Test { extra: vec![] });
+        assert_eq!(
+            p(&["test", "boot", "--", "--nocapture"]).unwrap(),
+            Cmd::Test {
+                extra: vec!["boot".into(), "--".into(), "--nocapture".into()]
+            }
+        );
+        assert_eq!(
+            p(&["bench", "boot"]).unwrap(),
+            Cmd::BenchBoot {
+                runs: 10,
+                accel: None
+            }
+        );
+        assert_eq!(
+            p(&["bench", "boot", "--runs", "3", "--tcg"]).unwrap(),
+            Cmd::BenchBoot {
+                runs: 3,
+                accel: Some(Accel::Tcg)
+            }
+        );
+        assert_eq!(
+            p(&["bench", "boot", "--runs=5"]).unwrap(),
+            Cmd::BenchBoot {
+                runs: 5,
+                accel: None
+            }
+        );
+        assert!(usage_err(&["bench"]).contains("needs a benchmark"));
+        assert!(usage_err(&["bench", "net"]).contains("unknown benchmark 'net'"));
+        assert!(usage_err(&["bench", "boot", "--runs", "0"]).contains("bad count"));
+        assert!(usage_err(&["bench", "boot", "--fast"]).contains("unknown flag '--fast'"));
+    }
+}
