@@ -1,0 +1,562 @@
+//! Response planning: status, header block and body parts.
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::fmt::Write;
+
+use crate::date::write_http_date;
+use crate::encoding::{Encoding, choose_encoding};
+use crate::mime::DEFAULT_MIME;
+use crate::parse::{ALLOW, Method, Request};
+use crate::path::SafePath;
+use crate::precond::{
+    ByteRange, FileMeta, Precondition, RangeOutcome, evaluate_preconditions, if_range_allows,
+    parse_range,
+};
+
+/// Server-wide response settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerInfo<'a> {
+    /// `Server` header value; empty → no `Server` header.
+    pub server: &'a str,
+    /// Maximum number of ranges honoured in one `Range` header; more → the
+    /// header is ignored and the full file is sent (200).
+    pub max_ranges: usize,
+    /// Optional `Cache-Control` value for file responses (200/206/304).
+    pub cache_control: Option<&'a str>,
+}
+
+impl Default for ServerInfo<'static> {
+    /// `Server: uk-http`, 16 ranges, no `Cache-Control`.
+    fn default() -> Self {
+        Self {
+            server: "uk-http",
+            max_ranges: 16,
+            cache_control: None,
+        }
+    }
+}
+
+/// One piece of a response body, written in order after the header block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyPart {
+    /// `len` bytes of the selected file (see [`ResponsePlan::encoding`])
+    /// starting at `offset`.
+    File {
+        /// Byte offset in the file.
+        offset: u64,
+        /// Number of bytes.
+        len: u64,
+    },
+    /// Literal bytes (error pages, multipart boundaries).
+    Bytes(Vec<u8>),
+}
+
+impl BodyPart {
+    /// Number of bytes this part contributes.
+    pub fn len(&self) -> u64 {
+        match self {
+            BodyPart::File { len, .. } => *len,
+            BodyPart::Bytes(b) => b.len() as u64,
+        }
+    }
+
+    /// True when the part contributes no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Everything the server needs to send one response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponsePlan {
+    /// Status code.
+    pub status: u16,
+    /// The complete header block: status line, fields, final empty line.
+    pub head: Vec<u8>,
+    /// Body parts in order (empty for HEAD, 304 and zero-length files).
+    pub body: Vec<BodyPart>,
+    /// Whether the connection stays open after this response.
+    pub keep_alive: bool,
+    /// Which file [`BodyPart::File`] parts refer to: the original or a
+    /// precompressed sibling (`path` + [`Encoding::file_suffix`]).
+    pub encoding: Encoding,
+}
+
+impl ResponsePlan {
+    /// Total body bytes to write (for the access log).
+    pub fn body_len(&self) -> u64 {
+        self.body
+            .iter()
+            .fold(0u64, |acc, p| acc.saturating_add(p.len()))
+    }
+
+    /// Drops the body, keeping the headers (including `Content-Length`): the
+    /// HEAD variant of a GET response.
+    pub fn into_head_only(mut self) -> Self {
+        self.body.clear();
+        self
+    }
+}
+
+/// What the server found for a [`SafePath`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resource<'a> {
+    /// A regular file to serve (for a directory path this is typically its
+    /// `index.html`). A path with a trailing slash naming a regular file
+    /// should be reported as [`Resource::NotFound`] by the server.
+    File(FileInfo<'a>),
+    /// A directory without a usable index: without a trailing slash → 301 to
+    /// the slash form (query preserved); with one → 403 (no listings).
+    Directory,
+    /// Nothing there → 404.
+    NotFound,
+    /// Exists but must not be served (e.g. dotfiles) → 403.
+    Forbidden,
+}
+
+/// A file to serve and its precompressed siblings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileInfo<'a> {
+    /// Metadata of the file itself.
+    pub meta: FileMeta,
+    /// `Content-Type`, normally [`crate::mime_for`] of the file's path.
+    /// Values containing control characters are replaced by the default.
+    pub content_type: &'a str,
+    /// Metadata of the `.gz` sibling, if one exists.
+    pub gzip: Option<FileMeta>,
+    /// Metadata of the `.br` sibling, if one exists.
+    pub brotli: Option<FileMeta>,
+}
+
+/// Standard reason phrase for a status code (`""` if unknown).
+pub fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        204 => "No Content",
+        206 => "Partial Content",
+        301 => "Moved Permanently",
+        302 => "Found",
+        304 => "Not Modified",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        406 => "Not Acceptable",
+        408 => "Request Timeout",
+        410 => "Gone",
+        411 => "Length Required",
+        412 => "Precondition Failed",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        416 => "Range Not Satisfiable",
+        417 => "Expectation Failed",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        505 => "HTTP Version Not Supported",
+        _ => "",
+    }
+}
+
+fn is_safe_value(v: &str) -> bool {
+    v.bytes().all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+}
+
+fn is_token(v: &str) -> bool {
+    !v.is_empty()
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// Header block under construction.
+struct Head(String);
+
+impl Head {
+    fn new(status: u16, now_unix: u64, info: &ServerInfo<'_>) -> Self {
+        let status = status.clamp(100, 999);
+        let mut h = Head(format!(
+            "HTTP/1.1 {status} {}\r\nDate: ",
+            reason_phrase(status)
+        ));
+        write_http_date(&mut h.0, now_unix);
+        h.0.push_str("\r\n");
+        h.field("Server", info.server);
+        h
+    }
+
+    /// Adds a field; silently skipped when the name is not a token or the
+    /// value is empty or could break the framing (CR, LF, other controls).
+    fn field(&mut self, name: &str, value: &str) {
+        if is_token(name) && !value.is_empty() && is_safe_value(value) {
+            let _ = write!(self.0, "{name}: {value}\r\n");
+        }
+    }
+
+    fn field_u64(&mut self, name: &str, value: u64) {
+        let _ = write!(self.0, "{name}: {value}\r\n");
+    }
+
+    fn date(&mut self, name: &str, t: u64) {
+        let _ = write!(self.0, "{name}: ");
+        write_http_date(&mut self.0, t);
+        self.0.push_str("\r\n");
+    }
+
+    /// `Connection` field: `close`, or `keep-alive` when persistence must be
+    /// announced (HTTP/1.0 or unknown version).
+    fn connection(&mut self, keep_alive: bool, version_minor: Option<u8>) {
+        if !keep_alive {
+            self.field("Connection", "close");
+        } else if version_minor != Some(1) {
+            self.field("Connection", "keep-alive");
+        }
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        self.0.push_str("\r\n");
+        self.0.into_bytes()
+    }
+}
+
+fn error_body(status: u16) -> Vec<u8> {
+    let reason = reason_phrase(status);
+    format!(
+        "<!DOCTYPE html>\n<html><head><title>{status} {reason}</title></head>\
+         <body><h1>{status} {reason}</h1></body></html>\n"
+    )
+    .into_bytes()
+}
+
+pub(crate) fn error_plan(
+    status: u16,
+    keep_alive: bool,
+    version_minor: Option<u8>,
+    now_unix: u64,
+    info: &ServerInfo<'_>,
+    extra: &[(&str, &str)],
+) -> ResponsePlan {
+    let body = error_body(status);
+    let mut h = Head::new(status, now_unix, info);
+    h.field("Content-Type", "text/html; charset=utf-8");
+    h.field_u64("Content-Length", body.len() as u64);
+    if status == 405 && !extra.iter().any(|(n, _)| n.eq_ignore_ascii_case("allow")) {
+        h.field("Allow", ALLOW);
+    }
+    for (n, v) in extra {
+        if !n.eq_ignore_ascii_case("content-length") && !n.eq_ignore_ascii_case("connection") {
+            h.field(n, v);
+        }
+    }
+    h.connection(keep_alive, version_minor);
+    ResponsePlan {
+        status,
+        head: h.finish(),
+        body: vec![BodyPart::Bytes(body)],
+        keep_alive,
+        encoding: Encoding::Identity,
+    }
+}
+
+/// An error (or other bodyless-by-design) response with a small HTML body.
+///
+/// Adds `Allow: GET, HEAD` for 405 unless `extra` has an `Allow` field. Extra
+/// fields with unsafe values are dropped; `Content-Length` and `Connection`
+/// in `extra` are ignored (they are computed). The `Connection` field is
+/// `keep-alive` or `close` according to `keep_alive`. For a HEAD request use
+/// [`plan_error`] or [`ResponsePlan::into_head_only`].
+pub fn error_response(
+    status: u16,
+    keep_alive: bool,
+    now_unix: u64,
+    info: &ServerInfo<'_>,
+    extra: &[(&str, &str)],
+) -> ResponsePlan {
+    error_plan(status, keep_alive, None, now_unix, info, extra)
+}
+
+/// Error response for an accepted request (e.g. a [`crate::StatusError`] from
+/// [`crate::resolve_target`], 404, 403, 500): honours the request's
+/// keep-alive state and version, and omits the body for HEAD.
+pub fn plan_error(
+    req: &Request,
+    status: u16,
+    now_unix: u64,
+    info: &ServerInfo<'_>,
+) -> ResponsePlan {
+    let plan = error_plan(
+        status,
+        req.keep_alive,
+        Some(req.version_minor),
+        now_unix,
+        info,
+        &[],
+    );
+    if req.is_head() {
+        plan.into_head_only()
+    } else {
+        plan
+    }
+}
+
+/// Plans the response to a GET/HEAD request for `path`, given what the server
+/// found there.
+///
+/// For files: negotiates the precompressed sibling ([`choose_encoding`]),
+/// evaluates preconditions (412 / 304), applies `Range` (GET only, subject to
+/// `If-Range`) producing 200, 206 (single part or `multipart/byteranges`) or
+/// 416, and builds the header block with `Date`, `Server`, `Content-Type`,
+/// `Content-Length`, `Accept-Ranges`, `ETag`, `Last-Modified`,
+/// `Cache-Control`, `Vary: Accept-Encoding` (when a sibling exists),
+/// `Content-Encoding`, `Content-Range` and `Connection` as applicable.
+/// Multiple ranges of a precompressed representation are not served as
+/// multipart; the full representation is sent instead (200).
+pub fn plan_response(
+    req: &Request,
+    path: &SafePath,
+    resource: &Resource<'_>,
+    now_unix: u64,
+    info: &ServerInfo<'_>,
+) -> ResponsePlan {
+    match resource {
+        Resource::NotFound => plan_error(req, 404, now_unix, info),
+        Resource::Forbidden => plan_error(req, 403, now_unix, info),
+        Resource::Directory if path.trailing_slash() => plan_error(req, 403, now_unix, info),
+        Resource::Directory => {
+            let location = path.redirect_location();
+            let plan = error_plan(
+                301,
+                req.keep_alive,
+                Some(req.version_minor),
+                now_unix,
+                info,
+                &[("Location", &location)],
+            );
+            if req.is_head() {
+                plan.into_head_only()
+            } else {
+                plan
+            }
+        }
+        Resource::File(file) => plan_file(req, file, now_unix, info),
+    }
+}
+
+/// ETag of the selected representation: compressed siblings get a distinct
+/// suffix so caches never confuse them with the identity file.
+fn representation_etag(meta: &FileMeta, enc: Encoding) -> String {
+    let mut tag = crate::precond::etag(meta);
+    if let Some(coding) = enc.content_encoding() {
+        tag.pop();
+        let _ = write!(tag, "-{coding}\"");
+    }
+    tag
+}
+
+fn plan_file(
+    req: &Request,
+    file: &FileInfo<'_>,
+    now_unix: u64,
+    info: &ServerInfo<'_>,
+) -> ResponsePlan {
+    let has_siblings = file.gzip.is_some() || file.brotli.is_some();
+    let chosen = choose_encoding(
+        req.accept_encoding.as_deref(),
+        file.brotli.is_some(),
+        file.gzip.is_some(),
+    );
+    let (encoding, meta) = match (chosen, file.brotli, file.gzip) {
+        (Encoding::Brotli, Some(m), _) => (Encoding::Brotli, m),
+        (Encoding::Gzip, _, Some(m)) => (Encoding::Gzip, m),
+        _ => (Encoding::Identity, file.meta),
+    };
+    let tag = representation_etag(&meta, encoding);
+    let content_type = if !file.content_type.is_empty() && is_safe_value(file.content_type) {
+        file.content_type
+    } else {
+        DEFAULT_MIME
+    };
+    let validators = |h: &mut Head| {
+        h.field("ETag", &tag);
+        h.date("Last-Modified", meta.mtime_unix);
+        if let Some(cc) = info.cache_control {
+            h.field("Cache-Control", cc);
+        }
+        if has_siblings {
+            h.field("Vary", "Accept-Encoding");
+        }
+    };
+
+    match evaluate_preconditions(req, &tag, meta.mtime_unix) {
+        Precondition::Failed => return plan_error(req, 412, now_unix, info),
+        Precondition::NotModified => {
+            let mut h = Head::new(304, now_unix, info);
+            validators(&mut h);
+            h.connection(req.keep_alive, Some(req.version_minor));
+            return ResponsePlan {
+                status: 304,
+                head: h.finish(),
+                body: Vec::new(),
+                keep_alive: req.keep_alive,
+                encoding,
+            };
+        }
+        Precondition::Proceed => {}
+    }
+
+    let mut outcome = match &req.range {
+        Some(range)
+            if req.method == Method::Get
+                && req
+                    .if_range
+                    .as_deref()
+                    .is_none_or(|ir| if_range_allows(ir, &tag, meta.mtime_unix)) =>
+        {
+            parse_range(range, meta.len, info.max_ranges)
+        }
+        _ => RangeOutcome::Full,
+    };
+    if let RangeOutcome::Partial(ranges) = &outcome
+        && ranges.len() > 1
+        && encoding != Encoding::Identity
+    {
+        outcome = RangeOutcome::Full;
+    }
+
+    let (status, body, content_length) = match outcome {
+        RangeOutcome::Unsatisfiable => {
+            let cr = format!("bytes */{}", meta.len);
+            let mut plan = error_plan(
+                416,
+                req.keep_alive,
+                Some(req.version_minor),
+                now_unix,
+                info,
+                &[("Content-Range", &cr), ("Accept-Ranges", "bytes")],
+            );
+            if req.is_head() {
+                plan = plan.into_head_only();
+            }
+            return plan;
+        }
+        RangeOutcome::Full => {
+            let body = if meta.len > 0 {
+                vec![BodyPart::File {
+                    offset: 0,
+                    len: meta.len,
+                }]
+            } else {
+                Vec::new()
+            };
+            (200, body, meta.len)
+        }
+        RangeOutcome::Partial(ranges) if ranges.len() == 1 => {
+            let r = ranges[0];
+            let body = vec![BodyPart::File {
+                offset: r.first,
+                len: r.len(),
+            }];
+            (206, body, r.len())
+        }
+        RangeOutcome::Partial(ranges) => {
+            let boundary = boundary_for(&tag, now_unix);
+            let body = multipart_body(&ranges, meta.len, content_type, &boundary);
+            let total = body.iter().fold(0u64, |acc, p| acc.saturating_add(p.len()));
+            let mut h = Head::new(206, now_unix, info);
+            h.field(
+                "Content-Type",
+                &format!("multipart/byteranges; boundary={boundary}"),
+            );
+            h.field_u64("Content-Length", total);
+            h.field("Accept-Ranges", "bytes");
+            validators(&mut h);
+            h.connection(req.keep_alive, Some(req.version_minor));
+            return finish_file_plan(req, 206, h, body, encoding);
+        }
+    };
+
+    let mut h = Head::new(status, now_unix, info);
+    h.field("Content-Type", content_type);
+    h.field_u64("Content-Length", content_length);
+    h.field("Accept-Ranges", "bytes");
+    validators(&mut h);
+    if let Some(coding) = encoding.content_encoding() {
+        h.field("Content-Encoding", coding);
+    }
+    if let [BodyPart::File { offset, len }] = body.as_slice()
+        && status == 206
+    {
+        let _ = write!(
+            h.0,
+            "Content-Range: bytes {}-{}/{}\r\n",
+            offset,
+            offset + len - 1,
+            meta.len
+        );
+    }
+    h.connection(req.keep_alive, Some(req.version_minor));
+    finish_file_plan(req, status, h, body, encoding)
+}
+
+fn finish_file_plan(
+    req: &Request,
+    status: u16,
+    h: Head,
+    body: Vec<BodyPart>,
+    encoding: Encoding,
+) -> ResponsePlan {
+    ResponsePlan {
+        status,
+        head: h.finish(),
+        body: if req.is_head() { Vec::new() } else { body },
+        keep_alive: req.keep_alive,
+        encoding,
+    }
+}
+
+/// Deterministic boundary: 64-bit FNV-1a of the ETag and time, in hex.
+fn boundary_for(tag: &str, now_unix: u64) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in tag.bytes().chain(now_unix.to_le_bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("uk-http-{h:016x}")
+}
+
+/// `multipart/byteranges` body (RFC 9110 §14.6): per range a boundary line,
+/// `Content-Type` and `Content-Range` fields, an empty line and the data,
+/// followed by the closing delimiter.
+fn multipart_body(
+    ranges: &[ByteRange],
+    len: u64,
+    content_type: &str,
+    boundary: &str,
+) -> Vec<BodyPart> {
+    let mut parts = Vec::with_capacity(ranges.len() * 2 + 1);
+    for (i, r) in ranges.iter().enumerate() {
+        let sep = if i == 0 { "" } else { "\r\n" };
+        let header = format!(
+            "{sep}--{boundary}\r\nContent-Type: {content_type}\r\nContent-Range: bytes {}-{}/{len}\r\n\r\n",
+            r.first, r.last
+        );
+        parts.push(BodyPart::Bytes(header.into_bytes()));
+        parts.push(BodyPart::File {
+            offset: r.first,
+            len: r.len(),
+        });
+    }
+    parts.push(BodyPart::Bytes(
+        format!("\r\n--{boundary}--\r\n").into_bytes(),
+    ));
+    parts
+}

@@ -1,0 +1,278 @@
+//! An O(1) LRU map: a `hashbrown::HashMap` from key to slab index plus an
+//! intrusive doubly-linked list threaded through the slab by indices.
+//!
+//! Entries can be *detached* from the recency list while staying in the map
+//! (used for pinned pages, which must never be chosen for eviction); a
+//! detached entry is invisible to [`LruMap::pop_lru`].
+
+use alloc::vec::Vec;
+use core::hash::Hash;
+
+use hashbrown::{Equivalent, HashMap};
+
+const NIL: u32 = u32::MAX;
+
+struct Node<K, V> {
+    key: K,
+    value: V,
+    prev: u32,
+    next: u32,
+    linked: bool,
+}
+
+/// A hash map that remembers the recency of its entries.
+pub(crate) struct LruMap<K, V> {
+    map: HashMap<K, u32>,
+    slab: Vec<Option<Node<K, V>>>,
+    free: Vec<u32>,
+    /// Most recently used.
+    head: u32,
+    /// Least recently used.
+    tail: u32,
+    linked: usize,
+}
+
+impl<K: Hash + Eq + Clone, V> LruMap<K, V> {
+    pub(crate) fn new() -> Self {
+        Self {
+            map: HashMap::new(),
+            slab: Vec::new(),
+            free: Vec::new(),
+            head: NIL,
+            tail: NIL,
+            linked: 0,
+        }
+    }
+
+    /// Number of entries (linked or detached).
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Number of entries on the recency list (evictable).
+    pub(crate) fn linked_len(&self) -> usize {
+        self.linked
+    }
+
+    fn node(&self, i: u32) -> &Node<K, V> {
+        self.slab[i as usize].as_ref().expect("live slab index")
+    }
+
+    fn node_mut(&mut self, i: u32) -> &mut Node<K, V> {
+        self.slab[i as usize].as_mut().expect("live slab index")
+    }
+
+    fn unlink(&mut self, i: u32) {
+        let (prev, next, linked) = {
+            let n = self.node(i);
+            (n.prev, n.next, n.linked)
+        };
+        if !linked {
+            return;
+        }
+        if prev == NIL {
+            self.head = next;
+        } else {
+            self.node_mut(prev).next = next;
+        }
+        if next == NIL {
+            self.tail = prev;
+        } else {
+            self.node_mut(next).prev = prev;
+        }
+        let n = self.node_mut(i);
+        n.prev = NIL;
+        n.next = NIL;
+        n.linked = false;
+        self.linked -= 1;
+    }
+
+    fn push_front(&mut self, i: u32) {
+        let old_head = self.head;
+        {
+            let n = self.node_mut(i);
+            debug_assert!(!n.linked);
+            n.prev = NIL;
+            n.next = old_head;
+            n.linked = true;
+        }
+        if old_head == NIL {
+            self.tail = i;
+        } else {
+            self.node_mut(old_head).prev = i;
+        }
+        self.head = i;
+        self.linked += 1;
+    }
+
+    /// Whether `key` is present.
+    pub(crate) fn contains<Q: Hash + Equivalent<K> + ?Sized>(&self, key: &Q) -> bool {
+        self.map.contains_key(key)
+    }
+
+    /// Looks up `key` without changing its recency.
+    pub(crate) fn peek<Q: Hash + Equivalent<K> + ?Sized>(&self, key: &Q) -> Option<&V> {
+        let i = *self.map.get(key)?;
+        Some(&self.node(i).value)
+    }
+
+    /// Looks up `key` mutably without changing its recency.
+    pub(crate) fn peek_mut<Q: Hash + Equivalent<K> + ?Sized>(&mut self, key: &Q) -> Option<&mut V> {
+        let i = *self.map.get(key)?;
+        Some(&mut self.node_mut(i).value)
+    }
+
+    /// Looks up `key` and, if it is on the recency list, marks it most recently used.
+    pub(crate) fn get_mut<Q: Hash + Equivalent<K> + ?Sized>(&mut self, key: &Q) -> Option<&mut V> {
+        let i = *self.map.get(key)?;
+        if self.node(i).linked {
+            self.unlink(i);
+            self.push_front(i);
+        }
+        Some(&mut self.node_mut(i).value)
+    }
+
+    /// Inserts or replaces `key`, making it most recently used (and linked).
+    /// Returns the previous value, if any.
+    pub(crate) fn insert(&mut self, key: K, value: V) -> Option<V> {
+        if let Some(&i) = self.map.get(&key) {
+            let old = core::mem::replace(&mut self.node_mut(i).value, value);
+            self.unlink(i);
+            self.push_front(i);
+            return Some(old);
+        }
+        let node = Node {
+            key: key.clone(),
+            value,
+            prev: NIL,
+            next: NIL,
+            linked: false,
+        };
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.slab[i as usize] = Some(node);
+                i
+            }
+            None => {
+                let i = u32::try_from(self.slab.len()).expect("LRU slab overflow");
+                assert!(i != NIL, "LRU slab overflow");
+                self.slab.push(Some(node));
+                i
+            }
+        };
+        self.map.insert(key, i);
+        self.push_front(i);
+        None
+    }
+
+    fn take(&mut self, i: u32) -> (K, V) {
+        self.unlink(i);
+        let node = self.slab[i as usize].take().expect("live slab index");
+        self.free.push(i);
+        self.map.remove(&node.key);
+        (node.key, node.value)
+    }
+
+    /// Removes `key`, returning its value.
+    pub(crate) fn remove<Q: Hash + Equivalent<K> + ?Sized>(&mut self, key: &Q) -> Option<V> {
+        let i = *self.map.get(key)?;
+        Some(self.take(i).1)
+    }
+
+    /// Removes and returns the least recently used *linked* entry.
+    pub(crate) fn pop_lru(&mut self) -> Option<(K, V)> {
+        if self.tail == NIL {
+            return None;
+        }
+        let i = self.tail;
+        Some(self.take(i))
+    }
+
+    /// Takes `key` off the recency list (it stays in the map). Returns
+    /// whether the key exists.
+    pub(crate) fn detach<Q: Hash + Equivalent<K> + ?Sized>(&mut self, key: &Q) -> bool {
+        match self.map.get(key) {
+            Some(&i) => {
+                self.unlink(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Puts a detached `key` back on the recency list as most recently used.
+    pub(crate) fn attach<Q: Hash + Equivalent<K> + ?Sized>(&mut self, key: &Q) -> bool {
+        match self.map.get(key) {
+            Some(&i) => {
+                if !self.node(i).linked {
+                    self.push_front(i);
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Keys from least to most recently used (linked entries only).
+    #[cfg(test)]
+    pub(crate) fn keys_lru_order(&self) -> Vec<K> {
+        let mut out = Vec::new();
+        let mut i = self.tail;
+        while i != NIL {
+            let n = self.node(i);
+            out.push(n.key.clone());
+            i = n.prev;
+        }
+        out
+    }
+
+    /// Removes every entry for which `keep` returns false, returning them.
+    /// O(n) in the slab size.
+    pub(crate) fn extract_if(&mut self, mut remove: impl FnMut(&K, &mut V) -> bool) -> Vec<(K, V)> {
+        let mut doomed = Vec::new();
+        for (i, slot) in self.slab.iter_mut().enumerate() {
+            if let Some(n) = slot
+                && remove(&n.key, &mut n.value)
+            {
+                doomed.push(i as u32);
+            }
+        }
+        doomed.into_iter().map(|i| self.take(i)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lru_order_and_detach() {
+        let mut m: LruMap<u32, u32> = LruMap::new();
+        for k in 0..5 {
+            m.insert(k, k * 10);
+        }
+        assert_eq!(m.keys_lru_order(), [0, 1, 2, 3, 4]);
+        assert_eq!(m.get_mut(&1).copied(), Some(10));
+        assert_eq!(m.keys_lru_order(), [0, 2, 3, 4, 1]);
+        assert!(m.detach(&0));
+        assert_eq!(m.linked_len(), 4);
+        assert_eq!(m.len(), 5);
+        assert_eq!(m.pop_lru(), Some((2, 20)));
+        // Detached entries are still found but not evicted or reordered.
+        assert_eq!(m.get_mut(&0).copied(), Some(0));
+        assert_eq!(m.keys_lru_order(), [3, 4, 1]);
+        assert!(m.attach(&0));
+        assert_eq!(m.keys_lru_order(), [3, 4, 1, 0]);
+        assert_eq!(m.remove(&4), Some(40));
+        m.insert(7, 70); // reuses a free slot
+        assert_eq!(m.keys_lru_order(), [3, 1, 0, 7]);
+        let gone = m.extract_if(|k, _| *k < 2);
+        assert_eq!(gone.len(), 2);
+        assert_eq!(m.keys_lru_order(), [3, 7]);
+        assert_eq!(m.insert(3, 33), Some(30));
+        assert_eq!(m.keys_lru_order(), [7, 3]);
+        while m.pop_lru().is_some() {}
+        assert_eq!(m.len(), 0);
+        assert_eq!(m.linked_len(), 0);
+    }
+}

@@ -1,0 +1,585 @@
+//! The page cache: 4 KiB pages of file data keyed by `(device, inode, page
+//! index)` in a `hashbrown::HashMap`, with O(1) LRU eviction.
+//!
+//! # Design
+//!
+//! * **Storage is the embedder's.** Pages come from a [`PageFrames`]
+//!   allocator; the kernel hands out physical frames (reachable through its
+//!   direct map), tests use [`HeapFrames`] (`Box<[u8; 4096]>`).
+//! * **No bounce buffer.** On a miss the cache allocates a frame and passes
+//!   *that frame* to [`Inode::read_page`], so a block driver can DMA straight
+//!   into it. The lock is not held during the fill; frames being filled count
+//!   against the capacity ("in flight"). If two readers race on the same page,
+//!   the loser's frame is freed.
+//! * **LRU** is an intrusive doubly-linked list through a slab (indices, not
+//!   pointers), so hit, insert and evict are O(1).
+//! * **Pinning.** A pinned page (pin count > 0: in-flight `sendfile`, a
+//!   mapping, ...) is taken off the LRU list, so eviction never sees it;
+//!   unpinning puts it back as most recently used.
+//! * **Capacity** (pages) is set at run time; inserting beyond it evicts the
+//!   least recently used unpinned page, and so does a failed frame allocation.
+//!   Only when every resident page is pinned does a demand read fail with
+//!   `ENOMEM`. [`PageCache::evict`] is the memory-pressure hook.
+//! * **Coherence.** Writes go to the file system first, then
+//!   [`PageCache::write_through`] patches resident pages;
+//!   [`PageCache::truncate`] drops pages past the new end. A generation
+//!   counter keeps a fill that raced with a write from inserting stale data.
+
+use alloc::boxed::Box;
+#[cfg(test)]
+use alloc::vec::Vec;
+use core::ops::Range;
+
+use crate::error::{Result, VfsError};
+use crate::inode::{Inode, PAGE_SIZE};
+use crate::lru::LruMap;
+use crate::readahead::Readahead;
+use crate::sync::{Locking, Mutex};
+
+/// One page of memory that the cache can read and fill.
+pub trait Page: Send + 'static {
+    /// The page contents.
+    fn bytes(&self) -> &[u8; PAGE_SIZE];
+    /// The page contents, writable (the fill target).
+    fn bytes_mut(&mut self) -> &mut [u8; PAGE_SIZE];
+}
+
+impl Page for Box<[u8; PAGE_SIZE]> {
+    fn bytes(&self) -> &[u8; PAGE_SIZE] {
+        self
+    }
+    fn bytes_mut(&mut self) -> &mut [u8; PAGE_SIZE] {
+        self
+    }
+}
+
+/// Source of page frames for the cache.
+pub trait PageFrames: Send + 'static {
+    /// The page type handed out.
+    type Page: Page;
+    /// Allocates a frame (contents need not be zeroed), or `None` if memory
+    /// is exhausted; the cache then evicts and retries.
+    fn alloc(&mut self) -> Option<Self::Page>;
+    /// Returns a frame to the allocator.
+    fn free(&mut self, page: Self::Page);
+}
+
+/// Heap-backed frames (`Box<[u8; 4096]>`) with an optional limit.
+#[derive(Debug)]
+pub struct HeapFrames {
+    max: usize,
+    live: usize,
+}
+
+impl HeapFrames {
+    /// At most `max` frames alive at once.
+    pub const fn with_limit(max: usize) -> Self {
+        Self { max, live: 0 }
+    }
+
+    /// No limit beyond the heap itself.
+    pub const fn unlimited() -> Self {
+        Self::with_limit(usize::MAX)
+    }
+
+    /// Frames currently allocated.
+    pub const fn live(&self) -> usize {
+        self.live
+    }
+}
+
+impl PageFrames for HeapFrames {
+    type Page = Box<[u8; PAGE_SIZE]>;
+
+    fn alloc(&mut self) -> Option<Self::Page> {
+        if self.live >= self.max {
+            return None;
+        }
+        self.live += 1;
+        Some(Box::new([0u8; PAGE_SIZE]))
+    }
+
+    fn free(&mut self, page: Self::Page) {
+        drop(page);
+        self.live -= 1;
+    }
+}
+
+/// Identity of a file in the cache: device (assigned by [`crate::Vfs`] at
+/// mount time) and inode number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FileId {
+    /// Device number.
+    pub dev: u64,
+    /// Inode number.
+    pub ino: u64,
+}
+
+/// Key of one cached page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PageKey {
+    /// The file.
+    pub file: FileId,
+    /// Page index within the file (byte offset / 4096).
+    pub index: u64,
+}
+
+/// Page-cache counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PageCacheStats {
+    /// Demand accesses that found the page resident.
+    pub hits: u64,
+    /// Demand accesses that had to read the page.
+    pub misses: u64,
+    /// Pages brought in by readahead (not demanded at the time).
+    pub pages_read_ahead: u64,
+    /// Pages evicted (capacity, allocation failure or [`PageCache::evict`]).
+    pub evictions: u64,
+    /// Pages resident now.
+    pub resident: usize,
+    /// Resident pages that are pinned.
+    pub pinned: usize,
+    /// Capacity in pages.
+    pub capacity: usize,
+}
+
+/// A pin on a resident page; release it with [`PageCache::unpin`].
+#[must_use = "a pinned page is never evicted until unpinned"]
+#[derive(Debug, PartialEq, Eq)]
+pub struct PinnedPage {
+    key: PageKey,
+}
+
+impl PinnedPage {
+    /// The pinned page's key.
+    pub fn key(&self) -> PageKey {
+        self.key
+    }
+}
+
+struct Entry<P> {
+    page: P,
+    pins: u32,
+    /// Invalidated while pinned: freed on the last unpin.
+    stale: bool,
+}
+
+struct Inner<F: PageFrames> {
+    frames: F,
+    map: LruMap<PageKey, Entry<F::Page>>,
+    capacity: usize,
+    inflight: usize,
+    generation: u64,
+    stats: PageCacheStats,
+}
+
+impl<F: PageFrames> Inner<F> {
+    fn evict_one(&mut self) -> bool {
+        match self.map.pop_lru() {
+            Some((_, e)) => {
+                self.frames.free(e.page);
+                self.stats.evictions += 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Gets a frame for a fill, evicting as needed to respect the capacity.
+    fn alloc_frame(&mut self) -> Result<F::Page> {
+        loop {
+            if self.map.len() + self.inflight >= self.capacity {
+                if !self.evict_one() {
+                    return Err(VfsError::ENOMEM);
+                }
+                continue;
+            }
+            match self.frames.alloc() {
+                Some(p) => {
+                    self.inflight += 1;
+                    return Ok(p);
+                }
+                None => {
+                    if !self.evict_one() {
+                        return Err(VfsError::ENOMEM);
+                    }
+                }
+            }
+        }
+    }
+
+    fn entry(&self, key: &PageKey) -> &Entry<F::Page> {
+        self.map.peek(key).expect("page resident")
+    }
+}
+
+/// The page cache. `L` is the lock family, `F` the frame source.
+pub struct PageCache<L: Locking, F: PageFrames> {
+    inner: Mutex<L, Inner<F>>,
+}
+
+impl<L: Locking, F: PageFrames> PageCache<L, F> {
+    /// A cache of at most `capacity` pages (at least 1) drawing frames from `frames`.
+    pub fn new(frames: F, capacity: usize) -> Self {
+        Self {
+            inner: Mutex::new(Inner {
+                frames,
+                map: LruMap::new(),
+                capacity: capacity.max(1),
+                inflight: 0,
+                generation: 0,
+                stats: PageCacheStats::default(),
+            }),
+        }
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> PageCacheStats {
+        self.inner.with(|i| PageCacheStats {
+            resident: i.map.len(),
+            pinned: i.map.len() - i.map.linked_len(),
+            capacity: i.capacity,
+            ..i.stats
+        })
+    }
+
+    /// Changes the capacity (at least 1 page), evicting down to it if needed.
+    /// Returns the number of pages evicted.
+    pub fn set_capacity(&self, capacity: usize) -> usize {
+        self.inner.with(|i| {
+            i.capacity = capacity.max(1);
+            let mut n = 0;
+            while i.map.len() > i.capacity && i.evict_one() {
+                n += 1;
+            }
+            n
+        })
+    }
+
+    /// Memory-pressure hook: evicts up to `n` unpinned pages, least recently
+    /// used first, and returns how many were freed.
+    pub fn evict(&self, n: usize) -> usize {
+        self.inner.with(|i| {
+            let mut done = 0;
+            while done < n && i.evict_one() {
+                done += 1;
+            }
+            done
+        })
+    }
+
+    /// Whether the page is resident (does not count as an access).
+    pub fn contains(&self, key: PageKey) -> bool {
+        self.inner.with(|i| i.map.contains(&key))
+    }
+
+    /// Access to the frame allocator (for statistics).
+    pub fn with_frames<R>(&self, f: impl FnOnce(&F) -> R) -> R {
+        self.inner.with(|i| f(&i.frames))
+    }
+
+    /// Makes `key` resident (reading it through `inode` on a miss) and runs
+    /// `then` under the lock. `then` gets `None` when the page is in the map
+    /// under `key`, or `Some(page)` for a freshly read page that is *not*
+    /// cached because a write or truncate raced with the fill.
+    fn fetch<R>(
+        &self,
+        key: PageKey,
+        inode: &dyn Inode,
+        demand: bool,
+        then: impl FnOnce(&mut Inner<F>, Option<&F::Page>) -> R,
+    ) -> Result<R> {
+        let mut then = Some(then);
+        let probe = self.inner.with(|i| -> Result<Probe<R, F::Page>> {
+            if i.map.get_mut(&key).is_some() {
+                if demand {
+                    i.stats.hits += 1;
+                }
+                let f = then.take().expect("called once");
+                return Ok(Probe::Hit(f(i, None)));
+            }
+            if demand {
+                i.stats.misses += 1;
+            }
+            let page = i.alloc_frame()?;
+            Ok(Probe::Fill(page, i.generation))
+        })?;
+        let (mut page, generation) = match probe {
+            Probe::Hit(r) => return Ok(r),
+            Probe::Fill(page, generation) => (page, generation),
+        };
+        // No lock held: the fill may block on device I/O.
+        let res = inode.read_page(key.index, page.bytes_mut());
+        self.inner.with(|i| {
+            i.inflight -= 1;
+            let n = match res {
+                Ok(n) => n.min(PAGE_SIZE),
+                Err(e) => {
+                    i.frames.free(page);
+                    return Err(e);
+                }
+            };
+            page.bytes_mut()[n..].fill(0);
+            let f = then.take().expect("called once");
+            if i.map.get_mut(&key).is_some() {
+                // Another reader won the race.
+                i.frames.free(page);
+                return Ok(f(i, None));
+            }
+            if i.generation != generation {
+                let r = f(i, Some(&page));
+                i.frames.free(page);
+                return Ok(r);
+            }
+            i.map.insert(
+                key,
+                Entry {
+                    page,
+                    pins: 0,
+                    stale: false,
+                },
+            );
+            if !demand {
+                i.stats.pages_read_ahead += 1;
+            }
+            Ok(f(i, None))
+        })
+    }
+
+    /// Runs `f` on the contents of page `index` of `file`, reading it through
+    /// `inode` on a miss. Counts as a demand access (hit or miss).
+    pub fn with_page<R>(
+        &self,
+        file: FileId,
+        inode: &dyn Inode,
+        index: u64,
+        f: impl FnOnce(&[u8; PAGE_SIZE]) -> R,
+    ) -> Result<R> {
+        let key = PageKey { file, index };
+        self.fetch(key, inode, true, |i, fresh| match fresh {
+            Some(p) => f(p.bytes()),
+            None => f(i.entry(&key).page.bytes()),
+        })
+    }
+
+    /// Reads pages of `range` that are not resident, as readahead (best
+    /// effort: stops at the first error). Pages in `skip` are left to the
+    /// caller. Returns the number of pages read. Also usable for
+    /// `POSIX_FADV_WILLNEED`.
+    pub fn readahead(
+        &self,
+        file: FileId,
+        inode: &dyn Inode,
+        range: Range<u64>,
+        skip: Range<u64>,
+    ) -> u64 {
+        let mut n = 0;
+        for index in range {
+            if skip.contains(&index) {
+                continue;
+            }
+            let key = PageKey { file, index };
+            if self.contains(key) {
+                continue;
+            }
+            match self.fetch(key, inode, false, |_, _| ()) {
+                Ok(()) => n += 1,
+                Err(_) => break,
+            }
+        }
+        n
+    }
+
+    /// Reads from `file` at byte `offset` into `buf` through the cache,
+    /// driving readahead with the per-open-file state `ra`. Returns the
+    /// number of bytes read (0 at or past end of file; short at end of
+    /// file, or if an error hits after some bytes were copied).
+    pub fn read(
+        &self,
+        ra: &mut Readahead,
+        file: FileId,
+        inode: &dyn Inode,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let size = inode.stat()?.size;
+        if offset >= size {
+            return Ok(0);
+        }
+        let end = size.min(offset.saturating_add(buf.len() as u64));
+        let ps = PAGE_SIZE as u64;
+        let first = offset / ps;
+        let last = (end - 1) / ps;
+        let file_pages = size.div_ceil(ps);
+        if let Some(window) = ra.on_access(first, last - first + 1, file_pages) {
+            self.readahead(file, inode, window, first..last + 1);
+        }
+        let mut done = 0usize;
+        let mut pos = offset;
+        while pos < end {
+            let index = pos / ps;
+            let in_page = (pos % ps) as usize;
+            let n = (PAGE_SIZE - in_page).min((end - pos) as usize);
+            let dst = &mut buf[done..done + n];
+            let res = self.with_page(file, inode, index, |bytes| {
+                dst.copy_from_slice(&bytes[in_page..in_page + n]);
+            });
+            if let Err(e) = res {
+                return if done > 0 { Ok(done) } else { Err(e) };
+            }
+            done += n;
+            pos += n as u64;
+        }
+        Ok(done)
+    }
+
+    /// Pins page `index` of `file` (reading it if needed): it will not be
+    /// evicted until [`PageCache::unpin`].
+    pub fn pin(&self, file: FileId, inode: &dyn Inode, index: u64) -> Result<PinnedPage> {
+        let key = PageKey { file, index };
+        // Retry if a concurrent write kept the fill out of the cache.
+        for _ in 0..8 {
+            let pinned = self.fetch(key, inode, true, |i, fresh| {
+                if fresh.is_some() {
+                    return false;
+                }
+                if let Some(e) = i.map.peek_mut(&key) {
+                    e.pins += 1;
+                }
+                i.map.detach(&key);
+                true
+            })?;
+            if pinned {
+                return Ok(PinnedPage { key });
+            }
+        }
+        Err(VfsError::EAGAIN)
+    }
+
+    /// Runs `f` on a pinned page (the kernel can take the frame's physical
+    /// address from its own page type here).
+    pub fn with_pinned<R>(&self, pin: &PinnedPage, f: impl FnOnce(&F::Page) -> R) -> R {
+        self.inner.with(|i| f(&i.entry(&pin.key).page))
+    }
+
+    /// Releases a pin; the page becomes evictable (most recently used) when
+    /// its last pin goes, or is freed if it was invalidated meanwhile.
+    pub fn unpin(&self, pin: PinnedPage) {
+        self.inner.with(|i| {
+            let Some(e) = i.map.peek_mut(&pin.key) else {
+                return;
+            };
+            e.pins -= 1;
+            if e.pins == 0 {
+                if e.stale {
+                    if let Some(e) = i.map.remove(&pin.key) {
+                        i.frames.free(e.page);
+                    }
+                } else {
+                    i.map.attach(&pin.key);
+                }
+            }
+        });
+    }
+
+    /// Copies `data`, just written to `file` at `offset` by the file system,
+    /// into the resident pages it overlaps (write-through coherence).
+    pub fn write_through(&self, file: FileId, offset: u64, data: &[u8]) {
+        self.inner.with(|i| {
+            i.generation += 1;
+            let ps = PAGE_SIZE as u64;
+            let mut pos = offset;
+            let mut src = data;
+            while !src.is_empty() {
+                let index = pos / ps;
+                let in_page = (pos % ps) as usize;
+                let n = src.len().min(PAGE_SIZE - in_page);
+                if let Some(e) = i.map.peek_mut(&PageKey { file, index }) {
+                    e.page.bytes_mut()[in_page..in_page + n].copy_from_slice(&src[..n]);
+                }
+                src = &src[n..];
+                pos += n as u64;
+            }
+        });
+    }
+
+    /// Adjusts cached pages of `file` to a new size: pages wholly past the
+    /// end are dropped (pinned ones zeroed instead), the tail of the last
+    /// partial page is zeroed. O(resident pages).
+    pub fn truncate(&self, file: FileId, new_size: u64) {
+        let ps = PAGE_SIZE as u64;
+        let keep = new_size.div_ceil(ps);
+        self.inner.with(|i| {
+            i.generation += 1;
+            let dropped = i.map.extract_if(|k, e| {
+                if k.file != file || k.index < keep {
+                    return false;
+                }
+                if e.pins > 0 {
+                    e.page.bytes_mut().fill(0);
+                    return false;
+                }
+                true
+            });
+            for (_, e) in dropped {
+                i.frames.free(e.page);
+            }
+            let tail = (new_size % ps) as usize;
+            if tail != 0
+                && let Some(e) = i.map.peek_mut(&PageKey {
+                    file,
+                    index: keep - 1,
+                })
+            {
+                e.page.bytes_mut()[tail..].fill(0);
+            }
+        });
+    }
+
+    /// Drops every cached page of files matching `pred` (pinned pages are
+    /// freed on their last unpin). Returns the number of pages dropped now.
+    fn invalidate_where(&self, pred: impl Fn(&FileId) -> bool) -> usize {
+        self.inner.with(|i| {
+            i.generation += 1;
+            let dropped = i.map.extract_if(|k, e| {
+                if !pred(&k.file) {
+                    return false;
+                }
+                if e.pins > 0 {
+                    e.stale = true;
+                    return false;
+                }
+                true
+            });
+            let n = dropped.len();
+            for (_, e) in dropped {
+                i.frames.free(e.page);
+            }
+            n
+        })
+    }
+
+    /// Drops every cached page of `file`.
+    pub fn invalidate_file(&self, file: FileId) -> usize {
+        self.invalidate_where(|f| *f == file)
+    }
+
+    /// Drops every cached page of device `dev` (on unmount).
+    pub fn invalidate_dev(&self, dev: u64) -> usize {
+        self.invalidate_where(|f| f.dev == dev)
+    }
+
+    /// Resident page keys from least to most recently used (unpinned only).
+    #[cfg(test)]
+    pub(crate) fn lru_keys(&self) -> Vec<PageKey> {
+        self.inner.with(|i| i.map.keys_lru_order())
+    }
+}
+
+enum Probe<R, P> {
+    Hit(R),
+    Fill(P, u64),
+}
