@@ -233,7 +233,24 @@ fn spawn_reader(
     });
 }
 
+/// User + system CPU time a process has used so far, from /proc (Linux).
+pub fn process_cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces: fields after it follow ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = f.get(11)?.parse().ok()?;
+    let stime: u64 = f.get(12)?.parse().ok()?;
+    // USER_HZ is 100 on every Linux x86_64 build.
+    Some(Duration::from_millis((utime + stime) * 10))
+}
+
 impl Guest {
+    /// The QEMU process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Builds (once) and boots `app` on `machine`. Panics if the build fails,
     /// an option is invalid or QEMU cannot start.
     pub fn boot(app: &str, machine: Machine, opts: BootOpts) -> Guest {

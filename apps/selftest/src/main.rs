@@ -9,8 +9,14 @@ extern crate alloc;
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 
+use alloc::sync::Arc;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+
 use unikernel::mem::{self, Prot};
 use unikernel::println;
+use unikernel::sync::{Condvar, Mutex, Semaphore};
+use unikernel::thread;
+use unikernel::time::{Duration, Instant};
 
 unikernel::main!(main);
 
@@ -42,6 +48,21 @@ fn main() -> i32 {
             let code = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(0);
             unikernel::process::exit(code)
         }
+        "sleep" => sleep_accuracy(),
+        "pingpong" => pingpong(),
+        "threads" => many_threads(),
+        "spin" => spinner_does_not_starve(),
+        "idle" => {
+            let secs: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(10);
+            println!("idle: sleeping {secs} s");
+            thread::sleep(Duration::from_secs(secs));
+            println!(
+                "idle: done, halts={}",
+                unikernel::sched::STATS.idle_halts.load(Relaxed)
+            );
+            0
+        }
+        "bench-sched" => bench_sched(),
         "oom" => {
             let mut v: Vec<Box<[u8; 4000]>> = Vec::new();
             loop {
@@ -192,4 +213,177 @@ fn recurse(n: u64) -> u64 {
     } else {
         recurse(n + 1) + buf[0] as u64
     }
+}
+
+fn sleep_accuracy() -> i32 {
+    let irqs_before = unikernel::sched::STATS.timer_irqs.load(Relaxed);
+    let mut worst = 0u64;
+    for ms in [1u64, 10, 100] {
+        let t = Instant::now();
+        thread::sleep(Duration::from_millis(ms));
+        let us = t.elapsed().as_micros() as u64;
+        println!("sleep: asked {ms} ms, slept {us} us");
+        if us < ms * 1000 {
+            println!("sleep: woke early");
+            return 1;
+        }
+        worst = worst.max(us - ms * 1000);
+    }
+    let irqs = unikernel::sched::STATS.timer_irqs.load(Relaxed) - irqs_before;
+    println!("sleep: worst lateness {worst} us, timer_irqs={irqs}");
+    if irqs > 0 { 0 } else { 1 }
+}
+
+fn pingpong() -> i32 {
+    const ROUNDS: u64 = 10_000;
+    let state = Arc::new((Mutex::new(0u64), Condvar::new()));
+    let s2 = state.clone();
+    let t = Instant::now();
+    let other = thread::spawn(move || {
+        let (m, cv) = &*s2;
+        let mut n = m.lock();
+        while *n < 2 * ROUNDS {
+            if *n % 2 == 1 {
+                *n += 1;
+                cv.notify_one();
+            } else {
+                n = cv.wait(n);
+            }
+        }
+    });
+    {
+        let (m, cv) = &*state;
+        let mut n = m.lock();
+        while *n < 2 * ROUNDS {
+            if *n % 2 == 0 {
+                *n += 1;
+                cv.notify_one();
+            } else {
+                n = cv.wait(n);
+            }
+        }
+    }
+    other.join();
+    let n = *state.0.lock();
+    println!(
+        "pingpong: {} round trips in {} us",
+        n / 2,
+        t.elapsed().as_micros()
+    );
+    if n == 2 * ROUNDS { 0 } else { 1 }
+}
+
+fn many_threads() -> i32 {
+    const N: usize = 1000;
+    let data = |s: &unikernel::MemStats| s.frames_used - s.page_table_frames;
+    // Round 1 grows the heap to hold 1,000 thread records; round 2 must then
+    // end exactly where round 1 ended: every stack and record given back.
+    let first = thread_round(N);
+    let a = mem::stats();
+    let second = thread_round(N);
+    let b = mem::stats();
+    println!(
+        "threads: {N} alive at once (vmas={} at peak), joined; after round 1: data frames={} mapped={} vmas={}; after round 2: data frames={} mapped={} vmas={}; live={}",
+        second.max(first),
+        data(&a),
+        a.mapped_bytes,
+        a.vmas,
+        data(&b),
+        b.mapped_bytes,
+        b.vmas,
+        unikernel::sched::thread_count()
+    );
+    // Mappings must match exactly. Frames may differ by the few heap pages
+    // that round 2 happens to touch first; a leak of even one stack page per
+    // thread would show as N frames.
+    let ok = data(&b) < data(&a) + N as u64 / 10
+        && a.mapped_bytes == b.mapped_bytes
+        && a.vmas == b.vmas
+        && unikernel::sched::thread_count() == 1;
+    if ok { 0 } else { 1 }
+}
+
+/// Spawns `n` threads that all stay alive until released, then joins them.
+/// Returns the VMA count at the peak.
+fn thread_round(n: usize) -> u64 {
+    let gate = Arc::new(Semaphore::new(0));
+    let started = Arc::new(AtomicU64::new(0));
+    let mut handles = Vec::with_capacity(n);
+    for i in 0..n as u64 {
+        let (g, st) = (gate.clone(), started.clone());
+        handles.push(thread::spawn(move || {
+            st.fetch_add(1, Relaxed);
+            g.acquire();
+            i * 2
+        }));
+    }
+    while started.load(Relaxed) < n as u64 {
+        thread::yield_now();
+    }
+    let peak = mem::stats().vmas;
+    for _ in 0..n {
+        gate.release();
+    }
+    let sum: u64 = handles.into_iter().map(|h| h.join()).sum();
+    assert_eq!(sum, (n as u64 - 1) * n as u64, "thread results");
+    peak
+}
+
+fn spinner_does_not_starve() -> i32 {
+    let stop = Arc::new(AtomicBool::new(false));
+    let s2 = stop.clone();
+    let spins = Arc::new(AtomicU64::new(0));
+    let sp2 = spins.clone();
+    let spinner = thread::spawn(move || {
+        while !s2.load(Relaxed) {
+            sp2.fetch_add(1, Relaxed);
+            core::hint::spin_loop();
+        }
+    });
+    // Let it start spinning, then sleep: the slice must preempt it.
+    thread::yield_now();
+    let t = Instant::now();
+    thread::sleep(Duration::from_millis(50));
+    let us = t.elapsed().as_micros();
+    stop.store(true, Relaxed);
+    spinner.join();
+    let preemptions = unikernel::sched::STATS.preemptions.load(Relaxed);
+    println!(
+        "spin: slept 50 ms in {us} us while a thread spun {} times; preemptions={preemptions}",
+        spins.load(Relaxed)
+    );
+    if spins.load(Relaxed) > 0 { 0 } else { 1 }
+}
+
+fn bench_sched() -> i32 {
+    const SWITCHES: u64 = 20_000;
+    const SPAWNS: u64 = 2_000;
+    let go = Arc::new(AtomicBool::new(true));
+    let g2 = go.clone();
+    let other = thread::spawn(move || {
+        while g2.load(Relaxed) {
+            thread::yield_now();
+        }
+    });
+    thread::yield_now();
+    let s0 = unikernel::sched::STATS.switches.load(Relaxed);
+    let t = Instant::now();
+    for _ in 0..SWITCHES / 2 {
+        thread::yield_now();
+    }
+    let el = t.elapsed().as_nanos() as u64;
+    let switches = unikernel::sched::STATS.switches.load(Relaxed) - s0;
+    go.store(false, Relaxed);
+    other.join();
+    let t = Instant::now();
+    for i in 0..SPAWNS {
+        let h = thread::spawn(move || i);
+        h.join();
+    }
+    let spawn = t.elapsed().as_nanos() as u64 / SPAWNS;
+    println!(
+        "bench-sched: switch_ns={} spawn_join_ns={spawn} switches={switches}",
+        el / switches.max(1)
+    );
+    0
 }

@@ -20,7 +20,9 @@ extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
+pub mod acpi;
 pub mod cmdline;
 pub mod frame;
 pub mod stats;
+pub mod time;
 pub mod vma;

@@ -6,8 +6,10 @@
 //! 4. frame allocator, kernel page tables (W^X image, page 0 unmapped);
 //! 5. heap (lazily, on first allocation), then parse the command line;
 //! 6. TSC frequency;
-//! 7. a demand-paged 1 MiB main stack with a guard page; call `main` on it;
-//! 8. exit the VM with main's status.
+//! 7. ACPI, local APIC and I/O APICs (`irq::init`);
+//! 8. the scheduler starts: `main` runs as the first thread on a demand-paged
+//!    1 MiB stack with a guard page, the boot context becomes the idle loop;
+//! 9. when `main` returns, the VM exits with its status.
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -148,6 +150,7 @@ pub extern "C" fn kernel_start(start_info: u32) -> ! {
     warnings.extend(more);
     console::init_log(config.log);
     time::init();
+    crate::irq::init(info.rsdp);
     for w in &warnings {
         log::warn!("{w}");
     }
@@ -159,22 +162,8 @@ pub extern "C" fn kernel_start(start_info: u32) -> ! {
         *(&raw mut CONFIG) = Some(config);
     }
 
-    let (_, top) = mm::map_stack(MAIN_STACK_SIZE)
-        .unwrap_or_else(|_| crate::fatal_early("no memory for the main stack"));
-    // SAFETY: `top` is the 16-byte aligned top of a fresh, mapped (demand
-    // paged, guard below) stack; `run_main` never returns, so nothing returns
-    // to the boot stack frame we leave behind.
-    unsafe {
-        core::arch::asm!(
-            "mov rsp, {top}",
-            "xor ebp, ebp",
-            "call {main}",
-            "ud2",
-            top = in(reg) top,
-            main = sym run_main,
-            options(noreturn)
-        )
-    }
+    let timeslice = crate::env::config().timeslice_ms;
+    crate::sched::start(run_main, MAIN_STACK_SIZE, timeslice)
 }
 
 unsafe extern "Rust" {
@@ -182,7 +171,7 @@ unsafe extern "Rust" {
     fn __uk_app_main() -> i32;
 }
 
-extern "C" fn run_main() -> ! {
+fn run_main() {
     let cycles = cpu::rdtsc().saturating_sub(boot::entry_tsc());
     match time::cycles_to_us(cycles) {
         Some(us) => crate::println!("uk: main after {cycles} tsc cycles ({us} us)"),

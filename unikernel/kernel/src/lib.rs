@@ -24,8 +24,10 @@ mod backtrace;
 pub mod console;
 mod entry;
 mod heap;
+pub mod irq;
 pub mod mm;
 mod panic;
+pub mod sched;
 pub mod sync;
 pub mod time;
 pub mod trap;
@@ -87,6 +89,13 @@ pub mod env {
     pub fn config() -> &'static uk_core::cmdline::KernelConfig {
         crate::entry::config()
     }
+}
+
+/// Threads: spawn, join, sleep, yield.
+pub mod thread {
+    pub use crate::sched::{
+        JoinHandle, SpawnError, ThreadPriority as Priority, sleep, spawn, spawn_with, yield_now,
+    };
 }
 
 /// Ending the VM.

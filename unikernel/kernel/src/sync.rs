@@ -97,3 +97,297 @@ impl<T> Drop for IrqGuard<'_, T> {
         }
     }
 }
+
+/// Threads waiting for a condition. Wakers change the condition, then call
+/// [`WaitQueue::wake_one`] or [`WaitQueue::wake_all`]; waiters re-check it.
+pub struct WaitQueue {
+    waiters: IrqMutex<uk_sched::WaitQueue>,
+}
+
+impl Default for WaitQueue {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl WaitQueue {
+    /// An empty queue.
+    pub const fn new() -> Self {
+        Self {
+            waiters: IrqMutex::new(uk_sched::WaitQueue::new()),
+        }
+    }
+
+    /// Blocks until `cond` returns `Some`, and returns that value.
+    pub fn wait_until<T>(&self, mut cond: impl FnMut() -> Option<T>) -> T {
+        loop {
+            if let Some(v) = self.wait_step(&mut cond, None) {
+                return v;
+            }
+        }
+    }
+
+    /// Like [`wait_until`](Self::wait_until), giving up at `deadline_ns`
+    /// (nanoseconds since boot) with `None`.
+    pub fn wait_until_deadline<T>(
+        &self,
+        mut cond: impl FnMut() -> Option<T>,
+        deadline_ns: u64,
+    ) -> Option<T> {
+        loop {
+            if let Some(v) = self.wait_step(&mut cond, Some(deadline_ns)) {
+                return Some(v);
+            }
+            if crate::time::since_boot_ns() >= deadline_ns {
+                return cond();
+            }
+        }
+    }
+
+    /// Checks `cond` with interrupts off and, if it does not hold, blocks once.
+    fn wait_step<T>(
+        &self,
+        cond: &mut impl FnMut() -> Option<T>,
+        deadline: Option<u64>,
+    ) -> Option<T> {
+        let was = interrupts::are_enabled();
+        interrupts::disable();
+        let r = match cond() {
+            Some(v) => Some(v),
+            None => {
+                let me = crate::sched::current();
+                self.waiters.lock().push(me);
+                crate::sched::block_current(deadline);
+                self.waiters.lock().remove(me);
+                None
+            }
+        };
+        if was {
+            interrupts::enable();
+        }
+        r
+    }
+
+    /// Wakes the longest waiter. Returns whether there was one.
+    pub fn wake_one(&self) -> bool {
+        loop {
+            let Some(t) = self.waiters.lock().wake_one() else {
+                return false;
+            };
+            if crate::sched::wake(t) {
+                return true;
+            }
+        }
+    }
+
+    /// Wakes every waiter.
+    pub fn wake_all(&self) {
+        let all = self.waiters.lock().wake_all();
+        for t in all {
+            crate::sched::wake(t);
+        }
+    }
+
+    /// Number of waiting threads.
+    pub fn len(&self) -> usize {
+        self.waiters.lock().len()
+    }
+
+    /// True when nobody waits.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A sleeping mutex for threads: waiters block instead of spinning.
+pub struct Mutex<T> {
+    locked: AtomicBool,
+    waiters: WaitQueue,
+    value: UnsafeCell<T>,
+}
+
+// SAFETY: the value is only reachable through a guard, and `locked` admits
+// one guard at a time.
+unsafe impl<T: Send> Sync for Mutex<T> {}
+// SAFETY: as above.
+unsafe impl<T: Send> Send for Mutex<T> {}
+
+/// Proof of holding a [`Mutex`].
+pub struct MutexGuard<'a, T> {
+    mutex: &'a Mutex<T>,
+}
+
+impl<T> Mutex<T> {
+    /// A new unlocked mutex.
+    pub const fn new(value: T) -> Self {
+        Self {
+            locked: AtomicBool::new(false),
+            waiters: WaitQueue::new(),
+            value: UnsafeCell::new(value),
+        }
+    }
+
+    fn try_acquire(&self) -> bool {
+        self.locked
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// Blocks until the mutex is free, then takes it.
+    pub fn lock(&self) -> MutexGuard<'_, T> {
+        if !self.try_acquire() {
+            self.waiters.wait_until(|| self.try_acquire().then_some(()));
+        }
+        MutexGuard { mutex: self }
+    }
+
+    /// Takes the mutex if it is free.
+    pub fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
+        self.try_acquire().then_some(MutexGuard { mutex: self })
+    }
+
+    fn unlock(&self) {
+        self.locked.store(false, Ordering::Release);
+        self.waiters.wake_one();
+    }
+}
+
+impl<T> Deref for MutexGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the guard proves exclusive ownership.
+        unsafe { &*self.mutex.value.get() }
+    }
+}
+
+impl<T> DerefMut for MutexGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: the guard proves exclusive ownership.
+        unsafe { &mut *self.mutex.value.get() }
+    }
+}
+
+impl<T> Drop for MutexGuard<'_, T> {
+    fn drop(&mut self) {
+        self.mutex.unlock();
+    }
+}
+
+/// A condition variable for [`Mutex`].
+pub struct Condvar {
+    waiters: IrqMutex<uk_sched::CondvarState>,
+}
+
+impl Default for Condvar {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Condvar {
+    /// A new condition variable.
+    pub const fn new() -> Self {
+        Self {
+            waiters: IrqMutex::new(uk_sched::CondvarState::new()),
+        }
+    }
+
+    /// Releases the mutex, blocks until notified, and takes the mutex again.
+    /// Like every condition variable, it may wake spuriously: re-check.
+    pub fn wait<'a, T>(&self, guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
+        self.wait_deadline(guard, None).0
+    }
+
+    /// [`wait`](Self::wait) with a timeout; the flag says whether it expired.
+    pub fn wait_timeout<'a, T>(
+        &self,
+        guard: MutexGuard<'a, T>,
+        d: core::time::Duration,
+    ) -> (MutexGuard<'a, T>, bool) {
+        let deadline =
+            crate::time::since_boot_ns().saturating_add(d.as_nanos().min(u64::MAX as u128) as u64);
+        self.wait_deadline(guard, Some(deadline))
+    }
+
+    fn wait_deadline<'a, T>(
+        &self,
+        guard: MutexGuard<'a, T>,
+        deadline: Option<u64>,
+    ) -> (MutexGuard<'a, T>, bool) {
+        let mutex = guard.mutex;
+        let was = interrupts::are_enabled();
+        interrupts::disable();
+        let me = crate::sched::current();
+        self.waiters.lock().wait(me);
+        drop(guard);
+        let timed_out = crate::sched::block_current(deadline);
+        self.waiters.lock().remove(me);
+        if was {
+            interrupts::enable();
+        }
+        (mutex.lock(), timed_out)
+    }
+
+    /// Wakes one waiter.
+    pub fn notify_one(&self) {
+        loop {
+            let Some(t) = self.waiters.lock().notify_one() else {
+                return;
+            };
+            if crate::sched::wake(t) {
+                return;
+            }
+        }
+    }
+
+    /// Wakes all waiters.
+    pub fn notify_all(&self) {
+        let all = self.waiters.lock().notify_all();
+        for t in all {
+            crate::sched::wake(t);
+        }
+    }
+}
+
+/// A counting semaphore.
+pub struct Semaphore {
+    count: IrqMutex<usize>,
+    waiters: WaitQueue,
+}
+
+impl Semaphore {
+    /// A semaphore holding `count` permits.
+    pub const fn new(count: usize) -> Self {
+        Self {
+            count: IrqMutex::new(count),
+            waiters: WaitQueue::new(),
+        }
+    }
+
+    /// Takes a permit if one is available.
+    pub fn try_acquire(&self) -> bool {
+        let mut c = self.count.lock();
+        if *c > 0 {
+            *c -= 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Blocks until a permit is available and takes it.
+    pub fn acquire(&self) {
+        self.waiters.wait_until(|| self.try_acquire().then_some(()));
+    }
+
+    /// Returns a permit.
+    pub fn release(&self) {
+        *self.count.lock() += 1;
+        self.waiters.wake_one();
+    }
+
+    /// Permits available now.
+    pub fn available(&self) -> usize {
+        *self.count.lock()
+    }
+}

@@ -1,8 +1,12 @@
-//! Time from the TSC. Its frequency comes from CPUID (leaf 0x15, the
-//! hypervisor's 0x40000010, or 0x16) where the CPU reports it, otherwise from a
-//! 250 us measurement against the PIT's channel 0.
+//! Time. The monotonic clock is the TSC, whose frequency comes from CPUID
+//! (leaf 0x15, the hypervisor's 0x40000010, or 0x16) where the CPU reports it,
+//! from KVM's pvclock where present, otherwise from a 250 us measurement
+//! against the PIT's channel 0. Wall-clock time is the CMOS RTC read at boot
+//! plus the monotonic clock since. Apps get [`Instant`], [`SystemTime`] and
+//! `core::time::Duration`.
 
 use core::sync::atomic::{AtomicU64, Ordering};
+pub use core::time::Duration;
 
 use x86_64::instructions::port::Port;
 
@@ -115,8 +119,175 @@ fn from_pit() -> Option<u64> {
     }
 }
 
-/// Determines the TSC frequency.
+/// KVM's paravirtual clock: its TSC-to-nanoseconds scale gives the TSC rate.
+fn from_pvclock() -> Option<u64> {
+    if cpu::cpuid(1, 0).ecx & (1 << 31) == 0 {
+        return None;
+    }
+    let sig = cpu::cpuid(0x4000_0000, 0);
+    if (sig.ebx, sig.ecx, sig.edx) != (0x4b4d_564b, 0x564b_4d56, 0x0000_004d) {
+        return None; // not "KVMKVMKVM\0\0\0"
+    }
+    if cpu::cpuid(0x4000_0001, 0).eax & (1 << 3) == 0 {
+        return None; // no KVM_FEATURE_CLOCKSOURCE2
+    }
+    #[repr(C, align(64))]
+    struct PvClock([u32; 8]);
+    static mut PVCLOCK: PvClock = PvClock([0; 8]);
+    let addr = &raw mut PVCLOCK as u64; // identity mapped: virtual = physical
+    let mut msr = x86_64::registers::model_specific::Msr::new(0x4b56_4d01);
+    // SAFETY: MSR_KVM_SYSTEM_TIME_NEW exists (CPUID said so); the hypervisor
+    // writes the 32-byte record at `addr`, a static nobody else touches;
+    // we disable it again before reading the record.
+    let (mul, shift) = unsafe {
+        msr.write(addr | 1);
+        let rec = core::ptr::read_volatile(&raw const PVCLOCK);
+        msr.write(0);
+        (rec.0[6], (rec.0[7] & 0xff) as u8 as i8)
+    };
+    if mul == 0 {
+        return None;
+    }
+    let hz = (1_000_000_000u128 << 32) / mul as u128;
+    let hz = if shift >= 0 {
+        hz >> shift
+    } else {
+        hz << (-shift)
+    };
+    Some(hz as u64)
+}
+
+static BOOT_UNIX_NS: AtomicU64 = AtomicU64::new(0);
+
+fn read_rtc() -> Option<u64> {
+    let mut idx = Port::<u8>::new(0x70);
+    let mut data = Port::<u8>::new(0x71);
+    let mut reg = |r: u8| -> u8 {
+        // SAFETY: CMOS index/data ports; reading RTC registers has no side effects
+        // (bit 7 of the index keeps NMIs disabled as they are).
+        unsafe {
+            idx.write(0x80 | r);
+            data.read()
+        }
+    };
+    let read_all = |reg: &mut dyn FnMut(u8) -> u8| {
+        let mut spins = 0;
+        while reg(0x0a) & 0x80 != 0 && spins < 100_000 {
+            spins += 1;
+        }
+        uk_core::time::RtcFields {
+            sec: reg(0x00),
+            min: reg(0x02),
+            hour: reg(0x04),
+            day: reg(0x07),
+            month: reg(0x08),
+            year: reg(0x09),
+            century: reg(0x32),
+            status_b: reg(0x0b),
+        }
+    };
+    // Read until two reads agree, so an update in between cannot tear it.
+    let mut a = read_all(&mut reg);
+    for _ in 0..5 {
+        let b = read_all(&mut reg);
+        if a == b {
+            return uk_core::time::rtc_to_unix(a);
+        }
+        a = b;
+    }
+    None
+}
+
+/// Determines the TSC frequency and reads the wall clock.
 pub fn init() {
-    let hz = from_cpuid().or_else(from_pit).unwrap_or(0);
+    let hz = from_cpuid()
+        .or_else(from_pvclock)
+        .or_else(from_pit)
+        .unwrap_or(0);
     TSC_HZ.store(hz, Ordering::Relaxed);
+    let boot_ns = since_boot_ns();
+    match read_rtc() {
+        Some(secs) => BOOT_UNIX_NS.store(
+            (secs * 1_000_000_000).saturating_sub(boot_ns),
+            Ordering::Relaxed,
+        ),
+        None => log::warn!("no usable CMOS RTC: wall-clock time starts at the Unix epoch"),
+    }
+}
+
+/// A point on the monotonic clock (nanoseconds since boot).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Instant(u64);
+
+impl Instant {
+    /// Now.
+    pub fn now() -> Instant {
+        Instant(since_boot_ns())
+    }
+
+    /// Time since `earlier` (zero if `earlier` is later).
+    pub fn duration_since(&self, earlier: Instant) -> Duration {
+        Duration::from_nanos(self.0.saturating_sub(earlier.0))
+    }
+
+    /// Time since this instant.
+    pub fn elapsed(&self) -> Duration {
+        Instant::now().duration_since(*self)
+    }
+
+    /// `self + d`, or None on overflow.
+    pub fn checked_add(&self, d: Duration) -> Option<Instant> {
+        u64::try_from(d.as_nanos())
+            .ok()
+            .and_then(|n| self.0.checked_add(n))
+            .map(Instant)
+    }
+
+    /// Nanoseconds since boot.
+    pub fn as_nanos(&self) -> u64 {
+        self.0
+    }
+}
+
+impl core::ops::Add<Duration> for Instant {
+    type Output = Instant;
+    fn add(self, d: Duration) -> Instant {
+        self.checked_add(d)
+            .expect("overflow when adding a duration to an instant")
+    }
+}
+
+impl core::ops::Sub<Instant> for Instant {
+    type Output = Duration;
+    fn sub(self, earlier: Instant) -> Duration {
+        self.duration_since(earlier)
+    }
+}
+
+/// Wall-clock time (UTC), from the RTC at boot plus the monotonic clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SystemTime(u64);
+
+impl SystemTime {
+    /// 1970-01-01 00:00:00 UTC.
+    pub const UNIX_EPOCH: SystemTime = SystemTime(0);
+
+    /// Now.
+    pub fn now() -> SystemTime {
+        SystemTime(BOOT_UNIX_NS.load(Ordering::Relaxed) + since_boot_ns())
+    }
+
+    /// Time since `earlier`, or the negative difference as the error.
+    pub fn duration_since(&self, earlier: SystemTime) -> Result<Duration, Duration> {
+        if self.0 >= earlier.0 {
+            Ok(Duration::from_nanos(self.0 - earlier.0))
+        } else {
+            Err(Duration::from_nanos(earlier.0 - self.0))
+        }
+    }
+
+    /// Whole seconds since the Unix epoch.
+    pub fn unix_secs(&self) -> u64 {
+        self.0 / 1_000_000_000
+    }
 }

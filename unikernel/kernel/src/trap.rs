@@ -86,14 +86,21 @@ pub extern "C" fn dispatch(frame: &mut TrapFrame) {
         };
         fatal(frame, Some(cpu::cr2()), why);
     }
-    let h = HANDLERS[v].load(Ordering::Acquire);
-    if h == 0 {
+    if v == crate::arch::apic::SPURIOUS_VECTOR as usize || (0x20..0x30).contains(&v) {
+        // APIC spurious vector, or a stray legacy PIC interrupt: no EOI.
         SPURIOUS.fetch_add(1, Ordering::Relaxed);
         return;
     }
-    // SAFETY: only `register` stores non-zero values, and it stores `IrqHandler`s.
-    let handler: IrqHandler = unsafe { core::mem::transmute::<usize, IrqHandler>(h) };
-    handler(frame);
+    let h = HANDLERS[v].load(Ordering::Acquire);
+    if h == 0 {
+        SPURIOUS.fetch_add(1, Ordering::Relaxed);
+    } else {
+        // SAFETY: only `register` stores non-zero values, and it stores `IrqHandler`s.
+        let handler: IrqHandler = unsafe { core::mem::transmute::<usize, IrqHandler>(h) };
+        handler(frame);
+    }
+    crate::arch::apic::eoi();
+    crate::sched::preempt_point();
 }
 
 fn fatal(frame: &TrapFrame, cr2: Option<u64>, why: &str) -> ! {

@@ -28,7 +28,7 @@ pub const MMAP_BASE: u64 = 0x0000_1000_0000_0000;
 /// End of the mmap window.
 pub const MMAP_END: u64 = 0x0000_7fff_ffff_f000;
 /// Most VMAs the kernel tracks (adjacent compatible areas merge).
-pub const MAX_VMAS: usize = 256;
+pub const MAX_VMAS: usize = 2304;
 
 /// Errors of the memory API, with their errno values.
 pub use uk_core::vma::VmError as MemError;
@@ -169,9 +169,25 @@ fn build_identity_map(
 
 /// Identity maps device memory uncached (for MMIO registers).
 pub fn map_mmio(phys: u64, len: u64) -> Result<(), MemError> {
+    map_identity(
+        phys,
+        len,
+        F::PRESENT | F::WRITABLE | F::NO_EXECUTE | F::NO_CACHE | F::WRITE_THROUGH,
+    )
+}
+
+/// Identity maps firmware memory (ACPI tables) read-only, where it is not
+/// already mapped.
+pub fn map_firmware(phys: u64, len: u64) -> Result<(), MemError> {
+    map_identity(phys, len, F::PRESENT | F::NO_EXECUTE)
+}
+
+fn map_identity(phys: u64, len: u64, flags: F) -> Result<(), MemError> {
+    if phys < PAGE || phys.checked_add(len).is_none_or(|e| e > MMAP_BASE) {
+        return Err(VmError::InvalidArgument);
+    }
     let mut g = MM.lock();
     let mm = g.as_mut().ok_or(VmError::NoMemory)?;
-    let flags = F::PRESENT | F::WRITABLE | F::NO_EXECUTE | F::NO_CACHE | F::WRITE_THROUGH;
     let mut pa = phys & !(PAGE - 1);
     let end = align_up(phys + len, PAGE);
     while pa < end {
@@ -187,6 +203,7 @@ pub fn map_mmio(phys: u64, len: u64) -> Result<(), MemError> {
         };
         match paging::lookup(*pml4, pa) {
             Lookup::Huge => {}
+            Lookup::Entry(e) if !e.is_unused() && !flags.contains(F::WRITABLE) => {}
             _ => {
                 paging::map_4k(*pml4, pa, pa, flags, &mut alloc).map_err(|_| VmError::NoMemory)?;
                 paging::flush(pa);

@@ -1,0 +1,48 @@
+//! The context switch: callee-saved registers go on the old stack, the stack
+//! pointer is swapped, and the new thread's registers come off its stack.
+//! Everything else (caller-saved registers, flags) is saved by the compiler
+//! at the call site or by the interrupt entry stub.
+
+use core::arch::naked_asm;
+
+/// Saves the current context, storing its stack pointer at `*from`, and
+/// resumes the context whose stack pointer is `to`.
+///
+/// # Safety
+/// Interrupts must be disabled. `from` must be valid for a write and stay
+/// valid until this context is resumed; `to` must be a stack pointer saved by
+/// this function or prepared by [`prepare_stack`].
+#[unsafe(naked)]
+pub unsafe extern "C" fn switch_stack(from: *mut u64, to: u64) {
+    naked_asm!(
+        "push rbp",
+        "push rbx",
+        "push r12",
+        "push r13",
+        "push r14",
+        "push r15",
+        "mov [rdi], rsp",
+        "mov rsp, rsi",
+        "pop r15",
+        "pop r14",
+        "pop r13",
+        "pop r12",
+        "pop rbx",
+        "pop rbp",
+        "ret",
+    )
+}
+
+/// Lays out a fresh stack so that the first [`switch_stack`] to it "returns"
+/// into `entry` with a correctly aligned stack. Returns the stack pointer.
+///
+/// # Safety
+/// `top` must be the 16-byte aligned top of a mapped, writable stack of at
+/// least 128 bytes that nothing else uses.
+pub unsafe fn prepare_stack(top: u64, entry: extern "C" fn() -> !) -> u64 {
+    let words: [u64; 8] = [0, 0, 0, 0, 0, 0, entry as usize as u64, 0];
+    let sp = top - 8 * words.len() as u64;
+    // SAFETY: guaranteed by the caller: [top - 64, top) is mapped and ours.
+    unsafe { core::ptr::copy_nonoverlapping(words.as_ptr(), sp as *mut u64, words.len()) };
+    sp
+}
