@@ -15,7 +15,7 @@ pub fn write(w: &mut dyn Write, rip: u64, rbp: u64) {
     let _ = writeln!(w, "  #0 0x{rip:016x}");
     let mut fp = rbp;
     for i in 1..MAX_FRAMES {
-        if fp == 0 || fp % 8 != 0 || !mm::is_readable(fp, 16) {
+        if fp == 0 || !fp.is_multiple_of(8) || !mm::is_readable(fp, 16) {
             break;
         }
         // SAFETY: `fp` is 8-byte aligned and the 16 bytes at it are mapped and

@@ -18,6 +18,7 @@ use uk_core::cmdline::{Cmdline, KernelConfig};
 use uk_core::frame::{MemRegion, RegionKind};
 
 use crate::arch::{self, boot, cpu};
+use crate::sync::BootCell;
 use crate::{console, mm, time};
 
 const START_INFO_MAGIC: u32 = 0x336e_c578;
@@ -59,7 +60,7 @@ struct BootInfo {
     rsdp: u64,
 }
 
-static mut BOOT_INFO: BootInfo = BootInfo {
+static BOOT_INFO: BootCell<BootInfo> = BootCell::new(BootInfo {
     cmdline: [0; MAX_CMDLINE],
     cmdline_len: 0,
     map: [MemRegion {
@@ -69,11 +70,11 @@ static mut BOOT_INFO: BootInfo = BootInfo {
     }; MAX_MEMMAP],
     map_len: 0,
     rsdp: 0,
-};
+});
 
 /// Reads what the VMM passed. Everything is copied, so low memory can be reused.
 fn read_start_info(paddr: u32, info: &mut BootInfo) {
-    if paddr == 0 || paddr % 4 != 0 {
+    if paddr == 0 || !paddr.is_multiple_of(4) {
         crate::fatal_early("PVH start info pointer is invalid");
     }
     // SAFETY: the PVH ABI puts a hvm_start_info at `paddr` (ebx at entry),
@@ -118,27 +119,27 @@ fn read_start_info(paddr: u32, info: &mut BootInfo) {
     }
 }
 
-static mut ARGS: Vec<String> = Vec::new();
+static ARGS: BootCell<Vec<String>> = BootCell::new(Vec::new());
 
 /// The application's arguments (after `--` on the command line).
 pub fn args() -> &'static [String] {
     // SAFETY: written once in `kernel_start` before `main` runs, then only read.
-    unsafe { &*(&raw const ARGS) }
+    unsafe { &*ARGS.get() }
 }
 
-static mut CONFIG: Option<KernelConfig> = None;
+static CONFIG: BootCell<Option<KernelConfig>> = BootCell::new(None);
 
 /// The kernel configuration from the command line.
 pub fn config() -> &'static KernelConfig {
     // SAFETY: written once in `kernel_start` before `main` runs, then only read.
-    unsafe { (*(&raw const CONFIG)).as_ref() }.expect("kernel config read before boot finished")
+    unsafe { (*CONFIG.get()).as_ref() }.expect("kernel config read before boot finished")
 }
 
 /// Called by the PVH entry code on the boot stack, in long mode.
 pub extern "C" fn kernel_start(start_info: u32) -> ! {
     console::init();
     // SAFETY: single-threaded boot; nothing else refers to BOOT_INFO yet.
-    let info = unsafe { &mut *(&raw mut BOOT_INFO) };
+    let info = unsafe { &mut *BOOT_INFO.get() };
     read_start_info(start_info, info);
     arch::gdt::init_boot_cpu();
     arch::idt::init();
@@ -158,8 +159,8 @@ pub extern "C" fn kernel_start(start_info: u32) -> ! {
     log::debug!("tsc: {} Hz; memory: {}", time::tsc_hz(), mm::stats());
     // SAFETY: single-threaded boot; `main` has not started, nobody reads these yet.
     unsafe {
-        *(&raw mut ARGS) = cmdline.args;
-        *(&raw mut CONFIG) = Some(config);
+        *ARGS.get() = cmdline.args;
+        *CONFIG.get() = Some(config);
     }
 
     let timeslice = crate::env::config().timeslice_ms;

@@ -150,10 +150,10 @@ impl Sched {
         th.data.woken_by_timer = by_timer;
         let timer = th.data.timer.take();
         let prio = th.priority;
-        if let Some(id) = timer {
-            if !by_timer {
-                self.timers.cancel(id);
-            }
+        if let Some(id) = timer
+            && !by_timer
+        {
+            self.timers.cancel(id);
         }
         let _ = self.threads.set_state(t, ThreadState::Runnable);
         self.rq.push(t, prio);
@@ -170,11 +170,9 @@ impl Sched {
 fn switch_away(mut g: IrqGuard<'_, Option<Sched>>, requeue: bool) {
     let s = g.as_mut().expect("scheduler running");
     let cur = s.current;
-    if requeue && cur != IDLE {
-        if s.threads.set_state(cur, ThreadState::Runnable).is_ok() {
-            let p = s.prio(cur);
-            s.rq.push(cur, p);
-        }
+    if requeue && cur != IDLE && s.threads.set_state(cur, ThreadState::Runnable).is_ok() {
+        let p = s.prio(cur);
+        s.rq.push(cur, p);
     }
     let next = s.rq.pop().map_or(IDLE, |(t, _)| t);
     s.need_resched = false;

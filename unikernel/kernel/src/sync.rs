@@ -391,3 +391,23 @@ impl Semaphore {
         *self.count.lock()
     }
 }
+
+/// Storage written during single-threaded boot (or by its one owner) and
+/// read afterwards: a `static` without `static mut`.
+pub struct BootCell<T>(UnsafeCell<T>);
+
+// SAFETY: all access goes through the unsafe `get`, whose callers guarantee
+// that no write overlaps another access.
+unsafe impl<T> Sync for BootCell<T> {}
+
+impl<T> BootCell<T> {
+    /// A cell holding `v`.
+    pub const fn new(v: T) -> Self {
+        Self(UnsafeCell::new(v))
+    }
+
+    /// A raw pointer to the contents.
+    pub const fn get(&self) -> *mut T {
+        self.0.get()
+    }
+}

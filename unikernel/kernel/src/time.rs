@@ -133,15 +133,15 @@ fn from_pvclock() -> Option<u64> {
     }
     #[repr(C, align(64))]
     struct PvClock([u32; 8]);
-    static mut PVCLOCK: PvClock = PvClock([0; 8]);
-    let addr = &raw mut PVCLOCK as u64; // identity mapped: virtual = physical
+    static PVCLOCK: crate::sync::BootCell<PvClock> = crate::sync::BootCell::new(PvClock([0; 8]));
+    let addr = PVCLOCK.get() as u64; // identity mapped: virtual = physical
     let mut msr = x86_64::registers::model_specific::Msr::new(0x4b56_4d01);
     // SAFETY: MSR_KVM_SYSTEM_TIME_NEW exists (CPUID said so); the hypervisor
     // writes the 32-byte record at `addr`, a static nobody else touches;
     // we disable it again before reading the record.
     let (mul, shift) = unsafe {
         msr.write(addr | 1);
-        let rec = core::ptr::read_volatile(&raw const PVCLOCK);
+        let rec = core::ptr::read_volatile(PVCLOCK.get());
         msr.write(0);
         (rec.0[6], (rec.0[7] & 0xff) as u8 as i8)
     };

@@ -29,17 +29,17 @@ pub struct CpuTables {
     ist: IstStacks,
 }
 
-static mut CPU0: CpuTables = CpuTables {
+static CPU0: crate::sync::BootCell<CpuTables> = crate::sync::BootCell::new(CpuTables {
     gdt: GlobalDescriptorTable::new(),
     tss: TaskStateSegment::new(),
     ist: IstStacks([0; IST_TOTAL]),
-};
+});
 
 /// Builds and loads the boot CPU's GDT and TSS.
 pub fn init_boot_cpu() {
     // SAFETY: called once, on the boot CPU, before interrupts are enabled and
     // before anything else refers to CPU0; afterwards CPU0 is never mutated.
-    let cpu: &'static mut CpuTables = unsafe { &mut *(&raw mut CPU0) };
+    let cpu: &'static mut CpuTables = unsafe { &mut *CPU0.get() };
     let mut top = VirtAddr::from_ptr(cpu.ist.0.as_ptr());
     for (slot, size) in IST_SIZES.iter().enumerate() {
         top += *size as u64;

@@ -105,7 +105,7 @@ struct Gate([u32; 4]);
 #[repr(C, align(4096))]
 struct Idt([Gate; 256]);
 
-static mut IDT: Idt = Idt([Gate([0; 4]); 256]);
+static IDT: crate::sync::BootCell<Idt> = crate::sync::BootCell::new(Idt([Gate([0; 4]); 256]));
 
 fn gate(handler: u64, ist: Option<u16>) -> Gate {
     let sel = KERNEL_CS.0 as u32;
@@ -125,7 +125,7 @@ pub fn init() {
     let base = &raw const uk_isr_table as u64;
     // SAFETY: called once on the boot CPU with interrupts disabled; nothing
     // reads IDT until `lidt` below, and it is never written again.
-    let idt = unsafe { &mut *(&raw mut IDT) };
+    let idt = unsafe { &mut *IDT.get() };
     for (v, g) in idt.0.iter_mut().enumerate() {
         let ist = match v {
             14 => Some(IST_PAGE_FAULT),

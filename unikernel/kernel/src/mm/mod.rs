@@ -154,7 +154,7 @@ fn build_identity_map(
                 pa += PAGE;
                 continue;
             }
-            if pa >= small_end && pa % HUGE == 0 && pa + HUGE <= end {
+            if pa >= small_end && pa.is_multiple_of(HUGE) && pa + HUGE <= end {
                 paging::map_2m(pml4, pa, pa, ram, alloc).unwrap_or_else(fail);
                 pa += HUGE;
                 continue;
@@ -446,7 +446,7 @@ pub fn is_readable(addr: u64, len: u64) -> bool {
     };
     let mut va = addr & !(PAGE - 1);
     let end = addr.saturating_add(len);
-    if !(addr < 0x0000_8000_0000_0000 || addr >= 0xffff_8000_0000_0000) {
+    if (0x0000_8000_0000_0000..0xffff_8000_0000_0000).contains(&addr) {
         return false;
     }
     while va < end {
@@ -562,18 +562,18 @@ pub fn free_bytes() -> u64 {
 /// inside the allocator) read as zero.
 pub fn stats() -> MemStats {
     let mut s = MemStats::default();
-    if let Some(g) = MM.try_lock() {
-        if let Some(mm) = g.as_ref() {
-            s.frames_total = mm.frames.total_frames();
-            s.frames_free = mm.frames.free_frames();
-            s.frames_used = mm.frames.used_frames();
-            s.page_table_frames = mm.pt_frames;
-            s.page_faults = mm.page_faults;
-            s.zero_page_maps = mm.zero_page_maps;
-            s.cow_copies = mm.cow_copies;
-            s.vmas = mm.vmas.len() as u64;
-            s.mapped_bytes = mm.vmas.mapped_bytes();
-        }
+    if let Some(g) = MM.try_lock()
+        && let Some(mm) = g.as_ref()
+    {
+        s.frames_total = mm.frames.total_frames();
+        s.frames_free = mm.frames.free_frames();
+        s.frames_used = mm.frames.used_frames();
+        s.page_table_frames = mm.pt_frames;
+        s.page_faults = mm.page_faults;
+        s.zero_page_maps = mm.zero_page_maps;
+        s.cow_copies = mm.cow_copies;
+        s.vmas = mm.vmas.len() as u64;
+        s.mapped_bytes = mm.vmas.mapped_bytes();
     }
     crate::heap::fill_stats(&mut s);
     s
