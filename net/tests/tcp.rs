@@ -1,0 +1,352 @@
+//! TCP over two stacks on an in-memory wire.
+
+mod common;
+
+use common::*;
+use uk_net::{
+    EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT, EPOLLRDHUP, NetError, SocketId, SocketOptions,
+    StackOptions,
+};
+
+fn connect_all(net: &mut Net, ids: &[SocketId]) {
+    let ids = ids.to_vec();
+    assert!(
+        net.run_until(
+            |n| ids.iter().all(|&id| n.b.readiness(id) & EPOLLOUT != 0),
+            10_000
+        ),
+        "connections did not establish"
+    );
+    // Let the final ACKs reach the server.
+    net.settle(100);
+}
+
+#[test]
+fn echo_1mib_byte_exact() {
+    let mut net = Net::new();
+    let l = net.a.tcp_listen(7, 0).unwrap();
+    let c = net.b.tcp_connect(sa(IP_A, 7), None).unwrap();
+    let mut server = EchoServer::new(l);
+    let mut client = EchoClient::new(c, pattern(1 << 20, 7));
+    assert!(net.run_until(
+        |n| {
+            server.step(&mut n.a);
+            client.step(&mut n.b)
+        },
+        120_000
+    ));
+    assert_eq!(client.got.len(), 1 << 20);
+    assert!(client.got == client.data, "echo differs");
+    let cs = net.b.copy_stats();
+    assert_eq!(cs.app_to_socket, 1 << 20);
+    assert_eq!(cs.socket_to_app, 1 << 20);
+    assert_eq!(net.a.stats().accepted, 1);
+}
+
+#[test]
+fn two_hundred_concurrent_echo_64k() {
+    let mut net = Net::new();
+    let l = net.a.tcp_listen(7, 256).unwrap();
+    let mut server = EchoServer::new(l);
+    let mut clients: Vec<EchoClient> = (0..200)
+        .map(|i| {
+            let id = net.b.tcp_connect(sa(IP_A, 7), None).unwrap();
+            EchoClient::new(id, pattern(64 * 1024, i + 1))
+        })
+        .collect();
+    assert!(net.run_until(
+        |n| {
+            server.step(&mut n.a);
+            let mut all = true;
+            for c in &mut clients {
+                all &= c.step(&mut n.b);
+            }
+            all
+        },
+        600_000
+    ));
+    for c in &clients {
+        assert!(c.got == c.data, "echo differs on {:?}", c.id);
+    }
+    assert_eq!(server.conns.len(), 200);
+    assert_eq!(net.a.stats().listen_overflows, 0);
+}
+
+#[test]
+fn burst_of_100_connects_all_accepted() {
+    let mut net = Net::new();
+    let l = net.a.tcp_listen(80, 128).unwrap();
+    // All SYNs leave in one poll, before the server accepts anything.
+    let ids: Vec<_> = (0..100)
+        .map(|_| net.b.tcp_connect(sa(IP_A, 80), None).unwrap())
+        .collect();
+    connect_all(&mut net, &ids);
+    assert_ne!(net.a.readiness(l) & EPOLLIN, 0);
+    let mut accepted = Vec::new();
+    while let Ok((id, peer)) = net.a.tcp_accept(l) {
+        assert_eq!(*peer.ip(), IP_B);
+        accepted.push(id);
+    }
+    assert_eq!(accepted.len(), 100);
+    assert_eq!(net.a.stats().listen_overflows, 0);
+    assert_eq!(net.a.tcp_accept(l), Err(NetError::WouldBlock));
+    assert_eq!(net.a.readiness(l) & EPOLLIN, 0);
+    // Each accepted socket is a working connection.
+    for (i, &id) in accepted.iter().enumerate() {
+        assert_eq!(net.a.tcp_send(id, &[i as u8]), Ok(1));
+    }
+    net.settle(1_000);
+    let mut total = 0;
+    for &id in &ids {
+        let mut b = [0u8; 4];
+        total += net.b.tcp_recv(id, &mut b).unwrap();
+    }
+    assert_eq!(total, 100);
+}
+
+#[test]
+fn backlog_overflow_refuses_cleanly() {
+    let mut net = Net::new();
+    let l = net.a.tcp_listen(80, 4).unwrap();
+    let ids: Vec<_> = (0..10)
+        .map(|_| net.b.tcp_connect(sa(IP_A, 80), None).unwrap())
+        .collect();
+    assert!(net.run_until(
+        |n| {
+            ids.iter()
+                .all(|&id| n.b.readiness(id) & (EPOLLOUT | EPOLLERR) != 0)
+        },
+        10_000
+    ));
+    net.settle(100);
+    let ok: Vec<_> = ids
+        .iter()
+        .copied()
+        .filter(|&id| net.b.readiness(id) & EPOLLOUT != 0)
+        .collect();
+    let refused: Vec<_> = ids
+        .iter()
+        .copied()
+        .filter(|&id| net.b.readiness(id) & EPOLLERR != 0)
+        .collect();
+    assert_eq!(ok.len(), 4);
+    assert_eq!(refused.len(), 6);
+    for &id in &refused {
+        assert_eq!(net.b.readiness(id) & EPOLLHUP, EPOLLHUP);
+        assert_eq!(net.b.tcp_send(id, b"x"), Err(NetError::ConnRefused));
+        net.b.tcp_close(id).unwrap();
+    }
+    assert_eq!(net.a.stats().listen_overflows, 6);
+    // Accepting frees backlog room: the next connection gets in.
+    let mut n_acc = 0;
+    while net.a.tcp_accept(l).is_ok() {
+        n_acc += 1;
+    }
+    assert_eq!(n_acc, 4);
+    let late = net.b.tcp_connect(sa(IP_A, 80), None).unwrap();
+    connect_all(&mut net, &[late]);
+    assert!(net.a.tcp_accept(l).is_ok());
+}
+
+#[test]
+fn closing_listener_resets_unaccepted_connections() {
+    let mut net = Net::new();
+    let l = net.a.tcp_listen(80, 8).unwrap();
+    let ids: Vec<_> = (0..3)
+        .map(|_| net.b.tcp_connect(sa(IP_A, 80), None).unwrap())
+        .collect();
+    connect_all(&mut net, &ids);
+    net.a.tcp_close(l).unwrap();
+    assert!(net.run_until(
+        |n| ids.iter().all(|&id| n.b.readiness(id) & EPOLLERR != 0),
+        5_000
+    ));
+    let mut b = [0u8; 8];
+    assert_eq!(net.b.tcp_recv(ids[0], &mut b), Err(NetError::ConnReset));
+    net.settle(1_000);
+    assert_eq!(net.a.socket_count(), 0);
+    // Port is free again.
+    net.a.tcp_listen(80, 8).unwrap();
+}
+
+#[test]
+fn graceful_close_delivers_all_data_then_eof() {
+    let mut net = Net::new();
+    let l = net.a.tcp_listen(9, 0).unwrap();
+    let c = net.b.tcp_connect(sa(IP_A, 9), None).unwrap();
+    connect_all(&mut net, &[c]);
+    let (s, _) = net.a.tcp_accept(l).unwrap();
+    // Queue more than fits in one window, then close at once.
+    let data = pattern(60_000, 3);
+    assert_eq!(net.a.tcp_send(s, &data), Ok(60_000));
+    net.a.tcp_close(s).unwrap();
+    assert_eq!(net.a.tcp_send(s, b"x"), Err(NetError::BadFd));
+    let mut got = Vec::new();
+    let mut eof = false;
+    assert!(net.run_until(
+        |n| {
+            let mut b = [0u8; 4096];
+            loop {
+                match n.b.tcp_recv(c, &mut b) {
+                    Ok(0) => {
+                        eof = true;
+                        break;
+                    }
+                    Ok(k) => got.extend_from_slice(&b[..k]),
+                    Err(NetError::WouldBlock) => break,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            eof
+        },
+        10_000
+    ));
+    assert!(got == data);
+    let r = net.b.readiness(c);
+    assert_eq!(r & (EPOLLIN | EPOLLRDHUP), EPOLLIN | EPOLLRDHUP);
+    assert_eq!(r & EPOLLHUP, 0, "our write half is still open");
+    // Close our side too; both ends go away (server after TIME-WAIT).
+    net.b.tcp_close(c).unwrap();
+    assert!(net.run_until(
+        |n| n.a.socket_count() == 1 && n.b.socket_count() == 0,
+        30_000
+    ));
+}
+
+#[test]
+fn peer_close_and_reset_readiness() {
+    let mut net = Net::new();
+    let l = net.a.tcp_listen(9, 0).unwrap();
+    let c1 = net.b.tcp_connect(sa(IP_A, 9), None).unwrap();
+    let c2 = net.b.tcp_connect(sa(IP_A, 9), None).unwrap();
+    connect_all(&mut net, &[c1, c2]);
+    let (s1, _) = net.a.tcp_accept(l).unwrap();
+    let (s2, _) = net.a.tcp_accept(l).unwrap();
+    assert_eq!(net.b.readiness(c1), EPOLLOUT);
+
+    // Graceful: FIN -> IN|RDHUP; after our shutdown too -> HUP.
+    net.a.tcp_close(s1).unwrap();
+    assert!(net.run_until(|n| n.b.readiness(c1) & EPOLLRDHUP != 0, 5_000));
+    assert_eq!(
+        net.b.readiness(c1) & (EPOLLIN | EPOLLOUT),
+        EPOLLIN | EPOLLOUT
+    );
+    let mut b = [0u8; 8];
+    assert_eq!(net.b.tcp_recv(c1, &mut b), Ok(0));
+    net.b.tcp_shutdown_write(c1).unwrap();
+    assert!(net.run_until(|n| n.b.readiness(c1) & EPOLLHUP != 0, 5_000));
+
+    // Abort: RST -> ERR|HUP, ECONNRESET once, then EOF / EPIPE.
+    net.a.tcp_abort(s2).unwrap();
+    assert!(net.run_until(|n| n.b.readiness(c2) & EPOLLERR != 0, 5_000));
+    assert_eq!(
+        net.b.readiness(c2) & (EPOLLHUP | EPOLLRDHUP | EPOLLIN),
+        EPOLLHUP | EPOLLRDHUP | EPOLLIN
+    );
+    assert_eq!(net.b.tcp_recv(c2, &mut b), Err(NetError::ConnReset));
+    assert_eq!(net.b.tcp_recv(c2, &mut b), Ok(0));
+    assert_eq!(net.b.tcp_send(c2, b"x"), Err(NetError::BrokenPipe));
+}
+
+#[test]
+fn connect_to_closed_port_is_refused() {
+    let mut net = Net::new();
+    let c = net.b.tcp_connect(sa(IP_A, 1234), None).unwrap();
+    assert!(net.run_until(|n| n.b.readiness(c) & EPOLLERR != 0, 5_000));
+    let mut b = [0u8; 1];
+    assert_eq!(net.b.tcp_recv(c, &mut b), Err(NetError::ConnRefused));
+    assert_eq!(NetError::ConnRefused.errno(), 111);
+}
+
+#[test]
+fn connect_times_out_without_peer() {
+    let o = StackOptions {
+        connect_timeout_ms: 5_000,
+        ..StackOptions::default()
+    };
+    let mut net = Net::with_options(StackOptions::default(), o);
+    // 10.0.0.99 never answers ARP.
+    let c = net
+        .b
+        .tcp_connect(sa([10, 0, 0, 99].into(), 80), None)
+        .unwrap();
+    assert!(net.run_until(|n| n.b.readiness(c) & EPOLLERR != 0, 20_000));
+    let mut b = [0u8; 1];
+    assert_eq!(net.b.tcp_recv(c, &mut b), Err(NetError::TimedOut));
+}
+
+#[test]
+fn api_errors() {
+    let mut net = Net::new();
+    let l = net.a.tcp_listen(80, 1).unwrap();
+    assert_eq!(net.a.tcp_listen(80, 1), Err(NetError::AddrInUse));
+    assert_eq!(net.a.tcp_send(l, b"x"), Err(NetError::InvalidInput));
+    assert_eq!(
+        net.a.tcp_recv(SocketId::from_u32(999), &mut [0]),
+        Err(NetError::BadFd)
+    );
+    assert_eq!(
+        net.b.tcp_connect(sa(IP_A, 0), None),
+        Err(NetError::InvalidInput)
+    );
+    let c = net.b.tcp_connect(sa(IP_A, 80), Some(5555)).unwrap();
+    assert_eq!(
+        net.b.tcp_connect(sa(IP_A, 80), Some(5555)),
+        Err(NetError::AddrInUse)
+    );
+    assert_eq!(net.b.tcp_send(c, b"early"), Err(NetError::WouldBlock));
+    assert_eq!(net.b.local_addr(c).unwrap(), sa(IP_B, 5555));
+    assert_eq!(net.b.peer_addr(c).unwrap(), sa(IP_A, 80));
+    assert_eq!(net.a.local_addr(l).unwrap().port(), 80);
+    assert_eq!(net.a.peer_addr(l), Err(NetError::NotConnected));
+    let u = net.a.udp_bind(53).unwrap();
+    assert_eq!(net.a.udp_bind(53), Err(NetError::AddrInUse));
+    assert_eq!(net.a.tcp_close(u), Err(NetError::InvalidInput));
+    net.a.close(u).unwrap();
+    assert_eq!(net.a.close(u), Err(NetError::BadFd));
+}
+
+#[test]
+fn send_with_fills_in_place_and_is_counted() {
+    let mut net = Net::new();
+    let l = net.a.tcp_listen(9, 0).unwrap();
+    let c = net.b.tcp_connect(sa(IP_A, 9), None).unwrap();
+    connect_all(&mut net, &[c]);
+    let (s, _) = net.a.tcp_accept(l).unwrap();
+    let n = net
+        .b
+        .tcp_send_with(c, 1000, |buf| {
+            for (i, b) in buf.iter_mut().enumerate() {
+                *b = i as u8;
+            }
+            buf.len()
+        })
+        .unwrap();
+    assert_eq!(n, 1000);
+    assert_eq!(net.b.copy_stats().filled_in_place, 1000);
+    assert_eq!(net.b.copy_stats().app_to_socket, 0);
+    net.settle(1_000);
+    let mut b = [0u8; 2000];
+    assert_eq!(net.a.tcp_recv(s, &mut b), Ok(1000));
+    assert!(b[..1000].iter().enumerate().all(|(i, &x)| x == i as u8));
+    // A full buffer reports WouldBlock.
+    let small = SocketOptions {
+        rx_buffer: 1024,
+        tx_buffer: 1024,
+        nodelay: true,
+    };
+    let l2 = net.a.tcp_listen_with(10, 0, small).unwrap();
+    let c2 = net.b.tcp_connect_with(sa(IP_A, 10), None, small).unwrap();
+    connect_all(&mut net, &[c2]);
+    let _ = l2;
+    let mut sent = 0;
+    loop {
+        match net.b.tcp_send(c2, &[0u8; 512]) {
+            Ok(n) => sent += n,
+            Err(NetError::WouldBlock) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(sent, 1024);
+    assert_eq!(net.b.readiness(c2) & EPOLLOUT, 0);
+}
