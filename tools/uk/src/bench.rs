@@ -1,4 +1,5 @@
-//! `cargo uk bench boot`: boot-time measurements.
+//! `cargo uk bench boot|sched|idle`: boot time, scheduler costs and idle
+//! CPU use, measured by booting images under QEMU.
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::Stdio;
@@ -6,33 +7,88 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crate::qemu::{Exit, Machine, VmConfig, map_exit_status, qemu_command};
-use crate::serial::{MAIN_MARKER, MainMarker, parse_main_marker};
+use crate::serial::{
+    MAIN_MARKER, MainMarker, SCHED_MARKER, SchedSample, parse_bench_sched, parse_kv,
+    parse_main_marker,
+};
 
-/// One measured boot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BootSample {
-    /// From spawning QEMU to reading the `uk: main` line.
-    pub to_marker: Duration,
-    /// The guest's own numbers from the marker line.
-    pub marker: MainMarker,
+/// One line of the guest's serial output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimedLine {
+    /// From spawning QEMU to reading the line.
+    pub at: Duration,
+    /// The line, without its line terminator.
+    pub text: String,
+}
+
+/// A finished guest run: its serial lines, how and when QEMU exited.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestRun {
+    /// The serial lines, in order.
+    pub lines: Vec<TimedLine>,
     /// From spawning QEMU to QEMU's exit.
     pub to_exit: Duration,
     /// How QEMU exited.
     pub exit: Exit,
+    /// QEMU's stderr.
+    pub stderr: String,
 }
 
-/// Boots `cfg` once, reading the serial output, and times the marker line
-/// and the exit. Kills QEMU and fails after `timeout`.
-pub fn boot_once(cfg: &VmConfig, timeout: Duration) -> Result<BootSample, String> {
+impl GuestRun {
+    /// The first line containing `pat`.
+    pub fn find(&self, pat: &str) -> Option<&TimedLine> {
+        self.lines.iter().find(|l| l.text.contains(pat))
+    }
+
+    /// The serial output followed by QEMU's stderr.
+    pub fn output(&self) -> String {
+        let mut s = String::new();
+        for l in &self.lines {
+            s.push_str(&l.text);
+            s.push('\n');
+        }
+        s.push_str(&self.stderr);
+        s
+    }
+
+    /// An error message: `why`, the exit, and the captured output.
+    pub fn fail(&self, why: &str) -> String {
+        format!(
+            "{why} ({}); output:\n{}",
+            self.exit.describe(),
+            self.output()
+        )
+    }
+
+    /// Fails unless the guest exited with status 0.
+    pub fn check_success(&self) -> Result<(), String> {
+        if self.exit == Exit::App(0) {
+            Ok(())
+        } else {
+            Err(self.fail("the guest did not exit with status 0"))
+        }
+    }
+}
+
+/// Boots `cfg` once, collecting the serial output line by line with the
+/// time each line was read. `observe` is called with QEMU's pid and each
+/// line as soon as it is read (for sampling the process while the guest
+/// runs); an error from it kills QEMU and fails the run. Kills QEMU and
+/// fails after `timeout`.
+pub fn run_guest(
+    cfg: &VmConfig,
+    timeout: Duration,
+    mut observe: impl FnMut(u32, &TimedLine) -> Result<(), String>,
+) -> Result<GuestRun, String> {
     let mut cmd = qemu_command(cfg);
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let start = Instant::now();
-    let deadline = start + timeout;
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", crate::QEMU))?;
+    let pid = child.id();
     let stdout = child.stdout.take().expect("piped stdout");
     let mut stderr = child.stderr.take().expect("piped stderr");
     let (tx, rx) = mpsc::channel::<(Instant, String)>();
@@ -54,24 +110,37 @@ pub fn boot_once(cfg: &VmConfig, timeout: Duration) -> Result<BootSample, String
         let _ = stderr.read_to_string(&mut s);
         s
     });
-    let mut output = String::new();
-    let mut marker = None;
+    let mut lines: Vec<TimedLine> = Vec::new();
+    let output = |lines: &[TimedLine]| {
+        lines
+            .iter()
+            .map(|l| format!("{}\n", l.text))
+            .collect::<String>()
+    };
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
+        // No `start + timeout`: that overflows for huge timeouts.
+        let left = timeout.saturating_sub(start.elapsed());
         match rx.recv_timeout(left) {
-            Ok((t, line)) => {
-                if marker.is_none() && line.contains(MAIN_MARKER) {
-                    marker = Some((t - start, parse_main_marker(&line)));
+            Ok((t, text)) => {
+                let line = TimedLine {
+                    at: t - start,
+                    text,
+                };
+                let seen = observe(pid, &line);
+                lines.push(line);
+                if let Err(e) = seen {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(format!("{e}; output so far:\n{}", output(&lines)));
                 }
-                output.push_str(&line);
-                output.push('\n');
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 let _ = child.kill();
                 let _ = child.wait();
                 return Err(format!(
-                    "timed out after {timeout:?}; output so far:\n{output}"
+                    "timed out after {timeout:?}; output so far:\n{}",
+                    output(&lines)
                 ));
             }
         }
@@ -79,23 +148,213 @@ pub fn boot_once(cfg: &VmConfig, timeout: Duration) -> Result<BootSample, String
     let status = child.wait().map_err(|e| format!("waiting for QEMU: {e}"))?;
     let to_exit = start.elapsed();
     let stderr = err_thread.join().unwrap_or_default();
-    let exit = map_exit_status(status);
-    let fail = |why: &str| format!("{why} ({}); output:\n{output}{stderr}", exit.describe());
-    match marker {
-        None => Err(fail("no 'uk: main' marker line")),
-        Some((_, None)) => Err(fail("malformed 'uk: main' marker line")),
-        Some((to_marker, Some(marker))) => {
-            if exit != Exit::App(0) {
-                return Err(fail("the guest did not exit with status 0"));
-            }
-            Ok(BootSample {
-                to_marker,
-                marker,
-                to_exit,
-                exit,
-            })
+    Ok(GuestRun {
+        lines,
+        to_exit,
+        exit: map_exit_status(status),
+        stderr,
+    })
+}
+
+/// One measured boot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BootSample {
+    /// From spawning QEMU to reading the `uk: main` line.
+    pub to_marker: Duration,
+    /// The guest's own numbers from the marker line.
+    pub marker: MainMarker,
+    /// From spawning QEMU to QEMU's exit.
+    pub to_exit: Duration,
+    /// How QEMU exited.
+    pub exit: Exit,
+}
+
+/// Boots `cfg` once, reading the serial output, and times the marker line
+/// and the exit. Kills QEMU and fails after `timeout`.
+pub fn boot_once(cfg: &VmConfig, timeout: Duration) -> Result<BootSample, String> {
+    let run = run_guest(cfg, timeout, |_, _| Ok(()))?;
+    let line = run
+        .find(MAIN_MARKER)
+        .ok_or_else(|| run.fail("no 'uk: main' marker line"))?;
+    let marker = parse_main_marker(&line.text)
+        .ok_or_else(|| run.fail("malformed 'uk: main' marker line"))?;
+    run.check_success()?;
+    Ok(BootSample {
+        to_marker: line.at,
+        marker,
+        to_exit: run.to_exit,
+        exit: run.exit,
+    })
+}
+
+/// Boots `cfg` (selftest with args `bench-sched`) once and returns the
+/// guest's `bench-sched:` numbers.
+pub fn sched_once(cfg: &VmConfig, timeout: Duration) -> Result<SchedSample, String> {
+    let run = run_guest(cfg, timeout, |_, _| Ok(()))?;
+    run.check_success()?;
+    let line = run
+        .find(SCHED_MARKER)
+        .ok_or_else(|| run.fail("no 'bench-sched:' line"))?;
+    parse_bench_sched(&line.text).ok_or_else(|| run.fail("malformed 'bench-sched:' line"))
+}
+
+/// Median, min and max of the samples' context-switch and spawn+join costs,
+/// as a small table for `machine`.
+pub fn sched_table(machine: Machine, samples: &[SchedSample]) -> String {
+    table(&sched_rows(machine, samples))
+}
+
+/// The rows of [`sched_table`]: a header naming `machine`, then one row per
+/// cost (render several machines' rows together to align their columns).
+pub fn sched_rows(machine: Machine, samples: &[SchedSample]) -> Vec<Vec<String>> {
+    let sw: Vec<u64> = samples.iter().map(|s| s.switch_ns).collect();
+    let sj: Vec<u64> = samples.iter().map(|s| s.spawn_join_ns).collect();
+    let switches: Vec<u64> = samples.iter().map(|s| s.switches).collect();
+    let row = |name: &str, v: &[u64]| {
+        let (md, mn, mx) = stats(v);
+        vec![
+            name.to_string(),
+            md.to_string(),
+            mn.to_string(),
+            mx.to_string(),
+        ]
+    };
+    let runs = samples.len();
+    vec![
+        vec![
+            format!(
+                "{machine} ({runs} run{}, {} switches/run)",
+                if runs == 1 { "" } else { "s" },
+                stats(&switches).0
+            ),
+            "median".into(),
+            "min".into(),
+            "max".into(),
+        ],
+        row("  context switch ns", &sw),
+        row("  spawn+join ns", &sj),
+    ]
+}
+
+/// The line the idle scenario prints before it sleeps.
+pub const IDLE_SLEEPING: &str = "idle: sleeping";
+/// The line the idle scenario prints after it slept.
+pub const IDLE_DONE: &str = "idle: done";
+
+/// Linux's `USER_HZ`: the unit of the times in `/proc/<pid>/stat`.
+pub const USER_HZ: u64 = 100;
+
+/// The idle target: QEMU's CPU use as a percentage of one host core.
+pub const IDLE_TARGET_PCT: f64 = 2.0;
+
+/// `utime + stime` in clock ticks from the text of `/proc/<pid>/stat`:
+/// fields 14 and 15, counted past the `)` that closes the command name (which
+/// may itself contain spaces and parentheses).
+pub fn parse_stat_cpu_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    // The text after ')' starts with field 3 (state).
+    let mut f = rest.split_whitespace().skip(14 - 3);
+    let utime: u64 = f.next()?.parse().ok()?;
+    let stime: u64 = f.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// The CPU time (user + system) process `pid` has used so far.
+pub fn process_cpu_time(pid: u32) -> Result<Duration, String> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+    let ticks = parse_stat_cpu_ticks(&stat).ok_or_else(|| format!("{path}: cannot parse"))?;
+    Ok(Duration::from_millis(ticks * 1000 / USER_HZ))
+}
+
+/// One idle measurement.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct IdleSample {
+    /// Wall time between reading the `idle: sleeping` and `idle: done` lines.
+    pub wall: Duration,
+    /// QEMU's CPU time (utime + stime) over the same span.
+    pub cpu: Duration,
+    /// The guest's count of idle halts, from the `idle: done` line.
+    pub halts: Option<u64>,
+}
+
+impl IdleSample {
+    /// QEMU's CPU use as a percentage of one host core.
+    pub fn cpu_pct(&self) -> f64 {
+        let wall = self.wall.as_secs_f64();
+        if wall > 0.0 {
+            self.cpu.as_secs_f64() / wall * 100.0
+        } else {
+            0.0
         }
     }
+
+    /// Whether the CPU use is below [`IDLE_TARGET_PCT`].
+    pub fn meets_target(&self) -> bool {
+        self.cpu_pct() < IDLE_TARGET_PCT
+    }
+}
+
+/// Boots `cfg` (selftest with args `idle S`) once and samples QEMU's CPU
+/// time when the guest starts and when it ends its sleep.
+pub fn idle_once(cfg: &VmConfig, timeout: Duration) -> Result<IdleSample, String> {
+    let mut at_sleep = None;
+    let mut at_done = None;
+    let run = run_guest(cfg, timeout, |pid, line| {
+        let slot = if line.text.contains(IDLE_SLEEPING) {
+            &mut at_sleep
+        } else if line.text.contains(IDLE_DONE) {
+            &mut at_done
+        } else {
+            return Ok(());
+        };
+        if slot.is_none() {
+            *slot = Some((Instant::now(), process_cpu_time(pid)?));
+        }
+        Ok(())
+    })?;
+    run.check_success()?;
+    let (Some((t0, cpu0)), Some((t1, cpu1))) = (at_sleep, at_done) else {
+        return Err(run.fail("no 'idle: sleeping' and 'idle: done' lines"));
+    };
+    if t1 < t0 {
+        return Err(run.fail("'idle: done' came before 'idle: sleeping'"));
+    }
+    let halts = run
+        .find(IDLE_DONE)
+        .and_then(|l| parse_kv(&l.text).get("halts").copied());
+    Ok(IdleSample {
+        wall: t1 - t0,
+        cpu: cpu1.saturating_sub(cpu0),
+        halts,
+    })
+}
+
+/// The idle table's header.
+pub fn idle_header() -> Vec<String> {
+    ["machine", "wall s", "QEMU CPU s", "CPU %", "guest halts"]
+        .map(String::from)
+        .to_vec()
+}
+
+/// One idle table row.
+pub fn idle_row(machine: Machine, s: &IdleSample) -> Vec<String> {
+    vec![
+        machine.name().to_string(),
+        format!("{:.2}", s.wall.as_secs_f64()),
+        format!("{:.2}", s.cpu.as_secs_f64()),
+        format!("{:.2}", s.cpu_pct()),
+        s.halts.map_or_else(|| "?".to_string(), |h| h.to_string()),
+    ]
+}
+
+/// The verdict line for one machine, e.g. `microvm: target < 2%: met (0.40%)`.
+pub fn idle_verdict(machine: Machine, s: &IdleSample) -> String {
+    format!(
+        "{machine}: target < {IDLE_TARGET_PCT}%: {} ({:.2}%)",
+        if s.meets_target() { "met" } else { "not met" },
+        s.cpu_pct()
+    )
 }
 
 /// Median, min and max of a non-empty list.
@@ -237,5 +496,114 @@ mod tests {
         let r = row(Machine::Microvm, 1, &[sample(1, 2, None)]);
         assert_eq!(r[6], "?");
         assert_eq!(r.len(), header().len());
+    }
+
+    #[test]
+    fn stat_cpu_ticks() {
+        // Fields: pid (comm) state ppid pgrp session tty tpgid flags minflt
+        // cminflt majflt cmajflt utime stime cutime cstime ...
+        let stat = "4242 (qemu-system-x86) S 1 2 3 0 -1 4194560 10 0 0 0 250 37 5 6 20 0 4";
+        assert_eq!(parse_stat_cpu_ticks(stat), Some(287));
+        let tricky = "7 (a) b (c) d) R 1 2 3 0 -1 0 0 0 0 0 1 2 0 0 20 0 1\n";
+        assert_eq!(parse_stat_cpu_ticks(tricky), Some(3));
+        assert_eq!(parse_stat_cpu_ticks("7 (x) R 1 2 3"), None);
+        assert_eq!(parse_stat_cpu_ticks("no paren 1 2 3"), None);
+        assert_eq!(
+            parse_stat_cpu_ticks("7 (x) R 1 2 3 0 -1 0 0 0 0 0 x 2 0"),
+            None
+        );
+        // Our own process: readable, and counts in whole ticks.
+        let own = process_cpu_time(std::process::id()).unwrap();
+        assert_eq!(own.as_millis() % (1000 / USER_HZ as u128), 0);
+    }
+
+    #[test]
+    fn idle_numbers() {
+        let s = IdleSample {
+            wall: Duration::from_secs(10),
+            cpu: Duration::from_millis(50),
+            halts: Some(12),
+        };
+        assert!((s.cpu_pct() - 0.5).abs() < 1e-9);
+        assert!(s.meets_target());
+        assert_eq!(
+            idle_row(Machine::Microvm, &s),
+            ["microvm", "10.00", "0.05", "0.50", "12"]
+        );
+        assert_eq!(idle_row(Machine::Q35, &s).len(), idle_header().len());
+        assert_eq!(
+            idle_verdict(Machine::Microvm, &s),
+            "microvm: target < 2%: met (0.50%)"
+        );
+        let busy = IdleSample {
+            wall: Duration::from_secs(2),
+            cpu: Duration::from_millis(40),
+            halts: None,
+        };
+        assert!(!busy.meets_target());
+        assert_eq!(
+            idle_verdict(Machine::Q35, &busy),
+            "q35: target < 2%: not met (2.00%)"
+        );
+        assert_eq!(idle_row(Machine::Q35, &busy)[4], "?");
+        let zero = IdleSample {
+            wall: Duration::ZERO,
+            cpu: Duration::ZERO,
+            halts: None,
+        };
+        assert_eq!(zero.cpu_pct(), 0.0);
+    }
+
+    #[test]
+    fn sched_tables() {
+        let s = |sw, sj| SchedSample {
+            switch_ns: sw,
+            spawn_join_ns: sj,
+            switches: 20000,
+        };
+        let t = sched_table(
+            Machine::Microvm,
+            &[s(400, 9000), s(350, 12000), s(500, 10000)],
+        );
+        assert_eq!(
+            t,
+            "microvm (3 runs, 20000 switches/run)  median   min    max\n\
+             \x20 context switch ns                      400   350    500\n\
+             \x20 spawn+join ns                        10000  9000  12000\n"
+        );
+        assert!(sched_table(Machine::Q35, &[s(1, 2)]).starts_with("q35 (1 run, "));
+    }
+
+    #[test]
+    fn guest_run_helpers() {
+        let run = GuestRun {
+            lines: vec![
+                TimedLine {
+                    at: Duration::from_millis(1),
+                    text: "a".into(),
+                },
+                TimedLine {
+                    at: Duration::from_millis(2),
+                    text: "bench-sched: x".into(),
+                },
+            ],
+            to_exit: Duration::from_millis(3),
+            exit: Exit::App(101),
+            stderr: "qemu: warn\n".into(),
+        };
+        assert_eq!(run.find("bench").unwrap().at, Duration::from_millis(2));
+        assert!(run.find("zzz").is_none());
+        assert_eq!(run.output(), "a\nbench-sched: x\nqemu: warn\n");
+        let e = run.check_success().unwrap_err();
+        assert!(e.starts_with("the guest did not exit with status 0 (kernel panic"));
+        assert!(
+            e.ends_with("output:\na\nbench-sched: x\nqemu: warn\n"),
+            "{e}"
+        );
+        let ok = GuestRun {
+            exit: Exit::App(0),
+            ..run
+        };
+        assert!(ok.check_success().is_ok());
     }
 }

@@ -22,6 +22,8 @@ USAGE:
     cargo uk run [APP] [OPTIONS] [-- APP ARGS...]
     cargo uk test [CARGO TEST ARGS...]
     cargo uk bench boot [--runs N] [--kvm|--tcg]
+    cargo uk bench sched [--runs N] [--kvm|--tcg]
+    cargo uk bench idle [--secs S] [--kvm|--tcg]
     cargo uk help
 
 COMMANDS:
@@ -33,6 +35,11 @@ COMMANDS:
              extra args go to both
     bench    boot: boot hello N times (default 10) on microvm and q35 and print
              the time to the 'uk: main' marker and to QEMU's exit
+             sched: boot 'selftest bench-sched' N times (default 5) per machine
+             and print median/min/max of the guest-measured context-switch
+             and spawn+join costs
+             idle: boot 'selftest idle S' (default 10 s) per machine and print
+             QEMU's host CPU use while the guest sleeps (target < 2% of a core)
     help     Print this text (also -h, --help)
 
 RUN OPTIONS:
@@ -99,6 +106,20 @@ pub enum Cmd {
     BenchBoot {
         /// Boots per machine.
         runs: usize,
+        /// Forced accelerator.
+        accel: Option<Accel>,
+    },
+    /// `bench sched ...`
+    BenchSched {
+        /// Boots per machine.
+        runs: usize,
+        /// Forced accelerator.
+        accel: Option<Accel>,
+    },
+    /// `bench idle ...`
+    BenchIdle {
+        /// How long the guest sleeps, in seconds.
+        secs: u64,
         /// Forced accelerator.
         accel: Option<Accel>,
     },
@@ -249,32 +270,49 @@ fn parse_run(args: &[String]) -> Result<RunArgs, Error> {
 
 fn parse_bench(args: &[String]) -> Result<Cmd, Error> {
     let Some((what, rest)) = args.split_first() else {
-        return Err(Error::Usage("'bench' needs a benchmark: boot".into()));
+        return Err(Error::Usage(
+            "'bench' needs a benchmark: boot, sched or idle".into(),
+        ));
     };
-    if what != "boot" {
-        return Err(Error::Usage(format!(
-            "unknown benchmark '{what}' (expected 'boot')"
-        )));
-    }
-    let mut it = Args::new("bench boot", rest);
-    let mut runs = 10;
+    let (cmd, default_count, count_flags): (_, u64, &[&str]) = match what.as_str() {
+        "boot" => ("bench boot", 10, &["--runs", "-n"]),
+        "sched" => ("bench sched", 5, &["--runs", "-n"]),
+        "idle" => ("bench idle", 10, &["--secs", "-s"]),
+        _ => {
+            return Err(Error::Usage(format!(
+                "unknown benchmark '{what}' (expected boot, sched or idle)"
+            )));
+        }
+    };
+    let mut it = Args::new(cmd, rest);
+    let mut count = default_count;
     let mut accel = None;
     while let Some(a) = it.next()? {
         match a {
-            "--runs" | "-n" => {
+            _ if count_flags.contains(&a) => {
                 let v = it.value(a)?;
-                runs = v
-                    .parse()
-                    .ok()
-                    .filter(|&n| n > 0)
-                    .ok_or_else(|| Error::Usage(format!("--runs: bad count '{v}'")))?;
+                let what = if count_flags[0] == "--secs" {
+                    "number of seconds"
+                } else {
+                    "count"
+                };
+                count =
+                    v.parse().ok().filter(|&n| n > 0).ok_or_else(|| {
+                        Error::Usage(format!("{}: bad {what} '{v}'", count_flags[0]))
+                    })?;
             }
             "--kvm" => accel = Some(Accel::Kvm),
             "--tcg" => accel = Some(Accel::Tcg),
             _ => return Err(it.unknown(a)),
         }
     }
-    Ok(Cmd::BenchBoot { runs, accel })
+    let runs = usize::try_from(count)
+        .map_err(|_| Error::Usage(format!("{}: too large", count_flags[0])))?;
+    Ok(match what.as_str() {
+        "boot" => Cmd::BenchBoot { runs, accel },
+        "sched" => Cmd::BenchSched { runs, accel },
+        _ => Cmd::BenchIdle { secs: count, accel },
+    })
 }
 
 /// Runs the CLI with the arguments after `uk`; returns the exit status.
@@ -319,6 +357,8 @@ pub fn execute(cmd: Cmd) -> Result<i32, Error> {
         Cmd::Run(r) => run(r),
         Cmd::Test { extra } => test(&extra),
         Cmd::BenchBoot { runs, accel } => bench_boot(runs, accel),
+        Cmd::BenchSched { runs, accel } => bench_sched(runs, accel),
+        Cmd::BenchIdle { secs, accel } => bench_idle(secs, accel),
     }
 }
 
@@ -442,6 +482,77 @@ fn bench_boot(runs: usize, accel: Option<Accel>) -> Result<i32, Error> {
     print!("{}", bench::table(&rows));
     println!(
         "main: spawn -> 'uk: main' line (wall); guest: the marker's own time since boot; exit: spawn -> QEMU exit"
+    );
+    Ok(0)
+}
+
+/// The app the `sched` and `idle` benchmarks boot.
+const SELFTEST: &str = "selftest";
+
+/// Builds the selftest app for a benchmark and prints its first line.
+fn bench_image(what: &str, detail: &str, accel: Accel) -> Result<std::path::PathBuf, Error> {
+    ensure_qemu()?;
+    check_app(SELFTEST)?;
+    let image = build_image(SELFTEST, Profile::Release, false)?;
+    let size = file_size(&image)?;
+    println!(
+        "{what} benchmark: {SELFTEST} ({}, {size} bytes), {detail}, accel {accel}",
+        display_path(&image)
+    );
+    Ok(image)
+}
+
+fn bench_sched(runs: usize, accel: Option<Accel>) -> Result<i32, Error> {
+    let accel = accel.unwrap_or_else(Accel::detect);
+    let image = bench_image("sched", &format!("{runs} runs per machine"), accel)?;
+    let mut rows = Vec::new();
+    for machine in Machine::ALL {
+        let mut cfg = VmConfig::new(&image);
+        cfg.machine = machine;
+        cfg.accel = accel;
+        cfg.args = vec!["bench-sched".into()];
+        let mut samples = Vec::with_capacity(runs);
+        for i in 0..runs {
+            let s = bench::sched_once(&cfg, Duration::from_secs(300))
+                .map_err(|e| Error::Failed(format!("{machine} run {}/{runs}: {e}", i + 1)))?;
+            samples.push(s);
+        }
+        rows.extend(bench::sched_rows(machine, &samples));
+    }
+    print!("{}", bench::table(&rows));
+    println!(
+        "note: guest-measured (TSC clock) under {accel}; context switch = one yield between \
+         two threads, spawn+join = thread::spawn + join"
+    );
+    Ok(0)
+}
+
+fn bench_idle(secs: u64, accel: Option<Accel>) -> Result<i32, Error> {
+    let accel = accel.unwrap_or_else(Accel::detect);
+    let image = bench_image("idle", &format!("guest sleeps {secs} s per machine"), accel)?;
+    // Booting under TCG on a loaded host can take a while.
+    let timeout = Duration::from_secs(secs.saturating_add(180));
+    let mut rows = vec![bench::idle_header()];
+    let mut verdicts = Vec::new();
+    for machine in Machine::ALL {
+        let mut cfg = VmConfig::new(&image);
+        cfg.machine = machine;
+        cfg.accel = accel;
+        cfg.args = vec!["idle".into(), secs.to_string()];
+        let s = bench::idle_once(&cfg, timeout)
+            .map_err(|e| Error::Failed(format!("{machine}: {e}")))?;
+        rows.push(bench::idle_row(machine, &s));
+        verdicts.push(bench::idle_verdict(machine, &s));
+    }
+    print!("{}", bench::table(&rows));
+    for v in verdicts {
+        println!("{v}");
+    }
+    println!(
+        "wall: host time from the 'idle: sleeping' to the 'idle: done' line; QEMU CPU: \
+         utime+stime of the QEMU process (all threads, {} ms resolution) over that span; \
+         CPU %: of one host core",
+        1000 / bench::USER_HZ
     );
     Ok(0)
 }
@@ -615,5 +726,92 @@ mod tests {
         assert!(usage_err(&["bench", "net"]).contains("unknown benchmark 'net'"));
         assert!(usage_err(&["bench", "boot", "--runs", "0"]).contains("bad count"));
         assert!(usage_err(&["bench", "boot", "--fast"]).contains("unknown flag '--fast'"));
+    }
+
+    #[test]
+    fn bench_sched() {
+        assert_eq!(
+            p(&["bench", "sched"]).unwrap(),
+            Cmd::BenchSched {
+                runs: 5,
+                accel: None
+            }
+        );
+        assert_eq!(
+            p(&["bench", "sched", "--runs", "2", "--kvm"]).unwrap(),
+            Cmd::BenchSched {
+                runs: 2,
+                accel: Some(Accel::Kvm)
+            }
+        );
+        assert_eq!(
+            p(&["bench", "sched", "--tcg", "-n", "7"]).unwrap(),
+            Cmd::BenchSched {
+                runs: 7,
+                accel: Some(Accel::Tcg)
+            }
+        );
+        assert_eq!(
+            p(&["bench", "sched", "--runs=1"]).unwrap(),
+            Cmd::BenchSched {
+                runs: 1,
+                accel: None
+            }
+        );
+        assert!(usage_err(&["bench", "sched", "--runs", "0"]).contains("--runs: bad count '0'"));
+        assert!(usage_err(&["bench", "sched", "--runs", "x"]).contains("bad count 'x'"));
+        assert!(usage_err(&["bench", "sched", "--runs"]).contains("'--runs' needs a value"));
+        assert!(
+            usage_err(&["bench", "sched", "--secs", "3"])
+                .contains("unknown flag '--secs' for 'bench sched'")
+        );
+        assert!(usage_err(&["bench", "sched", "extra"]).contains("unexpected argument 'extra'"));
+        assert!(usage_err(&["bench", "sched", "--kvm=1"]).contains("takes no value"));
+        assert!(USAGE.contains("cargo uk bench sched [--runs N] [--kvm|--tcg]"));
+    }
+
+    #[test]
+    fn bench_idle() {
+        assert_eq!(
+            p(&["bench", "idle"]).unwrap(),
+            Cmd::BenchIdle {
+                secs: 10,
+                accel: None
+            }
+        );
+        assert_eq!(
+            p(&["bench", "idle", "--secs", "3", "--tcg"]).unwrap(),
+            Cmd::BenchIdle {
+                secs: 3,
+                accel: Some(Accel::Tcg)
+            }
+        );
+        assert_eq!(
+            p(&["bench", "idle", "--kvm", "--secs=60"]).unwrap(),
+            Cmd::BenchIdle {
+                secs: 60,
+                accel: Some(Accel::Kvm)
+            }
+        );
+        assert_eq!(
+            p(&["bench", "idle", "-s", "2"]).unwrap(),
+            Cmd::BenchIdle {
+                secs: 2,
+                accel: None
+            }
+        );
+        assert!(
+            usage_err(&["bench", "idle", "--secs", "0"])
+                .contains("--secs: bad number of seconds '0'")
+        );
+        assert!(usage_err(&["bench", "idle", "--secs", "1.5"]).contains("bad number of seconds"));
+        assert!(usage_err(&["bench", "idle", "--secs"]).contains("'--secs' needs a value"));
+        assert!(
+            usage_err(&["bench", "idle", "--runs", "3"])
+                .contains("unknown flag '--runs' for 'bench idle'")
+        );
+        assert!(usage_err(&["bench", "idle", "--fast"]).contains("unknown flag '--fast'"));
+        assert!(usage_err(&["bench", "unknown"]).contains("(expected boot, sched or idle)"));
+        assert!(USAGE.contains("cargo uk bench idle [--secs S] [--kvm|--tcg]"));
     }
 }

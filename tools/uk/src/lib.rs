@@ -19,7 +19,9 @@ pub use qemu::{
     Accel, Exit, Machine, MemSize, NET_APPS, PortFwd, QEMU, VmConfig, ensure_qemu, kernel_cmdline,
     map_exit, qemu_available, qemu_command, render_command,
 };
-pub use serial::{MainMarker, parse_kv, parse_main_marker, parse_memstats};
+pub use serial::{
+    MainMarker, SchedSample, parse_bench_sched, parse_kv, parse_main_marker, parse_memstats,
+};
 pub use workspace::{apps, default_app, root, target_dir};
 
 /// An error of the CLI; [`Error::exit_code`] is the process status to use.

@@ -43,6 +43,33 @@ pub fn parse_kv(text: &str) -> HashMap<String, u64> {
         .collect()
 }
 
+/// The prefix of the line the `selftest bench-sched` scenario prints.
+pub const SCHED_MARKER: &str = "bench-sched:";
+
+/// The parsed `bench-sched: switch_ns=N spawn_join_ns=N switches=N` line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchedSample {
+    /// The cost of one context switch (yield to another thread and back is
+    /// two), in guest TSC nanoseconds.
+    pub switch_ns: u64,
+    /// The cost of spawning a thread and joining it, in nanoseconds.
+    pub spawn_join_ns: u64,
+    /// How many switches the measurement counted.
+    pub switches: u64,
+}
+
+/// Parses a line containing `bench-sched: switch_ns=N spawn_join_ns=N
+/// switches=N`; `None` if the marker or any of the three numbers is missing.
+pub fn parse_bench_sched(line: &str) -> Option<SchedSample> {
+    let (_, rest) = line.split_once(SCHED_MARKER)?;
+    let kv = parse_kv(rest);
+    Some(SchedSample {
+        switch_ns: *kv.get("switch_ns")?,
+        spawn_join_ns: *kv.get("spawn_join_ns")?,
+        switches: *kv.get("switches")?,
+    })
+}
+
 /// Parses a memory statistics line `[TAG ]memstats: k=v ...`; `None` if the
 /// line has no `memstats:`.
 pub fn parse_memstats(line: &str) -> Option<HashMap<String, u64>> {
@@ -94,5 +121,34 @@ mod tests {
         assert_eq!(parse_memstats("no stats here"), None);
         assert_eq!(parse_kv("heapgrow: arenas=3")["arenas"], 3);
         assert_eq!(parse_kv("mmap64: frames_delta=1,")["frames_delta"], 1);
+    }
+
+    #[test]
+    fn bench_sched_line() {
+        assert_eq!(
+            parse_bench_sched("bench-sched: switch_ns=4251 spawn_join_ns=18065 switches=20000\r"),
+            Some(SchedSample {
+                switch_ns: 4251,
+                spawn_join_ns: 18065,
+                switches: 20000
+            })
+        );
+        assert_eq!(
+            parse_bench_sched("[1.0] bench-sched: switches=2 spawn_join_ns=1 switch_ns=0")
+                .map(|s| (s.switch_ns, s.spawn_join_ns, s.switches)),
+            Some((0, 1, 2))
+        );
+        assert_eq!(
+            parse_bench_sched("bench-sched: switch_ns=1 switches=2"),
+            None
+        );
+        assert_eq!(
+            parse_bench_sched("bench-sched: switch_ns=x spawn_join_ns=1 switches=2"),
+            None
+        );
+        assert_eq!(
+            parse_bench_sched("switch_ns=1 spawn_join_ns=1 switches=2"),
+            None
+        );
     }
 }
