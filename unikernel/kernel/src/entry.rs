@@ -163,6 +163,7 @@ pub extern "C" fn kernel_start(start_info: u32) -> ! {
         *CONFIG.get() = Some(config);
     }
 
+    crate::drivers::init();
     let timeslice = crate::env::config().timeslice_ms;
     crate::sched::start(run_main, MAIN_STACK_SIZE, timeslice)
 }

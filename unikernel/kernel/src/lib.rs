@@ -21,6 +21,7 @@ extern crate alloc;
 
 pub mod arch;
 mod backtrace;
+pub mod drivers;
 pub mod console;
 mod entry;
 mod heap;

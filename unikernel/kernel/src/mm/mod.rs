@@ -578,3 +578,44 @@ pub fn stats() -> MemStats {
     crate::heap::fill_stats(&mut s);
     s
 }
+
+/// Allocates `pages` physically contiguous, zeroed frames for DMA. They are
+/// identity mapped, so the returned physical address is also their address.
+pub fn alloc_dma(pages: u64) -> Result<u64, MemError> {
+    let pa = with_mm(|mm| mm.frames.alloc_contiguous(pages, 1).ok_or(VmError::NoMemory))?;
+    for i in 0..pages {
+        paging::zero_frame(pa + i * PAGE);
+    }
+    Ok(pa)
+}
+
+/// Frees frames from [`alloc_dma`].
+pub fn free_dma(pa: u64, pages: u64) {
+    let _ = with_mm(|mm| mm.frames.free_contiguous(pa, pages).map_err(|_| VmError::InvalidArgument));
+}
+
+/// The physical address behind virtual address `va`, if it is mapped.
+pub fn virt_to_phys(va: u64) -> Option<u64> {
+    let pml4 = PML4.load(core::sync::atomic::Ordering::Relaxed);
+    paging::translate(pml4, va).map(|(pa, _)| pa)
+}
+
+/// Makes every page of [va, va+len) present, and privately writable when
+/// `writable` (so a device never writes into the shared zero page).
+pub fn prepare_for_dma(va: u64, len: u64, writable: bool) {
+    let mut page = va & !(PAGE - 1);
+    let end = va.saturating_add(len);
+    while page < end {
+        let p = page.max(va) as *mut u8;
+        // SAFETY: the caller owns [va, va+len) (a buffer it hands to a
+        // device); reading a byte and writing the same value back changes
+        // nothing but makes the page present and private.
+        unsafe {
+            let b = p.read_volatile();
+            if writable {
+                p.write_volatile(b);
+            }
+        }
+        page += PAGE;
+    }
+}

@@ -1,0 +1,230 @@
+//! Device discovery and the drivers built on `virtio-drivers`.
+//!
+//! Discovery: virtio-mmio devices from `virtio_mmio.device=` entries on the
+//! command line (Firecracker's convention), otherwise by probing QEMU
+//! microvm's eight transport slots; virtio-pci devices by enumerating PCI
+//! (q35). Each found device is parked here with its interrupt source until a
+//! driver takes it ([`take`]).
+
+pub mod hal;
+pub mod pci;
+
+use alloc::vec::Vec;
+use core::ptr::NonNull;
+
+use virtio_drivers::transport::mmio::{MmioTransport, VirtIOHeader};
+use virtio_drivers::transport::pci::PciTransport;
+use virtio_drivers::transport::pci::bus::{DeviceFunction, PciRoot};
+use virtio_drivers::transport::{DeviceType, SomeTransport, Transport};
+
+use crate::irq::{self, IrqError};
+use crate::sync::IrqMutex;
+use crate::trap::IrqHandler;
+
+pub use hal::KernelHal;
+
+/// QEMU microvm's virtio-mmio window: transports of 512 bytes, 24 of them
+/// (GSI 24..47) when the machine has its second I/O APIC, else 8 (GSI 5..12).
+const MICROVM_MMIO_BASE: u64 = 0xfeb0_0000;
+const MICROVM_MMIO_SIZE: u64 = 512;
+const VIRTIO_MMIO_MAGIC: u32 = 0x7472_6976;
+
+/// How a device interrupts.
+#[derive(Clone, Copy, Debug)]
+pub enum IrqSource {
+    /// A pin on an I/O APIC.
+    Gsi {
+        /// Global system interrupt.
+        gsi: u32,
+        /// Level-triggered.
+        level: bool,
+    },
+    /// MSI-X of a PCI function.
+    Msix(DeviceFunction),
+}
+
+/// A device found at boot, not yet claimed by a driver.
+pub struct Found {
+    /// The virtio transport.
+    pub transport: SomeTransport<'static>,
+    /// Its interrupt source.
+    pub irq: IrqSource,
+    /// Where it was found, for messages.
+    pub location: alloc::string::String,
+}
+
+impl Found {
+    /// The device type.
+    pub fn kind(&self) -> DeviceType {
+        self.transport.device_type()
+    }
+}
+
+static FOUND: IrqMutex<Vec<Found>> = IrqMutex::new(Vec::new());
+
+/// Takes the first unclaimed device of `kind`.
+pub fn take(kind: DeviceType) -> Option<Found> {
+    let mut f = FOUND.lock();
+    let i = f.iter().position(|d| d.kind() == kind)?;
+    Some(f.remove(i))
+}
+
+/// Number of devices of `kind` still unclaimed.
+pub fn count(kind: DeviceType) -> usize {
+    FOUND.lock().iter().filter(|d| d.kind() == kind).count()
+}
+
+fn mmio_device(base: u64, size: u64) -> Option<MmioTransport<'static>> {
+    crate::mm::map_mmio(base, size).ok()?;
+    // SAFETY: identity mapped uncached just above; reading the magic register
+    // of a virtio-mmio window (or of nothing, which reads 0/all-ones) is harmless.
+    let magic = unsafe { (base as *const u32).read_volatile() };
+    let device_id = unsafe {
+        // SAFETY: as above; offset 8 is the DeviceID register.
+        ((base + 8) as *const u32).read_volatile()
+    };
+    log::trace!("probe {base:#x}: magic {magic:#x} device {device_id}");
+    if magic != VIRTIO_MMIO_MAGIC || device_id == 0 {
+        return None;
+    }
+    let header = NonNull::new(base as *mut VirtIOHeader)?;
+    // SAFETY: [base, base+size) is a virtio-mmio register window (magic checked),
+    // identity mapped, and only this transport will access it.
+    match unsafe { MmioTransport::new(header, size as usize) } {
+        Ok(t) => Some(t),
+        Err(e) => {
+            log::warn!("virtio-mmio at {base:#x}: {e}");
+            None
+        }
+    }
+}
+
+fn discover_mmio() {
+    let cfg = crate::env::config();
+    let mut found = FOUND.lock();
+    if !cfg.virtio_mmio.is_empty() {
+        for d in &cfg.virtio_mmio {
+            if let Some(t) = mmio_device(d.base, d.size) {
+                found.push(Found {
+                    transport: t.into(),
+                    irq: IrqSource::Gsi { gsi: d.irq, level: d.irq >= 16 },
+                    location: alloc::format!("virtio-mmio@{:#x} irq {}", d.base, d.irq),
+                });
+            }
+        }
+        return;
+    }
+    if pci::present() {
+        return; // a PC with PCI: no microvm window
+    }
+    // microvm: GSI 24+slot behind the second I/O APIC when there is one, 5+slot otherwise.
+    let two_ioapics = irq::platform().ioapics.len() > 1 || irq::platform().ioapics.is_empty();
+    let (irq_base, slots) = if two_ioapics { (24, 24) } else { (5, 8) };
+    for slot in 0..slots {
+        let base = MICROVM_MMIO_BASE + slot * MICROVM_MMIO_SIZE;
+        if let Some(t) = mmio_device(base, MICROVM_MMIO_SIZE) {
+            let gsi = irq_base + slot as u32;
+            found.push(Found {
+                transport: t.into(),
+                irq: IrqSource::Gsi { gsi, level: gsi >= 16 },
+                location: alloc::format!("virtio-mmio@{base:#x} gsi {gsi}"),
+            });
+        }
+    }
+}
+
+fn discover_pci() {
+    if !pci::present() {
+        return;
+    }
+    let mut root = PciRoot::new(pci::PortCam);
+    let funcs = pci::enumerate(&root);
+    let mut found = FOUND.lock();
+    for f in funcs {
+        if virtio_drivers::transport::pci::virtio_device_type(&f.info).is_none() {
+            continue;
+        }
+        pci::assign_bars(&mut root, f.df);
+        match PciTransport::new::<KernelHal, _>(&mut root, f.df) {
+            Ok(t) => found.push(Found {
+                transport: t.into(),
+                irq: IrqSource::Msix(f.df),
+                location: alloc::format!("virtio-pci {}", f.df),
+            }),
+            Err(e) => log::warn!("virtio-pci {}: {e}", f.df),
+        }
+    }
+}
+
+/// Finds every virtio device.
+pub fn init() {
+    discover_mmio();
+    discover_pci();
+    for d in FOUND.lock().iter() {
+        log::debug!("found {:?} at {}", d.kind(), d.location);
+    }
+}
+
+/// Connects a device's interrupt to `handler`, after its driver has set the
+/// device up (virtio resets clear MSI-X queue vectors, so this comes last).
+pub fn connect_irq(irq: IrqSource, handler: IrqHandler) -> Result<u8, IrqError> {
+    let vector = irq::claim_vector(handler)?;
+    match irq {
+        IrqSource::Gsi { gsi, level } => {
+            if gsi < 16 {
+                irq::route_isa_irq(gsi as u8, vector)?;
+            } else {
+                irq::route_gsi(gsi, vector, level, false)?;
+            }
+        }
+        IrqSource::Msix(df) => {
+            if !pci::enable_msix(df, 0, vector) {
+                return Err(IrqError::NoRoute);
+            }
+            virtio_pci_use_msix_entry0(df);
+        }
+    }
+    Ok(vector)
+}
+
+/// Tells a virtio-pci device to signal every queue through MSI-X entry 0
+/// (and configuration changes nowhere), via its common configuration.
+fn virtio_pci_use_msix_entry0(df: DeviceFunction) {
+    use virtio_drivers::transport::pci::bus::ConfigurationAccess;
+    let cam = pci::PortCam;
+    let mut cap = match pci::find_capability(df, 0x09) {
+        Some(c) => c,
+        None => return,
+    };
+    // Walk the vendor capabilities for cfg_type 1 (common configuration).
+    for _ in 0..16 {
+        let hdr = cam.read_word(df, cap);
+        if hdr as u8 == 0x09 && (hdr >> 24) as u8 == 1 {
+            let bar = cam.read_word(df, cap + 4) as u8;
+            let offset = cam.read_word(df, cap + 8) as u64;
+            let Some(base) = pci::bar_address(df, bar) else { return };
+            let common = base + offset;
+            if crate::mm::map_mmio(common, 64).is_err() {
+                return;
+            }
+            // SAFETY: the virtio common configuration structure, identity
+            // mapped uncached: msix_config @16, num_queues @18,
+            // queue_select @22, queue_msix_vector @26 (all u16).
+            unsafe {
+                let r16 = |o: u64| ((common + o) as *const u16).read_volatile();
+                let w16 = |o: u64, v: u16| ((common + o) as *mut u16).write_volatile(v);
+                w16(16, 0xffff);
+                for q in 0..r16(18) {
+                    w16(22, q);
+                    w16(26, 0);
+                }
+            }
+            return;
+        }
+        let next = ((hdr >> 8) & 0xfc) as u8;
+        if next == 0 {
+            return;
+        }
+        cap = next;
+    }
+}
