@@ -27,6 +27,7 @@ mod entry;
 mod heap;
 pub mod irq;
 pub mod mm;
+pub mod net;
 mod panic;
 pub mod sched;
 pub mod sync;

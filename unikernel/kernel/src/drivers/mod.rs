@@ -8,6 +8,7 @@
 
 pub mod hal;
 pub mod pci;
+pub mod virtio_net;
 
 use alloc::vec::Vec;
 use core::ptr::NonNull;
@@ -38,6 +39,9 @@ pub enum IrqSource {
         gsi: u32,
         /// Level-triggered.
         level: bool,
+        /// Register base of a virtio-mmio device, whose interrupt the handler
+        /// acknowledges (a level-triggered line stays asserted until then).
+        mmio_base: Option<u64>,
     },
     /// MSI-X of a PCI function.
     Msix(DeviceFunction),
@@ -57,6 +61,22 @@ impl Found {
     /// The device type.
     pub fn kind(&self) -> DeviceType {
         self.transport.device_type()
+    }
+}
+
+impl IrqSource {
+    /// Acknowledges the device's interrupt where the device needs it (virtio-mmio:
+    /// read InterruptStatus, write it to InterruptACK). Safe in interrupt context.
+    pub fn ack(&self) {
+        if let IrqSource::Gsi { mmio_base: Some(base), .. } = *self {
+            // SAFETY: `base` is the register window of a virtio-mmio device found
+            // at boot and identity mapped uncached; InterruptStatus (0x60) and
+            // InterruptACK (0x64) only affect the device's interrupt line.
+            unsafe {
+                let status = ((base + 0x60) as *const u32).read_volatile();
+                ((base + 0x64) as *mut u32).write_volatile(status);
+            }
+        }
     }
 }
 
@@ -107,7 +127,7 @@ fn discover_mmio() {
             if let Some(t) = mmio_device(d.base, d.size) {
                 found.push(Found {
                     transport: t.into(),
-                    irq: IrqSource::Gsi { gsi: d.irq, level: d.irq >= 16 },
+                    irq: IrqSource::Gsi { gsi: d.irq, level: d.irq >= 16, mmio_base: Some(d.base) },
                     location: alloc::format!("virtio-mmio@{:#x} irq {}", d.base, d.irq),
                 });
             }
@@ -126,7 +146,7 @@ fn discover_mmio() {
             let gsi = irq_base + slot as u32;
             found.push(Found {
                 transport: t.into(),
-                irq: IrqSource::Gsi { gsi, level: gsi >= 16 },
+                irq: IrqSource::Gsi { gsi, level: gsi >= 16, mmio_base: Some(base) },
                 location: alloc::format!("virtio-mmio@{base:#x} gsi {gsi}"),
             });
         }
@@ -170,7 +190,7 @@ pub fn init() {
 pub fn connect_irq(irq: IrqSource, handler: IrqHandler) -> Result<u8, IrqError> {
     let vector = irq::claim_vector(handler)?;
     match irq {
-        IrqSource::Gsi { gsi, level } => {
+        IrqSource::Gsi { gsi, level, .. } => {
             if gsi < 16 {
                 irq::route_isa_irq(gsi as u8, vector)?;
             } else {

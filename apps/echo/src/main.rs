@@ -1,0 +1,95 @@
+//! A TCP and UDP echo server: every byte received is sent back.
+//!
+//! Arguments: `[--port N]` (default 7). One thread per TCP connection.
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+use unikernel::net::{TcpListener, TcpStream, UdpSocket};
+use unikernel::println;
+use unikernel::thread;
+use unikernel::time::Duration;
+
+unikernel::main!(main);
+
+fn main() -> i32 {
+    let args = unikernel::env::args();
+    let mut port = 7u16;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--port" => match it.next().and_then(|p| p.parse().ok()) {
+                Some(p) => port = p,
+                None => {
+                    println!("echo: --port needs a number");
+                    return 2;
+                }
+            },
+            other => {
+                println!("echo: unknown argument '{other}' (usage: echo [--port N])");
+                return 2;
+            }
+        }
+    }
+    if !unikernel::net::available() {
+        println!("echo: no network device");
+        return 1;
+    }
+    if !unikernel::net::wait_ready(Duration::from_secs(30)) {
+        println!("echo: no IP address after 30 s");
+        return 1;
+    }
+    if let Some(ip) = unikernel::net::ip_info() {
+        println!("echo: address {} gateway {:?}", ip.addr, ip.gateway);
+    }
+    let listener = match TcpListener::bind(port) {
+        Ok(l) => l,
+        Err(e) => {
+            println!("echo: cannot listen on port {port}: {e:?}");
+            return 1;
+        }
+    };
+    if let Ok(udp) = UdpSocket::bind(port) {
+        thread::spawn(move || udp_echo(udp));
+    }
+    println!("echo: listening on port {port}");
+    loop {
+        match listener.accept() {
+            Ok((stream, peer)) => {
+                log::debug!("echo: connection from {peer}");
+                thread::spawn(move || serve(stream));
+            }
+            Err(e) => println!("echo: accept failed: {e:?}"),
+        }
+    }
+}
+
+fn serve(mut s: TcpStream) {
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                if let Err(e) = s.write_all(&buf[..n]) {
+                    log::debug!("echo: write failed: {e:?}");
+                    return;
+                }
+            }
+            Err(e) => {
+                log::debug!("echo: read failed: {e:?}");
+                return;
+            }
+        }
+    }
+    let _ = s.shutdown_write();
+}
+
+fn udp_echo(s: UdpSocket) {
+    let mut buf = [0u8; 2048];
+    loop {
+        if let Ok((n, from)) = s.recv_from(&mut buf) {
+            let _ = s.send_to(&buf[..n], from);
+        }
+    }
+}

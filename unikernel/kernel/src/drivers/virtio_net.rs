@@ -1,0 +1,271 @@
+//! virtio-net, as a `uk_net::Nic`.
+//!
+//! Built on `virtio-drivers`' transports and `VirtQueue`, with the buffer
+//! management done here: receive and transmit buffers are slots of 2 KiB in
+//! DMA frames (identity mapped and physically contiguous, so the device reads
+//! and writes them in place; nothing is bounced). Received frames are handed
+//! to the stack as tokens pointing into the ring's own buffer; released
+//! buffers are re-posted in one batch with one notification ([`Nic::refill`]);
+//! transmitted frames are built in place in a ring buffer and the device is
+//! notified once per batch ([`Nic::flush_tx`]).
+
+use alloc::vec::Vec;
+use core::ops::Deref;
+
+use bitflags::bitflags;
+use uk_net::Nic;
+use virtio_drivers::queue::VirtQueue;
+use virtio_drivers::transport::{SomeTransport, Transport};
+
+use super::KernelHal;
+use crate::mm::{self, PAGE};
+
+/// Descriptors per queue. 64 receive + 64 transmit buffers of 2 KiB: 256 KiB.
+const QUEUE_SIZE: usize = 64;
+const BUF_SIZE: usize = 2048;
+const QUEUE_RX: u16 = 0;
+const QUEUE_TX: u16 = 1;
+/// `virtio_net_hdr` with `num_buffers` (VIRTIO_F_VERSION_1); legacy
+/// devices (QEMU's virtio-mmio by default) use the 10-byte header.
+const HDR_MODERN: usize = 12;
+const HDR_LEGACY: usize = 10;
+
+bitflags! {
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    struct Features: u64 {
+        const MAC = 1 << 5;
+        const STATUS = 1 << 16;
+        const RING_EVENT_IDX = 1 << 29;
+        const VERSION_1 = 1 << 32;
+    }
+}
+
+/// A region of DMA buffers, `BUF_SIZE` each.
+struct Buffers {
+    base: u64,
+    count: usize,
+}
+
+impl Buffers {
+    fn new(count: usize) -> Option<Buffers> {
+        let pages = (count * BUF_SIZE) as u64 / PAGE;
+        let base = mm::alloc_dma(pages).ok()?;
+        Some(Buffers { base, count })
+    }
+
+    fn slot(&self, i: usize) -> *mut u8 {
+        debug_assert!(i < self.count);
+        (self.base + (i * BUF_SIZE) as u64) as *mut u8
+    }
+
+    #[allow(clippy::mut_from_ref)]
+    fn buf(&self, i: usize) -> &mut [u8] {
+        // SAFETY: slot `i` is a BUF_SIZE region of DMA memory owned by this
+        // driver; the driver hands each slot to at most one user at a time
+        // (the device, the stack's Rx token, or a transmit in progress).
+        unsafe { core::slice::from_raw_parts_mut(self.slot(i), BUF_SIZE) }
+    }
+}
+
+/// A received frame: a view into a receive buffer until released.
+pub struct RxFrame {
+    slot: usize,
+    ptr: *const u8,
+    len: usize,
+}
+
+impl Deref for RxFrame {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: `ptr..ptr+len` lies in the receive slot that the device
+        // filled and that stays with this token until it is released.
+        unsafe { core::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+// SAFETY: the frame points into DMA memory owned by the driver, not shared
+// with other threads while the token exists.
+unsafe impl Send for RxFrame {}
+
+/// The virtio-net device.
+pub struct VirtioNet {
+    transport: SomeTransport<'static>,
+    rx: VirtQueue<KernelHal, QUEUE_SIZE>,
+    tx: VirtQueue<KernelHal, QUEUE_SIZE>,
+    rx_bufs: Buffers,
+    tx_bufs: Buffers,
+    /// Receive slot of each descriptor token in flight.
+    rx_token_slot: [u16; QUEUE_SIZE],
+    /// Transmit slot and length of each token in flight.
+    tx_token_slot: [(u16, u16); QUEUE_SIZE],
+    rx_free: Vec<u16>,
+    tx_free: Vec<u16>,
+    tx_pending_notify: bool,
+    hdr: usize,
+    mac: [u8; 6],
+    /// Frames dropped because the transmit ring was full.
+    pub tx_ring_full: u64,
+}
+
+// SAFETY: the device is owned by one lock in the network layer; its raw
+// pointers refer to DMA memory and MMIO that only this value touches.
+unsafe impl Send for VirtioNet {}
+
+impl VirtioNet {
+    /// Initialises the device and posts every receive buffer.
+    pub fn new(mut transport: SomeTransport<'static>) -> Result<VirtioNet, &'static str> {
+        let wanted = Features::MAC | Features::STATUS | Features::RING_EVENT_IDX | Features::VERSION_1;
+        let features = transport.begin_init(wanted);
+        let hdr = if features.contains(Features::VERSION_1) { HDR_MODERN } else { HDR_LEGACY };
+        let mut mac = [0u8; 6];
+        if features.contains(Features::MAC) {
+            for (i, b) in mac.iter_mut().enumerate() {
+                *b = transport.read_config_space::<u8>(i).map_err(|_| "cannot read the MAC")?;
+            }
+        } else {
+            mac = [0x02, 0x75, 0x6b, 0x00, 0x00, 0x01]; // locally administered
+        }
+        let event_idx = features.contains(Features::RING_EVENT_IDX);
+        let rx = VirtQueue::new(&mut transport, QUEUE_RX, false, event_idx).map_err(|_| "cannot set up the receive queue")?;
+        let tx = VirtQueue::new(&mut transport, QUEUE_TX, false, event_idx).map_err(|_| "cannot set up the transmit queue")?;
+        transport.finish_init();
+        let rx_bufs = Buffers::new(QUEUE_SIZE).ok_or("no memory for receive buffers")?;
+        let tx_bufs = Buffers::new(QUEUE_SIZE).ok_or("no memory for transmit buffers")?;
+        let mut dev = VirtioNet {
+            transport,
+            rx,
+            tx,
+            rx_bufs,
+            tx_bufs,
+            rx_token_slot: [0; QUEUE_SIZE],
+            tx_token_slot: [(0, 0); QUEUE_SIZE],
+            rx_free: (0..QUEUE_SIZE as u16).collect(),
+            tx_free: (0..QUEUE_SIZE as u16).rev().collect(),
+            tx_pending_notify: false,
+            hdr,
+            mac,
+            tx_ring_full: 0,
+        };
+        dev.refill();
+        Ok(dev)
+    }
+
+    /// Acknowledges the device's interrupt (reads its ISR status).
+    pub fn ack_interrupt(&mut self) {
+        let _ = self.transport.ack_interrupt();
+    }
+
+    /// Reclaims transmit buffers the device has finished with.
+    fn reclaim_tx(&mut self) {
+        while let Some(token) = self.tx.peek_used() {
+            let (slot, len) = self.tx_token_slot[token as usize];
+            let buf = &self.tx_bufs.buf(slot as usize)[..len as usize];
+            // SAFETY: `buf` is exactly the buffer added with this token.
+            if unsafe { self.tx.pop_used(token, &[buf], &mut []) }.is_err() {
+                break;
+            }
+            self.tx_free.push(slot);
+        }
+    }
+}
+
+impl Nic for VirtioNet {
+    type Rx = RxFrame;
+
+    fn mac(&self) -> [u8; 6] {
+        self.mac
+    }
+
+    fn mtu(&self) -> usize {
+        1500
+    }
+
+    fn receive(&mut self) -> Option<RxFrame> {
+        let token = self.rx.peek_used()?;
+        let slot = self.rx_token_slot[token as usize] as usize;
+        let buf = self.rx_bufs.buf(slot);
+        // SAFETY: `buf` is the buffer posted with this token.
+        let len = match unsafe { self.rx.pop_used(token, &[], &mut [buf]) } {
+            Ok(l) => l as usize,
+            Err(_) => return None,
+        };
+        let hdr = self.hdr;
+        if len < hdr || len > BUF_SIZE {
+            self.rx_free.push(slot as u16);
+            return self.receive();
+        }
+        Some(RxFrame { slot, ptr: self.rx_bufs.slot(slot).wrapping_add(hdr), len: len - hdr })
+    }
+
+    fn release(&mut self, rx: RxFrame) {
+        self.rx_free.push(rx.slot as u16);
+    }
+
+    fn refill(&mut self) {
+        let mut posted = false;
+        while let Some(slot) = self.rx_free.pop() {
+            let buf = self.rx_bufs.buf(slot as usize);
+            // SAFETY: the slot is free (not held by the device or a token);
+            // the device owns it until it comes back through the used ring.
+            match unsafe { self.rx.add(&[], &mut [buf]) } {
+                Ok(token) => {
+                    self.rx_token_slot[token as usize] = slot;
+                    posted = true;
+                }
+                Err(_) => {
+                    self.rx_free.push(slot);
+                    break;
+                }
+            }
+        }
+        if posted && self.rx.should_notify() {
+            self.transport.notify(QUEUE_RX);
+        }
+    }
+
+    fn can_transmit(&self) -> bool {
+        !self.tx_free.is_empty() || self.tx.can_pop()
+    }
+
+    fn transmit(&mut self, len: usize, f: impl FnOnce(&mut [u8])) -> bool {
+        if self.tx_free.is_empty() {
+            self.reclaim_tx();
+        }
+        let hdr = self.hdr;
+        if len + hdr > BUF_SIZE {
+            return false;
+        }
+        let Some(slot) = self.tx_free.pop() else {
+            self.tx_ring_full += 1;
+            return false;
+        };
+        let buf = self.tx_bufs.buf(slot as usize);
+        buf[..hdr].fill(0);
+        f(&mut buf[hdr..hdr + len]);
+        let frame = &buf[..hdr + len];
+        // SAFETY: the slot was free; the device reads it until the token
+        // comes back through the used ring (reclaim_tx).
+        match unsafe { self.tx.add(&[frame], &mut []) } {
+            Ok(token) => {
+                self.tx_token_slot[token as usize] = (slot, (hdr + len) as u16);
+                self.tx_pending_notify = true;
+                true
+            }
+            Err(_) => {
+                self.tx_free.push(slot);
+                self.tx_ring_full += 1;
+                false
+            }
+        }
+    }
+
+    fn flush_tx(&mut self) {
+        if self.tx_pending_notify {
+            self.tx_pending_notify = false;
+            if self.tx.should_notify() {
+                self.transport.notify(QUEUE_TX);
+            }
+        }
+        self.reclaim_tx();
+    }
+}

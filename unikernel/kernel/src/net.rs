@@ -1,0 +1,436 @@
+//! Networking for apps: the `uk-net` stack over the virtio-net driver, with
+//! blocking, `std::net`-shaped sockets on top.
+//!
+//! One sleeping lock guards the stack and the device. The device interrupt
+//! only acknowledges and wakes the network thread, which polls the stack;
+//! application threads also poll inline after their own socket calls, so a
+//! `write` goes out without waiting for that thread. Every socket has a wait
+//! queue and an event counter: the poller bumps the counter and wakes the
+//! queue of each socket whose readiness changed, and a blocked call sleeps
+//! until the counter moves (so an event between its attempt and its sleep is
+//! never lost).
+
+use alloc::collections::BTreeMap;
+use alloc::sync::Arc;
+use core::net::{Ipv4Addr, SocketAddrV4};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::time::Duration;
+
+use uk_net::{NetConfig, NetStack, SocketId, StackOptions};
+use virtio_drivers::transport::DeviceType;
+
+use crate::drivers::{self, IrqSource, virtio_net::VirtioNet};
+use crate::sync::{IrqMutex, Mutex, WaitQueue};
+use crate::time;
+
+pub use uk_net::{EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT, EPOLLRDHUP, ErrorKind, IpInfo, NetError};
+
+/// Result of socket calls.
+pub type Result<T> = core::result::Result<T, NetError>;
+
+struct Net {
+    stack: NetStack,
+    nic: VirtioNet,
+}
+
+static NET: Mutex<Option<Net>> = Mutex::new(None);
+/// Set by the interrupt handler, cleared by the network thread.
+static IRQ_PENDING: AtomicBool = AtomicBool::new(false);
+static NET_THREAD_WQ: WaitQueue = WaitQueue::new();
+/// The stack's next deadline (ms since boot), u64::MAX for none.
+static NEXT_POLL_MS: AtomicU64 = AtomicU64::new(u64::MAX);
+/// Woken when the IP configuration or readiness changes.
+static CONFIG_WQ: WaitQueue = WaitQueue::new();
+static CONFIG_SEQ: AtomicU64 = AtomicU64::new(0);
+static IRQ_SOURCE: IrqMutex<Option<IrqSource>> = IrqMutex::new(None);
+
+/// Per-socket wake-up state.
+struct SockWait {
+    wq: WaitQueue,
+    seq: AtomicU64,
+}
+
+static WAITERS: IrqMutex<BTreeMap<u32, Arc<SockWait>>> = IrqMutex::new(BTreeMap::new());
+
+fn waiter(id: SocketId) -> Arc<SockWait> {
+    WAITERS
+        .lock()
+        .entry(id.as_u32())
+        .or_insert_with(|| Arc::new(SockWait { wq: WaitQueue::new(), seq: AtomicU64::new(0) }))
+        .clone()
+}
+
+fn now_ms() -> u64 {
+    time::since_boot_ns() / 1_000_000
+}
+
+fn on_irq(_frame: &mut crate::arch::idt::TrapFrame) {
+    if let Some(src) = *IRQ_SOURCE.lock() {
+        src.ack();
+    }
+    IRQ_PENDING.store(true, Ordering::Release);
+    NET_THREAD_WQ.wake_one();
+}
+
+/// Polls the stack and wakes whoever its events concern. Call with the lock held.
+fn poll_locked(net: &mut Net) {
+    let r = net.stack.poll(now_ms(), &mut net.nic);
+    NEXT_POLL_MS.store(r.next_poll_ms.unwrap_or(u64::MAX), Ordering::Release);
+    for id in r.readiness_changed {
+        let w = WAITERS.lock().get(&id.as_u32()).cloned();
+        if let Some(w) = w {
+            w.seq.fetch_add(1, Ordering::AcqRel);
+            w.wq.wake_all();
+        }
+    }
+    if r.config_changed {
+        CONFIG_SEQ.fetch_add(1, Ordering::AcqRel);
+        CONFIG_WQ.wake_all();
+    }
+    if NEXT_POLL_MS.load(Ordering::Acquire) <= now_ms() {
+        IRQ_PENDING.store(true, Ordering::Release);
+        NET_THREAD_WQ.wake_one();
+    }
+}
+
+fn net_thread() {
+    loop {
+        let deadline = NEXT_POLL_MS.load(Ordering::Acquire);
+        let cond = || IRQ_PENDING.swap(false, Ordering::AcqRel).then_some(());
+        if deadline == u64::MAX {
+            NET_THREAD_WQ.wait_until(cond);
+        } else {
+            let _ = NET_THREAD_WQ.wait_until_deadline(cond, deadline.saturating_mul(1_000_000));
+        }
+        let mut g = NET.lock();
+        if let Some(net) = g.as_mut() {
+            poll_locked(net);
+        }
+    }
+}
+
+/// Finds the network device, starts the stack (DHCP unless `ip=` is given)
+/// and the network thread. Without a device this does nothing.
+pub fn init() {
+    let Some(found) = drivers::take(DeviceType::Network) else {
+        return;
+    };
+    let mut nic = match VirtioNet::new(found.transport) {
+        Ok(n) => n,
+        Err(e) => {
+            log::error!("virtio-net at {}: {e}", found.location);
+            return;
+        }
+    };
+    let cfg = crate::env::config();
+    let ipcfg = match cfg.ip {
+        Some(c) => NetConfig::Static {
+            addr: uk_net::Ipv4Cidr::new(Ipv4Addr::from(c.addr), c.prefix),
+            gateway: cfg.gw.map(Ipv4Addr::from),
+        },
+        None => NetConfig::Dhcp,
+    };
+    let mut opts = StackOptions { random_seed: crate::arch::cpu::rdtsc(), ..StackOptions::default() };
+    opts.tcp.rx_buffer = 32 * 1024;
+    opts.tcp.tx_buffer = 64 * 1024;
+    let stack = NetStack::new(&mut nic, ipcfg, opts, now_ms());
+    let mac = uk_net::Nic::mac(&nic);
+    *NET.lock() = Some(Net { stack, nic });
+    *IRQ_SOURCE.lock() = Some(found.irq);
+    match drivers::connect_irq(found.irq, on_irq) {
+        Ok(v) => log::debug!("net: {} mac {:02x?}, vector {v:#x}, {:?}", found.location, mac, ipcfg),
+        Err(e) => log::error!("net: cannot connect the interrupt of {}: {e:?}", found.location),
+    }
+    let _ = crate::sched::spawn_with(32 * 1024, crate::sched::ThreadPriority::High, net_thread);
+    // Kick the first poll (DHCP discover / gateway ARP).
+    IRQ_PENDING.store(true, Ordering::Release);
+    NET_THREAD_WQ.wake_one();
+}
+
+/// True when a network device is up.
+pub fn available() -> bool {
+    NET.lock().is_some()
+}
+
+/// Runs `f` on the stack, then polls it if the call left work (frames to
+/// send). Fails with `NotConnected` when there is no network device.
+fn with_stack<T>(f: impl FnOnce(&mut NetStack) -> Result<T>) -> Result<T> {
+    let mut g = NET.lock();
+    let net = g.as_mut().ok_or(NetError::NotConnected)?;
+    let r = f(&mut net.stack);
+    if net.stack.needs_poll() {
+        poll_locked(net);
+    }
+    r
+}
+
+/// Repeats `op` until it stops saying "would block", sleeping between tries
+/// until the socket's readiness changes or `deadline_ns` passes.
+fn blocking<T>(
+    id: SocketId,
+    nonblocking: bool,
+    timeout: Option<Duration>,
+    mut op: impl FnMut(&mut NetStack) -> Result<T>,
+) -> Result<T> {
+    let w = waiter(id);
+    let deadline = timeout.map(|t| time::since_boot_ns().saturating_add(t.as_nanos().min(u64::MAX as u128) as u64));
+    loop {
+        let seen = w.seq.load(Ordering::Acquire);
+        match with_stack(&mut op) {
+            Err(NetError::WouldBlock) if !nonblocking => {}
+            r => return r,
+        }
+        let moved = || (w.seq.load(Ordering::Acquire) != seen).then_some(());
+        match deadline {
+            None => w.wq.wait_until(moved),
+            Some(d) => {
+                if w.wq.wait_until_deadline(moved, d).is_none() {
+                    return Err(NetError::TimedOut);
+                }
+            }
+        }
+    }
+}
+
+fn forget(id: SocketId) {
+    WAITERS.lock().remove(&id.as_u32());
+}
+
+/// The current IPv4 configuration, once there is one.
+pub fn ip_info() -> Option<IpInfo> {
+    NET.lock().as_ref().and_then(|n| n.stack.ip_info())
+}
+
+/// Waits until the interface has an address (and its gateway answers ARP).
+pub fn wait_ready(timeout: Duration) -> bool {
+    let deadline = time::since_boot_ns().saturating_add(timeout.as_nanos() as u64);
+    loop {
+        let seen = CONFIG_SEQ.load(Ordering::Acquire);
+        if NET.lock().as_ref().is_some_and(|n| n.stack.is_ready()) {
+            return true;
+        }
+        let moved = || (CONFIG_SEQ.load(Ordering::Acquire) != seen).then_some(());
+        if CONFIG_WQ.wait_until_deadline(moved, deadline).is_none() {
+            return NET.lock().as_ref().is_some_and(|n| n.stack.is_ready());
+        }
+    }
+}
+
+/// Interface and socket-table counters, as one line of `key=value` pairs.
+pub fn stats_line() -> alloc::string::String {
+    let g = NET.lock();
+    let Some(n) = g.as_ref() else { return "no network".into() };
+    let c = n.stack.counters();
+    let s = n.stack.stats();
+    let cp = n.stack.copy_stats();
+    alloc::format!(
+        "rx_frames={} tx_frames={} rx_dropped={} tx_ring_full={} sockets={} socket_visits={} frames_dispatched={} accepted={} listen_overflows={} app_to_socket={} socket_to_app={}",
+        c.rx_frames,
+        c.tx_frames,
+        c.rx_dropped.total(),
+        n.nic.tx_ring_full,
+        n.stack.socket_count(),
+        s.socket_visits,
+        s.frames_dispatched,
+        s.accepted,
+        s.listen_overflows,
+        cp.app_to_socket,
+        cp.socket_to_app
+    )
+}
+
+/// A listening TCP socket.
+pub struct TcpListener {
+    id: SocketId,
+    nonblocking: bool,
+}
+
+impl TcpListener {
+    /// Listens on `port` (all addresses) with the default backlog (128).
+    pub fn bind(port: u16) -> Result<TcpListener> {
+        Self::bind_with_backlog(port, 0)
+    }
+
+    /// Listens on `port` with a backlog of `backlog` pending connections.
+    pub fn bind_with_backlog(port: u16, backlog: usize) -> Result<TcpListener> {
+        let id = with_stack(|s| s.tcp_listen(port, backlog))?;
+        Ok(TcpListener { id, nonblocking: false })
+    }
+
+    /// Waits for a connection.
+    pub fn accept(&self) -> Result<(TcpStream, SocketAddrV4)> {
+        let (id, peer) = blocking(self.id, self.nonblocking, None, |s| s.tcp_accept(self.id))?;
+        Ok((TcpStream::from_id(id), peer))
+    }
+
+    /// In non-blocking mode `accept` fails with `WouldBlock` instead of waiting.
+    pub fn set_nonblocking(&mut self, on: bool) {
+        self.nonblocking = on;
+    }
+
+    /// The local address.
+    pub fn local_addr(&self) -> Result<SocketAddrV4> {
+        with_stack(|s| s.local_addr(self.id))
+    }
+
+    /// The socket id (for readiness).
+    pub fn id(&self) -> SocketId {
+        self.id
+    }
+}
+
+impl Drop for TcpListener {
+    fn drop(&mut self) {
+        let _ = with_stack(|s| s.close(self.id));
+        forget(self.id);
+    }
+}
+
+/// A TCP connection.
+pub struct TcpStream {
+    id: SocketId,
+    nonblocking: bool,
+    read_timeout: Option<Duration>,
+    write_timeout: Option<Duration>,
+}
+
+impl TcpStream {
+    fn from_id(id: SocketId) -> TcpStream {
+        TcpStream { id, nonblocking: false, read_timeout: None, write_timeout: None }
+    }
+
+    /// Connects to `addr`, waiting for the handshake.
+    pub fn connect(addr: SocketAddrV4) -> Result<TcpStream> {
+        let id = with_stack(|s| s.tcp_connect(addr, None))?;
+        let s = TcpStream::from_id(id);
+        blocking(id, false, None, |st| {
+            let r = st.readiness(id);
+            if r & EPOLLERR != 0 {
+                // The error itself comes from the next call.
+                st.tcp_send(id, &[]).map(|_| ())
+            } else if r & EPOLLOUT != 0 {
+                Ok(())
+            } else {
+                Err(NetError::WouldBlock)
+            }
+        })?;
+        Ok(s)
+    }
+
+    /// Reads into `buf`; 0 means the peer closed its side.
+    pub fn read(&mut self, buf: &mut [u8]) -> Result<usize> {
+        let id = self.id;
+        blocking(id, self.nonblocking, self.read_timeout, |s| s.tcp_recv(id, buf))
+    }
+
+    /// Writes some of `buf` (at least one byte unless it is empty).
+    pub fn write(&mut self, buf: &[u8]) -> Result<usize> {
+        let id = self.id;
+        blocking(id, self.nonblocking, self.write_timeout, |s| s.tcp_send(id, buf))
+    }
+
+    /// Writes all of `buf`.
+    pub fn write_all(&mut self, mut buf: &[u8]) -> Result<()> {
+        while !buf.is_empty() {
+            let n = self.write(buf)?;
+            buf = &buf[n..];
+        }
+        Ok(())
+    }
+
+    /// Closes the sending side (FIN after queued data).
+    pub fn shutdown_write(&self) -> Result<()> {
+        with_stack(|s| s.tcp_shutdown_write(self.id))
+    }
+
+    /// Non-blocking mode: calls fail with `WouldBlock` instead of waiting.
+    pub fn set_nonblocking(&mut self, on: bool) {
+        self.nonblocking = on;
+    }
+
+    /// Timeout for `read` (`None` waits forever); expiry gives `TimedOut`.
+    pub fn set_read_timeout(&mut self, t: Option<Duration>) {
+        self.read_timeout = t;
+    }
+
+    /// Timeout for `write`.
+    pub fn set_write_timeout(&mut self, t: Option<Duration>) {
+        self.write_timeout = t;
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> Result<SocketAddrV4> {
+        with_stack(|s| s.peer_addr(self.id))
+    }
+
+    /// The local address.
+    pub fn local_addr(&self) -> Result<SocketAddrV4> {
+        with_stack(|s| s.local_addr(self.id))
+    }
+
+    /// Epoll-style readiness bits right now.
+    pub fn readiness(&self) -> u32 {
+        NET.lock().as_ref().map_or(EPOLLERR | EPOLLHUP, |n| n.stack.readiness(self.id))
+    }
+
+    /// The socket id.
+    pub fn id(&self) -> SocketId {
+        self.id
+    }
+}
+
+impl Drop for TcpStream {
+    fn drop(&mut self) {
+        let _ = with_stack(|s| s.tcp_close(self.id));
+        forget(self.id);
+    }
+}
+
+/// A UDP socket.
+pub struct UdpSocket {
+    id: SocketId,
+    nonblocking: bool,
+    read_timeout: Option<Duration>,
+}
+
+impl UdpSocket {
+    /// Binds `port` (0 picks an ephemeral one).
+    pub fn bind(port: u16) -> Result<UdpSocket> {
+        let id = with_stack(|s| s.udp_bind(port))?;
+        Ok(UdpSocket { id, nonblocking: false, read_timeout: None })
+    }
+
+    /// Sends one datagram.
+    pub fn send_to(&self, data: &[u8], dst: SocketAddrV4) -> Result<usize> {
+        let id = self.id;
+        blocking(id, self.nonblocking, None, |s| s.udp_send_to(id, data, dst))
+    }
+
+    /// Receives one datagram.
+    pub fn recv_from(&self, buf: &mut [u8]) -> Result<(usize, SocketAddrV4)> {
+        let id = self.id;
+        blocking(id, self.nonblocking, self.read_timeout, |s| s.udp_recv_from(id, buf))
+    }
+
+    /// Non-blocking mode.
+    pub fn set_nonblocking(&mut self, on: bool) {
+        self.nonblocking = on;
+    }
+
+    /// Timeout for `recv_from`.
+    pub fn set_read_timeout(&mut self, t: Option<Duration>) {
+        self.read_timeout = t;
+    }
+
+    /// The local address.
+    pub fn local_addr(&self) -> Result<SocketAddrV4> {
+        with_stack(|s| s.local_addr(self.id))
+    }
+}
+
+impl Drop for UdpSocket {
+    fn drop(&mut self) {
+        let _ = with_stack(|s| s.close(self.id));
+        forget(self.id);
+    }
+}
