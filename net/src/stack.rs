@@ -21,7 +21,8 @@
 //! looked at. So a burst of SYNs is served one after the other without
 //! refusals, up to `backlog` connections that are half-open or established
 //! but not yet accepted. Beyond that no socket is armed and further SYNs are
-//! answered with RST (counted in [`StackStats::listen_overflows`]).
+//! dropped, as Linux does (counted in [`StackStats::listen_overflows`]): the
+//! client retransmits its SYN and gets in once the application accepts.
 //! Arming lazily (one socket rather than `backlog` pre-built ones) gives the
 //! same behaviour, since the frame loop re-arms between two frames, without
 //! allocating `backlog` pairs of buffers per listening port.
@@ -756,8 +757,9 @@ impl NetStack {
     ) {
         let Ok(e) = self.entry(lid) else { return };
         let Some(handle) = e.handle else {
+            // Backlog full: drop the SYN, as Linux does; the client retransmits
+            // it and gets in once the application has accepted some.
             self.stats.listen_overflows += 1;
-            self.feed_empty(nic, frame, now);
             return;
         };
         let Some(mut set) = self.take_set(lid) else {

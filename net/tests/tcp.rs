@@ -105,47 +105,32 @@ fn burst_of_100_connects_all_accepted() {
 }
 
 #[test]
-fn backlog_overflow_refuses_cleanly() {
+fn backlog_overflow_drops_syns_until_accepted() {
     let mut net = Net::new();
     let l = net.a.tcp_listen(80, 4).unwrap();
     let ids: Vec<_> = (0..10)
         .map(|_| net.b.tcp_connect(sa(IP_A, 80), None).unwrap())
         .collect();
+    // Four get in; the other SYNs are dropped (not refused) and retransmitted.
     assert!(net.run_until(
-        |n| {
-            ids.iter()
-                .all(|&id| n.b.readiness(id) & (EPOLLOUT | EPOLLERR) != 0)
-        },
+        |n| ids.iter().filter(|&&id| n.b.readiness(id) & EPOLLOUT != 0).count() == 4,
         10_000
     ));
     net.settle(100);
-    let ok: Vec<_> = ids
-        .iter()
-        .copied()
-        .filter(|&id| net.b.readiness(id) & EPOLLOUT != 0)
-        .collect();
-    let refused: Vec<_> = ids
-        .iter()
-        .copied()
-        .filter(|&id| net.b.readiness(id) & EPOLLERR != 0)
-        .collect();
-    assert_eq!(ok.len(), 4);
-    assert_eq!(refused.len(), 6);
-    for &id in &refused {
-        assert_eq!(net.b.readiness(id) & EPOLLHUP, EPOLLHUP);
-        assert_eq!(net.b.tcp_send(id, b"x"), Err(NetError::ConnRefused));
-        net.b.tcp_close(id).unwrap();
-    }
-    assert_eq!(net.a.stats().listen_overflows, 6);
-    // Accepting frees backlog room: the next connection gets in.
+    assert!(ids.iter().all(|&id| net.b.readiness(id) & EPOLLERR == 0), "nobody is refused");
+    assert!(net.a.stats().listen_overflows >= 6);
+    // Accepting frees backlog room: the retransmitted SYNs get in, all ten.
     let mut n_acc = 0;
-    while net.a.tcp_accept(l).is_ok() {
-        n_acc += 1;
-    }
-    assert_eq!(n_acc, 4);
-    let late = net.b.tcp_connect(sa(IP_A, 80), None).unwrap();
-    connect_all(&mut net, &[late]);
-    assert!(net.a.tcp_accept(l).is_ok());
+    assert!(net.run_until(
+        |n| {
+            while n.a.tcp_accept(l).is_ok() {
+                n_acc += 1;
+            }
+            n_acc == 10
+        },
+        30_000
+    ));
+    assert!(ids.iter().all(|&id| net.b.readiness(id) & EPOLLOUT != 0));
 }
 
 #[test]

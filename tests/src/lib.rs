@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -82,6 +82,10 @@ pub struct BootOpts {
     pub accel: Option<Accel>,
     /// Add a network device even without forwards.
     pub net: bool,
+    /// Attach the network device to this TAP interface (see [`Netns`]).
+    pub tap: Option<String>,
+    /// Run QEMU inside this network namespace.
+    pub netns: Option<String>,
 }
 
 impl Default for BootOpts {
@@ -93,6 +97,8 @@ impl Default for BootOpts {
             fwds: Vec::new(),
             accel: None,
             net: false,
+            tap: None,
+            netns: None,
         }
     }
 }
@@ -279,6 +285,8 @@ impl Guest {
                 .map(|&(host, guest)| PortFwd { host, guest })
                 .collect(),
             net: opts.net,
+            tap: opts.tap,
+            netns: opts.netns,
         };
         cfg.apply_app_defaults(app);
         let mut cmd = uk_cli::qemu_command(&cfg);
@@ -599,5 +607,98 @@ mod tests {
     fn memstats_needles() {
         assert_eq!(memstats_needle(""), "memstats:");
         assert_eq!(memstats_needle("after"), "after memstats:");
+    }
+}
+
+/// True when this process runs as root (network namespaces and TAP need it).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+/// A network namespace of our own with a TAP device `tap0` at `10.77.0.1/24`,
+/// for guests that need a real L2 link (static addresses, benchmarks).
+/// Deleted on drop. Traffic to the guest only ever happens inside it.
+pub struct Netns {
+    /// The namespace's name.
+    pub name: String,
+    /// The TAP interface inside it.
+    pub tap: String,
+    /// The host side's address on the TAP link.
+    pub host_ip: &'static str,
+    /// The address tests give the guest.
+    pub guest_ip: &'static str,
+}
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run ip: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+impl Netns {
+    /// Creates `uk-TAG-PID` with `tap0` up at 10.77.0.1/24.
+    pub fn create(tag: &str) -> Result<Netns, String> {
+        let name = format!("uk-{tag}-{}", std::process::id());
+        let _ = ip(&["netns", "del", &name]);
+        ip(&["netns", "add", &name])?;
+        let ns = Netns {
+            name: name.clone(),
+            tap: "tap0".into(),
+            host_ip: "10.77.0.1",
+            guest_ip: "10.77.0.2",
+        };
+        ip(&["-n", &name, "link", "set", "lo", "up"])?;
+        ip(&["-n", &name, "tuntap", "add", "dev", "tap0", "mode", "tap"])?;
+        ip(&["-n", &name, "addr", "add", "10.77.0.1/24", "dev", "tap0"])?;
+        ip(&["-n", &name, "link", "set", "tap0", "up"])?;
+        Ok(ns)
+    }
+
+    /// Boot options that put a guest on this namespace's TAP device with a
+    /// static address.
+    pub fn boot_opts(&self, args: &[&str]) -> BootOpts {
+        let mut o = BootOpts::args(args);
+        o.tap = Some(self.tap.clone());
+        o.netns = Some(self.name.clone());
+        o.append = format!("ip={}/24 gw={}", self.guest_ip, self.host_ip);
+        o
+    }
+
+    /// `program args...` run inside the namespace, after checking (with
+    /// `ip netns identify`) that it really is inside it.
+    pub fn command(&self, program: &str, args: &[&str]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name, "sh", "-c"])
+            .arg(format!(
+                "test \"$(ip netns identify)\" = '{}' || {{ echo 'not inside the namespace' >&2; exit 99; }}; exec \"$@\"",
+                self.name
+            ))
+            .arg("sh")
+            .arg(program)
+            .args(args);
+        c
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = ip(&["netns", "del", &self.name]);
     }
 }

@@ -397,6 +397,8 @@ fn run(r: RunArgs) -> Result<i32, Error> {
         args: r.args,
         fwds: r.fwds,
         net: false,
+        tap: None,
+        netns: None,
     };
     cfg.apply_app_defaults(&app);
     let mut cmd = qemu_command(&cfg);

@@ -260,6 +260,11 @@ pub struct VmConfig {
     pub fwds: Vec<PortFwd>,
     /// Add a network device even without forwards.
     pub net: bool,
+    /// Attach the network device to this TAP interface instead of user
+    /// networking (forwards are then ignored).
+    pub tap: Option<String>,
+    /// Run QEMU inside this network namespace (`ip netns exec NS ...`).
+    pub netns: Option<String>,
 }
 
 impl VmConfig {
@@ -275,6 +280,8 @@ impl VmConfig {
             args: Vec::new(),
             fwds: Vec::new(),
             net: false,
+            tap: None,
+            netns: None,
         }
     }
 
@@ -309,7 +316,14 @@ pub fn kernel_cmdline(options: &str, args: &[String]) -> String {
 
 /// The QEMU command for `cfg`. Stdio is left to the caller.
 pub fn qemu_command(cfg: &VmConfig) -> Command {
-    let mut cmd = Command::new(QEMU);
+    let mut cmd = match &cfg.netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, QEMU]);
+            c
+        }
+        None => Command::new(QEMU),
+    };
     cmd.args(["-M", cfg.machine.machine_arg()]);
     cmd.args(cfg.accel.args());
     cmd.args([
@@ -326,7 +340,11 @@ pub fn qemu_command(cfg: &VmConfig) -> Command {
     cmd.arg("-append")
         .arg(kernel_cmdline(&cfg.append, &cfg.args));
     cmd.args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
-    if cfg.net || !cfg.fwds.is_empty() {
+    if let Some(tap) = &cfg.tap {
+        cmd.arg("-netdev")
+            .arg(format!("tap,id=net0,ifname={tap},script=no,downscript=no"));
+        cmd.args(["-device", cfg.machine.net_device()]);
+    } else if cfg.net || !cfg.fwds.is_empty() {
         let mut netdev = String::from("user,id=net0");
         for f in &cfg.fwds {
             netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{}-:{}", f.host, f.guest));
@@ -489,6 +507,8 @@ mod tests {
             args: vec![],
             fwds: vec![],
             net: false,
+            tap: None,
+            netns: None,
         }
     }
 

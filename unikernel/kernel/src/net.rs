@@ -246,9 +246,9 @@ pub struct TcpListener {
 }
 
 impl TcpListener {
-    /// Listens on `port` (all addresses) with the default backlog (128).
+    /// Listens on `port` (all addresses) with a backlog of 511 (nginx's default).
     pub fn bind(port: u16) -> Result<TcpListener> {
-        Self::bind_with_backlog(port, 0)
+        Self::bind_with_backlog(port, 511)
     }
 
     /// Listens on `port` with a backlog of `backlog` pending connections.
