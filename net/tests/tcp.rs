@@ -113,11 +113,19 @@ fn backlog_overflow_drops_syns_until_accepted() {
         .collect();
     // Four get in; the other SYNs are dropped (not refused) and retransmitted.
     assert!(net.run_until(
-        |n| ids.iter().filter(|&&id| n.b.readiness(id) & EPOLLOUT != 0).count() == 4,
+        |n| {
+            ids.iter()
+                .filter(|&&id| n.b.readiness(id) & EPOLLOUT != 0)
+                .count()
+                == 4
+        },
         10_000
     ));
     net.settle(100);
-    assert!(ids.iter().all(|&id| net.b.readiness(id) & EPOLLERR == 0), "nobody is refused");
+    assert!(
+        ids.iter().all(|&id| net.b.readiness(id) & EPOLLERR == 0),
+        "nobody is refused"
+    );
     assert!(net.a.stats().listen_overflows >= 6);
     // Accepting frees backlog room: the retransmitted SYNs get in, all ten.
     let mut n_acc = 0;

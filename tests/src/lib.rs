@@ -86,6 +86,8 @@ pub struct BootOpts {
     pub tap: Option<String>,
     /// Run QEMU inside this network namespace.
     pub netns: Option<String>,
+    /// A raw disk image attached read-only as virtio-blk (the root fs).
+    pub disk: Option<PathBuf>,
 }
 
 impl Default for BootOpts {
@@ -99,6 +101,7 @@ impl Default for BootOpts {
             net: false,
             tap: None,
             netns: None,
+            disk: None,
         }
     }
 }
@@ -121,6 +124,12 @@ impl BootOpts {
     /// Sets the memory size.
     pub fn mem(mut self, mem: &str) -> BootOpts {
         self.mem = mem.to_string();
+        self
+    }
+
+    /// Attaches a raw disk image (read-only virtio-blk, the root fs).
+    pub fn disk(mut self, image: impl Into<PathBuf>) -> BootOpts {
+        self.disk = Some(image.into());
         self
     }
 
@@ -287,6 +296,7 @@ impl Guest {
             net: opts.net,
             tap: opts.tap,
             netns: opts.netns,
+            disk: opts.disk,
         };
         cfg.apply_app_defaults(app);
         let mut cmd = uk_cli::qemu_command(&cfg);

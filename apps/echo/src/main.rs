@@ -1,6 +1,7 @@
 //! A TCP and UDP echo server: every byte received is sent back.
 //!
-//! Arguments: `[--port N]` (default 7). One thread per TCP connection.
+//! Arguments: `[--port N]` (default 7). One thread per TCP connection. A UDP
+//! datagram `stats\n` is answered with the network counters instead.
 #![no_std]
 #![no_main]
 
@@ -89,7 +90,13 @@ fn udp_echo(s: UdpSocket) {
     let mut buf = [0u8; 2048];
     loop {
         if let Ok((n, from)) = s.recv_from(&mut buf) {
-            let _ = s.send_to(&buf[..n], from);
+            if &buf[..n] == b"stats\n" {
+                // Operator aid: the network counters instead of an echo.
+                let line = unikernel::net::stats_line();
+                let _ = s.send_to(line.as_bytes(), from);
+            } else {
+                let _ = s.send_to(&buf[..n], from);
+            }
         }
     }
 }

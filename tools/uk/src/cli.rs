@@ -19,15 +19,20 @@ cargo uk: build and boot unikernel apps under QEMU
 
 USAGE:
     cargo uk build APP [--debug]
+    cargo uk image APP --site DIR -o OUT [--format ext4]
     cargo uk run [APP] [OPTIONS] [-- APP ARGS...]
     cargo uk test [CARGO TEST ARGS...]
     cargo uk bench boot [--runs N] [--kvm|--tcg]
     cargo uk bench sched [--runs N] [--kvm|--tcg]
     cargo uk bench idle [--secs S] [--kvm|--tcg]
+    cargo uk bench fs [--kvm|--tcg]
     cargo uk help
 
 COMMANDS:
     build    Build apps/APP for x86_64-unknown-none; print the image path and size
+    image    Pack the folder DIR into a disk image OUT for APP (ext4 via
+             mkfs.ext4 -d, sized from the folder with headroom, with an empty
+             /tmp for the guest's tmpfs); the kernel mounts it read-only at /
     run      Build and boot APP (default: httpd if apps/httpd exists, else hello);
              exit with the app's status
     test     Ensure QEMU, run the host tests (cargo test), then the QEMU tests
@@ -40,6 +45,9 @@ COMMANDS:
              and spawn+join costs
              idle: boot 'selftest idle S' (default 10 s) per machine and print
              QEMU's host CPU use while the guest sleeps (target < 2% of a core)
+             fs: boot 'fstest bench' per machine with a disk of 4 KiB, 1 MiB
+             and 16 MiB files and print guest-measured cold- and warm-cache
+             read throughput
     help     Print this text (also -h, --help)
 
 RUN OPTIONS:
@@ -51,6 +59,8 @@ RUN OPTIONS:
     --kvm, --tcg            force the accelerator (default: KVM if /proc/cpuinfo
                             has vmx/svm and /dev/kvm is usable, else TCG)
     --append 'k=v ...'      kernel options
+    --site DIR              pack DIR into a temporary ext4 image and attach it as
+                            the guest's root file system (virtio-blk, read-only)
     --debug                 build with the dev profile
     -v, --verbose           print the QEMU command line
     -- ARGS...              arguments for the app
@@ -81,6 +91,8 @@ pub struct RunArgs {
     pub debug: bool,
     /// App arguments.
     pub args: Vec<String>,
+    /// A folder to pack into a temporary disk image (`--site`).
+    pub site: Option<std::path::PathBuf>,
 }
 
 /// A parsed command line.
@@ -113,6 +125,22 @@ pub enum Cmd {
     BenchSched {
         /// Boots per machine.
         runs: usize,
+        /// Forced accelerator.
+        accel: Option<Accel>,
+    },
+    /// `image APP --site DIR -o OUT [--format F]`
+    Image {
+        /// The app the image is for.
+        app: String,
+        /// The folder to pack.
+        site: std::path::PathBuf,
+        /// The image file to write.
+        out: std::path::PathBuf,
+        /// The image format.
+        format: crate::image::ImageFormat,
+    },
+    /// `bench fs ...`
+    BenchFs {
         /// Forced accelerator.
         accel: Option<Accel>,
     },
@@ -210,6 +238,7 @@ pub fn parse(args: &[String]) -> Result<Cmd, Error> {
     match cmd.as_str() {
         "help" | "-h" | "--help" => Ok(Cmd::Help),
         "build" => parse_build(rest),
+        "image" => parse_image(rest),
         "run" => parse_run(rest).map(Cmd::Run),
         "test" => Ok(Cmd::Test {
             extra: rest.to_vec(),
@@ -236,6 +265,27 @@ fn parse_build(args: &[String]) -> Result<Cmd, Error> {
     Ok(Cmd::Build { app, profile })
 }
 
+fn parse_image(args: &[String]) -> Result<Cmd, Error> {
+    let mut it = Args::new("image", args);
+    let (mut app, mut site, mut out) = (None, None, None);
+    let mut format = crate::image::ImageFormat::default();
+    while let Some(a) = it.next()? {
+        match a {
+            "--site" => site = Some(std::path::PathBuf::from(it.value(a)?)),
+            "-o" | "--out" | "--output" => out = Some(std::path::PathBuf::from(it.value(a)?)),
+            "--format" => format = it.parsed(a)?,
+            _ if !a.starts_with('-') && app.is_none() => app = Some(a.to_string()),
+            _ => return Err(it.unknown(a)),
+        }
+    }
+    Ok(Cmd::Image {
+        app: app.ok_or_else(|| Error::Usage("'image' needs an APP".into()))?,
+        site: site.ok_or_else(|| Error::Usage("'image' needs --site DIR".into()))?,
+        out: out.ok_or_else(|| Error::Usage("'image' needs -o OUT".into()))?,
+        format,
+    })
+}
+
 fn parse_run(args: &[String]) -> Result<RunArgs, Error> {
     let mut it = Args::new("run", args);
     let mut r = RunArgs::default();
@@ -256,6 +306,7 @@ fn parse_run(args: &[String]) -> Result<RunArgs, Error> {
                 r.append.push_str(v.trim());
             }
             "--debug" => r.debug = true,
+            "--site" => r.site = Some(std::path::PathBuf::from(it.value(a)?)),
             _ if !a.starts_with('-') && r.app.is_none() => r.app = Some(a.to_string()),
             _ if !a.starts_with('-') => {
                 return Err(Error::Usage(format!(
@@ -271,16 +322,17 @@ fn parse_run(args: &[String]) -> Result<RunArgs, Error> {
 fn parse_bench(args: &[String]) -> Result<Cmd, Error> {
     let Some((what, rest)) = args.split_first() else {
         return Err(Error::Usage(
-            "'bench' needs a benchmark: boot, sched or idle".into(),
+            "'bench' needs a benchmark: boot, sched, idle or fs".into(),
         ));
     };
     let (cmd, default_count, count_flags): (_, u64, &[&str]) = match what.as_str() {
         "boot" => ("bench boot", 10, &["--runs", "-n"]),
         "sched" => ("bench sched", 5, &["--runs", "-n"]),
         "idle" => ("bench idle", 10, &["--secs", "-s"]),
+        "fs" => ("bench fs", 1, &[]),
         _ => {
             return Err(Error::Usage(format!(
-                "unknown benchmark '{what}' (expected boot, sched or idle)"
+                "unknown benchmark '{what}' (expected boot, sched, idle or fs)"
             )));
         }
     };
@@ -311,6 +363,7 @@ fn parse_bench(args: &[String]) -> Result<Cmd, Error> {
     Ok(match what.as_str() {
         "boot" => Cmd::BenchBoot { runs, accel },
         "sched" => Cmd::BenchSched { runs, accel },
+        "fs" => Cmd::BenchFs { accel },
         _ => Cmd::BenchIdle { secs: count, accel },
     })
 }
@@ -321,7 +374,9 @@ pub fn main(args: &[String]) -> i32 {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");
-            let known = ["help", "-h", "--help", "build", "run", "test", "bench"];
+            let known = [
+                "help", "-h", "--help", "build", "image", "run", "test", "bench",
+            ];
             if args.first().is_some_and(|c| !known.contains(&c.as_str())) {
                 eprint!("\n{USAGE}");
             }
@@ -359,6 +414,23 @@ pub fn execute(cmd: Cmd) -> Result<i32, Error> {
         Cmd::BenchBoot { runs, accel } => bench_boot(runs, accel),
         Cmd::BenchSched { runs, accel } => bench_sched(runs, accel),
         Cmd::BenchIdle { secs, accel } => bench_idle(secs, accel),
+        Cmd::Image {
+            app,
+            site,
+            out,
+            format,
+        } => {
+            check_app(&app)?;
+            let size = crate::image::build_image_from_dir(&site, &out, format)?;
+            println!(
+                "{}  {size} bytes ({:.1} MiB, ext4 of {})",
+                display_path(&out),
+                size as f64 / (1024.0 * 1024.0),
+                display_path(&site)
+            );
+            Ok(0)
+        }
+        Cmd::BenchFs { accel } => crate::fsbench::bench_fs(accel),
     }
 }
 
@@ -388,6 +460,10 @@ fn run(r: RunArgs) -> Result<i32, Error> {
         Profile::Release
     };
     let image = build_image(&app, profile, false)?;
+    let disk = match &r.site {
+        Some(dir) => Some(crate::image::TempImage::from_dir(dir)?),
+        None => None,
+    };
     let mut cfg = VmConfig {
         image,
         machine: r.machine,
@@ -399,6 +475,7 @@ fn run(r: RunArgs) -> Result<i32, Error> {
         net: false,
         tap: None,
         netns: None,
+        disk: disk.as_ref().map(|d| d.path.clone()),
     };
     cfg.apply_app_defaults(&app);
     let mut cmd = qemu_command(&cfg);
@@ -813,7 +890,34 @@ mod tests {
                 .contains("unknown flag '--runs' for 'bench idle'")
         );
         assert!(usage_err(&["bench", "idle", "--fast"]).contains("unknown flag '--fast'"));
-        assert!(usage_err(&["bench", "unknown"]).contains("(expected boot, sched or idle)"));
+        assert!(usage_err(&["bench", "unknown"]).contains("(expected boot, sched, idle or fs)"));
         assert!(USAGE.contains("cargo uk bench idle [--secs S] [--kvm|--tcg]"));
+    }
+
+    #[test]
+    fn image_site_and_bench_fs() {
+        assert_eq!(
+            p(&["image", "httpd", "--site", "www", "-o", "out.img"]).unwrap(),
+            Cmd::Image {
+                app: "httpd".into(),
+                site: "www".into(),
+                out: "out.img".into(),
+                format: crate::image::ImageFormat::Ext4,
+            }
+        );
+        assert!(usage_err(&["image", "httpd", "-o", "x"]).contains("needs --site DIR"));
+        assert!(usage_err(&["image", "httpd", "--site", "d"]).contains("needs -o OUT"));
+        assert!(
+            usage_err(&["image", "a", "--site=d", "-o", "x", "--format", "iso"])
+                .contains("unknown image format 'iso'")
+        );
+        let r = run_args(&["hello", "--site", "www"]);
+        assert_eq!(r.site, Some("www".into()));
+        assert_eq!(
+            p(&["bench", "fs", "--tcg"]).unwrap(),
+            Cmd::BenchFs {
+                accel: Some(Accel::Tcg)
+            }
+        );
     }
 }

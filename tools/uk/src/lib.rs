@@ -8,6 +8,8 @@
 pub mod bench;
 pub mod build;
 pub mod cli;
+pub mod fsbench;
+pub mod image;
 pub mod qemu;
 pub mod serial;
 pub mod workspace;
@@ -15,6 +17,7 @@ pub mod workspace;
 use std::fmt;
 
 pub use build::{Profile, build_command, build_image, image_path};
+pub use image::{ImageFormat, TempImage, build_image_from_dir};
 pub use qemu::{
     Accel, Exit, Machine, MemSize, NET_APPS, PortFwd, QEMU, VmConfig, ensure_qemu, kernel_cmdline,
     map_exit, qemu_available, qemu_command, render_command,

@@ -56,6 +56,13 @@ impl Machine {
         }
     }
 
+    fn blk_device(self) -> &'static str {
+        match self {
+            Machine::Microvm => "virtio-blk-device,drive=d0",
+            Machine::Q35 => "virtio-blk-pci,drive=d0",
+        }
+    }
+
     fn net_device(self) -> &'static str {
         match self {
             Machine::Microvm => "virtio-net-device,netdev=net0",
@@ -265,6 +272,9 @@ pub struct VmConfig {
     pub tap: Option<String>,
     /// Run QEMU inside this network namespace (`ip netns exec NS ...`).
     pub netns: Option<String>,
+    /// A raw disk image attached read-only as a virtio-blk device (the
+    /// guest's root file system).
+    pub disk: Option<PathBuf>,
 }
 
 impl VmConfig {
@@ -282,6 +292,7 @@ impl VmConfig {
             net: false,
             tap: None,
             netns: None,
+            disk: None,
         }
     }
 
@@ -340,6 +351,13 @@ pub fn qemu_command(cfg: &VmConfig) -> Command {
     cmd.arg("-append")
         .arg(kernel_cmdline(&cfg.append, &cfg.args));
     cmd.args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
+    if let Some(disk) = &cfg.disk {
+        cmd.arg("-drive").arg(format!(
+            "if=none,id=d0,file={},format=raw,readonly=on",
+            disk.display()
+        ));
+        cmd.args(["-device", cfg.machine.blk_device()]);
+    }
     if let Some(tap) = &cfg.tap {
         cmd.arg("-netdev")
             .arg(format!("tap,id=net0,ifname={tap},script=no,downscript=no"));
@@ -509,6 +527,7 @@ mod tests {
             net: false,
             tap: None,
             netns: None,
+            disk: None,
         }
     }
 
@@ -653,6 +672,22 @@ mod tests {
         assert_eq!(values(&cmd, "-cpu"), ["host,-arch-capabilities"]);
         assert_eq!(values(&cmd, "-m"), ["1G"]);
         assert_eq!(values(&cmd, "-append"), [" -- "]);
+    }
+
+    #[test]
+    fn disk_devices() {
+        let mut c = cfg();
+        c.disk = Some(PathBuf::from("/d.img"));
+        let cmd = qemu_command(&c);
+        assert_eq!(
+            values(&cmd, "-drive"),
+            ["if=none,id=d0,file=/d.img,format=raw,readonly=on"]
+        );
+        assert!(values(&cmd, "-device").contains(&"virtio-blk-device,drive=d0".to_string()));
+        c.machine = Machine::Q35;
+        let cmd = qemu_command(&c);
+        assert!(values(&cmd, "-device").contains(&"virtio-blk-pci,drive=d0".to_string()));
+        assert!(values(&qemu_command(&cfg()), "-drive").is_empty());
     }
 
     #[test]

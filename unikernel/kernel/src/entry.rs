@@ -175,6 +175,7 @@ unsafe extern "Rust" {
 
 fn run_main() {
     crate::net::init();
+    crate::fs::init();
     let cycles = cpu::rdtsc().saturating_sub(boot::entry_tsc());
     match time::cycles_to_us(cycles) {
         Some(us) => crate::println!("uk: main after {cycles} tsc cycles ({us} us)"),

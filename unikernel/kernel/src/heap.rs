@@ -44,7 +44,12 @@ unsafe impl Source for ArenaSource {
         let size = talc.source.next_size.max(need).div_ceil(PAGE) * PAGE;
         // No overcommit for the heap: the frames must exist now.
         if mm::free_bytes() < size {
-            return Err(());
+            // Memory pressure: ask the page cache for frames back first.
+            let short = (size - mm::free_bytes()).div_ceil(PAGE);
+            mm::reclaim(short + 16);
+            if mm::free_bytes() < size {
+                return Err(());
+            }
         }
         let base = mm::mmap_kind(size, Prot::READ | Prot::WRITE, VmaKind::Heap).map_err(|_| ())?;
         let end = base + size;

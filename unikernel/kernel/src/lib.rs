@@ -21,9 +21,10 @@ extern crate alloc;
 
 pub mod arch;
 mod backtrace;
-pub mod drivers;
 pub mod console;
+pub mod drivers;
 mod entry;
+pub mod fs;
 mod heap;
 pub mod irq;
 pub mod mm;

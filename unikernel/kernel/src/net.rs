@@ -56,7 +56,12 @@ fn waiter(id: SocketId) -> Arc<SockWait> {
     WAITERS
         .lock()
         .entry(id.as_u32())
-        .or_insert_with(|| Arc::new(SockWait { wq: WaitQueue::new(), seq: AtomicU64::new(0) }))
+        .or_insert_with(|| {
+            Arc::new(SockWait {
+                wq: WaitQueue::new(),
+                seq: AtomicU64::new(0),
+            })
+        })
         .clone()
 }
 
@@ -130,7 +135,10 @@ pub fn init() {
         },
         None => NetConfig::Dhcp,
     };
-    let mut opts = StackOptions { random_seed: crate::arch::cpu::rdtsc(), ..StackOptions::default() };
+    let mut opts = StackOptions {
+        random_seed: crate::arch::cpu::rdtsc(),
+        ..StackOptions::default()
+    };
     opts.tcp.rx_buffer = 32 * 1024;
     opts.tcp.tx_buffer = 64 * 1024;
     let stack = NetStack::new(&mut nic, ipcfg, opts, now_ms());
@@ -138,8 +146,16 @@ pub fn init() {
     *NET.lock() = Some(Net { stack, nic });
     *IRQ_SOURCE.lock() = Some(found.irq);
     match drivers::connect_irq(found.irq, on_irq) {
-        Ok(v) => log::debug!("net: {} mac {:02x?}, vector {v:#x}, {:?}", found.location, mac, ipcfg),
-        Err(e) => log::error!("net: cannot connect the interrupt of {}: {e:?}", found.location),
+        Ok(v) => log::debug!(
+            "net: {} mac {:02x?}, vector {v:#x}, {:?}",
+            found.location,
+            mac,
+            ipcfg
+        ),
+        Err(e) => log::error!(
+            "net: cannot connect the interrupt of {}: {e:?}",
+            found.location
+        ),
     }
     let _ = crate::sched::spawn_with(32 * 1024, crate::sched::ThreadPriority::High, net_thread);
     // Kick the first poll (DHCP discover / gateway ARP).
@@ -173,7 +189,8 @@ fn blocking<T>(
     mut op: impl FnMut(&mut NetStack) -> Result<T>,
 ) -> Result<T> {
     let w = waiter(id);
-    let deadline = timeout.map(|t| time::since_boot_ns().saturating_add(t.as_nanos().min(u64::MAX as u128) as u64));
+    let deadline = timeout
+        .map(|t| time::since_boot_ns().saturating_add(t.as_nanos().min(u64::MAX as u128) as u64));
     loop {
         let seen = w.seq.load(Ordering::Acquire);
         match with_stack(&mut op) {
@@ -219,7 +236,9 @@ pub fn wait_ready(timeout: Duration) -> bool {
 /// Interface and socket-table counters, as one line of `key=value` pairs.
 pub fn stats_line() -> alloc::string::String {
     let g = NET.lock();
-    let Some(n) = g.as_ref() else { return "no network".into() };
+    let Some(n) = g.as_ref() else {
+        return "no network".into();
+    };
     let c = n.stack.counters();
     let s = n.stack.stats();
     let cp = n.stack.copy_stats();
@@ -254,7 +273,10 @@ impl TcpListener {
     /// Listens on `port` with a backlog of `backlog` pending connections.
     pub fn bind_with_backlog(port: u16, backlog: usize) -> Result<TcpListener> {
         let id = with_stack(|s| s.tcp_listen(port, backlog))?;
-        Ok(TcpListener { id, nonblocking: false })
+        Ok(TcpListener {
+            id,
+            nonblocking: false,
+        })
     }
 
     /// Waits for a connection.
@@ -296,7 +318,12 @@ pub struct TcpStream {
 
 impl TcpStream {
     fn from_id(id: SocketId) -> TcpStream {
-        TcpStream { id, nonblocking: false, read_timeout: None, write_timeout: None }
+        TcpStream {
+            id,
+            nonblocking: false,
+            read_timeout: None,
+            write_timeout: None,
+        }
     }
 
     /// Connects to `addr`, waiting for the handshake.
@@ -320,13 +347,17 @@ impl TcpStream {
     /// Reads into `buf`; 0 means the peer closed its side.
     pub fn read(&mut self, buf: &mut [u8]) -> Result<usize> {
         let id = self.id;
-        blocking(id, self.nonblocking, self.read_timeout, |s| s.tcp_recv(id, buf))
+        blocking(id, self.nonblocking, self.read_timeout, |s| {
+            s.tcp_recv(id, buf)
+        })
     }
 
     /// Writes some of `buf` (at least one byte unless it is empty).
     pub fn write(&mut self, buf: &[u8]) -> Result<usize> {
         let id = self.id;
-        blocking(id, self.nonblocking, self.write_timeout, |s| s.tcp_send(id, buf))
+        blocking(id, self.nonblocking, self.write_timeout, |s| {
+            s.tcp_send(id, buf)
+        })
     }
 
     /// Writes all of `buf`.
@@ -370,7 +401,9 @@ impl TcpStream {
 
     /// Epoll-style readiness bits right now.
     pub fn readiness(&self) -> u32 {
-        NET.lock().as_ref().map_or(EPOLLERR | EPOLLHUP, |n| n.stack.readiness(self.id))
+        NET.lock()
+            .as_ref()
+            .map_or(EPOLLERR | EPOLLHUP, |n| n.stack.readiness(self.id))
     }
 
     /// The socket id.
@@ -397,7 +430,11 @@ impl UdpSocket {
     /// Binds `port` (0 picks an ephemeral one).
     pub fn bind(port: u16) -> Result<UdpSocket> {
         let id = with_stack(|s| s.udp_bind(port))?;
-        Ok(UdpSocket { id, nonblocking: false, read_timeout: None })
+        Ok(UdpSocket {
+            id,
+            nonblocking: false,
+            read_timeout: None,
+        })
     }
 
     /// Sends one datagram.
@@ -409,7 +446,9 @@ impl UdpSocket {
     /// Receives one datagram.
     pub fn recv_from(&self, buf: &mut [u8]) -> Result<(usize, SocketAddrV4)> {
         let id = self.id;
-        blocking(id, self.nonblocking, self.read_timeout, |s| s.udp_recv_from(id, buf))
+        blocking(id, self.nonblocking, self.read_timeout, |s| {
+            s.udp_recv_from(id, buf)
+        })
     }
 
     /// Non-blocking mode.

@@ -42,8 +42,12 @@ fn contiguous_phys(va: u64, len: u64) -> Option<u64> {
 // for as long as the sharing lasts.
 unsafe impl Hal for KernelHal {
     fn dma_alloc(pages: usize, _dir: BufferDirection) -> (PhysAddr, NonNull<u8>) {
-        let pa = mm::alloc_dma(pages as u64).unwrap_or_else(|_| panic!("out of memory for {pages} DMA pages"));
-        (pa, NonNull::new(pa as *mut u8).expect("frame 0 is never allocated"))
+        let pa = mm::alloc_dma(pages as u64)
+            .unwrap_or_else(|_| panic!("out of memory for {pages} DMA pages"));
+        (
+            pa,
+            NonNull::new(pa as *mut u8).expect("frame 0 is never allocated"),
+        )
     }
 
     unsafe fn dma_dealloc(paddr: PhysAddr, _vaddr: NonNull<u8>, pages: usize) -> i32 {
@@ -65,11 +69,14 @@ unsafe impl Hal for KernelHal {
             return pa;
         }
         let pages = pages_for(buffer.len());
-        let bounce = mm::alloc_dma(pages).unwrap_or_else(|_| panic!("out of memory for a {len}-byte bounce buffer"));
+        let bounce = mm::alloc_dma(pages)
+            .unwrap_or_else(|_| panic!("out of memory for a {len}-byte bounce buffer"));
         if direction != BufferDirection::DeviceToDriver {
             // SAFETY: the caller guarantees `buffer` is valid for reads; the
             // bounce frames are fresh, identity mapped and at least `len` long.
-            unsafe { core::ptr::copy_nonoverlapping(va as *const u8, bounce as *mut u8, buffer.len()) };
+            unsafe {
+                core::ptr::copy_nonoverlapping(va as *const u8, bounce as *mut u8, buffer.len())
+            };
             BOUNCED_BYTES.fetch_add(len, Ordering::Relaxed);
         }
         bounce
@@ -85,7 +92,9 @@ unsafe impl Hal for KernelHal {
             // SAFETY: `paddr` is the bounce buffer made by `share` for this
             // buffer (identity mapped, `len` bytes); the caller guarantees
             // `buffer` is valid for writes.
-            unsafe { core::ptr::copy_nonoverlapping(paddr as *const u8, va as *mut u8, buffer.len()) };
+            unsafe {
+                core::ptr::copy_nonoverlapping(paddr as *const u8, va as *mut u8, buffer.len())
+            };
             BOUNCED_BYTES.fetch_add(len, Ordering::Relaxed);
         }
         mm::free_dma(paddr, pages_for(buffer.len()));

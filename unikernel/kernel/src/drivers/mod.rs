@@ -8,6 +8,7 @@
 
 pub mod hal;
 pub mod pci;
+pub mod virtio_blk;
 pub mod virtio_net;
 
 use alloc::vec::Vec;
@@ -68,7 +69,11 @@ impl IrqSource {
     /// Acknowledges the device's interrupt where the device needs it (virtio-mmio:
     /// read InterruptStatus, write it to InterruptACK). Safe in interrupt context.
     pub fn ack(&self) {
-        if let IrqSource::Gsi { mmio_base: Some(base), .. } = *self {
+        if let IrqSource::Gsi {
+            mmio_base: Some(base),
+            ..
+        } = *self
+        {
             // SAFETY: `base` is the register window of a virtio-mmio device found
             // at boot and identity mapped uncached; InterruptStatus (0x60) and
             // InterruptACK (0x64) only affect the device's interrupt line.
@@ -127,7 +132,11 @@ fn discover_mmio() {
             if let Some(t) = mmio_device(d.base, d.size) {
                 found.push(Found {
                     transport: t.into(),
-                    irq: IrqSource::Gsi { gsi: d.irq, level: d.irq >= 16, mmio_base: Some(d.base) },
+                    irq: IrqSource::Gsi {
+                        gsi: d.irq,
+                        level: d.irq >= 16,
+                        mmio_base: Some(d.base),
+                    },
                     location: alloc::format!("virtio-mmio@{:#x} irq {}", d.base, d.irq),
                 });
             }
@@ -146,7 +155,11 @@ fn discover_mmio() {
             let gsi = irq_base + slot as u32;
             found.push(Found {
                 transport: t.into(),
-                irq: IrqSource::Gsi { gsi, level: gsi >= 16, mmio_base: Some(base) },
+                irq: IrqSource::Gsi {
+                    gsi,
+                    level: gsi >= 16,
+                    mmio_base: Some(base),
+                },
                 location: alloc::format!("virtio-mmio@{base:#x} gsi {gsi}"),
             });
         }
@@ -222,7 +235,9 @@ fn virtio_pci_use_msix_entry0(df: DeviceFunction) {
         if hdr as u8 == 0x09 && (hdr >> 24) as u8 == 1 {
             let bar = cam.read_word(df, cap + 4) as u8;
             let offset = cam.read_word(df, cap + 8) as u64;
-            let Some(base) = pci::bar_address(df, bar) else { return };
+            let Some(base) = pci::bar_address(df, bar) else {
+                return;
+            };
             let common = base + offset;
             if crate::mm::map_mmio(common, 64).is_err() {
                 return;

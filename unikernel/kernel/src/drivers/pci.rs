@@ -19,7 +19,11 @@ pub struct PortCam;
 static CF8: IrqMutex<()> = IrqMutex::new(());
 
 fn address(df: DeviceFunction, off: u8) -> u32 {
-    0x8000_0000 | (df.bus as u32) << 16 | (df.device as u32) << 11 | (df.function as u32) << 8 | (off as u32 & 0xfc)
+    0x8000_0000
+        | (df.bus as u32) << 16
+        | (df.device as u32) << 11
+        | (df.function as u32) << 8
+        | (off as u32 & 0xfc)
 }
 
 impl ConfigurationAccess for PortCam {
@@ -59,7 +63,14 @@ pub struct PciFunction {
 
 /// Whether a PCI host bridge answers at all (not on microvm).
 pub fn present() -> bool {
-    let id = PortCam.read_word(DeviceFunction { bus: 0, device: 0, function: 0 }, 0);
+    let id = PortCam.read_word(
+        DeviceFunction {
+            bus: 0,
+            device: 0,
+            function: 0,
+        },
+        0,
+    );
     id != u32::MAX && id != 0
 }
 
@@ -94,7 +105,15 @@ const BAR_WINDOW_END: u64 = 0xfe00_0000;
 pub fn assign_bars(root: &mut PciRoot<PortCam>, df: DeviceFunction) {
     let Ok(bars) = root.bars(df) else { return };
     for (i, bar) in bars.iter().enumerate() {
-        let Some(BarInfo::Memory { address, size, address_type, .. }) = bar else { continue };
+        let Some(BarInfo::Memory {
+            address,
+            size,
+            address_type,
+            ..
+        }) = bar
+        else {
+            continue;
+        };
         if *address != 0 || *size == 0 {
             continue;
         }
@@ -153,14 +172,18 @@ pub fn bar_address(df: DeviceFunction, bar: u8) -> Option<u64> {
 /// Points MSI-X table entry `entry` of `df` at `vector` on this CPU and
 /// enables MSI-X (INTx is then off). Returns false if the device has no MSI-X.
 pub fn enable_msix(df: DeviceFunction, entry: u16, vector: u8) -> bool {
-    let Some(cap) = find_capability(df, 0x11) else { return false };
+    let Some(cap) = find_capability(df, 0x11) else {
+        return false;
+    };
     let ctrl = PortCam.read_word(df, cap);
     let table_size = ((ctrl >> 16) & 0x7ff) as u16 + 1;
     if entry >= table_size {
         return false;
     }
     let table = PortCam.read_word(df, cap + 4);
-    let Some(bar) = bar_address(df, (table & 7) as u8) else { return false };
+    let Some(bar) = bar_address(df, (table & 7) as u8) else {
+        return false;
+    };
     let base = bar + (table & !7) as u64;
     if crate::mm::map_mmio(base, table_size as u64 * 16).is_err() {
         return false;

@@ -6,8 +6,9 @@
 //! device's [`WaitQueue`] until that token's result is recorded. The
 //! interrupt handler only acknowledges the device and wakes the waiters; a
 //! woken waiter *reaps*: under the lock it pops every completed request from
-//! the used ring in order (virtio-drivers insists on that order), records each
-//! result in its slot, and then looks at its own. So the interrupt handler
+//! the used ring in order (virtio-drivers insists on that order), frees each
+//! slot and files the result under the request's id (a token is reused as
+//! soon as its request is reaped), and then looks for its own. So the interrupt handler
 //! never touches buffers or memory, and requests of different threads
 //! complete independently.
 //!
@@ -48,13 +49,17 @@ struct Pending {
     buf: *mut u8,
     len: usize,
     write: bool,
-    /// Set by `reap` when the device has completed the request.
-    done: Option<Result<(), VfsError>>,
+    /// The request's identity (tokens are reused as soon as a request is reaped).
+    id: u64,
 }
 
 struct Inner {
     blk: Blk,
+    /// Requests in flight, indexed by token.
     slots: [Option<Pending>; SLOTS],
+    /// Results reaped but not yet collected by their submitter: (id, result).
+    completed: Vec<(u64, Result<(), VfsError>)>,
+    next_id: u64,
 }
 
 // SAFETY: the raw buffer pointers in `Pending` belong to threads blocked in
@@ -113,7 +118,7 @@ impl Inner {
     fn reap(&mut self) -> usize {
         let mut n = 0;
         while let Some(token) = self.blk.peek_used() {
-            let Some(p) = self.slots.get_mut(token as usize).and_then(Option::as_mut) else {
+            let Some(mut p) = self.slots.get_mut(token as usize).and_then(Option::take) else {
                 log::error!("virtio-blk: completion for unknown token {token}");
                 return n;
             };
@@ -132,10 +137,13 @@ impl Inner {
                         .complete_read_blocks(token, &p.req, buf, &mut p.resp)
                 }
             };
-            p.done = Some(res.map_err(|e| {
+            let res = res.map_err(|e| {
                 log::warn!("virtio-blk: request failed: {e}");
                 VfsError::EIO
-            }));
+            });
+            // The slot (and the token) are free from here on; the result
+            // waits for its submitter under the request's id.
+            self.completed.push((p.id, res));
             n += 1;
         }
         n
@@ -187,10 +195,10 @@ impl Disk {
         Ok(())
     }
 
-    /// Submits a request and returns its slot, waiting for a free one if
-    /// the queue is full.
-    fn submit(&self, sector: u64, buf: *mut u8, len: usize, write: bool) -> Result<u16, VfsError> {
-        let mut try_submit = || -> Option<Result<u16, VfsError>> {
+    /// Submits a request and returns its id, waiting for a free slot if the
+    /// queue is full.
+    fn submit(&self, sector: u64, buf: *mut u8, len: usize, write: bool) -> Result<u64, VfsError> {
+        let mut try_submit = || -> Option<Result<u64, VfsError>> {
             let mut g = self.inner.lock();
             let inner = &mut *g;
             inner.reap();
@@ -215,6 +223,8 @@ impl Disk {
             };
             match r {
                 Ok(token) => {
+                    let id = inner.next_id;
+                    inner.next_id += 1;
                     let Some(slot) = inner.slots.get_mut(token as usize) else {
                         return Some(Err(VfsError::EIO));
                     };
@@ -224,11 +234,11 @@ impl Disk {
                         buf,
                         len,
                         write,
-                        done: None,
+                        id,
                     });
                     let n = self.inflight.fetch_add(1, Ordering::Relaxed) + 1;
                     self.max_inflight.fetch_max(n as u64, Ordering::Relaxed);
-                    Some(Ok(token))
+                    Some(Ok(id))
                 }
                 Err(virtio_drivers::Error::QueueFull) => None,
                 Err(e) => Some(Err(map_err(e))),
@@ -258,16 +268,12 @@ impl Disk {
         if write && self.readonly {
             return Err(VfsError::EROFS);
         }
-        let token = self.submit(sector, buf, len, write)?;
+        let id = self.submit(sector, buf, len, write)?;
         let res = self.wait(&mut || {
             let mut g = self.inner.lock();
             g.reap();
-            let slot = g.slots.get_mut(token as usize)?;
-            if slot.as_ref()?.done.is_some() {
-                slot.take().and_then(|p| p.done)
-            } else {
-                None
-            }
+            let i = g.completed.iter().position(|(x, _)| *x == id)?;
+            Some(g.completed.swap_remove(i).1)
         });
         self.inflight.fetch_sub(1, Ordering::Relaxed);
         // Others may be waiting for a free slot.
@@ -386,6 +392,8 @@ fn init_one(found: Found) -> Option<&'static Disk> {
         inner: IrqMutex::new(Inner {
             blk,
             slots: [const { None }; SLOTS],
+            completed: Vec::with_capacity(SLOTS),
+            next_id: 0,
         }),
         wq: WaitQueue::new(),
         location,
@@ -402,7 +410,10 @@ fn init_one(found: Found) -> Option<&'static Disk> {
     let index = {
         let mut disks = DISKS.lock();
         if disks.len() >= MAX_DISKS {
-            log::warn!("virtio-blk at {}: more than {MAX_DISKS} disks", disk.location);
+            log::warn!(
+                "virtio-blk at {}: more than {MAX_DISKS} disks",
+                disk.location
+            );
             return None;
         }
         disks.push(disk);
@@ -414,7 +425,10 @@ fn init_one(found: Found) -> Option<&'static Disk> {
             disk.irq_on.store(true, Ordering::Release);
             log::debug!("virtio-blk {}: vector {v}", disk.location);
         }
-        Err(e) => log::warn!("virtio-blk {}: no interrupt ({e:?}), polling", disk.location),
+        Err(e) => log::warn!(
+            "virtio-blk {}: no interrupt ({e:?}), polling",
+            disk.location
+        ),
     }
     log::info!(
         "virtio-blk: {} KiB{} at {}",

@@ -114,20 +114,29 @@ unsafe impl Send for VirtioNet {}
 impl VirtioNet {
     /// Initialises the device and posts every receive buffer.
     pub fn new(mut transport: SomeTransport<'static>) -> Result<VirtioNet, &'static str> {
-        let wanted = Features::MAC | Features::STATUS | Features::RING_EVENT_IDX | Features::VERSION_1;
+        let wanted =
+            Features::MAC | Features::STATUS | Features::RING_EVENT_IDX | Features::VERSION_1;
         let features = transport.begin_init(wanted);
-        let hdr = if features.contains(Features::VERSION_1) { HDR_MODERN } else { HDR_LEGACY };
+        let hdr = if features.contains(Features::VERSION_1) {
+            HDR_MODERN
+        } else {
+            HDR_LEGACY
+        };
         let mut mac = [0u8; 6];
         if features.contains(Features::MAC) {
             for (i, b) in mac.iter_mut().enumerate() {
-                *b = transport.read_config_space::<u8>(i).map_err(|_| "cannot read the MAC")?;
+                *b = transport
+                    .read_config_space::<u8>(i)
+                    .map_err(|_| "cannot read the MAC")?;
             }
         } else {
             mac = [0x02, 0x75, 0x6b, 0x00, 0x00, 0x01]; // locally administered
         }
         let event_idx = features.contains(Features::RING_EVENT_IDX);
-        let rx = VirtQueue::new(&mut transport, QUEUE_RX, false, event_idx).map_err(|_| "cannot set up the receive queue")?;
-        let tx = VirtQueue::new(&mut transport, QUEUE_TX, false, event_idx).map_err(|_| "cannot set up the transmit queue")?;
+        let rx = VirtQueue::new(&mut transport, QUEUE_RX, false, event_idx)
+            .map_err(|_| "cannot set up the receive queue")?;
+        let tx = VirtQueue::new(&mut transport, QUEUE_TX, false, event_idx)
+            .map_err(|_| "cannot set up the transmit queue")?;
         transport.finish_init();
         let rx_bufs = Buffers::new(QUEUE_SIZE).ok_or("no memory for receive buffers")?;
         let tx_bufs = Buffers::new(QUEUE_SIZE).ok_or("no memory for transmit buffers")?;
@@ -194,7 +203,11 @@ impl Nic for VirtioNet {
             self.rx_free.push(slot as u16);
             return self.receive();
         }
-        Some(RxFrame { slot, ptr: self.rx_bufs.slot(slot).wrapping_add(hdr), len: len - hdr })
+        Some(RxFrame {
+            slot,
+            ptr: self.rx_bufs.slot(slot).wrapping_add(hdr),
+            len: len - hdr,
+        })
     }
 
     fn release(&mut self, rx: RxFrame) {

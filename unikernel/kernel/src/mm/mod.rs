@@ -320,7 +320,10 @@ impl Mm {
         };
         match vma.kind {
             VmaKind::Guard => return Err("stack overflow: the stack ran into its guard page"),
-            VmaKind::File { .. } => return Err("file-backed mapping without a page cache"),
+            // File mappings are populated when made (`fs::mmap_file`, read
+            // only): a fault there is a write, or a page that was never mapped.
+            VmaKind::File { .. } if write => return Err("write to a read-only file mapping"),
+            VmaKind::File { .. } => return Err("fault in a file mapping that was not populated"),
             _ => {}
         }
         if fetch && !vma.prot.executable() {
@@ -417,13 +420,50 @@ impl Mm {
 /// Resolves a page fault at `addr` with the CPU's error code, or explains why
 /// it cannot be resolved.
 pub fn handle_page_fault(addr: u64, err: u64) -> Result<(), &'static str> {
-    let Some(mut g) = MM.try_lock() else {
-        return Err("page fault inside the memory manager");
-    };
-    match g.as_mut() {
-        Some(mm) => mm.fault(addr, err),
-        None => Err("page fault before the memory manager was ready"),
+    let mut retried = false;
+    loop {
+        let Some(mut g) = MM.try_lock() else {
+            return Err("page fault inside the memory manager");
+        };
+        let res = match g.as_mut() {
+            Some(mm) => mm.fault(addr, err),
+            None => Err("page fault before the memory manager was ready"),
+        };
+        drop(g);
+        match res {
+            // Out of frames: ask the page cache for some back, once.
+            Err(e) if !retried && e.starts_with("out of memory") && reclaim(RECLAIM_BATCH) > 0 => {
+                retried = true;
+            }
+            r => return r,
+        }
     }
+}
+
+/// Pages asked back from reclaimable caches at a time under memory pressure.
+const RECLAIM_BATCH: u64 = 64;
+
+static RECLAIM_HOOK: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
+/// Registers the memory-pressure hook: `hook(pages)` frees up to `pages`
+/// frames held by a cache (the page cache) and returns how many it freed.
+/// It is called without the memory manager's lock, from thread context or
+/// the page-fault handler, so it must not block.
+pub fn set_reclaim_hook(hook: fn(u64) -> u64) {
+    RECLAIM_HOOK.store(hook as usize, core::sync::atomic::Ordering::Release);
+}
+
+/// Asks the registered cache to give back up to `pages` frames; returns how
+/// many it freed (0 without a hook).
+pub fn reclaim(pages: u64) -> u64 {
+    let h = RECLAIM_HOOK.load(core::sync::atomic::Ordering::Acquire);
+    if h == 0 {
+        return 0;
+    }
+    // SAFETY: only `set_reclaim_hook` stores non-zero values, and it stores
+    // `fn(u64) -> u64` pointers.
+    let hook: fn(u64) -> u64 = unsafe { core::mem::transmute::<usize, fn(u64) -> u64>(h) };
+    hook(pages)
 }
 
 /// True when `addr` lies in a stack guard page.
@@ -503,6 +543,16 @@ pub fn mmap_aligned(len: u64, align: u64, prot: Prot, kind: VmaKind) -> Result<u
 pub fn munmap(addr: u64, len: u64) -> Result<(), MemError> {
     with_mm(|mm| {
         let len = align_up(len, PAGE);
+        // File mappings map page-cache frames: only `fs::munmap_file` may
+        // remove them (freeing those frames here would corrupt the cache).
+        let end = addr.saturating_add(len);
+        if mm
+            .vmas
+            .iter()
+            .any(|v| v.start < end && addr < v.end && matches!(v.kind, VmaKind::File { .. }))
+        {
+            return Err(VmError::InvalidArgument);
+        }
         mm.vmas.unmap(addr, len, |_| {})?;
         mm.unmap_pages(addr, addr + len);
         Ok(())
@@ -582,7 +632,11 @@ pub fn stats() -> MemStats {
 /// Allocates `pages` physically contiguous, zeroed frames for DMA. They are
 /// identity mapped, so the returned physical address is also their address.
 pub fn alloc_dma(pages: u64) -> Result<u64, MemError> {
-    let pa = with_mm(|mm| mm.frames.alloc_contiguous(pages, 1).ok_or(VmError::NoMemory))?;
+    let pa = with_mm(|mm| {
+        mm.frames
+            .alloc_contiguous(pages, 1)
+            .ok_or(VmError::NoMemory)
+    })?;
     for i in 0..pages {
         paging::zero_frame(pa + i * PAGE);
     }
@@ -591,7 +645,11 @@ pub fn alloc_dma(pages: u64) -> Result<u64, MemError> {
 
 /// Frees frames from [`alloc_dma`].
 pub fn free_dma(pa: u64, pages: u64) {
-    let _ = with_mm(|mm| mm.frames.free_contiguous(pa, pages).map_err(|_| VmError::InvalidArgument));
+    let _ = with_mm(|mm| {
+        mm.frames
+            .free_contiguous(pa, pages)
+            .map_err(|_| VmError::InvalidArgument)
+    });
 }
 
 /// The physical address behind virtual address `va`, if it is mapped.
@@ -618,4 +676,52 @@ pub fn prepare_for_dma(va: u64, len: u64, writable: bool) {
         }
         page += PAGE;
     }
+}
+
+/// Maps the frames `frames` (physical addresses, identity mapped RAM that
+/// the caller keeps alive) at `va`, one page each, inside an existing VMA,
+/// with `prot`. Used for file mappings of page-cache frames.
+pub fn map_frames(va: u64, frames: &[u64], prot: Prot) -> Result<(), MemError> {
+    with_mm(|mm| {
+        let flags = Mm::leaf_flags(prot);
+        for (i, &pa) in frames.iter().enumerate() {
+            let page = va + i as u64 * PAGE;
+            if mm.vmas.find(page).is_none() {
+                return Err(VmError::NotMapped);
+            }
+            let Mm {
+                frames: fa,
+                pml4,
+                pt_frames,
+                ..
+            } = mm;
+            let mut alloc = || {
+                *pt_frames += 1;
+                fa.alloc()
+            };
+            paging::map_4k(*pml4, page, pa, flags, &mut alloc).map_err(|_| VmError::NoMemory)?;
+            paging::flush(page);
+        }
+        Ok(())
+    })
+}
+
+/// Removes [addr, addr+len) (VMAs and page-table entries) *without* freeing
+/// the frames behind it: they belong to someone else (the page cache).
+pub fn unmap_keep_frames(addr: u64, len: u64) -> Result<(), MemError> {
+    with_mm(|mm| {
+        let len = align_up(len, PAGE);
+        mm.vmas.unmap(addr, len, |_| {})?;
+        let mut va = addr;
+        while va < addr + len {
+            if let Lookup::Entry(e) = paging::lookup(mm.pml4, va)
+                && !e.is_unused()
+            {
+                e.set_unused();
+                paging::flush(va);
+            }
+            va += PAGE;
+        }
+        Ok(())
+    })
 }

@@ -1,0 +1,197 @@
+//! Disk images for the guest's root file system.
+//!
+//! `cargo uk image APP --site DIR -o OUT` and `cargo uk run APP --site DIR`
+//! pack a folder into an ext4 image with `mkfs.ext4 -d` (no root needed, no
+//! loop mount). The kernel mounts the first virtio-blk disk read-only at `/`
+//! and puts a tmpfs on `/tmp`, so the image always gets an empty `tmp`
+//! directory. [`ImageFormat`] leaves room for other formats later.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::Error;
+
+/// The on-disk format of an image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ImageFormat {
+    /// ext4, built by `mkfs.ext4 -d`.
+    #[default]
+    Ext4,
+}
+
+impl std::str::FromStr for ImageFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "ext4" => Ok(ImageFormat::Ext4),
+            _ => Err(format!("unknown image format '{s}' (known: ext4)")),
+        }
+    }
+}
+
+/// Total size of the regular files under `dir` and the number of entries.
+pub fn tree_size(dir: &Path) -> Result<(u64, u64), Error> {
+    let mut bytes = 0;
+    let mut entries = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let rd =
+            std::fs::read_dir(&d).map_err(|e| Error::Failed(format!("{}: {e}", d.display())))?;
+        for e in rd {
+            let e = e.map_err(|e| Error::Failed(format!("{}: {e}", d.display())))?;
+            let m = e
+                .metadata()
+                .map_err(|err| Error::Failed(format!("{}: {err}", e.path().display())))?;
+            entries += 1;
+            if m.is_dir() {
+                stack.push(e.path());
+            } else {
+                // Whole 4 KiB blocks per file.
+                bytes += m.len().div_ceil(4096) * 4096;
+            }
+        }
+    }
+    Ok((bytes, entries))
+}
+
+/// Image size for `data` bytes in `entries` files: the data plus an eighth,
+/// 4 KiB per entry for metadata, and 8 MiB for the file-system structures
+/// (superblock copies, inode tables, journal), rounded up to a MiB.
+pub fn image_size_for(data: u64, entries: u64) -> u64 {
+    let raw = data + data / 8 + entries * 4096 + (8 << 20);
+    raw.div_ceil(1 << 20) << 20
+}
+
+/// The `mkfs.ext4` command that packs `dir` into `out` of `size` bytes.
+pub fn mkfs_command(dir: &Path, out: &Path, size: u64) -> Command {
+    let mut cmd = Command::new("mkfs.ext4");
+    cmd.args(["-F", "-q", "-L", "uk-root", "-d"])
+        .arg(dir)
+        .arg(out)
+        .arg(format!("{}k", size / 1024));
+    cmd
+}
+
+/// Builds an image of `format` from the folder `dir` at `out` and returns
+/// its size. The image gets an empty `/tmp` (the tmpfs mount point) unless
+/// `dir` has one.
+pub fn build_image_from_dir(dir: &Path, out: &Path, format: ImageFormat) -> Result<u64, Error> {
+    let ImageFormat::Ext4 = format;
+    if !dir.is_dir() {
+        return Err(Error::Failed(format!("{}: not a directory", dir.display())));
+    }
+    let (data, entries) = tree_size(dir)?;
+    let size = image_size_for(data, entries);
+    let _ = std::fs::remove_file(out);
+    let output = mkfs_command(dir, out, size)
+        .output()
+        .map_err(|e| Error::Failed(format!("cannot run mkfs.ext4: {e} (install e2fsprogs)")))?;
+    if !output.status.success() {
+        return Err(Error::Failed(format!(
+            "mkfs.ext4 failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    if !dir.join("tmp").exists() {
+        // The tmpfs mount point, added inside the image (no copy of the site).
+        let output = Command::new("debugfs")
+            .args(["-w", "-R", "mkdir tmp"])
+            .arg(out)
+            .output()
+            .map_err(|e| Error::Failed(format!("cannot run debugfs: {e} (install e2fsprogs)")))?;
+        if !output.status.success() {
+            return Err(Error::Failed(format!(
+                "debugfs mkdir tmp failed ({})",
+                output.status
+            )));
+        }
+    }
+    Ok(size)
+}
+
+/// A fresh path under the target directory's `uk-tmp` folder.
+pub fn temp_path(what: &str) -> PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    crate::target_dir()
+        .join("uk-tmp")
+        .join(format!("{what}-{}-{n}", std::process::id()))
+}
+
+/// An image file deleted on drop (`cargo uk run --site`).
+#[derive(Debug)]
+pub struct TempImage {
+    /// Where it is.
+    pub path: PathBuf,
+}
+
+impl TempImage {
+    /// Builds an ext4 image of `dir` in a temporary file.
+    pub fn from_dir(dir: &Path) -> Result<TempImage, Error> {
+        let path = temp_path("disk").with_extension("img");
+        if let Some(p) = path.parent() {
+            std::fs::create_dir_all(p)
+                .map_err(|e| Error::Failed(format!("{}: {e}", p.display())))?;
+        }
+        let img = TempImage { path };
+        build_image_from_dir(dir, &img.path, ImageFormat::Ext4)?;
+        Ok(img)
+    }
+}
+
+impl Drop for TempImage {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// `len` deterministic pseudo-random bytes (xorshift64* from `seed`), for
+/// test and benchmark files.
+pub fn pseudo_random_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        out.extend_from_slice(&x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_have_headroom() {
+        assert_eq!(image_size_for(0, 0), 8 << 20);
+        let s = image_size_for(16 << 20, 3);
+        assert!(s >= (16 << 20) + (16 << 20) / 8 + (8 << 20));
+        assert_eq!(s % (1 << 20), 0);
+    }
+
+    #[test]
+    fn formats_parse() {
+        assert_eq!("ext4".parse::<ImageFormat>(), Ok(ImageFormat::Ext4));
+        assert!("iso".parse::<ImageFormat>().is_err());
+    }
+
+    #[test]
+    fn mkfs_arguments() {
+        let cmd = mkfs_command(Path::new("/site"), Path::new("/o.img"), 12 << 20);
+        let args: Vec<_> = cmd
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            args,
+            [
+                "-F", "-q", "-L", "uk-root", "-d", "/site", "/o.img", "12288k"
+            ]
+        );
+    }
+}

@@ -1,0 +1,517 @@
+//! Files for applications: the VFS and page cache from `uk-vfs` wired to the
+//! kernel, the read-only ext4 root from the first virtio-blk disk, tmpfs at
+//! `/tmp`, one global descriptor table, and a small POSIX-like API with
+//! errno-style errors ([`open`], [`read`], [`close`], [`mmap_file`], ...).
+//!
+//! # Locks
+//!
+//! uk-vfs takes its locks ([`KernelLocking`]) only around short,
+//! non-blocking critical sections and never across `Inode::read_page` or
+//! `Inode::lookup`, so they are [`IrqMutex`]es: cheap, usable from the page
+//! fault path, and an interrupt can never find one held by its own CPU. The
+//! ext4 instance itself, which blocks on disk I/O, sits behind the sleeping
+//! [`crate::sync::Mutex`].
+//!
+//! # Page cache memory
+//!
+//! Page-cache pages are physical frames ([`KernelFrames`], identity mapped,
+//! so a virtio-blk request can target the frame itself). The capacity is
+//! sized at mount from free memory, the allocator refuses frames when free
+//! memory drops under a reserve (the cache then evicts and reuses its own
+//! pages), and [`reclaim`] is registered with `mm` as the memory-pressure
+//! hook: heap growth and page faults that find no free frame ask the cache
+//! to give pages back before failing.
+
+pub mod ext4;
+
+use alloc::boxed::Box;
+use alloc::collections::BTreeMap;
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::any::Any;
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use uk_core::vma::{Prot, VmaKind};
+use uk_vfs::{
+    FdTable, FileDescription, FileOps, FsRef, Locking, OpenFlags, Page, PageCache, PageFrames,
+    PinnedPage, TmpFs, Vfs,
+};
+
+pub use uk_vfs::{
+    DirEntry, FileKind, OpenFlags as Flags, PAGE_SIZE, PageCacheStats, Stat, VfsError as Errno,
+    Whence,
+};
+
+use crate::mm::{self, PAGE};
+use crate::sync::{BootCell, IrqMutex};
+
+/// Result of the file API: an errno on failure.
+pub type Result<T> = core::result::Result<T, Errno>;
+
+/// Number of vfs critical sections running (at most one per CPU: they run
+/// with interrupts off). [`reclaim`] backs off while one runs on this CPU.
+static VFS_LOCKS_HELD: AtomicUsize = AtomicUsize::new(0);
+
+/// uk-vfs's lock family: [`IrqMutex`].
+pub struct KernelLocking;
+
+impl Locking for KernelLocking {
+    type Mutex<T: Send> = IrqMutex<T>;
+
+    fn new_mutex<T: Send>(value: T) -> IrqMutex<T> {
+        IrqMutex::new(value)
+    }
+
+    fn lock<T: Send, R>(mutex: &IrqMutex<T>, f: impl FnOnce(&mut T) -> R) -> R {
+        let mut g = mutex.lock();
+        VFS_LOCKS_HELD.fetch_add(1, Ordering::Relaxed);
+        let r = f(&mut g);
+        VFS_LOCKS_HELD.fetch_sub(1, Ordering::Relaxed);
+        r
+    }
+}
+
+/// A page-cache page: one physical frame, identity mapped.
+pub struct FramePage {
+    pa: u64,
+}
+
+impl FramePage {
+    /// The frame's physical (= virtual) address.
+    pub fn phys(&self) -> u64 {
+        self.pa
+    }
+}
+
+impl Page for FramePage {
+    fn bytes(&self) -> &[u8; PAGE_SIZE] {
+        // SAFETY: `pa` is a frame from `alloc_dma` owned by this page until
+        // `KernelFrames::free`; RAM is identity mapped, so the address is a
+        // valid, aligned 4 KiB array. Shared access follows `&self`.
+        unsafe { &*(self.pa as *const [u8; PAGE_SIZE]) }
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8; PAGE_SIZE] {
+        // SAFETY: as above; `&mut self` gives exclusive access to the frame
+        // (read-only file mappings of it are only read).
+        unsafe { &mut *(self.pa as *mut [u8; PAGE_SIZE]) }
+    }
+}
+
+/// Frames for the page cache from the kernel's frame allocator.
+pub struct KernelFrames {
+    live: u64,
+    /// Refuse frames when free memory would drop below this.
+    reserve_bytes: u64,
+}
+
+impl PageFrames for KernelFrames {
+    type Page = FramePage;
+
+    fn alloc(&mut self) -> Option<FramePage> {
+        if mm::free_bytes() < self.reserve_bytes + PAGE {
+            return None;
+        }
+        let pa = mm::alloc_dma(1).ok()?;
+        self.live += 1;
+        Some(FramePage { pa })
+    }
+
+    fn free(&mut self, page: FramePage) {
+        mm::free_dma(page.pa, 1);
+        self.live -= 1;
+    }
+}
+
+type Cache = PageCache<KernelLocking, KernelFrames>;
+type KFile = FileDescription<KernelLocking, KernelFrames>;
+
+struct Fs {
+    vfs: Vfs<KernelLocking>,
+    cache: Arc<Cache>,
+    root_kind: &'static str,
+}
+
+static FS: BootCell<Option<Fs>> = BootCell::new(None);
+static FDS: IrqMutex<Option<FdTable>> = IrqMutex::new(None);
+
+fn fs() -> Result<&'static Fs> {
+    // SAFETY: written once by `init` before the application starts, then
+    // only read.
+    unsafe { (*FS.get()).as_ref() }.ok_or(Errno::ENOENT)
+}
+
+fn clock() -> uk_vfs::Timespec {
+    let ns = crate::time::SystemTime::now()
+        .duration_since(crate::time::SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    uk_vfs::Timespec {
+        sec: ns.as_secs() as i64,
+        nsec: ns.subsec_nanos(),
+    }
+}
+
+/// Mounts the root file system and `/tmp`. Called once, in thread context,
+/// before the application's `main`.
+pub(crate) fn init() {
+    crate::drivers::virtio_blk::init();
+    let free = mm::free_bytes();
+    // Keep an eighth of memory (at least 2 MiB) for everything else; the
+    // cache may grow to three quarters of what is free now.
+    let reserve = (free / 8).max(2 << 20);
+    let capacity = ((free.saturating_sub(reserve)) * 3 / 4 / PAGE).max(16) as usize;
+    let cache = Arc::new(PageCache::new(
+        KernelFrames {
+            live: 0,
+            reserve_bytes: reserve,
+        },
+        capacity,
+    ));
+    let (root, root_kind): (FsRef, &'static str) = match crate::drivers::virtio_blk::disk(0) {
+        None => {
+            log::debug!("fs: no disk; / is an empty tmpfs");
+            (
+                Arc::new(TmpFs::<KernelLocking>::with_options(u64::MAX, clock)),
+                "tmpfs",
+            )
+        }
+        Some(disk) => match ext4::Ext4Fs::mount(disk) {
+            Ok(fs) => {
+                log::info!("fs: / is ext4 (read-only) on {}", disk.location());
+                (fs, "ext4")
+            }
+            Err(e) => {
+                crate::println!("uk: fs: cannot mount root from {}: {e}", disk.location());
+                (
+                    Arc::new(TmpFs::<KernelLocking>::with_options(u64::MAX, clock)),
+                    "tmpfs",
+                )
+            }
+        },
+    };
+    let vfs = Vfs::new(root, 4096);
+    if root_kind == "tmpfs" {
+        let _ = vfs.mkdir("/", "/tmp", 0o1777);
+    }
+    let tmp: FsRef = Arc::new(TmpFs::<KernelLocking>::with_options(u64::MAX, clock));
+    match vfs.mount("/tmp", tmp) {
+        Ok(_) => log::debug!("fs: tmpfs on /tmp"),
+        Err(e) => log::warn!("fs: no tmpfs on /tmp: {e}"),
+    }
+    *FDS.lock() = Some(FdTable::default());
+    // SAFETY: single writer, before the application runs; see `fs()`.
+    unsafe {
+        *FS.get() = Some(Fs {
+            vfs,
+            cache,
+            root_kind,
+        })
+    };
+    mm::set_reclaim_hook(reclaim);
+}
+
+/// Memory-pressure hook: evicts up to `pages` unpinned page-cache pages and
+/// returns how many frames went back. Does nothing when called from inside
+/// a vfs critical section (an allocation made under a vfs lock).
+pub fn reclaim(pages: u64) -> u64 {
+    if VFS_LOCKS_HELD.load(Ordering::Relaxed) > 0 {
+        return 0;
+    }
+    match fs() {
+        Ok(f) => f.cache.evict(pages as usize) as u64,
+        Err(_) => 0,
+    }
+}
+
+/// What `/` is: `"ext4"`, or `"tmpfs"` when no disk could be mounted.
+pub fn root_kind() -> &'static str {
+    fs().map(|f| f.root_kind).unwrap_or("none")
+}
+
+/// Page-cache counters (hits, misses, pages read ahead, evictions, ...).
+pub fn cache_stats() -> PageCacheStats {
+    fs().map(|f| f.cache.stats()).unwrap_or_default()
+}
+
+/// Drops every unpinned page from the page cache (for cold-cache
+/// measurements); returns the number of pages dropped.
+pub fn drop_caches() -> usize {
+    fs().map(|f| f.cache.evict(usize::MAX)).unwrap_or(0)
+}
+
+/// Bytes ext4 copied into page-cache frames (see [`ext4`]'s data path).
+pub fn copied_bytes() -> u64 {
+    ext4::COPIED_BYTES.load(Ordering::Relaxed)
+}
+
+fn get(fd: i32) -> Result<Arc<dyn FileOps>> {
+    FDS.lock().as_ref().ok_or(Errno::EBADF)?.get(fd)
+}
+
+/// Installs any open object (a socket, later) in the descriptor table.
+pub fn install(file: Arc<dyn FileOps>) -> Result<i32> {
+    FDS.lock().as_mut().ok_or(Errno::EMFILE)?.insert(file)
+}
+
+/// The open object behind `fd`.
+pub fn file_ops(fd: i32) -> Result<Arc<dyn FileOps>> {
+    get(fd)
+}
+
+/// Opens `path` (absolute, or relative to `/`) with `flags`, creating it
+/// with `perm` under `O_CREAT`.
+pub fn open(path: &str, flags: OpenFlags, perm: u32) -> Result<i32> {
+    let f = fs()?;
+    let file = f.vfs.open("/", path, flags, perm, &f.cache)?;
+    install(file)
+}
+
+/// Reads at the file offset.
+pub fn read(fd: i32, buf: &mut [u8]) -> Result<usize> {
+    get(fd)?.read(buf)
+}
+
+/// Reads at `offset` without moving the file offset.
+pub fn pread(fd: i32, buf: &mut [u8], offset: u64) -> Result<usize> {
+    get(fd)?.pread(buf, offset)
+}
+
+/// Writes at the file offset.
+pub fn write(fd: i32, buf: &[u8]) -> Result<usize> {
+    get(fd)?.write(buf)
+}
+
+/// Repositions the file offset.
+pub fn lseek(fd: i32, offset: i64, whence: Whence) -> Result<u64> {
+    get(fd)?.lseek(offset, whence)
+}
+
+/// Metadata of an open file.
+pub fn fstat(fd: i32) -> Result<Stat> {
+    get(fd)?.fstat()
+}
+
+/// Metadata of `path` (following symbolic links).
+pub fn stat(path: &str) -> Result<Stat> {
+    fs()?.vfs.stat("/", path, true)
+}
+
+/// Creates a directory.
+pub fn mkdir(path: &str, perm: u32) -> Result<()> {
+    fs()?.vfs.mkdir("/", path, perm).map(drop)
+}
+
+/// Removes a file.
+pub fn unlink(path: &str) -> Result<()> {
+    fs()?.vfs.unlink("/", path)
+}
+
+/// Duplicates `fd` onto the lowest free descriptor.
+pub fn dup(fd: i32) -> Result<i32> {
+    FDS.lock().as_mut().ok_or(Errno::EBADF)?.dup(fd)
+}
+
+/// Closes `fd`.
+pub fn close(fd: i32) -> Result<()> {
+    let file = FDS.lock().as_mut().ok_or(Errno::EBADF)?.close(fd)?;
+    drop(file); // outside the table's lock
+    Ok(())
+}
+
+/// Turns off readahead for `fd` (`POSIX_FADV_RANDOM`), or restores the
+/// default window.
+pub fn set_random_access(fd: i32, random: bool) -> Result<()> {
+    let f = get(fd)?;
+    let any: Arc<dyn Any + Send + Sync> = f;
+    let file = any.downcast::<KFile>().map_err(|_| Errno::EINVAL)?;
+    file.set_readahead_max(if random { 0 } else { uk_vfs::DEFAULT_MAX_PAGES });
+    Ok(())
+}
+
+/// Lists the directory at `path`: (name, kind) pairs without `.` and `..`.
+pub fn read_dir(path: &str) -> Result<Vec<(String, FileKind)>> {
+    let fd = open(path, OpenFlags::O_RDONLY | OpenFlags::O_DIRECTORY, 0)?;
+    let file = get(fd);
+    let mut out = Vec::new();
+    let res = file.and_then(|f| {
+        loop {
+            let mut sink = |e: DirEntry<'_>| {
+                if e.name != "." && e.name != ".." {
+                    out.push((String::from(e.name), e.kind));
+                }
+                true
+            };
+            if f.getdents(&mut sink)? == 0 {
+                break Ok(());
+            }
+        }
+    });
+    let _ = close(fd);
+    res.map(|()| out)
+}
+
+struct Mapping {
+    len: u64,
+    pins: Vec<PinnedPage>,
+}
+
+static MAPPINGS: IrqMutex<BTreeMap<u64, Mapping>> = IrqMutex::new(BTreeMap::new());
+static NEXT_MAP_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Maps `len` bytes of the file behind `fd` from byte `offset` (page
+/// aligned) read-only and shared: the mapping's pages *are* page-cache
+/// frames, pinned while mapped. The pages are read and mapped here, in the
+/// caller's thread (page faults run on an interrupt stack and cannot wait
+/// for the disk), so the mapping never faults. Bytes past the end of the
+/// file read as zero. Undo with [`munmap_file`].
+pub fn mmap_file(fd: i32, len: usize, offset: u64) -> Result<*const u8> {
+    if len == 0 || !offset.is_multiple_of(PAGE) {
+        return Err(Errno::EINVAL);
+    }
+    let any: Arc<dyn Any + Send + Sync> = get(fd)?;
+    let file = any.downcast::<KFile>().map_err(|_| Errno::EINVAL)?;
+    if file.inode().kind() != FileKind::Regular {
+        return Err(Errno::EACCES);
+    }
+    let f = fs()?;
+    let pages = (len as u64).div_ceil(PAGE);
+    let first = offset / PAGE;
+    let mut pins = Vec::with_capacity(pages as usize);
+    let mut frames = Vec::with_capacity(pages as usize);
+    let unpin_all = |pins: Vec<PinnedPage>| {
+        for p in pins {
+            f.cache.unpin(p);
+        }
+    };
+    for i in 0..pages {
+        match f.cache.pin(file.id(), &**file.inode(), first + i) {
+            Ok(p) => {
+                frames.push(f.cache.with_pinned(&p, |page| page.phys()));
+                pins.push(p);
+            }
+            Err(e) => {
+                unpin_all(pins);
+                return Err(e);
+            }
+        }
+    }
+    let id = NEXT_MAP_ID.fetch_add(1, Ordering::Relaxed);
+    let kind = VmaKind::File { file: id, offset };
+    let va = match mm::mmap_kind(pages * PAGE, Prot::READ, kind) {
+        Ok(va) => va,
+        Err(_) => {
+            unpin_all(pins);
+            return Err(Errno::ENOMEM);
+        }
+    };
+    if mm::map_frames(va, &frames, Prot::READ).is_err() {
+        let _ = mm::unmap_keep_frames(va, pages * PAGE);
+        unpin_all(pins);
+        return Err(Errno::ENOMEM);
+    }
+    MAPPINGS.lock().insert(
+        va,
+        Mapping {
+            len: pages * PAGE,
+            pins,
+        },
+    );
+    Ok(va as *const u8)
+}
+
+/// Removes a mapping made by [`mmap_file`] (the whole mapping: `addr` is
+/// what `mmap_file` returned) and unpins its pages.
+pub fn munmap_file(addr: *const u8) -> Result<()> {
+    let va = addr as u64;
+    let m = MAPPINGS.lock().remove(&va).ok_or(Errno::EINVAL)?;
+    let _ = mm::unmap_keep_frames(va, m.len);
+    let f = fs()?;
+    for p in m.pins {
+        f.cache.unpin(p);
+    }
+    Ok(())
+}
+
+/// An open file, closed on drop.
+#[derive(Debug)]
+pub struct File {
+    fd: i32,
+}
+
+impl File {
+    /// Opens `path` read-only.
+    pub fn open(path: &str) -> Result<File> {
+        open(path, OpenFlags::O_RDONLY, 0).map(|fd| File { fd })
+    }
+
+    /// Opens (creating or truncating) `path` for writing.
+    pub fn create(path: &str) -> Result<File> {
+        open(
+            path,
+            OpenFlags::O_RDWR | OpenFlags::O_CREAT | OpenFlags::O_TRUNC,
+            0o644,
+        )
+        .map(|fd| File { fd })
+    }
+
+    /// The descriptor.
+    pub fn fd(&self) -> i32 {
+        self.fd
+    }
+
+    /// Reads some bytes; 0 at end of file.
+    pub fn read(&mut self, buf: &mut [u8]) -> Result<usize> {
+        read(self.fd, buf)
+    }
+
+    /// Reads until `buf` is full or the file ends; returns the bytes read.
+    pub fn read_full(&mut self, buf: &mut [u8]) -> Result<usize> {
+        let mut n = 0;
+        while n < buf.len() {
+            match read(self.fd, &mut buf[n..])? {
+                0 => break,
+                k => n += k,
+            }
+        }
+        Ok(n)
+    }
+
+    /// Reads the rest of the file.
+    pub fn read_to_end(&mut self, out: &mut Vec<u8>) -> Result<usize> {
+        let start = out.len();
+        let mut chunk = Box::new([0u8; 16384]);
+        loop {
+            match read(self.fd, &mut chunk[..])? {
+                0 => return Ok(out.len() - start),
+                n => out.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    /// Reads at `offset`.
+    pub fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<usize> {
+        pread(self.fd, buf, offset)
+    }
+
+    /// Writes some bytes.
+    pub fn write(&mut self, buf: &[u8]) -> Result<usize> {
+        write(self.fd, buf)
+    }
+
+    /// Moves the offset.
+    pub fn seek(&mut self, offset: i64, whence: Whence) -> Result<u64> {
+        lseek(self.fd, offset, whence)
+    }
+
+    /// Metadata.
+    pub fn stat(&self) -> Result<Stat> {
+        fstat(self.fd)
+    }
+}
+
+impl Drop for File {
+    fn drop(&mut self) {
+        let _ = close(self.fd);
+    }
+}
