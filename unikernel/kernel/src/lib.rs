@@ -26,6 +26,7 @@ pub mod drivers;
 mod entry;
 pub mod fs;
 mod heap;
+pub mod io;
 pub mod irq;
 pub mod mm;
 pub mod net;

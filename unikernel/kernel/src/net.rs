@@ -87,6 +87,7 @@ fn poll_locked(net: &mut Net) {
             w.seq.fetch_add(1, Ordering::AcqRel);
             w.wq.wake_all();
         }
+        crate::io::notify_socket(id, net.stack.readiness(id));
     }
     if r.config_changed {
         CONFIG_SEQ.fetch_add(1, Ordering::AcqRel);
@@ -471,5 +472,97 @@ impl Drop for UdpSocket {
     fn drop(&mut self) {
         let _ = with_stack(|s| s.close(self.id));
         forget(self.id);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Socket calls by id, for the descriptor layer (`crate::io`).
+
+pub(crate) fn listen(port: u16, backlog: usize) -> Result<SocketId> {
+    with_stack(|s| s.tcp_listen(port, backlog))
+}
+
+pub(crate) fn accept(id: SocketId, nonblocking: bool) -> Result<(SocketId, SocketAddrV4)> {
+    blocking(id, nonblocking, None, |s| s.tcp_accept(id))
+}
+
+pub(crate) fn connect(addr: SocketAddrV4, nonblocking: bool) -> Result<SocketId> {
+    let id = with_stack(|s| s.tcp_connect(addr, None))?;
+    if !nonblocking {
+        blocking(id, false, None, |st| {
+            let r = st.readiness(id);
+            if r & EPOLLERR != 0 {
+                st.tcp_send(id, &[]).map(|_| ())
+            } else if r & EPOLLOUT != 0 {
+                Ok(())
+            } else {
+                Err(NetError::WouldBlock)
+            }
+        })?;
+    }
+    Ok(id)
+}
+
+pub(crate) fn recv(id: SocketId, buf: &mut [u8], nonblocking: bool) -> Result<usize> {
+    blocking(id, nonblocking, None, |s| s.tcp_recv(id, buf))
+}
+
+pub(crate) fn send(id: SocketId, buf: &[u8], nonblocking: bool) -> Result<usize> {
+    let n = blocking(id, nonblocking, None, |s| s.tcp_send(id, buf))?;
+    crate::io::COPIES.add(&crate::io::COPIES.app_to_socket, n);
+    Ok(n)
+}
+
+pub(crate) fn shutdown_write(id: SocketId) -> Result<()> {
+    with_stack(|s| s.tcp_shutdown_write(id))
+}
+
+pub(crate) fn peer_addr(id: SocketId) -> Result<SocketAddrV4> {
+    with_stack(|s| s.peer_addr(id))
+}
+
+pub(crate) fn close_socket(id: SocketId) {
+    let _ = with_stack(|s| s.close(id));
+    forget(id);
+}
+
+pub(crate) fn readiness(id: SocketId) -> u32 {
+    NET.lock().as_ref().map_or(EPOLLERR | EPOLLHUP, |n| n.stack.readiness(id))
+}
+
+/// Runs `f` with a function giving sockets' readiness, under the stack lock
+/// (epoll re-checks its ready list with it).
+pub(crate) fn with_readiness<R>(f: impl FnOnce(&dyn Fn(SocketId) -> u32) -> R) -> R {
+    let g = NET.lock();
+    match g.as_ref() {
+        Some(n) => f(&|id| n.stack.readiness(id)),
+        None => f(&|_| EPOLLERR | EPOLLHUP),
+    }
+}
+
+/// Runs `f` on the stack for socket `id`, then polls so what it queued goes
+/// out. For `sendfile`, which fills the send buffer in place.
+pub(crate) fn send_with<T>(
+    id: SocketId,
+    f: impl FnOnce(&mut NetStack, SocketId) -> core::result::Result<T, crate::fs::Errno>,
+) -> core::result::Result<T, crate::fs::Errno> {
+    let mut g = NET.lock();
+    let net = g.as_mut().ok_or(crate::fs::Errno::ENOTCONN)?;
+    let r = f(&mut net.stack, id);
+    if net.stack.needs_poll() {
+        poll_locked(net);
+    }
+    r
+}
+
+/// Blocks until socket `id` can take more data (or has failed).
+pub(crate) fn wait_writable(id: SocketId) {
+    let w = waiter(id);
+    loop {
+        let seen = w.seq.load(Ordering::Acquire);
+        if readiness(id) & (EPOLLOUT | EPOLLERR | EPOLLHUP) != 0 {
+            return;
+        }
+        w.wq.wait_until(|| (w.seq.load(Ordering::Acquire) != seen).then_some(()));
     }
 }

@@ -97,8 +97,28 @@ errors! {
     ELOOP = 40, "too many levels of symbolic links";
     /// Value too large for defined data type.
     EOVERFLOW = 75, "value too large for defined data type";
+    /// Socket operation on non-socket.
+    ENOTSOCK = 88, "socket operation on non-socket";
     /// Operation not supported.
     ENOTSUP = 95, "operation not supported";
+    /// Address already in use.
+    EADDRINUSE = 98, "address already in use";
+    /// Cannot assign requested address.
+    EADDRNOTAVAIL = 99, "cannot assign requested address";
+    /// Connection reset by peer.
+    ECONNRESET = 104, "connection reset by peer";
+    /// No buffer space available.
+    ENOBUFS = 105, "no buffer space available";
+    /// Transport endpoint is already connected.
+    EISCONN = 106, "transport endpoint is already connected";
+    /// Transport endpoint is not connected.
+    ENOTCONN = 107, "transport endpoint is not connected";
+    /// Connection timed out.
+    ETIMEDOUT = 110, "connection timed out";
+    /// Connection refused.
+    ECONNREFUSED = 111, "connection refused";
+    /// Operation already in progress.
+    EALREADY = 114, "operation already in progress";
 }
 
 impl VfsError {

@@ -308,6 +308,12 @@ impl<L: Locking, F: PageFrames> FileDescription<L, F> {
         self.pos.with(|p| p.ra.clone())
     }
 
+    /// Runs `f` on the file's readahead state (for reads that bypass
+    /// [`FileOps::read`], such as `sendfile`).
+    pub fn with_readahead<R>(&self, f: impl FnOnce(&mut Readahead) -> R) -> R {
+        self.pos.with(|p| f(&mut p.ra))
+    }
+
     fn flags(&self) -> OpenFlags {
         OpenFlags(self.flags.load(Ordering::Relaxed))
     }

@@ -254,7 +254,11 @@ impl Nic for VirtioNet {
         };
         let buf = self.tx_bufs.buf(slot as usize);
         buf[..hdr].fill(0);
+        // The stack writes the frame (headers and payload) into the device
+        // buffer: the socket → device copy, checksummed on the way.
         f(&mut buf[hdr..hdr + len]);
+        crate::io::COPIES.add(&crate::io::COPIES.socket_to_device, len);
+        crate::io::COPIES.add(&crate::io::COPIES.checksummed, len);
         let frame = &buf[..hdr + len];
         // SAFETY: the slot was free; the device reads it until the token
         // comes back through the used ring (reclaim_tx).

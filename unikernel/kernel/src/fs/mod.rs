@@ -267,14 +267,93 @@ pub fn open(path: &str, flags: OpenFlags, perm: u32) -> Result<i32> {
     install(file)
 }
 
+/// Counts a copy out of the page cache into an application buffer.
+fn count_cache_to_app(file: &Arc<dyn FileOps>, n: usize) {
+    let any: &dyn Any = &**file;
+    if any.is::<KFile>() {
+        crate::io::COPIES.add(&crate::io::COPIES.cache_to_app, n);
+    }
+}
+
 /// Reads at the file offset.
 pub fn read(fd: i32, buf: &mut [u8]) -> Result<usize> {
-    get(fd)?.read(buf)
+    let f = get(fd)?;
+    let n = f.read(buf)?;
+    count_cache_to_app(&f, n);
+    Ok(n)
 }
 
 /// Reads at `offset` without moving the file offset.
 pub fn pread(fd: i32, buf: &mut [u8], offset: u64) -> Result<usize> {
-    get(fd)?.pread(buf, offset)
+    let f = get(fd)?;
+    let n = f.pread(buf, offset)?;
+    count_cache_to_app(&f, n);
+    Ok(n)
+}
+
+fn regular_file(fd: i32) -> Result<Arc<KFile>> {
+    let any: Arc<dyn Any + Send + Sync> = get(fd)?;
+    let file = any.downcast::<KFile>().map_err(|_| Errno::EINVAL)?;
+    if file.inode().kind() != FileKind::Regular {
+        return Err(Errno::EINVAL);
+    }
+    Ok(file)
+}
+
+/// Size in bytes of the regular file behind `fd` (EINVAL for anything else).
+pub(crate) fn regular_size(fd: i32) -> Result<u64> {
+    Ok(regular_file(fd)?.inode().stat()?.size)
+}
+
+/// Brings the pages of `[offset, offset+len)` of the regular file behind
+/// `fd` into the page cache, driving the file's readahead as a sequential
+/// read would. Blocks on the disk; call without other locks held.
+pub(crate) fn prefetch(fd: i32, offset: u64, len: u64) -> Result<()> {
+    let file = regular_file(fd)?;
+    let f = fs()?;
+    let size = file.inode().stat()?.size;
+    let end = size.min(offset.saturating_add(len));
+    if offset >= end {
+        return Ok(());
+    }
+    let first = offset / PAGE;
+    let last = (end - 1) / PAGE;
+    let window = file.with_readahead(|ra| ra.on_access(first, last - first + 1, size.div_ceil(PAGE)));
+    if let Some(window) = window {
+        f.cache.readahead(file.id(), &**file.inode(), window, 0..0);
+    }
+    f.cache.readahead(file.id(), &**file.inode(), first..last + 1, 0..0);
+    Ok(())
+}
+
+/// Offers `f` the file's bytes from `offset` straight out of page-cache
+/// pages, one page-sized slice at a time, up to `len` bytes, for as long as
+/// `f` takes everything it is offered. Returns the bytes taken. A page that
+/// was evicted since [`prefetch`] is read again (blocking).
+pub(crate) fn with_cached_bytes(
+    fd: i32,
+    offset: u64,
+    len: u64,
+    f: &mut dyn FnMut(&[u8]) -> usize,
+) -> Result<u64> {
+    let file = regular_file(fd)?;
+    let fsys = fs()?;
+    let size = file.inode().stat()?.size;
+    let end = size.min(offset.saturating_add(len));
+    let mut pos = offset;
+    while pos < end {
+        let index = pos / PAGE;
+        let in_page = (pos % PAGE) as usize;
+        let n = (PAGE as usize - in_page).min((end - pos) as usize);
+        let took = fsys
+            .cache
+            .with_page(file.id(), &**file.inode(), index, |bytes| f(&bytes[in_page..in_page + n]))?;
+        pos += took as u64;
+        if took < n {
+            break;
+        }
+    }
+    Ok(pos - offset)
 }
 
 /// Writes at the file offset.

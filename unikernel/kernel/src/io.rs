@@ -1,0 +1,727 @@
+//! File-descriptor I/O beyond regular files: sockets as files, epoll,
+//! eventfd, `poll`, `sendfile`, and the accounting of bytes the CPU copies.
+//!
+//! Everything is a file: sockets, epoll instances and eventfds live in the
+//! same descriptor table as regular files (`crate::fs`), so `read`, `write`,
+//! `close` and `fstat` work on all of them.
+//!
+//! Readiness is pushed, never scanned (the contract in `uk_readiness`): a
+//! source (a socket, an eventfd) that gains an event looks up the epoll
+//! instances observing it and calls `notify`; `epoll_wait` then walks only
+//! the ready list and re-checks each entry's current state, so its cost
+//! follows the number of ready descriptors, not the number registered. The
+//! network stack reports the sockets whose state may have changed after
+//! every poll (`net::poll_locked` → [`notify_socket`]); an eventfd notifies
+//! on every write that makes it readable and every read that makes it
+//! writable.
+
+use alloc::collections::BTreeMap;
+use alloc::sync::{Arc, Weak};
+use alloc::vec::Vec;
+use core::any::Any;
+use core::net::SocketAddrV4;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use uk_net::SocketId;
+use uk_readiness::{EpollInstance, Events, SourceState};
+use uk_vfs::{FileKind, FileOps, OpenFlags, PollEvents, Stat};
+
+use crate::fs::{self, Errno};
+use crate::net;
+use crate::sync::{IrqMutex, WaitQueue};
+use crate::time;
+
+pub use uk_readiness::{
+    EPOLL_CTL_ADD, EPOLL_CTL_DEL, EPOLL_CTL_MOD, EPOLLERR, EPOLLET, EPOLLHUP, EPOLLIN, EPOLLONESHOT,
+    EPOLLOUT, EPOLLPRI, EPOLLRDHUP,
+};
+use uk_readiness::Observer;
+
+/// One event of [`epoll_wait`] / interest of [`epoll_ctl`], as in Linux.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EpollEvent {
+    /// `EPOLLIN | EPOLLOUT | ...` (and `EPOLLET`, `EPOLLONESHOT` for ctl).
+    pub events: u32,
+    /// Returned unchanged with the events (usually the fd or a token).
+    pub data: u64,
+}
+
+/// Result with an errno.
+pub type Result<T> = core::result::Result<T, Errno>;
+
+/// `accept4`/`eventfd` flag: the new descriptor is non-blocking.
+pub const O_NONBLOCK: u32 = 0o4000;
+/// `eventfd` flag: reads take 1 instead of the whole counter.
+pub const EFD_SEMAPHORE: u32 = 1;
+
+fn errno_of(e: uk_net::NetError) -> Errno {
+    Errno::from_errno(e.errno()).unwrap_or(Errno::EIO)
+}
+
+// ---------------------------------------------------------------------------
+// Copy accounting
+
+/// Bytes the CPU copied at each stage of the data paths.
+pub struct CopyCounters {
+    /// Page cache → application buffer (`read` of a file).
+    pub cache_to_app: AtomicU64,
+    /// Application buffer → socket buffer (`write`/`send` to a socket).
+    pub app_to_socket: AtomicU64,
+    /// Page cache → socket buffer (`sendfile`).
+    pub cache_to_socket: AtomicU64,
+    /// Socket buffer → device buffer (the stack building frames).
+    pub socket_to_device: AtomicU64,
+    /// Bytes covered by software checksums (transmit and receive).
+    pub checksummed: AtomicU64,
+}
+
+/// The global copy counters.
+pub static COPIES: CopyCounters = CopyCounters {
+    cache_to_app: AtomicU64::new(0),
+    app_to_socket: AtomicU64::new(0),
+    cache_to_socket: AtomicU64::new(0),
+    socket_to_device: AtomicU64::new(0),
+    checksummed: AtomicU64::new(0),
+};
+
+impl CopyCounters {
+    /// Adds `n` bytes to counter `c`.
+    pub fn add(&self, c: &AtomicU64, n: usize) {
+        c.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// A snapshot.
+    pub fn snapshot(&self) -> CopyStats {
+        let l = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        CopyStats {
+            cache_to_app: l(&self.cache_to_app),
+            app_to_socket: l(&self.app_to_socket),
+            cache_to_socket: l(&self.cache_to_socket),
+            socket_to_device: l(&self.socket_to_device),
+            checksummed: l(&self.checksummed),
+        }
+    }
+}
+
+/// A snapshot of [`CopyCounters`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CopyStats {
+    /// Page cache → application buffer.
+    pub cache_to_app: u64,
+    /// Application buffer → socket buffer.
+    pub app_to_socket: u64,
+    /// Page cache → socket buffer.
+    pub cache_to_socket: u64,
+    /// Socket buffer → device buffer.
+    pub socket_to_device: u64,
+    /// Bytes checksummed in software.
+    pub checksummed: u64,
+}
+
+impl CopyStats {
+    /// Payload copies above the device (what the data path chooses).
+    pub fn path_copies(&self) -> u64 {
+        self.cache_to_app + self.app_to_socket + self.cache_to_socket
+    }
+
+    /// Every copy, the device stage included.
+    pub fn total(&self) -> u64 {
+        self.path_copies() + self.socket_to_device
+    }
+
+    /// The difference `self - earlier`.
+    pub fn since(&self, earlier: &CopyStats) -> CopyStats {
+        CopyStats {
+            cache_to_app: self.cache_to_app - earlier.cache_to_app,
+            app_to_socket: self.app_to_socket - earlier.app_to_socket,
+            cache_to_socket: self.cache_to_socket - earlier.cache_to_socket,
+            socket_to_device: self.socket_to_device - earlier.socket_to_device,
+            checksummed: self.checksummed - earlier.checksummed,
+        }
+    }
+}
+
+impl core::fmt::Display for CopyStats {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "cache_to_app={} app_to_socket={} cache_to_socket={} socket_to_device={} checksummed={}",
+            self.cache_to_app, self.app_to_socket, self.cache_to_socket, self.socket_to_device, self.checksummed
+        )
+    }
+}
+
+/// The copy counters now.
+pub fn copy_stats() -> CopyStats {
+    COPIES.snapshot()
+}
+
+// ---------------------------------------------------------------------------
+// Readiness sources and their observers
+
+const KIND_SOCKET: u64 = 1 << 56;
+const KIND_EVENTFD: u64 = 2 << 56;
+const KIND_EPOLL: u64 = 3 << 56;
+const KIND_MASK: u64 = 0xff << 56;
+
+/// Observers of each source, by source key.
+static SOURCES: IrqMutex<BTreeMap<u64, SourceState>> = IrqMutex::new(BTreeMap::new());
+/// Live epoll instances, by id.
+static INSTANCES: IrqMutex<BTreeMap<u64, Weak<EpollFile>>> = IrqMutex::new(BTreeMap::new());
+/// Live eventfds, by key.
+static EVENTFDS: IrqMutex<BTreeMap<u64, Weak<EventFd>>> = IrqMutex::new(BTreeMap::new());
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+fn socket_key(id: SocketId) -> u64 {
+    KIND_SOCKET | id.as_u32() as u64
+}
+
+/// Delivers `events` of source `key` to every epoll instance watching it.
+fn notify(key: u64, events: u32) {
+    let observers: Vec<_> = match SOURCES.lock().get(&key) {
+        Some(s) => s.observers().to_vec(),
+        None => return,
+    };
+    for o in observers {
+        let inst = INSTANCES.lock().get(&o.instance).and_then(Weak::upgrade);
+        if let Some(ep) = inst {
+            let queued = ep.inner.lock().notify(o.key, o.fd, Events(events));
+            if queued {
+                ep.seq.fetch_add(1, Ordering::AcqRel);
+                ep.wq.wake_all();
+            }
+        }
+    }
+}
+
+/// Called by the network layer for each socket whose readiness may have
+/// changed, with its current readiness.
+pub(crate) fn notify_socket(id: SocketId, events: u32) {
+    notify(socket_key(id), events);
+}
+
+fn forget_source(key: u64) {
+    SOURCES.lock().remove(&key);
+}
+
+// ---------------------------------------------------------------------------
+// Sockets as files
+
+/// A TCP or UDP socket in the descriptor table.
+pub struct SocketFile {
+    id: SocketId,
+    listener: bool,
+    nonblocking: AtomicBool,
+}
+
+impl SocketFile {
+    fn new(id: SocketId, listener: bool, nonblocking: bool) -> SocketFile {
+        SocketFile { id, listener, nonblocking: AtomicBool::new(nonblocking) }
+    }
+
+    fn nb(&self) -> bool {
+        self.nonblocking.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        net::close_socket(self.id);
+        forget_source(socket_key(self.id));
+    }
+}
+
+impl FileOps for SocketFile {
+    fn read(&self, buf: &mut [u8]) -> uk_vfs::Result<usize> {
+        if self.listener {
+            return Err(Errno::EINVAL);
+        }
+        net::recv(self.id, buf, self.nb()).map_err(errno_of)
+    }
+
+    fn write(&self, buf: &[u8]) -> uk_vfs::Result<usize> {
+        if self.listener {
+            return Err(Errno::EINVAL);
+        }
+        net::send(self.id, buf, self.nb()).map_err(errno_of)
+    }
+
+    fn lseek(&self, _offset: i64, _whence: uk_vfs::Whence) -> uk_vfs::Result<u64> {
+        Err(Errno::ESPIPE)
+    }
+
+    fn fstat(&self) -> uk_vfs::Result<Stat> {
+        Ok(Stat::new(0, FileKind::Socket, 0))
+    }
+
+    fn poll(&self) -> PollEvents {
+        PollEvents(net::readiness(self.id))
+    }
+
+    fn status_flags(&self) -> OpenFlags {
+        if self.nb() { OpenFlags::O_RDWR | OpenFlags::O_NONBLOCK } else { OpenFlags::O_RDWR }
+    }
+
+    fn set_status_flags(&self, flags: OpenFlags) -> uk_vfs::Result<()> {
+        self.nonblocking.store(flags.contains(OpenFlags::O_NONBLOCK), Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+fn socket_file(fd: i32) -> Result<Arc<SocketFile>> {
+    let any: Arc<dyn Any + Send + Sync> = fs::file_ops(fd)?;
+    any.downcast::<SocketFile>().map_err(|_| Errno::ENOTSOCK)
+}
+
+/// Opens a listening TCP socket on `port` (backlog 0 = 511). `flags` may hold
+/// [`O_NONBLOCK`].
+pub fn tcp_listen(port: u16, backlog: usize, flags: u32) -> Result<i32> {
+    let backlog = if backlog == 0 { 511 } else { backlog };
+    let id = net::listen(port, backlog).map_err(errno_of)?;
+    fs::install(Arc::new(SocketFile::new(id, true, flags & O_NONBLOCK != 0)))
+}
+
+/// Accepts a connection; the new descriptor is non-blocking if `flags` holds
+/// [`O_NONBLOCK`] (`accept4`). A non-blocking listener gives `EAGAIN` when
+/// no connection is pending.
+pub fn accept4(fd: i32, flags: u32) -> Result<(i32, SocketAddrV4)> {
+    let l = socket_file(fd)?;
+    if !l.listener {
+        return Err(Errno::EINVAL);
+    }
+    let (id, peer) = net::accept(l.id, l.nb()).map_err(errno_of)?;
+    let nfd = fs::install(Arc::new(SocketFile::new(id, false, flags & O_NONBLOCK != 0)))?;
+    Ok((nfd, peer))
+}
+
+/// Connects a new TCP socket to `addr` (blocking until the handshake ends).
+pub fn tcp_connect(addr: SocketAddrV4, flags: u32) -> Result<i32> {
+    let id = net::connect(addr, flags & O_NONBLOCK != 0).map_err(errno_of)?;
+    fs::install(Arc::new(SocketFile::new(id, false, flags & O_NONBLOCK != 0)))
+}
+
+/// Closes the sending side of a connected socket (FIN after queued data).
+pub fn shutdown_write(fd: i32) -> Result<()> {
+    net::shutdown_write(socket_file(fd)?.id).map_err(errno_of)
+}
+
+/// Sets or clears `O_NONBLOCK` on any descriptor.
+pub fn set_nonblocking(fd: i32, on: bool) -> Result<()> {
+    let f = fs::file_ops(fd)?;
+    let flags = f.status_flags();
+    let flags = if on { flags | OpenFlags::O_NONBLOCK } else { flags.without(OpenFlags::O_NONBLOCK) };
+    f.set_status_flags(flags)
+}
+
+/// The peer of a connected socket.
+pub fn peer_addr(fd: i32) -> Result<SocketAddrV4> {
+    net::peer_addr(socket_file(fd)?.id).map_err(errno_of)
+}
+
+// ---------------------------------------------------------------------------
+// eventfd
+
+/// A counter that threads use to wake each other through epoll.
+pub struct EventFd {
+    key: u64,
+    count: IrqMutex<u64>,
+    semaphore: bool,
+    nonblocking: AtomicBool,
+    wq: WaitQueue,
+}
+
+impl EventFd {
+    fn readiness(&self) -> u32 {
+        let c = *self.count.lock();
+        let mut r = 0;
+        if c > 0 {
+            r |= EPOLLIN;
+        }
+        if c < u64::MAX - 1 {
+            r |= EPOLLOUT;
+        }
+        r
+    }
+}
+
+impl Drop for EventFd {
+    fn drop(&mut self) {
+        EVENTFDS.lock().remove(&self.key);
+        forget_source(self.key);
+    }
+}
+
+impl FileOps for EventFd {
+    fn read(&self, buf: &mut [u8]) -> uk_vfs::Result<usize> {
+        if buf.len() < 8 {
+            return Err(Errno::EINVAL);
+        }
+        let take = || {
+            let mut c = self.count.lock();
+            if *c == 0 {
+                return None;
+            }
+            let v = if self.semaphore { 1 } else { *c };
+            *c -= v;
+            Some(v)
+        };
+        let v = if self.nonblocking.load(Ordering::Relaxed) {
+            take().ok_or(Errno::EAGAIN)?
+        } else {
+            self.wq.wait_until(take)
+        };
+        buf[..8].copy_from_slice(&v.to_ne_bytes());
+        self.wq.wake_all();
+        notify(self.key, self.readiness());
+        Ok(8)
+    }
+
+    fn write(&self, buf: &[u8]) -> uk_vfs::Result<usize> {
+        if buf.len() < 8 {
+            return Err(Errno::EINVAL);
+        }
+        let add = u64::from_ne_bytes(buf[..8].try_into().expect("8 bytes"));
+        if add == u64::MAX {
+            return Err(Errno::EINVAL);
+        }
+        let put = || {
+            let mut c = self.count.lock();
+            if u64::MAX - 1 - *c < add {
+                return None;
+            }
+            *c += add;
+            Some(())
+        };
+        if self.nonblocking.load(Ordering::Relaxed) {
+            put().ok_or(Errno::EAGAIN)?;
+        } else {
+            self.wq.wait_until(put);
+        }
+        self.wq.wake_all();
+        notify(self.key, self.readiness());
+        Ok(8)
+    }
+
+    fn lseek(&self, _offset: i64, _whence: uk_vfs::Whence) -> uk_vfs::Result<u64> {
+        Err(Errno::ESPIPE)
+    }
+
+    fn poll(&self) -> PollEvents {
+        PollEvents(self.readiness())
+    }
+
+    fn status_flags(&self) -> OpenFlags {
+        if self.nonblocking.load(Ordering::Relaxed) { OpenFlags::O_RDWR | OpenFlags::O_NONBLOCK } else { OpenFlags::O_RDWR }
+    }
+
+    fn set_status_flags(&self, flags: OpenFlags) -> uk_vfs::Result<()> {
+        self.nonblocking.store(flags.contains(OpenFlags::O_NONBLOCK), Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// Creates an eventfd with counter `init`; `flags`: [`O_NONBLOCK`], [`EFD_SEMAPHORE`].
+pub fn eventfd(init: u64, flags: u32) -> Result<i32> {
+    let key = KIND_EVENTFD | NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    let e = Arc::new(EventFd {
+        key,
+        count: IrqMutex::new(init),
+        semaphore: flags & EFD_SEMAPHORE != 0,
+        nonblocking: AtomicBool::new(flags & O_NONBLOCK != 0),
+        wq: WaitQueue::new(),
+    });
+    EVENTFDS.lock().insert(key, Arc::downgrade(&e));
+    fs::install(e)
+}
+
+// ---------------------------------------------------------------------------
+// epoll
+
+/// An epoll instance in the descriptor table.
+pub struct EpollFile {
+    id: u64,
+    inner: IrqMutex<EpollInstance>,
+    wq: WaitQueue,
+    /// Bumped whenever an entry becomes ready, so a waiter cannot miss it.
+    seq: AtomicU64,
+    /// The sources this instance observes (to detach on close).
+    watched: IrqMutex<Vec<(u64, i32)>>,
+}
+
+impl Drop for EpollFile {
+    fn drop(&mut self) {
+        INSTANCES.lock().remove(&self.id);
+        let watched = core::mem::take(&mut *self.watched.lock());
+        let mut sources = SOURCES.lock();
+        for (key, fd) in watched {
+            if let Some(s) = sources.get_mut(&key) {
+                s.remove_observer(&Observer { instance: self.id, key, fd });
+            }
+        }
+    }
+}
+
+impl FileOps for EpollFile {
+    fn lseek(&self, _offset: i64, _whence: uk_vfs::Whence) -> uk_vfs::Result<u64> {
+        Err(Errno::ESPIPE)
+    }
+
+    fn poll(&self) -> PollEvents {
+        if self.inner.lock().is_ready() { PollEvents(EPOLLIN) } else { PollEvents::NONE }
+    }
+}
+
+/// Creates an epoll instance.
+pub fn epoll_create() -> Result<i32> {
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    let ep = Arc::new(EpollFile {
+        id,
+        inner: IrqMutex::new(EpollInstance::new()),
+        wq: WaitQueue::new(),
+        seq: AtomicU64::new(0),
+        watched: IrqMutex::new(Vec::new()),
+    });
+    INSTANCES.lock().insert(id, Arc::downgrade(&ep));
+    fs::install(ep)
+}
+
+fn epoll_file(fd: i32) -> Result<Arc<EpollFile>> {
+    let any: Arc<dyn Any + Send + Sync> = fs::file_ops(fd)?;
+    any.downcast::<EpollFile>().map_err(|_| Errno::EINVAL)
+}
+
+/// The readiness key of the object behind `fd`, or EPERM for objects epoll
+/// cannot watch (regular files and directories, as on Linux).
+fn source_key(fd: i32) -> Result<u64> {
+    let f = fs::file_ops(fd)?;
+    let any: &dyn Any = &*f;
+    if let Some(s) = any.downcast_ref::<SocketFile>() {
+        Ok(socket_key(s.id))
+    } else if let Some(e) = any.downcast_ref::<EventFd>() {
+        Ok(e.key)
+    } else if let Some(e) = any.downcast_ref::<EpollFile>() {
+        Ok(KIND_EPOLL | e.id)
+    } else {
+        Err(Errno::EPERM)
+    }
+}
+
+/// Current readiness of source `key` (sockets read `stack`'s state).
+fn readiness_of(key: u64, socket: &dyn Fn(SocketId) -> u32) -> u32 {
+    match key & KIND_MASK {
+        KIND_SOCKET => socket(SocketId::from_u32(key as u32)),
+        KIND_EVENTFD => EVENTFDS.lock().get(&key).and_then(Weak::upgrade).map_or(EPOLLHUP, |e| e.readiness()),
+        KIND_EPOLL => {
+            let id = key & !KIND_MASK;
+            let ep = INSTANCES.lock().get(&id).and_then(Weak::upgrade);
+            ep.map_or(EPOLLHUP, |e| if e.inner.lock().is_ready() { EPOLLIN } else { 0 })
+        }
+        _ => 0,
+    }
+}
+
+/// `epoll_ctl`: ADD, MOD or DEL interest in `fd` with `events` and `data`.
+pub fn epoll_ctl(epfd: i32, op: i32, fd: i32, event: EpollEvent) -> Result<()> {
+    let ep = epoll_file(epfd)?;
+    if fd == epfd {
+        return Err(Errno::EINVAL);
+    }
+    let key = source_key(fd)?;
+    if key == KIND_EPOLL | ep.id {
+        return Err(Errno::EINVAL);
+    }
+    let ctl_err = |e: uk_readiness::EpollError| Errno::from_errno(e.errno()).unwrap_or(Errno::EINVAL);
+    match op {
+        EPOLL_CTL_ADD => {
+            // Attach first, then sample: no event can fall in between.
+            SOURCES.lock().entry(key).or_insert_with(|| SourceState::new(Events::NONE)).add_observer(Observer { instance: ep.id, key, fd });
+            let current = net::with_readiness(|sock| readiness_of(key, sock));
+            let r = ep.inner.lock().ctl_add(key, fd, Events(event.events), event.data, Events(current));
+            match r {
+                Ok(()) => {
+                    ep.watched.lock().push((key, fd));
+                    if ep.inner.lock().is_ready() {
+                        ep.seq.fetch_add(1, Ordering::AcqRel);
+                        ep.wq.wake_all();
+                    }
+                    Ok(())
+                }
+                Err(e) => {
+                    if e != uk_readiness::EpollError::Exists
+                        && let Some(s) = SOURCES.lock().get_mut(&key)
+                    {
+                        s.remove_observer(&Observer { instance: ep.id, key, fd });
+                    }
+                    Err(ctl_err(e))
+                }
+            }
+        }
+        EPOLL_CTL_MOD => {
+            let current = net::with_readiness(|sock| readiness_of(key, sock));
+            ep.inner.lock().ctl_mod(key, fd, Events(event.events), event.data, Events(current)).map_err(ctl_err)?;
+            if ep.inner.lock().is_ready() {
+                ep.seq.fetch_add(1, Ordering::AcqRel);
+                ep.wq.wake_all();
+            }
+            Ok(())
+        }
+        EPOLL_CTL_DEL => {
+            ep.inner.lock().ctl_del(key, fd).map_err(ctl_err)?;
+            if let Some(s) = SOURCES.lock().get_mut(&key) {
+                s.remove_observer(&Observer { instance: ep.id, key, fd });
+            }
+            ep.watched.lock().retain(|w| *w != (key, fd));
+            Ok(())
+        }
+        _ => Err(Errno::EINVAL),
+    }
+}
+
+/// `epoll_wait`: fills `out` with ready events; `timeout_ms` < 0 waits
+/// forever, 0 returns at once. Returns how many were filled.
+pub fn epoll_wait(epfd: i32, out: &mut [EpollEvent], timeout_ms: i32) -> Result<usize> {
+    if out.is_empty() {
+        return Err(Errno::EINVAL);
+    }
+    let ep = epoll_file(epfd)?;
+    let deadline = (timeout_ms > 0).then(|| time::since_boot_ns() + timeout_ms as u64 * 1_000_000);
+    let mut ready = Vec::with_capacity(out.len().min(64));
+    loop {
+        let seen = ep.seq.load(Ordering::Acquire);
+        ready.clear();
+        let n = net::with_readiness(|sock| {
+            ep.inner.lock().wait(out.len(), &mut ready, |key, _fd| Events(readiness_of(key, sock)))
+        });
+        if n > 0 {
+            for (o, r) in out.iter_mut().zip(&ready[..n]) {
+                *o = EpollEvent { events: r.events.0, data: r.data };
+            }
+            return Ok(n);
+        }
+        if timeout_ms == 0 {
+            return Ok(0);
+        }
+        let moved = || (ep.seq.load(Ordering::Acquire) != seen).then_some(());
+        match deadline {
+            None => ep.wq.wait_until(moved),
+            Some(d) => {
+                if ep.wq.wait_until_deadline(moved, d).is_none() {
+                    return Ok(0);
+                }
+            }
+        }
+    }
+}
+
+/// One entry of [`poll`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PollFd {
+    /// The descriptor (negative: ignored).
+    pub fd: i32,
+    /// Requested events.
+    pub events: u32,
+    /// Returned events.
+    pub revents: u32,
+}
+
+/// POSIX `poll`: waits until one of `fds` has a requested event (ERR and
+/// HUP always count), or `timeout_ms` passes. Returns the number of entries
+/// with events. Built on a temporary epoll instance.
+pub fn poll(fds: &mut [PollFd], timeout_ms: i32) -> Result<usize> {
+    let ep = epoll_create()?;
+    let result = (|| {
+        let mut watched = 0;
+        for (i, p) in fds.iter_mut().enumerate() {
+            p.revents = 0;
+            if p.fd < 0 {
+                continue;
+            }
+            match epoll_ctl(ep, EPOLL_CTL_ADD, p.fd, EpollEvent { events: p.events, data: i as u64 }) {
+                Ok(()) => watched += 1,
+                // Regular files are always ready.
+                Err(Errno::EPERM) => p.revents = p.events & (EPOLLIN | EPOLLOUT),
+                Err(Errno::EBADF) => p.revents = 0x20, // POLLNVAL
+                Err(e) => return Err(e),
+            }
+        }
+        let immediate = fds.iter().filter(|p| p.revents != 0).count();
+        if immediate > 0 || watched == 0 {
+            return Ok(immediate);
+        }
+        let mut evs = alloc::vec![EpollEvent::default(); fds.len()];
+        let n = epoll_wait(ep, &mut evs, timeout_ms)?;
+        for e in &evs[..n] {
+            fds[e.data as usize].revents = e.events;
+        }
+        Ok(n)
+    })();
+    let _ = fs::close(ep);
+    result
+}
+
+// ---------------------------------------------------------------------------
+// sendfile
+
+/// Sends up to `count` bytes of the regular file `in_fd`, from `*offset`
+/// (advanced by what was sent), to the socket `out_fd`, copying straight
+/// from page-cache pages into the socket's send buffer: the payload never
+/// passes through an application buffer. Like Linux: a blocking socket sends
+/// everything (or fails); a non-blocking one returns what fit, or EAGAIN if
+/// nothing did. Returns the bytes sent (0 at end of file).
+pub fn sendfile(out_fd: i32, in_fd: i32, offset: &mut u64, count: usize) -> Result<usize> {
+    const CHUNK: u64 = 64 * 1024;
+    let sock = socket_file(out_fd)?;
+    if sock.listener {
+        return Err(Errno::EINVAL);
+    }
+    let size = fs::regular_size(in_fd)?;
+    let end = size.min(offset.saturating_add(count as u64));
+    let start = *offset;
+    while *offset < end {
+        let chunk = CHUNK.min(end - *offset);
+        // Disk reads (and readahead) happen here, outside the network lock.
+        fs::prefetch(in_fd, *offset, chunk)?;
+        let sent = net::send_with(sock.id, |stack, id| {
+            let mut total = 0u64;
+            let r = fs::with_cached_bytes(in_fd, *offset, chunk, &mut |bytes| {
+                let n = stack
+                    .tcp_send_with(id, bytes.len(), |buf| {
+                        let n = buf.len().min(bytes.len());
+                        buf[..n].copy_from_slice(&bytes[..n]);
+                        n
+                    })
+                    .unwrap_or(0);
+                total += n as u64;
+                n
+            });
+            match r {
+                Err(e) if total == 0 => Err(e),
+                _ if total == 0 => match stack.readiness(id) {
+                    r if r & (EPOLLERR | EPOLLHUP) != 0 => Err(Errno::EPIPE),
+                    _ => Err(Errno::EAGAIN),
+                },
+                _ => Ok(total),
+            }
+        });
+        match sent {
+            Ok(n) => {
+                COPIES.add(&COPIES.cache_to_socket, n as usize);
+                *offset += n;
+            }
+            Err(Errno::EAGAIN) if sock.nb() => {
+                if *offset > start {
+                    break;
+                }
+                return Err(Errno::EAGAIN);
+            }
+            Err(Errno::EAGAIN) => net::wait_writable(sock.id),
+            Err(e) => {
+                if *offset > start {
+                    break;
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok((*offset - start) as usize)
+}
