@@ -252,6 +252,10 @@ struct Entry {
     /// Scheduled deadline in `timers`.
     poll_at: Option<u64>,
     dirty: bool,
+    /// Bumped whenever a frame is delivered to this socket (or, for a
+    /// listener, to one of its not yet accepted connections): lets the
+    /// epoll layer tell a new arrival from an unrelated state change.
+    rx_gen: u64,
 }
 
 /// The network stack: interface, socket table and non-blocking socket API.
@@ -739,6 +743,7 @@ impl NetStack {
     }
 
     fn feed_socket<N: Nic>(&mut self, nic: &mut N, id: SocketId, frame: &[u8], now: Instant) {
+        self.bump_rx_gen(id);
         let Some(mut set) = self.take_set(id) else {
             return;
         };
@@ -795,6 +800,7 @@ impl NetStack {
             }),
             poll_at: None,
             dirty: false,
+            rx_gen: 0,
         });
         self.tcp_conns.insert(key, id);
         if let Ok(Entry {
@@ -1051,6 +1057,7 @@ impl NetStack {
             }),
             poll_at: None,
             dirty: false,
+            rx_gen: 0,
         });
         self.tcp_listeners.insert(port, id);
         self.arm(id);
@@ -1190,6 +1197,7 @@ impl NetStack {
             }),
             poll_at: None,
             dirty: false,
+            rx_gen: 0,
         });
         self.tcp_conns.insert(key, id);
         self.mark_dirty(id);
@@ -1422,6 +1430,7 @@ impl NetStack {
             kind: Kind::Udp { port },
             poll_at: None,
             dirty: false,
+            rx_gen: 0,
         });
         self.udp_ports.insert(port, id);
         Ok(id)
@@ -1508,6 +1517,32 @@ impl NetStack {
                 .map(v4)
                 .ok_or(NetError::NotConnected),
             _ => Err(NetError::NotConnected),
+        }
+    }
+
+    /// A counter that grows whenever something arrives for socket `id`
+    /// (data, FIN, reset; for a listener: anything for a pending
+    /// connection). Readiness that changes without it (our own sends and
+    /// acknowledgements) is not a new input event: `EPOLLET` users rely on it.
+    pub fn rx_generation(&self, id: SocketId) -> u64 {
+        self.entry(id).map_or(0, |e| e.rx_gen)
+    }
+
+    fn bump_rx_gen(&mut self, id: SocketId) {
+        let parent = match self.entry_mut(id) {
+            Ok(e) => {
+                e.rx_gen += 1;
+                match &e.kind {
+                    Kind::Tcp(c) => c.parent,
+                    _ => None,
+                }
+            }
+            Err(_) => None,
+        };
+        if let Some(p) = parent
+            && let Ok(e) = self.entry_mut(p)
+        {
+            e.rx_gen += 1;
         }
     }
 

@@ -31,11 +31,11 @@ use crate::net;
 use crate::sync::{IrqMutex, WaitQueue};
 use crate::time;
 
-pub use uk_readiness::{
-    EPOLL_CTL_ADD, EPOLL_CTL_DEL, EPOLL_CTL_MOD, EPOLLERR, EPOLLET, EPOLLHUP, EPOLLIN, EPOLLONESHOT,
-    EPOLLOUT, EPOLLPRI, EPOLLRDHUP,
-};
 use uk_readiness::Observer;
+pub use uk_readiness::{
+    EPOLL_CTL_ADD, EPOLL_CTL_DEL, EPOLL_CTL_MOD, EPOLLERR, EPOLLET, EPOLLHUP, EPOLLIN,
+    EPOLLONESHOT, EPOLLOUT, EPOLLPRI, EPOLLRDHUP,
+};
 
 /// One event of [`epoll_wait`] / interest of [`epoll_ctl`], as in Linux.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -146,7 +146,11 @@ impl core::fmt::Display for CopyStats {
         write!(
             f,
             "cache_to_app={} app_to_socket={} cache_to_socket={} socket_to_device={} checksummed={}",
-            self.cache_to_app, self.app_to_socket, self.cache_to_socket, self.socket_to_device, self.checksummed
+            self.cache_to_app,
+            self.app_to_socket,
+            self.cache_to_socket,
+            self.socket_to_device,
+            self.checksummed
         )
     }
 }
@@ -194,14 +198,47 @@ fn notify(key: u64, events: u32) {
     }
 }
 
+/// Arrival counters of watched sockets, as last seen (see [`notify_socket`]).
+static SOCKET_GEN: IrqMutex<BTreeMap<u64, u64>> = IrqMutex::new(BTreeMap::new());
+
 /// Called by the network layer for each socket whose readiness may have
-/// changed, with its current readiness.
-pub(crate) fn notify_socket(id: SocketId, events: u32) {
-    notify(socket_key(id), events);
+/// changed, with its current readiness and arrival counter. New events are
+/// the bits that became set, plus the readable bits whenever something new
+/// arrived (more data on a readable socket is a new edge, as in Linux); a
+/// change caused only by our own sending or acknowledging is not.
+pub(crate) fn notify_socket(id: SocketId, events: u32, rx_gen: u64) {
+    let key = socket_key(id);
+    let new = {
+        let mut sources = SOURCES.lock();
+        let Some(state) = sources.get_mut(&key) else {
+            return;
+        };
+        let mut new = state.set(Events(events)).events.0;
+        let mut gens = SOCKET_GEN.lock();
+        let last = gens.insert(key, rx_gen).unwrap_or(0);
+        if rx_gen != last {
+            new |= events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR);
+        }
+        new
+    };
+    if new != 0 {
+        notify(key, new);
+    }
 }
 
+/// A source is gone (its last descriptor closed): like Linux, it leaves
+/// every epoll set that watched it.
 fn forget_source(key: u64) {
-    SOURCES.lock().remove(&key);
+    let state = SOURCES.lock().remove(&key);
+    SOCKET_GEN.lock().remove(&key);
+    let Some(state) = state else { return };
+    for o in state.observers() {
+        let inst = INSTANCES.lock().get(&o.instance).and_then(Weak::upgrade);
+        if let Some(ep) = inst {
+            let _ = ep.inner.lock().ctl_del(o.key, o.fd);
+            ep.watched.lock().retain(|w| *w != (o.key, o.fd));
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -216,7 +253,11 @@ pub struct SocketFile {
 
 impl SocketFile {
     fn new(id: SocketId, listener: bool, nonblocking: bool) -> SocketFile {
-        SocketFile { id, listener, nonblocking: AtomicBool::new(nonblocking) }
+        SocketFile {
+            id,
+            listener,
+            nonblocking: AtomicBool::new(nonblocking),
+        }
     }
 
     fn nb(&self) -> bool {
@@ -259,11 +300,16 @@ impl FileOps for SocketFile {
     }
 
     fn status_flags(&self) -> OpenFlags {
-        if self.nb() { OpenFlags::O_RDWR | OpenFlags::O_NONBLOCK } else { OpenFlags::O_RDWR }
+        if self.nb() {
+            OpenFlags::O_RDWR | OpenFlags::O_NONBLOCK
+        } else {
+            OpenFlags::O_RDWR
+        }
     }
 
     fn set_status_flags(&self, flags: OpenFlags) -> uk_vfs::Result<()> {
-        self.nonblocking.store(flags.contains(OpenFlags::O_NONBLOCK), Ordering::Relaxed);
+        self.nonblocking
+            .store(flags.contains(OpenFlags::O_NONBLOCK), Ordering::Relaxed);
         Ok(())
     }
 }
@@ -276,8 +322,24 @@ fn socket_file(fd: i32) -> Result<Arc<SocketFile>> {
 /// Opens a listening TCP socket on `port` (backlog 0 = 511). `flags` may hold
 /// [`O_NONBLOCK`].
 pub fn tcp_listen(port: u16, backlog: usize, flags: u32) -> Result<i32> {
+    listen(port, backlog, flags, None)
+}
+
+/// Like [`tcp_listen`], with the receive and send buffer sizes of accepted
+/// connections (small buffers let one guest hold many idle connections).
+pub fn tcp_listen_with_buffers(
+    port: u16,
+    backlog: usize,
+    flags: u32,
+    rx: usize,
+    tx: usize,
+) -> Result<i32> {
+    listen(port, backlog, flags, Some((rx, tx)))
+}
+
+fn listen(port: u16, backlog: usize, flags: u32, bufs: Option<(usize, usize)>) -> Result<i32> {
     let backlog = if backlog == 0 { 511 } else { backlog };
-    let id = net::listen(port, backlog).map_err(errno_of)?;
+    let id = net::listen(port, backlog, bufs).map_err(errno_of)?;
     fs::install(Arc::new(SocketFile::new(id, true, flags & O_NONBLOCK != 0)))
 }
 
@@ -290,14 +352,22 @@ pub fn accept4(fd: i32, flags: u32) -> Result<(i32, SocketAddrV4)> {
         return Err(Errno::EINVAL);
     }
     let (id, peer) = net::accept(l.id, l.nb()).map_err(errno_of)?;
-    let nfd = fs::install(Arc::new(SocketFile::new(id, false, flags & O_NONBLOCK != 0)))?;
+    let nfd = fs::install(Arc::new(SocketFile::new(
+        id,
+        false,
+        flags & O_NONBLOCK != 0,
+    )))?;
     Ok((nfd, peer))
 }
 
 /// Connects a new TCP socket to `addr` (blocking until the handshake ends).
 pub fn tcp_connect(addr: SocketAddrV4, flags: u32) -> Result<i32> {
     let id = net::connect(addr, flags & O_NONBLOCK != 0).map_err(errno_of)?;
-    fs::install(Arc::new(SocketFile::new(id, false, flags & O_NONBLOCK != 0)))
+    fs::install(Arc::new(SocketFile::new(
+        id,
+        false,
+        flags & O_NONBLOCK != 0,
+    )))
 }
 
 /// Closes the sending side of a connected socket (FIN after queued data).
@@ -309,7 +379,11 @@ pub fn shutdown_write(fd: i32) -> Result<()> {
 pub fn set_nonblocking(fd: i32, on: bool) -> Result<()> {
     let f = fs::file_ops(fd)?;
     let flags = f.status_flags();
-    let flags = if on { flags | OpenFlags::O_NONBLOCK } else { flags.without(OpenFlags::O_NONBLOCK) };
+    let flags = if on {
+        flags | OpenFlags::O_NONBLOCK
+    } else {
+        flags.without(OpenFlags::O_NONBLOCK)
+    };
     f.set_status_flags(flags)
 }
 
@@ -411,11 +485,16 @@ impl FileOps for EventFd {
     }
 
     fn status_flags(&self) -> OpenFlags {
-        if self.nonblocking.load(Ordering::Relaxed) { OpenFlags::O_RDWR | OpenFlags::O_NONBLOCK } else { OpenFlags::O_RDWR }
+        if self.nonblocking.load(Ordering::Relaxed) {
+            OpenFlags::O_RDWR | OpenFlags::O_NONBLOCK
+        } else {
+            OpenFlags::O_RDWR
+        }
     }
 
     fn set_status_flags(&self, flags: OpenFlags) -> uk_vfs::Result<()> {
-        self.nonblocking.store(flags.contains(OpenFlags::O_NONBLOCK), Ordering::Relaxed);
+        self.nonblocking
+            .store(flags.contains(OpenFlags::O_NONBLOCK), Ordering::Relaxed);
         Ok(())
     }
 }
@@ -455,7 +534,11 @@ impl Drop for EpollFile {
         let mut sources = SOURCES.lock();
         for (key, fd) in watched {
             if let Some(s) = sources.get_mut(&key) {
-                s.remove_observer(&Observer { instance: self.id, key, fd });
+                s.remove_observer(&Observer {
+                    instance: self.id,
+                    key,
+                    fd,
+                });
             }
         }
     }
@@ -467,7 +550,11 @@ impl FileOps for EpollFile {
     }
 
     fn poll(&self) -> PollEvents {
-        if self.inner.lock().is_ready() { PollEvents(EPOLLIN) } else { PollEvents::NONE }
+        if self.inner.lock().is_ready() {
+            PollEvents(EPOLLIN)
+        } else {
+            PollEvents::NONE
+        }
     }
 }
 
@@ -510,11 +597,21 @@ fn source_key(fd: i32) -> Result<u64> {
 fn readiness_of(key: u64, socket: &dyn Fn(SocketId) -> u32) -> u32 {
     match key & KIND_MASK {
         KIND_SOCKET => socket(SocketId::from_u32(key as u32)),
-        KIND_EVENTFD => EVENTFDS.lock().get(&key).and_then(Weak::upgrade).map_or(EPOLLHUP, |e| e.readiness()),
+        KIND_EVENTFD => EVENTFDS
+            .lock()
+            .get(&key)
+            .and_then(Weak::upgrade)
+            .map_or(EPOLLHUP, |e| e.readiness()),
         KIND_EPOLL => {
             let id = key & !KIND_MASK;
             let ep = INSTANCES.lock().get(&id).and_then(Weak::upgrade);
-            ep.map_or(EPOLLHUP, |e| if e.inner.lock().is_ready() { EPOLLIN } else { 0 })
+            ep.map_or(EPOLLHUP, |e| {
+                if e.inner.lock().is_ready() {
+                    EPOLLIN
+                } else {
+                    0
+                }
+            })
         }
         _ => 0,
     }
@@ -530,13 +627,25 @@ pub fn epoll_ctl(epfd: i32, op: i32, fd: i32, event: EpollEvent) -> Result<()> {
     if key == KIND_EPOLL | ep.id {
         return Err(Errno::EINVAL);
     }
-    let ctl_err = |e: uk_readiness::EpollError| Errno::from_errno(e.errno()).unwrap_or(Errno::EINVAL);
+    let ctl_err =
+        |e: uk_readiness::EpollError| Errno::from_errno(e.errno()).unwrap_or(Errno::EINVAL);
     match op {
         EPOLL_CTL_ADD => {
             // Attach first, then sample: no event can fall in between.
-            SOURCES.lock().entry(key).or_insert_with(|| SourceState::new(Events::NONE)).add_observer(Observer { instance: ep.id, key, fd });
+            SOURCES
+                .lock()
+                .entry(key)
+                .or_insert_with(|| SourceState::new(Events::NONE))
+                .add_observer(Observer {
+                    instance: ep.id,
+                    key,
+                    fd,
+                });
             let current = net::with_readiness(|sock| readiness_of(key, sock));
-            let r = ep.inner.lock().ctl_add(key, fd, Events(event.events), event.data, Events(current));
+            let r =
+                ep.inner
+                    .lock()
+                    .ctl_add(key, fd, Events(event.events), event.data, Events(current));
             match r {
                 Ok(()) => {
                     ep.watched.lock().push((key, fd));
@@ -550,7 +659,11 @@ pub fn epoll_ctl(epfd: i32, op: i32, fd: i32, event: EpollEvent) -> Result<()> {
                     if e != uk_readiness::EpollError::Exists
                         && let Some(s) = SOURCES.lock().get_mut(&key)
                     {
-                        s.remove_observer(&Observer { instance: ep.id, key, fd });
+                        s.remove_observer(&Observer {
+                            instance: ep.id,
+                            key,
+                            fd,
+                        });
                     }
                     Err(ctl_err(e))
                 }
@@ -558,7 +671,10 @@ pub fn epoll_ctl(epfd: i32, op: i32, fd: i32, event: EpollEvent) -> Result<()> {
         }
         EPOLL_CTL_MOD => {
             let current = net::with_readiness(|sock| readiness_of(key, sock));
-            ep.inner.lock().ctl_mod(key, fd, Events(event.events), event.data, Events(current)).map_err(ctl_err)?;
+            ep.inner
+                .lock()
+                .ctl_mod(key, fd, Events(event.events), event.data, Events(current))
+                .map_err(ctl_err)?;
             if ep.inner.lock().is_ready() {
                 ep.seq.fetch_add(1, Ordering::AcqRel);
                 ep.wq.wake_all();
@@ -568,7 +684,11 @@ pub fn epoll_ctl(epfd: i32, op: i32, fd: i32, event: EpollEvent) -> Result<()> {
         EPOLL_CTL_DEL => {
             ep.inner.lock().ctl_del(key, fd).map_err(ctl_err)?;
             if let Some(s) = SOURCES.lock().get_mut(&key) {
-                s.remove_observer(&Observer { instance: ep.id, key, fd });
+                s.remove_observer(&Observer {
+                    instance: ep.id,
+                    key,
+                    fd,
+                });
             }
             ep.watched.lock().retain(|w| *w != (key, fd));
             Ok(())
@@ -590,11 +710,16 @@ pub fn epoll_wait(epfd: i32, out: &mut [EpollEvent], timeout_ms: i32) -> Result<
         let seen = ep.seq.load(Ordering::Acquire);
         ready.clear();
         let n = net::with_readiness(|sock| {
-            ep.inner.lock().wait(out.len(), &mut ready, |key, _fd| Events(readiness_of(key, sock)))
+            ep.inner.lock().wait(out.len(), &mut ready, |key, _fd| {
+                Events(readiness_of(key, sock))
+            })
         });
         if n > 0 {
             for (o, r) in out.iter_mut().zip(&ready[..n]) {
-                *o = EpollEvent { events: r.events.0, data: r.data };
+                *o = EpollEvent {
+                    events: r.events.0,
+                    data: r.data,
+                };
             }
             return Ok(n);
         }
@@ -636,7 +761,15 @@ pub fn poll(fds: &mut [PollFd], timeout_ms: i32) -> Result<usize> {
             if p.fd < 0 {
                 continue;
             }
-            match epoll_ctl(ep, EPOLL_CTL_ADD, p.fd, EpollEvent { events: p.events, data: i as u64 }) {
+            match epoll_ctl(
+                ep,
+                EPOLL_CTL_ADD,
+                p.fd,
+                EpollEvent {
+                    events: p.events,
+                    data: i as u64,
+                },
+            ) {
                 Ok(()) => watched += 1,
                 // Regular files are always ready.
                 Err(Errno::EPERM) => p.revents = p.events & (EPOLLIN | EPOLLOUT),

@@ -87,7 +87,7 @@ fn poll_locked(net: &mut Net) {
             w.seq.fetch_add(1, Ordering::AcqRel);
             w.wq.wake_all();
         }
-        crate::io::notify_socket(id, net.stack.readiness(id));
+        crate::io::notify_socket(id, net.stack.readiness(id), net.stack.rx_generation(id));
     }
     if r.config_changed {
         CONFIG_SEQ.fetch_add(1, Ordering::AcqRel);
@@ -478,8 +478,19 @@ impl Drop for UdpSocket {
 // ---------------------------------------------------------------------------
 // Socket calls by id, for the descriptor layer (`crate::io`).
 
-pub(crate) fn listen(port: u16, backlog: usize) -> Result<SocketId> {
-    with_stack(|s| s.tcp_listen(port, backlog))
+pub(crate) fn listen(port: u16, backlog: usize, bufs: Option<(usize, usize)>) -> Result<SocketId> {
+    with_stack(|s| match bufs {
+        None => s.tcp_listen(port, backlog),
+        Some((rx, tx)) => s.tcp_listen_with(
+            port,
+            backlog,
+            uk_net::SocketOptions {
+                rx_buffer: rx,
+                tx_buffer: tx,
+                ..uk_net::SocketOptions::default()
+            },
+        ),
+    })
 }
 
 pub(crate) fn accept(id: SocketId, nonblocking: bool) -> Result<(SocketId, SocketAddrV4)> {
@@ -527,7 +538,9 @@ pub(crate) fn close_socket(id: SocketId) {
 }
 
 pub(crate) fn readiness(id: SocketId) -> u32 {
-    NET.lock().as_ref().map_or(EPOLLERR | EPOLLHUP, |n| n.stack.readiness(id))
+    NET.lock()
+        .as_ref()
+        .map_or(EPOLLERR | EPOLLHUP, |n| n.stack.readiness(id))
 }
 
 /// Runs `f` with a function giving sockets' readiness, under the stack lock

@@ -81,6 +81,8 @@ pub struct SchedStats {
     pub spawned: AtomicU64,
     /// Times the CPU halted in the idle loop.
     pub idle_halts: AtomicU64,
+    /// TSC cycles spent halted (the rest of the time the CPU worked).
+    pub idle_cycles: AtomicU64,
 }
 
 /// The scheduler's counters.
@@ -90,6 +92,7 @@ pub static STATS: SchedStats = SchedStats {
     preemptions: AtomicU64::new(0),
     spawned: AtomicU64::new(0),
     idle_halts: AtomicU64::new(0),
+    idle_cycles: AtomicU64::new(0),
 };
 
 fn ns_to_tsc(ns: u64) -> u64 {
@@ -314,7 +317,11 @@ fn idle_loop() -> ! {
         drop(g);
         STATS.idle_halts.fetch_add(1, Ordering::Relaxed);
         // `sti; hlt` is atomic: an interrupt arriving after sti wakes the hlt.
+        let t0 = crate::arch::cpu::rdtsc();
         interrupts::enable_and_hlt();
+        STATS
+            .idle_cycles
+            .fetch_add(crate::arch::cpu::rdtsc() - t0, Ordering::Relaxed);
     }
 }
 

@@ -199,7 +199,8 @@ pub(crate) fn init() {
         Ok(_) => log::debug!("fs: tmpfs on /tmp"),
         Err(e) => log::warn!("fs: no tmpfs on /tmp: {e}"),
     }
-    *FDS.lock() = Some(FdTable::default());
+    // A unikernel serves many connections: 65,536 descriptors.
+    *FDS.lock() = Some(FdTable::new(65_536));
     // SAFETY: single writer, before the application runs; see `fs()`.
     unsafe {
         *FS.get() = Some(Fs {
@@ -318,11 +319,13 @@ pub(crate) fn prefetch(fd: i32, offset: u64, len: u64) -> Result<()> {
     }
     let first = offset / PAGE;
     let last = (end - 1) / PAGE;
-    let window = file.with_readahead(|ra| ra.on_access(first, last - first + 1, size.div_ceil(PAGE)));
+    let window =
+        file.with_readahead(|ra| ra.on_access(first, last - first + 1, size.div_ceil(PAGE)));
     if let Some(window) = window {
         f.cache.readahead(file.id(), &**file.inode(), window, 0..0);
     }
-    f.cache.readahead(file.id(), &**file.inode(), first..last + 1, 0..0);
+    f.cache
+        .readahead(file.id(), &**file.inode(), first..last + 1, 0..0);
     Ok(())
 }
 
@@ -347,7 +350,9 @@ pub(crate) fn with_cached_bytes(
         let n = (PAGE as usize - in_page).min((end - pos) as usize);
         let took = fsys
             .cache
-            .with_page(file.id(), &**file.inode(), index, |bytes| f(&bytes[in_page..in_page + n]))?;
+            .with_page(file.id(), &**file.inode(), index, |bytes| {
+                f(&bytes[in_page..in_page + n])
+            })?;
         pos += took as u64;
         if took < n {
             break;
@@ -374,6 +379,11 @@ pub fn fstat(fd: i32) -> Result<Stat> {
 /// Metadata of `path` (following symbolic links).
 pub fn stat(path: &str) -> Result<Stat> {
     fs()?.vfs.stat("/", path, true)
+}
+
+/// Metadata of `path` itself: a final symbolic link is not followed.
+pub fn lstat(path: &str) -> Result<Stat> {
+    fs()?.vfs.stat("/", path, false)
 }
 
 /// Creates a directory.
