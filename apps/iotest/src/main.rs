@@ -35,7 +35,7 @@ unikernel::main!(main);
 fn main() -> i32 {
     let args = unikernel::env::args();
     let port = args.get(1).and_then(|p| p.parse().ok()).unwrap_or(7000u16);
-    match args.first().map(String::as_str) {
+    let ok = match args.first().map(String::as_str) {
         Some("epoll") => net_up() && epoll_semantics(port),
         Some("hold") => net_up() && hold(port),
         Some("serve") => net_up() && serve(port),
@@ -44,9 +44,8 @@ fn main() -> i32 {
             println!("usage: iotest epoll|hold|serve PORT | epoll-bench");
             return 2;
         }
-    }
-    .then_some(0)
-    .unwrap_or(1)
+    };
+    if ok { 0 } else { 1 }
 }
 
 fn net_up() -> bool {
