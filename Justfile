@@ -21,4 +21,4 @@ bench WHAT *ARGS:
 check:
     cargo fmt --all -- --check
     cargo clippy --all-targets -- -D warnings
-    cargo clippy --target x86_64-unknown-none -p unikernel -p hello -p selftest -- -D warnings
+    cargo clippy --target x86_64-unknown-none -p unikernel -p hello -p selftest -p echo -p fstest -p iotest -- -D warnings
