@@ -216,6 +216,16 @@ impl<const N: usize> VmaSet<N> {
     /// shrunk to page boundaries (start rounded up, end down); an inverted
     /// window is empty.
     pub const fn new(window_start: u64, window_end: u64) -> Self {
+        let (ws, we) = Self::page_window(window_start, window_end);
+        VmaSet {
+            vmas: [EMPTY; N],
+            len: 0,
+            window_start: ws,
+            window_end: we,
+        }
+    }
+
+    const fn page_window(window_start: u64, window_end: u64) -> (u64, u64) {
         let ws = match window_start.checked_next_multiple_of(PAGE_SIZE) {
             Some(s) => s,
             None => !(PAGE_SIZE - 1),
@@ -224,12 +234,20 @@ impl<const N: usize> VmaSet<N> {
         if we < ws {
             we = ws;
         }
-        VmaSet {
-            vmas: [EMPTY; N],
-            len: 0,
-            window_start: ws,
-            window_end: we,
+        (ws, we)
+    }
+
+    /// Replaces the window of an empty set (a set built with `new(0, 0)`
+    /// in a zero-initialised static, placed at boot). Returns false, and
+    /// changes nothing, if the set is not empty.
+    pub fn set_window(&mut self, window_start: u64, window_end: u64) -> bool {
+        if self.len != 0 {
+            return false;
         }
+        let (ws, we) = Self::page_window(window_start, window_end);
+        self.window_start = ws;
+        self.window_end = we;
+        true
     }
 
     /// The (page-aligned) window `(start, end)`.
@@ -649,6 +667,23 @@ impl ProtectPlan {
             set.vmas[self.base + out] = cur;
         }
         out + 1
+    }
+}
+
+#[cfg(test)]
+mod set_window_tests {
+    use super::*;
+
+    #[test]
+    fn set_window_only_on_an_empty_set() {
+        let mut s: VmaSet<4> = VmaSet::new(0, 0);
+        assert!(s.map(4096, Prot::READ, VmaKind::Anon).is_err());
+        assert!(s.set_window(0x1001, 0x9fff));
+        assert_eq!(s.window(), (0x2000, 0x9000));
+        let a = s.map(4096, Prot::READ, VmaKind::Anon).unwrap();
+        assert_eq!(a, 0x2000);
+        assert!(!s.set_window(0, 0x10_0000));
+        assert_eq!(s.window(), (0x2000, 0x9000));
     }
 }
 

@@ -63,10 +63,12 @@ struct BootInfo {
 static BOOT_INFO: BootCell<BootInfo> = BootCell::new(BootInfo {
     cmdline: [0; MAX_CMDLINE],
     cmdline_len: 0,
+    // All-zero (RegionKind::Ram is 0) so this lives in .bss; only the first
+    // `map_len` entries are meaningful.
     map: [MemRegion {
         start: 0,
         len: 0,
-        kind: RegionKind::Reserved,
+        kind: RegionKind::Ram,
     }; MAX_MEMMAP],
     map_len: 0,
     rsdp: 0,

@@ -33,7 +33,8 @@ struct Net {
     nic: VirtioNet,
 }
 
-static NET: Mutex<Option<Net>> = Mutex::new(None);
+/// Boxed so the static is all zeros (.bss, not part of the image).
+static NET: Mutex<Option<alloc::boxed::Box<Net>>> = Mutex::new(None);
 /// Set by the interrupt handler, cleared by the network thread.
 static IRQ_PENDING: AtomicBool = AtomicBool::new(false);
 static NET_THREAD_WQ: WaitQueue = WaitQueue::new();
@@ -144,7 +145,7 @@ pub fn init() {
     opts.tcp.tx_buffer = 64 * 1024;
     let stack = NetStack::new(&mut nic, ipcfg, opts, now_ms());
     let mac = uk_net::Nic::mac(&nic);
-    *NET.lock() = Some(Net { stack, nic });
+    *NET.lock() = Some(alloc::boxed::Box::new(Net { stack, nic }));
     *IRQ_SOURCE.lock() = Some(found.irq);
     match drivers::connect_irq(found.irq, on_irq) {
         Ok(v) => log::debug!(

@@ -22,17 +22,19 @@ const IST_TOTAL: usize = IST_SIZES[0] + IST_SIZES[1] + IST_SIZES[2];
 #[repr(C, align(4096))]
 struct IstStacks([u8; IST_TOTAL]);
 
-/// One CPU's descriptor tables and interrupt stacks.
+/// One CPU's descriptor tables.
 pub struct CpuTables {
     gdt: GlobalDescriptorTable,
     tss: TaskStateSegment,
-    ist: IstStacks,
 }
+
+/// The boot CPU's interrupt stacks (zero-initialised: .bss).
+static IST0: crate::sync::BootCell<IstStacks> =
+    crate::sync::BootCell::new(IstStacks([0; IST_TOTAL]));
 
 static CPU0: crate::sync::BootCell<CpuTables> = crate::sync::BootCell::new(CpuTables {
     gdt: GlobalDescriptorTable::new(),
     tss: TaskStateSegment::new(),
-    ist: IstStacks([0; IST_TOTAL]),
 });
 
 /// Builds and loads the boot CPU's GDT and TSS.
@@ -40,7 +42,7 @@ pub fn init_boot_cpu() {
     // SAFETY: called once, on the boot CPU, before interrupts are enabled and
     // before anything else refers to CPU0; afterwards CPU0 is never mutated.
     let cpu: &'static mut CpuTables = unsafe { &mut *CPU0.get() };
-    let mut top = VirtAddr::from_ptr(cpu.ist.0.as_ptr());
+    let mut top = VirtAddr::from_ptr(IST0.get());
     for (slot, size) in IST_SIZES.iter().enumerate() {
         top += *size as u64;
         cpu.tss.interrupt_stack_table[slot] = top;

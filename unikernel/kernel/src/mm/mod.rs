@@ -36,7 +36,7 @@ pub use uk_core::vma::VmError as MemError;
 struct Mm {
     frames: FrameAllocator<&'static mut [u64]>,
     pml4: u64,
-    vmas: VmaSet<MAX_VMAS>,
+    vmas: &'static mut VmaSet<MAX_VMAS>,
     zero_page: u64,
     image: ImageLayout,
     page_faults: u64,
@@ -47,6 +47,10 @@ struct Mm {
 }
 
 static MM: IrqMutex<Option<Mm>> = IrqMutex::new(None);
+/// The VMA table, zero-initialised so it lives in .bss (not in the image);
+/// its window is set at boot.
+static VMAS: crate::sync::BootCell<VmaSet<MAX_VMAS>> =
+    crate::sync::BootCell::new(VmaSet::new(0, 0));
 /// The top-level table, readable without the lock (for backtraces in faults).
 static PML4: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
@@ -103,7 +107,13 @@ pub fn init(map: &[MemRegion], image: ImageLayout) {
     *MM.lock() = Some(Mm {
         frames,
         pml4,
-        vmas: VmaSet::new(MMAP_BASE, MMAP_END),
+        vmas: {
+            // SAFETY: VMAS is taken exactly once, here at boot, and is only
+            // reached through `Mm` afterwards (under the MM lock).
+            let vmas = unsafe { &mut *VMAS.get() };
+            vmas.set_window(MMAP_BASE, MMAP_END);
+            vmas
+        },
         zero_page,
         image,
         page_faults: 0,
