@@ -91,6 +91,24 @@ machine_tests!(mmap_matches_host_sha256, |m| {
     g.expect_exit(0);
 });
 
+// A mapping costs nothing until touched: mapping 16 MiB reads no page, and
+// touching one byte reads exactly its page.
+machine_tests!(mmap_faults_in_on_demand, |m| {
+    let s = site();
+    let mut g = fstest(m, &s.image, "64M", &["mmap-lazy", "/big.bin"]);
+    g.expect("fstest: byte ");
+    let before = stats(&g, "before");
+    let mapped = stats(&g, "mapped");
+    let touched = stats(&g, "touched");
+    assert_eq!(mapped["resident"], before["resident"], "mapping read pages");
+    assert_eq!(
+        touched["resident"],
+        before["resident"] + 1,
+        "touching one byte read more than its page"
+    );
+    g.expect_exit(0);
+});
+
 machine_tests!(sequential_reads_ahead_random_does_not, |m| {
     let s = site();
     let mut g = fstest(m, &s.image, "64M", &["seq", "/big.bin"]);

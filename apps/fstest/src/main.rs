@@ -34,6 +34,7 @@ fn main() -> i32 {
     let r = match what {
         "sha" => sha(path),
         "mmap-sha" => mmap_sha(path),
+        "mmap-lazy" => mmap_lazy(path),
         "seq" => seq(path),
         "random" => random(path),
         "evict" => evict(path),
@@ -102,6 +103,23 @@ fn mmap_sha(path: &str) -> Result<(), Errno> {
     stats_line("mapped");
     fs::munmap_file(p)?;
     stats_line("unmapped");
+    Ok(())
+}
+
+/// Maps the whole file, touches one byte in the middle: only that page is
+/// read into the cache (file mappings fault in on demand).
+fn mmap_lazy(path: &str) -> Result<(), Errno> {
+    let f = File::open(path)?;
+    let size = f.stat()?.size as usize;
+    stats_line("before");
+    let p = fs::mmap_file(f.fd(), size, 0)?;
+    stats_line("mapped");
+    // SAFETY: `mmap_file` mapped `size` readable bytes at `p`; reading one
+    // of them faults its page in.
+    let b = unsafe { p.add(size / 2).read_volatile() };
+    println!("fstest: byte {b}");
+    stats_line("touched");
+    fs::munmap_file(p)?;
     Ok(())
 }
 

@@ -75,6 +75,24 @@ pub extern "C" fn dispatch(frame: &mut TrapFrame) {
         let addr = cpu::cr2();
         match mm::handle_page_fault(addr, frame.error) {
             Ok(()) => return,
+            // A file page: let the thread fetch it itself, where it may block.
+            Err(why) if why == mm::FILE_PAGE_FAULT => {
+                if frame.rflags & (1 << 9) == 0 {
+                    fatal(
+                        frame,
+                        Some(addr),
+                        "file mapping touched with interrupts disabled",
+                    );
+                }
+                if crate::arch::upcall::redirect(frame, addr) {
+                    return;
+                }
+                fatal(
+                    frame,
+                    Some(addr),
+                    "no stack to resolve a file-mapping fault on",
+                );
+            }
             Err(why) => fatal(frame, Some(addr), why),
         }
     }

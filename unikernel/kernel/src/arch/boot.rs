@@ -1,5 +1,9 @@
 //! The PVH entry: the ELF note that tells the VMM where to start, and the
 //! 32-bit code that switches to long mode and calls [`crate::entry::kernel_start`].
+//! The same entry serves Multiboot2 (GRUB, disk boot under BIOS or UEFI):
+//! the image carries a Multiboot2 header too, and `kernel_start` tells the
+//! two apart by `eax` at entry (0x36d76289 for Multiboot2, whose `ebx` is
+//! the boot information instead of the `hvm_start_info`).
 //!
 //! PVH (x86/HVM direct boot ABI) enters in 32-bit protected mode with paging off,
 //! flat segments, interrupts disabled and `ebx` holding the physical address of
@@ -25,11 +29,31 @@ global_asm!(
     .p2align 2
     .quad pvh_start
 
+    /* Multiboot2 header (GRUB's `multiboot2`, disk boot): no address tag,
+       so GRUB loads the ELF's PT_LOAD segments and enters at the ELF entry,
+       pvh_start, in 32-bit protected mode with eax = 0x36d76289 and
+       ebx = the boot information. Placed first in .text by kernel.ld
+       (8-byte aligned, within the first 32 KiB of the file). */
+    .section .multiboot2, "a"
+    .p2align 3
+uk_mb2_header:
+    .long 0xe85250d6             /* magic */
+    .long 0                      /* architecture: i386 protected mode */
+    .long uk_mb2_header_end - uk_mb2_header
+    .long -(0xe85250d6 + (uk_mb2_header_end - uk_mb2_header))
+    .p2align 3
+    .word 0, 0                   /* end tag */
+    .long 8
+uk_mb2_header_end:
+
     .section .data.boot, "aw"
     .p2align 3
     .global uk_boot_tsc
 uk_boot_tsc:
     .quad 0
+    .global uk_boot_eax
+uk_boot_eax:
+    .long 0
 
     .section .rodata.boot, "a"
     .p2align 3
@@ -65,7 +89,8 @@ uk_boot_stack_top:
 pvh_start:
     cli
     cld
-    mov esi, ebx                 /* hvm_start_info, kept in esi */
+    mov dword ptr [uk_boot_eax], eax /* Multiboot2 magic, or junk under PVH */
+    mov esi, ebx                 /* hvm_start_info or MBI, kept in esi */
     rdtsc
     mov dword ptr [uk_boot_tsc], eax
     mov dword ptr [uk_boot_tsc + 4], edx
@@ -136,7 +161,8 @@ uk_long_mode:
     mov gs, ax
     lea rsp, [rip + uk_boot_stack_top]
     xor ebp, ebp
-    mov edi, esi                 /* first argument: hvm_start_info */
+    mov edi, esi                 /* first argument: hvm_start_info or MBI */
+    mov esi, dword ptr [rip + uk_boot_eax] /* second: eax at entry */
     call {entry}
     ud2
 "#,

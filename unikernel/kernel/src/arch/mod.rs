@@ -9,3 +9,4 @@ pub mod gdt;
 pub mod idt;
 pub mod paging;
 pub mod serial;
+pub mod upcall;

@@ -442,6 +442,10 @@ pub fn read_dir(path: &str) -> Result<Vec<(String, FileKind)>> {
 
 struct Mapping {
     len: u64,
+    file: Arc<KFile>,
+    /// File page index of the mapping's first page.
+    first_page: u64,
+    /// Pages faulted in so far, pinned in the cache until the unmap.
     pins: Vec<PinnedPage>,
 }
 
@@ -449,11 +453,10 @@ static MAPPINGS: IrqMutex<BTreeMap<u64, Mapping>> = IrqMutex::new(BTreeMap::new(
 static NEXT_MAP_ID: AtomicU64 = AtomicU64::new(1);
 
 /// Maps `len` bytes of the file behind `fd` from byte `offset` (page
-/// aligned) read-only and shared: the mapping's pages *are* page-cache
-/// frames, pinned while mapped. The pages are read and mapped here, in the
-/// caller's thread (page faults run on an interrupt stack and cannot wait
-/// for the disk), so the mapping never faults. Bytes past the end of the
-/// file read as zero. Undo with [`munmap_file`].
+/// aligned) read-only and shared. Nothing is read here: each page is
+/// faulted in on first access, mapping the page-cache frame itself (pinned
+/// while mapped), so a mapping costs no copy and no memory of its own. Bytes
+/// past the end of the file read as zero. Undo with [`munmap_file`].
 pub fn mmap_file(fd: i32, len: usize, offset: u64) -> Result<*const u8> {
     if len == 0 || !offset.is_multiple_of(PAGE) {
         return Err(Errno::EINVAL);
@@ -463,50 +466,62 @@ pub fn mmap_file(fd: i32, len: usize, offset: u64) -> Result<*const u8> {
     if file.inode().kind() != FileKind::Regular {
         return Err(Errno::EACCES);
     }
-    let f = fs()?;
     let pages = (len as u64).div_ceil(PAGE);
-    let first = offset / PAGE;
-    let mut pins = Vec::with_capacity(pages as usize);
-    let mut frames = Vec::with_capacity(pages as usize);
-    let unpin_all = |pins: Vec<PinnedPage>| {
-        for p in pins {
-            f.cache.unpin(p);
-        }
-    };
-    for i in 0..pages {
-        match f.cache.pin(file.id(), &**file.inode(), first + i) {
-            Ok(p) => {
-                frames.push(f.cache.with_pinned(&p, |page| page.phys()));
-                pins.push(p);
-            }
-            Err(e) => {
-                unpin_all(pins);
-                return Err(e);
-            }
-        }
-    }
     let id = NEXT_MAP_ID.fetch_add(1, Ordering::Relaxed);
     let kind = VmaKind::File { file: id, offset };
-    let va = match mm::mmap_kind(pages * PAGE, Prot::READ, kind) {
-        Ok(va) => va,
-        Err(_) => {
-            unpin_all(pins);
-            return Err(Errno::ENOMEM);
-        }
-    };
-    if mm::map_frames(va, &frames, Prot::READ).is_err() {
-        let _ = mm::unmap_keep_frames(va, pages * PAGE);
-        unpin_all(pins);
-        return Err(Errno::ENOMEM);
-    }
+    let va = mm::mmap_kind(pages * PAGE, Prot::READ, kind).map_err(|_| Errno::ENOMEM)?;
     MAPPINGS.lock().insert(
         va,
         Mapping {
             len: pages * PAGE,
-            pins,
+            file,
+            first_page: offset / PAGE,
+            pins: Vec::new(),
         },
     );
     Ok(va as *const u8)
+}
+
+/// Resolves a page fault at `addr` in a file mapping, in the faulting
+/// thread's context (the page-fault handler redirects the thread here, see
+/// `arch::upcall`): reads the page into the cache if needed (this may block
+/// on the disk), pins it and maps its frame read-only. A page that cannot be
+/// read ends the VM, as SIGBUS would end a process.
+pub(crate) extern "C" fn resolve_file_fault(addr: u64) {
+    let page = addr & !(PAGE - 1);
+    let found = {
+        let maps = MAPPINGS.lock();
+        maps.range(..=page)
+            .next_back()
+            .filter(|(va, m)| page < **va + m.len)
+            .map(|(va, m)| (*va, m.file.clone(), m.first_page + (page - *va) / PAGE))
+    };
+    let result = match (found, fs()) {
+        (Some((va, file, index)), Ok(f)) => match f.cache.pin(file.id(), &**file.inode(), index) {
+            Ok(pin) => {
+                let pa = f.cache.with_pinned(&pin, |p| p.phys());
+                match mm::map_frames(page, &[pa], Prot::READ) {
+                    Ok(()) => {
+                        match MAPPINGS.lock().get_mut(&va) {
+                            Some(m) => m.pins.push(pin),
+                            None => f.cache.unpin(pin),
+                        }
+                        Ok(())
+                    }
+                    Err(_) => {
+                        f.cache.unpin(pin);
+                        Err(Errno::ENOMEM)
+                    }
+                }
+            }
+            Err(e) => Err(e),
+        },
+        _ => Err(Errno::EFAULT),
+    };
+    if let Err(e) = result {
+        crate::println!("bus error: page {page:#x} of a mapped file could not be read: {e}");
+        crate::process::exit(crate::trap::EXIT_EXCEPTION as i32);
+    }
 }
 
 /// Removes a mapping made by [`mmap_file`] (the whole mapping: `addr` is

@@ -330,10 +330,12 @@ impl Mm {
         };
         match vma.kind {
             VmaKind::Guard => return Err("stack overflow: the stack ran into its guard page"),
-            // File mappings are populated when made (`fs::mmap_file`, read
-            // only): a fault there is a write, or a page that was never mapped.
+            // File mappings are filled on demand from the page cache, which
+            // may have to wait for the disk: that happens in the faulting
+            // thread (see `arch::upcall`), not here.
             VmaKind::File { .. } if write => return Err("write to a read-only file mapping"),
-            VmaKind::File { .. } => return Err("fault in a file mapping that was not populated"),
+            VmaKind::File { .. } if !present => return Err(FILE_PAGE_FAULT),
+            VmaKind::File { .. } => return Err("protection fault in a file mapping"),
             _ => {}
         }
         if fetch && !vma.prot.executable() {
@@ -425,6 +427,16 @@ impl Mm {
             "access to unmapped memory"
         }
     }
+}
+
+/// The fault is a not-present page of a file mapping: it must be resolved in
+/// the faulting thread, which may block on I/O (`fs::resolve_file_fault`).
+pub const FILE_PAGE_FAULT: &str = "file page not resident";
+
+/// True when `addr` is mapped writable right now.
+pub fn is_writable(addr: u64) -> bool {
+    let pml4 = PML4.load(core::sync::atomic::Ordering::Relaxed);
+    pml4 != 0 && paging::translate(pml4, addr).is_some_and(|(_, f)| f.contains(F::WRITABLE))
 }
 
 /// Resolves a page fault at `addr` with the CPU's error code, or explains why

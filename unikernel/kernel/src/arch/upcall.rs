@@ -1,0 +1,80 @@
+//! Fault upcalls: resolving a page fault in the faulting thread itself.
+//!
+//! Page faults run on an IST stack with the memory manager locked, so they
+//! cannot wait for a disk. For a not-present page of a file mapping the
+//! handler instead rewrites the interrupted context so that, on `iretq`, the
+//! thread "calls" [`uk_fault_upcall`]: two words go on the thread's stack
+//! (the fault address and the interrupted RIP as a return address) and RIP
+//! points at the trampoline. The trampoline saves every caller-saved register
+//! and the flags, calls `fs::resolve_file_fault(addr)` — which may block like
+//! any thread — restores everything and returns to the faulting instruction,
+//! which now finds its page mapped. The target has no red zone, so the words
+//! below the interrupted stack pointer are free.
+
+use core::arch::global_asm;
+
+use super::idt::TrapFrame;
+
+global_asm!(
+    r#"
+    .section .text.uk_upcall, "ax"
+    .global uk_fault_upcall
+uk_fault_upcall:
+    pushfq
+    cld
+    push rax
+    push rcx
+    push rdx
+    push rsi
+    push rdi
+    push r8
+    push r9
+    push r10
+    push r11
+    push rbx
+    mov rdi, [rsp + 88]
+    mov rbx, rsp
+    and rsp, -16
+    call {resolve}
+    mov rsp, rbx
+    pop rbx
+    pop r11
+    pop r10
+    pop r9
+    pop r8
+    pop rdi
+    pop rsi
+    pop rdx
+    pop rcx
+    pop rax
+    popfq
+    lea rsp, [rsp + 8]
+    ret
+"#,
+    resolve = sym crate::fs::resolve_file_fault,
+);
+
+unsafe extern "C" {
+    fn uk_fault_upcall();
+}
+
+/// Redirects the interrupted thread to resolve the fault at `addr` itself.
+/// Returns false if its stack cannot take the two words.
+pub fn redirect(frame: &mut TrapFrame, addr: u64) -> bool {
+    let sp = frame.rsp.wrapping_sub(16);
+    for word in [sp, sp + 8] {
+        if !crate::mm::is_writable(word) && crate::mm::handle_page_fault(word, 0b10).is_err() {
+            return false;
+        }
+    }
+    // SAFETY: [sp, sp+16) is mapped writable (checked/faulted in above) and
+    // lies just below the interrupted stack pointer, which no live data
+    // occupies (no red zone on this target).
+    unsafe {
+        (sp as *mut u64).write(addr);
+        ((sp + 8) as *mut u64).write(frame.rip);
+    }
+    frame.rsp = sp;
+    frame.rip = uk_fault_upcall as *const () as u64;
+    true
+}
