@@ -78,3 +78,9 @@ machine_tests!(idle_guest_halts, |m| {
     );
     g.expect_exit(0);
 });
+
+machine_tests!(thread_exit_status_reaches_the_joiner, |m| {
+    let mut g = selftest(m, &["thread-exit"]);
+    g.expect("thread-exit: Err(5)");
+    g.expect_exit(0);
+});

@@ -63,6 +63,15 @@ fn main() -> i32 {
             0
         }
         "bench-sched" => bench_sched(),
+        "thread-exit" => {
+            let h = thread::spawn_with(16 * 1024, thread::Priority::Normal, || -> u32 {
+                thread::exit(5)
+            })
+            .expect("spawn");
+            let r = h.join_result();
+            println!("thread-exit: {r:?}");
+            if r == Err(5) { 0 } else { 1 }
+        }
         "oom" => {
             let mut v: Vec<Box<[u8; 4000]>> = Vec::new();
             loop {

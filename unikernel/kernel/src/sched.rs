@@ -489,19 +489,31 @@ impl<T> JoinHandle<T> {
         self.id
     }
 
-    /// Waits for the thread to finish and returns its result.
-    pub fn join(mut self) -> T {
+    /// Waits for the thread to finish and returns its result. Panics if
+    /// the thread ended through `thread::exit` and so left no result (use
+    /// [`join_result`](Self::join_result) for such threads).
+    pub fn join(self) -> T {
+        let id = self.id;
+        match self.join_result() {
+            Ok(v) => v,
+            Err(code) => panic!("thread {id} exited with status {code} and left no result"),
+        }
+    }
+
+    /// Waits for the thread to finish: its result, or the status it passed
+    /// to `thread::exit`.
+    pub fn join_result(mut self) -> Result<T, i32> {
         let me = current_id();
         loop {
-            let (done, stack) = with_irqs_off(|| {
+            let (done, code, stack) = with_irqs_off(|| {
                 let mut g = SCHED.lock();
                 let s = g.as_mut().expect("scheduler running");
                 match s.threads.join(me, self.id) {
-                    JoinResult::Done(_, data) => (true, data.stack),
+                    JoinResult::Done(code, data) => (true, code, data.stack),
                     JoinResult::MustWait => {
                         let _ = s.threads.set_state(me, ThreadState::Blocked);
                         switch_away(g, false);
-                        (false, None)
+                        (false, 0, None)
                     }
                     JoinResult::Err(e) => panic!("join of thread {}: {e}", self.id),
                 }
@@ -511,11 +523,7 @@ impl<T> JoinHandle<T> {
                     let _ = mm::unmap_stack(b, t);
                 }
                 self.joined = true;
-                return self
-                    .packet
-                    .lock()
-                    .take()
-                    .expect("a finished thread left its result");
+                return self.packet.lock().take().ok_or(code);
             }
         }
     }
