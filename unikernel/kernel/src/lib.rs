@@ -98,8 +98,15 @@ pub mod env {
 /// Threads: spawn, join, sleep, yield.
 pub mod thread {
     pub use crate::sched::{
-        JoinHandle, SpawnError, ThreadPriority as Priority, sleep, spawn, spawn_with, yield_now,
+        JoinHandle, SpawnError, ThreadPriority as Priority, current, sleep, spawn, spawn_with,
+        yield_now,
     };
+
+    /// Ends the calling thread with `code`. Its `JoinHandle::join_result`
+    /// returns `Err(code)` (there is no result value).
+    pub fn exit(code: i32) -> ! {
+        crate::sched::exit_current(code)
+    }
 }
 
 /// Ending the VM.
