@@ -23,7 +23,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use uk_cli::qemu::map_exit_status;
-pub use uk_cli::{Accel, Exit, Machine, MemSize, PortFwd, Profile, VmConfig};
+pub use uk_cli::{Accel, Exit, Firmware, Machine, MemSize, PortFwd, Profile, VmConfig};
 pub use uk_cli::{parse_kv, parse_main_marker, parse_memstats};
 
 /// A generous time for a TCG guest to boot and reach a marker.
@@ -58,6 +58,30 @@ pub fn image(app: &str) -> PathBuf {
     result.unwrap_or_else(|e| panic!("cannot build app '{app}':\n{e}"))
 }
 
+/// Builds (once per test process and app) a bootable raw disk image of
+/// `app` with the folder `site` (`cargo uk image APP --site SITE --format
+/// raw`) and returns its path. Installs the image tools when root.
+pub fn boot_disk_image(app: &str, site: &std::path::Path) -> PathBuf {
+    type Built = HashMap<(String, PathBuf), Result<PathBuf, String>>;
+    static BUILT: OnceLock<Mutex<Built>> = OnceLock::new();
+    let kernel = image(app);
+    let mut built = lock(BUILT.get_or_init(Default::default));
+    built
+        .entry((app.to_string(), site.to_path_buf()))
+        .or_insert_with(|| {
+            let out = uk_cli::image::temp_path(&format!("boot-{app}")).with_extension("raw");
+            if let Some(p) = out.parent() {
+                std::fs::create_dir_all(p).map_err(|e| e.to_string())?;
+            }
+            let cmdline = uk_cli::bootdisk::disk_cmdline("", &[]);
+            uk_cli::bootdisk::build(uk_cli::ImageFormat::Raw, &kernel, site, &cmdline, &out)
+                .map(|_| out)
+                .map_err(|e| e.to_string())
+        })
+        .clone()
+        .unwrap_or_else(|e| panic!("cannot build the boot disk of '{app}':\n{e}"))
+}
+
 /// A free TCP port on 127.0.0.1 (bound, read and released; for forwards).
 pub fn free_port() -> u16 {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
@@ -88,6 +112,13 @@ pub struct BootOpts {
     pub netns: Option<String>,
     /// A raw disk image attached read-only as virtio-blk (the root fs).
     pub disk: Option<PathBuf>,
+    /// Boot `disk` (a bootable image from [`boot_disk_image`]) through this
+    /// firmware on q35, without `-kernel`; `append`/`args` are not used
+    /// (the command line is in the image).
+    pub firmware: Option<uk_cli::Firmware>,
+    /// Firecracker-style start on microvm: virtio-mmio devices announced on
+    /// the command line, no isa-debug-exit (the i8042 reset ends the VM).
+    pub firecracker: bool,
 }
 
 impl Default for BootOpts {
@@ -102,6 +133,8 @@ impl Default for BootOpts {
             tap: None,
             netns: None,
             disk: None,
+            firmware: None,
+            firecracker: false,
         }
     }
 }
@@ -130,6 +163,19 @@ impl BootOpts {
     /// Attaches a raw disk image (read-only virtio-blk, the root fs).
     pub fn disk(mut self, image: impl Into<PathBuf>) -> BootOpts {
         self.disk = Some(image.into());
+        self
+    }
+
+    /// Boots the bootable disk `image` through `fw` (q35, no `-kernel`).
+    pub fn firmware(mut self, fw: uk_cli::Firmware, image: impl Into<PathBuf>) -> BootOpts {
+        self.firmware = Some(fw);
+        self.disk = Some(image.into());
+        self
+    }
+
+    /// Starts the guest Firecracker style (see [`BootOpts::firecracker`]).
+    pub fn firecracker(mut self) -> BootOpts {
+        self.firecracker = true;
         self
     }
 
@@ -281,6 +327,7 @@ impl Guest {
             uk_cli::QEMU_MISSING
         );
         let mem: MemSize = opts.mem.parse().unwrap_or_else(|e| panic!("{e}"));
+        let (firmware, firecracker) = (opts.firmware, opts.firecracker);
         let mut cfg = VmConfig {
             image,
             machine,
@@ -299,7 +346,14 @@ impl Guest {
             disk: opts.disk,
         };
         cfg.apply_app_defaults(app);
-        let mut cmd = uk_cli::qemu_command(&cfg);
+        let mut cmd = match firmware {
+            Some(fw) => {
+                uk_cli::bootdisk::ensure_ovmf().unwrap_or_else(|e| panic!("{e}"));
+                uk_cli::disk_boot_command(&cfg, fw)
+            }
+            None if firecracker => uk_cli::firecracker_style_command(&cfg),
+            None => uk_cli::qemu_command(&cfg),
+        };
         let command = uk_cli::render_command(&cmd);
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -589,37 +643,6 @@ macro_rules! machine_tests {
     };
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn boot_opts() {
-        let o = BootOpts::args(&["a", "b c"])
-            .append("log=debug")
-            .mem("4M")
-            .fwd(1, 2);
-        assert_eq!(o.args, ["a", "b c"]);
-        assert_eq!(o.append, "log=debug");
-        assert_eq!(o.mem, "4M");
-        assert_eq!(o.fwds, [(1, 2)]);
-        assert_eq!(BootOpts::default().mem, "64M");
-    }
-
-    #[test]
-    fn ports_are_free() {
-        let p = free_port();
-        assert_ne!(p, 0);
-        TcpListener::bind((Ipv4Addr::LOCALHOST, p)).unwrap();
-    }
-
-    #[test]
-    fn memstats_needles() {
-        assert_eq!(memstats_needle(""), "memstats:");
-        assert_eq!(memstats_needle("after"), "after memstats:");
-    }
-}
-
 /// True when this process runs as root (network namespaces and TAP need it).
 pub fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
@@ -710,5 +733,36 @@ impl Netns {
 impl Drop for Netns {
     fn drop(&mut self) {
         let _ = ip(&["netns", "del", &self.name]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn boot_opts() {
+        let o = BootOpts::args(&["a", "b c"])
+            .append("log=debug")
+            .mem("4M")
+            .fwd(1, 2);
+        assert_eq!(o.args, ["a", "b c"]);
+        assert_eq!(o.append, "log=debug");
+        assert_eq!(o.mem, "4M");
+        assert_eq!(o.fwds, [(1, 2)]);
+        assert_eq!(BootOpts::default().mem, "64M");
+    }
+
+    #[test]
+    fn ports_are_free() {
+        let p = free_port();
+        assert_ne!(p, 0);
+        TcpListener::bind((Ipv4Addr::LOCALHOST, p)).unwrap();
+    }
+
+    #[test]
+    fn memstats_needles() {
+        assert_eq!(memstats_needle(""), "memstats:");
+        assert_eq!(memstats_needle("after"), "after memstats:");
     }
 }

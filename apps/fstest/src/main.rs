@@ -2,7 +2,8 @@
 //! `cargo uk bench fs`. Each prints `fstest: ...` lines and exits 0 on
 //! success.
 //!
-//! - `sha PATH`: SHA-256 of the file read with `read` (64 KiB chunks)
+//! - `sha PATH`: SHA-256 of the file read with `read` (64 KiB chunks), and
+//!   the bytes bounced (DMA) and copied (file system) while reading its data
 //! - `mmap-sha PATH`: SHA-256 of the file through `mmap_file`
 //! - `seq PATH` / `random PATH`: read the whole file sequentially, or 4 KiB
 //!   pages in a pseudo-random order, and print the page-cache counters
@@ -77,6 +78,8 @@ fn sha(path: &str) -> Result<(), Errno> {
     let mut buf = vec![0u8; CHUNK];
     let mut h = sha256::Sha256::new();
     let mut total = 0u64;
+    // Opening read metadata; from here on only file data moves.
+    let (bounced, copied) = (fs::bounced_bytes(), fs::copied_bytes());
     loop {
         let n = f.read(&mut buf)?;
         if n == 0 {
@@ -86,6 +89,11 @@ fn sha(path: &str) -> Result<(), Errno> {
         total += n as u64;
     }
     println!("fstest: sha256 {} bytes={total}", h.hex());
+    println!(
+        "fstest: data bounced={} copied={}",
+        fs::bounced_bytes() - bounced,
+        fs::copied_bytes() - copied
+    );
     stats_line("stats");
     Ok(())
 }

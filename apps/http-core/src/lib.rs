@@ -24,6 +24,7 @@
 
 extern crate alloc;
 
+pub mod config;
 mod date;
 mod encoding;
 mod fuzz;

@@ -1,5 +1,7 @@
 //! `cargo uk bench boot|sched|idle`: boot time, scheduler costs and idle
-//! CPU use, measured by booting images under QEMU.
+//! CPU use, measured by booting images under QEMU; and the guest runners the
+//! other benchmarks share ([`run_guest`] for guests that exit by themselves,
+//! [`LiveGuest`] for servers the host drives).
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::Stdio;
@@ -78,9 +80,18 @@ impl GuestRun {
 pub fn run_guest(
     cfg: &VmConfig,
     timeout: Duration,
+    observe: impl FnMut(u32, &TimedLine) -> Result<(), String>,
+) -> Result<GuestRun, String> {
+    run_guest_command(qemu_command(cfg), timeout, observe)
+}
+
+/// [`run_guest`] with a ready QEMU command (a disk boot through firmware,
+/// a Firecracker-style start).
+pub fn run_guest_command(
+    mut cmd: std::process::Command,
+    timeout: Duration,
     mut observe: impl FnMut(u32, &TimedLine) -> Result<(), String>,
 ) -> Result<GuestRun, String> {
-    let mut cmd = qemu_command(cfg);
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -172,7 +183,15 @@ pub struct BootSample {
 /// Boots `cfg` once, reading the serial output, and times the marker line
 /// and the exit. Kills QEMU and fails after `timeout`.
 pub fn boot_once(cfg: &VmConfig, timeout: Duration) -> Result<BootSample, String> {
-    let run = run_guest(cfg, timeout, |_, _| Ok(()))?;
+    boot_once_command(qemu_command(cfg), timeout)
+}
+
+/// [`boot_once`] with a ready QEMU command.
+pub fn boot_once_command(
+    cmd: std::process::Command,
+    timeout: Duration,
+) -> Result<BootSample, String> {
+    let run = run_guest_command(cmd, timeout, |_, _| Ok(()))?;
     let line = run
         .find(MAIN_MARKER)
         .ok_or_else(|| run.fail("no 'uk: main' marker line"))?;
@@ -399,6 +418,11 @@ pub fn table(rows: &[Vec<String>]) -> String {
 
 /// One table row for `machine` from its samples.
 pub fn row(machine: Machine, image_size: u64, samples: &[BootSample]) -> Vec<String> {
+    row_named(machine.name(), image_size, samples)
+}
+
+/// One table row labelled `label` (e.g. `q35 seabios disk`).
+pub fn row_named(label: &str, image_size: u64, samples: &[BootSample]) -> Vec<String> {
     let to_marker: Vec<Duration> = samples.iter().map(|s| s.to_marker).collect();
     let to_exit: Vec<Duration> = samples.iter().map(|s| s.to_exit).collect();
     let (mm, mn, mx) = stats(&to_marker);
@@ -411,7 +435,7 @@ pub fn row(machine: Machine, image_size: u64, samples: &[BootSample]) -> Vec<Str
         "?".to_string()
     };
     vec![
-        machine.name().to_string(),
+        label.to_string(),
         image_size.to_string(),
         format!("{:.1}", image_size as f64 / 1024.0),
         ms(mm),
@@ -442,6 +466,134 @@ pub fn header() -> Vec<String> {
     ]
     .map(String::from)
     .to_vec()
+}
+
+/// A guest that keeps running while the host drives it (a server under a
+/// benchmark): its serial lines are collected in the background; it is
+/// killed by [`LiveGuest::kill`] or on drop.
+pub struct LiveGuest {
+    child: std::process::Child,
+    start: Instant,
+    rx: mpsc::Receiver<(Instant, String)>,
+    lines: Vec<TimedLine>,
+    stderr: Option<std::thread::JoinHandle<String>>,
+}
+
+impl LiveGuest {
+    /// Starts QEMU for `cfg` (stdin closed, serial and stderr captured).
+    pub fn spawn(cfg: &VmConfig) -> Result<LiveGuest, String> {
+        let mut cmd = qemu_command(cfg);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let start = Instant::now();
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", crate::QEMU))?;
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut stderr = child.stderr.take().expect("piped stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut r = BufReader::new(stdout);
+            let mut buf = Vec::new();
+            while matches!(r.read_until(b'\n', &mut buf), Ok(n) if n > 0) {
+                let line = String::from_utf8_lossy(&buf)
+                    .trim_end_matches(['\n', '\r'])
+                    .to_string();
+                if tx.send((Instant::now(), line)).is_err() {
+                    break;
+                }
+                buf.clear();
+            }
+        });
+        let stderr = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = stderr.read_to_string(&mut s);
+            s
+        });
+        Ok(LiveGuest {
+            child,
+            start,
+            rx,
+            lines: Vec::new(),
+            stderr: Some(stderr),
+        })
+    }
+
+    /// QEMU's pid (inside the namespace, if any, `ip netns exec` has
+    /// exec'd QEMU itself).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn push(&mut self, (t, text): (Instant, String)) {
+        self.lines.push(TimedLine {
+            at: t - self.start,
+            text,
+        });
+    }
+
+    /// Waits for a serial line containing `pat` (also among the lines
+    /// already read); fails when QEMU exits first or after `timeout`.
+    pub fn wait_for(&mut self, pat: &str, timeout: Duration) -> Result<TimedLine, String> {
+        if let Some(l) = self.lines.iter().find(|l| l.text.contains(pat)) {
+            return Ok(l.clone());
+        }
+        let start = Instant::now();
+        loop {
+            let left = timeout.saturating_sub(start.elapsed());
+            match self.rx.recv_timeout(left) {
+                Ok(line) => {
+                    self.push(line);
+                    let last = self.lines.last().expect("just pushed");
+                    if last.text.contains(pat) {
+                        return Ok(last.clone());
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    return Err(format!(
+                        "no '{pat}' line after {timeout:?}; output so far:\n{}",
+                        self.output()
+                    ));
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = self.child.wait().map(map_exit_status);
+                    let how = status.map_or_else(|e| e.to_string(), |s| s.describe());
+                    return Err(format!(
+                        "the guest ended ({how}) before a '{pat}' line; output:\n{}",
+                        self.output()
+                    ));
+                }
+            }
+        }
+    }
+
+    /// The serial lines read so far (and any already waiting), then QEMU's
+    /// stderr once it has exited.
+    pub fn output(&mut self) -> String {
+        while let Ok(l) = self.rx.try_recv() {
+            self.push(l);
+        }
+        let mut s: String = self.lines.iter().map(|l| format!("{}\n", l.text)).collect();
+        if matches!(self.child.try_wait(), Ok(Some(_)))
+            && let Some(h) = self.stderr.take()
+        {
+            s.push_str(&h.join().unwrap_or_default());
+        }
+        s
+    }
+
+    /// Kills QEMU and waits for it (idempotent).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for LiveGuest {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }
 
 #[cfg(test)]

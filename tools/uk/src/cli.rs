@@ -19,27 +19,40 @@ cargo uk: build and boot unikernel apps under QEMU
 
 USAGE:
     cargo uk build APP [--debug]
-    cargo uk image APP --site DIR -o OUT [--format ext4]
+    cargo uk image [APP] --site DIR -o OUT [--format ext4|elf|raw|qcow2|gce]
     cargo uk run [APP] [OPTIONS] [-- APP ARGS...]
     cargo uk test [CARGO TEST ARGS...]
     cargo uk bench boot [--runs N] [--kvm|--tcg]
     cargo uk bench sched [--runs N] [--kvm|--tcg]
     cargo uk bench idle [--secs S] [--kvm|--tcg]
     cargo uk bench fs [--kvm|--tcg]
+    cargo uk bench net [--secs S] [--kvm|--tcg]
+    cargo uk bench paths [--runs N] [--machine microvm|q35] [--kvm|--tcg]
+    cargo uk bench epoll [--runs N] [--machine microvm|q35] [--kvm|--tcg]
+    cargo uk bench http [--secs S] [--conns N] [--kvm|--tcg]
     cargo uk help
 
 COMMANDS:
     build    Build apps/APP for x86_64-unknown-none; print the image path and size
-    image    Pack the folder DIR into a disk image OUT for APP (ext4 via
-             mkfs.ext4 -d, sized from the folder with headroom, with an empty
-             /tmp for the guest's tmpfs); the kernel mounts it read-only at /
+    image    Pack the folder DIR into a disk image OUT for APP (default: httpd;
+             ext4 via mkfs.ext4 -d, sized from the folder with headroom, with
+             an empty /tmp for the guest's tmpfs); the kernel mounts it
+             read-only at /. Also builds APP and prints how to boot the pair.
+             --format elf: the PVH kernel at OUT and its ext4 disk at OUT.ext4
+             (QEMU -kernel, Firecracker); raw: a GPT disk that BIOS and UEFI
+             firmware boot (GRUB + Multiboot2, ext4 root partition uk-root);
+             qcow2: the same as qcow2; gce: disk.raw in a .tar.gz for
+             'gcloud compute images create --source-uri'
     run      Build and boot APP (default: httpd if apps/httpd exists, else hello);
-             exit with the app's status
+             exit with the app's status. httpd gets 127.0.0.1:8080 -> port 80
+             and, without --site, the built-in demo site (apps/httpd/site)
     test     Ensure QEMU, run the host tests (cargo test), then the QEMU tests
              (cargo test --package uk-tests), both with --no-fail-fast;
              extra args go to both
     bench    boot: boot hello N times (default 10) on microvm and q35 and print
              the time to the 'uk: main' marker and to QEMU's exit
+             and, on q35, the raw disk image (cargo uk image --format raw)
+             through SeaBIOS and through OVMF (UEFI) with GRUB, no -kernel
              sched: boot 'selftest bench-sched' N times (default 5) per machine
              and print median/min/max of the guest-measured context-switch
              and spawn+join costs
@@ -48,6 +61,24 @@ COMMANDS:
              fs: boot 'fstest bench' per machine with a disk of 4 KiB, 1 MiB
              and 16 MiB files and print guest-measured cold- and warm-cache
              read throughput
+             net: boot echo per machine on a TAP device in a network
+             namespace of its own (root; user networking is about ten times
+             slower and not for benchmarks) and print echo MB/s with 1 and 4
+             connections and connections/s with 1 and 4 clients, S seconds
+             (5) each
+             paths: boot 'iotest serve' on TAP (root) with files of 4 KiB,
+             64 KiB, 1 MiB and 16 MiB; per size and path (read, mmap,
+             sendfile) print MB/s, guest CPU ns per byte and bytes copied per
+             byte served (up to N fetches (200) or 3 s each, after a warm-up
+             fetch); plot in target/bench/paths.svg; machine microvm unless
+             --machine
+             epoll: boot 'iotest epoll-bench' N times (3) and print the median
+             ns per epoll_wait with 10, 1,000 and 10,000 registered and the
+             10,000/10 ratio (target <= 1.2)
+             http: boot httpd on a TAP device in a network namespace of its
+             own (root) and run wrk there (installed with apt-get if missing)
+             for S seconds (10) with N connections (16) per file: requests/s
+             for 1 KiB, MB/s for 1 MiB and 16 MiB, p50/p99 latency
     help     Print this text (also -h, --help)
 
 RUN OPTIONS:
@@ -143,6 +174,46 @@ pub enum Cmd {
     BenchFs {
         /// Forced accelerator.
         accel: Option<Accel>,
+    },
+    /// `bench http ...`
+    BenchHttp {
+        /// wrk's duration per file, in seconds.
+        secs: u64,
+        /// wrk's connections.
+        conns: u32,
+        /// Forced accelerator.
+        accel: Option<Accel>,
+    },
+    /// `bench net ...`
+    BenchNet {
+        /// Seconds per measurement.
+        secs: u64,
+        /// Forced accelerator.
+        accel: Option<Accel>,
+    },
+    /// `bench paths ...`
+    BenchPaths {
+        /// Most fetches per file size and path.
+        runs: usize,
+        /// The machine.
+        machine: Machine,
+        /// Forced accelerator.
+        accel: Option<Accel>,
+    },
+    /// `bench epoll ...`
+    BenchEpoll {
+        /// Boots.
+        runs: usize,
+        /// The machine.
+        machine: Machine,
+        /// Forced accelerator.
+        accel: Option<Accel>,
+    },
+    /// The hidden `__netclient MODE ...`: the load generator the network
+    /// benchmarks run inside their namespace ([`crate::netclient`]).
+    NetClient {
+        /// The mode and its `key=value` arguments.
+        args: Vec<String>,
     },
     /// `bench idle ...`
     BenchIdle {
@@ -244,6 +315,9 @@ pub fn parse(args: &[String]) -> Result<Cmd, Error> {
             extra: rest.to_vec(),
         }),
         "bench" => parse_bench(rest),
+        crate::netclient::SUBCOMMAND => Ok(Cmd::NetClient {
+            args: rest.to_vec(),
+        }),
         other if other.starts_with('-') => Err(Error::Usage(format!("unknown flag '{other}'"))),
         other => Err(Error::Usage(format!("unknown command '{other}'"))),
     }
@@ -279,7 +353,7 @@ fn parse_image(args: &[String]) -> Result<Cmd, Error> {
         }
     }
     Ok(Cmd::Image {
-        app: app.ok_or_else(|| Error::Usage("'image' needs an APP".into()))?,
+        app: app.unwrap_or_else(|| default_app().to_string()),
         site: site.ok_or_else(|| Error::Usage("'image' needs --site DIR".into()))?,
         out: out.ok_or_else(|| Error::Usage("'image' needs -o OUT".into()))?,
         format,
@@ -319,10 +393,105 @@ fn parse_run(args: &[String]) -> Result<RunArgs, Error> {
     Ok(r)
 }
 
+fn parse_bench_http(args: &[String]) -> Result<Cmd, Error> {
+    let mut it = Args::new("bench http", args);
+    let (mut secs, mut conns, mut accel) = (10u64, 16u32, None);
+    while let Some(a) = it.next()? {
+        match a {
+            "--secs" | "-s" => {
+                let v = it.value(a)?;
+                secs =
+                    v.parse().ok().filter(|&n| n > 0).ok_or_else(|| {
+                        Error::Usage(format!("--secs: bad number of seconds '{v}'"))
+                    })?;
+            }
+            "--conns" | "-c" => {
+                let v = it.value(a)?;
+                conns = v
+                    .parse()
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .ok_or_else(|| Error::Usage(format!("--conns: bad count '{v}'")))?;
+            }
+            "--kvm" => accel = Some(Accel::Kvm),
+            "--tcg" => accel = Some(Accel::Tcg),
+            _ => return Err(it.unknown(a)),
+        }
+    }
+    Ok(Cmd::BenchHttp { secs, conns, accel })
+}
+
+/// The most seconds per `bench net` measurement.
+const MAX_NET_SECS: u64 = 600;
+
+/// `bench net|paths|epoll`: a count flag (`--secs` for net, `--runs` for
+/// the others), `--machine` (paths and epoll), `--kvm|--tcg`.
+fn parse_bench_net(what: &str, args: &[String]) -> Result<Cmd, Error> {
+    let (cmd, flags, default): (_, [&str; 2], u64) = match what {
+        "net" => ("bench net", ["--secs", "-s"], 5),
+        "paths" => ("bench paths", ["--runs", "-n"], 200),
+        _ => ("bench epoll", ["--runs", "-n"], 3),
+    };
+    let mut it = Args::new(cmd, args);
+    let (mut count, mut machine, mut accel) = (default, Machine::default(), None);
+    while let Some(a) = it.next()? {
+        match a {
+            _ if flags.contains(&a) => {
+                let v = it.value(a)?;
+                let max = if what == "net" {
+                    MAX_NET_SECS
+                } else {
+                    1_000_000
+                };
+                count = v
+                    .parse()
+                    .ok()
+                    .filter(|&n| n > 0 && n <= max)
+                    .ok_or_else(|| {
+                        let kind = if what == "net" {
+                            "number of seconds"
+                        } else {
+                            "count"
+                        };
+                        Error::Usage(format!("{}: bad {kind} '{v}' (1 to {max})", flags[0]))
+                    })?;
+            }
+            "--machine" | "-M" if what != "net" => machine = it.parsed(a)?,
+            "--kvm" => accel = Some(Accel::Kvm),
+            "--tcg" => accel = Some(Accel::Tcg),
+            _ => return Err(it.unknown(a)),
+        }
+    }
+    let runs = count as usize;
+    Ok(match what {
+        "net" => Cmd::BenchNet { secs: count, accel },
+        "paths" => Cmd::BenchPaths {
+            runs,
+            machine,
+            accel,
+        },
+        _ => Cmd::BenchEpoll {
+            runs,
+            machine,
+            accel,
+        },
+    })
+}
+
 fn parse_bench(args: &[String]) -> Result<Cmd, Error> {
+    if let Some((what, rest)) = args.split_first()
+        && matches!(what.as_str(), "net" | "paths" | "epoll")
+    {
+        return parse_bench_net(what, rest);
+    }
+    if let Some((what, rest)) = args.split_first()
+        && what == "http"
+    {
+        return parse_bench_http(rest);
+    }
     let Some((what, rest)) = args.split_first() else {
         return Err(Error::Usage(
-            "'bench' needs a benchmark: boot, sched, idle or fs".into(),
+            "'bench' needs a benchmark: boot, sched, idle, fs, http, net, paths or epoll".into(),
         ));
     };
     let (cmd, default_count, count_flags): (_, u64, &[&str]) = match what.as_str() {
@@ -332,7 +501,7 @@ fn parse_bench(args: &[String]) -> Result<Cmd, Error> {
         "fs" => ("bench fs", 1, &[]),
         _ => {
             return Err(Error::Usage(format!(
-                "unknown benchmark '{what}' (expected boot, sched, idle or fs)"
+                "unknown benchmark '{what}' (expected boot, sched, idle, fs, http, net, paths or epoll)"
             )));
         }
     };
@@ -421,6 +590,9 @@ pub fn execute(cmd: Cmd) -> Result<i32, Error> {
             format,
         } => {
             check_app(&app)?;
+            if format != crate::image::ImageFormat::Ext4 {
+                return crate::bootdisk::image_command(&app, &site, &out, format);
+            }
             let size = crate::image::build_image_from_dir(&site, &out, format)?;
             println!(
                 "{}  {size} bytes ({:.1} MiB, ext4 of {})",
@@ -428,9 +600,29 @@ pub fn execute(cmd: Cmd) -> Result<i32, Error> {
                 size as f64 / (1024.0 * 1024.0),
                 display_path(&site)
             );
+            // The kernel that serves it, and how to boot the pair.
+            let kernel = build_image(&app, Profile::Release, false)?;
+            let mut cfg = VmConfig::new(&kernel);
+            cfg.disk = Some(out.clone());
+            cfg.apply_app_defaults(&app);
+            println!("{}  ({app} kernel)", display_path(&kernel));
+            println!("boot: {}", render_command(&qemu_command(&cfg)));
             Ok(0)
         }
         Cmd::BenchFs { accel } => crate::fsbench::bench_fs(accel),
+        Cmd::BenchNet { secs, accel } => crate::netbench::bench_net(secs, accel),
+        Cmd::BenchPaths {
+            runs,
+            machine,
+            accel,
+        } => crate::pathsbench::bench_paths(runs, machine, accel),
+        Cmd::BenchEpoll {
+            runs,
+            machine,
+            accel,
+        } => crate::netbench::bench_epoll(runs, machine, accel),
+        Cmd::NetClient { args } => crate::netclient::main(&args),
+        Cmd::BenchHttp { secs, conns, accel } => crate::httpbench::bench_http(secs, conns, accel),
     }
 }
 
@@ -460,7 +652,12 @@ fn run(r: RunArgs) -> Result<i32, Error> {
         Profile::Release
     };
     let image = build_image(&app, profile, false)?;
-    let disk = match &r.site {
+    // httpd without --site serves the built-in demo site.
+    let site = r
+        .site
+        .clone()
+        .or_else(|| (app == "httpd").then(crate::workspace::demo_site));
+    let disk = match &site {
         Some(dir) => Some(crate::image::TempImage::from_dir(dir)?),
         None => None,
     };
@@ -488,6 +685,15 @@ fn run(r: RunArgs) -> Result<i32, Error> {
             f.host, f.guest
         );
     }
+    if app == "httpd" {
+        if let Some(dir) = &site {
+            eprintln!("uk: serving {}", display_path(dir));
+        }
+        // The server listens on port 80 unless told otherwise.
+        if let Some(f) = cfg.fwds.iter().find(|f| f.guest == 80) {
+            println!("http://127.0.0.1:{}/", f.host);
+        }
+    }
     let status = cmd
         .status()
         .map_err(|e| Error::Failed(format!("cannot start {}: {e}", crate::QEMU)))?;
@@ -508,6 +714,11 @@ fn run(r: RunArgs) -> Result<i32, Error> {
 
 fn test(extra: &[String]) -> Result<i32, Error> {
     ensure_qemu()?;
+    // The disk-boot tests (tests/cloud.rs) need GRUB, FAT tools and OVMF:
+    // installed here once (root), so parallel tests never race apt-get.
+    if let Err(e) = crate::bootdisk::ensure_tools().and_then(|()| crate::bootdisk::ensure_ovmf()) {
+        eprintln!("uk: warning: {e} (the disk-boot tests will fail)");
+    }
     let cargo_test = |pkg: Option<&str>| -> Result<bool, Error> {
         let mut cmd = cargo();
         // Report every failing test binary, not just the first.
@@ -558,9 +769,14 @@ fn bench_boot(runs: usize, accel: Option<Accel>) -> Result<i32, Error> {
         }
         rows.push(bench::row(machine, size, &samples));
     }
+    rows.extend(crate::bootdisk::bench_disk_rows(&image, runs, accel)?);
     print!("{}", bench::table(&rows));
     println!(
         "main: spawn -> 'uk: main' line (wall); guest: the marker's own time since boot; exit: spawn -> QEMU exit"
+    );
+    println!(
+        "pvh rows: -kernel (PVH entry); disk rows: q35 booting the raw GPT image (size in the \
+         image columns) through SeaBIOS or OVMF and GRUB (Multiboot2), no -kernel"
     );
     Ok(0)
 }
@@ -802,7 +1018,7 @@ mod tests {
             }
         );
         assert!(usage_err(&["bench"]).contains("needs a benchmark"));
-        assert!(usage_err(&["bench", "net"]).contains("unknown benchmark 'net'"));
+        assert!(usage_err(&["bench", "frob"]).contains("unknown benchmark 'frob'"));
         assert!(usage_err(&["bench", "boot", "--runs", "0"]).contains("bad count"));
         assert!(usage_err(&["bench", "boot", "--fast"]).contains("unknown flag '--fast'"));
     }
@@ -890,8 +1106,122 @@ mod tests {
                 .contains("unknown flag '--runs' for 'bench idle'")
         );
         assert!(usage_err(&["bench", "idle", "--fast"]).contains("unknown flag '--fast'"));
-        assert!(usage_err(&["bench", "unknown"]).contains("(expected boot, sched, idle or fs)"));
+        assert!(
+            usage_err(&["bench", "unknown"])
+                .contains("(expected boot, sched, idle, fs, http, net, paths or epoll)")
+        );
         assert!(USAGE.contains("cargo uk bench idle [--secs S] [--kvm|--tcg]"));
+    }
+
+    #[test]
+    fn bench_http() {
+        assert_eq!(
+            p(&["bench", "http"]).unwrap(),
+            Cmd::BenchHttp {
+                secs: 10,
+                conns: 16,
+                accel: None
+            }
+        );
+        assert_eq!(
+            p(&["bench", "http", "--secs=3", "-c", "64", "--tcg"]).unwrap(),
+            Cmd::BenchHttp {
+                secs: 3,
+                conns: 64,
+                accel: Some(Accel::Tcg)
+            }
+        );
+        assert!(usage_err(&["bench", "http", "--secs", "0"]).contains("bad number of seconds"));
+        assert!(usage_err(&["bench", "http", "--runs", "2"]).contains("unknown flag '--runs'"));
+        assert!(USAGE.contains("cargo uk bench http"));
+    }
+
+    #[test]
+    fn image_without_app_is_the_default_app() {
+        match p(&["image", "--site", "www", "-o", "site.img"]).unwrap() {
+            Cmd::Image { app, site, out, .. } => {
+                assert_eq!(app, default_app());
+                assert_eq!(site, std::path::PathBuf::from("www"));
+                assert_eq!(out, std::path::PathBuf::from("site.img"));
+            }
+            c => panic!("{c:?}"),
+        }
+    }
+
+    #[test]
+    fn bench_net_paths_epoll() {
+        assert_eq!(
+            p(&["bench", "net"]).unwrap(),
+            Cmd::BenchNet {
+                secs: 5,
+                accel: None
+            }
+        );
+        assert_eq!(
+            p(&["bench", "net", "--secs=2", "--tcg"]).unwrap(),
+            Cmd::BenchNet {
+                secs: 2,
+                accel: Some(Accel::Tcg)
+            }
+        );
+        assert!(usage_err(&["bench", "net", "--secs", "0"]).contains("bad number of seconds '0'"));
+        assert!(usage_err(&["bench", "net", "-s", "601"]).contains("(1 to 600)"));
+        assert!(
+            usage_err(&["bench", "net", "--machine", "q35"])
+                .contains("unknown flag '--machine' for 'bench net'")
+        );
+        assert!(usage_err(&["bench", "net", "--runs", "2"]).contains("unknown flag '--runs'"));
+        assert_eq!(
+            p(&["bench", "paths"]).unwrap(),
+            Cmd::BenchPaths {
+                runs: 200,
+                machine: Machine::Microvm,
+                accel: None
+            }
+        );
+        assert_eq!(
+            p(&["bench", "paths", "--runs", "20", "--machine=q35", "--kvm"]).unwrap(),
+            Cmd::BenchPaths {
+                runs: 20,
+                machine: Machine::Q35,
+                accel: Some(Accel::Kvm)
+            }
+        );
+        assert!(usage_err(&["bench", "paths", "--machine", "pc"]).contains("unknown machine 'pc'"));
+        assert!(usage_err(&["bench", "paths", "-n", "x"]).contains("--runs: bad count 'x'"));
+        assert_eq!(
+            p(&["bench", "epoll"]).unwrap(),
+            Cmd::BenchEpoll {
+                runs: 3,
+                machine: Machine::Microvm,
+                accel: None
+            }
+        );
+        assert_eq!(
+            p(&["bench", "epoll", "-M", "q35", "-n", "5"]).unwrap(),
+            Cmd::BenchEpoll {
+                runs: 5,
+                machine: Machine::Q35,
+                accel: None
+            }
+        );
+        assert!(usage_err(&["bench", "epoll", "--secs", "3"]).contains("unknown flag '--secs'"));
+        assert!(usage_err(&["bench", "epoll", "extra"]).contains("unexpected argument 'extra'"));
+        for line in [
+            "cargo uk bench net [--secs S] [--kvm|--tcg]",
+            "cargo uk bench paths [--runs N] [--machine microvm|q35] [--kvm|--tcg]",
+            "cargo uk bench epoll [--runs N] [--machine microvm|q35] [--kvm|--tcg]",
+        ] {
+            assert!(USAGE.contains(line), "{line}");
+        }
+        // The load generator is hidden from the usage text.
+        assert_eq!(
+            p(&["__netclient", "cps", "addr=10.77.0.2:7"]).unwrap(),
+            Cmd::NetClient {
+                args: vec!["cps".into(), "addr=10.77.0.2:7".into()]
+            }
+        );
+        assert!(!USAGE.contains("__netclient"));
     }
 
     #[test]

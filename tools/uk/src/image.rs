@@ -14,18 +14,52 @@ use crate::Error;
 /// The on-disk format of an image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ImageFormat {
-    /// ext4, built by `mkfs.ext4 -d`.
+    /// ext4, built by `mkfs.ext4 -d`: the root disk alone.
     #[default]
     Ext4,
+    /// The PVH ELF kernel at OUT and its ext4 root disk beside it
+    /// (`OUT` with the extension `.ext4`): QEMU `-kernel`, Firecracker,
+    /// cloud-hypervisor.
+    Elf,
+    /// A GPT disk that BIOS and UEFI firmware boot (GRUB, Multiboot2).
+    Raw,
+    /// The raw disk converted to qcow2.
+    Qcow2,
+    /// The raw disk as `disk.raw` in a `.tar.gz` for GCE.
+    Gce,
+}
+
+impl ImageFormat {
+    /// Every format, in the order the usage text lists them.
+    pub const ALL: [ImageFormat; 5] = [
+        ImageFormat::Ext4,
+        ImageFormat::Elf,
+        ImageFormat::Raw,
+        ImageFormat::Qcow2,
+        ImageFormat::Gce,
+    ];
+
+    /// The name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            ImageFormat::Ext4 => "ext4",
+            ImageFormat::Elf => "elf",
+            ImageFormat::Raw => "raw",
+            ImageFormat::Qcow2 => "qcow2",
+            ImageFormat::Gce => "gce",
+        }
+    }
 }
 
 impl std::str::FromStr for ImageFormat {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "ext4" => Ok(ImageFormat::Ext4),
-            _ => Err(format!("unknown image format '{s}' (known: ext4)")),
-        }
+        ImageFormat::ALL
+            .into_iter()
+            .find(|f| f.name() == s)
+            .ok_or_else(|| {
+                format!("unknown image format '{s}' (known: ext4, elf, raw, qcow2, gce)")
+            })
     }
 }
 
@@ -76,7 +110,12 @@ pub fn mkfs_command(dir: &Path, out: &Path, size: u64) -> Command {
 /// its size. The image gets an empty `/tmp` (the tmpfs mount point) unless
 /// `dir` has one.
 pub fn build_image_from_dir(dir: &Path, out: &Path, format: ImageFormat) -> Result<u64, Error> {
-    let ImageFormat::Ext4 = format;
+    if format != ImageFormat::Ext4 {
+        return Err(Error::Failed(format!(
+            "format '{}' needs a kernel: use crate::bootdisk::build",
+            format.name()
+        )));
+    }
     if !dir.is_dir() {
         return Err(Error::Failed(format!("{}: not a directory", dir.display())));
     }
@@ -177,6 +216,10 @@ mod tests {
     #[test]
     fn formats_parse() {
         assert_eq!("ext4".parse::<ImageFormat>(), Ok(ImageFormat::Ext4));
+        for f in ImageFormat::ALL {
+            assert_eq!(f.name().parse::<ImageFormat>(), Ok(f));
+        }
+        assert_eq!("gce".parse::<ImageFormat>(), Ok(ImageFormat::Gce));
         assert!("iso".parse::<ImageFormat>().is_err());
     }
 

@@ -6,16 +6,23 @@
 //! [`qemu_command`] so that tests boot exactly what `cargo uk run` boots.
 
 pub mod bench;
+pub mod bootdisk;
 pub mod build;
 pub mod cli;
 pub mod fsbench;
+pub mod httpbench;
 pub mod image;
+pub mod netbench;
+pub mod netclient;
+pub mod netns;
+pub mod pathsbench;
 pub mod qemu;
 pub mod serial;
 pub mod workspace;
 
 use std::fmt;
 
+pub use bootdisk::{Firmware, disk_boot_command, firecracker_style_command};
 pub use build::{Profile, build_command, build_image, image_path};
 pub use image::{ImageFormat, TempImage, build_image_from_dir};
 pub use qemu::{

@@ -13,8 +13,8 @@ pub const QEMU: &str = "qemu-system-x86_64";
 
 /// Apps that get a network device (and the default `8080:80` forward) even
 /// without `--fwd`.
-// httpd and echo join this list once they exist.
-pub const NET_APPS: &[&str] = &[];
+// echo joins this list once its tests stop passing their own forwards.
+pub const NET_APPS: &[&str] = &["httpd"];
 
 /// The default host:guest forward for [`NET_APPS`].
 pub const DEFAULT_FWD: PortFwd = PortFwd {
@@ -452,7 +452,8 @@ pub fn qemu_available() -> bool {
         .is_ok_and(|s| s.success())
 }
 
-fn is_root() -> bool {
+/// Whether this process runs as root (effective uid 0).
+pub fn is_root() -> bool {
     // The effective uid is the second field of the Uid line.
     std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
         s.lines()
@@ -462,7 +463,7 @@ fn is_root() -> bool {
     })
 }
 
-fn in_path(prog: &str) -> bool {
+pub(crate) fn in_path(prog: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|p| std::env::split_paths(&p).any(|d| Path::new(&d).join(prog).is_file()))
 }

@@ -76,6 +76,12 @@ pub fn default_app() -> &'static str {
     default_app_in(&root().join("apps"))
 }
 
+/// The built-in demo site that `cargo uk run` serves with httpd when no
+/// `--site` is given.
+pub fn demo_site() -> PathBuf {
+    root().join("apps/httpd/site")
+}
+
 fn default_app_in(apps_dir: &Path) -> &'static str {
     if apps_dir.join("httpd").join("Cargo.toml").is_file() {
         "httpd"

@@ -9,7 +9,10 @@
 //!   plus helpers over the firmware (e820) memory map;
 //! * [`vma`] keeps track of the virtual memory areas behind `mmap`,
 //!   `munmap` and `mprotect`, in fixed capacity and without a heap;
-//! * [`stats`] is the memory statistics record the kernel prints.
+//! * [`stats`] is the memory statistics record the kernel prints;
+//! * [`multiboot2`] reads the boot information GRUB passes on a disk boot;
+//! * [`partition`] reads and writes GPT/MBR partition tables (the root
+//!   file system's partition on a bootable disk).
 //!
 //! Only [`cmdline`] needs `alloc`; the other modules work without a heap.
 #![no_std]
@@ -23,6 +26,8 @@ extern crate std;
 pub mod acpi;
 pub mod cmdline;
 pub mod frame;
+pub mod multiboot2;
+pub mod partition;
 pub mod stats;
 pub mod time;
 pub mod vma;

@@ -1,7 +1,8 @@
 //! The boot sequence in Rust: from the PVH entry to the application's `main`.
 //!
 //! 1. console (COM1) up, so anything later can report;
-//! 2. copy the command line and memory map out of the PVH start info;
+//! 2. copy the command line, memory map and RSDP out of the PVH start info
+//!    or, after a disk boot through GRUB, the Multiboot2 information;
 //! 3. GDT + TSS (IST stacks), IDT;
 //! 4. frame allocator, kernel page tables (W^X image, page 0 unmapped);
 //! 5. heap (lazily, on first allocation), then parse the command line;
@@ -58,6 +59,30 @@ struct BootInfo {
     map: [MemRegion; MAX_MEMMAP],
     map_len: usize,
     rsdp: u64,
+    /// The RSDP copy from a Multiboot2 ACPI tag (`rsdp` then points here).
+    rsdp_copy: [u8; RSDP_COPY],
+}
+
+/// Room for an ACPI 2.0+ RSDP (36 bytes) copied out of the MBI.
+const RSDP_COPY: usize = 64;
+/// Largest Multiboot2 boot information the kernel accepts.
+const MAX_MBI: usize = 64 * 1024;
+
+/// How the kernel was entered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BootProtocol {
+    /// PVH (QEMU `-kernel`, Firecracker, cloud-hypervisor).
+    Pvh,
+    /// Multiboot2 (GRUB from a disk, under BIOS or UEFI).
+    Multiboot2,
+}
+
+static PROTOCOL: BootCell<BootProtocol> = BootCell::new(BootProtocol::Pvh);
+
+/// How the kernel was entered.
+pub fn boot_protocol() -> BootProtocol {
+    // SAFETY: written once in `kernel_start` before anything else runs.
+    unsafe { *PROTOCOL.get() }
 }
 
 static BOOT_INFO: BootCell<BootInfo> = BootCell::new(BootInfo {
@@ -72,7 +97,51 @@ static BOOT_INFO: BootCell<BootInfo> = BootCell::new(BootInfo {
     }; MAX_MEMMAP],
     map_len: 0,
     rsdp: 0,
+    rsdp_copy: [0; RSDP_COPY],
 });
+
+/// Reads the Multiboot2 boot information GRUB left at `paddr` (`ebx`).
+/// Everything is copied, as for PVH.
+fn read_multiboot2(paddr: u32, info: &mut BootInfo) {
+    use uk_core::multiboot2;
+    if paddr == 0 || !paddr.is_multiple_of(8) {
+        crate::fatal_early("Multiboot2 information pointer is invalid");
+    }
+    let mut head = [0u8; 8];
+    // SAFETY: a Multiboot2 loader puts the MBI (8-byte aligned, starting
+    // with its u32 total size) at `paddr`, below 4 GiB, which the boot page
+    // tables identity map.
+    unsafe { core::ptr::copy_nonoverlapping(paddr as usize as *const u8, head.as_mut_ptr(), 8) };
+    let total = multiboot2::total_size(&head);
+    if !(8..=MAX_MBI).contains(&total) {
+        crate::fatal_early("Multiboot2 information has a bad size");
+    }
+    // SAFETY: as above; the MBI is `total` bytes long (bounded by MAX_MBI),
+    // and nothing writes it while the kernel reads it.
+    let bytes = unsafe { core::slice::from_raw_parts(paddr as usize as *const u8, total) };
+    let Ok(mbi) = multiboot2::parse(bytes) else {
+        crate::fatal_early("Multiboot2 information is malformed");
+    };
+    if let Some(c) = mbi.cmdline {
+        let n = c.len().min(MAX_CMDLINE - 1);
+        info.cmdline[..n].copy_from_slice(&c[..n]);
+        info.cmdline_len = n;
+    }
+    let mut n = 0;
+    for r in mbi.memory_map().take(MAX_MEMMAP) {
+        info.map[n] = r;
+        n += 1;
+    }
+    info.map_len = n;
+    if n == 0 {
+        crate::fatal_early("Multiboot2 information has no memory map");
+    }
+    if let Some(r) = mbi.rsdp() {
+        let n = r.len().min(RSDP_COPY);
+        info.rsdp_copy[..n].copy_from_slice(&r[..n]);
+        info.rsdp = info.rsdp_copy.as_ptr() as u64;
+    }
+}
 
 /// Reads what the VMM passed. Everything is copied, so low memory can be reused.
 fn read_start_info(paddr: u32, info: &mut BootInfo) {
@@ -137,15 +206,23 @@ pub fn config() -> &'static KernelConfig {
     unsafe { (*CONFIG.get()).as_ref() }.expect("kernel config read before boot finished")
 }
 
-/// Called by the PVH entry code on the boot stack, in long mode.
-pub extern "C" fn kernel_start(start_info: u32) -> ! {
+/// Called by the PVH/Multiboot2 entry code on the boot stack, in long mode,
+/// with `ebx` and `eax` as they were at entry.
+pub extern "C" fn kernel_start(start_info: u32, entry_eax: u32) -> ! {
     console::init();
     // SAFETY: single-threaded boot; nothing else refers to BOOT_INFO yet.
     let info = unsafe { &mut *BOOT_INFO.get() };
-    read_start_info(start_info, info);
+    if entry_eax == uk_core::multiboot2::BOOTLOADER_MAGIC {
+        // SAFETY: single-threaded boot, before anything reads PROTOCOL.
+        unsafe { *PROTOCOL.get() = BootProtocol::Multiboot2 };
+        read_multiboot2(start_info, info);
+    } else {
+        read_start_info(start_info, info);
+    }
     arch::gdt::init_boot_cpu();
     arch::idt::init();
     mm::init(&info.map[..info.map_len], boot::layout());
+    time::stage("mm");
 
     let text = String::from_utf8_lossy(&info.cmdline[..info.cmdline_len]).into_owned();
     let (cmdline, mut warnings) = Cmdline::parse(&text);
@@ -153,11 +230,16 @@ pub extern "C" fn kernel_start(start_info: u32) -> ! {
     warnings.extend(more);
     console::init_log(config.log);
     time::init();
+    time::stage("tsc");
     crate::irq::init(info.rsdp);
+    time::stage("irq");
     for w in &warnings {
         log::warn!("{w}");
     }
-    log::debug!("command line: {text:?}");
+    log::debug!(
+        "boot protocol: {:?}; command line: {text:?}",
+        boot_protocol()
+    );
     log::debug!("tsc: {} Hz; memory: {}", time::tsc_hz(), mm::stats());
     // SAFETY: single-threaded boot; `main` has not started, nobody reads these yet.
     unsafe {
@@ -166,6 +248,7 @@ pub extern "C" fn kernel_start(start_info: u32) -> ! {
     }
 
     crate::drivers::init();
+    time::stage("drivers");
     let timeslice = crate::env::config().timeslice_ms;
     crate::sched::start(run_main, MAIN_STACK_SIZE, timeslice)
 }
@@ -177,7 +260,10 @@ unsafe extern "Rust" {
 
 fn run_main() {
     crate::net::init();
+    time::stage("net");
     crate::fs::init();
+    time::stage("fs");
+    log::debug!("boot stages (us since entry): {}", time::stages());
     let cycles = cpu::rdtsc().saturating_sub(boot::entry_tsc());
     match time::cycles_to_us(cycles) {
         Some(us) => crate::println!("uk: main after {cycles} tsc cycles ({us} us)"),

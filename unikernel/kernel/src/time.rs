@@ -291,3 +291,25 @@ impl SystemTime {
         self.0 / 1_000_000_000
     }
 }
+
+/// Boot milestones: (name, TSC cycles since the PVH entry).
+static STAGES: crate::sync::IrqMutex<[(&str, u64); 8]> = crate::sync::IrqMutex::new([("", 0); 8]);
+
+/// Records a boot milestone (for `log=debug` and the boot benchmark).
+pub fn stage(name: &'static str) {
+    let c = cpu::rdtsc().saturating_sub(boot::entry_tsc());
+    let mut s = STAGES.lock();
+    if let Some(slot) = s.iter_mut().find(|(n, _)| n.is_empty()) {
+        *slot = (name, c);
+    }
+}
+
+/// The milestones as `name=us` pairs.
+pub fn stages() -> alloc::string::String {
+    use core::fmt::Write;
+    let mut out = alloc::string::String::new();
+    for (n, c) in STAGES.lock().iter().filter(|(n, _)| !n.is_empty()) {
+        let _ = write!(out, "{n}={} ", cycles_to_us(*c).unwrap_or(0));
+    }
+    out
+}

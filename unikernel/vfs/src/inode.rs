@@ -2,6 +2,7 @@
 
 use alloc::string::String;
 use alloc::sync::Arc;
+use alloc::vec::Vec;
 
 use crate::error::{Result, VfsError};
 
@@ -243,6 +244,19 @@ pub trait Inode: Send + Sync {
         } else {
             VfsError::EINVAL
         })
+    }
+
+    /// Fills consecutive pages from `index` (`bufs[i]` is page `index + i`)
+    /// and returns the valid bytes of each, as [`read_page`](Self::read_page)
+    /// does for one. The page cache uses it for readahead windows, so a
+    /// block device can have all their requests in flight at once. The
+    /// default reads the pages one by one.
+    fn read_pages(&self, index: u64, bufs: &mut [&mut [u8; PAGE_SIZE]]) -> Result<Vec<usize>> {
+        let mut out = Vec::with_capacity(bufs.len());
+        for (i, buf) in bufs.iter_mut().enumerate() {
+            out.push(self.read_page(index + i as u64, buf)?);
+        }
+        Ok(out)
     }
 
     /// Writes `data` at byte `offset`, extending the file as needed.

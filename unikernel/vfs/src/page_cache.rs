@@ -26,7 +26,6 @@
 //!   counter keeps a fill that raced with a write from inserting stale data.
 
 use alloc::boxed::Box;
-#[cfg(test)]
 use alloc::vec::Vec;
 use core::ops::Range;
 
@@ -35,6 +34,9 @@ use crate::inode::{Inode, PAGE_SIZE};
 use crate::lru::LruMap;
 use crate::readahead::Readahead;
 use crate::sync::{Locking, Mutex};
+
+/// Most pages one readahead fill asks [`Inode::read_pages`] for.
+pub const READAHEAD_BATCH: u64 = 32;
 
 /// One page of memory that the cache can read and fill.
 pub trait Page: Send + 'static {
@@ -366,6 +368,9 @@ impl<L: Locking, F: PageFrames> PageCache<L, F> {
     /// effort: stops at the first error). Pages in `skip` are left to the
     /// caller. Returns the number of pages read. Also usable for
     /// `POSIX_FADV_WILLNEED`.
+    ///
+    /// Consecutive missing pages (up to [`READAHEAD_BATCH`]) are filled with
+    /// one [`Inode::read_pages`] call, without the lock.
     pub fn readahead(
         &self,
         file: FileId,
@@ -374,18 +379,76 @@ impl<L: Locking, F: PageFrames> PageCache<L, F> {
         skip: Range<u64>,
     ) -> u64 {
         let mut n = 0;
-        for index in range {
-            if skip.contains(&index) {
+        let mut index = range.start;
+        let wanted = |index: u64| !skip.contains(&index) && !self.contains(PageKey { file, index });
+        while index < range.end {
+            if !wanted(index) {
+                index += 1;
                 continue;
             }
-            let key = PageKey { file, index };
-            if self.contains(key) {
-                continue;
+            let start = index;
+            let mut end = start + 1;
+            while end < range.end && end - start < READAHEAD_BATCH && wanted(end) {
+                end += 1;
             }
-            match self.fetch(key, inode, false, |_, _| ()) {
-                Ok(()) => n += 1,
-                Err(_) => break,
+            let (mut pages, generation) = self.inner.with(|i| {
+                let mut pages = Vec::with_capacity((end - start) as usize);
+                for _ in start..end {
+                    match i.alloc_frame() {
+                        Ok(p) => pages.push(p),
+                        Err(_) => break,
+                    }
+                }
+                (pages, i.generation)
+            });
+            if pages.is_empty() {
+                break;
             }
+            let count = pages.len();
+            // No lock held: the fill may block on device I/O.
+            let res = {
+                let mut bufs: Vec<&mut [u8; PAGE_SIZE]> =
+                    pages.iter_mut().map(|p| p.bytes_mut()).collect();
+                inode.read_pages(start, &mut bufs)
+            };
+            let ok = self.inner.with(|i| {
+                i.inflight -= count;
+                let lens = match res {
+                    Ok(lens) if lens.len() == count => lens,
+                    _ => {
+                        for p in pages {
+                            i.frames.free(p);
+                        }
+                        return false;
+                    }
+                };
+                for (k, (mut page, len)) in pages.into_iter().zip(lens).enumerate() {
+                    let key = PageKey {
+                        file,
+                        index: start + k as u64,
+                    };
+                    page.bytes_mut()[len.min(PAGE_SIZE)..].fill(0);
+                    if i.generation != generation || i.map.contains(&key) {
+                        i.frames.free(page);
+                        continue;
+                    }
+                    i.map.insert(
+                        key,
+                        Entry {
+                            page,
+                            pins: 0,
+                            stale: false,
+                        },
+                    );
+                    i.stats.pages_read_ahead += 1;
+                    n += 1;
+                }
+                true
+            });
+            if !ok {
+                break;
+            }
+            index = start + count as u64;
         }
         n
     }

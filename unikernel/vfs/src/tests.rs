@@ -34,6 +34,8 @@ const RW_CREAT: OpenFlags = OpenFlags(OpenFlags::O_RDWR.0 | OpenFlags::O_CREAT.0
 struct Counting {
     inner: InodeRef,
     reads: StdMutex<Vec<u64>>,
+    /// `read_pages` calls: (first page, pages).
+    batches: StdMutex<Vec<(u64, usize)>>,
     fail_at: AtomicU64,
 }
 
@@ -42,6 +44,7 @@ impl Counting {
         Arc::new(Self {
             inner,
             reads: StdMutex::new(Vec::new()),
+            batches: StdMutex::new(Vec::new()),
             fail_at: AtomicU64::new(u64::MAX),
         })
     }
@@ -66,6 +69,14 @@ impl Inode for Counting {
         }
         self.reads.lock().unwrap().push(index);
         self.inner.read_page(index, buf)
+    }
+    fn read_pages(&self, index: u64, bufs: &mut [&mut [u8; PAGE_SIZE]]) -> Result<Vec<usize>> {
+        self.batches.lock().unwrap().push((index, bufs.len()));
+        let mut out = Vec::new();
+        for (i, buf) in bufs.iter_mut().enumerate() {
+            out.push(self.read_page(index + i as u64, buf)?);
+        }
+        Ok(out)
     }
 }
 
@@ -786,6 +797,33 @@ fn readahead_reads_ahead_of_the_reader() {
     assert_eq!(inode.reads(), [1, 2, 3, 0, 4, 5, 6, 7, 8, 9, 10, 11]);
     let s = pc.stats();
     assert_eq!((s.misses, s.hits, s.pages_read_ahead), (1, 1, 11));
+}
+
+#[test]
+fn readahead_fills_a_window_with_one_batch() {
+    let (_fs, inode, id) = file_with_pages(100);
+    let pc = cache(200);
+    let mut ra = Readahead::default();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut off = 0;
+    while off < 100 * PAGE_SIZE as u64 {
+        let n = pc.read(&mut ra, id, &*inode, off, &mut buf).unwrap();
+        for (i, b) in buf[..n].iter().enumerate() {
+            assert_eq!(*b, pat(off + i as u64));
+        }
+        off += n as u64;
+    }
+    let batches = inode.batches.lock().unwrap().clone();
+    assert_eq!(batches[0], (16, 16), "the window past the demanded pages");
+    assert!(batches.iter().all(|&(_, n)| n as u64 <= READAHEAD_BATCH));
+    assert!(batches.iter().any(|&(_, n)| n > 16), "{batches:?}");
+    // A failed batch stops readahead; the demanded read still works.
+    let (_fs, inode, id) = file_with_pages(100);
+    inode.fail_at.store(5, Ordering::Relaxed);
+    let pc = cache(200);
+    let mut ra = Readahead::default();
+    let n = pc.read(&mut ra, id, &*inode, 0, &mut buf).unwrap();
+    assert_eq!(n, 5 * PAGE_SIZE, "short read before the bad page");
 }
 
 #[test]

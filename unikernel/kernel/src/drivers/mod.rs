@@ -263,3 +263,79 @@ fn virtio_pci_use_msix_entry0(df: DeviceFunction) {
         cap = next;
     }
 }
+
+/// A transport that hides `VIRTIO_F_RING_EVENT_IDX` (feature bit 29) from the
+/// driver, so queues use the plain notification flags.
+///
+/// `virtio-drivers` 0.13 decides whether to notify an event-index device with
+/// `avail_idx >= avail_event + 1`, a comparison that goes wrong once the
+/// 16-bit ring index wraps (after 65,536 buffers): the device then never
+/// hears about new buffers and the queue stalls for good. Without the event
+/// index, the device's NO_NOTIFY flag decides, which has no such edge.
+pub struct NoEventIdx<T: Transport>(pub T);
+
+impl<T: Transport> Transport for NoEventIdx<T> {
+    fn device_type(&self) -> DeviceType {
+        self.0.device_type()
+    }
+    fn read_device_features(&mut self) -> u64 {
+        self.0.read_device_features() & !(1 << 29)
+    }
+    fn write_driver_features(&mut self, driver_features: u64) {
+        self.0.write_driver_features(driver_features & !(1 << 29))
+    }
+    fn max_queue_size(&mut self, queue: u16) -> u32 {
+        self.0.max_queue_size(queue)
+    }
+    fn notify(&mut self, queue: u16) {
+        self.0.notify(queue)
+    }
+    fn get_status(&self) -> virtio_drivers::transport::DeviceStatus {
+        self.0.get_status()
+    }
+    fn set_status(&mut self, status: virtio_drivers::transport::DeviceStatus) {
+        self.0.set_status(status)
+    }
+    fn set_guest_page_size(&mut self, guest_page_size: u32) {
+        self.0.set_guest_page_size(guest_page_size)
+    }
+    fn requires_legacy_layout(&self) -> bool {
+        self.0.requires_legacy_layout()
+    }
+    fn queue_set(
+        &mut self,
+        queue: u16,
+        size: u32,
+        descriptors: virtio_drivers::PhysAddr,
+        driver_area: virtio_drivers::PhysAddr,
+        device_area: virtio_drivers::PhysAddr,
+    ) {
+        self.0
+            .queue_set(queue, size, descriptors, driver_area, device_area)
+    }
+    fn queue_unset(&mut self, queue: u16) {
+        self.0.queue_unset(queue)
+    }
+    fn queue_used(&mut self, queue: u16) -> bool {
+        self.0.queue_used(queue)
+    }
+    fn ack_interrupt(&mut self) -> virtio_drivers::transport::InterruptStatus {
+        self.0.ack_interrupt()
+    }
+    fn read_config_generation(&self) -> u32 {
+        self.0.read_config_generation()
+    }
+    fn read_config_space<V: zerocopy::FromBytes + zerocopy::IntoBytes>(
+        &self,
+        offset: usize,
+    ) -> virtio_drivers::Result<V> {
+        self.0.read_config_space(offset)
+    }
+    fn write_config_space<V: zerocopy::IntoBytes + zerocopy::Immutable>(
+        &mut self,
+        offset: usize,
+        value: V,
+    ) -> virtio_drivers::Result<()> {
+        self.0.write_config_space(offset, value)
+    }
+}

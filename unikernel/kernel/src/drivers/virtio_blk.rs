@@ -39,12 +39,19 @@ pub const MAX_DISKS: usize = 4;
 /// Slots for requests in flight (the virtqueue's size).
 const SLOTS: usize = 16;
 
-type Blk = VirtIOBlk<KernelHal, SomeTransport<'static>>;
+/// The transport hides RING_EVENT_IDX (see `drivers::NoEventIdx`).
+type Blk = VirtIOBlk<KernelHal, super::NoEventIdx<SomeTransport<'static>>>;
+
+/// A request header aligned to its size (16 bytes), so it never straddles a
+/// page boundary: the HAL then shares it in place instead of bouncing it
+/// (the heap only guarantees 8-byte alignment).
+#[repr(C, align(16))]
+struct AlignedReq(BlkReq);
 
 /// A request in flight: its header, status byte and the caller's buffer,
 /// kept at stable addresses until the device is done with them.
 struct Pending {
-    req: Box<BlkReq>,
+    req: Box<AlignedReq>,
     resp: Box<BlkResp>,
     buf: *mut u8,
     len: usize,
@@ -130,11 +137,11 @@ impl Inner {
                 if p.write {
                     let buf = core::slice::from_raw_parts(p.buf, p.len);
                     self.blk
-                        .complete_write_blocks(token, &p.req, buf, &mut p.resp)
+                        .complete_write_blocks(token, &p.req.0, buf, &mut p.resp)
                 } else {
                     let buf = core::slice::from_raw_parts_mut(p.buf, p.len);
                     self.blk
-                        .complete_read_blocks(token, &p.req, buf, &mut p.resp)
+                        .complete_read_blocks(token, &p.req.0, buf, &mut p.resp)
                 }
             };
             let res = res.map_err(|e| {
@@ -202,7 +209,7 @@ impl Disk {
             let mut g = self.inner.lock();
             let inner = &mut *g;
             inner.reap();
-            let mut req = Box::new(BlkReq::default());
+            let mut req = Box::new(AlignedReq(BlkReq::default()));
             let mut resp = Box::new(BlkResp::default());
             // SAFETY: `buf`/`len` is the caller's buffer, which stays alive
             // and untouched until `io` has collected the result (the caller
@@ -213,12 +220,12 @@ impl Disk {
                     let data = core::slice::from_raw_parts(buf, len);
                     inner
                         .blk
-                        .write_blocks_nb(sector as usize, &mut req, data, &mut resp)
+                        .write_blocks_nb(sector as usize, &mut req.0, data, &mut resp)
                 } else {
                     let data = core::slice::from_raw_parts_mut(buf, len);
                     inner
                         .blk
-                        .read_blocks_nb(sector as usize, &mut req, data, &mut resp)
+                        .read_blocks_nb(sector as usize, &mut req.0, data, &mut resp)
                 }
             };
             match r {
@@ -269,6 +276,39 @@ impl Disk {
             return Err(VfsError::EROFS);
         }
         let id = self.submit(sector, buf, len, write)?;
+        self.complete(id, len, write)
+    }
+
+    /// Reads several `(sector, buffer)` requests with all of them in flight
+    /// at once (as many as the queue holds), then waits for every one.
+    /// Page-cache readahead uses it: each buffer is one page-cache frame.
+    pub fn read_batch(&self, reqs: &mut [(u64, &mut [u8])]) -> Result<(), VfsError> {
+        for (sector, buf) in reqs.iter() {
+            self.check(*sector, buf.len())?;
+        }
+        let mut ids = Vec::with_capacity(reqs.len());
+        let mut res = Ok(());
+        for (sector, buf) in reqs.iter_mut() {
+            match self.submit(*sector, buf.as_mut_ptr(), buf.len(), false) {
+                Ok(id) => ids.push((id, buf.len())),
+                Err(e) => {
+                    res = Err(e);
+                    break;
+                }
+            }
+        }
+        // Every submitted buffer must stay borrowed until its request is done.
+        for (id, len) in ids {
+            let r = self.complete(id, len, false);
+            if res.is_ok() {
+                res = r;
+            }
+        }
+        res
+    }
+
+    /// Waits for request `id` (of `len` bytes) and accounts for it.
+    fn complete(&self, id: u64, len: usize, write: bool) -> Result<(), VfsError> {
         let res = self.wait(&mut || {
             let mut g = self.inner.lock();
             g.reap();
@@ -379,7 +419,7 @@ fn init_one(found: Found) -> Option<&'static Disk> {
         irq,
         location,
     } = found;
-    let blk = match Blk::new(transport) {
+    let blk = match Blk::new(super::NoEventIdx(transport)) {
         Ok(b) => b,
         Err(e) => {
             log::warn!("virtio-blk at {location}: {e}");

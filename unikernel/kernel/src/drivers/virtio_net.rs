@@ -17,7 +17,7 @@ use uk_net::Nic;
 use virtio_drivers::queue::VirtQueue;
 use virtio_drivers::transport::{SomeTransport, Transport};
 
-use super::KernelHal;
+use super::{KernelHal, NoEventIdx};
 use crate::mm::{self, PAGE};
 
 /// Descriptors per queue. 64 receive + 64 transmit buffers of 2 KiB: 256 KiB.
@@ -89,7 +89,7 @@ unsafe impl Send for RxFrame {}
 
 /// The virtio-net device.
 pub struct VirtioNet {
-    transport: SomeTransport<'static>,
+    transport: NoEventIdx<SomeTransport<'static>>,
     rx: VirtQueue<KernelHal, QUEUE_SIZE>,
     tx: VirtQueue<KernelHal, QUEUE_SIZE>,
     rx_bufs: Buffers,
@@ -113,7 +113,9 @@ unsafe impl Send for VirtioNet {}
 
 impl VirtioNet {
     /// Initialises the device and posts every receive buffer.
-    pub fn new(mut transport: SomeTransport<'static>) -> Result<VirtioNet, &'static str> {
+    pub fn new(transport: SomeTransport<'static>) -> Result<VirtioNet, &'static str> {
+        let mut transport = NoEventIdx(transport);
+        // The transport hides RING_EVENT_IDX: see `NoEventIdx`.
         let wanted =
             Features::MAC | Features::STATUS | Features::RING_EVENT_IDX | Features::VERSION_1;
         let features = transport.begin_init(wanted);

@@ -1,191 +1,156 @@
-//! The read-only ext4 root: `ext4-view` adapted to uk-vfs's
-//! [`FileSystem`]/[`Inode`] traits, reading through a virtio-blk [`Disk`].
+//! The read-only ext4 root: `uk-ext4` adapted to uk-vfs's
+//! [`FileSystem`]/[`Inode`] traits, reading a virtio-blk [`Disk`] (or one
+//! partition of it).
 //!
-//! `ext4-view` is path based and single threaded (`Rc`/`RefCell` inside), so
-//! the whole `Ext4` instance lives behind one sleeping mutex: a lookup or a
-//! page fill may block on disk I/O while holding it. Inodes remember their
-//! path; inode numbers are assigned per path on first sight (ext4-view does
-//! not expose them), stable for the life of the mount.
+//! Inode numbers are the file system's own, so hard links are one inode
+//! (one set of page-cache pages). Metadata (directories, the inode table,
+//! extent-tree blocks) goes through uk-ext4's small block cache; its lock is
+//! only held around cache lookups and inserts, never across disk I/O, so
+//! there is no global lock: lookups and page fills of any number of threads
+//! proceed concurrently, with the virtio-blk driver's requests in flight.
 //!
-//! Data path of [`Inode::read_page`]: ext4-view maps the file block and reads
-//! a run of blocks through its own block cache (one virtio-blk request into
-//! that cache's buffer), then copies the page into the page-cache frame.
-//! ext4-view has no API to map a file block to a disk block for the caller,
-//! so the DMA cannot land in the page-cache frame directly; the copy is
-//! counted in [`COPIED_BYTES`]. An open `File` per recently used inode is
-//! kept, so sequential page fills never re-walk the extent tree.
+//! Data path of [`Inode::read_page`] (a page-cache miss): uk-ext4 maps the
+//! page's file blocks to disk blocks (the inode's last extent is cached, so
+//! a sequential read walks the extent tree once per extent), and each
+//! contiguous run of disk blocks is read by one virtio-blk request *into
+//! the page-cache frame itself*: the frame is identity mapped and physically
+//! contiguous, so the HAL shares it with the device without a bounce
+//! buffer (`drivers::hal::BOUNCED_BYTES` does not move) and the CPU copies
+//! nothing ([`COPIED_BYTES`] stays 0). Holes and the tail past the end of
+//! the file are zero-filled.
 
-use alloc::boxed::Box;
-use alloc::collections::BTreeMap;
-use alloc::string::{String, ToString};
+use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::AtomicU64;
 
-use ext4_view::{Ext4, Ext4Error, Ext4Read, Metadata};
+use uk_ext4::{BlockRead, Ext4, Ext4Error, InodeInfo, InodeNum, IoError};
 use uk_vfs::{
     DirSink, FileKind, FileSystem, InodeRef, PAGE_SIZE, Result, Stat, StatFs, Timespec, VfsError,
 };
 
-use crate::drivers::virtio_blk::Disk;
-use crate::sync::Mutex;
+use super::KernelLocking;
+use crate::drivers::virtio_blk::{Disk, SECTOR};
 
 /// `EXT4_SUPER_MAGIC`.
 pub const EXT4_MAGIC: u64 = 0xef53;
-/// Bytes copied from ext4-view's block cache into page-cache frames.
+/// Bytes the CPU copied into page-cache frames while filling them (file
+/// data is DMAed into the frames, so this stays 0).
 pub static COPIED_BYTES: AtomicU64 = AtomicU64::new(0);
-/// Open files kept for sequential page fills.
-const OPEN_FILES: usize = 8;
 
-struct DiskReader(&'static Disk);
-
-#[derive(Debug)]
-struct IoError;
-
-impl core::fmt::Display for IoError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str("virtio-blk I/O error")
-    }
+/// Reads the file system's bytes: `len` bytes of `disk` from byte `base`
+/// (a partition, or the whole disk).
+struct DiskReader {
+    disk: &'static Disk,
+    base: u64,
+    len: u64,
 }
 
-impl core::error::Error for IoError {}
-
-impl Ext4Read for DiskReader {
-    fn read(
-        &mut self,
-        start_byte: u64,
-        dst: &mut [u8],
-    ) -> core::result::Result<(), Box<dyn core::error::Error + Send + Sync + 'static>> {
-        if start_byte.saturating_add(dst.len() as u64) > self.0.size() {
-            return Err(Box::new(IoError));
+impl BlockRead for DiskReader {
+    fn read(&self, byte_offset: u64, buf: &mut [u8]) -> core::result::Result<(), IoError> {
+        if byte_offset.saturating_add(buf.len() as u64) > self.len {
+            return Err(IoError);
         }
-        self.0
-            .read_bytes(start_byte, dst)
-            .map_err(|_| Box::new(IoError).into())
+        self.disk
+            .read_bytes(self.base + byte_offset, buf)
+            .map_err(|_| IoError)
+    }
+
+    fn size(&self) -> u64 {
+        self.len
     }
 }
 
-struct State {
-    fs: Ext4,
-    /// Recently used open files, most recent last.
-    open: Vec<(String, ext4_view::File)>,
-    inos: BTreeMap<String, u64>,
-    next_ino: u64,
-}
-
-// SAFETY: `Ext4` and `ext4_view::File` hold `Rc`s that never leave `State`:
-// every clone lives inside this struct or on the stack of a function that
-// holds the mutex around it, so the reference counts are only touched by
-// one thread at a time, under that mutex.
-unsafe impl Send for State {}
-
-struct Shared {
-    state: Mutex<State>,
-    blocks: u64,
-}
+type Fs = Ext4<DiskReader, KernelLocking>;
 
 /// A mounted ext4 file system.
 pub struct Ext4Fs {
-    shared: Arc<Shared>,
+    fs: Arc<Fs>,
     root: InodeRef,
 }
 
-fn errno(e: &Ext4Error) -> VfsError {
+fn errno(e: Ext4Error) -> VfsError {
     match e {
-        Ext4Error::NotFound => VfsError::ENOENT,
         Ext4Error::NotADirectory => VfsError::ENOTDIR,
-        Ext4Error::IsADirectory => VfsError::EISDIR,
-        Ext4Error::NotASymlink | Ext4Error::NotAbsolute | Ext4Error::MalformedPath => {
-            VfsError::EINVAL
-        }
-        Ext4Error::PathTooLong => VfsError::ENAMETOOLONG,
-        Ext4Error::TooManySymlinks => VfsError::ELOOP,
-        Ext4Error::FileTooLarge => VfsError::EFBIG,
+        Ext4Error::NotASymlink => VfsError::EINVAL,
+        Ext4Error::BadName => VfsError::ENAMETOOLONG,
         _ => VfsError::EIO,
     }
 }
 
-fn kind_of(m: &Metadata) -> FileKind {
-    let t = m.file_type();
-    if t.is_dir() {
-        FileKind::Directory
-    } else if t.is_symlink() {
-        FileKind::Symlink
-    } else if t.is_block_dev() {
-        FileKind::BlockDevice
-    } else if t.is_char_dev() {
-        FileKind::CharDevice
-    } else if t.is_fifo() {
-        FileKind::Fifo
-    } else if t.is_socket() {
-        FileKind::Socket
-    } else {
-        FileKind::Regular
+fn kind_of(k: uk_ext4::FileKind) -> FileKind {
+    use uk_ext4::FileKind as K;
+    match k {
+        K::Directory => FileKind::Directory,
+        K::Symlink => FileKind::Symlink,
+        K::CharDevice => FileKind::CharDevice,
+        K::BlockDevice => FileKind::BlockDevice,
+        K::Fifo => FileKind::Fifo,
+        K::Socket => FileKind::Socket,
+        K::Regular | K::Unknown => FileKind::Regular,
     }
 }
 
-fn ts(t: ext4_view::Timestamp) -> Timespec {
+fn ts(t: uk_ext4::Timestamp) -> Timespec {
     Timespec {
-        sec: t.seconds(),
-        nsec: t.nanoseconds(),
+        sec: t.sec,
+        nsec: t.nsec,
     }
 }
 
-impl State {
-    fn ino(&mut self, path: &str) -> u64 {
-        if path == "/" {
-            return 2;
-        }
-        if let Some(&i) = self.inos.get(path) {
-            return i;
-        }
-        let i = self.next_ino;
-        self.next_ino += 1;
-        self.inos.insert(path.to_string(), i);
-        i
-    }
+fn stat_of(info: &InodeInfo, block_size: u32) -> Stat {
+    let mut st = Stat::new(info.ino.get(), kind_of(info.kind), info.size);
+    st.perm = u32::from(info.perm());
+    st.nlink = u32::from(info.nlink);
+    st.uid = info.uid;
+    st.gid = info.gid;
+    st.blksize = block_size.max(PAGE_SIZE as u32);
+    st.blocks = info.blocks;
+    st.atime = ts(info.atime);
+    st.mtime = ts(info.mtime);
+    st.ctime = ts(info.ctime);
+    st
+}
 
-    fn stat(&mut self, path: &str) -> Result<Stat> {
-        let m = self.fs.symlink_metadata(path).map_err(|e| errno(&e))?;
-        let kind = kind_of(&m);
-        let mut st = Stat::new(self.ino(path), kind, m.len());
-        st.perm = u32::from(m.mode()) & 0o7777;
-        st.uid = m.uid();
-        st.gid = m.gid();
-        st.atime = ts(m.accessed());
-        st.mtime = ts(m.modified());
-        st.ctime = st.mtime;
-        Ok(st)
-    }
+fn inode_ref(fs: &Arc<Fs>, ino: InodeNum) -> Result<InodeRef> {
+    let info = fs.inode(ino).map_err(errno)?;
+    let stat = stat_of(&info, fs.block_size());
+    Ok(Arc::new(Ext4Inode {
+        fs: fs.clone(),
+        info,
+        stat,
+    }))
 }
 
 impl Ext4Fs {
     /// Loads the file system from `disk`; a corrupt or truncated image gives
-    /// the loader's error.
+    /// the reader's error.
     pub fn mount(disk: &'static Disk) -> core::result::Result<Arc<Self>, String> {
-        let fs = Ext4::load(Box::new(DiskReader(disk))).map_err(|e| alloc::format!("{e}"))?;
-        let mut state = State {
-            fs,
-            open: Vec::new(),
-            inos: BTreeMap::new(),
-            next_ino: 1_000,
-        };
-        let root_stat = state
-            .stat("/")
-            .map_err(|e| alloc::format!("root directory: {e}"))?;
-        if root_stat.kind != FileKind::Directory {
-            return Err("root is not a directory".into());
+        Self::mount_range(disk, 0, disk.size())
+    }
+
+    /// Loads the file system from the `len` bytes of `disk` at byte `base`
+    /// (a partition; sector aligned).
+    pub fn mount_range(
+        disk: &'static Disk,
+        base: u64,
+        len: u64,
+    ) -> core::result::Result<Arc<Self>, String> {
+        if base.checked_add(len).is_none_or(|end| end > disk.size()) {
+            return Err("partition extends past the end of the disk".into());
         }
-        let shared = Arc::new(Shared {
-            state: Mutex::new(state),
-            blocks: disk.size() / 4096,
-        });
-        let root: InodeRef = Arc::new(Ext4Inode {
-            shared: shared.clone(),
-            path: "/".into(),
-            stat: root_stat,
-        });
-        Ok(Arc::new(Self { shared, root }))
+        if !base.is_multiple_of(SECTOR as u64) {
+            return Err("partition does not start on a sector boundary".into());
+        }
+        let reader = DiskReader { disk, base, len };
+        let fs = Arc::new(Fs::mount(reader).map_err(|e| alloc::format!("{e}"))?);
+        let root = inode_ref(&fs, fs.root()).map_err(|e| alloc::format!("root directory: {e}"))?;
+        Ok(Arc::new(Self { fs, root }))
+    }
+
+    /// uk-ext4's metadata cache counters.
+    pub fn cache_stats(&self) -> uk_ext4::CacheStats {
+        self.fs.cache_stats()
     }
 }
 
@@ -195,14 +160,15 @@ impl FileSystem for Ext4Fs {
     }
 
     fn statfs(&self) -> StatFs {
+        let sb = self.fs.superblock();
         StatFs {
             fs_type: EXT4_MAGIC,
-            block_size: 4096,
-            blocks: self.shared.blocks,
-            blocks_free: 0,
-            blocks_avail: 0,
-            files: 0,
-            files_free: 0,
+            block_size: u64::from(sb.block_size),
+            blocks: sb.blocks_count,
+            blocks_free: sb.free_blocks,
+            blocks_avail: sb.free_blocks,
+            files: u64::from(sb.inodes_count),
+            files_free: u64::from(sb.free_inodes),
             name_max: 255,
             read_only: true,
         }
@@ -215,19 +181,9 @@ impl FileSystem for Ext4Fs {
 
 /// A file, directory or symlink of an [`Ext4Fs`].
 pub struct Ext4Inode {
-    shared: Arc<Shared>,
-    path: String,
+    fs: Arc<Fs>,
+    info: InodeInfo,
     stat: Stat,
-}
-
-impl Ext4Inode {
-    fn child(&self, name: &str) -> String {
-        if self.path == "/" {
-            alloc::format!("/{name}")
-        } else {
-            alloc::format!("{}/{name}", self.path)
-        }
-    }
 }
 
 impl uk_vfs::Inode for Ext4Inode {
@@ -247,124 +203,119 @@ impl uk_vfs::Inode for Ext4Inode {
         if self.stat.kind != FileKind::Directory {
             return Err(VfsError::ENOTDIR);
         }
-        let path = self.child(name);
-        let stat = self.shared.state.lock().stat(&path)?;
-        Ok(Arc::new(Ext4Inode {
-            shared: self.shared.clone(),
-            path,
-            stat,
-        }))
+        if name.len() > 255 {
+            return Err(VfsError::ENAMETOOLONG);
+        }
+        match self
+            .fs
+            .lookup(self.info.ino, name.as_bytes())
+            .map_err(errno)?
+        {
+            Some(ino) => inode_ref(&self.fs, ino),
+            None => Err(VfsError::ENOENT),
+        }
     }
 
     fn readdir(&self, offset: u64, sink: &mut DirSink<'_>) -> Result<()> {
         if self.stat.kind != FileKind::Directory {
             return Err(VfsError::ENOTDIR);
         }
-        let entries = {
-            let mut st = self.shared.state.lock();
-            let iter = st.fs.read_dir(self.path.as_str()).map_err(|e| errno(&e))?;
-            let mut names = Vec::new();
-            for e in iter {
-                let e = e.map_err(|e| errno(&e))?;
-                let Ok(name) = e.file_name().as_str() else {
-                    continue; // not UTF-8: not reachable through this VFS
+        // The cookie is the byte position in the directory (uk-ext4's
+        // `next_pos`), so a listing resumes where it stopped.
+        let mut err = None;
+        self.fs
+            .read_dir_from(self.info.ino, offset, |e| {
+                let Ok(name) = core::str::from_utf8(e.name) else {
+                    return true; // not UTF-8: not reachable through this VFS
                 };
-                let kind = e
-                    .file_type()
-                    .map(|t| {
-                        if t.is_dir() {
-                            FileKind::Directory
-                        } else if t.is_symlink() {
-                            FileKind::Symlink
-                        } else {
-                            FileKind::Regular
+                let kind = match e.kind {
+                    uk_ext4::FileKind::Unknown => match self.fs.inode(e.ino) {
+                        Ok(i) => kind_of(i.kind),
+                        Err(x) => {
+                            err = Some(errno(x));
+                            return false;
                         }
-                    })
-                    .unwrap_or(FileKind::Regular);
-                names.push((name.to_string(), kind));
-            }
-            names.sort_by(|a, b| a.0.cmp(&b.0));
-            let mut out = Vec::with_capacity(names.len());
-            for (name, kind) in names {
-                let ino = match name.as_str() {
-                    "." => self.stat.ino,
-                    ".." => 2,
-                    n => st.ino(&self.child(n)),
+                    },
+                    k => kind_of(k),
                 };
-                out.push((name, kind, ino));
-            }
-            out
-        };
-        for (i, (name, kind, ino)) in entries.iter().enumerate().skip(offset as usize) {
-            let more = sink(uk_vfs::DirEntry {
-                ino: *ino,
-                kind: *kind,
-                name,
-                next_offset: i as u64 + 1,
-            });
-            if !more {
-                break;
-            }
-        }
-        Ok(())
+                sink(uk_vfs::DirEntry {
+                    ino: e.ino.get(),
+                    kind,
+                    name,
+                    next_offset: e.next_pos,
+                })
+            })
+            .map_err(errno)?;
+        err.map_or(Ok(()), Err)
     }
 
     fn read_page(&self, index: u64, buf: &mut [u8; PAGE_SIZE]) -> Result<usize> {
+        self.read_pages(index, &mut [buf]).map(|v| v[0])
+    }
+
+    fn read_pages(&self, index: u64, bufs: &mut [&mut [u8; PAGE_SIZE]]) -> Result<Vec<usize>> {
         match self.stat.kind {
             FileKind::Regular => {}
             FileKind::Directory => return Err(VfsError::EISDIR),
             _ => return Err(VfsError::EINVAL),
         }
-        let pos = index * PAGE_SIZE as u64;
-        if pos >= self.stat.size {
-            return Ok(0);
-        }
-        let mut st = self.shared.state.lock();
-        let st = &mut *st;
-        let slot = match st.open.iter().position(|(p, _)| *p == self.path) {
-            Some(i) => {
-                let e = st.open.remove(i);
-                st.open.push(e);
-                st.open.len() - 1
-            }
-            None => {
-                let f = st.fs.open(self.path.as_str()).map_err(|e| errno(&e))?;
-                if st.open.len() >= OPEN_FILES {
-                    st.open.remove(0);
+        let r = self.fs.reader();
+        let page = PAGE_SIZE as u64;
+        let bs = u64::from(self.fs.block_size());
+        let mut lens = Vec::with_capacity(bufs.len());
+        // One request per run of disk blocks inside one frame; all of them
+        // in flight together.
+        let mut reqs: Vec<(u64, &mut [u8])> = Vec::with_capacity(bufs.len());
+        for (k, buf) in bufs.iter_mut().enumerate() {
+            let pos = (index + k as u64) * page;
+            let valid = self.info.size.saturating_sub(pos).min(page) as usize;
+            lens.push(valid);
+            // Whole blocks (or, for blocks over 4 KiB, the page's part of
+            // one) covering the valid bytes: always whole sectors, inside
+            // the frame.
+            let span = (valid as u64).div_ceil(bs.min(page)) * bs.min(page);
+            let mut rest: &mut [u8] = &mut buf[..span as usize];
+            let mut off = 0u64;
+            while off < span {
+                let fpos = pos + off;
+                let fb = fpos / bs;
+                let in_block = fpos % bs;
+                let want = (in_block + span - off).div_ceil(bs);
+                let ext = self.fs.map_blocks_of(&self.info, fb, want).map_err(errno)?;
+                let run = (ext.len * bs - in_block).min(span - off);
+                let (dst, more) = core::mem::take(&mut rest).split_at_mut(run as usize);
+                rest = more;
+                match ext.phys_block {
+                    None => dst.fill(0),
+                    Some(phys) => {
+                        let at = phys * bs + in_block;
+                        if at + run > r.len {
+                            return Err(VfsError::EIO);
+                        }
+                        reqs.push(((r.base + at) / SECTOR as u64, dst));
+                    }
                 }
-                st.open.push((self.path.clone(), f));
-                st.open.len() - 1
-            }
-        };
-        let file = &mut st.open[slot].1;
-        if file.position() != pos {
-            file.seek_to(pos).map_err(|e| errno(&e))?;
-        }
-        let mut n = 0;
-        while n < PAGE_SIZE {
-            match file.read_bytes(&mut buf[n..]) {
-                Ok(0) => break,
-                Ok(k) => n += k,
-                Err(e) => {
-                    // The open file's position is unknown now: drop it.
-                    st.open.pop();
-                    return Err(errno(&e));
-                }
+                off += run;
             }
         }
-        COPIED_BYTES.fetch_add(n as u64, Ordering::Relaxed);
-        Ok(n)
+        match reqs.as_mut_slice() {
+            [] => {}
+            [(sector, dst)] => r.disk.read(*sector, dst)?,
+            many => r.disk.read_batch(many)?,
+        }
+        // The tail past the end of the file (the last block's slack on disk
+        // need not be zero).
+        for (buf, &valid) in bufs.iter_mut().zip(&lens) {
+            buf[valid..].fill(0);
+        }
+        Ok(lens)
     }
 
     fn readlink(&self) -> Result<String> {
         if self.stat.kind != FileKind::Symlink {
             return Err(VfsError::EINVAL);
         }
-        let st = self.shared.state.lock();
-        let target = st.fs.read_link(self.path.as_str()).map_err(|e| errno(&e))?;
-        target
-            .to_str()
-            .map(|s| s.to_string())
-            .map_err(|_| VfsError::EINVAL)
+        let target = self.fs.readlink(self.info.ino).map_err(errno)?;
+        String::from_utf8(target).map_err(|_| VfsError::EINVAL)
     }
 }

@@ -9,8 +9,9 @@
 //! non-blocking critical sections and never across `Inode::read_page` or
 //! `Inode::lookup`, so they are [`IrqMutex`]es: cheap, usable from the page
 //! fault path, and an interrupt can never find one held by its own CPU. The
-//! ext4 instance itself, which blocks on disk I/O, sits behind the sleeping
-//! [`crate::sync::Mutex`].
+//! ext4 reader uses the same family for its metadata cache and holds it only
+//! around cache lookups, never across disk I/O, so reads of the root file
+//! system run concurrently (see [`ext4`]).
 //!
 //! # Page cache memory
 //!
@@ -176,9 +177,11 @@ pub(crate) fn init() {
                 "tmpfs",
             )
         }
-        Some(disk) => match ext4::Ext4Fs::mount(disk) {
-            Ok(fs) => {
-                log::info!("fs: / is ext4 (read-only) on {}", disk.location());
+        Some(disk) => match root_range(disk).and_then(|(base, len, part)| {
+            ext4::Ext4Fs::mount_range(disk, base, len).map(|fs| (fs, part))
+        }) {
+            Ok((fs, part)) => {
+                log::info!("fs: / is ext4 (read-only) on {}{part}", disk.location());
                 (fs, "ext4")
             }
             Err(e) => {
@@ -212,6 +215,44 @@ pub(crate) fn init() {
     mm::set_reclaim_hook(reclaim);
 }
 
+/// Where the root file system lies on `disk`: `(byte offset, length,
+/// description)`. A disk with a GPT or MBR partition table (a bootable
+/// image) gives the partition named `uk-root`, else the first Linux one;
+/// a disk without a table (an image for `-kernel` boots) is used whole.
+fn root_range(
+    disk: &'static crate::drivers::virtio_blk::Disk,
+) -> core::result::Result<(u64, u64, String), String> {
+    use uk_core::partition::{self, GPT_SPAN_SECTORS, SECTOR, Table};
+    let span = (GPT_SPAN_SECTORS * SECTOR).min(disk.size() as usize / SECTOR * SECTOR);
+    if span < SECTOR {
+        return Ok((0, disk.size(), String::new()));
+    }
+    let mut head = alloc::vec![0u8; span];
+    disk.read(0, &mut head)
+        .map_err(|e| alloc::format!("reading the partition table: {e}"))?;
+    let table = partition::parse(&head, disk.sectors())
+        .map_err(|e| alloc::format!("bad partition table: {e:?}"))?;
+    if table == Table::None {
+        return Ok((0, disk.size(), String::new()));
+    }
+    let kind = if matches!(table, Table::Gpt(_)) {
+        "GPT"
+    } else {
+        "MBR"
+    };
+    let p = partition::find_root(&table).ok_or_else(|| {
+        alloc::format!(
+            "no '{}' or Linux partition in the {kind}",
+            partition::ROOT_LABEL
+        )
+    })?;
+    Ok((
+        p.offset(),
+        p.len(),
+        alloc::format!(", {kind} partition '{}' at sector {}", p.name, p.first_lba),
+    ))
+}
+
 /// Memory-pressure hook: evicts up to `pages` unpinned page-cache pages and
 /// returns how many frames went back. Does nothing when called from inside
 /// a vfs critical section (an allocation made under a vfs lock).
@@ -241,9 +282,17 @@ pub fn drop_caches() -> usize {
     fs().map(|f| f.cache.evict(usize::MAX)).unwrap_or(0)
 }
 
-/// Bytes ext4 copied into page-cache frames (see [`ext4`]'s data path).
+/// Bytes ext4 copied into page-cache frames (see [`ext4`]'s data path: file
+/// data is DMAed into the frames, so this stays 0).
 pub fn copied_bytes() -> u64 {
     ext4::COPIED_BYTES.load(Ordering::Relaxed)
+}
+
+/// Bytes the virtio HAL copied through bounce buffers since boot (disk and
+/// network DMA into memory that is not physically contiguous). Page-cache
+/// fills never bounce: the frames are shared with the device in place.
+pub fn bounced_bytes() -> u64 {
+    crate::drivers::hal::BOUNCED_BYTES.load(Ordering::Relaxed)
 }
 
 fn get(fd: i32) -> Result<Arc<dyn FileOps>> {

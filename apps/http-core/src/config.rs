@@ -1,0 +1,296 @@
+//! The static file server's command line: port, document root, index file,
+//! log level, data path and limits.
+
+use alloc::format;
+use alloc::string::{String, ToString};
+
+use crate::parse::Limits;
+use crate::path::SafePath;
+
+/// How file bytes travel from the page cache to the socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DataPath {
+    /// `sendfile`: page cache → socket buffer, no application buffer.
+    #[default]
+    Sendfile,
+    /// `pread` into an application buffer, then `write`.
+    Read,
+    /// `mmap_file` the range, then `write` from the mapping.
+    Mmap,
+}
+
+impl DataPath {
+    /// The name used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            DataPath::Sendfile => "sendfile",
+            DataPath::Read => "read",
+            DataPath::Mmap => "mmap",
+        }
+    }
+}
+
+/// Console log level for error and diagnostic lines (the access log is
+/// switched separately).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub enum LogLevel {
+    /// Nothing.
+    Off,
+    /// Failures only.
+    Error,
+    /// Failures and warnings.
+    Warn,
+    /// The default.
+    #[default]
+    Info,
+    /// Per-connection diagnostics.
+    Debug,
+    /// Everything.
+    Trace,
+}
+
+/// The server's configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// TCP port (default 80).
+    pub port: u16,
+    /// Document root: an absolute path without a trailing slash, or `/`.
+    pub root: String,
+    /// File served for a directory request (default `index.html`).
+    pub index: String,
+    /// Data path for file bodies (default sendfile).
+    pub data_path: DataPath,
+    /// Access log lines (Combined Log Format) on the console (default on).
+    pub access_log: bool,
+    /// Log level for error and diagnostic lines (`None`: keep the kernel's).
+    pub log_level: Option<LogLevel>,
+    /// Request-head limits.
+    pub limits: Limits,
+    /// Time a client has to send a complete request head once it started
+    /// one (and a new connection to start one), in ms (default 10 s).
+    pub header_timeout_ms: u64,
+    /// Time a keep-alive connection may sit idle between requests, and a
+    /// response may make no progress, in ms (default 30 s).
+    pub idle_timeout_ms: u64,
+    /// Maximum simultaneous connections; more are refused with 503 (default 256).
+    pub max_conns: usize,
+    /// Listen backlog (default 511).
+    pub backlog: usize,
+    /// Maximum ranges honoured in one `Range` header (default 16).
+    pub max_ranges: usize,
+    /// Optional `Cache-Control` value for file responses.
+    pub cache_control: Option<String>,
+    /// `--help` was given.
+    pub help: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            port: 80,
+            root: String::from("/"),
+            index: String::from("index.html"),
+            data_path: DataPath::default(),
+            access_log: true,
+            log_level: None,
+            limits: Limits::default(),
+            header_timeout_ms: 10_000,
+            idle_timeout_ms: 30_000,
+            max_conns: 256,
+            backlog: 511,
+            max_ranges: 16,
+            cache_control: None,
+            help: false,
+        }
+    }
+}
+
+/// The usage text of the server.
+pub const USAGE: &str = "\
+usage: httpd [OPTIONS]
+  --port N                 TCP port (80)
+  --root DIR               document root, absolute (/)
+  --index NAME             file served for directories (index.html)
+  --data-path P            sendfile | read | mmap (sendfile)
+  --access-log on|off      Combined Log Format lines on the console (on)
+  --no-access-log          same as --access-log off
+  --log-level L            off | error | warn | info | debug | trace
+  --max-conns N            simultaneous connections, more get 503 (256)
+  --backlog N              listen backlog (511)
+  --header-timeout T       to send a request head: 10s, 500ms, 1m (10s)
+  --idle-timeout T         keep-alive idle and send stall limit (30s)
+  --max-request-line N     bytes, longer -> 414 (8192)
+  --max-header-bytes N     bytes, more -> 431 (16384)
+  --max-headers N          header fields, more -> 431 (64)
+  --max-body N             request body bytes read and discarded, more -> 413 (65536)
+  --max-ranges N           ranges per request honoured (16)
+  --cache-control VALUE    Cache-Control for file responses (none)
+  --help                   this text";
+
+/// Parses a duration: `10s`, `500ms`, `2m`, or a plain number of seconds.
+/// Returns milliseconds; zero is refused.
+pub fn parse_duration_ms(s: &str) -> Option<u64> {
+    let (num, mult) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 1)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1000)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60_000)
+    } else {
+        (s, 1000)
+    };
+    let n: u64 = num.parse().ok()?;
+    n.checked_mul(mult).filter(|&ms| ms > 0)
+}
+
+fn parse_root(s: &str) -> Option<String> {
+    if !s.starts_with('/') || s.contains(['\\', '\0']) {
+        return None;
+    }
+    let mut out = String::new();
+    for seg in s.split('/').filter(|seg| !seg.is_empty()) {
+        if seg == "." || seg == ".." {
+            return None;
+        }
+        out.push('/');
+        out.push_str(seg);
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    Some(out)
+}
+
+fn valid_index(s: &str) -> bool {
+    !s.is_empty() && s != "." && s != ".." && !s.contains(['/', '\\', '\0'])
+}
+
+/// Parses the server's arguments (as given after `--` on the kernel command
+/// line). `--flag value` and `--flag=value` are both accepted.
+pub fn parse_args<S: AsRef<str>>(args: &[S]) -> Result<Config, String> {
+    let mut c = Config::default();
+    let mut i = 0;
+    while i < args.len() {
+        let arg = args[i].as_ref();
+        i += 1;
+        let (flag, mut inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f, Some(v)),
+            _ => (arg, None),
+        };
+        let mut value = || -> Result<&str, String> {
+            if let Some(v) = inline.take() {
+                return Ok(v);
+            }
+            let v = args
+                .get(i)
+                .map(AsRef::as_ref)
+                .ok_or_else(|| format!("{flag} needs a value"))?;
+            i += 1;
+            Ok(v)
+        };
+        let bad = |v: &str, what: &str| format!("{flag}: bad {what} '{v}'");
+        let number = |v: &str| -> Result<usize, String> {
+            v.parse::<usize>()
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or_else(|| bad(v, "number"))
+        };
+        match flag {
+            "--port" | "-p" => {
+                let v = value()?;
+                c.port = v
+                    .parse()
+                    .ok()
+                    .filter(|&p| p != 0)
+                    .ok_or_else(|| bad(v, "port"))?;
+            }
+            "--root" => {
+                let v = value()?;
+                c.root = parse_root(v).ok_or_else(|| bad(v, "absolute directory"))?;
+            }
+            "--index" => {
+                let v = value()?;
+                if !valid_index(v) {
+                    return Err(bad(v, "file name"));
+                }
+                c.index = v.to_string();
+            }
+            "--data-path" => {
+                let v = value()?;
+                c.data_path = match v {
+                    "sendfile" => DataPath::Sendfile,
+                    "read" => DataPath::Read,
+                    "mmap" => DataPath::Mmap,
+                    _ => return Err(bad(v, "data path (sendfile, read, mmap)")),
+                };
+            }
+            "--access-log" => {
+                let v = value()?;
+                c.access_log = match v {
+                    "on" | "yes" | "true" | "1" => true,
+                    "off" | "no" | "false" | "0" => false,
+                    _ => return Err(bad(v, "switch (on, off)")),
+                };
+            }
+            "--no-access-log" => c.access_log = false,
+            "--log-level" => {
+                let v = value()?;
+                c.log_level = Some(match v {
+                    "off" => LogLevel::Off,
+                    "error" => LogLevel::Error,
+                    "warn" => LogLevel::Warn,
+                    "info" => LogLevel::Info,
+                    "debug" => LogLevel::Debug,
+                    "trace" => LogLevel::Trace,
+                    _ => return Err(bad(v, "level")),
+                });
+            }
+            "--max-conns" => c.max_conns = number(value()?)?,
+            "--backlog" => c.backlog = number(value()?)?,
+            "--header-timeout" => {
+                let v = value()?;
+                c.header_timeout_ms = parse_duration_ms(v).ok_or_else(|| bad(v, "duration"))?;
+            }
+            "--idle-timeout" => {
+                let v = value()?;
+                c.idle_timeout_ms = parse_duration_ms(v).ok_or_else(|| bad(v, "duration"))?;
+            }
+            "--max-request-line" => c.limits.max_request_line = number(value()?)?,
+            "--max-header-bytes" => c.limits.max_header_bytes = number(value()?)?,
+            "--max-headers" => c.limits.max_headers = number(value()?)?,
+            "--max-body" => {
+                let v = value()?;
+                c.limits.max_body = v.parse().map_err(|_| bad(v, "number"))?;
+            }
+            "--max-ranges" => c.max_ranges = number(value()?)?,
+            "--cache-control" => {
+                let v = value()?;
+                if v.bytes().any(|b| b < 0x20 || b == 0x7f) {
+                    return Err(bad(v, "header value"));
+                }
+                c.cache_control = Some(v.to_string());
+            }
+            "--help" | "-h" => c.help = true,
+            _ => return Err(format!("unknown argument '{arg}'")),
+        }
+        if inline.is_some() {
+            return Err(format!("{flag} takes no value"));
+        }
+    }
+    Ok(c)
+}
+
+/// The file-system path of `path` under the document root `root` (as
+/// normalized by [`parse_args`]): `/www` + `/a/b.txt` → `/www/a/b.txt`. A
+/// trailing slash is dropped.
+pub fn fs_path(root: &str, path: &SafePath) -> String {
+    let mut out = String::from(root.trim_end_matches('/'));
+    for seg in path.segments() {
+        out.push('/');
+        out.push_str(seg);
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    out
+}

@@ -1,0 +1,87 @@
+//! The static file server: serves a document root over HTTP/1.1.
+//!
+//! One thread runs an event loop on epoll (level-triggered) over a
+//! non-blocking listener and non-blocking connections. Each connection is a
+//! small state machine: read and parse request heads (`uk-http`), then write
+//! the planned response (header bytes, then file bytes through `sendfile`,
+//! `pread`+`write` or a file mapping), then the next pipelined request.
+//! Deadlines (header, idle, send) are checked when `epoll_wait` times out at
+//! the earliest of them. Arguments: see [`uk_http::config::USAGE`].
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+mod server;
+
+use uk_http::config::{self, LogLevel};
+use unikernel::fs::{self, FileKind};
+use unikernel::io;
+use unikernel::println;
+use unikernel::time::Duration;
+
+unikernel::main!(main);
+
+fn main() -> i32 {
+    let cfg = match config::parse_args(unikernel::env::args()) {
+        Ok(c) => c,
+        Err(e) => {
+            println!("httpd: {e}\n{}", config::USAGE);
+            return 2;
+        }
+    };
+    if cfg.help {
+        println!("{}", config::USAGE);
+        return 0;
+    }
+    if let Some(level) = cfg.log_level {
+        log::set_max_level(match level {
+            LogLevel::Off => log::LevelFilter::Off,
+            LogLevel::Error => log::LevelFilter::Error,
+            LogLevel::Warn => log::LevelFilter::Warn,
+            LogLevel::Info => log::LevelFilter::Info,
+            LogLevel::Debug => log::LevelFilter::Debug,
+            LogLevel::Trace => log::LevelFilter::Trace,
+        });
+    }
+    match fs::stat(&cfg.root) {
+        Ok(st) if st.kind == FileKind::Directory => {}
+        Ok(_) => log::error!("httpd: document root {} is not a directory", cfg.root),
+        Err(e) => log::error!("httpd: document root {}: {e}", cfg.root),
+    }
+    if !unikernel::net::available() {
+        println!("httpd: no network device");
+        return 1;
+    }
+    if !unikernel::net::wait_ready(Duration::from_secs(30)) {
+        println!("httpd: no IP address after 30 s");
+        return 1;
+    }
+    if let Some(ip) = unikernel::net::ip_info() {
+        println!("httpd: address {} gateway {:?}", ip.addr, ip.gateway);
+    }
+    let listener = match io::tcp_listen(cfg.port, cfg.backlog, io::O_NONBLOCK) {
+        Ok(fd) => fd,
+        Err(e) => {
+            println!("httpd: cannot listen on port {}: {e}", cfg.port);
+            return 1;
+        }
+    };
+    let mut srv = match server::Server::new(cfg, listener) {
+        Ok(s) => s,
+        Err(e) => {
+            println!("httpd: cannot set up epoll: {e}");
+            return 1;
+        }
+    };
+    let c = srv.config();
+    println!(
+        "httpd: serving {} on port {} (data path {}, max {} connections, access log {})",
+        c.root,
+        c.port,
+        c.data_path.name(),
+        c.max_conns,
+        if c.access_log { "on" } else { "off" }
+    );
+    srv.run()
+}

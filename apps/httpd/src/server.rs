@@ -1,0 +1,852 @@
+//! The event loop, connections and the response writer.
+
+use alloc::collections::VecDeque;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::net::SocketAddrV4;
+
+use uk_http::config::{Config, DataPath, fs_path};
+use uk_http::{
+    BodyPart, FileInfo, FileMeta, ParseOutcome, Request, Resource, ResponsePlan, SafePath,
+    ServerInfo, StatusError, combined_log_line, error_response, mime_for, parse_request,
+    plan_error, plan_response, resolve_target,
+};
+use unikernel::fs::{self, Errno, FileKind, Flags, Stat};
+use unikernel::io::{
+    self, EPOLL_CTL_ADD, EPOLL_CTL_DEL, EPOLL_CTL_MOD, EPOLLIN, EPOLLOUT, EpollEvent, O_NONBLOCK,
+};
+use unikernel::println;
+use unikernel::time::{Instant, SystemTime};
+
+/// epoll token of the listener.
+const LISTENER: u64 = u64::MAX;
+/// Bytes per `pread`/`write` step of the read and mmap data paths.
+const CHUNK: usize = 64 * 1024;
+/// Responses one connection may complete before others get their turn.
+const TURN_BUDGET: usize = 32;
+/// Value of the `Server` header.
+const SERVER: &str = "uk-httpd";
+/// Page size, for file mappings.
+const PAGE: u64 = 4096;
+
+fn now_ms() -> u64 {
+    Instant::now().as_nanos() / 1_000_000
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().unix_secs()
+}
+
+/// What the access log needs about a request.
+struct LogInfo {
+    request_line: String,
+    referer: Option<String>,
+    user_agent: Option<String>,
+}
+
+/// One piece of the response still to write.
+enum Seg {
+    /// Literal bytes (the header block, error bodies, multipart boundaries);
+    /// `body` is false for the header block.
+    Bytes {
+        data: Vec<u8>,
+        pos: usize,
+        body: bool,
+    },
+    /// `left` bytes of the open file from `off`.
+    File { off: u64, left: u64 },
+}
+
+/// The open file behind a response's `Seg::File` parts.
+struct BodyFile {
+    fd: i32,
+    /// Read path: bytes read but not yet sent.
+    chunk: Vec<u8>,
+    chunk_pos: usize,
+    /// Mmap path: (address, file offset of the address, length).
+    map: Option<(*const u8, u64, usize)>,
+}
+
+impl BodyFile {
+    fn unmap(&mut self) {
+        if let Some((addr, _, _)) = self.map.take() {
+            let _ = fs::munmap_file(addr);
+        }
+    }
+}
+
+impl Drop for BodyFile {
+    fn drop(&mut self) {
+        self.unmap();
+        let _ = fs::close(self.fd);
+    }
+}
+
+/// A response being written.
+struct Response {
+    segs: VecDeque<Seg>,
+    file: Option<BodyFile>,
+    status: u16,
+    keep_alive: bool,
+    body_sent: u64,
+    log: LogInfo,
+}
+
+impl Response {
+    fn new(plan: ResponsePlan, file: Option<BodyFile>, log: LogInfo) -> Response {
+        let mut segs = VecDeque::with_capacity(plan.body.len() + 1);
+        segs.push_back(Seg::Bytes {
+            data: plan.head,
+            pos: 0,
+            body: false,
+        });
+        for part in plan.body {
+            segs.push_back(match part {
+                BodyPart::Bytes(data) => Seg::Bytes {
+                    data,
+                    pos: 0,
+                    body: true,
+                },
+                BodyPart::File { offset, len } => Seg::File {
+                    off: offset,
+                    left: len,
+                },
+            });
+        }
+        Response {
+            segs,
+            file,
+            status: plan.status,
+            keep_alive: plan.keep_alive,
+            body_sent: 0,
+            log,
+        }
+    }
+
+    /// Writes until everything is sent (`Ok(true)`) or the socket is full
+    /// (`Ok(false)`).
+    fn pump(&mut self, sock: i32, path: DataPath) -> Result<bool, Errno> {
+        let Response {
+            segs,
+            file,
+            body_sent,
+            ..
+        } = self;
+        loop {
+            let Some(seg) = segs.front_mut() else {
+                return Ok(true);
+            };
+            match seg {
+                Seg::Bytes { data, pos, body } => {
+                    if *pos == data.len() {
+                        segs.pop_front();
+                        continue;
+                    }
+                    match fs::write(sock, &data[*pos..]) {
+                        Ok(n) => {
+                            *pos += n;
+                            if *body {
+                                *body_sent += n as u64;
+                            }
+                        }
+                        Err(Errno::EAGAIN) => return Ok(false),
+                        Err(e) => return Err(e),
+                    }
+                }
+                Seg::File { off, left } => {
+                    let f = file.as_mut().ok_or(Errno::EBADF)?;
+                    if *left == 0 && f.chunk_pos == f.chunk.len() {
+                        f.unmap();
+                        segs.pop_front();
+                        continue;
+                    }
+                    let sent = match path {
+                        DataPath::Sendfile => {
+                            let count = usize::try_from(*left).unwrap_or(usize::MAX);
+                            match io::sendfile(sock, f.fd, off, count) {
+                                // The file shrank under us.
+                                Ok(0) => return Err(Errno::EIO),
+                                Ok(n) => {
+                                    *left -= n as u64;
+                                    Ok(n)
+                                }
+                                Err(e) => Err(e),
+                            }
+                        }
+                        DataPath::Read => {
+                            if f.chunk_pos == f.chunk.len() {
+                                let want = (*left).min(CHUNK as u64) as usize;
+                                f.chunk.resize(want, 0);
+                                let n = fs::pread(f.fd, &mut f.chunk, *off)?;
+                                if n == 0 {
+                                    return Err(Errno::EIO);
+                                }
+                                f.chunk.truncate(n);
+                                f.chunk_pos = 0;
+                                *off += n as u64;
+                                *left -= n as u64;
+                            }
+                            let r = fs::write(sock, &f.chunk[f.chunk_pos..]);
+                            if let Ok(n) = r {
+                                f.chunk_pos += n;
+                            }
+                            r
+                        }
+                        DataPath::Mmap => {
+                            let (addr, base, len) = match f.map {
+                                Some(m) => m,
+                                None => {
+                                    let base = *off - *off % PAGE;
+                                    let len = usize::try_from(*off + *left - base)
+                                        .map_err(|_| Errno::EFBIG)?;
+                                    let addr = fs::mmap_file(f.fd, len, base)?;
+                                    f.map = Some((addr, base, len));
+                                    (addr, base, len)
+                                }
+                            };
+                            let start = (*off - base) as usize;
+                            let n = (*left).min(CHUNK as u64) as usize;
+                            if start + n > len {
+                                return Err(Errno::EINVAL);
+                            }
+                            // SAFETY: `addr` is a live read-only mapping of
+                            // `len` bytes made by `mmap_file` above; it is
+                            // unmapped only by `BodyFile::unmap`, after this
+                            // slice is gone, and `start + n <= len`.
+                            let bytes = unsafe { core::slice::from_raw_parts(addr.add(start), n) };
+                            let r = fs::write(sock, bytes);
+                            if let Ok(k) = r {
+                                *off += k as u64;
+                                *left -= k as u64;
+                            }
+                            r
+                        }
+                    };
+                    match sent {
+                        Ok(n) => *body_sent += n as u64,
+                        Err(Errno::EAGAIN) => return Ok(false),
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What a connection waits for after a turn.
+enum Next {
+    /// Readiness bits to wait for.
+    Wait(u32),
+    /// Budget used up with work left: run again without waiting.
+    Again,
+    /// Close the connection.
+    Close,
+}
+
+struct Conn {
+    fd: i32,
+    generation: u32,
+    peer: SocketAddrV4,
+    rbuf: Vec<u8>,
+    /// Request body bytes still to read and drop.
+    discard: u64,
+    read_eof: bool,
+    /// Responses completed on this connection.
+    served: u64,
+    out: Option<Response>,
+    interest: u32,
+    /// When the current request head began to arrive (ms since boot).
+    head_started: Option<u64>,
+    /// Last time the connection made progress (ms since boot).
+    last_activity: u64,
+    deadline: u64,
+}
+
+/// A file found for a request.
+struct Found {
+    path: String,
+    meta: FileMeta,
+    gzip: Option<FileMeta>,
+    brotli: Option<FileMeta>,
+}
+
+enum Lookup {
+    File(Found),
+    Directory,
+    NotFound,
+    Forbidden,
+    Failed(Errno),
+}
+
+fn meta_of(st: &Stat) -> FileMeta {
+    FileMeta {
+        len: st.size,
+        mtime_unix: u64::try_from(st.mtime.sec).unwrap_or(0),
+        seed: st.ino,
+    }
+}
+
+/// The server: configuration, listener, epoll instance, connections.
+pub struct Server {
+    cfg: Config,
+    listener: i32,
+    ep: i32,
+    conns: Vec<Option<Conn>>,
+    free: Vec<usize>,
+    live: usize,
+    next_gen: u32,
+    /// Connections to run again without an event (budget used up).
+    again: Vec<usize>,
+    /// No deadline is earlier than this (ms since boot; u64::MAX: none).
+    next_check: u64,
+    /// Size at which a read buffer without a complete head is refused.
+    rbuf_cap: usize,
+}
+
+impl Server {
+    /// Sets up epoll over the listening descriptor.
+    pub fn new(cfg: Config, listener: i32) -> Result<Server, Errno> {
+        let ep = io::epoll_create()?;
+        io::epoll_ctl(
+            ep,
+            EPOLL_CTL_ADD,
+            listener,
+            EpollEvent {
+                events: EPOLLIN,
+                data: LISTENER,
+            },
+        )?;
+        let rbuf_cap = cfg.limits.max_request_line + cfg.limits.max_header_bytes + 1024;
+        Ok(Server {
+            cfg,
+            listener,
+            ep,
+            conns: Vec::new(),
+            free: Vec::new(),
+            live: 0,
+            next_gen: 1,
+            again: Vec::new(),
+            next_check: u64::MAX,
+            rbuf_cap,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    fn info(&self) -> ServerInfo<'_> {
+        ServerInfo {
+            server: SERVER,
+            max_ranges: self.cfg.max_ranges,
+            cache_control: self.cfg.cache_control.as_deref(),
+        }
+    }
+
+    /// Runs the event loop (returns only if epoll fails).
+    pub fn run(&mut self) -> i32 {
+        let mut events = [EpollEvent::default(); 64];
+        loop {
+            let timeout = if !self.again.is_empty() {
+                0
+            } else if self.next_check == u64::MAX {
+                -1
+            } else {
+                let wait = self.next_check.saturating_sub(now_ms());
+                // Round up so a deadline is never checked early.
+                i32::try_from(wait + 1).unwrap_or(i32::MAX)
+            };
+            let n = match io::epoll_wait(self.ep, &mut events, timeout) {
+                Ok(n) => n,
+                Err(e) => {
+                    log::error!("httpd: epoll_wait: {e}");
+                    return 1;
+                }
+            };
+            for ev in &events[..n] {
+                if ev.data == LISTENER {
+                    self.accept_all();
+                } else {
+                    let slot = (ev.data & 0xffff_ffff) as usize;
+                    let generation = (ev.data >> 32) as u32;
+                    if self
+                        .conns
+                        .get(slot)
+                        .and_then(Option::as_ref)
+                        .is_some_and(|c| c.generation == generation)
+                    {
+                        self.drive(slot);
+                    }
+                }
+            }
+            for slot in core::mem::take(&mut self.again) {
+                if self.conns.get(slot).is_some_and(Option::is_some) {
+                    self.drive(slot);
+                }
+            }
+            if now_ms() >= self.next_check {
+                self.expire();
+            }
+        }
+    }
+
+    fn accept_all(&mut self) {
+        loop {
+            match io::accept4(self.listener, O_NONBLOCK) {
+                Ok((fd, peer)) => {
+                    if self.live >= self.cfg.max_conns {
+                        self.refuse(fd, peer);
+                    } else {
+                        self.add(fd, peer);
+                    }
+                }
+                Err(Errno::EAGAIN) => return,
+                Err(e) => {
+                    log::error!("httpd: accept: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Over the connection limit: a small 503 and close (the FIN follows it).
+    fn refuse(&mut self, fd: i32, peer: SocketAddrV4) {
+        let plan = error_response(
+            503,
+            false,
+            unix_now(),
+            &self.info(),
+            &[("Retry-After", "1")],
+        );
+        let _ = fs::write(fd, &plan.head);
+        if let Some(BodyPart::Bytes(b)) = plan.body.first() {
+            let _ = fs::write(fd, b);
+        }
+        let _ = fs::close(fd);
+        log::warn!(
+            "httpd: connection limit ({}) reached, refused {peer}",
+            self.cfg.max_conns
+        );
+        self.access_log(&peer, "", 503, plan.body_len(), None, None);
+    }
+
+    fn add(&mut self, fd: i32, peer: SocketAddrV4) {
+        let slot = match self.free.pop() {
+            Some(s) => s,
+            None => {
+                self.conns.push(None);
+                self.conns.len() - 1
+            }
+        };
+        let generation = self.next_gen;
+        self.next_gen = self.next_gen.wrapping_add(1).max(1);
+        let token = (u64::from(generation) << 32) | slot as u64;
+        if let Err(e) = io::epoll_ctl(
+            self.ep,
+            EPOLL_CTL_ADD,
+            fd,
+            EpollEvent {
+                events: EPOLLIN,
+                data: token,
+            },
+        ) {
+            log::error!("httpd: epoll_ctl add {peer}: {e}");
+            let _ = fs::close(fd);
+            self.free.push(slot);
+            return;
+        }
+        let now = now_ms();
+        let deadline = now + self.cfg.header_timeout_ms;
+        self.conns[slot] = Some(Conn {
+            fd,
+            generation,
+            peer,
+            rbuf: Vec::new(),
+            discard: 0,
+            read_eof: false,
+            served: 0,
+            out: None,
+            interest: EPOLLIN,
+            head_started: None,
+            last_activity: now,
+            deadline,
+        });
+        self.live += 1;
+        self.next_check = self.next_check.min(deadline);
+    }
+
+    fn close(&mut self, slot: usize, conn: Conn) {
+        let _ = io::epoll_ctl(self.ep, EPOLL_CTL_DEL, conn.fd, EpollEvent::default());
+        let _ = fs::close(conn.fd);
+        drop(conn);
+        self.free.push(slot);
+        self.live -= 1;
+    }
+
+    /// Runs one connection as far as it goes without blocking.
+    fn drive(&mut self, slot: usize) {
+        let Some(mut conn) = self.conns[slot].take() else {
+            return;
+        };
+        let next = self.turn(&mut conn);
+        let now = now_ms();
+        match next {
+            Next::Close => self.close(slot, conn),
+            Next::Again => {
+                self.again.push(slot);
+                self.conns[slot] = Some(conn);
+            }
+            Next::Wait(want) => {
+                conn.deadline = if conn.out.is_some() {
+                    conn.last_activity + self.cfg.idle_timeout_ms
+                } else if let Some(t) = conn.head_started {
+                    t + self.cfg.header_timeout_ms
+                } else if conn.served == 0 {
+                    conn.last_activity + self.cfg.header_timeout_ms
+                } else {
+                    conn.last_activity + self.cfg.idle_timeout_ms
+                };
+                self.next_check = self.next_check.min(conn.deadline.max(now));
+                if want != conn.interest {
+                    let ev = EpollEvent {
+                        events: want,
+                        data: (u64::from(conn.generation) << 32) | slot as u64,
+                    };
+                    match io::epoll_ctl(self.ep, EPOLL_CTL_MOD, conn.fd, ev) {
+                        Ok(()) => conn.interest = want,
+                        Err(e) => {
+                            log::error!("httpd: epoll_ctl mod {}: {e}", conn.peer);
+                            self.close(slot, conn);
+                            return;
+                        }
+                    }
+                }
+                self.conns[slot] = Some(conn);
+            }
+        }
+    }
+
+    fn turn(&mut self, conn: &mut Conn) -> Next {
+        let mut budget = TURN_BUDGET;
+        loop {
+            if let Some(resp) = conn.out.as_mut() {
+                let before = resp.body_sent;
+                let r = resp.pump(conn.fd, self.cfg.data_path);
+                if resp.body_sent != before {
+                    conn.last_activity = now_ms();
+                }
+                match r {
+                    Ok(true) => {
+                        let resp = conn.out.take().expect("a response");
+                        self.log_response(conn, &resp);
+                        conn.served += 1;
+                        conn.last_activity = now_ms();
+                        if !resp.keep_alive {
+                            return Next::Close;
+                        }
+                        budget -= 1;
+                        if budget == 0 {
+                            return Next::Again;
+                        }
+                    }
+                    Ok(false) => return Next::Wait(EPOLLOUT),
+                    Err(e) => {
+                        if let Some(resp) = conn.out.take() {
+                            log::debug!(
+                                "httpd: {}: write failed after {} body bytes: {e}",
+                                conn.peer,
+                                resp.body_sent
+                            );
+                            if !matches!(e, Errno::EPIPE | Errno::ECONNRESET | Errno::ENOTCONN) {
+                                log::error!(
+                                    "httpd: {} \"{}\": sending failed: {e}",
+                                    conn.peer,
+                                    resp.log.request_line
+                                );
+                            }
+                            self.log_response(conn, &resp);
+                        }
+                        return Next::Close;
+                    }
+                }
+                continue;
+            }
+
+            // Between responses: drop request body bytes, then parse.
+            if conn.discard > 0 && !conn.rbuf.is_empty() {
+                let k = conn.discard.min(conn.rbuf.len() as u64) as usize;
+                conn.rbuf.drain(..k);
+                conn.discard -= k as u64;
+            }
+            if conn.discard == 0 && !conn.rbuf.is_empty() {
+                if conn.head_started.is_none() {
+                    conn.head_started = Some(now_ms());
+                }
+                match parse_request(&conn.rbuf, &self.cfg.limits) {
+                    ParseOutcome::Complete { request, consumed } => {
+                        conn.rbuf.drain(..consumed);
+                        conn.discard = request.body_len;
+                        conn.head_started = None;
+                        conn.out = Some(self.respond(&request));
+                        continue;
+                    }
+                    ParseOutcome::Error(e) => {
+                        conn.out = Some(self.reject(conn, &e));
+                        conn.head_started = None;
+                        continue;
+                    }
+                    ParseOutcome::Partial if conn.rbuf.len() >= self.rbuf_cap => {
+                        let e = StatusError {
+                            close: true,
+                            ..StatusError::new(431)
+                        };
+                        conn.out = Some(self.reject(conn, &e));
+                        continue;
+                    }
+                    ParseOutcome::Partial => {}
+                }
+            }
+            if conn.read_eof {
+                return Next::Close;
+            }
+            let old = conn.rbuf.len();
+            let room = (self.rbuf_cap - old.min(self.rbuf_cap)).clamp(1, 16 * 1024);
+            conn.rbuf.resize(old + room, 0);
+            let r = fs::read(conn.fd, &mut conn.rbuf[old..]);
+            conn.rbuf.truncate(old + *r.as_ref().unwrap_or(&0));
+            match r {
+                Ok(0) => conn.read_eof = true,
+                Ok(_) => {
+                    if conn.rbuf.capacity() > 64 * 1024 && conn.rbuf.len() < 4096 {
+                        conn.rbuf.shrink_to(4096);
+                    }
+                }
+                Err(Errno::EAGAIN) => {
+                    if conn.rbuf.is_empty() {
+                        conn.rbuf = Vec::new();
+                    }
+                    return Next::Wait(EPOLLIN);
+                }
+                Err(e) => {
+                    log::debug!("httpd: {}: read: {e}", conn.peer);
+                    return Next::Close;
+                }
+            }
+        }
+    }
+
+    /// The response to a request head that cannot be served.
+    fn reject(&self, conn: &mut Conn, e: &StatusError) -> Response {
+        let plan = e.response(unix_now(), &self.info());
+        if e.close {
+            // The byte stream is out of step: read nothing more.
+            conn.read_eof = true;
+            conn.rbuf.clear();
+        } else {
+            let k = e.consumed.min(conn.rbuf.len());
+            conn.rbuf.drain(..k);
+            conn.discard = e.body_len;
+        }
+        let log = LogInfo {
+            request_line: e.request_line.clone().unwrap_or_default(),
+            referer: None,
+            user_agent: None,
+        };
+        Response::new(plan, None, log)
+    }
+
+    /// Plans and prepares the response to an accepted request.
+    fn respond(&self, req: &Request) -> Response {
+        let now = unix_now();
+        let info = self.info();
+        let log = LogInfo {
+            request_line: req.request_line(),
+            referer: req.referer.clone(),
+            user_agent: req.user_agent.clone(),
+        };
+        let path = match resolve_target(&req.target) {
+            Ok(p) => p,
+            Err(e) => return Response::new(plan_error(req, e.status, now, &info), None, log),
+        };
+        let found = self.lookup(&path);
+        let resource = match &found {
+            Lookup::File(f) => Resource::File(FileInfo {
+                meta: f.meta,
+                content_type: mime_for(&f.path),
+                gzip: f.gzip,
+                brotli: f.brotli,
+            }),
+            Lookup::Directory => Resource::Directory,
+            Lookup::NotFound => Resource::NotFound,
+            Lookup::Forbidden => Resource::Forbidden,
+            Lookup::Failed(e) => {
+                log::error!("httpd: {}: {e}", fs_path(&self.cfg.root, &path));
+                return Response::new(plan_error(req, 500, now, &info), None, log);
+            }
+        };
+        let plan = plan_response(req, &path, &resource, now, &info);
+        let needs_file = plan.body.iter().any(|p| matches!(p, BodyPart::File { .. }));
+        let Lookup::File(f) = found else {
+            return Response::new(plan, None, log);
+        };
+        if !needs_file {
+            return Response::new(plan, None, log);
+        }
+        let file_path = format!("{}{}", f.path, plan.encoding.file_suffix());
+        match fs::open(&file_path, Flags::O_RDONLY, 0) {
+            Ok(fd) => {
+                let file = BodyFile {
+                    fd,
+                    chunk: Vec::new(),
+                    chunk_pos: 0,
+                    map: None,
+                };
+                Response::new(plan, Some(file), log)
+            }
+            Err(e) => {
+                log::error!("httpd: open {file_path}: {e}");
+                Response::new(plan_error(req, 500, now, &info), None, log)
+            }
+        }
+    }
+
+    /// Finds what `path` names under the document root. Symbolic links and
+    /// dotfiles are refused (403): nothing outside the root is ever served.
+    fn lookup(&self, path: &SafePath) -> Lookup {
+        if path.has_hidden_segment() {
+            return Lookup::Forbidden;
+        }
+        let full = fs_path(&self.cfg.root, path);
+        // Every component below the root must be a real directory or file.
+        let root_len = self.cfg.root.trim_end_matches('/').len();
+        let mut end = root_len;
+        while end < full.len() {
+            let next = full[end + 1..]
+                .find('/')
+                .map_or(full.len(), |i| end + 1 + i);
+            match fs::lstat(&full[..next]) {
+                Ok(st) if st.kind == FileKind::Symlink => return Lookup::Forbidden,
+                Ok(_) => {}
+                Err(e) => return not_found_or(e),
+            }
+            end = next;
+        }
+        let st = match fs::stat(&full) {
+            Ok(st) => st,
+            Err(e) => return not_found_or(e),
+        };
+        let (file_path, st) = match st.kind {
+            FileKind::Regular if path.trailing_slash() && !path.is_root() => {
+                return Lookup::NotFound;
+            }
+            FileKind::Regular => (full, st),
+            FileKind::Directory => {
+                if !path.trailing_slash() {
+                    return Lookup::Directory;
+                }
+                let index = if full.ends_with('/') {
+                    format!("{full}{}", self.cfg.index)
+                } else {
+                    format!("{full}/{}", self.cfg.index)
+                };
+                match fs::lstat(&index) {
+                    Ok(st) if st.kind == FileKind::Regular => (index, st),
+                    Ok(st) if st.kind == FileKind::Symlink => return Lookup::Forbidden,
+                    _ => return Lookup::Directory,
+                }
+            }
+            _ => return Lookup::Forbidden,
+        };
+        let sibling = |suffix: &str| {
+            fs::lstat(&format!("{file_path}{suffix}"))
+                .ok()
+                .filter(|s| s.kind == FileKind::Regular)
+                .map(|s| meta_of(&s))
+        };
+        let gzip = sibling(".gz");
+        let brotli = sibling(".br");
+        Lookup::File(Found {
+            meta: meta_of(&st),
+            path: file_path,
+            gzip,
+            brotli,
+        })
+    }
+
+    /// Closes connections whose deadline passed: a partial request head gets
+    /// 408 first; an idle keep-alive connection or a stalled response is
+    /// just closed.
+    fn expire(&mut self) {
+        let now = now_ms();
+        let mut next = u64::MAX;
+        for slot in 0..self.conns.len() {
+            let Some(conn) = self.conns[slot].as_ref() else {
+                continue;
+            };
+            if conn.deadline > now {
+                next = next.min(conn.deadline);
+                continue;
+            }
+            let conn = self.conns[slot].take().expect("a connection");
+            if conn.out.is_some() {
+                log::debug!("httpd: {}: send timeout", conn.peer);
+            } else if conn.head_started.is_some() || !conn.rbuf.is_empty() || conn.discard > 0 {
+                let plan = error_response(408, false, unix_now(), &self.info(), &[]);
+                let _ = fs::write(conn.fd, &plan.head);
+                if let Some(BodyPart::Bytes(b)) = plan.body.first() {
+                    let _ = fs::write(conn.fd, b);
+                }
+                self.access_log(&conn.peer, "", 408, plan.body_len(), None, None);
+            } else {
+                log::debug!("httpd: {}: idle timeout", conn.peer);
+            }
+            self.close(slot, conn);
+        }
+        self.next_check = next;
+    }
+
+    fn log_response(&self, conn: &Conn, resp: &Response) {
+        self.access_log(
+            &conn.peer,
+            &resp.log.request_line,
+            resp.status,
+            resp.body_sent,
+            resp.log.referer.as_deref(),
+            resp.log.user_agent.as_deref(),
+        );
+    }
+
+    fn access_log(
+        &self,
+        peer: &SocketAddrV4,
+        request_line: &str,
+        status: u16,
+        bytes: u64,
+        referer: Option<&str>,
+        user_agent: Option<&str>,
+    ) {
+        if self.cfg.access_log {
+            let ip = format!("{}", peer.ip());
+            let line = combined_log_line(
+                &ip,
+                request_line,
+                status,
+                bytes,
+                referer,
+                user_agent,
+                unix_now(),
+            );
+            println!("{line}");
+        }
+    }
+}
+
+fn not_found_or(e: Errno) -> Lookup {
+    match e {
+        Errno::ENOENT | Errno::ENOTDIR | Errno::ENAMETOOLONG | Errno::ELOOP => Lookup::NotFound,
+        Errno::EACCES | Errno::EPERM => Lookup::Forbidden,
+        e => Lookup::Failed(e),
+    }
+}

@@ -1,0 +1,314 @@
+//! `cargo uk bench http`: `wrk` against `httpd` over a TAP device inside a
+//! network namespace of the benchmark's own ([`crate::netns`], deleted
+//! afterwards, checked with `ip netns identify` before any traffic), so the
+//! load never leaves the namespace. Prints requests/s for a 1 KiB file,
+//! MB/s for 1 MiB and 16 MiB files, and p50/p99 latency for each.
+
+use std::process::Command;
+use std::time::Duration;
+
+use crate::Error;
+use crate::bench::{LiveGuest, table};
+use crate::build::{Profile, build_image};
+use crate::image::{TempImage, pseudo_random_bytes, temp_path};
+use crate::netns::{GUEST_IP, Netns};
+use crate::qemu::{Accel, Machine, MemSize, VmConfig, ensure_qemu, is_root};
+
+/// The benchmark's files: URL path and size.
+pub const FILES: [(&str, usize); 3] = [
+    ("/1k.bin", 1 << 10),
+    ("/1m.bin", 1 << 20),
+    ("/16m.bin", 16 << 20),
+];
+
+/// What `wrk --latency` reported.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WrkResult {
+    /// `Requests/sec`.
+    pub requests_per_sec: f64,
+    /// `Transfer/sec` in bytes.
+    pub transfer_per_sec: f64,
+    /// 50th percentile latency.
+    pub p50: Duration,
+    /// 99th percentile latency.
+    pub p99: Duration,
+    /// Socket errors and non-2xx/3xx responses reported by wrk.
+    pub errors: u64,
+}
+
+/// Parses wrk's `1.23ms` / `850.00us` / `1.02s` / `2.00m`.
+pub fn parse_wrk_duration(s: &str) -> Option<Duration> {
+    let split = s.find(|c: char| c.is_ascii_alphabetic())?;
+    let (num, unit) = s.split_at(split);
+    let v: f64 = num.parse().ok()?;
+    let secs = match unit {
+        "us" => v / 1e6,
+        "ms" => v / 1e3,
+        "s" => v,
+        "m" => v * 60.0,
+        "h" => v * 3600.0,
+        _ => return None,
+    };
+    Some(Duration::from_secs_f64(secs))
+}
+
+/// Parses wrk's `13.02MB` (binary units, as wrk prints them) into bytes.
+pub fn parse_wrk_bytes(s: &str) -> Option<f64> {
+    let split = s.find(|c: char| c.is_ascii_alphabetic())?;
+    let (num, unit) = s.split_at(split);
+    let v: f64 = num.parse().ok()?;
+    let mult = match unit {
+        "B" => 1.0,
+        "KB" => 1024.0,
+        "MB" => 1024.0 * 1024.0,
+        "GB" => 1024.0 * 1024.0 * 1024.0,
+        "TB" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    Some(v * mult)
+}
+
+/// Parses the output of `wrk --latency`.
+pub fn parse_wrk(out: &str) -> Option<WrkResult> {
+    let mut rps = None;
+    let mut tps = None;
+    let mut p50 = None;
+    let mut p99 = None;
+    let mut errors = 0;
+    for line in out.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["Requests/sec:", v] => rps = v.parse().ok(),
+            ["Transfer/sec:", v] => tps = parse_wrk_bytes(v),
+            ["50%", v] => p50 = parse_wrk_duration(v),
+            ["99%", v] => p99 = parse_wrk_duration(v),
+            ["Socket", "errors:", rest @ ..] => {
+                errors += rest
+                    .iter()
+                    .filter_map(|w| w.trim_end_matches(',').parse::<u64>().ok())
+                    .sum::<u64>();
+            }
+            ["Non-2xx", "or", "3xx", "responses:", n] => errors += n.parse().unwrap_or(0),
+            _ => {}
+        }
+    }
+    Some(WrkResult {
+        requests_per_sec: rps?,
+        transfer_per_sec: tps?,
+        p50: p50?,
+        p99: p99?,
+        errors,
+    })
+}
+
+fn run(cmd: &mut Command) -> Result<String, Error> {
+    let out = cmd
+        .output()
+        .map_err(|e| Error::Failed(format!("cannot run {:?}: {e}", cmd.get_program())))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(Error::Failed(format!(
+            "{} failed ({}): {}",
+            crate::qemu::render_command(cmd),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+fn have(program: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Makes sure `wrk` is installed: `apt-get install -y wrk` when root on a
+/// Debian-like system, otherwise an error with the command to run.
+pub fn ensure_wrk() -> Result<(), Error> {
+    if have("wrk") {
+        return Ok(());
+    }
+    let missing = || Error::Failed("wrk is missing: run 'sudo apt-get install -y wrk'".into());
+    if !is_root() || !have("apt-get") {
+        return Err(missing());
+    }
+    eprintln!("uk: installing wrk (apt-get install -y wrk)");
+    let install = || {
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", "wrk"])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !install() {
+        let _ = Command::new("apt-get").args(["update", "-q"]).status();
+        if !install() {
+            return Err(missing());
+        }
+    }
+    if have("wrk") { Ok(()) } else { Err(missing()) }
+}
+
+fn human(bytes: usize) -> String {
+    if bytes >= 1 << 20 {
+        format!("{} MiB", bytes >> 20)
+    } else {
+        format!("{} KiB", bytes >> 10)
+    }
+}
+
+fn fmt_latency(d: Duration) -> String {
+    if d < Duration::from_millis(1) {
+        format!("{:.0} us", d.as_secs_f64() * 1e6)
+    } else {
+        format!("{:.2} ms", d.as_secs_f64() * 1e3)
+    }
+}
+
+/// Runs the benchmark and prints the table.
+pub fn bench_http(secs: u64, conns: u32, accel: Option<Accel>) -> Result<i32, Error> {
+    ensure_qemu()?;
+    if !is_root() {
+        return Err(Error::Failed(
+            "bench http needs root (a network namespace and a TAP device): run it as root".into(),
+        ));
+    }
+    ensure_wrk()?;
+    let accel = accel.unwrap_or_else(Accel::detect);
+    let image = build_image("httpd", Profile::Release, false)?;
+    let site = temp_path("httpbench-site");
+    std::fs::create_dir_all(&site)
+        .map_err(|e| Error::Failed(format!("{}: {e}", site.display())))?;
+    for (i, (name, size)) in FILES.iter().enumerate() {
+        let path = site.join(name.trim_start_matches('/'));
+        std::fs::write(&path, pseudo_random_bytes(i as u64 + 11, *size))
+            .map_err(|e| Error::Failed(format!("{}: {e}", path.display())))?;
+    }
+    let disk = TempImage::from_dir(&site);
+    let _ = std::fs::remove_dir_all(&site);
+    let disk = disk?;
+    let ns = Netns::create("bench-http")?;
+    let mut cfg = VmConfig::new(&image);
+    cfg.machine = Machine::Microvm;
+    cfg.accel = accel;
+    cfg.mem = MemSize(256 << 20);
+    cfg.disk = Some(disk.path.clone());
+    ns.attach(&mut cfg);
+    cfg.args = vec![
+        "--no-access-log".into(),
+        "--max-conns".into(),
+        (conns.max(1) * 2 + 16).to_string(),
+    ];
+    println!(
+        "http benchmark: httpd (sendfile) on microvm, accel {accel}, 256M; wrk -t2 -c{conns} -d{secs}s inside namespace {}",
+        ns.name()
+    );
+    let mut guest = LiveGuest::spawn(&cfg).map_err(Error::Failed)?;
+    guest
+        .wait_for("httpd: serving", Duration::from_secs(120))
+        .map_err(Error::Failed)?;
+    let wrk = |path: &str, d: u64| -> Result<String, Error> {
+        let url = format!("http://{GUEST_IP}{path}");
+        run(&mut ns.command(
+            "wrk",
+            [
+                "-t2",
+                &format!("-c{conns}"),
+                &format!("-d{d}s"),
+                "--timeout",
+                "10s",
+                "--latency",
+                &url,
+            ],
+        ))
+    };
+    let mut rows = vec![
+        ["file", "requests/s", "MB/s", "p50", "p99", "errors"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    let mut with_guest = |e: Error| {
+        let out = guest.output();
+        let tail: Vec<&str> = out.lines().rev().take(40).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        Error::Failed(format!(
+            "{e}\n--- guest output (last lines) ---\n{}",
+            tail.join("\n")
+        ))
+    };
+    for (path, size) in FILES {
+        // A short warm-up fills the page cache and opens the TCP windows.
+        wrk(path, 1).map_err(&mut with_guest)?;
+        let out = wrk(path, secs).map_err(&mut with_guest)?;
+        let r = parse_wrk(&out)
+            .ok_or_else(|| Error::Failed(format!("cannot parse wrk's output:\n{out}")))?;
+        let mb_s = r.requests_per_sec * size as f64 / 1e6;
+        rows.push(vec![
+            format!("{path} ({})", human(size)),
+            format!("{:.0}", r.requests_per_sec),
+            format!("{mb_s:.1}"),
+            fmt_latency(r.p50),
+            fmt_latency(r.p99),
+            r.errors.to_string(),
+        ]);
+    }
+    guest.kill();
+    print!("{}", table(&rows));
+    println!(
+        "MB/s: body bytes (10^6) per second = requests/s x file size; latency: wrk's per-request \
+         distribution; under {accel} the guest's CPU is the limit"
+    );
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = "Running 10s test @ http://10.77.0.2/1k.bin
+  2 threads and 16 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     1.23ms  512.00us  20.10ms   90.00%
+    Req/Sec     6.50k   300.00     7.00k    70.00%
+  Latency Distribution
+     50%    1.10ms
+     75%    1.40ms
+     90%    1.80ms
+     99%    3.40ms
+  129000 requests in 10.00s, 150.50MB read
+  Socket errors: connect 0, read 2, write 0, timeout 1
+Requests/sec:  12900.00
+Transfer/sec:     15.05MB
+";
+
+    #[test]
+    fn parses_wrk_output() {
+        let r = parse_wrk(SAMPLE).unwrap();
+        assert_eq!(r.requests_per_sec, 12900.0);
+        assert_eq!(r.transfer_per_sec, 15.05 * 1024.0 * 1024.0);
+        assert_eq!(r.p50, Duration::from_micros(1100));
+        assert_eq!(r.p99, Duration::from_micros(3400));
+        assert_eq!(r.errors, 3);
+        assert!(parse_wrk("garbage").is_none());
+    }
+
+    #[test]
+    fn units() {
+        assert_eq!(
+            parse_wrk_duration("850.00us"),
+            Some(Duration::from_micros(850))
+        );
+        assert_eq!(
+            parse_wrk_duration("1.50s"),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(parse_wrk_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_wrk_duration("1.0x"), None);
+        assert_eq!(parse_wrk_bytes("1.00KB"), Some(1024.0));
+        assert_eq!(parse_wrk_bytes("3B"), Some(3.0));
+        assert_eq!(fmt_latency(Duration::from_micros(250)), "250 us");
+        assert_eq!(fmt_latency(Duration::from_micros(2500)), "2.50 ms");
+    }
+}
