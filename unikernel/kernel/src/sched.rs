@@ -306,6 +306,18 @@ pub fn start(main: impl FnOnce() + Send + 'static, main_stack: u64, timeslice_ms
     idle_loop()
 }
 
+/// When the CPU halted (TSC), 0 while it works.
+static IDLE_SINCE: AtomicU64 = AtomicU64::new(0);
+
+/// Ends an idle period, if one is running: called first thing by every
+/// interrupt, so the time the woken threads then run is not counted idle.
+pub(crate) fn end_idle() {
+    let t = IDLE_SINCE.swap(0, Ordering::Relaxed);
+    if t != 0 {
+        STATS.idle_cycles.fetch_add(crate::arch::cpu::rdtsc().saturating_sub(t), Ordering::Relaxed);
+    }
+}
+
 fn idle_loop() -> ! {
     loop {
         interrupts::disable();
@@ -317,11 +329,9 @@ fn idle_loop() -> ! {
         drop(g);
         STATS.idle_halts.fetch_add(1, Ordering::Relaxed);
         // `sti; hlt` is atomic: an interrupt arriving after sti wakes the hlt.
-        let t0 = crate::arch::cpu::rdtsc();
+        IDLE_SINCE.store(crate::arch::cpu::rdtsc(), Ordering::Relaxed);
         interrupts::enable_and_hlt();
-        STATS
-            .idle_cycles
-            .fetch_add(crate::arch::cpu::rdtsc() - t0, Ordering::Relaxed);
+        end_idle();
     }
 }
 

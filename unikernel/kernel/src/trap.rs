@@ -104,6 +104,7 @@ pub extern "C" fn dispatch(frame: &mut TrapFrame) {
         };
         fatal(frame, Some(cpu::cr2()), why);
     }
+    crate::sched::end_idle();
     if v == crate::arch::apic::SPURIOUS_VECTOR as usize || (0x20..0x30).contains(&v) {
         // APIC spurious vector, or a stray legacy PIC interrupt: no EOI.
         SPURIOUS.fetch_add(1, Ordering::Relaxed);
