@@ -55,6 +55,13 @@ pub trait Nic {
     /// Called once at the end of each poll that transmitted: one device
     /// notification per batch.
     fn flush_tx(&mut self);
+
+    /// True when the device completes TCP and UDP checksums of transmitted
+    /// frames itself (virtio-net `VIRTIO_NET_F_CSUM`): the stack then leaves
+    /// them to the driver, which fills in the pseudo-header sum.
+    fn tx_checksum_offload(&self) -> bool {
+        false
+    }
 }
 
 /// Why a received frame was dropped before it reached a socket.
@@ -148,11 +155,12 @@ pub(crate) struct TxInfo {
 /// Device capabilities for a NIC with the given IP MTU. Checksums are
 /// verified by the stack's own classifier before smoltcp sees a frame, so
 /// smoltcp only computes them on transmit.
-pub(crate) fn capabilities(mtu: usize) -> DeviceCapabilities {
+pub(crate) fn capabilities(mtu: usize, tx_offload: bool) -> DeviceCapabilities {
     let mut checksum = ChecksumCapabilities::default();
+    let l4 = if tx_offload { Checksum::None } else { Checksum::Tx };
     checksum.ipv4 = Checksum::Tx;
-    checksum.tcp = Checksum::Tx;
-    checksum.udp = Checksum::Tx;
+    checksum.tcp = l4;
+    checksum.udp = l4;
     checksum.icmpv4 = Checksum::Tx;
     let mut caps = DeviceCapabilities::default();
     caps.medium = Medium::Ethernet;
@@ -268,6 +276,6 @@ impl<N: Nic> phy::Device for FrameDevice<'_, N> {
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
-        capabilities(self.mtu)
+        capabilities(self.mtu, self.nic.tx_checksum_offload())
     }
 }

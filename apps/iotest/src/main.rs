@@ -367,7 +367,8 @@ fn hold(port: u16) -> bool {
 }
 
 fn serve(port: u16) -> bool {
-    let l = io::tcp_listen(port, 128, 0).expect("listen");
+    // A 256 KiB send buffer keeps the link busy while the host acknowledges.
+    let l = io::tcp_listen_with_buffers(port, 128, 0, 16 * 1024, 256 * 1024).expect("listen");
     println!("serve: listening on port {port}");
     loop {
         let (fd, _) = match io::accept4(l, 0) {

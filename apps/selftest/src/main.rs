@@ -63,6 +63,25 @@ fn main() -> i32 {
             0
         }
         "bench-sched" => bench_sched(),
+        "bench-copy" => {
+            let src = alloc::vec![7u8; 1 << 20];
+            let mut dst = alloc::vec![0u8; 1 << 20];
+            let t = Instant::now();
+            for _ in 0..16 {
+                dst.copy_from_slice(core::hint::black_box(&src));
+            }
+            let copy_ns = t.elapsed().as_nanos() as u64;
+            let t = Instant::now();
+            let mut sum = 0u32;
+            for _ in 0..16 {
+                for c in core::hint::black_box(&dst).chunks_exact(2) {
+                    sum = sum.wrapping_add(u16::from_be_bytes([c[0], c[1]]) as u32);
+                }
+            }
+            let sum_ns = t.elapsed().as_nanos() as u64;
+            println!("bench-copy: memcpy {} ps/B, checksum {} ps/B ({sum})", copy_ns * 1000 / (16 << 20), sum_ns * 1000 / (16 << 20));
+            0
+        }
         "thread-exit" => {
             let h = thread::spawn_with(16 * 1024, thread::Priority::Normal, || -> u32 {
                 thread::exit(5)

@@ -802,38 +802,52 @@ pub fn poll(fds: &mut [PollFd], timeout_ms: i32) -> Result<usize> {
 /// everything (or fails); a non-blocking one returns what fit, or EAGAIN if
 /// nothing did. Returns the bytes sent (0 at end of file).
 pub fn sendfile(out_fd: i32, in_fd: i32, offset: &mut u64, count: usize) -> Result<usize> {
-    const CHUNK: u64 = 64 * 1024;
+    const CHUNK: u64 = 256 * 1024;
     let sock = socket_file(out_fd)?;
     if sock.listener {
         return Err(Errno::EINVAL);
     }
-    let size = fs::regular_size(in_fd)?;
-    let end = size.min(offset.saturating_add(count as u64));
+    let src = fs::SendSource::new(in_fd)?;
+    let end = src.size().min(offset.saturating_add(count as u64));
     let start = *offset;
     while *offset < end {
         let chunk = CHUNK.min(end - *offset);
         // Disk reads (and readahead) happen here, outside the network lock.
-        fs::prefetch(in_fd, *offset, chunk)?;
+        src.prefetch(*offset, chunk)?;
+        let pos = *offset;
         let sent = net::send_with(sock.id, |stack, id| {
+            // Fill the send buffer straight from the cache pages, as many
+            // contiguous stretches of it as are free.
             let mut total = 0u64;
-            let r = fs::with_cached_bytes(in_fd, *offset, chunk, &mut |bytes| {
+            while total < chunk {
+                let mut err = None;
                 let n = stack
-                    .tcp_send_with(id, bytes.len(), |buf| {
-                        let n = buf.len().min(bytes.len());
-                        buf[..n].copy_from_slice(&bytes[..n]);
-                        n
+                    .tcp_send_with(id, (chunk - total) as usize, |buf| {
+                        match src.copy_to(pos + total, buf) {
+                            Ok(n) => n,
+                            Err(e) => {
+                                err = Some(e);
+                                0
+                            }
+                        }
                     })
-                    .unwrap_or(0);
-                total += n as u64;
-                n
-            });
-            match r {
-                Err(e) if total == 0 => Err(e),
-                _ if total == 0 => match stack.readiness(id) {
-                    r if r & (EPOLLERR | EPOLLHUP) != 0 => Err(Errno::EPIPE),
-                    _ => Err(Errno::EAGAIN),
-                },
-                _ => Ok(total),
+                    .unwrap_or(0) as u64;
+                if let Some(e) = err
+                    && total == 0
+                {
+                    return Err(e);
+                }
+                if n == 0 {
+                    break;
+                }
+                total += n;
+            }
+            if total > 0 {
+                Ok(total)
+            } else if stack.readiness(id) & (EPOLLERR | EPOLLHUP) != 0 {
+                Err(Errno::EPIPE)
+            } else {
+                Err(Errno::EAGAIN)
             }
         });
         match sent {

@@ -350,64 +350,70 @@ fn regular_file(fd: i32) -> Result<Arc<KFile>> {
     Ok(file)
 }
 
-/// Size in bytes of the regular file behind `fd` (EINVAL for anything else).
-pub(crate) fn regular_size(fd: i32) -> Result<u64> {
-    Ok(regular_file(fd)?.inode().stat()?.size)
+/// A regular file opened for `sendfile`: resolved once per call, so the
+/// per-chunk work is only the page-cache lookups.
+pub(crate) struct SendSource {
+    file: Arc<KFile>,
+    size: u64,
 }
 
-/// Brings the pages of `[offset, offset+len)` of the regular file behind
-/// `fd` into the page cache, driving the file's readahead as a sequential
-/// read would. Blocks on the disk; call without other locks held.
-pub(crate) fn prefetch(fd: i32, offset: u64, len: u64) -> Result<()> {
-    let file = regular_file(fd)?;
-    let f = fs()?;
-    let size = file.inode().stat()?.size;
-    let end = size.min(offset.saturating_add(len));
-    if offset >= end {
-        return Ok(());
+impl SendSource {
+    /// The regular file behind `fd` (EINVAL for anything else).
+    pub(crate) fn new(fd: i32) -> Result<SendSource> {
+        let file = regular_file(fd)?;
+        let size = file.inode().stat()?.size;
+        Ok(SendSource { file, size })
     }
-    let first = offset / PAGE;
-    let last = (end - 1) / PAGE;
-    let window =
-        file.with_readahead(|ra| ra.on_access(first, last - first + 1, size.div_ceil(PAGE)));
-    if let Some(window) = window {
-        f.cache.readahead(file.id(), &**file.inode(), window, 0..0);
-    }
-    f.cache
-        .readahead(file.id(), &**file.inode(), first..last + 1, 0..0);
-    Ok(())
-}
 
-/// Offers `f` the file's bytes from `offset` straight out of page-cache
-/// pages, one page-sized slice at a time, up to `len` bytes, for as long as
-/// `f` takes everything it is offered. Returns the bytes taken. A page that
-/// was evicted since [`prefetch`] is read again (blocking).
-pub(crate) fn with_cached_bytes(
-    fd: i32,
-    offset: u64,
-    len: u64,
-    f: &mut dyn FnMut(&[u8]) -> usize,
-) -> Result<u64> {
-    let file = regular_file(fd)?;
-    let fsys = fs()?;
-    let size = file.inode().stat()?.size;
-    let end = size.min(offset.saturating_add(len));
-    let mut pos = offset;
-    while pos < end {
-        let index = pos / PAGE;
-        let in_page = (pos % PAGE) as usize;
-        let n = (PAGE as usize - in_page).min((end - pos) as usize);
-        let took = fsys
-            .cache
-            .with_page(file.id(), &**file.inode(), index, |bytes| {
-                f(&bytes[in_page..in_page + n])
-            })?;
-        pos += took as u64;
-        if took < n {
-            break;
+    /// The file's size.
+    pub(crate) fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Brings the pages of `[offset, offset+len)` into the page cache,
+    /// driving the file's readahead as a sequential read would. Blocks on
+    /// the disk; call without other locks held.
+    pub(crate) fn prefetch(&self, offset: u64, len: u64) -> Result<()> {
+        let f = fs()?;
+        let end = self.size.min(offset.saturating_add(len));
+        if offset >= end {
+            return Ok(());
         }
+        let first = offset / PAGE;
+        let last = (end - 1) / PAGE;
+        let size = self.size;
+        let window = self
+            .file
+            .with_readahead(|ra| ra.on_access(first, last - first + 1, size.div_ceil(PAGE)));
+        if let Some(window) = window {
+            f.cache.readahead(self.file.id(), &**self.file.inode(), window, 0..0);
+        }
+        f.cache
+            .readahead(self.file.id(), &**self.file.inode(), first..last + 1, 0..0);
+        Ok(())
     }
-    Ok(pos - offset)
+
+    /// Copies the file's bytes from `offset` into `dst` straight out of
+    /// page-cache pages (at most to the end of the file). Returns the bytes
+    /// copied. A page evicted since [`prefetch`](Self::prefetch) is read again.
+    pub(crate) fn copy_to(&self, offset: u64, dst: &mut [u8]) -> Result<usize> {
+        let fsys = fs()?;
+        let end = self.size.min(offset.saturating_add(dst.len() as u64));
+        let mut pos = offset;
+        while pos < end {
+            let index = pos / PAGE;
+            let in_page = (pos % PAGE) as usize;
+            let n = (PAGE as usize - in_page).min((end - pos) as usize);
+            let at = (pos - offset) as usize;
+            let out = &mut dst[at..at + n];
+            fsys.cache
+                .with_page(self.file.id(), &**self.file.inode(), index, |bytes| {
+                    out.copy_from_slice(&bytes[in_page..in_page + n])
+                })?;
+            pos += n as u64;
+        }
+        Ok((pos - offset) as usize)
+    }
 }
 
 /// Writes at the file offset.
