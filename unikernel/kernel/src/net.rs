@@ -143,6 +143,9 @@ pub fn init() {
     };
     opts.tcp.rx_buffer = 32 * 1024;
     opts.tcp.tx_buffer = 64 * 1024;
+    // A server writes a response head and then its body: with Nagle's
+    // algorithm the body would wait for the client's delayed ACK (~40 ms).
+    opts.tcp.nodelay = true;
     let stack = NetStack::new(&mut nic, ipcfg, opts, now_ms());
     let mac = uk_net::Nic::mac(&nic);
     *NET.lock() = Some(alloc::boxed::Box::new(Net { stack, nic }));
@@ -488,7 +491,7 @@ pub(crate) fn listen(port: u16, backlog: usize, bufs: Option<(usize, usize)>) ->
             uk_net::SocketOptions {
                 rx_buffer: rx,
                 tx_buffer: tx,
-                ..uk_net::SocketOptions::default()
+                nodelay: true,
             },
         ),
     })
