@@ -293,7 +293,7 @@ impl SystemTime {
 }
 
 /// Boot milestones: (name, TSC cycles since the PVH entry).
-static STAGES: crate::sync::IrqMutex<[(&str, u64); 8]> = crate::sync::IrqMutex::new([("", 0); 8]);
+static STAGES: crate::sync::IrqMutex<[(&str, u64); 16]> = crate::sync::IrqMutex::new([("", 0); 16]);
 
 /// Records a boot milestone (for `log=debug` and the boot benchmark).
 pub fn stage(name: &'static str) {

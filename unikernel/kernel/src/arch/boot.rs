@@ -95,13 +95,19 @@ pvh_start:
     mov dword ptr [uk_boot_tsc], eax
     mov dword ptr [uk_boot_tsc + 4], edx
 
-    /* zero .bss (the loader may not) */
+    /* zero .bss (the loader may not): 16 bytes per iteration with plain
+       stores, which QEMU's TCG runs far faster than `rep stos` */
     mov edi, offset __bss_start
     mov ecx, offset __bss_end
-    sub ecx, edi
-    shr ecx, 2                   /* .bss is page aligned and page sized */
     xor eax, eax
-    rep stosd
+1:
+    mov dword ptr [edi], eax
+    mov dword ptr [edi + 4], eax
+    mov dword ptr [edi + 8], eax
+    mov dword ptr [edi + 12], eax
+    add edi, 16
+    cmp edi, ecx
+    jb 1b                        /* .bss is page aligned and page sized */
 
     /* 4 page directories of 2 MiB pages: identity map of 0..4 GiB */
     mov edi, offset uk_boot_pd
