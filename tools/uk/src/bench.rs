@@ -520,6 +520,11 @@ impl LiveGuest {
         })
     }
 
+    /// When QEMU was spawned.
+    pub fn started(&self) -> Instant {
+        self.start
+    }
+
     /// QEMU's pid (inside the namespace, if any, `ip netns exec` has
     /// exec'd QEMU itself).
     pub fn pid(&self) -> u32 {

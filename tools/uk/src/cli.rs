@@ -771,6 +771,7 @@ fn bench_boot(runs: usize, accel: Option<Accel>) -> Result<i32, Error> {
     }
     rows.extend(crate::bootdisk::bench_disk_rows(&image, runs, accel)?);
     print!("{}", bench::table(&rows));
+    first_http_200(runs, accel)?;
     println!(
         "main: spawn -> 'uk: main' line (wall); guest: the marker's own time since boot; exit: spawn -> QEMU exit"
     );
@@ -779,6 +780,76 @@ fn bench_boot(runs: usize, accel: Option<Accel>) -> Result<i32, Error> {
          image columns) through SeaBIOS or OVMF and GRUB (Multiboot2), no -kernel"
     );
     Ok(0)
+}
+
+/// Boots httpd on the demo site (static address on user networking, a
+/// forward from 127.0.0.1) and times QEMU start → the first `200` for `GET /`,
+/// next to the guest's own boot time. The request is sent as soon as the
+/// server prints that it serves.
+fn first_http_200(runs: usize, accel: Accel) -> Result<(), Error> {
+    use std::io::{Read, Write};
+    let image = build_image("httpd", Profile::Release, false)?;
+    let disk = crate::image::TempImage::from_dir(&crate::workspace::demo_site())?;
+    for machine in Machine::ALL {
+        let mut walls = Vec::new();
+        let mut guests = Vec::new();
+        for i in 0..runs {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .map_err(|e| Error::Failed(format!("no free port: {e}")))?;
+            let mut cfg = VmConfig::new(&image);
+            cfg.machine = machine;
+            cfg.accel = accel;
+            cfg.disk = Some(disk.path.clone());
+            cfg.append = "ip=10.0.2.15/24 gw=10.0.2.2".into();
+            cfg.fwds = vec![crate::qemu::PortFwd {
+                host: port,
+                guest: 80,
+            }];
+            let fail =
+                |e: String| Error::Failed(format!("http 200, {machine} run {}/{runs}: {e}", i + 1));
+            let mut g = bench::LiveGuest::spawn(&cfg).map_err(fail)?;
+            let marker = g
+                .wait_for("uk: main after", Duration::from_secs(60))
+                .map_err(fail)?;
+            g.wait_for("httpd: serving", Duration::from_secs(60))
+                .map_err(fail)?;
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port))
+                .map_err(|e| fail(e.to_string()))?;
+            s.set_read_timeout(Some(Duration::from_secs(30)))
+                .map_err(|e| fail(e.to_string()))?;
+            s.write_all(b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+                .map_err(|e| fail(e.to_string()))?;
+            let mut head = [0u8; 12];
+            s.read_exact(&mut head).map_err(|e| fail(e.to_string()))?;
+            let wall = g.started().elapsed();
+            if &head[9..12] != b"200" {
+                return Err(fail(format!(
+                    "status line {:?}",
+                    String::from_utf8_lossy(&head)
+                )));
+            }
+            walls.push(wall);
+            if let Some(m) = crate::serial::parse_main_marker(&marker.text) {
+                guests.push(m);
+            }
+        }
+        walls.sort();
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let guest_us: Vec<u64> = guests.iter().filter_map(|m| m.micros).collect();
+        let mut g = guest_us.clone();
+        g.sort_unstable();
+        println!(
+            "{machine}: QEMU start -> first HTTP 200 for GET / (httpd, demo site, disk + user net): median {:.1} ms (min {:.1}, max {:.1}); guest entry -> main median {} us",
+            ms(walls[walls.len() / 2]),
+            ms(walls[0]),
+            ms(walls[walls.len() - 1]),
+            g.get(g.len() / 2)
+                .map_or("?".to_string(), |v| v.to_string())
+        );
+    }
+    Ok(())
 }
 
 /// The app the `sched` and `idle` benchmarks boot.
