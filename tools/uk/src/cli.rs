@@ -1,7 +1,7 @@
 //! Argument parsing and the `cargo uk` commands.
 
 use std::path::Path;
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::Error;
@@ -718,6 +718,27 @@ fn test(extra: &[String]) -> Result<i32, Error> {
     // installed here once (root), so parallel tests never race apt-get.
     if let Err(e) = crate::bootdisk::ensure_tools().and_then(|()| crate::bootdisk::ensure_ovmf()) {
         eprintln!("uk: warning: {e} (the disk-boot tests will fail)");
+    }
+    // The HTTP tests use curl as a real client; the namespace tests use ip.
+    let missing: Vec<&str> = [("curl", "curl"), ("iproute2", "ip")]
+        .iter()
+        .filter(|(_, bin)| !crate::qemu::in_path(bin))
+        .map(|(pkg, _)| *pkg)
+        .collect();
+    if !missing.is_empty() {
+        let line = format!("apt-get install -y {}", missing.join(" "));
+        if crate::qemu::is_root() && crate::qemu::in_path("apt-get") {
+            eprintln!("uk: installing test tools: {line}");
+            let _ = Command::new("apt-get")
+                .args(["install", "-y"])
+                .args(&missing)
+                .status();
+        } else {
+            eprintln!(
+                "uk: warning: the tests need {}: run 'sudo {line}'",
+                missing.join(", ")
+            );
+        }
     }
     let cargo_test = |pkg: Option<&str>| -> Result<bool, Error> {
         let mut cmd = cargo();
