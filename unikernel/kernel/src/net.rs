@@ -308,8 +308,7 @@ impl TcpListener {
 
 impl Drop for TcpListener {
     fn drop(&mut self) {
-        let _ = with_stack(|s| s.close(self.id));
-        forget(self.id);
+        close_socket(self.id);
     }
 }
 
@@ -333,20 +332,7 @@ impl TcpStream {
 
     /// Connects to `addr`, waiting for the handshake.
     pub fn connect(addr: SocketAddrV4) -> Result<TcpStream> {
-        let id = with_stack(|s| s.tcp_connect(addr, None))?;
-        let s = TcpStream::from_id(id);
-        blocking(id, false, None, |st| {
-            let r = st.readiness(id);
-            if r & EPOLLERR != 0 {
-                // The error itself comes from the next call.
-                st.tcp_send(id, &[]).map(|_| ())
-            } else if r & EPOLLOUT != 0 {
-                Ok(())
-            } else {
-                Err(NetError::WouldBlock)
-            }
-        })?;
-        Ok(s)
+        connect(addr, false).map(TcpStream::from_id)
     }
 
     /// Reads into `buf`; 0 means the peer closed its side.
@@ -419,8 +405,7 @@ impl TcpStream {
 
 impl Drop for TcpStream {
     fn drop(&mut self) {
-        let _ = with_stack(|s| s.tcp_close(self.id));
-        forget(self.id);
+        close_socket(self.id);
     }
 }
 
@@ -474,8 +459,7 @@ impl UdpSocket {
 
 impl Drop for UdpSocket {
     fn drop(&mut self) {
-        let _ = with_stack(|s| s.close(self.id));
-        forget(self.id);
+        close_socket(self.id);
     }
 }
 
