@@ -23,7 +23,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use uk_cli::qemu::map_exit_status;
-pub use uk_cli::{Accel, Exit, Firmware, Machine, MemSize, PortFwd, Profile, VmConfig};
+pub use uk_cli::{Accel, DiskBus, Exit, Firmware, Machine, MemSize, PortFwd, Profile, VmConfig};
 pub use uk_cli::{parse_kv, parse_main_marker, parse_memstats};
 
 /// A generous time for a TCG guest to boot and reach a marker.
@@ -119,6 +119,8 @@ pub struct BootOpts {
     /// Firecracker-style start on microvm: virtio-mmio devices announced on
     /// the command line, no isa-debug-exit (the i8042 reset ends the VM).
     pub firecracker: bool,
+    /// The bus `disk` is attached on (virtio-blk by default).
+    pub disk_bus: DiskBus,
 }
 
 impl Default for BootOpts {
@@ -135,6 +137,7 @@ impl Default for BootOpts {
             disk: None,
             firmware: None,
             firecracker: false,
+            disk_bus: DiskBus::Blk,
         }
     }
 }
@@ -170,6 +173,12 @@ impl BootOpts {
     pub fn firmware(mut self, fw: uk_cli::Firmware, image: impl Into<PathBuf>) -> BootOpts {
         self.firmware = Some(fw);
         self.disk = Some(image.into());
+        self
+    }
+
+    /// Attaches the disk on `bus` (virtio-scsi, NVMe) instead of virtio-blk.
+    pub fn disk_bus(mut self, bus: DiskBus) -> BootOpts {
+        self.disk_bus = bus;
         self
     }
 
@@ -344,6 +353,7 @@ impl Guest {
             tap: opts.tap,
             netns: opts.netns,
             disk: opts.disk,
+            disk_bus: opts.disk_bus,
         };
         cfg.apply_app_defaults(app);
         let mut cmd = match firmware {

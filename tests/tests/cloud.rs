@@ -10,7 +10,7 @@ use std::net::TcpStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use uk_tests::{BootOpts, Firmware, Guest, Machine, boot_disk_image, free_port};
+use uk_tests::{BootOpts, DiskBus, Firmware, Guest, Machine, boot_disk_image, free_port};
 
 /// Booting through firmware and GRUB under TCG takes a few seconds; OVMF
 /// the longest.
@@ -54,6 +54,10 @@ fn try_get(port: u16) -> Result<String, String> {
 }
 
 fn disk_boot(fw: Firmware) {
+    disk_boot_on(fw, DiskBus::Blk);
+}
+
+fn disk_boot_on(fw: Firmware, bus: DiskBus) -> Guest {
     let disk = boot_disk_image("httpd", &site());
     let port = free_port();
     let g = Guest::boot(
@@ -62,6 +66,7 @@ fn disk_boot(fw: Firmware) {
         BootOpts::default()
             .mem("256M")
             .firmware(fw, disk)
+            .disk_bus(bus)
             .fwd(port, 80),
     );
     g.wait_for("uk: main after", FIRMWARE_BOOT)
@@ -75,6 +80,7 @@ fn disk_boot(fw: Firmware) {
     let r = http_get(port, Duration::from_secs(60)).unwrap_or_else(|e| panic!("{}", g.failure(&e)));
     assert!(r.starts_with("HTTP/1.1 200"), "{r}\n{}", g.output());
     assert!(r.ends_with(PAGE), "{r}");
+    g
 }
 
 #[test]
@@ -85,6 +91,81 @@ fn raw_image_boots_under_seabios() {
 #[test]
 fn raw_image_boots_under_ovmf() {
     disk_boot(Firmware::Ovmf);
+}
+
+/// GCE's boot disk: the raw image on a virtio-scsi host (`scsi-hd` on
+/// `virtio-scsi-pci`), booted by SeaBIOS through its own virtio-scsi
+/// driver; the kernel finds the disk with its virtio-scsi driver and mounts
+/// `uk-root` from it.
+#[test]
+fn raw_image_boots_from_virtio_scsi_under_seabios() {
+    let g = disk_boot_on(Firmware::SeaBios, DiskBus::Scsi);
+    let out = g.output();
+    assert!(
+        out.contains("/ is ext4 (read-only) on virtio-scsi virtio-pci"),
+        "{out}"
+    );
+}
+
+/// The same under OVMF (GCE boots UEFI images through UEFI).
+#[test]
+fn raw_image_boots_from_virtio_scsi_under_ovmf() {
+    let g = disk_boot_on(Firmware::Ovmf, DiskBus::Scsi);
+    assert!(
+        g.output()
+            .contains("/ is ext4 (read-only) on virtio-scsi virtio-pci"),
+        "{}",
+        g.output()
+    );
+}
+
+/// GCE's newer machine types and EC2's Nitro instances: the raw image on
+/// an NVMe controller, booted by SeaBIOS; the kernel's NVMe driver finds
+/// `uk-root` on namespace 1.
+#[test]
+fn raw_image_boots_from_nvme_under_seabios() {
+    let g = disk_boot_on(Firmware::SeaBios, DiskBus::Nvme);
+    assert!(
+        g.output().contains("/ is ext4 (read-only) on nvme "),
+        "{}",
+        g.output()
+    );
+}
+
+/// The PVH image with its ext4 site (no partition table) on `bus`: the
+/// kernel's driver for that bus finds the disk and httpd serves the page
+/// from it. `root_on` is how the mount line names the disk.
+fn pvh_serves_from(bus: DiskBus, root_on: &str) {
+    let disk = uk_cli::TempImage::from_dir(&site()).expect("ext4 image");
+    let port = free_port();
+    let g = Guest::boot(
+        "httpd",
+        Machine::Q35,
+        BootOpts::default()
+            .disk(disk.path.clone())
+            .disk_bus(bus)
+            .fwd(port, 80),
+    );
+    g.wait_for(
+        &format!("/ is ext4 (read-only) on {root_on}"),
+        uk_tests::BOOT_TIMEOUT,
+    )
+    .unwrap_or_else(|e| panic!("{}", g.failure(&e)));
+    g.wait_for("httpd: serving", Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{}", g.failure(&e)));
+    let r = http_get(port, Duration::from_secs(60)).unwrap_or_else(|e| panic!("{}", g.failure(&e)));
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}\n{}", g.output());
+    assert!(r.ends_with(PAGE), "{r}");
+}
+
+#[test]
+fn pvh_image_serves_from_a_virtio_scsi_disk() {
+    pvh_serves_from(DiskBus::Scsi, "virtio-scsi virtio-pci");
+}
+
+#[test]
+fn pvh_image_serves_from_an_nvme_disk() {
+    pvh_serves_from(DiskBus::Nvme, "nvme ");
 }
 
 /// Firecracker's conventions on QEMU microvm: QEMU adds nothing to the

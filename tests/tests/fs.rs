@@ -174,3 +174,35 @@ machine_tests!(virtio_blk_requests_in_flight, |m| {
     assert!(st["max_inflight"] > 1, "requests should overlap: {st:?}");
     assert!(st["interrupts"] > 0, "{st:?}");
 });
+
+/// The same 16 MiB cold read through the virtio-scsi and NVMe drivers
+/// (q35): every byte matches, the data is DMAed into the page-cache frames
+/// (nothing bounced, nothing copied) and readahead batches go through
+/// `read_batch`.
+#[test]
+fn read_matches_host_sha256_on_scsi_and_nvme() {
+    let s = site();
+    for bus in [uk_tests::DiskBus::Scsi, uk_tests::DiskBus::Nvme] {
+        let mut g = Guest::boot(
+            "fstest",
+            Machine::Q35,
+            BootOpts::args(&["sha", "/big.bin"])
+                .mem("64M")
+                .disk(&s.image)
+                .disk_bus(bus),
+        );
+        let line = g.expect("fstest: sha256 ");
+        assert!(
+            line.contains(&s.big_sha) && line.contains(&format!("bytes={BIG}")),
+            "{bus:?} guest: {line}\nhost: {}",
+            s.big_sha
+        );
+        let data = stats(&g, "data");
+        assert!(
+            data["bounced"] < 512,
+            "{bus:?}: file data bounced: {data:?}"
+        );
+        assert_eq!(data["copied"], 0, "{bus:?}: {data:?}");
+        g.expect_exit(0);
+    }
+}

@@ -482,7 +482,12 @@ pub struct LiveGuest {
 impl LiveGuest {
     /// Starts QEMU for `cfg` (stdin closed, serial and stderr captured).
     pub fn spawn(cfg: &VmConfig) -> Result<LiveGuest, String> {
-        let mut cmd = qemu_command(cfg);
+        Self::spawn_command(qemu_command(cfg))
+    }
+
+    /// [`LiveGuest::spawn`] with a ready QEMU command (another guest
+    /// kernel, such as the Linux reference of `bench compare`).
+    pub fn spawn_command(mut cmd: std::process::Command) -> Result<LiveGuest, String> {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

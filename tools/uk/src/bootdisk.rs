@@ -624,7 +624,9 @@ pub fn disk_boot_command(cfg: &crate::VmConfig, fw: Firmware) -> Command {
             "if=none,id=d0,file={},format={fmt},snapshot=on",
             disk.display()
         ));
-        cmd.args(["-device", "virtio-blk-pci,drive=d0,bootindex=0"]);
+        for d in cfg.disk_bus.devices(crate::Machine::Q35, true) {
+            cmd.arg("-device").arg(d);
+        }
     }
     if let Some(tap) = &cfg.tap {
         cmd.arg("-netdev")
@@ -817,6 +819,21 @@ mod tests {
         assert!(s.contains("hostfwd=tcp:127.0.0.1:8080-:80 -device virtio-net-pci,netdev=net0"));
         let a = args(&disk_boot_command(&vm(), Firmware::Ovmf));
         assert!(a.join(" ").contains(&format!("-bios {OVMF}")));
+        let mut c = vm();
+        c.disk_bus = crate::DiskBus::Scsi;
+        let s = args(&disk_boot_command(&c, Firmware::SeaBios)).join(" ");
+        assert!(
+            s.contains(
+                "-device virtio-scsi-pci,id=scsi0 -device scsi-hd,drive=d0,bus=scsi0.0,bootindex=0"
+            ),
+            "{s}"
+        );
+        c.disk_bus = crate::DiskBus::Nvme;
+        let s = args(&disk_boot_command(&c, Firmware::SeaBios)).join(" ");
+        assert!(
+            s.contains("-device nvme,serial=uk0,drive=d0,bootindex=0"),
+            "{s}"
+        );
     }
 
     #[test]

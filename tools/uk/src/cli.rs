@@ -30,6 +30,7 @@ USAGE:
     cargo uk bench paths [--runs N] [--machine microvm|q35] [--kvm|--tcg]
     cargo uk bench epoll [--runs N] [--machine microvm|q35] [--kvm|--tcg]
     cargo uk bench http [--secs S] [--conns N] [--kvm|--tcg]
+    cargo uk bench compare [--secs S] [--conns N] [--machine microvm|q35] [--no-mem] [--kvm|--tcg]
     cargo uk help
 
 COMMANDS:
@@ -79,6 +80,11 @@ COMMANDS:
              own (root) and run wrk there (installed with apt-get if missing)
              for S seconds (10) with N connections (16) per file: requests/s
              for 1 KiB, MB/s for 1 MiB and 16 MiB, p50/p99 latency
+             compare: the same as http for httpd and for Linux + nginx
+             (Debian packages, built into target/nginx-vm) in the same QEMU,
+             side by side, plus QEMU start -> first HTTP 200 and the
+             smallest -m (256M down to 4M) that serves /1k.bin; prints
+             the ratios against the targets (never fails for a missed one)
     help     Print this text (also -h, --help)
 
 RUN OPTIONS:
@@ -184,6 +190,8 @@ pub enum Cmd {
         /// Forced accelerator.
         accel: Option<Accel>,
     },
+    /// `bench compare ...`
+    BenchCompare(crate::comparebench::CompareArgs),
     /// `bench net ...`
     BenchNet {
         /// Seconds per measurement.
@@ -489,6 +497,11 @@ fn parse_bench(args: &[String]) -> Result<Cmd, Error> {
     {
         return parse_bench_http(rest);
     }
+    if let Some((what, rest)) = args.split_first()
+        && what == "compare"
+    {
+        return crate::comparebench::parse_args(rest).map(Cmd::BenchCompare);
+    }
     let Some((what, rest)) = args.split_first() else {
         return Err(Error::Usage(
             "'bench' needs a benchmark: boot, sched, idle, fs, http, net, paths or epoll".into(),
@@ -623,6 +636,7 @@ pub fn execute(cmd: Cmd) -> Result<i32, Error> {
         } => crate::netbench::bench_epoll(runs, machine, accel),
         Cmd::NetClient { args } => crate::netclient::main(&args),
         Cmd::BenchHttp { secs, conns, accel } => crate::httpbench::bench_http(secs, conns, accel),
+        Cmd::BenchCompare(a) => crate::comparebench::bench_compare(&a),
     }
 }
 
@@ -673,6 +687,7 @@ fn run(r: RunArgs) -> Result<i32, Error> {
         tap: None,
         netns: None,
         disk: disk.as_ref().map(|d| d.path.clone()),
+        disk_bus: crate::qemu::DiskBus::Blk,
     };
     cfg.apply_app_defaults(&app);
     let mut cmd = qemu_command(&cfg);
@@ -1203,6 +1218,20 @@ mod tests {
                 .contains("(expected boot, sched, idle, fs, http, net, paths or epoll)")
         );
         assert!(USAGE.contains("cargo uk bench idle [--secs S] [--kvm|--tcg]"));
+    }
+
+    #[test]
+    fn bench_compare() {
+        assert_eq!(
+            p(&["bench", "compare"]).unwrap(),
+            Cmd::BenchCompare(crate::comparebench::CompareArgs::default())
+        );
+        let Cmd::BenchCompare(a) = p(&["bench", "compare", "--secs=3", "--no-mem"]).unwrap() else {
+            panic!("not bench compare");
+        };
+        assert_eq!((a.secs, a.no_mem), (3, true));
+        assert!(p(&["bench", "compare", "--bogus"]).is_err());
+        assert!(USAGE.contains("cargo uk bench compare [--secs S]"));
     }
 
     #[test]

@@ -151,7 +151,8 @@ pub fn ensure_wrk() -> Result<(), Error> {
     if have("wrk") { Ok(()) } else { Err(missing()) }
 }
 
-fn human(bytes: usize) -> String {
+/// `1 KiB`, `16 MiB`.
+pub fn human(bytes: usize) -> String {
     if bytes >= 1 << 20 {
         format!("{} MiB", bytes >> 20)
     } else {
@@ -159,12 +160,39 @@ fn human(bytes: usize) -> String {
     }
 }
 
-fn fmt_latency(d: Duration) -> String {
+/// `250 us`, `2.50 ms`.
+pub fn fmt_latency(d: Duration) -> String {
     if d < Duration::from_millis(1) {
         format!("{:.0} us", d.as_secs_f64() * 1e6)
     } else {
         format!("{:.2} ms", d.as_secs_f64() * 1e3)
     }
+}
+
+/// `wrk -t2 -cCONNS -dSECSs --timeout 10s --latency http://GUEST_IP/PATH`
+/// inside `ns`; returns wrk's output.
+pub fn run_wrk(ns: &Netns, conns: u32, secs: u64, path: &str) -> Result<String, Error> {
+    let url = format!("http://{GUEST_IP}{path}");
+    run(&mut ns.command(
+        "wrk",
+        [
+            "-t2",
+            &format!("-c{conns}"),
+            &format!("-d{secs}s"),
+            "--timeout",
+            "10s",
+            "--latency",
+            &url,
+        ],
+    ))
+}
+
+/// One file's measurement as `bench http` takes it: a 1 s warm-up (fills
+/// the page cache, opens the TCP windows), then [`run_wrk`] for `secs`.
+pub fn measure_file(ns: &Netns, conns: u32, secs: u64, path: &str) -> Result<WrkResult, Error> {
+    run_wrk(ns, conns, 1, path)?;
+    let out = run_wrk(ns, conns, secs, path)?;
+    parse_wrk(&out).ok_or_else(|| Error::Failed(format!("cannot parse wrk's output:\n{out}")))
 }
 
 /// Runs the benchmark and prints the table.
@@ -209,21 +237,6 @@ pub fn bench_http(secs: u64, conns: u32, accel: Option<Accel>) -> Result<i32, Er
     guest
         .wait_for("httpd: serving", Duration::from_secs(120))
         .map_err(Error::Failed)?;
-    let wrk = |path: &str, d: u64| -> Result<String, Error> {
-        let url = format!("http://{GUEST_IP}{path}");
-        run(&mut ns.command(
-            "wrk",
-            [
-                "-t2",
-                &format!("-c{conns}"),
-                &format!("-d{d}s"),
-                "--timeout",
-                "10s",
-                "--latency",
-                &url,
-            ],
-        ))
-    };
     let mut rows = vec![
         ["file", "requests/s", "MB/s", "p50", "p99", "errors"]
             .map(String::from)
@@ -239,11 +252,7 @@ pub fn bench_http(secs: u64, conns: u32, accel: Option<Accel>) -> Result<i32, Er
         ))
     };
     for (path, size) in FILES {
-        // A short warm-up fills the page cache and opens the TCP windows.
-        wrk(path, 1).map_err(&mut with_guest)?;
-        let out = wrk(path, secs).map_err(&mut with_guest)?;
-        let r = parse_wrk(&out)
-            .ok_or_else(|| Error::Failed(format!("cannot parse wrk's output:\n{out}")))?;
+        let r = measure_file(&ns, conns, secs, path).map_err(&mut with_guest)?;
         let mb_s = r.requests_per_sec * size as f64 / 1e6;
         rows.push(vec![
             format!("{path} ({})", human(size)),

@@ -9,12 +9,14 @@ pub mod bench;
 pub mod bootdisk;
 pub mod build;
 pub mod cli;
+pub mod comparebench;
 pub mod fsbench;
 pub mod httpbench;
 pub mod image;
 pub mod netbench;
 pub mod netclient;
 pub mod netns;
+pub mod nginxvm;
 pub mod pathsbench;
 pub mod qemu;
 pub mod serial;
@@ -26,8 +28,8 @@ pub use bootdisk::{Firmware, disk_boot_command, firecracker_style_command};
 pub use build::{Profile, build_command, build_image, image_path};
 pub use image::{ImageFormat, TempImage, build_image_from_dir};
 pub use qemu::{
-    Accel, Exit, Machine, MemSize, NET_APPS, PortFwd, QEMU, VmConfig, ensure_qemu, kernel_cmdline,
-    map_exit, qemu_available, qemu_command, render_command,
+    Accel, DiskBus, Exit, Machine, MemSize, NET_APPS, PortFwd, QEMU, VmConfig, ensure_qemu,
+    kernel_cmdline, map_exit, qemu_available, qemu_command, render_command,
 };
 pub use serial::{
     MainMarker, SchedSample, parse_bench_sched, parse_kv, parse_main_marker, parse_memstats,

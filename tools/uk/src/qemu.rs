@@ -247,6 +247,40 @@ impl fmt::Display for PortFwd {
     }
 }
 
+/// How the disk is attached: the bus the guest sees it on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DiskBus {
+    /// virtio-blk (`virtio-blk-pci` on q35, `virtio-blk-device` on microvm).
+    #[default]
+    Blk,
+    /// A `scsi-hd` on a virtio-scsi host adapter (`virtio-scsi-pci` on q35,
+    /// `virtio-scsi-device` on microvm): GCE's boot disk.
+    Scsi,
+    /// An NVMe controller (`nvme`, PCI: q35 only): GCE's newer machine
+    /// types and EC2's Nitro instances.
+    Nvme,
+}
+
+impl DiskBus {
+    /// The `-device` arguments for drive `d0` on `machine`; `boot` adds
+    /// `bootindex=0` (firmware boots from it).
+    pub fn devices(self, machine: Machine, boot: bool) -> Vec<String> {
+        let bootindex = if boot { ",bootindex=0" } else { "" };
+        match (self, machine) {
+            (DiskBus::Blk, m) => vec![format!("{}{bootindex}", m.blk_device())],
+            (DiskBus::Scsi, Machine::Microvm) => vec![
+                "virtio-scsi-device,id=scsi0".to_string(),
+                format!("scsi-hd,drive=d0,bus=scsi0.0{bootindex}"),
+            ],
+            (DiskBus::Scsi, Machine::Q35) => vec![
+                "virtio-scsi-pci,id=scsi0".to_string(),
+                format!("scsi-hd,drive=d0,bus=scsi0.0{bootindex}"),
+            ],
+            (DiskBus::Nvme, _) => vec![format!("nvme,serial=uk0,drive=d0{bootindex}")],
+        }
+    }
+}
+
 /// Everything needed to boot one image.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VmConfig {
@@ -275,6 +309,8 @@ pub struct VmConfig {
     /// A raw disk image attached read-only as a virtio-blk device (the
     /// guest's root file system).
     pub disk: Option<PathBuf>,
+    /// The bus `disk` is attached on (virtio-blk by default).
+    pub disk_bus: DiskBus,
 }
 
 impl VmConfig {
@@ -293,6 +329,7 @@ impl VmConfig {
             tap: None,
             netns: None,
             disk: None,
+            disk_bus: DiskBus::Blk,
         }
     }
 
@@ -356,7 +393,9 @@ pub fn qemu_command(cfg: &VmConfig) -> Command {
             "if=none,id=d0,file={},format=raw,readonly=on",
             disk.display()
         ));
-        cmd.args(["-device", cfg.machine.blk_device()]);
+        for d in cfg.disk_bus.devices(cfg.machine, false) {
+            cmd.arg("-device").arg(d);
+        }
     }
     if let Some(tap) = &cfg.tap {
         cmd.arg("-netdev")
@@ -529,6 +568,7 @@ mod tests {
             tap: None,
             netns: None,
             disk: None,
+            disk_bus: DiskBus::Blk,
         }
     }
 
@@ -689,6 +729,23 @@ mod tests {
         let cmd = qemu_command(&c);
         assert!(values(&cmd, "-device").contains(&"virtio-blk-pci,drive=d0".to_string()));
         assert!(values(&qemu_command(&cfg()), "-drive").is_empty());
+        c.disk_bus = DiskBus::Scsi;
+        let cmd = qemu_command(&c);
+        let devs = values(&cmd, "-device");
+        assert!(
+            devs.contains(&"virtio-scsi-pci,id=scsi0".to_string()),
+            "{devs:?}"
+        );
+        assert!(
+            devs.contains(&"scsi-hd,drive=d0,bus=scsi0.0".to_string()),
+            "{devs:?}"
+        );
+        c.disk_bus = DiskBus::Nvme;
+        let devs = values(&qemu_command(&c), "-device");
+        assert!(
+            devs.contains(&"nvme,serial=uk0,drive=d0".to_string()),
+            "{devs:?}"
+        );
     }
 
     #[test]

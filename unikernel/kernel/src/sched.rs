@@ -314,7 +314,10 @@ static IDLE_SINCE: AtomicU64 = AtomicU64::new(0);
 pub(crate) fn end_idle() {
     let t = IDLE_SINCE.swap(0, Ordering::Relaxed);
     if t != 0 {
-        STATS.idle_cycles.fetch_add(crate::arch::cpu::rdtsc().saturating_sub(t), Ordering::Relaxed);
+        STATS.idle_cycles.fetch_add(
+            crate::arch::cpu::rdtsc().saturating_sub(t),
+            Ordering::Relaxed,
+        );
     }
 }
 

@@ -6,10 +6,13 @@
 //! (q35). Each found device is parked here with its interrupt source until a
 //! driver takes it ([`take`]).
 
+pub mod block;
 pub mod hal;
+pub mod nvme;
 pub mod pci;
 pub mod virtio_blk;
 pub mod virtio_net;
+pub mod virtio_scsi;
 
 use alloc::vec::Vec;
 use core::ptr::NonNull;

@@ -399,6 +399,24 @@ impl Disk {
     }
 }
 
+impl super::block::BlockDevice for Disk {
+    fn capacity_blocks(&self) -> u64 {
+        self.sectors
+    }
+
+    fn read(&self, lba: u64, buf: &mut [u8]) -> Result<(), VfsError> {
+        Disk::read(self, lba, buf)
+    }
+
+    fn read_batch(&self, reqs: &mut [(u64, &mut [u8])]) -> Result<(), VfsError> {
+        Disk::read_batch(self, reqs)
+    }
+
+    fn location(&self) -> &str {
+        &self.location
+    }
+}
+
 fn irq_handler<const N: usize>(_frame: &mut TrapFrame) {
     let disk = DISKS.lock().get(N).copied();
     if let Some(d) = disk {
@@ -459,6 +477,7 @@ fn init_one(found: Found) -> Option<&'static Disk> {
         disks.push(disk);
         disks.len() - 1
     };
+    super::block::register(disk);
     disk.inner.lock().blk.enable_interrupts();
     match super::connect_irq(irq, HANDLERS[index]) {
         Ok(v) => {

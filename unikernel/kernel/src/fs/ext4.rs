@@ -1,6 +1,6 @@
 //! The read-only ext4 root: `uk-ext4` adapted to uk-vfs's
-//! [`FileSystem`]/[`Inode`] traits, reading a virtio-blk [`Disk`] (or one
-//! partition of it).
+//! [`FileSystem`]/[`Inode`] traits, reading a [`BlockDevice`] (virtio-blk,
+//! virtio-scsi or NVMe; or one partition of it).
 //!
 //! Inode numbers are the file system's own, so hard links are one inode
 //! (one set of page-cache pages). Metadata (directories, the inode table,
@@ -30,7 +30,10 @@ use uk_vfs::{
 };
 
 use super::KernelLocking;
-use crate::drivers::virtio_blk::{Disk, SECTOR};
+use crate::drivers::block::{BlockDevice, SECTOR};
+
+/// The disk the file system lives on (any block driver).
+type Disk = dyn BlockDevice;
 
 /// `EXT4_SUPER_MAGIC`.
 pub const EXT4_MAGIC: u64 = 0xef53;

@@ -1,5 +1,6 @@
 //! Files for applications: the VFS and page cache from `uk-vfs` wired to the
-//! kernel, the read-only ext4 root from the first virtio-blk disk, tmpfs at
+//! kernel, the read-only ext4 root from the first disk that carries one
+//! (virtio-blk, virtio-scsi or NVMe: `drivers::block`), tmpfs at
 //! `/tmp`, one global descriptor table, and a small POSIX-like API with
 //! errno-style errors ([`open`], [`read`], [`close`], [`mmap_file`], ...).
 //!
@@ -156,7 +157,7 @@ fn clock() -> uk_vfs::Timespec {
 /// Mounts the root file system and `/tmp`. Called once, in thread context,
 /// before the application's `main`.
 pub(crate) fn init() {
-    crate::drivers::virtio_blk::init();
+    crate::drivers::block::init();
     let free = mm::free_bytes();
     // Keep an eighth of memory (at least 2 MiB) for everything else; the
     // cache may grow to three quarters of what is free now.
@@ -169,29 +170,12 @@ pub(crate) fn init() {
         },
         capacity,
     ));
-    let (root, root_kind): (FsRef, &'static str) = match crate::drivers::virtio_blk::disk(0) {
-        None => {
-            log::debug!("fs: no disk; / is an empty tmpfs");
-            (
-                Arc::new(TmpFs::<KernelLocking>::with_options(u64::MAX, clock)),
-                "tmpfs",
-            )
-        }
-        Some(disk) => match root_range(disk).and_then(|(base, len, part)| {
-            ext4::Ext4Fs::mount_range(disk, base, len).map(|fs| (fs, part))
-        }) {
-            Ok((fs, part)) => {
-                log::info!("fs: / is ext4 (read-only) on {}{part}", disk.location());
-                (fs, "ext4")
-            }
-            Err(e) => {
-                crate::println!("uk: fs: cannot mount root from {}: {e}", disk.location());
-                (
-                    Arc::new(TmpFs::<KernelLocking>::with_options(u64::MAX, clock)),
-                    "tmpfs",
-                )
-            }
-        },
+    let (root, root_kind): (FsRef, &'static str) = match mount_root() {
+        Some(fs) => (fs, "ext4"),
+        None => (
+            Arc::new(TmpFs::<KernelLocking>::with_options(u64::MAX, clock)),
+            "tmpfs",
+        ),
     };
     let vfs = Vfs::new(root, 4096);
     if root_kind == "tmpfs" {
@@ -215,12 +199,43 @@ pub(crate) fn init() {
     mm::set_reclaim_hook(reclaim);
 }
 
+/// Mounts the root file system from the first disk (of any driver, in
+/// registration order) that carries one: a `uk-root` (or Linux) partition,
+/// or an ext4 image filling a disk without a partition table. `None` (and
+/// the reason for each disk on the console) when no disk does.
+fn mount_root() -> Option<FsRef> {
+    let n = crate::drivers::block::count();
+    if n == 0 {
+        log::debug!("fs: no disk; / is an empty tmpfs");
+        return None;
+    }
+    let mut errors = Vec::new();
+    for i in 0..n {
+        let Some(disk) = crate::drivers::block::disk(i) else {
+            continue;
+        };
+        match root_range(disk).and_then(|(base, len, part)| {
+            ext4::Ext4Fs::mount_range(disk, base, len).map(|fs| (fs, part))
+        }) {
+            Ok((fs, part)) => {
+                log::info!("fs: / is ext4 (read-only) on {}{part}", disk.location());
+                return Some(fs);
+            }
+            Err(e) => errors.push((disk.location(), e)),
+        }
+    }
+    for (location, e) in errors {
+        crate::println!("uk: fs: cannot mount root from {location}: {e}");
+    }
+    None
+}
+
 /// Where the root file system lies on `disk`: `(byte offset, length,
 /// description)`. A disk with a GPT or MBR partition table (a bootable
 /// image) gives the partition named `uk-root`, else the first Linux one;
 /// a disk without a table (an image for `-kernel` boots) is used whole.
 fn root_range(
-    disk: &'static crate::drivers::virtio_blk::Disk,
+    disk: &'static dyn crate::drivers::block::BlockDevice,
 ) -> core::result::Result<(u64, u64, String), String> {
     use uk_core::partition::{self, GPT_SPAN_SECTORS, SECTOR, Table};
     let span = (GPT_SPAN_SECTORS * SECTOR).min(disk.size() as usize / SECTOR * SECTOR);
@@ -230,7 +245,7 @@ fn root_range(
     let mut head = alloc::vec![0u8; span];
     disk.read(0, &mut head)
         .map_err(|e| alloc::format!("reading the partition table: {e}"))?;
-    let table = partition::parse(&head, disk.sectors())
+    let table = partition::parse(&head, disk.capacity_blocks())
         .map_err(|e| alloc::format!("bad partition table: {e:?}"))?;
     if table == Table::None {
         return Ok((0, disk.size(), String::new()));
@@ -386,7 +401,8 @@ impl SendSource {
             .file
             .with_readahead(|ra| ra.on_access(first, last - first + 1, size.div_ceil(PAGE)));
         if let Some(window) = window {
-            f.cache.readahead(self.file.id(), &**self.file.inode(), window, 0..0);
+            f.cache
+                .readahead(self.file.id(), &**self.file.inode(), window, 0..0);
         }
         f.cache
             .readahead(self.file.id(), &**self.file.inode(), first..last + 1, 0..0);

@@ -1,0 +1,715 @@
+//! `cargo uk bench compare`: our `httpd` against Linux + nginx
+//! ([`crate::nginxvm`]) in the same QEMU, side by side: the same machine
+//! type, accelerator, CPU, one vCPU, memory and TAP link in a network
+//! namespace of our own ([`crate::netns`]).
+//!
+//! Per system it measures (a) the time from spawning QEMU to the guest's
+//! serial marker and to the first `200` for `/1k.bin` (a bounded `curl` loop
+//! inside the namespace, started at the marker), (b) `bench http`'s wrk runs
+//! ([`crate::httpbench::measure_file`]) for the 1 KiB, 1 MiB and 16 MiB
+//! files at 256M, and (c) the smallest `-m` of [`MEM_STEPS`] at which the
+//! guest still serves `/1k.bin` (descending; the first failure ends the
+//! probe). It then prints the ratios against the project's targets; a missed
+//! target never fails the run, a failed measurement does (exit 1, after
+//! everything is printed).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::Error;
+use crate::bench::{LiveGuest, table};
+use crate::build::{Profile, build_image};
+use crate::httpbench::{FILES, WrkResult, ensure_wrk, fmt_latency, human, measure_file};
+use crate::image::{TempImage, pseudo_random_bytes, temp_path};
+use crate::netns::{GUEST_IP, Netns};
+use crate::nginxvm::{self, NginxVm};
+use crate::qemu::{Accel, Machine, MemSize, VmConfig, ensure_qemu, is_root};
+
+/// The memory both guests get for the boot and throughput measurements.
+pub const BENCH_MEM: MemSize = MemSize(256 << 20);
+
+/// The memory sizes the probe tries, in MiB, largest first.
+pub const MEM_STEPS: [u64; 7] = [256, 128, 64, 32, 16, 8, 4];
+
+/// Target: our 1 KiB requests/s at least this many times nginx's.
+pub const TARGET_1K_RATIO: f64 = 3.0;
+/// Linux + nginx's expected QEMU start → first 200, in seconds.
+pub const NGINX_BOOT_RANGE: (f64, f64) = (5.0, 8.0);
+
+/// The arguments of `bench compare`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompareArgs {
+    /// wrk's duration per file, in seconds.
+    pub secs: u64,
+    /// wrk's connections.
+    pub conns: u32,
+    /// The machine both guests run on.
+    pub machine: Machine,
+    /// Forced accelerator.
+    pub accel: Option<Accel>,
+    /// Skip the memory probe.
+    pub no_mem: bool,
+}
+
+impl Default for CompareArgs {
+    fn default() -> Self {
+        CompareArgs {
+            secs: 10,
+            conns: 16,
+            machine: Machine::Microvm,
+            accel: None,
+            no_mem: false,
+        }
+    }
+}
+
+/// Parses `bench compare [--secs S] [--conns N] [--machine M] [--no-mem]
+/// [--kvm|--tcg]` (also `--flag=value`).
+pub fn parse_args(args: &[String]) -> Result<CompareArgs, Error> {
+    let mut r = CompareArgs::default();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let (flag, inline) = match a.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
+            _ => (a.as_str(), None),
+        };
+        let mut value = || {
+            inline
+                .clone()
+                .or_else(|| it.next().cloned())
+                .ok_or_else(|| Error::Usage(format!("bench compare: {flag} needs a value")))
+        };
+        match flag {
+            "--secs" | "-s" => {
+                let v = value()?;
+                r.secs = v
+                    .parse()
+                    .ok()
+                    .filter(|&n| n > 0 && n <= 600)
+                    .ok_or_else(|| Error::Usage(format!("--secs: bad number of seconds '{v}'")))?;
+            }
+            "--conns" | "-c" => {
+                let v = value()?;
+                r.conns = v
+                    .parse()
+                    .ok()
+                    .filter(|&n| n > 0 && n <= 10_000)
+                    .ok_or_else(|| Error::Usage(format!("--conns: bad count '{v}'")))?;
+            }
+            "--machine" | "-M" => r.machine = value()?.parse().map_err(Error::Usage)?,
+            "--no-mem" if inline.is_none() => r.no_mem = true,
+            "--kvm" if inline.is_none() => r.accel = Some(Accel::Kvm),
+            "--tcg" if inline.is_none() => r.accel = Some(Accel::Tcg),
+            _ => {
+                return Err(Error::Usage(format!(
+                    "bench compare: unknown argument '{a}'"
+                )));
+            }
+        }
+    }
+    Ok(r)
+}
+
+/// The two systems compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum System {
+    /// Our unikernel's `httpd`.
+    Uk,
+    /// Debian's Linux kernel + nginx.
+    Nginx,
+}
+
+impl System {
+    /// Both, in table order.
+    pub const ALL: [System; 2] = [System::Uk, System::Nginx];
+
+    /// The column label.
+    pub fn label(self) -> &'static str {
+        match self {
+            System::Uk => "uk httpd",
+            System::Nginx => "Linux + nginx",
+        }
+    }
+
+    /// The serial line after which the server accepts connections.
+    pub fn marker(self) -> &'static str {
+        match self {
+            System::Uk => "httpd: serving",
+            System::Nginx => nginxvm::LISTENING,
+        }
+    }
+
+    /// The serial line after which all benchmark files exist.
+    pub fn ready(self) -> &'static str {
+        match self {
+            System::Uk => "httpd: serving",
+            System::Nginx => nginxvm::READY,
+        }
+    }
+
+    /// How long a boot may take before it counts as failed.
+    pub fn boot_timeout(self) -> Duration {
+        match self {
+            System::Uk => Duration::from_secs(60),
+            System::Nginx => Duration::from_secs(120),
+        }
+    }
+}
+
+/// Whether `ours` reaches `factor` × `theirs`, and the ratio.
+pub fn verdict(ours: f64, theirs: f64, factor: f64) -> (bool, f64) {
+    let ratio = if theirs > 0.0 {
+        ours / theirs
+    } else {
+        f64::INFINITY
+    };
+    (ratio >= factor, ratio)
+}
+
+/// `met` / `not met`.
+pub fn met(ok: bool) -> &'static str {
+    if ok { "met" } else { "not met" }
+}
+
+/// The result of the memory probe: the smallest size that served, and the
+/// size that failed below it (none if every step served).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemProbe {
+    /// The smallest working size in MiB, if any.
+    pub smallest_ok: Option<u64>,
+    /// The first failing size in MiB.
+    pub first_failed: Option<u64>,
+}
+
+impl MemProbe {
+    /// `16M (8M fails)`, `4M (smallest tried)`, `none of 256M..4M`.
+    pub fn describe(&self) -> String {
+        match (self.smallest_ok, self.first_failed) {
+            (Some(ok), Some(bad)) => format!("{ok}M ({bad}M fails)"),
+            (Some(ok), None) => format!("{ok}M (smallest tried)"),
+            (None, _) => format!(
+                "none of {}M..{}M",
+                MEM_STEPS[0],
+                MEM_STEPS[MEM_STEPS.len() - 1]
+            ),
+        }
+    }
+}
+
+/// Walks [`MEM_STEPS`] down while `serves(mib)` is true.
+pub fn probe_mem(mut serves: impl FnMut(u64) -> bool) -> MemProbe {
+    let mut p = MemProbe {
+        smallest_ok: None,
+        first_failed: None,
+    };
+    for mib in MEM_STEPS {
+        if serves(mib) {
+            p.smallest_ok = Some(mib);
+        } else {
+            p.first_failed = Some(mib);
+            break;
+        }
+    }
+    p
+}
+
+/// The `sh` script that fetches `/1k.bin` with curl until it gets a 200:
+/// at most `tries` attempts, 50 ms apart, each bounded by `--max-time 5`.
+pub fn first_200_script(tries: u32) -> String {
+    format!(
+        "i=0; while [ $i -lt {tries} ]; do \
+         c=$(curl -s -o /dev/null -w '%{{http_code}}' --connect-timeout 1 --max-time 5 \
+         http://{GUEST_IP}/1k.bin); [ \"$c\" = 200 ] && exit 0; i=$((i+1)); sleep 0.05; done; \
+         echo \"last status: $c\" >&2; exit 1"
+    )
+}
+
+/// What booting one system gave.
+struct Boot {
+    guest: LiveGuest,
+    to_marker: Duration,
+    to_200: Duration,
+}
+
+struct Setup {
+    machine: Machine,
+    accel: Accel,
+    image: PathBuf,
+    disk: TempImage,
+    small_disk: TempImage,
+    vm: NginxVm,
+    conns: u32,
+}
+
+impl Setup {
+    fn spawn(
+        &self,
+        ns: &Netns,
+        sys: System,
+        mem: MemSize,
+        full: bool,
+    ) -> Result<LiveGuest, String> {
+        match sys {
+            System::Uk => {
+                let mut cfg = VmConfig::new(&self.image);
+                cfg.machine = self.machine;
+                cfg.accel = self.accel;
+                cfg.mem = mem;
+                cfg.disk = Some(if full {
+                    self.disk.path.clone()
+                } else {
+                    self.small_disk.path.clone()
+                });
+                ns.attach(&mut cfg);
+                cfg.args = vec![
+                    "--no-access-log".into(),
+                    "--max-conns".into(),
+                    (self.conns * 2 + 16).to_string(),
+                ];
+                LiveGuest::spawn(&cfg)
+            }
+            System::Nginx => {
+                let mut cfg = VmConfig::new(&self.vm.kernel);
+                cfg.machine = self.machine;
+                cfg.accel = self.accel;
+                cfg.mem = mem;
+                if !full {
+                    cfg.append = "ukwww=1k".into();
+                }
+                ns.attach(&mut cfg);
+                LiveGuest::spawn_command(nginxvm::linux_command(&cfg, &self.vm.initrd))
+            }
+        }
+    }
+
+    /// Boots `sys`, waits for its marker, then polls for the first 200.
+    fn boot(&self, ns: &Netns, sys: System, mem: MemSize, full: bool) -> Result<Boot, String> {
+        let mut guest = self.spawn(ns, sys, mem, full)?;
+        let marker = guest.wait_for(sys.marker(), sys.boot_timeout())?;
+        let out = ns
+            .command("sh", ["-c", &first_200_script(100)])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run curl in the namespace: {e}"))?;
+        let to_200 = guest.started().elapsed();
+        if !out.status.success() {
+            return Err(format!(
+                "no 200 for /1k.bin after the '{}' line: {}\n--- guest output ---\n{}",
+                sys.marker(),
+                String::from_utf8_lossy(&out.stderr).trim(),
+                guest.output()
+            ));
+        }
+        Ok(Boot {
+            guest,
+            to_marker: marker.at,
+            to_200,
+        })
+    }
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.2} s", d.as_secs_f64())
+}
+
+/// One system's throughput results, per file (an error text for a failed
+/// cell).
+type Cells = Vec<Result<WrkResult, String>>;
+
+/// Runs the comparison and prints the tables.
+pub fn bench_compare(args: &CompareArgs) -> Result<i32, Error> {
+    ensure_qemu()?;
+    if !is_root() {
+        return Err(Error::Failed(
+            "bench compare needs root (a network namespace and a TAP device): run it as root"
+                .into(),
+        ));
+    }
+    ensure_wrk()?;
+    nginxvm::ensure_tool("curl", "curl")?;
+    let accel = args.accel.unwrap_or_else(Accel::detect);
+    let vm = nginxvm::build()?;
+    let image = build_image("httpd", Profile::Release, false)?;
+    let make_disk = |files: &[(&str, usize)]| -> Result<TempImage, Error> {
+        let site = temp_path("compare-site");
+        std::fs::create_dir_all(&site)
+            .map_err(|e| Error::Failed(format!("{}: {e}", site.display())))?;
+        for (i, (name, size)) in files.iter().enumerate() {
+            let path = site.join(name.trim_start_matches('/'));
+            std::fs::write(&path, pseudo_random_bytes(i as u64 + 11, *size))
+                .map_err(|e| Error::Failed(format!("{}: {e}", path.display())))?;
+        }
+        let disk = TempImage::from_dir(&site);
+        let _ = std::fs::remove_dir_all(&site);
+        disk
+    };
+    let setup = Setup {
+        machine: args.machine,
+        accel,
+        image,
+        disk: make_disk(&FILES)?,
+        small_disk: make_disk(&FILES[..1])?,
+        vm,
+        conns: args.conns,
+    };
+    let ns = Netns::create("bench-cmp")?;
+    let kernel_deb = setup
+        .vm
+        .debs
+        .iter()
+        .find(|d| d.starts_with("linux-image-"))
+        .cloned()
+        .unwrap_or_default();
+    let nginx_deb = setup
+        .vm
+        .debs
+        .iter()
+        .find(|d| d.starts_with("nginx_"))
+        .cloned()
+        .unwrap_or_default();
+    println!(
+        "compare: uk httpd (sendfile, ext4 on virtio-blk) vs Linux + nginx ({kernel_deb}, \
+         {nginx_deb}; initramfs, files in tmpfs)"
+    );
+    println!(
+        "both: {} ({} for Linux: its bzImage needs the option ROMs), accel {accel}, 1 vCPU, {}, \
+         virtio-net on tap0 in namespace {}; wrk -t2 -c{} -d{}s after a 1 s warm-up",
+        setup.machine,
+        nginxvm::linux_machine_arg(setup.machine),
+        BENCH_MEM,
+        ns.name(),
+        args.conns,
+        args.secs
+    );
+    let mut failed = Vec::new();
+    let mut boots: Vec<Option<(Duration, Duration)>> = Vec::new();
+    let mut cells: Vec<Cells> = Vec::new();
+    for sys in System::ALL {
+        eprintln!("uk: {}: booting ({BENCH_MEM})", sys.label());
+        let mut boot = match setup.boot(&ns, sys, BENCH_MEM, true) {
+            Ok(b) => b,
+            Err(e) => {
+                failed.push(format!("{}: boot: {e}", sys.label()));
+                boots.push(None);
+                cells.push(FILES.iter().map(|_| Err("no boot".into())).collect());
+                continue;
+            }
+        };
+        boots.push(Some((boot.to_marker, boot.to_200)));
+        let mut row: Cells = Vec::new();
+        if let Err(e) = boot.guest.wait_for(sys.ready(), sys.boot_timeout()) {
+            failed.push(format!("{}: {e}", sys.label()));
+            cells.push(FILES.iter().map(|_| Err("not ready".into())).collect());
+            boot.guest.kill();
+            continue;
+        }
+        for (path, _) in FILES {
+            eprintln!("uk: {}: wrk {path}", sys.label());
+            let r = measure_file(&ns, args.conns, args.secs, path).map_err(|e| e.to_string());
+            if let Err(e) = &r {
+                failed.push(format!(
+                    "{} {path}: {e}\n--- guest output ---\n{}",
+                    sys.label(),
+                    boot.guest.output()
+                ));
+            }
+            row.push(r);
+        }
+        boot.guest.kill();
+        cells.push(row);
+    }
+    let mut mem: Vec<Option<MemProbe>> = Vec::new();
+    if !args.no_mem {
+        for sys in System::ALL {
+            let p = probe_mem(|mib| {
+                eprintln!("uk: {}: memory probe at {mib}M", sys.label());
+                match setup.boot(&ns, sys, MemSize(mib << 20), false) {
+                    Ok(mut b) => {
+                        b.guest.kill();
+                        true
+                    }
+                    Err(e) => {
+                        let tail: Vec<&str> = e.lines().rev().take(3).collect();
+                        eprintln!(
+                            "uk: {} does not serve at {mib}M: {}",
+                            sys.label(),
+                            tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+                        );
+                        false
+                    }
+                }
+            });
+            mem.push(Some(p));
+        }
+    }
+    drop(ns);
+
+    println!();
+    let boot_cell = |i: usize, f: fn(&(Duration, Duration)) -> Duration| {
+        boots[i]
+            .as_ref()
+            .map_or_else(|| "failed".into(), |b| secs(f(b)))
+    };
+    let mut rows = vec![vec![
+        format!("boot ({BENCH_MEM})"),
+        System::Uk.label().into(),
+        System::Nginx.label().into(),
+    ]];
+    rows.push(vec![
+        "QEMU start -> serial marker".into(),
+        boot_cell(0, |b| b.0),
+        boot_cell(1, |b| b.0),
+    ]);
+    rows.push(vec![
+        "QEMU start -> first HTTP 200".into(),
+        boot_cell(0, |b| b.1),
+        boot_cell(1, |b| b.1),
+    ]);
+    print!("{}", table(&rows));
+    println!();
+
+    let mut rows = vec![
+        [
+            "file",
+            "system",
+            "requests/s",
+            "MB/s",
+            "p50",
+            "p99",
+            "errors",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for (f, (path, size)) in FILES.iter().enumerate() {
+        for (s, sys) in System::ALL.iter().enumerate() {
+            let first = if s == 0 {
+                format!("{path} ({})", human(*size))
+            } else {
+                String::new()
+            };
+            match &cells[s][f] {
+                Ok(r) => rows.push(vec![
+                    first,
+                    sys.label().into(),
+                    format!("{:.0}", r.requests_per_sec),
+                    format!("{:.1}", r.requests_per_sec * *size as f64 / 1e6),
+                    fmt_latency(r.p50),
+                    fmt_latency(r.p99),
+                    r.errors.to_string(),
+                ]),
+                Err(_) => rows.push(vec![
+                    first,
+                    sys.label().into(),
+                    "failed".into(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                ]),
+            }
+        }
+    }
+    print!("{}", table(&rows));
+    if !mem.is_empty() {
+        println!();
+        let mut rows = vec![vec![
+            "smallest -m serving /1k.bin".to_string(),
+            System::Uk.label().into(),
+            System::Nginx.label().into(),
+        ]];
+        let d = |p: &Option<MemProbe>| p.map_or_else(|| "skipped".into(), |p| p.describe());
+        rows.push(vec![
+            format!(
+                "tried {}",
+                MEM_STEPS
+                    .iter()
+                    .map(|m| format!("{m}M"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
+            d(&mem[0]),
+            d(&mem[1]),
+        ]);
+        print!("{}", table(&rows));
+    }
+
+    println!();
+    println!("targets (a missed target does not fail the run):");
+    let rate = |s: usize, f: usize| cells[s][f].as_ref().ok().map(|r| r.requests_per_sec);
+    if let (Some(ours), Some(theirs)) = (rate(0, 0), rate(1, 0)) {
+        let (ok, ratio) = verdict(ours, theirs, TARGET_1K_RATIO);
+        println!(
+            "  1 KiB requests/s >= {TARGET_1K_RATIO}x nginx: {ours:.0} / {theirs:.0} = {ratio:.2}x: {}",
+            met(ok)
+        );
+    } else {
+        println!("  1 KiB requests/s >= {TARGET_1K_RATIO}x nginx: not measured");
+    }
+    for (f, (path, size)) in FILES.iter().enumerate().skip(1) {
+        let label = format!("{} MB/s >= nginx", human(*size));
+        if let (Some(ours), Some(theirs)) = (rate(0, f), rate(1, f)) {
+            let (o, t) = (ours * *size as f64 / 1e6, theirs * *size as f64 / 1e6);
+            let (ok, ratio) = verdict(o, t, 1.0);
+            println!(
+                "  {label} ({path}): {o:.1} / {t:.1} = {ratio:.2}x: {}",
+                met(ok)
+            );
+        } else {
+            println!("  {label}: not measured");
+        }
+    }
+    match (&boots[0], &boots[1]) {
+        (Some(u), Some(n)) => {
+            let (lo, hi) = NGINX_BOOT_RANGE;
+            let t = n.1.as_secs_f64();
+            let within = (lo..=hi).contains(&t);
+            println!(
+                "  QEMU start -> first 200: uk {} vs Linux + nginx {} ({:.1}x faster); nginx's \
+                 expected {lo}-{hi} s: {}",
+                secs(u.1),
+                secs(n.1),
+                t / u.1.as_secs_f64().max(1e-9),
+                if within { "within" } else { "outside" }
+            );
+        }
+        _ => println!("  QEMU start -> first 200: not measured"),
+    }
+    if let [Some(u), Some(n)] = mem.as_slice()
+        && let (Some(a), Some(b)) = (u.smallest_ok, n.smallest_ok)
+    {
+        println!(
+            "  memory: uk serves at {a}M, Linux + nginx at {b}M ({:.0}x less)",
+            b as f64 / a as f64
+        );
+    }
+    println!(
+        "notes: first 200 = QEMU spawn until curl (run inside the namespace from the serial \
+         marker on) got a 200 for /1k.bin, so it includes ~10-20 ms of process start; nginx's \
+         1 MiB and 16 MiB files are written after its marker; under {accel} the guest's CPU is \
+         the limit"
+    );
+    if failed.is_empty() {
+        Ok(0)
+    } else {
+        eprintln!();
+        for f in &failed {
+            eprintln!("uk: failed: {f}");
+        }
+        Ok(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn parses_args() {
+        assert_eq!(parse_args(&[]).unwrap(), CompareArgs::default());
+        let a = parse_args(&s(&[
+            "--secs",
+            "3",
+            "-c=8",
+            "--machine=q35",
+            "--tcg",
+            "--no-mem",
+        ]));
+        // `-c=8` is not a `--flag=value`: refused.
+        assert!(a.is_err());
+        let a = parse_args(&s(&[
+            "--secs",
+            "3",
+            "--conns=8",
+            "--machine=q35",
+            "--tcg",
+            "--no-mem",
+        ]))
+        .unwrap();
+        assert_eq!(
+            a,
+            CompareArgs {
+                secs: 3,
+                conns: 8,
+                machine: Machine::Q35,
+                accel: Some(Accel::Tcg),
+                no_mem: true,
+            }
+        );
+        assert_eq!(
+            parse_args(&s(&["-s", "2", "-M", "microvm", "--kvm"]))
+                .unwrap()
+                .accel,
+            Some(Accel::Kvm)
+        );
+        for bad in [
+            &["--secs", "0"][..],
+            &["--secs"],
+            &["--secs", "x"],
+            &["--conns", "0"],
+            &["--machine", "pc"],
+            &["--kvm=1"],
+            &["--fast"],
+        ] {
+            assert!(
+                matches!(parse_args(&s(bad)), Err(Error::Usage(_))),
+                "{bad:?} accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn verdicts() {
+        assert_eq!(verdict(3000.0, 1000.0, 3.0), (true, 3.0));
+        assert!(!verdict(2000.0, 1000.0, 3.0).0);
+        assert_eq!(verdict(10.0, 10.0, 1.0), (true, 1.0));
+        assert!(verdict(1.0, 0.0, 3.0).0);
+        assert_eq!(met(true), "met");
+        assert_eq!(met(false), "not met");
+    }
+
+    #[test]
+    fn mem_probe_walks_down() {
+        let mut tried = Vec::new();
+        let p = probe_mem(|m| {
+            tried.push(m);
+            m >= 32
+        });
+        assert_eq!(tried, [256, 128, 64, 32, 16]);
+        assert_eq!(
+            p,
+            MemProbe {
+                smallest_ok: Some(32),
+                first_failed: Some(16)
+            }
+        );
+        assert_eq!(p.describe(), "32M (16M fails)");
+        let all = probe_mem(|_| true);
+        assert_eq!(all.describe(), "4M (smallest tried)");
+        let none = probe_mem(|_| false);
+        assert_eq!(none.first_failed, Some(256));
+        assert_eq!(none.describe(), "none of 256M..4M");
+    }
+
+    #[test]
+    fn script_is_bounded() {
+        let sc = first_200_script(100);
+        assert!(sc.contains("[ $i -lt 100 ]"));
+        assert!(sc.contains("--max-time 5"));
+        assert!(sc.contains("http://10.77.0.2/1k.bin"));
+        assert!(sc.contains("'%{http_code}'"));
+    }
+
+    #[test]
+    fn systems() {
+        assert_eq!(System::Uk.marker(), "httpd: serving");
+        assert_eq!(System::Nginx.marker(), nginxvm::LISTENING);
+        assert_eq!(System::Nginx.ready(), nginxvm::READY);
+        assert!(nginxvm::INIT.contains(nginxvm::LISTENING));
+        assert!(nginxvm::INIT.contains(nginxvm::READY));
+    }
+}
