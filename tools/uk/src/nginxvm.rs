@@ -548,14 +548,41 @@ pub fn linux_machine_arg(machine: Machine) -> &'static str {
     }
 }
 
+/// The host's TSC rate in kHz from `/proc/cpuinfo`'s first `cpu MHz` line,
+/// if its flags say the TSC is constant (`constant_tsc`).
+pub fn parse_tsc_khz(cpuinfo: &str) -> Option<u64> {
+    let constant = cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("flags"))
+        .any(|l| l.split_whitespace().any(|f| f == "constant_tsc"));
+    let mhz: f64 = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("cpu MHz"))?
+        .split_once(':')?
+        .1
+        .trim()
+        .parse()
+        .ok()?;
+    (constant && mhz > 0.0).then(|| (mhz * 1000.0).round() as u64)
+}
+
+/// The `tsc_early_khz=` the Linux guest gets under TCG: TCG's guest TSC is
+/// the host's, and microvm has no HPET or ACPI PM timer, so without it
+/// Linux calibrates against the PIT, which fails now and then under TCG
+/// ("tsc: Unable to calibrate against PIT") and the boot hangs.
+pub fn host_tsc_khz() -> Option<u64> {
+    parse_tsc_khz(&std::fs::read_to_string("/proc/cpuinfo").ok()?)
+}
+
 /// The QEMU command for the Linux guest: [`qemu_command`] of `cfg` (its
 /// image the Debian kernel, the same accelerator, CPU, memory, TAP and
 /// namespace as the unikernel gets) with the machine argument from
-/// [`linux_machine_arg`], [`KERNEL_OPTIONS`] in front of the options, and
-/// `-initrd`.
-pub fn linux_command(cfg: &VmConfig, initrd: &Path) -> Command {
+/// [`linux_machine_arg`], [`KERNEL_OPTIONS`] (and `tsc_early_khz=` if
+/// given) in front of the options, and `-initrd`.
+pub fn linux_command(cfg: &VmConfig, initrd: &Path, tsc_khz: Option<u64>) -> Command {
     let mut cfg = cfg.clone();
-    cfg.append = format!("{KERNEL_OPTIONS} {}", cfg.append.trim());
+    let tsc = tsc_khz.map_or_else(String::new, |k| format!(" tsc_early_khz={k}"));
+    cfg.append = format!("{KERNEL_OPTIONS}{tsc} {}", cfg.append.trim());
     let base = qemu_command(&cfg);
     let mut cmd = Command::new(base.get_program());
     let mut args = base.get_args().peekable();
@@ -572,6 +599,16 @@ pub fn linux_command(cfg: &VmConfig, initrd: &Path) -> Command {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tsc_khz() {
+        let ci =
+            "processor\t: 0\ncpu MHz\t\t: 2596.154\nflags\t\t: fpu tsc constant_tsc nonstop_tsc\n";
+        assert_eq!(parse_tsc_khz(ci), Some(2_596_154));
+        assert_eq!(parse_tsc_khz("cpu MHz : 2000.0\nflags : fpu tsc\n"), None);
+        assert_eq!(parse_tsc_khz("flags : constant_tsc\n"), None);
+        assert_eq!(parse_tsc_khz("cpu MHz : x\nflags : constant_tsc\n"), None);
+    }
 
     #[test]
     fn kernel_package() {
@@ -679,7 +716,7 @@ mod tests {
         cfg.tap = Some("tap0".into());
         cfg.netns = Some("uk-x-1".into());
         cfg.append = "ip=10.77.0.2/24 gw=10.77.0.1".into();
-        let cmd = linux_command(&cfg, Path::new("/k/initrd.cpio"));
+        let cmd = linux_command(&cfg, Path::new("/k/initrd.cpio"), Some(2_596_154));
         let a: Vec<String> = cmd
             .get_args()
             .map(|a| a.to_string_lossy().into_owned())
@@ -688,12 +725,15 @@ mod tests {
         let m = a.iter().position(|x| x == "-M").unwrap();
         assert_eq!(a[m + 1], "microvm,rtc=on");
         let ap = a.iter().position(|x| x == "-append").unwrap();
-        assert!(a[ap + 1].starts_with("console=ttyS0 panic=-1 quiet ip=10.77.0.2/24"));
+        assert!(
+            a[ap + 1]
+                .starts_with("console=ttyS0 panic=-1 quiet tsc_early_khz=2596154 ip=10.77.0.2/24")
+        );
         assert!(a.contains(&"128M".to_string()));
         assert!(a.contains(&"virtio-net-device,netdev=net0".to_string()));
         assert_eq!(&a[a.len() - 2..], ["-initrd", "/k/initrd.cpio"]);
         cfg.machine = Machine::Q35;
-        let a: Vec<String> = linux_command(&cfg, Path::new("/i"))
+        let a: Vec<String> = linux_command(&cfg, Path::new("/i"), None)
             .get_args()
             .map(|a| a.to_string_lossy().into_owned())
             .collect();
