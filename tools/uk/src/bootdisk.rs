@@ -125,34 +125,9 @@ pub fn ensure_tools() -> Result<(), Error> {
     if missing.is_empty() {
         return Ok(());
     }
-    let line = format!("apt-get install -y {}", missing.join(" "));
-    if !(crate::qemu::is_root() && crate::qemu::in_path("apt-get")) {
-        return Err(Error::Failed(format!(
-            "disk images need {}: run 'sudo {line}'",
-            missing.join(", ")
-        )));
-    }
-    eprintln!("uk: installing image tools: apt-get update && {line}");
-    let apt = |args: &[&str]| {
-        Command::new("apt-get")
-            .args(args)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdin(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if !apt(&["update"]) {
-        eprintln!("uk: apt-get update failed");
-    }
-    let mut args = vec!["install", "-y"];
-    args.extend(&missing);
-    if !apt(&args) || !missing_packages().is_empty() {
-        return Err(Error::Failed(format!(
-            "could not install {}: run 'sudo {line}'",
-            missing.join(", ")
-        )));
-    }
-    Ok(())
+    crate::qemu::apt_install(&missing, "disk image tools", || {
+        missing_packages().is_empty()
+    })
 }
 
 fn run(cmd: &mut Command) -> Result<(), Error> {
@@ -556,27 +531,11 @@ impl std::fmt::Display for Firmware {
 /// Makes sure OVMF is there (Debian's `ovmf`), installing it with apt-get
 /// when root; otherwise fails with the command to run.
 pub fn ensure_ovmf() -> Result<(), Error> {
-    if Path::new(OVMF).is_file() {
+    let present = || Path::new(OVMF).is_file();
+    if present() {
         return Ok(());
     }
-    if !(crate::qemu::is_root() && crate::qemu::in_path("apt-get")) {
-        return Err(Error::Failed(format!(
-            "UEFI boots need OVMF ({OVMF}): run 'sudo apt-get install -y ovmf'"
-        )));
-    }
-    eprintln!("uk: installing OVMF: apt-get install -y ovmf");
-    let ok = Command::new("apt-get")
-        .args(["install", "-y", "ovmf"])
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .stdin(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok || !Path::new(OVMF).is_file() {
-        return Err(Error::Failed(
-            "could not install OVMF: run 'sudo apt-get install -y ovmf'".into(),
-        ));
-    }
-    Ok(())
+    crate::qemu::apt_install(&["ovmf"], "OVMF (UEFI firmware)", present)
 }
 
 /// The QEMU command that boots the disk image `cfg.disk` through `fw` the

@@ -1,7 +1,7 @@
 //! Argument parsing and the `cargo uk` commands.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use crate::Error;
@@ -741,18 +741,9 @@ fn test(extra: &[String]) -> Result<i32, Error> {
         .map(|(pkg, _)| *pkg)
         .collect();
     if !missing.is_empty() {
-        let line = format!("apt-get install -y {}", missing.join(" "));
-        if crate::qemu::is_root() && crate::qemu::in_path("apt-get") {
-            eprintln!("uk: installing test tools: {line}");
-            let _ = Command::new("apt-get")
-                .args(["install", "-y"])
-                .args(&missing)
-                .status();
-        } else {
-            eprintln!(
-                "uk: warning: the tests need {}: run 'sudo {line}'",
-                missing.join(", ")
-            );
+        let present = || crate::qemu::in_path("curl") && crate::qemu::in_path("ip");
+        if let Err(e) = crate::qemu::apt_install(&missing, "test tools (curl, ip)", present) {
+            eprintln!("uk: warning: {e}");
         }
     }
     let cargo_test = |pkg: Option<&str>| -> Result<bool, Error> {

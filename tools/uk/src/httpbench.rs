@@ -130,25 +130,7 @@ pub fn ensure_wrk() -> Result<(), Error> {
     if have("wrk") {
         return Ok(());
     }
-    let missing = || Error::Failed("wrk is missing: run 'sudo apt-get install -y wrk'".into());
-    if !is_root() || !have("apt-get") {
-        return Err(missing());
-    }
-    eprintln!("uk: installing wrk (apt-get install -y wrk)");
-    let install = || {
-        Command::new("apt-get")
-            .args(["install", "-y", "-q", "wrk"])
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if !install() {
-        let _ = Command::new("apt-get").args(["update", "-q"]).status();
-        if !install() {
-            return Err(missing());
-        }
-    }
-    if have("wrk") { Ok(()) } else { Err(missing()) }
+    crate::qemu::apt_install(&["wrk"], "wrk", || have("wrk"))
 }
 
 /// `1 KiB`, `16 MiB`.

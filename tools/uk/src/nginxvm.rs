@@ -276,33 +276,7 @@ pub fn ensure_tool(program: &str, package: &str) -> Result<(), Error> {
     if have(program) {
         return Ok(());
     }
-    let missing = || {
-        Error::Failed(format!(
-            "{program} is missing: run 'sudo apt-get install -y {package}'"
-        ))
-    };
-    if !is_root() || !have("apt-get") {
-        return Err(missing());
-    }
-    eprintln!("uk: installing {package} (apt-get install -y {package})");
-    let install = || {
-        Command::new("apt-get")
-            .args(["install", "-y", "-q", package])
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if !install() {
-        let _ = Command::new("apt-get").args(["update", "-q"]).status();
-        if !install() {
-            return Err(missing());
-        }
-    }
-    if have(program) {
-        Ok(())
-    } else {
-        Err(missing())
-    }
+    crate::qemu::apt_install(&[package], program, || have(program))
 }
 
 fn run(cmd: &mut Command) -> Result<String, Error> {

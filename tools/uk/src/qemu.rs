@@ -513,12 +513,19 @@ pub fn ensure_qemu() -> Result<(), Error> {
     if qemu_available() {
         return Ok(());
     }
+    apt_install(&["qemu-system-x86"], "QEMU", qemu_available).map_err(|_| Error::QemuMissing)
+}
+
+/// Installs Debian `packages` (needed for `what`) with apt-get when running
+/// as root on a Debian-like system, until `present()` holds: first without,
+/// then after an `apt-get update`. Otherwise, or if that fails, an error
+/// with the exact command for the user to run.
+pub fn apt_install(packages: &[&str], what: &str, present: impl Fn() -> bool) -> Result<(), Error> {
+    let line = format!("apt-get install -y {}", packages.join(" "));
+    let missing = || Error::Failed(format!("{what} is missing: run 'sudo {line}'"));
     if !(is_root() && in_path("apt-get")) {
-        return Err(Error::QemuMissing);
+        return Err(missing());
     }
-    eprintln!(
-        "uk: {QEMU} is missing; installing it: apt-get update && apt-get install -y qemu-system-x86"
-    );
     let apt = |args: &[&str]| {
         Command::new("apt-get")
             .args(args)
@@ -527,13 +534,20 @@ pub fn ensure_qemu() -> Result<(), Error> {
             .status()
             .is_ok_and(|s| s.success())
     };
-    if !apt(&["update"]) {
+    let install = || {
+        let mut args = vec!["install", "-y", "-q"];
+        args.extend_from_slice(packages);
+        apt(&args) && present()
+    };
+    eprintln!("uk: installing {what}: {line}");
+    if install() {
+        return Ok(());
+    }
+    eprintln!("uk: retrying after apt-get update");
+    if !apt(&["update", "-q"]) {
         eprintln!("uk: apt-get update failed");
     }
-    if !apt(&["install", "-y", "qemu-system-x86"]) || !qemu_available() {
-        return Err(Error::QemuMissing);
-    }
-    Ok(())
+    if install() { Ok(()) } else { Err(missing()) }
 }
 
 #[cfg(test)]
