@@ -7,7 +7,7 @@
 //! unrolled loop of 8-byte moves is compiled to inline loads and stores and
 //! runs several times faster. [`init`] picks the string instructions unless
 //! the CPU reports QEMU's TCG signature. This `memcpy` overrides the weak
-//! one from compiler-builtins.
+//! one from compiler-builtins; `memset` gets the same treatment.
 
 use core::arch::global_asm;
 use core::sync::atomic::{AtomicU8, Ordering};
@@ -66,6 +66,55 @@ memcpy:
     mov rcx, rdx
     and rcx, 7
     rep movsb
+6:
+    ret
+"#,
+    flag = sym UK_USE_REP_MOVS,
+);
+
+// memset(dst, byte, n): the same choice as memcpy (`rep stosb` is emulated
+// one byte at a time under TCG, like `rep movs`).
+global_asm!(
+    r#"
+    .section .text.memset, "ax"
+    .global memset
+    .p2align 4
+memset:
+    mov rax, rdi
+    movzx esi, sil
+    mov r8, 0x0101010101010101
+    imul rsi, r8
+    cmp byte ptr [rip + {flag}], 0
+    jne 5f
+    mov rcx, rdi
+    cmp rdx, 32
+    jb 3f
+2:
+    mov [rcx], rsi
+    mov [rcx + 8], rsi
+    mov [rcx + 16], rsi
+    mov [rcx + 24], rsi
+    add rcx, 32
+    sub rdx, 32
+    cmp rdx, 32
+    jae 2b
+3:
+    test rdx, rdx
+    jz 6f
+    mov [rcx], sil
+    inc rcx
+    dec rdx
+    jmp 3b
+5:
+    mov r9, rdi
+    mov rcx, rdx
+    shr rcx, 3
+    xchg rax, rsi
+    rep stosq
+    mov rcx, rdx
+    and rcx, 7
+    rep stosb
+    mov rax, r9
 6:
     ret
 "#,
