@@ -2,9 +2,10 @@
 //! at the boundary, and the smoltcp `phy::Device` adapters built on it.
 
 use alloc::vec::Vec;
+use core::num::NonZeroUsize;
 use core::ops::Deref;
 
-use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Medium};
+use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Medium, PacketMeta};
 use smoltcp::time::Instant;
 
 /// Length of an Ethernet II header (no VLAN tag).
@@ -43,8 +44,9 @@ pub trait Nic {
 
     /// Whether at least one frame can be queued for transmission now. The
     /// stack asks before building a frame, so a full ring holds data back in
-    /// the socket instead of dropping it.
-    fn can_transmit(&self) -> bool {
+    /// the socket instead of dropping it. A device with TSO answers for a
+    /// frame of any size up to [`Nic::tso_max_frame`].
+    fn can_transmit(&mut self) -> bool {
         true
     }
 
@@ -60,6 +62,24 @@ pub trait Nic {
     /// frames itself (virtio-net `VIRTIO_NET_F_CSUM`): the stack then leaves
     /// them to the driver, which fills in the pseudo-header sum.
     fn tx_checksum_offload(&self) -> bool {
+        false
+    }
+
+    /// TCP segmentation offload (virtio-net `VIRTIO_NET_F_HOST_TSO4`): the
+    /// largest TCP/IPv4 frame (Ethernet header included) the device accepts
+    /// and cuts into segments itself, or `None`. Only honoured together with
+    /// [`Nic::tx_checksum_offload`].
+    fn tso_max_frame(&self) -> Option<usize> {
+        None
+    }
+
+    /// Queues one TCP/IPv4 frame of `len` bytes (more than `mtu + 14`, at
+    /// most [`Nic::tso_max_frame`]), filled in place by `f`, that the device
+    /// cuts into segments carrying `mss` payload bytes each (headers
+    /// replicated). Returns `false` (without calling `f`) when it cannot be
+    /// queued now.
+    fn transmit_tso(&mut self, len: usize, mss: u16, f: impl FnOnce(&mut [u8])) -> bool {
+        let _ = (len, mss, f);
         false
     }
 }
@@ -143,6 +163,9 @@ pub struct NicCounters {
     pub tx_bytes: u64,
     /// Frames dropped because the transmit ring was full.
     pub tx_dropped: u64,
+    /// Frames (included in `tx_frames`) handed to the device for TCP
+    /// segmentation ([`Nic::transmit_tso`]).
+    pub tx_tso_frames: u64,
 }
 
 /// What a transmit pass produced (used by the stack, not public).
@@ -154,10 +177,17 @@ pub(crate) struct TxInfo {
 
 /// Device capabilities for a NIC with the given IP MTU. Checksums are
 /// verified by the stack's own classifier before smoltcp sees a frame, so
-/// smoltcp only computes them on transmit.
-pub(crate) fn capabilities(mtu: usize, tx_offload: bool) -> DeviceCapabilities {
+/// smoltcp only computes them on transmit. With `tso` (the device's largest
+/// segmentable frame, honoured only with checksum offload) smoltcp builds
+/// TCP segments up to that size and passes the segment size in the packet's
+/// metadata; the MTU (and so the MSS advertised in our SYNs) is unchanged.
+pub(crate) fn capabilities(mtu: usize, tx_offload: bool, tso: Option<usize>) -> DeviceCapabilities {
     let mut checksum = ChecksumCapabilities::default();
-    let l4 = if tx_offload { Checksum::None } else { Checksum::Tx };
+    let l4 = if tx_offload {
+        Checksum::None
+    } else {
+        Checksum::Tx
+    };
     checksum.ipv4 = Checksum::Tx;
     checksum.tcp = l4;
     checksum.udp = l4;
@@ -167,6 +197,9 @@ pub(crate) fn capabilities(mtu: usize, tx_offload: bool) -> DeviceCapabilities {
     caps.max_transmission_unit = mtu + ETH_HEADER_LEN;
     caps.max_burst_size = None;
     caps.checksum = checksum;
+    caps.segmentation.tcpv4 = tso
+        .filter(|&max| tx_offload && max > mtu + ETH_HEADER_LEN)
+        .and_then(NonZeroUsize::new);
     caps
 }
 
@@ -197,6 +230,8 @@ pub(crate) struct TxTok<'a, N: Nic> {
     counters: &'a mut NicCounters,
     info: &'a mut TxInfo,
     scratch: &'a mut Vec<u8>,
+    mtu: usize,
+    meta: PacketMeta,
 }
 
 impl<N: Nic> phy::TxToken for TxTok<'_, N> {
@@ -207,17 +242,27 @@ impl<N: Nic> phy::TxToken for TxTok<'_, N> {
         let mut f = Some(f);
         let mut result = None;
         let mut is_arp = false;
-        let ok = self.nic.transmit(len, |buf| {
+        let fill = |buf: &mut [u8]| {
             let n = len.min(buf.len());
             let buf = &mut buf[..n];
             if let Some(f) = f.take() {
                 result = Some(f(buf));
             }
             is_arp = buf.len() >= ETH_HEADER_LEN && buf[12..14] == [0x08, 0x06];
-        });
+        };
+        // smoltcp sets a segment size only on TCP segments longer than the MSS.
+        let tso = self
+            .meta
+            .segmentation_offload_size
+            .filter(|_| len > self.mtu + ETH_HEADER_LEN);
+        let ok = match tso {
+            Some(mss) => self.nic.transmit_tso(len, mss.get(), fill),
+            None => self.nic.transmit(len, fill),
+        };
         match (ok, result) {
             (true, Some(r)) => {
                 self.counters.tx_frames += 1;
+                self.counters.tx_tso_frames += u64::from(tso.is_some());
                 self.counters.tx_bytes += len as u64;
                 self.info.frames += 1;
                 self.info.arp_sent |= is_arp;
@@ -237,6 +282,10 @@ impl<N: Nic> phy::TxToken for TxTok<'_, N> {
                 }
             }
         }
+    }
+
+    fn set_meta(&mut self, meta: PacketMeta) {
+        self.meta = meta;
     }
 }
 
@@ -259,6 +308,8 @@ impl<N: Nic> phy::Device for FrameDevice<'_, N> {
                 counters: self.counters,
                 info: self.info,
                 scratch: self.scratch,
+                mtu: self.mtu,
+                meta: PacketMeta::default(),
             },
         ))
     }
@@ -272,10 +323,16 @@ impl<N: Nic> phy::Device for FrameDevice<'_, N> {
             counters: self.counters,
             info: self.info,
             scratch: self.scratch,
+            mtu: self.mtu,
+            meta: PacketMeta::default(),
         })
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
-        capabilities(self.mtu, self.nic.tx_checksum_offload())
+        capabilities(
+            self.mtu,
+            self.nic.tx_checksum_offload(),
+            self.nic.tso_max_frame(),
+        )
     }
 }

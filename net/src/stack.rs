@@ -301,7 +301,12 @@ fn to_ms(i: Instant) -> u64 {
 }
 
 fn v4(ep: IpEndpoint) -> SocketAddrV4 {
-    let IpAddress::Ipv4(a) = ep.addr;
+    // smoltcp is built with `proto-ipv6` only because its segmentation
+    // offload needs it; no IPv6 address is ever configured.
+    let a = match ep.addr {
+        IpAddress::Ipv4(a) => a,
+        IpAddress::Ipv6(_) => Ipv4Addr::UNSPECIFIED,
+    };
     SocketAddrV4::new(a, ep.port)
 }
 
@@ -422,11 +427,10 @@ impl NetStack {
     }
 
     fn cidr(&self) -> Option<Ipv4Cidr> {
-        self.iface
-            .ip_addrs()
-            .iter()
-            .map(|IpCidr::Ipv4(c)| *c)
-            .next()
+        self.iface.ip_addrs().iter().find_map(|c| match c {
+            IpCidr::Ipv4(c) => Some(*c),
+            IpCidr::Ipv6(_) => None,
+        })
     }
 
     /// The current IPv4 configuration, if an address is configured.

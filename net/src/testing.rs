@@ -7,7 +7,9 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::cell::RefCell;
 
-use crate::nic::Nic;
+use smoltcp::wire::{IpAddress, IpProtocol, Ipv4Packet, TcpPacket, UdpPacket};
+
+use crate::nic::{ETH_HEADER_LEN, Nic};
 
 #[derive(Default)]
 struct Queues {
@@ -31,6 +33,8 @@ impl Wire {
             capacity,
             flushes: 0,
             released: 0,
+            tso: None,
+            tso_frames: 0,
         };
         let b = WireEnd {
             q,
@@ -40,6 +44,8 @@ impl Wire {
             capacity,
             flushes: 0,
             released: 0,
+            tso: None,
+            tso_frames: 0,
         };
         (a, b)
     }
@@ -56,12 +62,22 @@ pub struct WireEnd {
     pub flushes: u64,
     /// Number of receive buffers given back.
     pub released: u64,
+    /// Checksum and segmentation offload: the largest frame accepted by
+    /// [`Nic::transmit_tso`] (see [`WireEnd::enable_tso`]).
+    tso: Option<usize>,
+    /// Frames given to [`Nic::transmit_tso`] (each sent as several segments).
+    pub tso_frames: u64,
 }
 
 impl WireEnd {
     /// Frames waiting to be received by this end.
     pub fn pending_rx(&self) -> usize {
         self.q.borrow().to[self.side].len()
+    }
+
+    /// Whether the peer's receive queue has room.
+    fn has_room(&self) -> bool {
+        self.q.borrow().to[1 - self.side].len() < self.capacity
     }
 
     /// Frames in flight in either direction.
@@ -73,6 +89,18 @@ impl WireEnd {
     /// Puts a frame in this end's receive queue (as if the peer had sent it).
     pub fn inject(&self, frame: &[u8]) {
         self.q.borrow_mut().to[self.side].push_back(frame.to_vec());
+    }
+
+    /// Makes this end behave like a virtio-net device with
+    /// `VIRTIO_NET_F_CSUM` and `VIRTIO_NET_F_HOST_TSO4`: it completes the
+    /// TCP/UDP checksums the stack leaves out, and cuts TCP/IPv4 frames of up
+    /// to `max_frame` bytes into MSS-sized segments, as QEMU's tap backend does.
+    pub fn enable_tso(&mut self, max_frame: usize) {
+        self.tso = Some(max_frame);
+    }
+
+    fn push(&self, frame: Vec<u8>) {
+        self.q.borrow_mut().to[1 - self.side].push_back(frame);
     }
 
     /// Takes the frames this end sent that the peer has not received yet.
@@ -101,8 +129,8 @@ impl Nic for WireEnd {
         self.released += 1;
     }
 
-    fn can_transmit(&self) -> bool {
-        self.q.borrow().to[1 - self.side].len() < self.capacity
+    fn can_transmit(&mut self) -> bool {
+        self.has_room()
     }
 
     fn transmit(&mut self, len: usize, f: impl FnOnce(&mut [u8])) -> bool {
@@ -111,11 +139,94 @@ impl Nic for WireEnd {
         }
         let mut frame = vec![0u8; len];
         f(&mut frame);
-        self.q.borrow_mut().to[1 - self.side].push_back(frame);
+        if self.tso.is_some() {
+            complete_l4_checksum(&mut frame);
+        }
+        self.push(frame);
+        true
+    }
+
+    fn tx_checksum_offload(&self) -> bool {
+        self.tso.is_some()
+    }
+
+    fn tso_max_frame(&self) -> Option<usize> {
+        self.tso
+    }
+
+    fn transmit_tso(&mut self, len: usize, mss: u16, f: impl FnOnce(&mut [u8])) -> bool {
+        if !self.can_transmit() || self.tso.is_none_or(|max| len > max) {
+            return false;
+        }
+        let mut frame = vec![0u8; len];
+        f(&mut frame);
+        self.tso_frames += 1;
+        for seg in segment_tcp(&frame, usize::from(mss)) {
+            self.push(seg);
+        }
         true
     }
 
     fn flush_tx(&mut self) {
         self.flushes += 1;
     }
+}
+
+/// Fills in the TCP or UDP checksum of an IPv4 frame (what a device with
+/// checksum offload does).
+fn complete_l4_checksum(frame: &mut [u8]) {
+    if frame.len() < ETH_HEADER_LEN + 20 || frame[12..14] != [0x08, 0x00] {
+        return;
+    }
+    let ip = Ipv4Packet::new_unchecked(&mut frame[ETH_HEADER_LEN..]);
+    let (src, dst) = (
+        IpAddress::Ipv4(ip.src_addr()),
+        IpAddress::Ipv4(ip.dst_addr()),
+    );
+    let proto = ip.next_header();
+    let total = usize::from(ip.total_len());
+    let ihl = usize::from(ip.header_len());
+    let l4 = &mut ip.into_inner()[ihl..total];
+    match proto {
+        IpProtocol::Tcp => TcpPacket::new_unchecked(l4).fill_checksum(&src, &dst),
+        IpProtocol::Udp => UdpPacket::new_unchecked(l4).fill_checksum(&src, &dst),
+        _ => {}
+    }
+}
+
+/// Cuts a TCP/IPv4 frame into segments of `mss` payload bytes, as a device
+/// doing TSO does: headers copied, IP length, identification and checksum
+/// and TCP sequence number adjusted, FIN and PSH kept on the last segment
+/// only, checksums completed.
+fn segment_tcp(frame: &[u8], mss: usize) -> Vec<Vec<u8>> {
+    let ip = Ipv4Packet::new_unchecked(&frame[ETH_HEADER_LEN..]);
+    let ihl = usize::from(ip.header_len());
+    let ident = ip.ident();
+    let tcp = TcpPacket::new_unchecked(&frame[ETH_HEADER_LEN + ihl..]);
+    let thl = usize::from(tcp.header_len());
+    let seq = tcp.seq_number();
+    let (fin, psh) = (tcp.fin(), tcp.psh());
+    let hdr = ETH_HEADER_LEN + ihl + thl;
+    let payload = &frame[hdr..];
+    let n = payload.len().div_ceil(mss.max(1));
+    payload
+        .chunks(mss.max(1))
+        .enumerate()
+        .map(|(i, chunk)| {
+            let mut seg = Vec::with_capacity(hdr + chunk.len());
+            seg.extend_from_slice(&frame[..hdr]);
+            seg.extend_from_slice(chunk);
+            let mut ip = Ipv4Packet::new_unchecked(&mut seg[ETH_HEADER_LEN..]);
+            ip.set_total_len((ihl + thl + chunk.len()) as u16);
+            ip.set_ident(ident.wrapping_add(i as u16));
+            ip.fill_checksum();
+            let mut tcp = TcpPacket::new_unchecked(&mut seg[ETH_HEADER_LEN + ihl..]);
+            tcp.set_seq_number(seq + i * mss);
+            let last = i + 1 == n;
+            tcp.set_fin(fin && last);
+            tcp.set_psh(psh && last);
+            complete_l4_checksum(&mut seg);
+            seg
+        })
+        .collect()
 }

@@ -414,9 +414,10 @@ fn serve_one(sock: i32) -> Result<(), fs::Errno> {
             let s = unikernel::sched::STATS.idle_cycles.load(Relaxed);
             let now = unikernel::arch::cpu::rdtsc() - unikernel::arch::boot::entry_tsc();
             let text = format!(
-                "{} idle_cycles={s} uptime_cycles={now} tsc_hz={}\n",
+                "{} idle_cycles={s} uptime_cycles={now} tsc_hz={} tx_tso_frames={}\n",
                 io::copy_stats(),
-                unikernel::time::tsc_hz()
+                unikernel::time::tsc_hz(),
+                unikernel::net::tso_frames()
             );
             write_all(sock, text.as_bytes())?;
         }

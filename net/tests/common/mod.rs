@@ -32,7 +32,19 @@ impl Net {
     }
 
     pub fn with_options(oa: StackOptions, ob: StackOptions) -> Net {
-        let (mut na, mut nb) = Wire::pair(MAC_A, MAC_B, 1500, 4096);
+        let (na, nb) = Wire::pair(MAC_A, MAC_B, 1500, 4096);
+        Net::with_nics(na, nb, oa, ob)
+    }
+
+    /// As [`Net::new`], with checksum and segmentation offload (frames of
+    /// up to `max_frame` bytes) on A's device.
+    pub fn with_tso_on_a(max_frame: usize) -> Net {
+        let (mut na, nb) = Wire::pair(MAC_A, MAC_B, 1500, 4096);
+        na.enable_tso(max_frame);
+        Net::with_nics(na, nb, StackOptions::default(), StackOptions::default())
+    }
+
+    pub fn with_nics(mut na: WireEnd, mut nb: WireEnd, oa: StackOptions, ob: StackOptions) -> Net {
         let a = NetStack::new(
             &mut na,
             NetConfig::Static {

@@ -129,6 +129,9 @@ pub fn init() {
             return;
         }
     };
+    if nic.tso() {
+        log::info!("virtio-net: TCP segmentation offload in use");
+    }
     let cfg = crate::env::config();
     let ipcfg = match cfg.ip {
         Some(c) => NetConfig::Static {
@@ -238,6 +241,11 @@ pub fn wait_ready(timeout: Duration) -> bool {
     }
 }
 
+/// Frames handed to the device for TCP segmentation (0 without TSO).
+pub fn tso_frames() -> u64 {
+    NET.lock().as_ref().map_or(0, |n| n.nic.tx_tso_frames)
+}
+
 /// Interface and socket-table counters, as one line of `key=value` pairs.
 pub fn stats_line() -> alloc::string::String {
     let g = NET.lock();
@@ -248,11 +256,12 @@ pub fn stats_line() -> alloc::string::String {
     let s = n.stack.stats();
     let cp = n.stack.copy_stats();
     alloc::format!(
-        "rx_frames={} tx_frames={} rx_dropped={} tx_ring_full={} sockets={} socket_visits={} frames_dispatched={} accepted={} listen_overflows={} app_to_socket={} socket_to_app={}",
+        "rx_frames={} tx_frames={} rx_dropped={} tx_ring_full={} tx_tso_frames={} sockets={} socket_visits={} frames_dispatched={} accepted={} listen_overflows={} app_to_socket={} socket_to_app={}",
         c.rx_frames,
         c.tx_frames,
         c.rx_dropped.total(),
         n.nic.tx_ring_full,
+        n.nic.tx_tso_frames,
         n.stack.socket_count(),
         s.socket_visits,
         s.frames_dispatched,

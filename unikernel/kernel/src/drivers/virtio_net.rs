@@ -8,6 +8,12 @@
 //! buffers are re-posted in one batch with one notification ([`Nic::refill`]);
 //! transmitted frames are built in place in a ring buffer and the device is
 //! notified once per batch ([`Nic::flush_tx`]).
+//!
+//! TCP segmentation offload: when the device offers `HOST_TSO4` with `CSUM`
+//! and the guest has the memory for it, a pool of large transmit buffers
+//! takes TCP frames of up to 64 KiB that smoltcp builds ([`Nic::transmit_tso`]);
+//! the virtio-net header asks the device (QEMU's tap backend) to cut them
+//! into MSS-sized segments.
 
 use alloc::vec::Vec;
 use core::ops::Deref;
@@ -29,12 +35,24 @@ const QUEUE_TX: u16 = 1;
 /// devices (QEMU's virtio-mmio by default) use the 10-byte header.
 const HDR_MODERN: usize = 12;
 const HDR_LEGACY: usize = 10;
+/// The largest TCP/IPv4 frame handed to the device for segmentation: an IP
+/// packet of 64 KiB - 1 and its Ethernet header.
+const TSO_MAX_FRAME: usize = 14 + 65535;
+/// Large transmit buffers (17 pages: `TSO_MAX_FRAME` and the virtio-net header).
+const TSO_BUFS: usize = 16;
+const TSO_BUF_PAGES: u64 = 17;
+/// TSO is negotiated only with at least this much RAM (a 64 MiB guest):
+/// the large buffers take 1.1 MiB, and small guests keep their memory.
+const TSO_MIN_RAM: u64 = 56 << 20;
+/// Transmit slots at or above this index are large (TSO) buffers.
+const LARGE: u16 = QUEUE_SIZE as u16;
 
 bitflags! {
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     struct Features: u64 {
         const CSUM = 1 << 0;
         const MAC = 1 << 5;
+        const HOST_TSO4 = 1 << 11;
         const STATUS = 1 << 16;
         const RING_EVENT_IDX = 1 << 29;
         const VERSION_1 = 1 << 32;
@@ -68,6 +86,50 @@ impl Buffers {
     }
 }
 
+/// Large transmit buffers for TSO, each physically contiguous.
+struct LargeBuffers {
+    bases: Vec<u64>,
+}
+
+impl LargeBuffers {
+    fn new(count: usize) -> Option<LargeBuffers> {
+        let mut bases = Vec::with_capacity(count);
+        for _ in 0..count {
+            match mm::alloc_dma(TSO_BUF_PAGES) {
+                Ok(b) => bases.push(b),
+                Err(_) => {
+                    for b in bases {
+                        mm::free_dma(b, TSO_BUF_PAGES);
+                    }
+                    return None;
+                }
+            }
+        }
+        Some(LargeBuffers { bases })
+    }
+
+    #[allow(clippy::mut_from_ref)]
+    fn buf(&self, i: usize) -> &mut [u8] {
+        // SAFETY: buffer `i` is TSO_BUF_PAGES of DMA memory owned by this
+        // driver; each is handed to at most one user at a time (the device
+        // or a transmit in progress).
+        unsafe {
+            core::slice::from_raw_parts_mut(
+                self.bases[i] as *mut u8,
+                (TSO_BUF_PAGES * PAGE) as usize,
+            )
+        }
+    }
+}
+
+/// The transmit buffer of a slot (`LARGE + i` for large buffer `i`).
+fn tx_buf<'a>(small: &'a Buffers, large: Option<&'a LargeBuffers>, slot: u16) -> &'a mut [u8] {
+    match (slot.checked_sub(LARGE), large) {
+        (Some(i), Some(large)) => large.buf(i as usize),
+        _ => small.buf(slot as usize),
+    }
+}
+
 /// A received frame: a view into a receive buffer until released.
 pub struct RxFrame {
     slot: usize,
@@ -95,12 +157,17 @@ pub struct VirtioNet {
     tx: VirtQueue<KernelHal, QUEUE_SIZE>,
     rx_bufs: Buffers,
     tx_bufs: Buffers,
+    /// Large transmit buffers, present when TSO is in use.
+    tso_bufs: Option<LargeBuffers>,
     /// Receive slot of each descriptor token in flight.
     rx_token_slot: [u16; QUEUE_SIZE],
-    /// Transmit slot and length of each token in flight.
-    tx_token_slot: [(u16, u16); QUEUE_SIZE],
+    /// Transmit slot (`LARGE + i` for large buffer `i`) and length of each
+    /// token in flight.
+    tx_token_slot: [(u16, u32); QUEUE_SIZE],
     rx_free: Vec<u16>,
     tx_free: Vec<u16>,
+    /// Free large transmit buffers (indices into `tso_bufs`).
+    tso_free: Vec<u16>,
     tx_pending_notify: bool,
     hdr: usize,
     /// The device completes TCP/UDP checksums (VIRTIO_NET_F_CSUM).
@@ -108,6 +175,8 @@ pub struct VirtioNet {
     mac: [u8; 6],
     /// Frames dropped because the transmit ring was full.
     pub tx_ring_full: u64,
+    /// Frames handed to the device for TCP segmentation (GSO type TCPV4).
+    pub tx_tso_frames: u64,
 }
 
 // SAFETY: the device is owned by one lock in the network layer; its raw
@@ -119,11 +188,16 @@ impl VirtioNet {
     pub fn new(transport: SomeTransport<'static>) -> Result<VirtioNet, &'static str> {
         let mut transport = NoEventIdx(transport);
         // The transport hides RING_EVENT_IDX: see `NoEventIdx`.
-        let wanted = Features::CSUM
+        // TSO only where its buffers are affordable (not in a 4 MiB demo guest).
+        let tso_mem = mm::stats().frames_total * PAGE >= TSO_MIN_RAM;
+        let mut wanted = Features::CSUM
             | Features::MAC
             | Features::STATUS
             | Features::RING_EVENT_IDX
             | Features::VERSION_1;
+        if tso_mem {
+            wanted |= Features::HOST_TSO4;
+        }
         let features = transport.begin_init(wanted);
         let hdr = if features.contains(Features::VERSION_1) {
             HDR_MODERN
@@ -148,21 +222,35 @@ impl VirtioNet {
         transport.finish_init();
         let rx_bufs = Buffers::new(QUEUE_SIZE).ok_or("no memory for receive buffers")?;
         let tx_bufs = Buffers::new(QUEUE_SIZE).ok_or("no memory for transmit buffers")?;
+        // TSO needs the device to complete checksums too; without memory for
+        // the large buffers it is simply not used.
+        let tso_bufs = if features.contains(Features::HOST_TSO4 | Features::CSUM) {
+            LargeBuffers::new(TSO_BUFS)
+        } else {
+            None
+        };
+        let tso_free = match tso_bufs {
+            Some(_) => (0..TSO_BUFS as u16).rev().collect(),
+            None => Vec::new(),
+        };
         let mut dev = VirtioNet {
             transport,
             rx,
             tx,
             rx_bufs,
             tx_bufs,
+            tso_bufs,
             rx_token_slot: [0; QUEUE_SIZE],
             tx_token_slot: [(0, 0); QUEUE_SIZE],
             rx_free: (0..QUEUE_SIZE as u16).collect(),
             tx_free: (0..QUEUE_SIZE as u16).rev().collect(),
+            tso_free,
             tx_pending_notify: false,
             hdr,
             csum_offload: features.contains(Features::CSUM),
             mac,
             tx_ring_full: 0,
+            tx_tso_frames: 0,
         };
         dev.refill();
         Ok(dev)
@@ -173,16 +261,80 @@ impl VirtioNet {
         let _ = self.transport.ack_interrupt();
     }
 
+    /// Whether TCP segmentation offload is in use.
+    pub fn tso(&self) -> bool {
+        self.tso_bufs.is_some()
+    }
+
     /// Reclaims transmit buffers the device has finished with.
     fn reclaim_tx(&mut self) {
         while let Some(token) = self.tx.peek_used() {
             let (slot, len) = self.tx_token_slot[token as usize];
-            let buf = &self.tx_bufs.buf(slot as usize)[..len as usize];
+            let buf = &tx_buf(&self.tx_bufs, self.tso_bufs.as_ref(), slot)[..len as usize];
             // SAFETY: `buf` is exactly the buffer added with this token.
             if unsafe { self.tx.pop_used(token, &[buf], &mut []) }.is_err() {
                 break;
             }
-            self.tx_free.push(slot);
+            match slot.checked_sub(LARGE) {
+                Some(i) => self.tso_free.push(i),
+                None => self.tx_free.push(slot),
+            }
+        }
+    }
+
+    /// Queues a frame of `len` bytes built in place by `f` in transmit slot
+    /// `slot` (already taken from its free list), with checksum offload and,
+    /// with `gso_size`, TCP segmentation by the device.
+    fn queue_tx(
+        &mut self,
+        slot: u16,
+        len: usize,
+        gso_size: Option<u16>,
+        f: impl FnOnce(&mut [u8]),
+    ) -> bool {
+        let hdr = self.hdr;
+        let buf = tx_buf(&self.tx_bufs, self.tso_bufs.as_ref(), slot);
+        buf[..hdr].fill(0);
+        // The stack writes the frame (headers and payload) into the device
+        // buffer: the socket → device copy, checksummed on the way.
+        f(&mut buf[hdr..hdr + len]);
+        crate::io::COPIES.add(&crate::io::COPIES.socket_to_device, len);
+        let (head, frame) = buf.split_at_mut(hdr);
+        let frame = &mut frame[..len];
+        let offloaded = self.csum_offload && request_l4_checksum(head, frame);
+        if !offloaded {
+            crate::io::COPIES.add(&crate::io::COPIES.checksummed, len);
+        }
+        if let Some(mss) = gso_size {
+            // Only TCP/IPv4 frames come here (smoltcp sets a segment size on
+            // TCP segments only); anything else is not queued.
+            if !(offloaded && request_tso(head, frame, mss)) {
+                self.free_tx_slot(slot);
+                return false;
+            }
+            self.tx_tso_frames += 1;
+        }
+        let frame = &buf[..hdr + len];
+        // SAFETY: the slot was free; the device reads it until the token
+        // comes back through the used ring (reclaim_tx).
+        match unsafe { self.tx.add(&[frame], &mut []) } {
+            Ok(token) => {
+                self.tx_token_slot[token as usize] = (slot, (hdr + len) as u32);
+                self.tx_pending_notify = true;
+                true
+            }
+            Err(_) => {
+                self.free_tx_slot(slot);
+                self.tx_ring_full += 1;
+                false
+            }
+        }
+    }
+
+    fn free_tx_slot(&mut self, slot: u16) {
+        match slot.checked_sub(LARGE) {
+            Some(i) => self.tso_free.push(i),
+            None => self.tx_free.push(slot),
         }
     }
 }
@@ -245,47 +397,46 @@ impl Nic for VirtioNet {
         }
     }
 
-    fn can_transmit(&self) -> bool {
-        !self.tx_free.is_empty() || self.tx.can_pop()
+    fn can_transmit(&mut self) -> bool {
+        // With TSO the next frame may be a large one: answer for both pools.
+        let large_needed = self.tso_bufs.is_some();
+        let full = |d: &Self| d.tx_free.is_empty() || (large_needed && d.tso_free.is_empty());
+        if full(self) {
+            self.reclaim_tx();
+        }
+        !full(self)
     }
 
     fn transmit(&mut self, len: usize, f: impl FnOnce(&mut [u8])) -> bool {
         if self.tx_free.is_empty() {
             self.reclaim_tx();
         }
-        let hdr = self.hdr;
-        if len + hdr > BUF_SIZE {
+        if len + self.hdr > BUF_SIZE {
             return false;
         }
         let Some(slot) = self.tx_free.pop() else {
             self.tx_ring_full += 1;
             return false;
         };
-        let buf = self.tx_bufs.buf(slot as usize);
-        buf[..hdr].fill(0);
-        // The stack writes the frame (headers and payload) into the device
-        // buffer: the socket → device copy, checksummed on the way.
-        f(&mut buf[hdr..hdr + len]);
-        crate::io::COPIES.add(&crate::io::COPIES.socket_to_device, len);
-        let (head, frame) = buf.split_at_mut(hdr);
-        if !(self.csum_offload && request_l4_checksum(head, &mut frame[..len])) {
-            crate::io::COPIES.add(&crate::io::COPIES.checksummed, len);
+        self.queue_tx(slot, len, None, f)
+    }
+
+    fn tso_max_frame(&self) -> Option<usize> {
+        self.tso_bufs.as_ref().map(|_| TSO_MAX_FRAME)
+    }
+
+    fn transmit_tso(&mut self, len: usize, mss: u16, f: impl FnOnce(&mut [u8])) -> bool {
+        if self.tso_bufs.is_none() || len > TSO_MAX_FRAME {
+            return false;
         }
-        let frame = &buf[..hdr + len];
-        // SAFETY: the slot was free; the device reads it until the token
-        // comes back through the used ring (reclaim_tx).
-        match unsafe { self.tx.add(&[frame], &mut []) } {
-            Ok(token) => {
-                self.tx_token_slot[token as usize] = (slot, (hdr + len) as u16);
-                self.tx_pending_notify = true;
-                true
-            }
-            Err(_) => {
-                self.tx_free.push(slot);
-                self.tx_ring_full += 1;
-                false
-            }
+        if self.tso_free.is_empty() {
+            self.reclaim_tx();
         }
+        let Some(i) = self.tso_free.pop() else {
+            self.tx_ring_full += 1;
+            return false;
+        };
+        self.queue_tx(LARGE + i, len, Some(mss), f)
     }
 
     fn tx_checksum_offload(&self) -> bool {
@@ -301,6 +452,28 @@ impl Nic for VirtioNet {
         }
         self.reclaim_tx();
     }
+}
+
+/// Asks the device (through the virtio-net header `head`, whose checksum
+/// fields [`request_l4_checksum`] filled) to cut the TCP/IPv4 `frame` into
+/// segments of `mss` payload bytes. False if `frame` is not TCP/IPv4.
+fn request_tso(head: &mut [u8], frame: &[u8], mss: u16) -> bool {
+    const GSO_TCPV4: u8 = 1;
+    if frame.len() < 34 || frame[12..14] != [0x08, 0x00] || frame[23] != 6 {
+        return false;
+    }
+    let ihl = ((frame[14] & 0x0f) as usize) * 4;
+    let Some(&off) = frame.get(14 + ihl + 12) else {
+        return false;
+    };
+    let hdr_len = 14 + ihl + ((off >> 4) as usize) * 4;
+    if hdr_len > frame.len() || mss == 0 {
+        return false;
+    }
+    head[1] = GSO_TCPV4;
+    head[2..4].copy_from_slice(&(hdr_len as u16).to_le_bytes());
+    head[4..6].copy_from_slice(&mss.to_le_bytes());
+    true
 }
 
 /// For an IPv4 TCP or UDP frame whose L4 checksum the stack left out,
