@@ -137,9 +137,6 @@ pub struct StackOptions {
     /// An established connection with unacknowledged data is reset after the
     /// peer is silent this long.
     pub user_timeout_ms: Option<u64>,
-    /// A closed (orphaned) socket in TIME-WAIT is dropped (freeing its
-    /// buffers) after this long.
-    pub time_wait_ms: u64,
     /// A closed (orphaned) socket left in FIN-WAIT-2 is dropped after this long.
     pub fin_wait2_timeout_ms: u64,
     /// Interval between ARP requests for the gateway until it answers.
@@ -159,7 +156,6 @@ impl Default for StackOptions {
             connect_timeout_ms: 75_000,
             user_timeout_ms: Some(300_000),
             fin_wait2_timeout_ms: 60_000,
-            time_wait_ms: 200,
             arp_retry_ms: 1_000,
         }
     }
@@ -1685,20 +1681,6 @@ fn update_conn(c: &mut Conn, s: &mut tcp::Socket, now_ms: u64, opts: &StackOptio
                 .get_or_insert(now_ms.saturating_add(opts.fin_wait2_timeout_ms));
             if now_ms >= d {
                 s.abort();
-                st = S::Closed;
-                out = Outcome::Closed;
-            }
-        }
-        // An orphan in TIME-WAIT holds its whole send and receive buffers
-        // (smoltcp keeps the socket); a busy server would run out of memory
-        // holding them for smoltcp's full TIME-WAIT. Keep it just long enough
-        // for the final ACK to leave, then drop it silently (no RST).
-        if st == S::TimeWait {
-            if c.last_state != S::TimeWait {
-                c.deadline = Some(now_ms.saturating_add(opts.time_wait_ms));
-            }
-            let d = c.deadline.unwrap_or(now_ms);
-            if now_ms >= d {
                 st = S::Closed;
                 out = Outcome::Closed;
             }
