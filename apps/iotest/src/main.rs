@@ -367,8 +367,11 @@ fn hold(port: u16) -> bool {
 }
 
 fn serve(port: u16) -> bool {
-    // A 256 KiB send buffer keeps the link busy while the host acknowledges.
-    let l = io::tcp_listen_with_buffers(port, 128, 0, 16 * 1024, 256 * 1024).expect("listen");
+    // Default buffers: each connection this server closes keeps its buffers
+    // through smoltcp's TIME-WAIT (10 s), and a benchmark closes hundreds per
+    // second (larger send buffers made sendfile faster but ran the guest out
+    // of memory).
+    let l = io::tcp_listen(port, 128, 0).expect("listen");
     println!("serve: listening on port {port}");
     loop {
         let (fd, _) = match io::accept4(l, 0) {

@@ -79,7 +79,11 @@ fn main() -> i32 {
                 }
             }
             let sum_ns = t.elapsed().as_nanos() as u64;
-            println!("bench-copy: memcpy {} ps/B, checksum {} ps/B ({sum})", copy_ns * 1000 / (16 << 20), sum_ns * 1000 / (16 << 20));
+            println!(
+                "bench-copy: memcpy {} ps/B, checksum {} ps/B ({sum})",
+                copy_ns * 1000 / (16 << 20),
+                sum_ns * 1000 / (16 << 20)
+            );
             0
         }
         "thread-exit" => {
