@@ -347,33 +347,6 @@ impl Disk {
         self.io(sector, buf.as_ptr().cast_mut(), buf.len(), true)
     }
 
-    /// Reads `buf.len()` bytes at byte offset `offset` (any alignment):
-    /// sector-aligned parts go straight into `buf`, unaligned edges through
-    /// a one-sector buffer.
-    pub fn read_bytes(&self, offset: u64, buf: &mut [u8]) -> Result<(), VfsError> {
-        let s = SECTOR as u64;
-        let mut pos = offset;
-        let mut done = 0;
-        while done < buf.len() {
-            let rest = buf.len() - done;
-            let in_sector = (pos % s) as usize;
-            if in_sector == 0 && rest >= SECTOR {
-                let n = rest - rest % SECTOR;
-                self.read(pos / s, &mut buf[done..done + n])?;
-                done += n;
-                pos += n as u64;
-            } else {
-                let mut tmp = [0u8; SECTOR];
-                self.read(pos / s, &mut tmp)?;
-                let n = (SECTOR - in_sector).min(rest);
-                buf[done..done + n].copy_from_slice(&tmp[in_sector..in_sector + n]);
-                done += n;
-                pos += n as u64;
-            }
-        }
-        Ok(())
-    }
-
     /// Flushes the device's write cache (waits for requests in flight).
     pub fn flush(&self) -> Result<(), VfsError> {
         self.wait(&mut || {
