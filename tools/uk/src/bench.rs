@@ -100,27 +100,7 @@ pub fn run_guest_command(
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", crate::QEMU))?;
     let pid = child.id();
-    let stdout = child.stdout.take().expect("piped stdout");
-    let mut stderr = child.stderr.take().expect("piped stderr");
-    let (tx, rx) = mpsc::channel::<(Instant, String)>();
-    std::thread::spawn(move || {
-        let mut r = BufReader::new(stdout);
-        let mut buf = Vec::new();
-        while matches!(r.read_until(b'\n', &mut buf), Ok(n) if n > 0) {
-            let line = String::from_utf8_lossy(&buf)
-                .trim_end_matches(['\n', '\r'])
-                .to_string();
-            if tx.send((Instant::now(), line)).is_err() {
-                break;
-            }
-            buf.clear();
-        }
-    });
-    let err_thread = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
+    let (rx, err_thread) = read_output(&mut child);
     let mut lines: Vec<TimedLine> = Vec::new();
     let output = |lines: &[TimedLine]| {
         lines
@@ -165,6 +145,38 @@ pub fn run_guest_command(
         exit: map_exit_status(status),
         stderr,
     })
+}
+
+/// Reads a spawned QEMU's serial output (stdout) line by line, each with
+/// the time it arrived, and collects its stderr, on two threads.
+fn read_output(
+    child: &mut std::process::Child,
+) -> (
+    mpsc::Receiver<(Instant, String)>,
+    std::thread::JoinHandle<String>,
+) {
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let (tx, rx) = mpsc::channel::<(Instant, String)>();
+    std::thread::spawn(move || {
+        let mut r = BufReader::new(stdout);
+        let mut buf = Vec::new();
+        while matches!(r.read_until(b'\n', &mut buf), Ok(n) if n > 0) {
+            let line = String::from_utf8_lossy(&buf)
+                .trim_end_matches(['\n', '\r'])
+                .to_string();
+            if tx.send((Instant::now(), line)).is_err() {
+                break;
+            }
+            buf.clear();
+        }
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    (rx, err)
 }
 
 /// One measured boot.
@@ -495,27 +507,7 @@ impl LiveGuest {
         let mut child = cmd
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", crate::QEMU))?;
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut stderr = child.stderr.take().expect("piped stderr");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut r = BufReader::new(stdout);
-            let mut buf = Vec::new();
-            while matches!(r.read_until(b'\n', &mut buf), Ok(n) if n > 0) {
-                let line = String::from_utf8_lossy(&buf)
-                    .trim_end_matches(['\n', '\r'])
-                    .to_string();
-                if tx.send((Instant::now(), line)).is_err() {
-                    break;
-                }
-                buf.clear();
-            }
-        });
-        let stderr = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = stderr.read_to_string(&mut s);
-            s
-        });
+        let (rx, stderr) = read_output(&mut child);
         Ok(LiveGuest {
             child,
             start,
