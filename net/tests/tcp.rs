@@ -343,3 +343,50 @@ fn send_with_fills_in_place_and_is_counted() {
     assert_eq!(sent, 1024);
     assert_eq!(net.b.readiness(c2) & EPOLLOUT, 0);
 }
+
+#[test]
+fn server_closed_connections_leave_time_wait_and_the_listener_keeps_serving() {
+    let mut net = Net::new();
+    let l = net.a.tcp_listen(80, 64).unwrap();
+    for round in 0..3u64 {
+        let ids: Vec<_> = (0..20)
+            .map(|_| net.b.tcp_connect(sa(IP_A, 80), None).unwrap())
+            .collect();
+        connect_all(&mut net, &ids);
+        let mut accepted = Vec::new();
+        assert!(
+            net.run_until(
+                |n| {
+                    while let Ok((id, _)) = n.a.tcp_accept(l) {
+                        accepted.push(id);
+                    }
+                    accepted.len() == 20
+                },
+                10_000
+            ),
+            "round {round}: not all accepted"
+        );
+        // The server sends a little and closes first: it ends in TIME-WAIT.
+        for &id in &accepted {
+            net.a.tcp_send(id, b"bye").unwrap();
+            net.a.tcp_close(id).unwrap();
+        }
+        assert!(
+            net.run_until(
+                |n| ids.iter().all(|&id| n.b.readiness(id) & EPOLLRDHUP != 0),
+                10_000
+            ),
+            "round {round}: FINs did not arrive"
+        );
+        for &id in &ids {
+            net.b.tcp_close(id).unwrap();
+        }
+        net.settle(2_000);
+    }
+    // After TIME-WAIT has run out for the orphans, only the listener remains.
+    assert!(
+        net.run_until(|n| n.a.socket_count() == 1, 30_000),
+        "sockets left: {}",
+        net.a.socket_count()
+    );
+}
