@@ -8,7 +8,7 @@ fn selftest(m: uk_tests::Machine, args: &[&str]) -> Guest {
     Guest::boot("selftest", m, BootOpts::args(args))
 }
 
-// Sleeps never wake early, and wake within 50 ms of their deadline (a loaded
+// Sleeps never wake early, and wake within 200 ms of their deadline (a loaded
 // TCG host delays the guest; the bound is about correctness, not speed). The
 // timer interrupts that woke them are counted.
 machine_tests!(sleep_wakes_on_time, |m| {
@@ -23,8 +23,8 @@ machine_tests!(sleep_wakes_on_time, |m| {
         let slept_us: u64 = words[5].parse().unwrap();
         assert!(slept_us >= asked_ms * 1000, "woke early: {l}");
         assert!(
-            slept_us <= asked_ms * 1000 + 50_000,
-            "woke more than 50 ms late: {l}"
+            slept_us <= asked_ms * 1000 + 200_000,
+            "woke more than 200 ms late: {l}"
         );
     }
 });
