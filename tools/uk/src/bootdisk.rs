@@ -32,7 +32,7 @@
 use std::fs::File;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use uk_core::partition::{self, NewPartition};
 
@@ -131,19 +131,7 @@ pub fn ensure_tools() -> Result<(), Error> {
 }
 
 fn run(cmd: &mut Command) -> Result<(), Error> {
-    let shown = crate::qemu::render_command(cmd);
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| Error::Failed(format!("cannot run {shown}: {e}")))?;
-    if !out.status.success() {
-        return Err(Error::Failed(format!(
-            "{shown} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(())
+    crate::qemu::run_output(cmd).map(drop)
 }
 
 fn io_err(what: &Path) -> impl Fn(std::io::Error) -> Error + '_ {

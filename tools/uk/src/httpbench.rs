@@ -4,7 +4,7 @@
 //! load never leaves the namespace. Prints requests/s for a 1 KiB file,
 //! MB/s for 1 MiB and 16 MiB files, and p50/p99 latency for each.
 
-use std::process::Command;
+use crate::qemu::{in_path as have, run_output as run};
 use std::time::Duration;
 
 use crate::Error;
@@ -99,29 +99,6 @@ pub fn parse_wrk(out: &str) -> Option<WrkResult> {
         p99: p99?,
         errors,
     })
-}
-
-fn run(cmd: &mut Command) -> Result<String, Error> {
-    let out = cmd
-        .output()
-        .map_err(|e| Error::Failed(format!("cannot run {:?}: {e}", cmd.get_program())))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(Error::Failed(format!(
-            "{} failed ({}): {}",
-            crate::qemu::render_command(cmd),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )))
-    }
-}
-
-fn have(program: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {program}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
 }
 
 /// Makes sure `wrk` is installed: `apt-get install -y wrk` when root on a

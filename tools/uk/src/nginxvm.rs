@@ -18,9 +18,10 @@
 //! names the same recipe ([`RECIPE_VERSION`] and the generated files);
 //! delete the folder to fetch the newest packages again.
 
+use crate::qemu::{in_path as have, run_output as run};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use crate::Error;
 use crate::qemu::{Machine, VmConfig, is_root, qemu_command};
@@ -262,14 +263,6 @@ impl Cpio {
     }
 }
 
-fn have(program: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {program}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 /// Makes sure `program` runs: `apt-get install -y PACKAGE` when root,
 /// otherwise an error with the command to run.
 pub fn ensure_tool(program: &str, package: &str) -> Result<(), Error> {
@@ -277,23 +270,6 @@ pub fn ensure_tool(program: &str, package: &str) -> Result<(), Error> {
         return Ok(());
     }
     crate::qemu::apt_install(&[package], program, || have(program))
-}
-
-fn run(cmd: &mut Command) -> Result<String, Error> {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| Error::Failed(format!("cannot run {:?}: {e}", cmd.get_program())))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(Error::Failed(format!(
-            "{} failed ({}): {}",
-            crate::qemu::render_command(cmd),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )))
-    }
 }
 
 fn io<T>(what: &Path, r: std::io::Result<T>) -> Result<T, Error> {

@@ -502,6 +502,25 @@ pub fn is_root() -> bool {
     })
 }
 
+/// Runs `cmd` (stdin closed) and returns its stdout; a failure carries the
+/// command line, exit status and stderr.
+pub(crate) fn run_output(cmd: &mut Command) -> Result<String, Error> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| Error::Failed(format!("cannot run {}: {e}", render_command(cmd))))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(Error::Failed(format!(
+            "{} failed ({}): {}",
+            render_command(cmd),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
 pub(crate) fn in_path(prog: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|p| std::env::split_paths(&p).any(|d| Path::new(&d).join(prog).is_file()))
