@@ -231,6 +231,26 @@ struct Conn {
     deadline: Option<u64>,
 }
 
+impl Conn {
+    /// A connection in its first state, registered under `key`.
+    fn new(key: FourTuple, parent: Option<SocketId>, state: tcp::State, now_ms: u64) -> Conn {
+        Conn {
+            key: Some(key),
+            parent,
+            orphan: false,
+            last_state: state,
+            established: false,
+            fin_seen: false,
+            error: None,
+            broken: false,
+            shut_wr: false,
+            started_ms: now_ms,
+            last_rx_ms: now_ms,
+            deadline: None,
+        }
+    }
+}
+
 struct Listener {
     port: u16,
     backlog: usize,
@@ -788,20 +808,7 @@ impl NetStack {
         let id = self.alloc(Entry {
             set: cset,
             handle: Some(h),
-            kind: Kind::Tcp(Conn {
-                key: Some(key),
-                parent: Some(lid),
-                orphan: false,
-                last_state: tcp::State::SynReceived,
-                established: false,
-                fin_seen: false,
-                error: None,
-                broken: false,
-                shut_wr: false,
-                started_ms: now_ms,
-                last_rx_ms: now_ms,
-                deadline: None,
-            }),
+            kind: Kind::Tcp(Conn::new(key, Some(lid), tcp::State::SynReceived, now_ms)),
             poll_at: None,
             dirty: false,
             rx_gen: 0,
@@ -1185,20 +1192,7 @@ impl NetStack {
         let id = self.alloc(Entry {
             set,
             handle: Some(h),
-            kind: Kind::Tcp(Conn {
-                key: Some(key),
-                parent: None,
-                orphan: false,
-                last_state: tcp::State::SynSent,
-                established: false,
-                fin_seen: false,
-                error: None,
-                broken: false,
-                shut_wr: false,
-                started_ms: now_ms,
-                last_rx_ms: now_ms,
-                deadline: None,
-            }),
+            kind: Kind::Tcp(Conn::new(key, None, tcp::State::SynSent, now_ms)),
             poll_at: None,
             dirty: false,
             rx_gen: 0,

@@ -115,6 +115,27 @@ pub fn lookup(pml4: u64, va: u64) -> Lookup {
     Lookup::Entry(&mut t[index(va, 1)])
 }
 
+/// Calls `f` with every used 4 KiB leaf entry in [start, end), skipping
+/// ranges whose tables are missing and pages under huge mappings.
+pub fn for_each_leaf(pml4: u64, start: u64, end: u64, mut f: impl FnMut(u64, &mut PageTableEntry)) {
+    let mut va = start;
+    while va < end {
+        match lookup(pml4, va) {
+            Lookup::Missing { skip_to } => {
+                va = skip_to.max(va + 4096);
+                continue;
+            }
+            Lookup::Huge => {}
+            Lookup::Entry(e) => {
+                if !e.is_unused() {
+                    f(va, e);
+                }
+            }
+        }
+        va += 4096;
+    }
+}
+
 /// The physical address and flags `va` translates to, if it is present.
 pub fn translate(pml4: u64, va: u64) -> Option<(u64, F)> {
     let mut t = table(pml4);

@@ -244,56 +244,32 @@ impl Mm {
 
     /// Removes the pages of [start, end) from the page tables, freeing their frames.
     fn unmap_pages(&mut self, start: u64, end: u64) {
-        let mut va = start;
-        while va < end {
-            match paging::lookup(self.pml4, va) {
-                Lookup::Missing { skip_to } => {
-                    va = skip_to.max(va + PAGE);
-                    continue;
-                }
-                Lookup::Huge => {}
-                Lookup::Entry(e) => {
-                    if !e.is_unused() {
-                        let pa = e.addr().as_u64();
-                        e.set_unused();
-                        paging::flush(va);
-                        if pa != self.zero_page {
-                            let _ = self.frames.free(pa);
-                        }
-                    }
-                }
+        let (zero, frames) = (self.zero_page, &mut self.frames);
+        paging::for_each_leaf(self.pml4, start, end, |va, e| {
+            let pa = e.addr().as_u64();
+            e.set_unused();
+            paging::flush(va);
+            if pa != zero {
+                let _ = frames.free(pa);
             }
-            va += PAGE;
-        }
+        });
     }
 
     /// Applies `prot` to the pages of [start, end) that are already mapped.
     fn reprotect_pages(&mut self, start: u64, end: u64, prot: Prot) {
-        let mut va = start;
-        while va < end {
-            match paging::lookup(self.pml4, va) {
-                Lookup::Missing { skip_to } => {
-                    va = skip_to.max(va + PAGE);
-                    continue;
-                }
-                Lookup::Huge => {}
-                Lookup::Entry(e) => {
-                    if !e.is_unused() {
-                        let pa = e.addr();
-                        let flags = if prot == Prot::NONE {
-                            PROT_NONE_MARK
-                        } else if pa.as_u64() == self.zero_page {
-                            Self::leaf_flags(prot) & !F::WRITABLE
-                        } else {
-                            Self::leaf_flags(prot)
-                        };
-                        e.set_addr(pa, flags);
-                        paging::flush(va);
-                    }
-                }
-            }
-            va += PAGE;
-        }
+        let zero = self.zero_page;
+        paging::for_each_leaf(self.pml4, start, end, |va, e| {
+            let pa = e.addr();
+            let flags = if prot == Prot::NONE {
+                PROT_NONE_MARK
+            } else if pa.as_u64() == zero {
+                Self::leaf_flags(prot) & !F::WRITABLE
+            } else {
+                Self::leaf_flags(prot)
+            };
+            e.set_addr(pa, flags);
+            paging::flush(va);
+        });
     }
 
     fn populate(&mut self, start: u64, end: u64, prot: Prot) -> Result<(), VmError> {
@@ -734,16 +710,10 @@ pub fn unmap_keep_frames(addr: u64, len: u64) -> Result<(), MemError> {
     with_mm(|mm| {
         let len = align_up(len, PAGE);
         mm.vmas.unmap(addr, len, |_| {})?;
-        let mut va = addr;
-        while va < addr + len {
-            if let Lookup::Entry(e) = paging::lookup(mm.pml4, va)
-                && !e.is_unused()
-            {
-                e.set_unused();
-                paging::flush(va);
-            }
-            va += PAGE;
-        }
+        paging::for_each_leaf(mm.pml4, addr, addr + len, |va, e| {
+            e.set_unused();
+            paging::flush(va);
+        });
         Ok(())
     })
 }
