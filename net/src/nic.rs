@@ -54,8 +54,10 @@ pub trait Nic {
     /// Returns `false` (without calling `f`) when the ring is full.
     fn transmit(&mut self, len: usize, f: impl FnOnce(&mut [u8])) -> bool;
 
-    /// Called once at the end of each poll that transmitted: one device
-    /// notification per batch.
+    /// Called once at the end of every poll: notify the device once for the
+    /// frames queued since the last call (if any), and take back transmit
+    /// buffers the device has finished with. Called even when nothing was
+    /// queued, since a full ring is exactly when nothing could be.
     fn flush_tx(&mut self);
 
     /// True when the device completes TCP and UDP checksums of transmitted

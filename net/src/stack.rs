@@ -636,7 +636,6 @@ impl NetStack {
     pub fn poll<N: Nic>(&mut self, now_ms: u64, nic: &mut N) -> PollResult {
         self.now_ms = now_ms;
         let now = instant(now_ms);
-        let tx_before = self.counters.tx_frames;
         self.iface.poll_maintenance(now);
 
         let mut n = 0;
@@ -674,9 +673,12 @@ impl NetStack {
         }
         self.probe_gateway(nic);
 
-        if self.counters.tx_frames != tx_before {
-            nic.flush_tx();
-        }
+        // Every poll, not only those that transmitted: besides notifying the
+        // device of new frames, this is where the driver takes back transmit
+        // buffers the device has finished with. A poll whose every transmit
+        // was refused (ring full) is exactly the one that must reclaim, or the
+        // ring stays full for good.
+        nic.flush_tx();
 
         changed.sort_unstable();
         changed.dedup();

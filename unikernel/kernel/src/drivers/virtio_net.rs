@@ -292,6 +292,11 @@ impl VirtioNet {
         gso_size: Option<u16>,
         f: impl FnOnce(&mut [u8]),
     ) -> bool {
+        if self.tx.available_desc() == 0 {
+            self.free_tx_slot(slot);
+            self.tx_ring_full += 1;
+            return false;
+        }
         let hdr = self.hdr;
         let buf = tx_buf(&self.tx_bufs, self.tso_bufs.as_ref(), slot);
         buf[..hdr].fill(0);
@@ -329,6 +334,16 @@ impl VirtioNet {
                 false
             }
         }
+    }
+
+    /// True when the next frame may find no room: no free descriptor in the
+    /// transmit queue (the small and large slot pools together outnumber its
+    /// descriptors), or, with TSO, no free slot in either pool (the next
+    /// frame may be a large one).
+    fn tx_full(&self) -> bool {
+        self.tx.available_desc() == 0
+            || self.tx_free.is_empty()
+            || (self.tso_bufs.is_some() && self.tso_free.is_empty())
     }
 
     fn free_tx_slot(&mut self, slot: u16) {
@@ -398,17 +413,14 @@ impl Nic for VirtioNet {
     }
 
     fn can_transmit(&mut self) -> bool {
-        // With TSO the next frame may be a large one: answer for both pools.
-        let large_needed = self.tso_bufs.is_some();
-        let full = |d: &Self| d.tx_free.is_empty() || (large_needed && d.tso_free.is_empty());
-        if full(self) {
+        if self.tx_full() {
             self.reclaim_tx();
         }
-        !full(self)
+        !self.tx_full()
     }
 
     fn transmit(&mut self, len: usize, f: impl FnOnce(&mut [u8])) -> bool {
-        if self.tx_free.is_empty() {
+        if self.tx_free.is_empty() || self.tx.available_desc() == 0 {
             self.reclaim_tx();
         }
         if len + self.hdr > BUF_SIZE {
@@ -429,7 +441,7 @@ impl Nic for VirtioNet {
         if self.tso_bufs.is_none() || len > TSO_MAX_FRAME {
             return false;
         }
-        if self.tso_free.is_empty() {
+        if self.tso_free.is_empty() || self.tx.available_desc() == 0 {
             self.reclaim_tx();
         }
         let Some(i) = self.tso_free.pop() else {
