@@ -42,16 +42,19 @@ unsafe impl Source for ArenaSource {
         let overhead = min_first_heap_size::<B>() as u64 + 256;
         let need = (layout.size() + layout.align()) as u64 + overhead;
         let size = talc.source.next_size.max(need).div_ceil(PAGE) * PAGE;
-        // No overcommit for the heap: the frames must exist now.
+        // No overcommit for the heap: the frames are taken now, so that a
+        // later touch of the arena can never fault for want of a frame.
+        // Nothing is reclaimed here: this runs under the heap lock, and
+        // reclaim may allocate. `KernelAllocator::alloc` reclaims outside
+        // the lock and retries.
         if mm::free_bytes() < size {
-            // Memory pressure: ask the page cache for frames back first.
-            let short = (size - mm::free_bytes()).div_ceil(PAGE);
-            mm::reclaim(short + 16);
-            if mm::free_bytes() < size {
-                return Err(());
-            }
+            return Err(());
         }
         let base = mm::mmap_kind(size, Prot::READ | Prot::WRITE, VmaKind::Heap).map_err(|_| ())?;
+        if mm::populate(base, size).is_err() {
+            let _ = mm::munmap(base, size);
+            return Err(());
+        }
         let end = base + size;
         let src = &mut talc.source;
         src.arenas += 1;
@@ -99,34 +102,81 @@ fn out_of_memory(layout: Layout) {
     });
 }
 
+/// Rounds of "reclaim, then try again" before an allocation fails.
+const RECLAIM_ROUNDS: u32 = 4;
+
+/// Allocates a large block: its own mapping, populated now (no overcommit),
+/// or null.
+fn alloc_large(layout: Layout) -> *mut u8 {
+    let size = layout.size() as u64;
+    if mm::free_bytes() < size.div_ceil(PAGE) * PAGE {
+        return ptr::null_mut();
+    }
+    let Ok(a) = mm::mmap_aligned(
+        size,
+        layout.align() as u64,
+        Prot::READ | Prot::WRITE,
+        VmaKind::Anon,
+    ) else {
+        return ptr::null_mut();
+    };
+    if mm::populate(a, size).is_err() {
+        let _ = mm::munmap(a, size);
+        return ptr::null_mut();
+    }
+    let mut l = LARGE.lock();
+    l.0 += 1;
+    l.1 += size;
+    a as *mut u8
+}
+
+/// Allocates from talc, or null. The lock is held only for the call.
+fn alloc_small(layout: Layout) -> *mut u8 {
+    // SAFETY: layout.size() is non-zero (GlobalAlloc's contract).
+    unsafe { TALC.lock().allocate(layout) }.map_or(ptr::null_mut(), |p| p.as_ptr())
+}
+
+/// Frames worth asking the caches for before retrying `layout`: the block
+/// and the next arena talc may want for it.
+fn reclaim_target(layout: Layout) -> u64 {
+    let arena = TALC.try_lock().map_or(MAX_ARENA, |t| t.source.next_size);
+    let bytes = if layout.size() >= LARGE_ALLOC {
+        layout.size() as u64
+    } else {
+        arena.max(layout.size() as u64 + layout.align() as u64)
+    };
+    bytes.div_ceil(PAGE) + 16
+}
+
 // SAFETY: small blocks come from talc under a lock; large ones are whole
 // mappings of at least `size` bytes aligned to `align`, released only by
 // `dealloc` with the same layout.
 unsafe impl GlobalAlloc for KernelAllocator {
+    /// Out of memory, the allocator asks the page cache for frames back
+    /// (`mm::reclaim`) with no heap lock held, and tries again while that
+    /// frees something. Reclaim itself may allocate (it runs the page
+    /// cache's code); `mm::reclaim` refuses to recurse, so such an
+    /// allocation just fails instead of re-entering the heap or reclaim.
+    /// Failure returns null: `try_reserve`-style callers get an error,
+    /// infallible ones end in the alloc error handler (a panic).
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = if layout.size() >= LARGE_ALLOC {
-            match mm::mmap_aligned(
-                layout.size() as u64,
-                layout.align() as u64,
-                Prot::READ | Prot::WRITE,
-                VmaKind::Anon,
-            ) {
-                Ok(a) => {
-                    let mut l = LARGE.lock();
-                    l.0 += 1;
-                    l.1 += layout.size() as u64;
-                    a as *mut u8
-                }
-                Err(_) => ptr::null_mut(),
+        let large = layout.size() >= LARGE_ALLOC;
+        let mut round = 0;
+        loop {
+            let p = if large {
+                alloc_large(layout)
+            } else {
+                alloc_small(layout)
+            };
+            if !p.is_null() {
+                return p;
             }
-        } else {
-            // SAFETY: layout.size() is non-zero (GlobalAlloc's contract).
-            unsafe { TALC.lock().allocate(layout) }.map_or(ptr::null_mut(), |p| p.as_ptr())
-        };
-        if p.is_null() {
-            out_of_memory(layout);
+            if round == RECLAIM_ROUNDS || mm::reclaim(reclaim_target(layout)) == 0 {
+                out_of_memory(layout);
+                return p;
+            }
+            round += 1;
         }
-        p
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {

@@ -116,7 +116,8 @@ impl DentryCache {
             }
             self.stats.evictions += 1;
         }
-        self.map.insert(
+        // A dentry the heap has no room for is simply not cached.
+        let _ = self.map.try_insert(
             DKey {
                 dev,
                 parent,

@@ -133,13 +133,40 @@ impl<K: Hash + Eq + Clone, V> LruMap<K, V> {
     }
 
     /// Inserts or replaces `key`, making it most recently used (and linked).
-    /// Returns the previous value, if any.
+    /// Returns the previous value, if any. Panics when memory runs out; the
+    /// page cache uses [`LruMap::try_insert`].
+    #[cfg(test)]
     pub(crate) fn insert(&mut self, key: K, value: V) -> Option<V> {
+        match self.try_insert(key, value) {
+            Ok(old) => old,
+            Err(_) => panic!("LRU map: out of memory"),
+        }
+    }
+
+    /// Inserts or replaces `key`, making it most recently used (and linked),
+    /// and returns the previous value, if any. When the memory for a new
+    /// entry cannot be had, nothing changes and `value` comes back as the
+    /// error: a full heap costs the caller its insert, never a panic.
+    pub(crate) fn try_insert(&mut self, key: K, value: V) -> Result<Option<V>, V> {
         if let Some(&i) = self.map.get(&key) {
             let old = core::mem::replace(&mut self.node_mut(i).value, value);
             self.unlink(i);
             self.push_front(i);
-            return Some(old);
+            return Ok(Some(old));
+        }
+        if self.map.try_reserve(1).is_err() {
+            return Err(value);
+        }
+        if self.free.is_empty() {
+            // The free list gets room for every slot now, so that removing an
+            // entry (eviction, called when memory is short) never allocates.
+            let slots = self.slab.len() + 1;
+            if u32::try_from(slots).map_or(true, |n| n == NIL)
+                || self.slab.try_reserve(1).is_err()
+                || self.free.try_reserve(slots - self.free.len()).is_err()
+            {
+                return Err(value);
+            }
         }
         let node = Node {
             key: key.clone(),
@@ -154,19 +181,21 @@ impl<K: Hash + Eq + Clone, V> LruMap<K, V> {
                 i
             }
             None => {
-                let i = u32::try_from(self.slab.len()).expect("LRU slab overflow");
-                assert!(i != NIL, "LRU slab overflow");
+                let i = self.slab.len() as u32;
                 self.slab.push(Some(node));
                 i
             }
         };
         self.map.insert(key, i);
         self.push_front(i);
-        None
+        Ok(None)
     }
 
+    /// Removes slot `i`. Never allocates: the free list has room for every
+    /// slot (see [`LruMap::try_insert`]) and hashbrown's removal does not grow.
     fn take(&mut self, i: u32) -> (K, V) {
         self.unlink(i);
+        debug_assert!(self.free.len() < self.free.capacity());
         let node = self.slab[i as usize].take().expect("live slab index");
         self.free.push(i);
         self.map.remove(&node.key);
@@ -274,5 +303,25 @@ mod tests {
         while m.pop_lru().is_some() {}
         assert_eq!(m.len(), 0);
         assert_eq!(m.linked_len(), 0);
+    }
+
+    /// Eviction runs when memory is short (the memory-pressure hook), so
+    /// removing entries must never allocate: the free list always has room.
+    #[test]
+    fn removal_never_grows_the_free_list() {
+        let mut m: LruMap<u32, u32> = LruMap::new();
+        for k in 0..1000 {
+            assert_eq!(m.try_insert(k, k), Ok(None));
+        }
+        let cap = m.free.capacity();
+        assert!(cap >= 1000);
+        while m.pop_lru().is_some() {}
+        assert_eq!(m.free.capacity(), cap, "pop_lru grew the free list");
+        // Re-inserting reuses the slots without growing anything either.
+        for k in 0..1000 {
+            assert_eq!(m.try_insert(k, k), Ok(None));
+        }
+        assert_eq!(m.free.capacity(), cap);
+        assert_eq!(m.try_insert(5, 50), Ok(Some(5)));
     }
 }

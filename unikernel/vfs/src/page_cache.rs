@@ -143,6 +143,9 @@ pub struct PageCacheStats {
     pub pinned: usize,
     /// Capacity in pages.
     pub capacity: usize,
+    /// Filled pages served without being cached because the cache's own
+    /// bookkeeping could not get memory.
+    pub insert_failures: u64,
 }
 
 /// A pin on a resident page; release it with [`PageCache::unpin`].
@@ -333,14 +336,19 @@ impl<L: Locking, F: PageFrames> PageCache<L, F> {
                 i.frames.free(page);
                 return Ok(r);
             }
-            i.map.insert(
-                key,
-                Entry {
-                    page,
-                    pins: 0,
-                    stale: false,
-                },
-            );
+            let entry = Entry {
+                page,
+                pins: 0,
+                stale: false,
+            };
+            if let Err(entry) = i.map.try_insert(key, entry) {
+                // No memory for the cache's own bookkeeping: serve this read
+                // from the filled frame without caching it.
+                i.stats.insert_failures += 1;
+                let r = f(i, Some(&entry.page));
+                i.frames.free(entry.page);
+                return Ok(r);
+            }
             if !demand {
                 i.stats.pages_read_ahead += 1;
             }
@@ -432,14 +440,16 @@ impl<L: Locking, F: PageFrames> PageCache<L, F> {
                         i.frames.free(page);
                         continue;
                     }
-                    i.map.insert(
-                        key,
-                        Entry {
-                            page,
-                            pins: 0,
-                            stale: false,
-                        },
-                    );
+                    let entry = Entry {
+                        page,
+                        pins: 0,
+                        stale: false,
+                    };
+                    if let Err(entry) = i.map.try_insert(key, entry) {
+                        i.stats.insert_failures += 1;
+                        i.frames.free(entry.page);
+                        continue;
+                    }
                     i.stats.pages_read_ahead += 1;
                     n += 1;
                 }

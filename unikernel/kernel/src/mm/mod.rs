@@ -451,8 +451,15 @@ pub fn set_reclaim_hook(hook: fn(u64) -> u64) {
     RECLAIM_HOOK.store(hook as usize, core::sync::atomic::Ordering::Release);
 }
 
+/// Set while a reclaim runs (Linux's `PF_MEMALLOC`): allocations and page
+/// faults made by the reclaim itself must not start another one.
+static RECLAIMING: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
 /// Asks the registered cache to give back up to `pages` frames; returns how
-/// many it freed (0 without a hook).
+/// many it freed (0 without a hook, or when called from inside a reclaim:
+/// the hook's own allocations never recurse into it). Runs with interrupts
+/// off, so a reclaim is never preempted halfway and one CPU runs at most one.
+/// Callers must not hold the heap's or the memory manager's lock.
 pub fn reclaim(pages: u64) -> u64 {
     let h = RECLAIM_HOOK.load(core::sync::atomic::Ordering::Acquire);
     if h == 0 {
@@ -461,7 +468,14 @@ pub fn reclaim(pages: u64) -> u64 {
     // SAFETY: only `set_reclaim_hook` stores non-zero values, and it stores
     // `fn(u64) -> u64` pointers.
     let hook: fn(u64) -> u64 = unsafe { core::mem::transmute::<usize, fn(u64) -> u64>(h) };
-    hook(pages)
+    x86_64::instructions::interrupts::without_interrupts(|| {
+        if RECLAIMING.swap(true, core::sync::atomic::Ordering::AcqRel) {
+            return 0;
+        }
+        let n = hook(pages);
+        RECLAIMING.store(false, core::sync::atomic::Ordering::Release);
+        n
+    })
 }
 
 /// True when `addr` lies in a stack guard page.
