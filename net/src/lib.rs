@@ -31,5 +31,5 @@ pub use nic::{DropReason, ETH_HEADER_LEN, Nic, NicCounters, RxDrops};
 pub use smoltcp::wire::Ipv4Cidr;
 pub use stack::{
     CopyStats, EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT, EPOLLRDHUP, IpInfo, NetConfig, NetStack,
-    PollResult, SocketId, SocketOptions, StackOptions, StackStats,
+    PollResult, SocketId, SocketOptions, StackOptions, StackStats, TIME_WAIT_RECORD_BYTES,
 };

@@ -35,17 +35,18 @@ use core::net::{Ipv4Addr, SocketAddrV4};
 
 use hashbrown::HashMap;
 use smoltcp::iface::{Config, Interface, PollResult as SmolPoll, SocketHandle, SocketSet};
+use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::socket::{dhcpv4, icmp, tcp, udp};
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
-    HardwareAddress, Icmpv4Packet, Icmpv4Repr, IpAddress, IpCidr, IpEndpoint, IpListenEndpoint,
-    Ipv4Cidr,
+    EthernetRepr, HardwareAddress, Icmpv4Packet, Icmpv4Repr, IpAddress, IpCidr, IpEndpoint,
+    IpListenEndpoint, IpProtocol, Ipv4Cidr, Ipv4Packet, Ipv4Repr, TcpControl, TcpPacket, TcpRepr,
 };
 
 use crate::classify::{Class, FourTuple, Us, classify};
 use crate::error::{NetError, Result};
-use crate::nic::{DropReason, FrameDevice, Nic, NicCounters, TxInfo};
+use crate::nic::{DropReason, ETH_HEADER_LEN, FrameDevice, Nic, NicCounters, TxInfo};
 
 /// Readable (or a pending connection can be accepted).
 pub const EPOLLIN: u32 = 0x1;
@@ -141,6 +142,17 @@ pub struct StackOptions {
     pub fin_wait2_timeout_ms: u64,
     /// Interval between ARP requests for the gateway until it answers.
     pub arp_retry_ms: u64,
+    /// Bytes of TCP socket buffers (send + receive, all sockets) the stack
+    /// may hold. When a new connection would pass it, no listening socket
+    /// is armed and SYNs are dropped (counted in
+    /// [`StackStats::budget_refusals`]); established connections keep going.
+    pub buffer_budget: usize,
+    /// How long a compact TIME-WAIT record outlives a connection that we
+    /// closed first.
+    pub time_wait_ms: u64,
+    /// At most this many TIME-WAIT records; the oldest is recycled early
+    /// when a new one needs the room.
+    pub max_time_wait: usize,
 }
 
 impl Default for StackOptions {
@@ -157,6 +169,9 @@ impl Default for StackOptions {
             user_timeout_ms: Some(300_000),
             fin_wait2_timeout_ms: 60_000,
             arp_retry_ms: 1_000,
+            buffer_budget: usize::MAX,
+            time_wait_ms: 10_000,
+            max_time_wait: 16_384,
         }
     }
 }
@@ -187,7 +202,29 @@ pub struct StackStats {
     pub listen_overflows: u64,
     /// Connections handed out by `tcp_accept`.
     pub accepted: u64,
+    /// SYNs dropped because the buffer budget (or the heap) had no room for
+    /// a new connection's buffers.
+    pub budget_refusals: u64,
+    /// Bytes of TCP socket buffers held now (send + receive).
+    pub buffer_bytes: usize,
+    /// The budget for [`StackStats::buffer_bytes`].
+    pub buffer_budget: usize,
+    /// TCP connections with buffers (not listeners).
+    pub tcp_connections: usize,
+    /// Compact TIME-WAIT records held now.
+    pub time_wait: usize,
+    /// Connections that entered TIME-WAIT after we closed first (their
+    /// socket and buffers were freed, a record kept).
+    pub time_wait_entered: u64,
+    /// TIME-WAIT records recycled before their time (table full).
+    pub time_wait_recycled: u64,
+    /// Segments that hit a TIME-WAIT record (a FIN is answered with an ACK).
+    pub time_wait_hits: u64,
 }
+
+/// Bytes one TIME-WAIT record costs: its key and expiry in the lookup table
+/// and in the expiry queue (hash-table overhead not counted).
+pub const TIME_WAIT_RECORD_BYTES: usize = 2 * (mem::size_of::<FourTuple>() + mem::size_of::<u64>());
 
 /// Bytes copied between applications and socket buffers.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -276,6 +313,8 @@ struct Entry {
     /// listener, to one of its not yet accepted connections): lets the
     /// epoll layer tell a new arrival from an unrelated state change.
     rx_gen: u64,
+    /// Bytes of socket buffers this entry holds (counted in the budget).
+    buf_bytes: usize,
 }
 
 /// The network stack: interface, socket table and non-blocking socket API.
@@ -310,6 +349,9 @@ pub struct NetStack {
     stats: StackStats,
     copy: CopyStats,
     scratch: Vec<u8>,
+    /// TIME-WAIT records: 4-tuple → expiry (ms), and the same in expiry order.
+    time_wait: HashMap<FourTuple, u64>,
+    time_wait_fifo: VecDeque<(u64, FourTuple)>,
 }
 
 fn instant(ms: u64) -> Instant {
@@ -330,12 +372,41 @@ fn v4(ep: IpEndpoint) -> SocketAddrV4 {
     SocketAddrV4::new(a, ep.port)
 }
 
-fn new_tcp_socket(o: &SocketOptions) -> tcp::Socket<'static> {
-    let rx = tcp::SocketBuffer::new(vec![0u8; o.rx_buffer.max(1)]);
-    let tx = tcp::SocketBuffer::new(vec![0u8; o.tx_buffer.max(1)]);
+/// A received TCP/IPv4 frame's IP packet and TCP segment views.
+type TcpView<'a> = (Ipv4Packet<&'a [u8]>, TcpPacket<&'a [u8]>);
+
+/// The IPv4 and TCP headers of a frame the classifier accepted as TCP.
+fn parse_tcp(frame: &[u8]) -> Option<TcpView<'_>> {
+    EthernetFrame::new_checked(frame).ok()?;
+    let eth_len = ETH_HEADER_LEN;
+    let ip = Ipv4Packet::new_checked(frame.get(eth_len..)?).ok()?;
+    let ip_start = eth_len + usize::from(ip.header_len());
+    let ip_end = eth_len + usize::from(ip.total_len());
+    let tcp = TcpPacket::new_checked(frame.get(ip_start..ip_end)?).ok()?;
+    Some((ip, tcp))
+}
+
+/// A zeroed buffer of `n` bytes, or `None` when the heap has no room.
+fn try_buffer(n: usize) -> Option<Vec<u8>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).ok()?;
+    v.resize(n, 0);
+    Some(v)
+}
+
+/// Bytes of buffers a TCP socket with options `o` holds.
+fn tcp_buffer_bytes(o: &SocketOptions) -> usize {
+    o.rx_buffer.max(1) + o.tx_buffer.max(1)
+}
+
+/// A TCP socket with its buffers, or `None` when the heap cannot hold them
+/// (the caller refuses the connection: memory pressure never panics).
+fn new_tcp_socket(o: &SocketOptions) -> Option<tcp::Socket<'static>> {
+    let rx = tcp::SocketBuffer::new(try_buffer(o.rx_buffer.max(1))?);
+    let tx = tcp::SocketBuffer::new(try_buffer(o.tx_buffer.max(1))?);
     let mut s = tcp::Socket::new(rx, tx);
     s.set_nagle_enabled(!o.nodelay);
-    s
+    Some(s)
 }
 
 fn one_set() -> SocketSet<'static> {
@@ -402,6 +473,8 @@ impl NetStack {
             stats: StackStats::default(),
             copy: CopyStats::default(),
             scratch,
+            time_wait: HashMap::new(),
+            time_wait_fifo: VecDeque::new(),
         };
         match ip {
             NetConfig::Dhcp => {
@@ -475,7 +548,18 @@ impl NetStack {
 
     /// Socket-table work counters.
     pub fn stats(&self) -> StackStats {
-        self.stats
+        let mut s = self.stats;
+        s.buffer_budget = self.opts.buffer_budget;
+        s.time_wait = self.time_wait.len();
+        s.tcp_connections = self.tcp_conns.len();
+        s
+    }
+
+    /// Bytes of socket buffers one TCP connection with the default options
+    /// holds (send + receive); a TIME-WAIT record holds
+    /// [`TIME_WAIT_RECORD_BYTES`] instead.
+    pub fn tcp_bytes_per_connection(&self) -> usize {
+        tcp_buffer_bytes(&self.opts.tcp)
     }
 
     /// Copy accounting.
@@ -527,6 +611,7 @@ impl NetStack {
         if let Some(t) = e.poll_at {
             self.timers.remove(&(t, id.0));
         }
+        self.release_buffers(e.buf_bytes);
         match e.kind {
             Kind::Tcp(c) => {
                 if let Some(k) = c.key {
@@ -541,6 +626,38 @@ impl NetStack {
             }
         }
         self.free.push(id.0);
+    }
+
+    fn release_buffers(&mut self, bytes: usize) {
+        self.stats.buffer_bytes = self.stats.buffer_bytes.saturating_sub(bytes);
+        if bytes > 0 && !self.tcp_listeners.is_empty() {
+            // Room again: listeners the budget left unarmed may arm.
+            let unarmed: Vec<SocketId> = self
+                .tcp_listeners
+                .values()
+                .copied()
+                .filter(|&l| self.entry(l).is_ok_and(|e| e.handle.is_none()))
+                .collect();
+            for l in unarmed {
+                self.arm(l);
+            }
+        }
+    }
+
+    /// A new TCP socket whose buffers fit the budget, counted in it; `None`
+    /// (counted as a refusal) when the budget or the heap has no room.
+    fn budgeted_tcp_socket(&mut self, o: &SocketOptions) -> Option<(tcp::Socket<'static>, usize)> {
+        let bytes = tcp_buffer_bytes(o);
+        if self.stats.buffer_bytes.saturating_add(bytes) > self.opts.buffer_budget {
+            self.stats.budget_refusals += 1;
+            return None;
+        }
+        let Some(s) = new_tcp_socket(o) else {
+            self.stats.budget_refusals += 1;
+            return None;
+        };
+        self.stats.buffer_bytes += bytes;
+        Some((s, bytes))
     }
 
     fn mark_dirty(&mut self, id: SocketId) {
@@ -637,6 +754,7 @@ impl NetStack {
         self.now_ms = now_ms;
         let now = instant(now_ms);
         self.iface.poll_maintenance(now);
+        self.expire_time_wait();
 
         let mut n = 0;
         while n < self.opts.max_rx_per_poll {
@@ -683,7 +801,8 @@ impl NetStack {
         changed.sort_unstable();
         changed.dedup();
         let mut next = self.timers.first().map(|&(t, _)| t);
-        for t in [self.control_poll_at, self.arp_probe_at]
+        let tw = self.time_wait_fifo.front().map(|&(t, _)| t);
+        for t in [self.control_poll_at, self.arp_probe_at, tw]
             .into_iter()
             .flatten()
         {
@@ -743,6 +862,8 @@ impl NetStack {
                         c.last_rx_ms = now_ms;
                     }
                     self.feed_socket(nic, id, frame, now);
+                } else if self.time_wait_segment(nic, &key, frame) {
+                    // Consumed by its TIME-WAIT record.
                 } else if let Some(&lid) = self.tcp_listeners.get(&key.local_port)
                     && syn_only
                 {
@@ -801,9 +922,13 @@ impl NetStack {
             self.put_set(lid, set);
             return;
         }
-        // The armed socket took the SYN: move it out into its own entry.
+        // The armed socket took the SYN: move it out into its own entry,
+        // with its buffers' share of the budget.
         let sock = set.remove(handle);
         self.put_set(lid, set);
+        let bytes = self
+            .entry_mut(lid)
+            .map_or(0, |e| mem::take(&mut e.buf_bytes));
         let mut cset = one_set();
         let h = cset.add(sock);
         let now_ms = self.now_ms;
@@ -814,6 +939,7 @@ impl NetStack {
             poll_at: None,
             dirty: false,
             rx_gen: 0,
+            buf_bytes: bytes,
         });
         self.tcp_conns.insert(key, id);
         if let Ok(Entry {
@@ -829,18 +955,28 @@ impl NetStack {
         self.arm(lid);
     }
 
-    /// Arms a fresh listening socket if the listener has none and room in its backlog.
+    /// Arms a fresh listening socket if the listener has none, room in its
+    /// backlog, and the buffer budget room for one more connection. Unarmed,
+    /// the listener drops SYNs; it is armed again when buffers are released.
     fn arm(&mut self, lid: SocketId) {
         let timeout = Duration::from_millis(self.opts.connect_timeout_ms);
-        let Ok(e) = self.entry_mut(lid) else { return };
+        let Ok(e) = self.entry(lid) else { return };
         let Kind::Listener(l) = &e.kind else { return };
         if e.handle.is_some() || l.pending.len() >= l.backlog {
             return;
         }
-        let mut s = new_tcp_socket(&l.opts);
+        let (port, opts) = (l.port, l.opts);
+        let Some((mut s, bytes)) = self.budgeted_tcp_socket(&opts) else {
+            return;
+        };
         s.set_timeout(Some(timeout));
-        if s.listen(l.port).is_ok() {
+        if s.listen(port).is_err() {
+            self.release_buffers(bytes);
+            return;
+        }
+        if let Ok(e) = self.entry_mut(lid) {
             e.handle = Some(e.set.add(s));
+            e.buf_bytes = bytes;
         }
     }
 
@@ -887,6 +1023,139 @@ impl NetStack {
         match outcome {
             Outcome::Keep | Outcome::Notify => self.reschedule(id, deadline),
             Outcome::Closed => self.on_closed(id, deadline),
+            Outcome::TimeWait => self.enter_time_wait(id),
+        }
+    }
+
+    /// Replaces an orphaned connection in TIME-WAIT by a compact record
+    /// (its 4-tuple and expiry) and frees the socket with its buffers.
+    fn enter_time_wait(&mut self, id: SocketId) {
+        let key = match self.entry(id) {
+            Ok(Entry {
+                kind: Kind::Tcp(c), ..
+            }) => c.key,
+            _ => None,
+        };
+        self.free_slot(id);
+        let Some(key) = key else { return };
+        self.stats.time_wait_entered += 1;
+        let max = self.opts.max_time_wait;
+        if max == 0 {
+            return;
+        }
+        while self.time_wait.len() >= max || self.time_wait_fifo.len() >= max.saturating_mul(2) {
+            let Some((t, k)) = self.time_wait_fifo.pop_front() else {
+                break;
+            };
+            if self.time_wait.get(&k) == Some(&t) {
+                self.time_wait.remove(&k);
+                self.stats.time_wait_recycled += 1;
+            }
+        }
+        // A record the heap has no room for is simply not kept.
+        if self.time_wait.try_reserve(1).is_err() || self.time_wait_fifo.try_reserve(1).is_err() {
+            return;
+        }
+        let expiry = self.now_ms.saturating_add(self.opts.time_wait_ms);
+        self.time_wait.insert(key, expiry);
+        self.time_wait_fifo.push_back((expiry, key));
+    }
+
+    /// Drops TIME-WAIT records whose time is up.
+    fn expire_time_wait(&mut self) {
+        while let Some(&(t, k)) = self.time_wait_fifo.front() {
+            if t > self.now_ms {
+                break;
+            }
+            self.time_wait_fifo.pop_front();
+            if self.time_wait.get(&k) == Some(&t) {
+                self.time_wait.remove(&k);
+            }
+        }
+    }
+
+    /// A segment for a 4-tuple in TIME-WAIT. Returns true when it is
+    /// consumed here; false when it should go on (a new SYN for the same
+    /// 4-tuple starts a new incarnation, as Linux allows).
+    fn time_wait_segment<N: Nic>(&mut self, nic: &mut N, key: &FourTuple, frame: &[u8]) -> bool {
+        let Some(&expiry) = self.time_wait.get(key) else {
+            return false;
+        };
+        if expiry <= self.now_ms {
+            self.time_wait.remove(key);
+            return false;
+        }
+        let Some((_, tcp)) = parse_tcp(frame) else {
+            return true;
+        };
+        if tcp.rst() {
+            self.time_wait.remove(key);
+            return true;
+        }
+        if tcp.syn() && !tcp.ack() {
+            self.time_wait.remove(key);
+            return false;
+        }
+        self.stats.time_wait_hits += 1;
+        if tcp.fin() && tcp.ack() {
+            self.time_wait_ack(nic, frame);
+        }
+        true
+    }
+
+    /// Answers a retransmitted FIN of a connection in TIME-WAIT with the ACK
+    /// it missed, built from the segment alone: our sequence number is what
+    /// it acknowledges, and we acknowledge its data and FIN.
+    fn time_wait_ack<N: Nic>(&mut self, nic: &mut N, frame: &[u8]) {
+        let Some((ip, tcp)) = parse_tcp(frame) else {
+            return;
+        };
+        let eth = EthernetFrame::new_unchecked(frame);
+        let consumed = tcp.payload().len() + 1;
+        let repr = TcpRepr {
+            src_port: tcp.dst_port(),
+            dst_port: tcp.src_port(),
+            control: TcpControl::None,
+            seq_number: tcp.ack_number(),
+            ack_number: Some(tcp.seq_number() + consumed),
+            window_len: 0,
+            window_scale: None,
+            max_seg_size: None,
+            sack_permitted: false,
+            sack_ranges: [None; 3],
+            timestamp: None,
+            payload: &[],
+        };
+        let ip_repr = Ipv4Repr {
+            src_addr: ip.dst_addr(),
+            dst_addr: ip.src_addr(),
+            next_header: IpProtocol::Tcp,
+            payload_len: repr.buffer_len(),
+            hop_limit: 64,
+        };
+        let eth_repr = EthernetRepr {
+            src_addr: self.mac,
+            dst_addr: eth.src_addr(),
+            ethertype: EthernetProtocol::Ipv4,
+        };
+        let len = eth_repr.buffer_len() + ip_repr.buffer_len() + repr.buffer_len();
+        let caps = ChecksumCapabilities::default();
+        let sent = nic.transmit(len, |buf| {
+            let mut f = EthernetFrame::new_unchecked(&mut buf[..]);
+            eth_repr.emit(&mut f);
+            let mut p = Ipv4Packet::new_unchecked(f.payload_mut());
+            ip_repr.emit(&mut p, &caps);
+            let mut t = TcpPacket::new_unchecked(p.payload_mut());
+            repr.emit(
+                &mut t,
+                &IpAddress::Ipv4(ip_repr.src_addr),
+                &IpAddress::Ipv4(ip_repr.dst_addr),
+                &caps,
+            );
+        });
+        if sent {
+            self.counters.tx_frames += 1;
+            self.counters.tx_bytes += len as u64;
         }
     }
 
@@ -1071,6 +1340,7 @@ impl NetStack {
             poll_at: None,
             dirty: false,
             rx_gen: 0,
+            buf_bytes: 0,
         });
         self.tcp_listeners.insert(port, id);
         self.arm(id);
@@ -1180,14 +1450,18 @@ impl NetStack {
                 }
             }
         }
-        let mut s = new_tcp_socket(&opts);
+        let (mut s, bytes) = self.budgeted_tcp_socket(&opts).ok_or(NetError::NoBufs)?;
         s.set_timeout(Some(Duration::from_millis(self.opts.connect_timeout_ms)));
-        s.connect(
+        if s.connect(
             self.iface.context(),
             IpEndpoint::new(IpAddress::Ipv4(key.remote_addr), key.remote_port),
             IpEndpoint::new(IpAddress::Ipv4(local), key.local_port),
         )
-        .map_err(|_| NetError::InvalidInput)?;
+        .is_err()
+        {
+            self.release_buffers(bytes);
+            return Err(NetError::InvalidInput);
+        }
         let mut set = one_set();
         let h = set.add(s);
         let now_ms = self.now_ms;
@@ -1198,6 +1472,7 @@ impl NetStack {
             poll_at: None,
             dirty: false,
             rx_gen: 0,
+            buf_bytes: bytes,
         });
         self.tcp_conns.insert(key, id);
         self.mark_dirty(id);
@@ -1431,6 +1706,7 @@ impl NetStack {
             poll_at: None,
             dirty: false,
             rx_gen: 0,
+            buf_bytes: 0,
         });
         self.udp_ports.insert(port, id);
         Ok(id)
@@ -1610,6 +1886,9 @@ enum Outcome {
     Notify,
     /// Reached CLOSED just now.
     Closed,
+    /// Closed by the application and now in TIME-WAIT: the socket and its
+    /// buffers go, a compact record takes its place.
+    TimeWait,
 }
 
 /// Observes the smoltcp state after a visit and keeps `Conn` in step.
@@ -1670,6 +1949,12 @@ fn update_conn(c: &mut Conn, s: &mut tcp::Socket, now_ms: u64, opts: &StackOptio
             if s.recv(|b| (b.len(), ())).is_err() {
                 break;
             }
+        }
+        if st == S::TimeWait && out != Outcome::Closed {
+            // The ACK of the peer's FIN left in this visit's egress (or, if
+            // the ring was full, the record answers the retransmitted FIN).
+            c.last_state = st;
+            return Outcome::TimeWait;
         }
         if st == S::FinWait2 {
             let d = *c

@@ -390,3 +390,121 @@ fn server_closed_connections_leave_time_wait_and_the_listener_keeps_serving() {
         net.a.socket_count()
     );
 }
+
+/// A connection we close first leaves no socket and no buffers behind:
+/// TIME-WAIT is a compact record, which expires on its own.
+#[test]
+fn time_wait_is_a_record_not_a_socket() {
+    let mut net = Net::new();
+    let l = net.a.tcp_listen(80, 64).unwrap();
+    let armed = net.a.stats().buffer_bytes;
+    assert!(
+        armed > 0,
+        "the listener's armed socket counts in the budget"
+    );
+    let ids: Vec<_> = (0..20)
+        .map(|_| net.b.tcp_connect(sa(IP_A, 80), None).unwrap())
+        .collect();
+    connect_all(&mut net, &ids);
+    let mut accepted = Vec::new();
+    assert!(net.run_until(
+        |n| {
+            while let Ok((id, _)) = n.a.tcp_accept(l) {
+                accepted.push(id);
+            }
+            accepted.len() == 20
+        },
+        10_000
+    ));
+    assert_eq!(net.a.stats().buffer_bytes, armed * 21);
+    for &id in &accepted {
+        net.a.tcp_send(id, b"bye").unwrap();
+        net.a.tcp_close(id).unwrap();
+    }
+    assert!(net.run_until(
+        |n| ids.iter().all(|&id| n.b.readiness(id) & EPOLLRDHUP != 0),
+        10_000
+    ));
+    for &id in &ids {
+        net.b.tcp_close(id).unwrap();
+    }
+    assert!(
+        net.run_until(|n| n.a.stats().time_wait == 20, 5_000),
+        "time_wait records: {}",
+        net.a.stats().time_wait
+    );
+    let s = net.a.stats();
+    assert_eq!(net.a.socket_count(), 1, "only the listener is left");
+    assert_eq!(s.buffer_bytes, armed, "TIME-WAIT holds no buffers");
+    assert_eq!(s.time_wait_entered, 20);
+    const { assert!(uk_net::TIME_WAIT_RECORD_BYTES <= 64) };
+    // The records run out by themselves.
+    assert!(net.run_until(|n| n.a.stats().time_wait == 0, 15_000));
+}
+
+/// With the buffer budget spent, new connections are refused (their SYNs
+/// dropped) while established ones keep working; once one closes, the
+/// listener takes connections again.
+#[test]
+fn buffer_budget_refuses_new_connections_and_keeps_old_ones() {
+    let per_conn = 2 * 1024;
+    let opts = StackOptions {
+        tcp: uk_net::SocketOptions {
+            rx_buffer: 1024,
+            tx_buffer: 1024,
+            nodelay: true,
+        },
+        // Three connections' buffers (the armed listening socket's included).
+        buffer_budget: 3 * per_conn,
+        ..StackOptions::default()
+    };
+    let mut net = Net::with_options(opts, StackOptions::default());
+    let l = net.a.tcp_listen(80, 64).unwrap();
+    let ids: Vec<_> = (0..4)
+        .map(|_| net.b.tcp_connect(sa(IP_A, 80), None).unwrap())
+        .collect();
+    let mut accepted = Vec::new();
+    net.run_until(
+        |n| {
+            while let Ok((id, _)) = n.a.tcp_accept(l) {
+                accepted.push(id);
+            }
+            false
+        },
+        2_000,
+    );
+    // Each armed socket takes a SYN and is re-armed while the budget has
+    // room; after the third, it has none and the fourth SYN is dropped.
+    assert_eq!(accepted.len(), 3, "accepted {}", accepted.len());
+    assert!(net.a.stats().budget_refusals > 0);
+    assert!(net.a.stats().buffer_bytes <= 3 * per_conn);
+    // The established ones still move data.
+    net.a.tcp_send(accepted[0], b"still here").unwrap();
+    let mut got = [0u8; 32];
+    let mut n_got = 0;
+    assert!(net.run_until(
+        |n| {
+            for &id in &ids {
+                if let Ok(k) = n.b.tcp_recv(id, &mut got) {
+                    n_got += k;
+                }
+            }
+            n_got == 10
+        },
+        2_000
+    ));
+    // Closing one (abort: no TIME-WAIT wait needed) makes room for a waiting client.
+    net.a.tcp_abort(accepted[0]).unwrap();
+    assert!(
+        net.run_until(
+            |n| {
+                while let Ok((id, _)) = n.a.tcp_accept(l) {
+                    accepted.push(id);
+                }
+                accepted.len() == 4
+            },
+            10_000
+        ),
+        "a retransmitted SYN got in once memory was released"
+    );
+}

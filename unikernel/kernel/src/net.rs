@@ -149,6 +149,10 @@ pub fn init() {
     // A server writes a response head and then its body: with Nagle's
     // algorithm the body would wait for the client's delayed ACK (~40 ms).
     opts.tcp.nodelay = true;
+    // Admission control: socket buffers may take half of the memory that is
+    // free now; past that, new connections are refused (SYNs dropped) and
+    // established ones keep going, instead of the heap running dry.
+    opts.buffer_budget = (crate::mm::free_bytes() / 2) as usize;
     let stack = NetStack::new(&mut nic, ipcfg, opts, now_ms());
     let mac = uk_net::Nic::mac(&nic);
     *NET.lock() = Some(alloc::boxed::Box::new(Net { stack, nic }));
@@ -256,7 +260,7 @@ pub fn stats_line() -> alloc::string::String {
     let s = n.stack.stats();
     let cp = n.stack.copy_stats();
     alloc::format!(
-        "rx_frames={} tx_frames={} rx_dropped={} tx_ring_full={} tx_tso_frames={} sockets={} socket_visits={} frames_dispatched={} accepted={} listen_overflows={} app_to_socket={} socket_to_app={}",
+        "rx_frames={} tx_frames={} rx_dropped={} tx_ring_full={} tx_tso_frames={} sockets={} socket_visits={} frames_dispatched={} accepted={} listen_overflows={} app_to_socket={} socket_to_app={} tcp_connections={} buffer_bytes={} buffer_budget={} bytes_per_connection={} budget_refusals={} time_wait={} time_wait_bytes_per_entry={} time_wait_entered={} time_wait_recycled={}",
         c.rx_frames,
         c.tx_frames,
         c.rx_dropped.total(),
@@ -268,7 +272,16 @@ pub fn stats_line() -> alloc::string::String {
         s.accepted,
         s.listen_overflows,
         cp.app_to_socket,
-        cp.socket_to_app
+        cp.socket_to_app,
+        s.tcp_connections,
+        s.buffer_bytes,
+        s.buffer_budget,
+        n.stack.tcp_bytes_per_connection(),
+        s.budget_refusals,
+        s.time_wait,
+        uk_net::TIME_WAIT_RECORD_BYTES,
+        s.time_wait_entered,
+        s.time_wait_recycled,
     )
 }
 
