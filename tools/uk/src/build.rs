@@ -59,6 +59,7 @@ pub fn image_path(app: &str, profile: Profile) -> PathBuf {
 /// (for the test harness).
 pub fn build_image(app: &str, profile: Profile, capture: bool) -> Result<PathBuf, Error> {
     check_app(app)?;
+    crate::toolchain::ensure_target()?;
     let mut cmd = build_command(app, profile);
     cmd.stdin(Stdio::null());
     let (ok, out) = if capture {

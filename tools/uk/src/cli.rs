@@ -728,6 +728,7 @@ fn run(r: RunArgs) -> Result<i32, Error> {
 }
 
 fn test(extra: &[String]) -> Result<i32, Error> {
+    crate::toolchain::ensure_target()?;
     ensure_qemu()?;
     // The disk-boot tests (tests/cloud.rs) need GRUB, FAT tools and OVMF:
     // installed here once (root), so parallel tests never race apt-get.

@@ -20,6 +20,7 @@ pub mod nginxvm;
 pub mod pathsbench;
 pub mod qemu;
 pub mod serial;
+pub mod toolchain;
 pub mod workspace;
 
 use std::fmt;
