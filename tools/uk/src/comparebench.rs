@@ -55,59 +55,12 @@ impl Default for CompareArgs {
     fn default() -> Self {
         CompareArgs {
             secs: 10,
-            conns: 16,
+            conns: 64,
             machine: Machine::Microvm,
             accel: None,
             no_mem: false,
         }
     }
-}
-
-/// Parses `bench compare [--secs S] [--conns N] [--machine M] [--no-mem]
-/// [--kvm|--tcg]` (also `--flag=value`).
-pub fn parse_args(args: &[String]) -> Result<CompareArgs, Error> {
-    let mut r = CompareArgs::default();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let (flag, inline) = match a.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
-            _ => (a.as_str(), None),
-        };
-        let mut value = || {
-            inline
-                .clone()
-                .or_else(|| it.next().cloned())
-                .ok_or_else(|| Error::Usage(format!("bench compare: {flag} needs a value")))
-        };
-        match flag {
-            "--secs" | "-s" => {
-                let v = value()?;
-                r.secs = v
-                    .parse()
-                    .ok()
-                    .filter(|&n| n > 0 && n <= 600)
-                    .ok_or_else(|| Error::Usage(format!("--secs: bad number of seconds '{v}'")))?;
-            }
-            "--conns" | "-c" => {
-                let v = value()?;
-                r.conns = v
-                    .parse()
-                    .ok()
-                    .filter(|&n| n > 0 && n <= 10_000)
-                    .ok_or_else(|| Error::Usage(format!("--conns: bad count '{v}'")))?;
-            }
-            "--machine" | "-M" => r.machine = value()?.parse().map_err(Error::Usage)?,
-            "--no-mem" if inline.is_none() => r.no_mem = true,
-            "--kvm" if inline.is_none() => r.accel = Some(Accel::Kvm),
-            "--tcg" if inline.is_none() => r.accel = Some(Accel::Tcg),
-            _ => {
-                return Err(Error::Usage(format!(
-                    "bench compare: unknown argument '{a}'"
-                )));
-            }
-        }
-    }
-    Ok(r)
 }
 
 /// The two systems compared.
@@ -653,64 +606,6 @@ pub fn bench_compare(args: &CompareArgs) -> Result<i32, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn s(v: &[&str]) -> Vec<String> {
-        v.iter().map(|x| x.to_string()).collect()
-    }
-
-    #[test]
-    fn parses_args() {
-        assert_eq!(parse_args(&[]).unwrap(), CompareArgs::default());
-        let a = parse_args(&s(&[
-            "--secs",
-            "3",
-            "-c=8",
-            "--machine=q35",
-            "--tcg",
-            "--no-mem",
-        ]));
-        // `-c=8` is not a `--flag=value`: refused.
-        assert!(a.is_err());
-        let a = parse_args(&s(&[
-            "--secs",
-            "3",
-            "--conns=8",
-            "--machine=q35",
-            "--tcg",
-            "--no-mem",
-        ]))
-        .unwrap();
-        assert_eq!(
-            a,
-            CompareArgs {
-                secs: 3,
-                conns: 8,
-                machine: Machine::Q35,
-                accel: Some(Accel::Tcg),
-                no_mem: true,
-            }
-        );
-        assert_eq!(
-            parse_args(&s(&["-s", "2", "-M", "microvm", "--kvm"]))
-                .unwrap()
-                .accel,
-            Some(Accel::Kvm)
-        );
-        for bad in [
-            &["--secs", "0"][..],
-            &["--secs"],
-            &["--secs", "x"],
-            &["--conns", "0"],
-            &["--machine", "pc"],
-            &["--kvm=1"],
-            &["--fast"],
-        ] {
-            assert!(
-                matches!(parse_args(&s(bad)), Err(Error::Usage(_))),
-                "{bad:?} accepted"
-            );
-        }
-    }
 
     #[test]
     fn verdicts() {

@@ -21,6 +21,7 @@ pub mod pathsbench;
 pub mod qemu;
 pub mod serial;
 pub mod toolchain;
+pub mod vms;
 pub mod workspace;
 
 use std::fmt;
