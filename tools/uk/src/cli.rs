@@ -537,10 +537,6 @@ fn run(r: RunArgs) -> Result<i32, Error> {
         .site
         .clone()
         .or_else(|| (app == "httpd").then(crate::workspace::demo_site));
-    let disk = match &site {
-        Some(dir) => Some(crate::image::TempImage::from_dir(dir)?),
-        None => None,
-    };
     let mut cfg = VmConfig {
         image,
         machine: r.machine,
@@ -548,14 +544,22 @@ fn run(r: RunArgs) -> Result<i32, Error> {
         accel: r.accel.get().unwrap_or_else(Accel::detect),
         append: r.append_line(),
         args: r.args.clone(),
-        fwds: r.fwds,
+        fwds: r.fwds.clone(),
         net: false,
         tap: None,
         netns: None,
-        disk: disk.as_ref().map(|d| d.path.clone()),
+        disk: None,
         disk_bus: crate::qemu::DiskBus::Blk,
     };
     cfg.apply_app_defaults(&app);
+    if r.detach {
+        return crate::vms::start(&app, r.name.as_deref(), cfg, site.as_deref(), r.verbose);
+    }
+    let disk = match &site {
+        Some(dir) => Some(crate::image::TempImage::from_dir(dir)?),
+        None => None,
+    };
+    cfg.disk = disk.as_ref().map(|d| d.path.clone());
     let mut cmd = qemu_command(&cfg);
     if r.verbose {
         eprintln!("{}", render_command(&cmd));
@@ -575,9 +579,16 @@ fn run(r: RunArgs) -> Result<i32, Error> {
             println!("http://127.0.0.1:{}/", f.host);
         }
     }
-    let status = cmd
-        .status()
+    // QEMU dies with the CLI; SIGINT, SIGTERM and SIGHUP stop it first.
+    let mut child = crate::proc::spawn_foreground(&mut cmd)
         .map_err(|e| Error::Failed(format!("cannot start {}: {e}", crate::QEMU)))?;
+    let (status, signal) = crate::proc::wait_forwarding(&mut child, Duration::from_secs(5))
+        .map_err(|e| Error::Failed(format!("waiting for {}: {e}", crate::QEMU)))?;
+    drop(disk);
+    if let Some(sig) = signal {
+        eprintln!("uk: stopped by signal {sig}; the VM is stopped");
+        return Ok(128 + sig);
+    }
     let exit = map_exit_status(status);
     match exit {
         Exit::App(0) => {}

@@ -18,6 +18,7 @@ pub mod netclient;
 pub mod netns;
 pub mod nginxvm;
 pub mod pathsbench;
+pub mod proc;
 pub mod qemu;
 pub mod serial;
 pub mod toolchain;
