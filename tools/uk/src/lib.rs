@@ -19,6 +19,7 @@ pub mod netns;
 pub mod nginxvm;
 pub mod pathsbench;
 pub mod proc;
+pub mod progress;
 pub mod qemu;
 pub mod serial;
 pub mod toolchain;

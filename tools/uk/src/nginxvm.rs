@@ -111,6 +111,7 @@ else
     echo "nginx-vm: nginx failed"
 fi
 if ! grep -q 'ukwww=1k' /proc/cmdline; then
+    head -c 65536 /dev/urandom > /www/64k.bin
     head -c 1048576 /dev/urandom > /www/1m.bin
     head -c 16777216 /dev/urandom > /www/16m.bin
 fi
