@@ -624,32 +624,121 @@ fn test(extra: &[String]) -> Result<i32, Error> {
             eprintln!("uk: warning: {e}");
         }
     }
-    let cargo_test = |pkg: Option<&str>| -> Result<bool, Error> {
+    // Tests that need root or KVM record themselves here when they skip
+    // (uk_tests::skip), so the summary reports them as skipped, not passed.
+    let skip_file = crate::target_dir().join("uk-test-skips.txt");
+    let _ = std::fs::create_dir_all(crate::target_dir());
+    let _ = std::fs::remove_file(&skip_file);
+    let mut counts = TestCounts::default();
+    let mut cargo_test = |pkg: Option<&str>| -> Result<bool, Error> {
         let mut cmd = cargo();
         // Report every failing test binary, not just the first.
         cmd.current_dir(root()).args(["test", "--no-fail-fast"]);
         if let Some(p) = pkg {
             cmd.args(["--package", p]);
         }
-        cmd.args(extra).stdin(Stdio::null());
+        cmd.args(extra)
+            .env("UK_TEST_SKIP_FILE", &skip_file)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped());
         eprintln!("uk: {}", render_command(&cmd));
-        cmd.status()
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| Error::Failed(format!("cannot run cargo: {e}")))?;
+        // libtest's output goes on to our stdout, line by line, and its
+        // "test result:" lines are counted.
+        let out = child.stdout.take().expect("piped stdout");
+        for line in std::io::BufRead::lines(std::io::BufReader::new(out)).map_while(Result::ok) {
+            println!("{line}");
+            counts.add_line(&line);
+        }
+        child
+            .wait()
             .map(|s| s.success())
             .map_err(|e| Error::Failed(format!("cannot run cargo: {e}")))
     };
     let host = cargo_test(None)?;
     let qemu = cargo_test(Some("uk-tests"))?;
-    match (host, qemu) {
-        (true, true) => Ok(0),
-        _ => {
-            eprintln!(
-                "uk: host tests {}, QEMU tests {}",
-                if host { "passed" } else { "FAILED" },
-                if qemu { "passed" } else { "FAILED" }
-            );
-            Ok(1)
+    let skipped = read_skips(&skip_file);
+    println!();
+    if !skipped.is_empty() {
+        println!(
+            "uk: {} test(s) skipped (they need root or KVM; counted as skipped, not passed):",
+            skipped.len()
+        );
+        for (name, reason) in &skipped {
+            println!("uk:   {name}: {reason}");
         }
     }
+    println!(
+        "uk: host tests {}, QEMU tests {}",
+        if host { "passed" } else { "FAILED" },
+        if qemu { "passed" } else { "FAILED" }
+    );
+    println!("{}", counts.summary(skipped.len() as u64));
+    let strict = std::env::var_os("UK_FAIL_ON_SKIP").is_some_and(|v| v == "1");
+    if strict && !skipped.is_empty() {
+        eprintln!("uk: UK_FAIL_ON_SKIP=1 and tests were skipped: failing");
+        return Ok(1);
+    }
+    Ok(if host && qemu { 0 } else { 1 })
+}
+
+/// Totals over libtest's `test result:` lines.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TestCounts {
+    /// Passed (including tests that skipped themselves).
+    pub passed: u64,
+    /// Failed.
+    pub failed: u64,
+    /// `#[ignore]`d.
+    pub ignored: u64,
+}
+
+impl TestCounts {
+    /// Adds a `test result: ok. 3 passed; 1 failed; 0 ignored; ...` line.
+    pub fn add_line(&mut self, line: &str) {
+        let Some(rest) = line.trim().strip_prefix("test result: ") else {
+            return;
+        };
+        for part in rest.split(';') {
+            let words: Vec<&str> = part.split_whitespace().collect();
+            let (n, what) = match words.as_slice() {
+                [.., n, w] => (n.parse::<u64>().unwrap_or(0), *w),
+                _ => continue,
+            };
+            match what {
+                "passed" => self.passed += n,
+                "failed" => self.failed += n,
+                "ignored" => self.ignored += n,
+                _ => {}
+            }
+        }
+    }
+
+    /// `summary: 120 passed, 0 failed, 4 skipped` (skipped tests are taken
+    /// out of libtest's passed count; `#[ignore]`d ones are added).
+    pub fn summary(&self, skipped: u64) -> String {
+        format!(
+            "summary: {} passed, {} failed, {} skipped",
+            self.passed.saturating_sub(skipped),
+            self.failed,
+            skipped + self.ignored
+        )
+    }
+}
+
+/// The `NAME<TAB>REASON` lines the skipping tests wrote.
+pub fn read_skips(path: &Path) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once('\t'))
+        .map(|(n, r)| (n.to_string(), r.to_string()))
+        .collect();
+    v.sort();
+    v.dedup();
+    v
 }
 
 fn bench_boot(runs: usize, accel: Option<Accel>) -> Result<i32, Error> {
@@ -1146,6 +1235,40 @@ mod tests {
             assert!(p(&["completions", sh]).is_ok());
         }
         usage_err(&["completions", "tcsh"]);
+    }
+
+    #[test]
+    fn test_counts_and_skips() {
+        let mut c = TestCounts::default();
+        c.add_line("test result: ok. 13 passed; 0 failed; 1 ignored; 0 measured; 78 filtered out; finished in 0.02s");
+        c.add_line(
+            "test result: FAILED. 3 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out",
+        );
+        c.add_line("running 4 tests");
+        assert_eq!(
+            c,
+            TestCounts {
+                passed: 16,
+                failed: 2,
+                ignored: 1
+            }
+        );
+        assert_eq!(c.summary(4), "summary: 12 passed, 2 failed, 5 skipped");
+        let f = std::env::temp_dir().join(format!("uk-skips-{}", std::process::id()));
+        std::fs::write(
+            &f,
+            "net::a\tneeds root\nio::b\tneeds root\nnet::a\tneeds root\n",
+        )
+        .unwrap();
+        assert_eq!(
+            read_skips(&f),
+            [
+                ("io::b".to_string(), "needs root".to_string()),
+                ("net::a".to_string(), "needs root".to_string())
+            ]
+        );
+        std::fs::remove_file(&f).unwrap();
+        assert!(read_skips(&f).is_empty());
     }
 
     #[test]

@@ -459,7 +459,7 @@ pub fn bench_compare(args: &CompareArgs) -> Result<i32, Error> {
                 k + 1,
                 args.secs
             ));
-            let r = measure_checked(&ns, c, args.secs, path).map_err(|e| e.to_string());
+            let r = measure_checked(&ns, c, args.secs, path).map_err(|e| e.message());
             step.finish(r.is_ok());
             if let Err(e) = &r {
                 // A guest that stopped answering fails what is left of it.

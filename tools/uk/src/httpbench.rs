@@ -203,9 +203,19 @@ pub fn probe(ns: &Netns) -> Result<(), Error> {
          --max-time 5 http://{GUEST_IP}/1k.bin); [ \"$c\" = 200 ] && exit 0; done; \
          echo \"last status: $c\" >&2; exit 1"
     );
-    run(&mut ns.command("sh", ["-c", &script]))
-        .map(drop)
-        .map_err(|e| Error::Failed(format!("the guest no longer answers a probe: {e}")))
+    let out = ns
+        .command("sh", ["-c", &script])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| Error::Failed(format!("cannot run curl in the namespace: {e}")))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(Error::Failed(format!(
+            "the guest no longer answers: 3 probes of /1k.bin failed ({})",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
 }
 
 /// [`measure_file`], then the stall checks: [`stall_reason`] and [`probe`].
@@ -216,7 +226,12 @@ pub fn measure_checked(ns: &Netns, conns: u32, secs: u64, path: &str) -> Result<
             "{path} with {conns} connections: {why}"
         )));
     }
-    probe(ns).map_err(|e| Error::Failed(format!("after {path} with {conns} connections: {e}")))?;
+    probe(ns).map_err(|e| {
+        Error::Failed(format!(
+            "after {path} with {conns} connections: {}",
+            e.message()
+        ))
+    })?;
     Ok(r)
 }
 
@@ -289,7 +304,8 @@ pub fn bench_http(secs: u64, conns: u32, accel: Option<Accel>) -> Result<i32, Er
     ];
     let mut with_guest = |e: Error| {
         Error::Failed(format!(
-            "{e}\n--- guest output (last lines) ---\n{}",
+            "{}\n--- guest output (last lines) ---\n{}",
+            e.message(),
             console_tail(&guest.output(), 40)
         ))
     };
@@ -306,7 +322,14 @@ pub fn bench_http(secs: u64, conns: u32, accel: Option<Accel>) -> Result<i32, Er
         ));
         let r = measure_checked(&ns, c, secs, path);
         step.finish(r.is_ok());
-        let r = r.map_err(&mut with_guest)?;
+        let r = match r {
+            Ok(r) => r,
+            Err(e) => {
+                // What was measured before the stall, then the failure.
+                print!("{}", table(&rows));
+                return Err(with_guest(e));
+            }
+        };
         let mb_s = r.requests_per_sec * size as f64 / 1e6;
         rows.push(vec![
             c.to_string(),
