@@ -437,7 +437,14 @@ pub fn execute(cmd: Cmd) -> Result<i32, Error> {
             if format != crate::image::ImageFormat::Ext4 {
                 return crate::bootdisk::image_command(&app, &site, &out, format);
             }
-            let size = crate::image::build_image_from_dir(&site, &out, format)?;
+            let size = crate::progress::step(
+                &format!(
+                    "packing {} into {}",
+                    display_path(&site),
+                    display_path(&out)
+                ),
+                || crate::image::build_image_from_dir(&site, &out, format),
+            )?;
             println!(
                 "{}  {size} bytes ({:.1} MiB, ext4 of {})",
                 display_path(&out),
@@ -755,12 +762,15 @@ fn bench_boot(runs: usize, accel: Option<Accel>) -> Result<i32, Error> {
         let mut cfg = VmConfig::new(&image);
         cfg.machine = machine;
         cfg.accel = accel;
-        let mut samples = Vec::with_capacity(runs);
-        for i in 0..runs {
-            let s = bench::boot_once(&cfg, Duration::from_secs(120))
-                .map_err(|e| Error::Failed(format!("{machine} run {}/{runs}: {e}", i + 1)))?;
-            samples.push(s);
-        }
+        let samples = crate::progress::step(&format!("{machine}: {runs} boots"), || {
+            let mut samples = Vec::with_capacity(runs);
+            for i in 0..runs {
+                let s = bench::boot_once(&cfg, Duration::from_secs(120))
+                    .map_err(|e| Error::Failed(format!("{machine} run {}/{runs}: {e}", i + 1)))?;
+                samples.push(s);
+            }
+            Ok::<_, Error>(samples)
+        })?;
         rows.push(bench::row(machine, size, &samples));
     }
     rows.extend(crate::bootdisk::bench_disk_rows(&image, runs, accel)?);
@@ -871,12 +881,15 @@ fn bench_sched(runs: usize, accel: Option<Accel>) -> Result<i32, Error> {
         cfg.machine = machine;
         cfg.accel = accel;
         cfg.args = vec!["bench-sched".into()];
-        let mut samples = Vec::with_capacity(runs);
-        for i in 0..runs {
-            let s = bench::sched_once(&cfg, Duration::from_secs(300))
-                .map_err(|e| Error::Failed(format!("{machine} run {}/{runs}: {e}", i + 1)))?;
-            samples.push(s);
-        }
+        let samples = crate::progress::step(&format!("{machine}: {runs} runs"), || {
+            let mut samples = Vec::with_capacity(runs);
+            for i in 0..runs {
+                let s = bench::sched_once(&cfg, Duration::from_secs(300))
+                    .map_err(|e| Error::Failed(format!("{machine} run {}/{runs}: {e}", i + 1)))?;
+                samples.push(s);
+            }
+            Ok::<_, Error>(samples)
+        })?;
         rows.extend(bench::sched_rows(machine, &samples));
     }
     print!("{}", bench::table(&rows));
@@ -899,8 +912,9 @@ fn bench_idle(secs: u64, accel: Option<Accel>) -> Result<i32, Error> {
         cfg.machine = machine;
         cfg.accel = accel;
         cfg.args = vec!["idle".into(), secs.to_string()];
-        let s = bench::idle_once(&cfg, timeout)
-            .map_err(|e| Error::Failed(format!("{machine}: {e}")))?;
+        let s = crate::progress::step(&format!("{machine}: idle {secs} s"), || {
+            bench::idle_once(&cfg, timeout).map_err(|e| Error::Failed(format!("{machine}: {e}")))
+        })?;
         rows.push(bench::idle_row(machine, &s));
         verdicts.push(bench::idle_verdict(machine, &s));
     }

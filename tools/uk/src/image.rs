@@ -215,7 +215,10 @@ impl TempImage {
             reclaim_stale(p);
         }
         let img = TempImage { path };
-        build_image_from_dir(dir, &img.path, ImageFormat::Ext4)?;
+        crate::progress::step(
+            &format!("packing {} into an ext4 image", dir.display()),
+            || build_image_from_dir(dir, &img.path, ImageFormat::Ext4),
+        )?;
         Ok(img)
     }
 }

@@ -177,7 +177,10 @@ pub fn start(
     }
     if let Some(site) = site {
         let disk = dir.join("disk.img");
-        crate::image::build_image_from_dir(site, &disk, crate::ImageFormat::Ext4)?;
+        crate::progress::step(
+            &format!("packing {} into {}", site.display(), disk.display()),
+            || crate::image::build_image_from_dir(site, &disk, crate::ImageFormat::Ext4),
+        )?;
         cfg.disk = Some(disk);
     }
     let log_path = dir.join("console.log");
