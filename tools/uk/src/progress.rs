@@ -45,10 +45,10 @@ impl Step {
     /// Ends the step with one line saying how it went and how long it took.
     pub fn finish(self, ok: bool) {
         let line = finish_line(&self.what, ok, self.start.elapsed());
-        match &self.bar {
-            Some(b) => b.finish_with_message(line),
-            None => eprintln!("uk: {line}"),
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
         }
+        eprintln!("uk: {line}");
     }
 }
 
