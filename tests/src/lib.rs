@@ -653,6 +653,61 @@ macro_rules! machine_tests {
     };
 }
 
+/// The environment variable naming the file [`skip`] appends to; set by
+/// `cargo uk test`, which reports the skipped tests in its summary.
+pub const SKIP_FILE_ENV: &str = "UK_TEST_SKIP_FILE";
+
+/// Records that the current test is skipped (it needs root or KVM): prints
+/// `skipped: REASON` and appends `NAME<TAB>REASON` to the file named by
+/// [`SKIP_FILE_ENV`], so that `cargo uk test` reports it as skipped rather
+/// than passed. The test then returns. The name is the test thread's
+/// (libtest names it after the test) unless `name` is given.
+pub fn skip(name: Option<&str>, reason: &str) {
+    skip_to(
+        std::env::var_os(SKIP_FILE_ENV)
+            .map(PathBuf::from)
+            .as_deref(),
+        name,
+        reason,
+    );
+}
+
+/// [`skip`], recording to `file` (none: only the printed line).
+pub fn skip_to(file: Option<&std::path::Path>, name: Option<&str>, reason: &str) {
+    let thread = std::thread::current();
+    let name = name
+        .or(thread.name())
+        .filter(|n| *n != "main")
+        .unwrap_or("(unnamed test)");
+    let exe = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .map(|s| s.rsplit_once('-').map_or(s.clone(), |(a, _)| a.to_string()))
+        .unwrap_or_default();
+    eprintln!("skipped: {reason}");
+    if let Some(path) = file {
+        let line = format!("{exe}::{name}\t{reason}\n");
+        let _ = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .and_then(|mut f| f.write_all(line.as_bytes()));
+    }
+}
+
+/// For tests that need root (network namespaces, TAP): true (and the test
+/// is recorded as skipped, see [`skip`]) when not root, so the test returns.
+pub fn skip_unless_root() -> bool {
+    if is_root() {
+        return false;
+    }
+    skip(
+        None,
+        "needs root (creating a network namespace and a TAP device)",
+    );
+    true
+}
+
 /// True when this process runs as root (network namespaces and TAP need it).
 pub fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")

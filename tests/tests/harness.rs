@@ -187,3 +187,21 @@ machine_tests!(bench_boot_once, |m| {
     assert_eq!(row[0], m.name());
     assert_eq!(row[6], "0.01");
 });
+
+#[test]
+fn a_skipping_test_is_recorded_with_its_name() {
+    let file = uk_cli::image::temp_path("skips").with_extension("txt");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    uk_tests::skip_to(Some(&file), None, "needs KVM");
+    uk_tests::skip_to(Some(&file), Some("other"), "needs root");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::remove_file(&file).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    // libtest names the test's thread after the test.
+    assert!(
+        lines[0].starts_with("harness::a_skipping_test_is_recorded_with_its_name\tneeds KVM"),
+        "{text}"
+    );
+    assert_eq!(lines[1], "harness::other\tneeds root");
+}

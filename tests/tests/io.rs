@@ -138,8 +138,7 @@ machine_tests!(sendfile_16mib_byte_exact_and_zero_app_copies, |m| {
 // headers, so virtio-net offers `HOST_TSO4`): 16 MiB through sendfile
 // arrive byte-exact, and the driver handed super-segments to the device.
 machine_tests!(sendfile_16mib_over_tap_with_tso_byte_exact, |m| {
-    if !uk_tests::is_root() {
-        eprintln!("skipped: creating a network namespace and a TAP device needs root");
+    if uk_tests::skip_unless_root() {
         return;
     }
     let tag = match m {
@@ -207,8 +206,7 @@ machine_tests!(sendfile_16mib_over_tap_with_tso_byte_exact, |m| {
 
 #[test]
 fn ten_thousand_connections_held_by_one_thread_over_tap() {
-    if !uk_tests::is_root() {
-        eprintln!("skipped: creating a network namespace and a TAP device needs root");
+    if uk_tests::skip_unless_root() {
         return;
     }
     let ns = Netns::create("hold").expect("create the test namespace");

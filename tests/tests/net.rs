@@ -106,8 +106,7 @@ machine_tests!(two_hundred_concurrent_connections_echo_64k, |m| {
 
 #[test]
 fn static_address_on_tap_in_a_network_namespace() {
-    if !uk_tests::is_root() {
-        eprintln!("skipped: creating a network namespace and a TAP device needs root");
+    if uk_tests::skip_unless_root() {
         return;
     }
     let ns = Netns::create("echo").expect("create the test namespace");
@@ -140,8 +139,7 @@ fn static_address_on_tap_in_a_network_namespace() {
 
 #[test]
 fn connect_burst_of_200_over_tap_is_not_refused() {
-    if !uk_tests::is_root() {
-        eprintln!("skipped: creating a network namespace and a TAP device needs root");
+    if uk_tests::skip_unless_root() {
         return;
     }
     let ns = Netns::create("burst").expect("create the test namespace");

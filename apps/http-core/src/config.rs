@@ -1,8 +1,11 @@
 //! The static file server's command line: port, document root, index file,
-//! log level, data path and limits.
+//! log level, data path and limits, and the site's rules: extra headers,
+//! `Cache-Control` per path pattern, redirects and custom error pages (what
+//! `cargo uk` translates a site's `uk.toml` into).
 
 use alloc::format;
 use alloc::string::{String, ToString};
+use alloc::vec::Vec;
 
 use crate::parse::Limits;
 use crate::path::SafePath;
@@ -80,8 +83,142 @@ pub struct Config {
     pub max_ranges: usize,
     /// Optional `Cache-Control` value for file responses.
     pub cache_control: Option<String>,
+    /// Fields added to every response (`--header 'Name: value'`).
+    pub headers: Vec<(String, String)>,
+    /// `Cache-Control` per path pattern, first match wins over
+    /// `cache_control` (`--cache-rule 'PATTERN=VALUE'`).
+    pub cache_rules: Vec<(String, String)>,
+    /// Redirects (`--redirect 'FROM TO [STATUS]'`), first match wins.
+    pub redirects: Vec<Redirect>,
+    /// Custom error pages: status → path of an HTML file under the root
+    /// (`--error-page 404=/404.html`).
+    pub error_pages: Vec<(u16, String)>,
     /// `--help` was given.
     pub help: bool,
+}
+
+/// One redirect rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redirect {
+    /// A path pattern ([`glob_match`]) matched against the decoded request
+    /// path.
+    pub from: String,
+    /// The `Location`: a path or an absolute URL.
+    pub to: String,
+    /// 301, 302, 307 or 308.
+    pub status: u16,
+}
+
+/// Whether `path` matches `pattern`: `*` matches any run of characters
+/// (slashes included), `?` one character, everything else itself.
+/// `/assets/*` matches everything under `/assets/`; `*.css` every CSS file.
+pub fn glob_match(pattern: &str, path: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), path.chars().collect());
+    let (mut pi, mut ti) = (0, 0);
+    // The last `*` seen and the text position it was tried at.
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if let Some((sp, st)) = star {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+impl Config {
+    /// The `Cache-Control` for a request path: the first matching rule,
+    /// else the global value.
+    pub fn cache_control_for(&self, path: &str) -> Option<&str> {
+        self.cache_rules
+            .iter()
+            .find(|(p, _)| glob_match(p, path))
+            .map(|(_, v)| v.as_str())
+            .or(self.cache_control.as_deref())
+    }
+
+    /// The redirect for a request path, if any.
+    pub fn redirect_for(&self, path: &str) -> Option<&Redirect> {
+        self.redirects.iter().find(|r| glob_match(&r.from, path))
+    }
+
+    /// The custom page for an error status, if any.
+    pub fn error_page(&self, status: u16) -> Option<&str> {
+        self.error_pages
+            .iter()
+            .find(|(s, _)| *s == status)
+            .map(|(_, p)| p.as_str())
+    }
+}
+
+fn safe_value(v: &str) -> bool {
+    !v.is_empty() && v.bytes().all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+}
+
+fn is_token(v: &str) -> bool {
+    !v.is_empty()
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// Parses `Name: value`.
+pub fn parse_header(s: &str) -> Option<(String, String)> {
+    let (n, v) = s.split_once(':')?;
+    let (n, v) = (n.trim(), v.trim());
+    let framing = [
+        "content-length",
+        "connection",
+        "transfer-encoding",
+        "date",
+        "server",
+    ];
+    (is_token(n) && safe_value(v) && !framing.iter().any(|f| n.eq_ignore_ascii_case(f)))
+        .then(|| (n.to_string(), v.to_string()))
+}
+
+/// Parses `PATTERN=VALUE` (a `Cache-Control` rule).
+pub fn parse_cache_rule(s: &str) -> Option<(String, String)> {
+    let (p, v) = s.split_once('=')?;
+    let (p, v) = (p.trim(), v.trim());
+    (p.starts_with(['/', '*']) && safe_value(p) && safe_value(v))
+        .then(|| (p.to_string(), v.to_string()))
+}
+
+/// Parses `FROM TO [STATUS]` (status 301 by default).
+pub fn parse_redirect(s: &str) -> Option<Redirect> {
+    let mut w = s.split_whitespace();
+    let from = w.next()?;
+    let to = w.next()?;
+    let status = match w.next() {
+        Some(c) => c
+            .parse()
+            .ok()
+            .filter(|c| matches!(c, 301 | 302 | 307 | 308))?,
+        None => 301,
+    };
+    (w.next().is_none() && from.starts_with(['/', '*']) && safe_value(to)).then(|| Redirect {
+        from: from.to_string(),
+        to: to.to_string(),
+        status,
+    })
+}
+
+/// Parses `STATUS=/path.html` (a 4xx or 5xx status, an absolute path).
+pub fn parse_error_page(s: &str) -> Option<(u16, String)> {
+    let (c, p) = s.split_once('=')?;
+    let c: u16 = c.trim().parse().ok().filter(|c| (400..600).contains(c))?;
+    let p = p.trim();
+    (p.starts_with('/') && !p.ends_with('/') && !p.contains(['\\', '\0']) && safe_value(p))
+        .then(|| (c, p.to_string()))
 }
 
 impl Default for Config {
@@ -100,6 +237,10 @@ impl Default for Config {
             backlog: 511,
             max_ranges: 16,
             cache_control: None,
+            headers: Vec::new(),
+            cache_rules: Vec::new(),
+            redirects: Vec::new(),
+            error_pages: Vec::new(),
             help: false,
         }
     }
@@ -125,6 +266,10 @@ usage: httpd [OPTIONS]
   --max-body N             request body bytes read and discarded, more -> 413 (65536)
   --max-ranges N           ranges per request honoured (16)
   --cache-control VALUE    Cache-Control for file responses (none)
+  --cache-rule 'P=VALUE'   Cache-Control for paths matching P (*, ?), repeatable
+  --header 'Name: value'   extra field on every response, repeatable
+  --redirect 'FROM TO [S]' redirect paths matching FROM to TO (301, 302, 307, 308)
+  --error-page S=/PATH     serve the file PATH as the body of status S (404=/404.html)
   --help                   this text";
 
 /// Parses a duration: `10s`, `500ms`, `2m`, or a plain number of seconds.
@@ -269,6 +414,27 @@ pub fn parse_args<S: AsRef<str>>(args: &[S]) -> Result<Config, String> {
                     return Err(bad(v, "header value"));
                 }
                 c.cache_control = Some(v.to_string());
+            }
+            "--header" => {
+                let v = value()?;
+                c.headers
+                    .push(parse_header(v).ok_or_else(|| bad(v, "header ('Name: value')"))?);
+            }
+            "--cache-rule" => {
+                let v = value()?;
+                c.cache_rules
+                    .push(parse_cache_rule(v).ok_or_else(|| bad(v, "rule ('PATTERN=VALUE')"))?);
+            }
+            "--redirect" => {
+                let v = value()?;
+                c.redirects
+                    .push(parse_redirect(v).ok_or_else(|| bad(v, "redirect ('FROM TO [301]')"))?);
+            }
+            "--error-page" => {
+                let v = value()?;
+                c.error_pages.push(
+                    parse_error_page(v).ok_or_else(|| bad(v, "error page ('404=/404.html')"))?,
+                );
             }
             "--help" | "-h" => c.help = true,
             _ => return Err(format!("unknown argument '{arg}'")),

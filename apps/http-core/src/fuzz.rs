@@ -79,6 +79,7 @@ fn run_pipeline(data: &[u8], limits: &Limits, h: u64) {
         server: "fuzz",
         max_ranges: 4,
         cache_control: if h & 4 == 0 { Some("max-age=60") } else { None },
+        headers: &[],
     };
     let mut off = 0usize;
     for round in 0..16u64 {

@@ -48,5 +48,5 @@ pub use precond::{
 };
 pub use response::{
     BodyPart, FileInfo, Resource, ResponsePlan, ServerInfo, error_response, plan_error,
-    plan_response, reason_phrase,
+    plan_error_page, plan_redirect, plan_response, reason_phrase,
 };

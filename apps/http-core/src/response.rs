@@ -26,6 +26,9 @@ pub struct ServerInfo<'a> {
     pub max_ranges: usize,
     /// Optional `Cache-Control` value for file responses (200/206/304).
     pub cache_control: Option<&'a str>,
+    /// Extra fields added to every response (the site's headers); unsafe
+    /// names or values are dropped, as in [`error_response`].
+    pub headers: &'a [(String, String)],
 }
 
 impl Default for ServerInfo<'static> {
@@ -35,6 +38,7 @@ impl Default for ServerInfo<'static> {
             server: "uk-http",
             max_ranges: 16,
             cache_control: None,
+            headers: &[],
         }
     }
 }
@@ -191,6 +195,15 @@ impl Head {
         write_http_date(&mut h.0, now_unix);
         h.0.push_str("\r\n");
         h.field("Server", info.server);
+        for (n, v) in info.headers {
+            // Framing fields are the server's own.
+            if !["content-length", "connection", "transfer-encoding"]
+                .iter()
+                .any(|f| n.eq_ignore_ascii_case(f))
+            {
+                h.field(n, v);
+            }
+        }
         h
     }
 
@@ -305,6 +318,79 @@ pub fn plan_error(
         plan.into_head_only()
     } else {
         plan
+    }
+}
+
+/// A redirect (301, 302, 307 or 308; anything else is sent as 302) to
+/// `location` with a small HTML body; a `location` with unsafe characters
+/// gives a 500. Honours keep-alive and HEAD as [`plan_error`] does.
+pub fn plan_redirect(
+    req: &Request,
+    status: u16,
+    location: &str,
+    now_unix: u64,
+    info: &ServerInfo<'_>,
+) -> ResponsePlan {
+    let status = if matches!(status, 301 | 302 | 307 | 308) {
+        status
+    } else {
+        302
+    };
+    if location.is_empty() || !is_safe_value(location) {
+        return plan_error(req, 500, now_unix, info);
+    }
+    let plan = error_plan(
+        status,
+        req.keep_alive,
+        Some(req.version_minor),
+        now_unix,
+        info,
+        &[("Location", location)],
+    );
+    if req.is_head() {
+        plan.into_head_only()
+    } else {
+        plan
+    }
+}
+
+/// A custom error page: status `status` (e.g. 404) with the whole file
+/// `page` as the body (no ranges, no conditionals, no precompressed
+/// siblings, `Cache-Control: no-store`). HEAD gets the headers only.
+pub fn plan_error_page(
+    req: &Request,
+    status: u16,
+    page: &FileInfo<'_>,
+    now_unix: u64,
+    info: &ServerInfo<'_>,
+) -> ResponsePlan {
+    let content_type = if is_safe_value(page.content_type) {
+        page.content_type
+    } else {
+        crate::DEFAULT_MIME
+    };
+    let mut h = Head::new(status, now_unix, info);
+    h.field("Content-Type", content_type);
+    h.field_u64("Content-Length", page.meta.len);
+    h.field("Cache-Control", "no-store");
+    if status == 405 {
+        h.field("Allow", ALLOW);
+    }
+    h.connection(req.keep_alive, Some(req.version_minor));
+    let body = if req.is_head() || page.meta.len == 0 {
+        vec![]
+    } else {
+        vec![BodyPart::File {
+            offset: 0,
+            len: page.meta.len,
+        }]
+    };
+    ResponsePlan {
+        status,
+        head: h.finish(),
+        body,
+        keep_alive: req.keep_alive,
+        encoding: Encoding::Identity,
     }
 }
 

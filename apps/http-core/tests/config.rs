@@ -106,3 +106,80 @@ fn paths_under_the_root() {
     assert!(resolve_target("/%2e%2e/x").is_err());
     assert!(resolve_target("/..%2fetc/passwd").is_err());
 }
+
+#[test]
+fn site_rules() {
+    use uk_http::config::{Redirect, glob_match};
+    let c = parse_args(&[
+        "--header",
+        "X-Frame-Options: DENY",
+        "--header=Strict-Transport-Security: max-age=63072000",
+        "--cache-control",
+        "no-cache",
+        "--cache-rule",
+        "/assets/*=public, max-age=31536000, immutable",
+        "--cache-rule=*.html=no-store",
+        "--redirect",
+        "/old /new/",
+        "--redirect=/blog/* https://blog.example.org/ 302",
+        "--error-page",
+        "404=/404.html",
+        "--error-page=403=/errors/403.html",
+    ])
+    .unwrap();
+    assert_eq!(
+        c.headers,
+        [
+            ("X-Frame-Options".to_string(), "DENY".to_string()),
+            (
+                "Strict-Transport-Security".to_string(),
+                "max-age=63072000".to_string()
+            )
+        ]
+    );
+    assert_eq!(
+        c.cache_control_for("/assets/app.css"),
+        Some("public, max-age=31536000, immutable")
+    );
+    assert_eq!(c.cache_control_for("/index.html"), Some("no-store"));
+    assert_eq!(c.cache_control_for("/img/a.png"), Some("no-cache"));
+    assert_eq!(
+        c.redirect_for("/old"),
+        Some(&Redirect {
+            from: "/old".into(),
+            to: "/new/".into(),
+            status: 301
+        })
+    );
+    assert_eq!(c.redirect_for("/blog/2024/post").unwrap().status, 302);
+    assert_eq!(c.redirect_for("/older"), None);
+    assert_eq!(c.error_page(404), Some("/404.html"));
+    assert_eq!(c.error_page(403), Some("/errors/403.html"));
+    assert_eq!(c.error_page(500), None);
+
+    assert!(glob_match("*", "/anything/at/all"));
+    assert!(glob_match("/a/*.css", "/a/b/c.css"));
+    assert!(glob_match("/?.txt", "/a.txt"));
+    assert!(!glob_match("/?.txt", "/ab.txt"));
+    assert!(glob_match("/a*b*c", "/aXbYbZc"));
+    assert!(!glob_match("/a*b*c", "/aXbYbZ"));
+    assert!(glob_match("/exact", "/exact"));
+    assert!(!glob_match("/exact", "/exact/"));
+
+    for bad in [
+        &["--header", "NoColon"][..],
+        &["--header", "Bad Name: x"],
+        &["--header", "Content-Length: 3"],
+        &["--cache-rule", "noslash=x"],
+        &["--cache-rule", "/a="],
+        &["--redirect", "/only"],
+        &["--redirect", "/a /b 200"],
+        &["--redirect", "/a /b 301 extra"],
+        &["--redirect", "relative /b"],
+        &["--error-page", "200=/x.html"],
+        &["--error-page", "404=x.html"],
+        &["--error-page", "404=/dir/"],
+    ] {
+        assert!(parse_args(bad).is_err(), "{bad:?} accepted");
+    }
+}

@@ -12,6 +12,7 @@ const INFO: ServerInfo<'static> = ServerInfo {
     server: "uk-httpd/1",
     max_ranges: 16,
     cache_control: None,
+    headers: &[],
 };
 
 struct Resp {
@@ -492,4 +493,90 @@ fn log_line_from_request() {
         line,
         "198.51.100.7 - - [14/Nov/2023:22:13:20 +0000] \"GET /f.txt HTTP/1.1\" 200 1000 \"https://ex/\" \"Mozilla \\\"5\\\"\""
     );
+}
+
+#[test]
+fn site_headers_on_every_response() {
+    let headers = vec![
+        ("X-Frame-Options".to_string(), "DENY".to_string()),
+        ("Content-Length".to_string(), "5".to_string()),
+        ("Bad Name".to_string(), "x".to_string()),
+    ];
+    let info = ServerInfo {
+        headers: &headers,
+        ..INFO
+    };
+    let req = get("");
+    let path = resolve_target("/f.txt").unwrap();
+    for plan in [
+        plan_response(&req, &path, &Resource::File(file()), NOW, &info),
+        plan_response(&req, &path, &Resource::NotFound, NOW, &info),
+        plan_error(&req, 500, NOW, &info),
+    ] {
+        let r = decode(plan);
+        assert_eq!(r.get("X-Frame-Options"), Some("DENY"), "{}", r.status_line);
+        // The server's own framing is never replaced.
+        assert_ne!(r.get("Content-Length"), Some("5"));
+        assert!(r.get("Bad Name").is_none());
+    }
+}
+
+#[test]
+fn redirects() {
+    let req = get("");
+    let r = decode(plan_redirect(&req, 301, "/new/", NOW, &INFO));
+    assert_eq!(r.plan.status, 301);
+    assert_eq!(r.get("Location"), Some("/new/"));
+    assert!(r.plan.keep_alive);
+    assert!(r.plan.body_len() > 0);
+    let r = decode(plan_redirect(
+        &req,
+        308,
+        "https://example.org/x",
+        NOW,
+        &INFO,
+    ));
+    assert_eq!(r.plan.status, 308);
+    assert_eq!(r.get("Location"), Some("https://example.org/x"));
+    // Not a redirect status: 302; an unsafe location: 500.
+    assert_eq!(plan_redirect(&req, 200, "/x", NOW, &INFO).status, 302);
+    assert_eq!(
+        plan_redirect(&req, 301, "/x\r\nSet-Cookie: a", NOW, &INFO).status,
+        500
+    );
+    let head = request("HEAD /old HTTP/1.1\r\nHost: h\r\n\r\n");
+    let r = decode(plan_redirect(&head, 301, "/new", NOW, &INFO));
+    assert_eq!(r.plan.body_len(), 0);
+    assert!(r.content_length().unwrap() > 0);
+}
+
+#[test]
+fn custom_error_pages() {
+    let page = FileInfo {
+        meta: FileMeta {
+            len: 321,
+            mtime_unix: 1,
+            seed: 1,
+        },
+        content_type: mime_for("/404.html"),
+        gzip: None,
+        brotli: None,
+    };
+    let req = get("Range: bytes=0-1\r\nIf-None-Match: *\r\n");
+    let r = decode(plan_error_page(&req, 404, &page, NOW, &INFO));
+    assert_eq!(r.plan.status, 404);
+    assert_eq!(r.get("Content-Type"), Some("text/html; charset=utf-8"));
+    assert_eq!(r.content_length(), Some(321));
+    assert_eq!(r.get("Cache-Control"), Some("no-store"));
+    assert_eq!(
+        r.plan.body,
+        [BodyPart::File {
+            offset: 0,
+            len: 321
+        }]
+    );
+    let head = request("HEAD /nope HTTP/1.1\r\nHost: h\r\n\r\n");
+    let r = decode(plan_error_page(&head, 404, &page, NOW, &INFO));
+    assert!(r.plan.body.is_empty());
+    assert_eq!(r.content_length(), Some(321));
 }

@@ -10,7 +10,7 @@ use uk_http::config::{Config, DataPath, fs_path};
 use uk_http::{
     BodyPart, FileInfo, FileMeta, ParseOutcome, Request, Resource, ResponsePlan, SafePath,
     ServerInfo, StatusError, combined_log_line, error_response, mime_for, parse_request,
-    plan_error, plan_response, resolve_target,
+    plan_error, plan_error_page, plan_redirect, plan_response, resolve_target,
 };
 use unikernel::fs::{self, Errno, FileKind, Flags, Stat};
 use unikernel::io::{
@@ -342,6 +342,7 @@ impl Server {
             server: SERVER,
             max_ranges: self.cfg.max_ranges,
             cache_control: self.cfg.cache_control.as_deref(),
+            headers: &self.cfg.headers,
         }
     }
 
@@ -670,7 +671,15 @@ impl Server {
             Ok(p) => p,
             Err(e) => return Response::new(plan_error(req, e.status, now, &info), None, log),
         };
-        let found = self.lookup(&path);
+        // The site's rules (uk.toml): redirects, Cache-Control per path.
+        if let Some(r) = self.cfg.redirect_for(path.as_str()) {
+            return Response::new(plan_redirect(req, r.status, &r.to, now, &info), None, log);
+        }
+        let info = ServerInfo {
+            cache_control: self.cfg.cache_control_for(path.as_str()),
+            ..info
+        };
+        let mut found = self.lookup(&path);
         let resource = match &found {
             Lookup::File(f) => Resource::File(FileInfo {
                 meta: f.meta,
@@ -686,7 +695,22 @@ impl Server {
                 return Response::new(plan_error(req, 500, now, &info), None, log);
             }
         };
-        let plan = plan_response(req, &path, &resource, now, &info);
+        let mut plan = plan_response(req, &path, &resource, now, &info);
+        // A custom page for an error status (uk.toml's error_pages).
+        if let Some(page) = self.cfg.error_page(plan.status)
+            && let Ok(p) = resolve_target(page)
+            && let Lookup::File(f) = self.lookup(&p)
+        {
+            let page_info = FileInfo {
+                meta: f.meta,
+                content_type: mime_for(&f.path),
+                gzip: None,
+                brotli: None,
+            };
+            plan = plan_error_page(req, plan.status, &page_info, now, &info);
+            // The plan's identity encoding opens the page itself.
+            found = Lookup::File(f);
+        }
         let needs_file = plan.body.iter().any(|p| matches!(p, BodyPart::File { .. }));
         let Lookup::File(f) = found else {
             return Response::new(plan, None, log);

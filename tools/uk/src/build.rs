@@ -59,6 +59,7 @@ pub fn image_path(app: &str, profile: Profile) -> PathBuf {
 /// (for the test harness).
 pub fn build_image(app: &str, profile: Profile, capture: bool) -> Result<PathBuf, Error> {
     check_app(app)?;
+    crate::toolchain::ensure_target()?;
     let mut cmd = build_command(app, profile);
     cmd.stdin(Stdio::null());
     let (ok, out) = if capture {
@@ -70,10 +71,24 @@ pub fn build_image(app: &str, profile: Profile, capture: bool) -> Result<PathBuf
         (out.status.success(), text)
     } else {
         // cargo's stdout (if any) goes to our stderr: stdout is for results.
+        // On a terminal cargo draws its own progress bar; in logs a line
+        // says what is built and how long it took.
         cmd.stdout(Stdio::inherit()).stderr(Stdio::inherit());
+        let what = format!("building {app} for {TARGET} ({})", profile.dir());
+        let plain = !crate::progress::interactive();
+        let start = std::time::Instant::now();
+        if plain {
+            eprintln!("uk: {what}");
+        }
         let status = cmd
             .status()
             .map_err(|e| Error::Failed(format!("cannot run cargo: {e}")))?;
+        if plain {
+            eprintln!(
+                "uk: {}",
+                crate::progress::finish_line(&what, status.success(), start.elapsed())
+            );
+        }
         (status.success(), String::new())
     };
     if !ok {

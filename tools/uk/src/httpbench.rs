@@ -2,7 +2,10 @@
 //! network namespace of the benchmark's own ([`crate::netns`], deleted
 //! afterwards, checked with `ip netns identify` before any traffic), so the
 //! load never leaves the namespace. Prints requests/s for a 1 KiB file,
-//! MB/s for 1 MiB and 16 MiB files, and p50/p99 latency for each.
+//! MB/s for 64 KiB, 1 MiB and 16 MiB files, and p50/p99 latency for each,
+//! at the chosen number of connections (64) and at 256. A guest that stalls
+//! (wrk gets no response or mostly errors, or the guest no longer answers a
+//! probe request afterwards) fails the run with the guest's console tail.
 
 use crate::qemu::{in_path as have, run_output as run};
 use std::time::Duration;
@@ -15,15 +18,35 @@ use crate::netns::{GUEST_IP, Netns};
 use crate::qemu::{Accel, Machine, MemSize, VmConfig, ensure_qemu, is_root};
 
 /// The benchmark's files: URL path and size.
-pub const FILES: [(&str, usize); 3] = [
+pub const FILES: [(&str, usize); 4] = [
     ("/1k.bin", 1 << 10),
+    ("/64k.bin", 64 << 10),
     ("/1m.bin", 1 << 20),
     ("/16m.bin", 16 << 20),
 ];
 
+/// The connection count every run also measures, next to the chosen one.
+pub const HIGH_CONNS: u32 = 256;
+
+/// The connection counts to measure: `conns`, then [`HIGH_CONNS`].
+pub fn conn_levels(conns: u32) -> Vec<u32> {
+    if conns == HIGH_CONNS {
+        vec![conns]
+    } else {
+        vec![conns, HIGH_CONNS]
+    }
+}
+
+/// The `--max-conns` the guest gets: room for every level's connections.
+pub fn guest_max_conns(conns: u32) -> u32 {
+    conns.max(HIGH_CONNS) * 2 + 16
+}
+
 /// What `wrk --latency` reported.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WrkResult {
+    /// Requests completed (`N requests in ...`).
+    pub requests: u64,
     /// `Requests/sec`.
     pub requests_per_sec: f64,
     /// `Transfer/sec` in bytes.
@@ -75,9 +98,11 @@ pub fn parse_wrk(out: &str) -> Option<WrkResult> {
     let mut p50 = None;
     let mut p99 = None;
     let mut errors = 0;
+    let mut requests = None;
     for line in out.lines() {
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
+            [n, "requests", "in", ..] => requests = n.parse().ok(),
             ["Requests/sec:", v] => rps = v.parse().ok(),
             ["Transfer/sec:", v] => tps = parse_wrk_bytes(v),
             ["50%", v] => p50 = parse_wrk_duration(v),
@@ -93,6 +118,7 @@ pub fn parse_wrk(out: &str) -> Option<WrkResult> {
         }
     }
     Some(WrkResult {
+        requests: requests?,
         requests_per_sec: rps?,
         transfer_per_sec: tps?,
         p50: p50?,
@@ -154,6 +180,67 @@ pub fn measure_file(ns: &Netns, conns: u32, secs: u64, path: &str) -> Result<Wrk
     parse_wrk(&out).ok_or_else(|| Error::Failed(format!("cannot parse wrk's output:\n{out}")))
 }
 
+/// Why a wrk result shows a stalled guest: no response at all, or more
+/// errors (socket errors, timeouts, non-2xx) than responses.
+pub fn stall_reason(r: &WrkResult) -> Option<String> {
+    if r.requests == 0 {
+        Some("wrk got no response (the guest stalled)".into())
+    } else if r.errors > r.requests / 2 {
+        Some(format!(
+            "mostly errors: {} errors for {} requests (the guest stalled?)",
+            r.errors, r.requests
+        ))
+    } else {
+        None
+    }
+}
+
+/// One bounded probe after a measurement: `/1k.bin` must still come back
+/// with 200 (up to 3 curl attempts of at most 5 s each).
+pub fn probe(ns: &Netns) -> Result<(), Error> {
+    let script = format!(
+        "for i in 1 2 3; do c=$(curl -s -o /dev/null -w '%{{http_code}}' --connect-timeout 2 \
+         --max-time 5 http://{GUEST_IP}/1k.bin); [ \"$c\" = 200 ] && exit 0; done; \
+         echo \"last status: $c\" >&2; exit 1"
+    );
+    let out = ns
+        .command("sh", ["-c", &script])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| Error::Failed(format!("cannot run curl in the namespace: {e}")))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(Error::Failed(format!(
+            "the guest no longer answers: 3 probes of /1k.bin failed ({})",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+/// [`measure_file`], then the stall checks: [`stall_reason`] and [`probe`].
+pub fn measure_checked(ns: &Netns, conns: u32, secs: u64, path: &str) -> Result<WrkResult, Error> {
+    let r = measure_file(ns, conns, secs, path)?;
+    if let Some(why) = stall_reason(&r) {
+        return Err(Error::Failed(format!(
+            "{path} with {conns} connections: {why}"
+        )));
+    }
+    probe(ns).map_err(|e| {
+        Error::Failed(format!(
+            "after {path} with {conns} connections: {}",
+            e.message()
+        ))
+    })?;
+    Ok(r)
+}
+
+/// The last `n` lines of a guest's output, for failure messages.
+pub fn console_tail(out: &str, n: usize) -> String {
+    let lines: Vec<&str> = out.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
 /// Runs the benchmark and prints the table.
 pub fn bench_http(secs: u64, conns: u32, accel: Option<Accel>) -> Result<i32, Error> {
     ensure_qemu()?;
@@ -186,10 +273,16 @@ pub fn bench_http(secs: u64, conns: u32, accel: Option<Accel>) -> Result<i32, Er
     cfg.args = vec![
         "--no-access-log".into(),
         "--max-conns".into(),
-        (conns.max(1) * 2 + 16).to_string(),
+        guest_max_conns(conns).to_string(),
     ];
+    let levels = conn_levels(conns);
     println!(
-        "http benchmark: httpd (sendfile) on microvm, accel {accel}, 256M; wrk -t2 -c{conns} -d{secs}s inside namespace {}",
+        "http benchmark: httpd (sendfile) on microvm, accel {accel}, 256M; wrk -t2 -c{} -d{secs}s inside namespace {}",
+        levels
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join("|"),
         ns.name()
     );
     let mut guest = LiveGuest::spawn(&cfg).map_err(Error::Failed)?;
@@ -197,23 +290,49 @@ pub fn bench_http(secs: u64, conns: u32, accel: Option<Accel>) -> Result<i32, Er
         .wait_for("httpd: serving", Duration::from_secs(120))
         .map_err(Error::Failed)?;
     let mut rows = vec![
-        ["file", "requests/s", "MB/s", "p50", "p99", "errors"]
-            .map(String::from)
-            .to_vec(),
+        [
+            "conns",
+            "file",
+            "requests/s",
+            "MB/s",
+            "p50",
+            "p99",
+            "errors",
+        ]
+        .map(String::from)
+        .to_vec(),
     ];
     let mut with_guest = |e: Error| {
-        let out = guest.output();
-        let tail: Vec<&str> = out.lines().rev().take(40).collect();
-        let tail: Vec<&str> = tail.into_iter().rev().collect();
         Error::Failed(format!(
-            "{e}\n--- guest output (last lines) ---\n{}",
-            tail.join("\n")
+            "{}\n--- guest output (last lines) ---\n{}",
+            e.message(),
+            console_tail(&guest.output(), 40)
         ))
     };
-    for (path, size) in FILES {
-        let r = measure_file(&ns, conns, secs, path).map_err(&mut with_guest)?;
+    let total = levels.len() * FILES.len();
+    for (i, (c, (path, size))) in levels
+        .iter()
+        .flat_map(|&c| FILES.iter().map(move |f| (c, *f)))
+        .enumerate()
+    {
+        let step = crate::progress::Step::start(&format!(
+            "[{}/{total}] wrk -c{c} {path} ({} s + 1 s warm-up)",
+            i + 1,
+            secs
+        ));
+        let r = measure_checked(&ns, c, secs, path);
+        step.finish(r.is_ok());
+        let r = match r {
+            Ok(r) => r,
+            Err(e) => {
+                // What was measured before the stall, then the failure.
+                print!("{}", table(&rows));
+                return Err(with_guest(e));
+            }
+        };
         let mb_s = r.requests_per_sec * size as f64 / 1e6;
         rows.push(vec![
+            c.to_string(),
             format!("{path} ({})", human(size)),
             format!("{:.0}", r.requests_per_sec),
             format!("{mb_s:.1}"),
@@ -259,7 +378,44 @@ Transfer/sec:     15.05MB
         assert_eq!(r.p50, Duration::from_micros(1100));
         assert_eq!(r.p99, Duration::from_micros(3400));
         assert_eq!(r.errors, 3);
+        assert_eq!(r.requests, 129000);
         assert!(parse_wrk("garbage").is_none());
+        assert_eq!(stall_reason(&r), None);
+    }
+
+    #[test]
+    fn stalls_are_detected() {
+        let mut r = parse_wrk(SAMPLE).unwrap();
+        r.requests = 0;
+        assert!(stall_reason(&r).unwrap().contains("no response"));
+        r.requests = 10;
+        r.errors = 6;
+        assert!(stall_reason(&r).unwrap().contains("mostly errors"));
+        r.errors = 5;
+        assert_eq!(stall_reason(&r), None);
+        let stalled = "Running 8s test @ http://10.77.0.2/64k.bin
+  1 threads and 64 connections
+  Latency Distribution
+     50%    0.00us
+     75%    0.00us
+     90%    0.00us
+     99%    0.00us
+  0 requests in 8.00s, 0.00B read
+  Socket errors: connect 0, read 0, write 0, timeout 64
+Requests/sec:      0.00
+Transfer/sec:       0.00B
+";
+        let r = parse_wrk(stalled).unwrap();
+        assert_eq!((r.requests, r.errors), (0, 64));
+        assert!(stall_reason(&r).is_some());
+    }
+
+    #[test]
+    fn levels() {
+        assert_eq!(conn_levels(64), [64, 256]);
+        assert_eq!(conn_levels(256), [256]);
+        assert_eq!(guest_max_conns(64), 528);
+        assert_eq!(console_tail("a\nb\nc", 2), "b\nc");
     }
 
     #[test]

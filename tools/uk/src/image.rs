@@ -166,16 +166,59 @@ pub struct TempImage {
     pub path: PathBuf,
 }
 
+/// The process id in a [`temp_path`] name (`WHAT-PID-N[.ext]`).
+pub fn temp_owner(file_name: &str) -> Option<i32> {
+    let stem = file_name.split('.').next()?;
+    let mut parts = stem.rsplitn(3, '-');
+    let n = parts.next()?;
+    let pid = parts.next()?;
+    parts.next()?;
+    n.parse::<u64>().ok()?;
+    pid.parse().ok().filter(|&p| p > 0)
+}
+
+/// Removes the entries of `dir` (the `uk-tmp` folder) whose owning process
+/// is gone: temporary images left behind by a CLI or test that was killed.
+/// Returns how many it removed.
+pub fn reclaim_stale(dir: &Path) -> usize {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut n = 0;
+    for e in rd.filter_map(Result::ok) {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().and_then(temp_owner) else {
+            continue;
+        };
+        if crate::proc::alive(pid) {
+            continue;
+        }
+        let p = e.path();
+        let ok = if p.is_dir() {
+            std::fs::remove_dir_all(&p).is_ok()
+        } else {
+            std::fs::remove_file(&p).is_ok()
+        };
+        n += usize::from(ok);
+    }
+    n
+}
+
 impl TempImage {
-    /// Builds an ext4 image of `dir` in a temporary file.
+    /// Builds an ext4 image of `dir` in a temporary file, after reclaiming
+    /// the temporary files of processes that are gone.
     pub fn from_dir(dir: &Path) -> Result<TempImage, Error> {
         let path = temp_path("disk").with_extension("img");
         if let Some(p) = path.parent() {
             std::fs::create_dir_all(p)
                 .map_err(|e| Error::Failed(format!("{}: {e}", p.display())))?;
+            reclaim_stale(p);
         }
         let img = TempImage { path };
-        build_image_from_dir(dir, &img.path, ImageFormat::Ext4)?;
+        crate::progress::step(
+            &format!("packing {} into an ext4 image", dir.display()),
+            || build_image_from_dir(dir, &img.path, ImageFormat::Ext4),
+        )?;
         Ok(img)
     }
 }
@@ -221,6 +264,35 @@ mod tests {
         }
         assert_eq!("gce".parse::<ImageFormat>(), Ok(ImageFormat::Gce));
         assert!("iso".parse::<ImageFormat>().is_err());
+    }
+
+    #[test]
+    fn temp_owners() {
+        assert_eq!(temp_owner("disk-1234-0.img"), Some(1234));
+        assert_eq!(temp_owner("boot-hello-77-3.raw"), Some(77));
+        assert_eq!(temp_owner("cloud-site-5-1"), Some(5));
+        assert_eq!(temp_owner("disk.img"), None);
+        assert_eq!(temp_owner("x-y-z"), None);
+    }
+
+    #[test]
+    fn stale_temp_files_are_reclaimed() {
+        let dir = std::env::temp_dir().join(format!("uk-reclaim-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // A pid that is gone: a child that has been reaped.
+        let mut c = Command::new("true").spawn().unwrap();
+        let dead = c.id();
+        c.wait().unwrap();
+        let me = std::process::id();
+        std::fs::write(dir.join(format!("disk-{dead}-0.img")), b"x").unwrap();
+        std::fs::create_dir_all(dir.join(format!("site-{dead}-1"))).unwrap();
+        std::fs::write(dir.join(format!("disk-{me}-0.img")), b"x").unwrap();
+        std::fs::write(dir.join("keep.txt"), b"x").unwrap();
+        assert_eq!(reclaim_stale(&dir), 2);
+        assert!(dir.join(format!("disk-{me}-0.img")).exists());
+        assert!(dir.join("keep.txt").exists());
+        assert!(!dir.join(format!("disk-{dead}-0.img")).exists());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -18,8 +18,12 @@ pub mod netclient;
 pub mod netns;
 pub mod nginxvm;
 pub mod pathsbench;
+pub mod proc;
+pub mod progress;
 pub mod qemu;
 pub mod serial;
+pub mod toolchain;
+pub mod vms;
 pub mod workspace;
 
 use std::fmt;
@@ -51,6 +55,14 @@ pub enum Error {
 pub const QEMU_MISSING: &str = "QEMU is missing: run 'sudo apt-get install -y qemu-system-x86'";
 
 impl Error {
+    /// The message without the `error: ` prefix (for nesting in another).
+    pub fn message(&self) -> String {
+        match self {
+            Error::Usage(m) | Error::Failed(m) => m.clone(),
+            Error::QemuMissing => QEMU_MISSING.to_string(),
+        }
+    }
+
     /// The process exit status for this error.
     pub fn exit_code(&self) -> i32 {
         match self {

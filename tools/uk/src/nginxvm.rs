@@ -111,6 +111,7 @@ else
     echo "nginx-vm: nginx failed"
 fi
 if ! grep -q 'ukwww=1k' /proc/cmdline; then
+    head -c 65536 /dev/urandom > /www/64k.bin
     head -c 1048576 /dev/urandom > /www/1m.bin
     head -c 16777216 /dev/urandom > /www/16m.bin
 fi
@@ -347,7 +348,13 @@ pub fn build() -> Result<NginxVm, Error> {
     })?;
     let mut packages = vec![kernel_pkg.clone()];
     packages.extend(PACKAGES.iter().map(|p| p.to_string()));
-    download(&debs_dir, &packages)?;
+    crate::progress::step(
+        &format!(
+            "nginx reference: apt-get download of {} packages",
+            packages.len()
+        ),
+        || download(&debs_dir, &packages),
+    )?;
     let mut debs: BTreeMap<String, String> = BTreeMap::new();
     for e in io(&debs_dir, std::fs::read_dir(&debs_dir))? {
         let name = e
@@ -370,12 +377,18 @@ pub fn build() -> Result<NginxVm, Error> {
     let staging = dir.join("staging");
     let _ = std::fs::remove_dir_all(&staging);
     io(&staging, std::fs::create_dir_all(&staging))?;
-    for deb in debs.values() {
-        run(Command::new("dpkg-deb")
-            .arg("-x")
-            .arg(debs_dir.join(deb))
-            .arg(&staging))?;
-    }
+    crate::progress::step(
+        &format!("nginx reference: unpacking {} packages", debs.len()),
+        || -> Result<(), Error> {
+            for deb in debs.values() {
+                run(Command::new("dpkg-deb")
+                    .arg("-x")
+                    .arg(debs_dir.join(deb))
+                    .arg(&staging))?;
+            }
+            Ok(())
+        },
+    )?;
     let version = kernel_pkg
         .strip_prefix("linux-image-")
         .unwrap_or(&kernel_pkg)

@@ -1,0 +1,281 @@
+//! The `uk` binary as a user runs it: its VM dies with it (SIGTERM, SIGKILL),
+//! and background VMs (`run -d`, `ps`, `logs`, `stop`) behave. Traffic only
+//! to 127.0.0.1 (QEMU user networking, forwards bound to 127.0.0.1).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use uk_tests::free_port;
+
+/// The `uk` binary, built once per test process.
+fn uk() -> PathBuf {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let out = uk_cli::build::cargo()
+                .current_dir(uk_cli::root())
+                .args(["build", "--quiet", "--package", "uk-cli", "--bin", "uk"])
+                .stdin(Stdio::null())
+                .output()
+                .map_err(|e| e.to_string())?;
+            if !out.status.success() {
+                return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+            }
+            Ok(uk_cli::target_dir().join("debug/uk"))
+        })
+        .clone()
+        .unwrap_or_else(|e| panic!("cannot build uk: {e}"))
+}
+
+/// A running `uk` whose stdout and stderr are collected.
+struct Cli {
+    child: Child,
+    out: Arc<Mutex<String>>,
+}
+
+impl Cli {
+    fn spawn(args: &[&str]) -> Cli {
+        let mut child = Command::new(uk())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn uk");
+        let out = Arc::new(Mutex::new(String::new()));
+        for r in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let out = out.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(r).lines().map_while(Result::ok) {
+                    let mut o = out.lock().unwrap();
+                    o.push_str(&line);
+                    o.push('\n');
+                }
+            });
+        }
+        Cli { child, out }
+    }
+
+    fn output(&self) -> String {
+        self.out.lock().unwrap().clone()
+    }
+
+    fn wait_for(&self, needle: &str, timeout: Duration) {
+        let end = Instant::now() + timeout;
+        while !self.output().contains(needle) {
+            assert!(
+                Instant::now() < end,
+                "no '{needle}' within {timeout:?}; output:\n{}",
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let end = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            if Instant::now() > end {
+                let _ = self.child.kill();
+                panic!("uk did not exit within {timeout:?}:\n{}", self.output());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Cli {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The QEMU child of `pid` (the first child whose command is QEMU).
+fn qemu_child(pid: u32) -> Option<u32> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    for t in tasks.filter_map(Result::ok) {
+        let children = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+        for c in children
+            .split_whitespace()
+            .filter_map(|c| c.parse::<u32>().ok())
+        {
+            let cmd = std::fs::read(format!("/proc/{c}/cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmd).contains("qemu-system-x86_64") {
+                return Some(c);
+            }
+        }
+    }
+    None
+}
+
+/// Whether `pid` is gone (or a zombie waiting for its reaper).
+fn gone(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
+        s.rsplit_once(')')
+            .and_then(|(_, r)| r.split_whitespace().next())
+            .is_some_and(|st| st == "Z" || st == "X")
+    })
+}
+
+fn wait_gone(pid: u32, timeout: Duration) -> bool {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if gone(pid) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    gone(pid)
+}
+
+fn port_free(port: u16) -> bool {
+    TcpListener::bind(("127.0.0.1", port)).is_ok()
+}
+
+fn http_get_status(port: u16) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).expect("status line");
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+/// Boots httpd through `uk run` in the foreground and returns the CLI, the
+/// QEMU pid and the forwarded port, once the server serves.
+fn foreground_httpd() -> (Cli, u32, u16) {
+    let port = free_port();
+    let fwd = format!("{port}:80");
+    let cli = Cli::spawn(&["run", "--fwd", &fwd, "--tcg"]);
+    cli.wait_for("httpd: serving", Duration::from_secs(300));
+    let qemu = qemu_child(cli.child.id()).expect("QEMU is a child of uk");
+    assert!(http_get_status(port).ends_with("200"));
+    (cli, qemu, port)
+}
+
+#[test]
+fn sigterm_stops_the_vm_and_frees_the_port() {
+    let (mut cli, qemu, port) = foreground_httpd();
+    let pid = cli.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success(),
+        "kill -TERM uk"
+    );
+    let status = cli.wait_exit(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(128 + 15), "{}", cli.output());
+    assert!(
+        cli.output().contains("stopped by signal 15"),
+        "{}",
+        cli.output()
+    );
+    assert!(
+        wait_gone(qemu, Duration::from_secs(10)),
+        "QEMU {qemu} still runs"
+    );
+    assert!(port_free(port), "127.0.0.1:{port} still taken");
+}
+
+#[test]
+fn sigkill_of_the_cli_kills_the_vm() {
+    let (mut cli, qemu, port) = foreground_httpd();
+    cli.child.kill().unwrap();
+    cli.wait_exit(Duration::from_secs(10));
+    assert!(
+        wait_gone(qemu, Duration::from_secs(10)),
+        "QEMU {qemu} outlived its CLI"
+    );
+    assert!(port_free(port), "127.0.0.1:{port} still taken");
+}
+
+fn uk_output(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(uk())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run uk");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn background_vm_ps_logs_stop() {
+    let port = free_port();
+    let name = format!("test-{}", std::process::id());
+    let fwd = format!("{port}:80");
+    let (code, out, err) = uk_output(&["run", "-d", "--name", &name, "--fwd", &fwd, "--tcg"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(out.trim(), name, "run -d prints the name: {out}{err}");
+    let (_, ps, _) = uk_output(&["ps"]);
+    let row = ps
+        .lines()
+        .find(|l| l.starts_with(&name))
+        .unwrap_or_else(|| panic!("{name} not in ps:\n{ps}"));
+    assert!(row.contains("httpd") && row.contains(&format!("127.0.0.1:{port}->80")));
+    assert!(row.contains("64M") && row.contains("running"), "{row}");
+    // The server answers; its console is in `logs`.
+    let end = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, logs, _) = uk_output(&["logs", &name]);
+        if logs.contains("httpd: serving") {
+            break;
+        }
+        assert!(Instant::now() < end, "httpd never served:\n{logs}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(http_get_status(port).ends_with("200"));
+    let (_, logs, _) = uk_output(&["logs", &name]);
+    assert!(logs.contains("\"GET / HTTP/1.1\" 200"), "{logs}");
+    // A second VM with the same name is refused.
+    let (code, _, err) = uk_output(&["run", "-d", "--name", &name, "--fwd", "1:80", "hello"]);
+    assert_ne!(code, 0, "{err}");
+    // stop: the power button (the guest may ignore it), then a kill.
+    let (code, _, err) = uk_output(&["stop", &name, "--timeout", "2"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("powered off") || err.contains("killed QEMU"),
+        "{err}"
+    );
+    let (_, ps, _) = uk_output(&["ps"]);
+    assert!(!ps.contains(&name), "{ps}");
+    assert!(port_free(port));
+    let (code, _, err) = uk_output(&["logs", &name]);
+    assert_eq!(code, 1, "{err}");
+}
+
+#[test]
+fn help_version_and_usage_errors() {
+    let (code, out, _) = uk_output(&["run", "--help"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("--detach") && out.contains("Exit status"),
+        "{out}"
+    );
+    let (code, out, _) = uk_output(&["--version"]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("uk "), "{out}");
+    let (code, _, err) = uk_output(&["biuld"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("build"), "{err}");
+    let (code, out, _) = uk_output(&["completions", "bash"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("complete"), "{out}");
+}
