@@ -128,8 +128,7 @@ fn normal_client_served(ns: &Netns, g: &Guest) {
 /// 64 and then 256 kept-alive connections, each fetching 64 KiB, 1 MiB and
 /// 16 MiB in turn for a few seconds, on one guest; then a normal client.
 fn keepalive_load(tag: &str, mem: &str, tso: bool) {
-    if !uk_tests::is_root() {
-        eprintln!("skipped: creating a network namespace and a TAP device needs root");
+    if uk_tests::skip_unless_root() {
         return;
     }
     let ns = Netns::create(tag).expect("create the test namespace");
@@ -181,8 +180,7 @@ fn keepalive_64_and_256_connections_without_tso() {
 /// which must cost a record, not a socket with its buffers.
 #[test]
 fn hundred_thousand_connection_close_requests_in_32m() {
-    if !uk_tests::is_root() {
-        eprintln!("skipped: creating a network namespace and a TAP device needs root");
+    if uk_tests::skip_unless_root() {
         return;
     }
     let ns = Netns::create("churn").expect("create the test namespace");
