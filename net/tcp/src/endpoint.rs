@@ -253,6 +253,13 @@ impl<P: Payload> Endpoint<P> {
 
     /// Reads received bytes; `Ok(0)` at end of stream.
     pub fn recv(&mut self, now: u64, id: ConnId, buf: &mut [u8]) -> Result<usize, Error> {
+        if let Some(Entry {
+            slot: Slot::Done(_, None),
+            ..
+        }) = self.entry(id)
+        {
+            return Ok(0);
+        }
         let n = self.live(id)?.recv(buf)?;
         self.after(now, id);
         Ok(n)
@@ -705,8 +712,10 @@ impl<P: Payload> Endpoint<P> {
             }
         }
         let (state, orphaned, error, tuple) = (c.state(), c.orphaned, c.error(), c.tuple());
+        // Unread data outlives a graceful end until the application reads it.
+        let keep = !orphaned && error.is_none() && c.recv_queued() > 0;
         match state {
-            State::TimeWait | State::Closed => {
+            State::TimeWait | State::Closed if !keep => {
                 if let Some(k) = old_key {
                     self.timers.remove(&(k, id));
                 }
