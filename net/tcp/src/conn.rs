@@ -71,6 +71,33 @@ impl State {
     }
 }
 
+/// Per-connection event counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnStats {
+    /// Segments emitted (a TSO segment counts once).
+    pub segments_sent: u64,
+    /// Payload bytes emitted, retransmissions included.
+    pub bytes_sent: u64,
+    /// Segments carrying retransmitted data (or a retransmitted SYN/FIN).
+    pub retransmits: u64,
+    /// Payload bytes retransmitted.
+    pub bytes_retransmitted: u64,
+    /// Retransmission timeouts.
+    pub timeouts: u64,
+    /// Fast retransmits (entries into fast recovery).
+    pub fast_retransmits: u64,
+    /// Zero-window probes sent.
+    pub window_probes: u64,
+    /// Keep-alive probes sent.
+    pub keepalives: u64,
+    /// Challenge ACKs sent (RFC 5961).
+    pub challenge_acks: u64,
+    /// Segments dropped by PAWS.
+    pub paws_drops: u64,
+    /// Pure ACKs sent.
+    pub acks_sent: u64,
+}
+
 /// What the peer's SYN said, kept for (re)building our SYN-ACK.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct PeerSyn {
@@ -176,6 +203,7 @@ pub struct Connection<P> {
     /// Answer an unacceptable ACK with a RST of this sequence number.
     rst_reply: Option<Seq>,
     challenge: (u64, u32),
+    stats: ConnStats,
     cfg: ConnConfig,
 }
 
@@ -294,6 +322,7 @@ impl<P: Payload> Connection<P> {
             rst_now: false,
             rst_reply: None,
             challenge: (0, 0),
+            stats: ConnStats::default(),
             cfg: c,
         }
     }
@@ -443,6 +472,11 @@ impl<P: Payload> Connection<P> {
     /// Smoothed RTT (µs), congestion window and slow-start threshold.
     pub fn cc_info(&self) -> (Option<u64>, u32, u32) {
         (self.rtt.srtt(), self.cc.cwnd, self.cc.ssthresh)
+    }
+
+    /// Event counters.
+    pub fn stats(&self) -> ConnStats {
+        self.stats
     }
 
     /// The sender MSS in use.
@@ -656,6 +690,7 @@ impl<P: Payload> Connection<P> {
             && let Some((tsval, _)) = h.options.timestamps
             && Seq(tsval) < Seq(self.ts_recent)
         {
+            self.stats.paws_drops += 1;
             self.ack_now = true;
             return;
         }
@@ -862,9 +897,12 @@ impl<P: Payload> Connection<P> {
             }
             Some(r) => {
                 // Partial ACK (RFC 6582 step 4): the next hole is lost too.
+                // With SACK the scoreboard names the holes; a partial ACK
+                // alone does not prove the next segment lost (it may be
+                // reordered).
                 if r.after_rto {
                     self.cc.on_ack(acked);
-                } else if self.scoreboard.is_empty() {
+                } else if !self.sack_ok || self.scoreboard.is_empty() && self.dupacks >= 3 {
                     self.rtx_now = true;
                 }
             }
@@ -891,6 +929,7 @@ impl<P: Payload> Connection<P> {
             self.rtx_next = self.snd_una;
             self.rtx_now = true;
             self.rtt_probe = None;
+            self.stats.fast_retransmits += 1;
         }
     }
 
@@ -971,6 +1010,7 @@ impl<P: Payload> Connection<P> {
         } else {
             return;
         }
+        self.stats.challenge_acks += 1;
         self.ack_now = true;
     }
 
@@ -1047,6 +1087,7 @@ impl<P: Payload> Connection<P> {
             self.persist_at = None;
             if self.snd_wnd == 0 && self.flight() == 0 {
                 self.probe_now = true;
+                self.stats.window_probes += 1;
                 self.persist_backoff = (self.persist_backoff + 1).min(16);
             }
         }
@@ -1060,6 +1101,7 @@ impl<P: Payload> Connection<P> {
                     return;
                 }
                 self.keepalive_probes += 1;
+                self.stats.keepalives += 1;
                 self.probe_now = true;
                 self.keepalive_at = Some(now + k.interval);
             }
@@ -1073,6 +1115,8 @@ impl<P: Payload> Connection<P> {
                     return; // not sent yet: output sends it
                 }
                 self.retries += 1;
+                self.stats.timeouts += 1;
+                self.stats.retransmits += 1;
                 if self.retries > self.cfg.syn_retries {
                     self.fail(Error::TimedOut, now);
                     return;
@@ -1092,6 +1136,7 @@ impl<P: Payload> Connection<P> {
                     self.fail(Error::TimedOut, now);
                     return;
                 }
+                self.stats.timeouts += 1;
                 self.rtt.back_off();
                 self.cc.on_timeout(flight);
                 self.scoreboard.clear();
@@ -1304,6 +1349,7 @@ impl<P: Payload> Connection<P> {
             self.push(h, Vec::new(), 0, out);
         }
         if self.ack_now && out.len() == sent_before {
+            self.stats.acks_sent += 1;
             let h = self.header(now, self.snd_nxt, Flags::ACK);
             self.push(h, Vec::new(), 0, out);
         }
@@ -1406,6 +1452,12 @@ impl<P: Payload> Connection<P> {
         let h = self.header(now, seq, flags);
         self.push(h, frags, n as usize, out);
         let end = seq + n + u32::from(flags.has(Flags::FIN));
+        self.stats.segments_sent += 1;
+        self.stats.bytes_sent += u64::from(n);
+        if seq < self.snd_nxt {
+            self.stats.retransmits += 1;
+            self.stats.bytes_retransmitted += u64::from(n);
+        }
         if flags.has(Flags::FIN) {
             self.fin_sent = true;
         }

@@ -214,6 +214,20 @@ impl<P: Payload> Endpoint<P> {
         local_ip: IpAddr,
         remote: SocketAddr,
     ) -> Result<ConnId, Error> {
+        self.connect_from(now, SocketAddr::new(local_ip, 0), remote)
+    }
+
+    /// Active open from `local` (port 0: an ephemeral port) to `remote`.
+    pub fn connect_from(
+        &mut self,
+        now: u64,
+        local: SocketAddr,
+        remote: SocketAddr,
+    ) -> Result<ConnId, Error> {
+        let local_ip = local.ip();
+        if remote.port() == 0 || remote.ip().is_unspecified() || local_ip.is_unspecified() {
+            return Err(Error::InvalidInput);
+        }
         let (by_tuple, timewait) = (&self.by_tuple, &self.timewait);
         let mk = |p: u16| FourTuple {
             local_ip,
@@ -221,13 +235,20 @@ impl<P: Payload> Endpoint<P> {
             local_port: p,
             remote_port: remote.port(),
         };
-        let port = self
-            .ports
-            .pick(local_ip, remote.ip(), remote.port(), |p| {
-                let t = mk(p);
-                by_tuple.contains_key(&t) || timewait.get(&t).is_some()
-            })
-            .ok_or(Error::AddrInUse)?;
+        let in_use = |p: u16| {
+            let t = mk(p);
+            by_tuple.contains_key(&t) || timewait.get(&t).is_some()
+        };
+        let port = if local.port() != 0 {
+            if in_use(local.port()) {
+                return Err(Error::AddrInUse);
+            }
+            local.port()
+        } else {
+            self.ports
+                .pick(local_ip, remote.ip(), remote.port(), in_use)
+                .ok_or(Error::AddrInUse)?
+        };
         let tuple = mk(port);
         let iss = initial_seq(&self.isn_key, &tuple, now);
         let conn = Connection::connect(&self.cfg, tuple, iss, ts_offset(&self.ts_key, &tuple));

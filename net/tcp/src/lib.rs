@@ -23,7 +23,7 @@ pub mod seq;
 pub mod timewait;
 pub mod wire;
 
-pub use conn::{Connection, State};
+pub use conn::{ConnStats, Connection, State};
 pub use endpoint::{ConnId, Counters, Endpoint, StateStats, Stats};
 pub use payload::{Fragment, Payload, SharedSlice};
 pub use segment::Segment;

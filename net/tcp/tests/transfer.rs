@@ -61,21 +61,21 @@ fn both_ways(model: LinkModel, seed: u64, total: u64) -> u64 {
         "stalled: got {got:?} of {total} at {} us",
         sim.now - start
     );
-    // Both closed: the connections finish their close handshake.
-    sim.run_until(10_000_000, |sim| {
-        sim.a.state(c) != Some(State::FinWait1) && sim.b.state(s) != Some(State::FinWait1)
-    });
     let t = sim.now - start;
     eprintln!(
-        "{} MiB each way: {} ms virtual, frames {:?}, dropped {:?}, a {:?}, b {:?}",
+        "{} MiB each way: {} ms virtual, frames {:?}, dropped {:?}\n a {:?}\n b {:?}",
         total >> 20,
         t / 1000,
         sim.frames,
         sim.dropped,
-        sim.a.stats().counters,
-        sim.b.stats().counters
+        sim.a.get(c).map(|c| (c.stats(), c.cc_info())),
+        sim.b.get(s).map(|c| (c.stats(), c.cc_info())),
     );
-    t
+    // Both closed: the connections finish their close handshake.
+    sim.run_until(10_000_000, |sim| {
+        sim.a.state(c) != Some(State::FinWait1) && sim.b.state(s) != Some(State::FinWait1)
+    });
+    sim.now - start
 }
 
 fn lossy() -> LinkModel {

@@ -79,6 +79,9 @@ struct InFlight {
     dst: IpAddr,
 }
 
+/// Decides per frame (direction a->b, header, payload length) whether it passes.
+pub type Filter = Box<dyn FnMut(bool, &Header, usize) -> bool>;
+
 /// Two endpoints and the wire between them.
 pub struct Sim {
     pub now: u64,
@@ -93,7 +96,7 @@ pub struct Sim {
     pub frames: [u64; 2],
     pub dropped: [u64; 2],
     /// Optional filter: return false to drop a frame (direction, header).
-    pub filter: Option<Box<dyn FnMut(bool, &Header, usize) -> bool>>,
+    pub filter: Option<Filter>,
 }
 
 pub fn config() -> Config {
@@ -161,6 +164,11 @@ impl Sim {
                 }
             }
         }
+    }
+
+    /// Frames on the wire.
+    pub fn in_flight(&self) -> usize {
+        self.wire.len()
     }
 
     /// Polls both endpoints at the current time and puts their output on the wire.
