@@ -38,7 +38,7 @@ fn drop_frames(sim: &mut Sim, nth: &[u64]) -> Rc<Cell<u64>> {
     let count = Rc::new(Cell::new(0));
     let seen = count.clone();
     let nth = nth.to_vec();
-    sim.filter = Some(Box::new(move |to_b, _h, len| {
+    sim.filter = Some(Box::new(move |_, to_b, _h, len| {
         if !to_b || len == 0 {
             return true;
         }
@@ -97,4 +97,63 @@ fn newreno_without_sack_recovers_from_two_losses() {
         "partial ACK retransmits the second hole: {st:?}"
     );
     assert_eq!(st.retransmits, 2, "{st:?}");
+}
+
+#[test]
+fn rto_backs_off_exponentially_and_recovers() {
+    let mut sim = Sim::new(LinkModel::perfect(), 1, config(), config());
+    let (c, s) = sim.connect();
+    let times = Rc::new(std::cell::RefCell::new(Vec::new()));
+    let t = times.clone();
+    // The link a->b goes dark for data.
+    let dark = Rc::new(Cell::new(true));
+    let d = dark.clone();
+    sim.filter = Some(Box::new(move |now, to_b, _h, len| {
+        if to_b && len > 0 && d.get() {
+            t.borrow_mut().push(now);
+            return false;
+        }
+        true
+    }));
+    sim.a.send(sim.now, c, pattern_chunk(0, 0, 1000)).unwrap();
+    sim.run_until(7_000_000, |_| false);
+    let times = times.borrow().clone();
+    let gaps: Vec<u64> = times.windows(2).map(|w| (w[1] - w[0]) / 1000).collect();
+    // RTO starts at its 200 ms floor (RTT is 4 ms here), then doubles.
+    assert_eq!(gaps[..4], [200, 400, 800, 1600], "{gaps:?}");
+    let st = sim.a.get(c).unwrap().stats();
+    assert_eq!(st.timeouts as usize, times.len() - 1);
+    assert_eq!(
+        sim.a.get(c).unwrap().cc_info().1,
+        sim.a.get(c).unwrap().mss(),
+        "cwnd = 1 MSS"
+    );
+    dark.set(false);
+    let mut buf = [0; 2000];
+    sim.run_until(10_000_000, |sim| {
+        sim.b.get(s).unwrap().recv_queued() == 1000
+    });
+    assert_eq!(sim.b.recv(sim.now, s, &mut buf), Ok(1000));
+    sim.run_until(1_000_000, |sim| sim.a.get(c).unwrap().send_queued() == 0);
+    assert_eq!(sim.a.get(c).unwrap().send_queued(), 0);
+}
+
+#[test]
+fn too_many_timeouts_drop_the_connection() {
+    let cfg = Config {
+        max_retries: 3,
+        ..config()
+    };
+    let mut sim = Sim::new(LinkModel::perfect(), 1, cfg, config());
+    let (c, _s) = sim.connect();
+    sim.filter = Some(Box::new(|_, to_b, _, _| !to_b));
+    sim.a.send(sim.now, c, pattern_chunk(0, 0, 1000)).unwrap();
+    sim.run_until(100_000_000, |sim| {
+        sim.a.state(c) == Some(uk_tcp::State::Closed)
+    });
+    assert_eq!(sim.a.error(c), Some(Error::TimedOut));
+    assert_eq!(
+        sim.a.send(sim.now, c, pattern_chunk(0, 0, 1)),
+        Err(Error::TimedOut)
+    );
 }

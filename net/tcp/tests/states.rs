@@ -235,7 +235,7 @@ fn fin_wait_2_times_out() {
 #[test]
 fn syn_retries_time_out() {
     let mut sim = Sim::new(LinkModel::perfect(), 1, config(), config());
-    sim.filter = Some(Box::new(|to_b, _, _| !to_b));
+    sim.filter = Some(Box::new(|_, to_b, _, _| !to_b));
     let c = sim
         .a
         .connect(sim.now, A_IP, SocketAddr::new(B_IP, PORT))

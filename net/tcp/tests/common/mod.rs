@@ -79,8 +79,8 @@ struct InFlight {
     dst: IpAddr,
 }
 
-/// Decides per frame (direction a->b, header, payload length) whether it passes.
-pub type Filter = Box<dyn FnMut(bool, &Header, usize) -> bool>;
+/// Decides per frame (time, direction a->b, header, payload length) whether it passes.
+pub type Filter = Box<dyn FnMut(u64, bool, &Header, usize) -> bool>;
 
 /// Two endpoints and the wire between them.
 pub struct Sim {
@@ -97,6 +97,8 @@ pub struct Sim {
     pub dropped: [u64; 2],
     /// Optional filter: return false to drop a frame (direction, header).
     pub filter: Option<Filter>,
+    /// The last header sent in each direction (0: a->b).
+    pub last: [Option<Header>; 2],
 }
 
 pub fn config() -> Config {
@@ -117,6 +119,7 @@ impl Sim {
             frames: [0; 2],
             dropped: [0; 2],
             filter: None,
+            last: [None, None],
         }
     }
 
@@ -126,9 +129,10 @@ impl Sim {
             for s in s.split() {
                 let bytes = s.to_bytes();
                 self.frames[dir] += 1;
+                let (h, _) = Header::parse(&bytes).unwrap();
+                self.last[dir] = Some(h);
                 if let Some(f) = self.filter.as_mut() {
-                    let (h, _) = Header::parse(&bytes).unwrap();
-                    if !f(to_b, &h, s.payload_len) {
+                    if !f(self.now, to_b, &h, s.payload_len) {
                         self.dropped[dir] += 1;
                         continue;
                     }
@@ -184,6 +188,12 @@ impl Sim {
     /// Advances to the next event (a frame arrival or a timer) and handles
     /// it; returns false when nothing is pending at all.
     pub fn step(&mut self) -> bool {
+        self.step_until(u64::MAX)
+    }
+
+    /// [`Sim::step`], but the clock stops at `limit` if nothing happens
+    /// before.
+    pub fn step_until(&mut self, limit: u64) -> bool {
         self.flush();
         let next_frame = self.wire.peek().map(|r| r.0.at);
         let next_timer = [self.a.next_deadline(), self.b.next_deadline()]
@@ -193,7 +203,7 @@ impl Sim {
         let Some(t) = [next_frame, next_timer].into_iter().flatten().min() else {
             return false;
         };
-        self.now = self.now.max(t);
+        self.now = self.now.max(t.min(limit));
         while let Some(r) = self.wire.peek() {
             if r.0.at > self.now {
                 break;
@@ -214,44 +224,34 @@ impl Sim {
             if done(self) {
                 return true;
             }
-            if !self.step() {
+            if !self.step_until(end) {
                 return done(self);
             }
         }
         done(self)
     }
 
-    /// Advances the clock without events past `t` (frames still arrive).
+    /// Lets `us` of virtual time pass, handling every event in it.
     pub fn advance(&mut self, us: u64) {
         let end = self.now + us;
-        while self.now < end {
-            self.flush();
-            let next_frame = self.wire.peek().map(|r| r.0.at);
-            let next_timer = [self.a.next_deadline(), self.b.next_deadline()]
-                .into_iter()
-                .flatten()
-                .min();
-            let t = [next_frame, next_timer]
-                .into_iter()
-                .flatten()
-                .min()
-                .unwrap_or(end)
-                .min(end);
-            self.now = self.now.max(t);
-            if t >= end && next_frame.is_none_or(|f| f > end) {
-                self.now = end;
-            }
-            while let Some(r) = self.wire.peek() {
-                if r.0.at > self.now {
-                    break;
-                }
-                let f = self.wire.pop().unwrap().0;
-                let ep = if f.to_b { &mut self.b } else { &mut self.a };
-                ep.on_segment(self.now, f.src, f.dst, &f.bytes)
-                    .expect("valid frame");
-            }
-            self.flush();
-        }
+        self.run_until(us, |_| false);
+        self.now = self.now.max(end);
+    }
+
+    /// Delivers a hand-made segment now (to b when `to_b`), checksummed,
+    /// and sends whatever the endpoints answer.
+    pub fn inject(
+        &mut self,
+        to_b: bool,
+        h: Header,
+        payload: &[u8],
+    ) -> Result<(), uk_tcp::ParseError> {
+        let (src, dst) = if to_b { (A_IP, B_IP) } else { (B_IP, A_IP) };
+        let bytes = raw_segment(src, dst, h, payload);
+        let ep = if to_b { &mut self.b } else { &mut self.a };
+        let r = ep.on_segment(self.now, src, dst, &bytes);
+        self.flush();
+        r
     }
 
     /// A connects to B's listener on [`PORT`]; returns (client, server) ids.
@@ -284,4 +284,15 @@ pub fn pattern_chunk(seed: u64, start: u64, len: usize) -> SharedSlice {
         .map(|i| pattern(seed, start + i))
         .collect::<Vec<u8>>()
         .into()
+}
+
+/// A checksummed segment.
+pub fn raw_segment(src: IpAddr, dst: IpAddr, h: Header, payload: &[u8]) -> Vec<u8> {
+    let mut hb = uk_tcp::wire::HeaderBuf::default();
+    h.emit(&mut hb);
+    let c = uk_tcp::wire::tcp_checksum(src, dst, [hb.as_bytes(), payload]);
+    hb.set_checksum(c);
+    let mut v = hb.as_bytes().to_vec();
+    v.extend_from_slice(payload);
+    v
 }
