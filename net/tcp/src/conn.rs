@@ -172,6 +172,9 @@ pub struct Connection<P> {
     ooo: OutOfOrder,
     ooo_fin: Option<Seq>,
     fin_received: bool,
+    /// Largest segment received: the peer's effective MSS, for "ACK every
+    /// second full-sized segment".
+    rcv_mss: u32,
 
     // Options.
     ts_enabled: bool,
@@ -302,6 +305,7 @@ impl<P: Payload> Connection<P> {
             ooo: OutOfOrder::default(),
             ooo_fin: None,
             fin_received: false,
+            rcv_mss: 536,
             ts_enabled: false,
             ts_offset,
             ts_recent: 0,
@@ -959,10 +963,9 @@ impl<P: Payload> Connection<P> {
                 self.advance(n);
             }
             self.unacked_bytes += data.len() as u32;
-            if had_ooo
-                || self.unacked_bytes >= 2 * u32::from(self.cfg.mss)
-                || self.cfg.delayed_ack == 0
-            {
+            let seg = (data.len() as u32).min(u32::from(self.cfg.mss));
+            self.rcv_mss = self.rcv_mss.max(seg);
+            if had_ooo || self.unacked_bytes >= 2 * self.rcv_mss || self.cfg.delayed_ack == 0 {
                 self.ack_now = true;
             } else if self.delack_at.is_none() {
                 self.delack_at = Some(now + self.cfg.delayed_ack);

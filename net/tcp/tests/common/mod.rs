@@ -131,11 +131,11 @@ impl Sim {
                 self.frames[dir] += 1;
                 let (h, _) = Header::parse(&bytes).unwrap();
                 self.last[dir] = Some(h);
-                if let Some(f) = self.filter.as_mut() {
-                    if !f(self.now, to_b, &h, s.payload_len) {
-                        self.dropped[dir] += 1;
-                        continue;
-                    }
+                if let Some(f) = self.filter.as_mut()
+                    && !f(self.now, to_b, &h, s.payload_len)
+                {
+                    self.dropped[dir] += 1;
+                    continue;
                 }
                 let m = &self.model;
                 let wire_len = bytes.len() as u64 + 40;
