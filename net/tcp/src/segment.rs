@@ -1,0 +1,141 @@
+//! An outgoing segment: header bytes plus a scatter-gather payload list.
+
+use alloc::vec::Vec;
+use core::net::IpAddr;
+
+use crate::payload::{Fragment, Payload};
+use crate::wire::{Flags, Header, HeaderBuf, pseudo_header_sum, tcp_checksum};
+
+/// A segment to transmit. The payload is a list of fragments referencing the
+/// send queue's buffers; nothing was copied to build it.
+#[derive(Clone, Debug)]
+pub struct Segment<P> {
+    /// IP source address.
+    pub local_ip: IpAddr,
+    /// IP destination address.
+    pub remote_ip: IpAddr,
+    /// The TCP header with options; checksum field 0 until
+    /// [`Segment::fill_checksum`] or [`Segment::fill_partial_checksum`].
+    pub header: HeaderBuf,
+    /// Payload fragments, in order.
+    pub payload: Vec<Fragment<P>>,
+    /// Total payload bytes.
+    pub payload_len: usize,
+    /// The MSS at which a device doing segmentation offload (TSO/GSO) cuts
+    /// the payload when `payload_len` exceeds it.
+    pub mss: u16,
+}
+
+impl<P: Payload> Segment<P> {
+    /// TCP length (header and payload): the IP payload length.
+    pub fn tcp_len(&self) -> usize {
+        self.header.as_bytes().len() + self.payload_len
+    }
+
+    /// Whether the payload exceeds one MSS (needs TSO or [`Segment::split`]).
+    pub fn needs_segmentation(&self) -> bool {
+        self.payload_len > usize::from(self.mss)
+    }
+
+    /// Software checksum over the pseudo-header, header and every fragment.
+    pub fn fill_checksum(&mut self) {
+        self.header.set_checksum(0);
+        let pieces = core::iter::once(self.header.as_bytes())
+            .chain(self.payload.iter().map(Fragment::bytes));
+        let c = tcp_checksum(self.local_ip, self.remote_ip, pieces.collect::<Vec<_>>());
+        self.header.set_checksum(c);
+    }
+
+    /// Checksum offload: stores the pseudo-header sum in the checksum field
+    /// (virtio `VIRTIO_NET_HDR_F_NEEDS_CSUM`: the device adds the rest from
+    /// `csum_start` = start of the TCP header, `csum_offset` =
+    /// [`HeaderBuf::CHECKSUM_OFFSET`]). For TSO the device recomputes the
+    /// length per segment, so the sum is taken with length 0 as Linux does.
+    pub fn fill_partial_checksum(&mut self) {
+        let len = if self.needs_segmentation() {
+            0
+        } else {
+            self.tcp_len()
+        };
+        self.header
+            .set_checksum(pseudo_header_sum(self.local_ip, self.remote_ip, len));
+    }
+
+    /// Header and payload in one buffer, checksummed: what a device without
+    /// scatter-gather would need (one copy; tests use it).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut s = self.clone();
+        s.fill_checksum();
+        let mut v = Vec::with_capacity(s.tcp_len());
+        v.extend_from_slice(s.header.as_bytes());
+        for f in &s.payload {
+            v.extend_from_slice(f.bytes());
+        }
+        v
+    }
+
+    /// Software segmentation (GSO): cuts a segment longer than its MSS into
+    /// MSS-sized segments with the same options; FIN and PSH stay on the
+    /// last one. Fragments are sliced, not copied.
+    pub fn split(&self) -> Vec<Segment<P>> {
+        let Ok((h, _)) = Header::parse(self.header.as_bytes()) else {
+            return alloc::vec![self.clone()];
+        };
+        if !self.needs_segmentation() {
+            return alloc::vec![self.clone()];
+        }
+        let mss = usize::from(self.mss.max(1));
+        let mut out = Vec::with_capacity(self.payload_len.div_ceil(mss));
+        let mut frags = self.payload.iter();
+        let mut cur: Option<Fragment<P>> = None;
+        let mut done = 0;
+        while done < self.payload_len {
+            let take = mss.min(self.payload_len - done);
+            let mut payload = Vec::new();
+            let mut need = take;
+            while need > 0 {
+                let f = match cur.take() {
+                    Some(f) => f,
+                    None => match frags.next() {
+                        Some(f) => f.clone(),
+                        None => break,
+                    },
+                };
+                if f.len <= need {
+                    need -= f.len;
+                    payload.push(f);
+                } else {
+                    payload.push(Fragment {
+                        data: f.data.clone(),
+                        offset: f.offset,
+                        len: need,
+                    });
+                    cur = Some(Fragment {
+                        data: f.data,
+                        offset: f.offset + need,
+                        len: f.len - need,
+                    });
+                    need = 0;
+                }
+            }
+            let last = done + take == self.payload_len;
+            let mut hh = h;
+            hh.seq = h.seq + done as u32;
+            if !last {
+                hh.flags = Flags(h.flags.0 & !(Flags::FIN.0 | Flags::PSH.0));
+            }
+            let mut header = HeaderBuf::default();
+            hh.emit(&mut header);
+            out.push(Segment {
+                local_ip: self.local_ip,
+                remote_ip: self.remote_ip,
+                header,
+                payload,
+                payload_len: take,
+                mss: self.mss,
+            });
+            done += take;
+        }
+        out
+    }
+}

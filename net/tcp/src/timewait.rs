@@ -1,0 +1,188 @@
+//! TIME-WAIT as a compact record, not a connection (RFC 9293 section 3.6.1;
+//! reuse by a new SYN as in RFC 6191).
+
+use alloc::collections::VecDeque;
+use core::mem::size_of;
+
+use hashbrown::HashMap;
+
+use crate::hash::KeyedState;
+use crate::seq::Seq;
+use crate::wire::FourTuple;
+
+/// What is left of a connection in TIME-WAIT: enough to answer a
+/// retransmitted FIN and to judge a new SYN. Stored as the table's key and
+/// value; `size_of::<TimeWaitRecord>()` is at most 64 bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimeWaitRecord {
+    /// The connection.
+    pub tuple: FourTuple,
+    /// Our next sequence number (after our FIN).
+    pub snd_nxt: Seq,
+    /// The peer's next sequence number (after its FIN).
+    pub rcv_nxt: Seq,
+    /// The last TSval from the peer, when timestamps were in use.
+    pub ts_recent: Option<u32>,
+    /// When the record expires (µs).
+    pub expiry: u64,
+}
+
+/// The value stored beside the key (the key is the tuple).
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    snd_nxt: Seq,
+    rcv_nxt: Seq,
+    ts_recent: Option<u32>,
+    expiry: u64,
+}
+
+/// What to do with a segment that hit a TIME-WAIT record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimeWaitAction {
+    /// Send an ACK for `rcv_nxt` from `snd_nxt` (retransmitted FIN, or
+    /// anything else in the old connection's space).
+    Ack {
+        /// Our sequence number.
+        seq: Seq,
+        /// The acknowledgment number.
+        ack: Seq,
+    },
+    /// A SYN that may start a new incarnation: the record is gone, treat it
+    /// as a fresh SYN for a listener.
+    Reopen,
+    /// Nothing (an RST ends the record silently too).
+    Ignore,
+}
+
+/// The bounded TIME-WAIT table. Every record lives the same time, so
+/// insertion order is expiry order: a FIFO finds the expired and, when the
+/// table is full, the oldest record to recycle.
+#[derive(Debug)]
+pub struct TimeWaitTable {
+    map: HashMap<FourTuple, Entry, KeyedState>,
+    fifo: VecDeque<(FourTuple, u64)>,
+    capacity: usize,
+    recycled: u64,
+}
+
+impl TimeWaitTable {
+    /// A table holding at most `capacity` records.
+    pub fn new(capacity: usize, hasher: KeyedState) -> Self {
+        TimeWaitTable {
+            map: HashMap::with_hasher(hasher),
+            fifo: VecDeque::new(),
+            capacity: capacity.max(1),
+            recycled: 0,
+        }
+    }
+
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether the table is empty.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// How many records were dropped early because the table was full.
+    pub fn recycled(&self) -> u64 {
+        self.recycled
+    }
+
+    /// Heap bytes used by the table.
+    pub fn memory_bytes(&self) -> usize {
+        self.map.capacity() * (size_of::<(FourTuple, Entry)>() + 1)
+            + self.fifo.capacity() * size_of::<(FourTuple, u64)>()
+    }
+
+    /// Looks a record up.
+    pub fn get(&self, tuple: &FourTuple) -> Option<TimeWaitRecord> {
+        self.map.get(tuple).map(|e| TimeWaitRecord {
+            tuple: *tuple,
+            snd_nxt: e.snd_nxt,
+            rcv_nxt: e.rcv_nxt,
+            ts_recent: e.ts_recent,
+            expiry: e.expiry,
+        })
+    }
+
+    /// Adds a record, recycling the oldest when full.
+    pub fn insert(&mut self, r: TimeWaitRecord) {
+        while self.map.len() >= self.capacity || self.fifo.len() >= self.capacity {
+            let Some((t, exp)) = self.fifo.pop_front() else {
+                break;
+            };
+            if self.map.get(&t).is_some_and(|e| e.expiry == exp) {
+                self.map.remove(&t);
+                self.recycled += 1;
+            }
+        }
+        let e = Entry {
+            snd_nxt: r.snd_nxt,
+            rcv_nxt: r.rcv_nxt,
+            ts_recent: r.ts_recent,
+            expiry: r.expiry,
+        };
+        self.map.insert(r.tuple, e);
+        self.fifo.push_back((r.tuple, r.expiry));
+    }
+
+    /// Removes records expired at `now`.
+    pub fn expire(&mut self, now: u64) {
+        while let Some(&(t, exp)) = self.fifo.front() {
+            if exp > now {
+                break;
+            }
+            self.fifo.pop_front();
+            if self.map.get(&t).is_some_and(|e| e.expiry == exp) {
+                self.map.remove(&t);
+            }
+        }
+        if self.map.is_empty() {
+            self.map.shrink_to(0);
+            self.fifo = VecDeque::new();
+        }
+    }
+
+    /// The earliest expiry.
+    pub fn next_expiry(&self) -> Option<u64> {
+        self.fifo.front().map(|&(_, e)| e)
+    }
+
+    /// Handles a segment for a tuple in TIME-WAIT.
+    pub fn on_segment(
+        &mut self,
+        tuple: &FourTuple,
+        syn: bool,
+        rst: bool,
+        ack: bool,
+        seq: Seq,
+        tsval: Option<u32>,
+    ) -> TimeWaitAction {
+        let Some(e) = self.map.get(tuple).copied() else {
+            return TimeWaitAction::Ignore;
+        };
+        if rst {
+            // RFC 1337: ignore RSTs in TIME-WAIT (no assassination).
+            return TimeWaitAction::Ignore;
+        }
+        if syn && !ack {
+            // RFC 6191: a SYN whose timestamp (or, without timestamps, whose
+            // sequence number) is above the old connection's may reopen it.
+            let newer = match (e.ts_recent, tsval) {
+                (Some(old), Some(new)) => Seq(new) > Seq(old),
+                _ => seq > e.rcv_nxt,
+            };
+            if newer {
+                self.map.remove(tuple);
+                return TimeWaitAction::Reopen;
+            }
+        }
+        TimeWaitAction::Ack {
+            seq: e.snd_nxt,
+            ack: e.rcv_nxt,
+        }
+    }
+}
