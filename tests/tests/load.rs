@@ -207,3 +207,51 @@ fn hundred_thousand_connection_close_requests_in_32m() {
     normal_client_served(&ns, &g);
     g.kill();
 }
+
+/// The mmap data path maps a whole file; in a guest smaller than the file,
+/// pages already sent must go back to the page cache instead of the
+/// download (and the VM) ending with "bus error ... ENOMEM".
+#[test]
+fn mmap_path_serves_a_file_larger_than_the_guest() {
+    use std::io::{Read, Write};
+    const SIZE: usize = 64 << 20;
+    let dir = temp_path("load-mmap-site");
+    std::fs::create_dir_all(&dir).unwrap();
+    let want = pseudo_random_bytes(77, SIZE);
+    std::fs::write(dir.join("big.bin"), &want).unwrap();
+    let image = temp_path("load-mmap").with_extension("img");
+    build_image_from_dir(&dir, &image, ImageFormat::Ext4).expect("build the ext4 image");
+    let _ = std::fs::remove_dir_all(&dir);
+    let port = uk_tests::free_port();
+    let mut g = Guest::boot(
+        "httpd",
+        Machine::Microvm,
+        uk_tests::BootOpts::args(&["--data-path", "mmap", "--no-access-log"])
+            .disk(image.clone())
+            .mem("64M")
+            .fwd(port, 80),
+    );
+    g.expect("httpd: serving");
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(300)))
+        .unwrap();
+    s.write_all(b"GET /big.bin HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::with_capacity(SIZE + 1024);
+    let r = s.read_to_end(&mut got);
+    let _ = std::fs::remove_file(&image);
+    let head_end = got
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| p + 4)
+        .unwrap_or_else(|| panic!("no response head ({r:?})\n{}", g.output()));
+    let body = &got[head_end..];
+    assert!(
+        body.len() == SIZE && body == &want[..],
+        "got {} of {SIZE} bytes ({r:?})\n{}",
+        body.len(),
+        tail(&g.output(), 30)
+    );
+    assert!(!g.output().contains("bus error"), "{}", g.output());
+    g.kill();
+}

@@ -27,7 +27,7 @@
 pub mod ext4;
 
 use alloc::boxed::Box;
-use alloc::collections::BTreeMap;
+use alloc::collections::{BTreeMap, VecDeque};
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -516,8 +516,10 @@ struct Mapping {
     file: Arc<KFile>,
     /// File page index of the mapping's first page.
     first_page: u64,
-    /// Pages faulted in so far, pinned in the cache until the unmap.
-    pins: Vec<PinnedPage>,
+    /// Pages faulted in and mapped now (address, pin), oldest first; each is
+    /// pinned in the cache until the unmap or until memory pressure takes it
+    /// back ([`release_mapped_pages`]).
+    pins: VecDeque<(u64, PinnedPage)>,
 }
 
 static MAPPINGS: IrqMutex<BTreeMap<u64, Mapping>> = IrqMutex::new(BTreeMap::new());
@@ -547,7 +549,7 @@ pub fn mmap_file(fd: i32, len: usize, offset: u64) -> Result<*const u8> {
             len: pages * PAGE,
             file,
             first_page: offset / PAGE,
-            pins: Vec::new(),
+            pins: VecDeque::new(),
         },
     );
     Ok(va as *const u8)
@@ -560,6 +562,32 @@ pub fn mmap_file(fd: i32, len: usize, offset: u64) -> Result<*const u8> {
 /// read ends the VM, as SIGBUS would end a process.
 pub(crate) extern "C" fn resolve_file_fault(addr: u64) {
     let page = addr & !(PAGE - 1);
+    let mut result = map_file_page(page);
+    // Out of frames: every resident page may be pinned by mappings (a 64 MiB
+    // file mapped in a 64M guest). Give back the oldest mapped pages (they
+    // fault in again when touched) and ask for reclaim, then try again.
+    let mut round = 0;
+    while result == Err(Errno::ENOMEM) && round < 8 {
+        let released = release_mapped_pages(RELEASE_BATCH);
+        let reclaimed = mm::reclaim(RELEASE_BATCH as u64);
+        if released == 0 && reclaimed == 0 && round > 0 {
+            break;
+        }
+        result = map_file_page(page);
+        round += 1;
+    }
+    if let Err(e) = result {
+        crate::println!("bus error: page {page:#x} of a mapped file could not be read: {e}");
+        crate::process::exit(crate::trap::EXIT_EXCEPTION as i32);
+    }
+}
+
+/// Mapped file pages given back at a time under memory pressure.
+const RELEASE_BATCH: usize = 64;
+
+/// Faults in the file page mapped at `page`: pins it in the cache and maps
+/// its frame read-only.
+fn map_file_page(page: u64) -> Result<()> {
     let found = {
         let maps = MAPPINGS.lock();
         maps.range(..=page)
@@ -567,32 +595,68 @@ pub(crate) extern "C" fn resolve_file_fault(addr: u64) {
             .filter(|(va, m)| page < **va + m.len)
             .map(|(va, m)| (*va, m.file.clone(), m.first_page + (page - *va) / PAGE))
     };
-    let result = match (found, fs()) {
-        (Some((va, file, index)), Ok(f)) => match f.cache.pin(file.id(), &**file.inode(), index) {
-            Ok(pin) => {
-                let pa = f.cache.with_pinned(&pin, |p| p.phys());
-                match mm::map_frames(page, &[pa], Prot::READ) {
-                    Ok(()) => {
-                        match MAPPINGS.lock().get_mut(&va) {
-                            Some(m) => m.pins.push(pin),
-                            None => f.cache.unpin(pin),
-                        }
-                        Ok(())
-                    }
-                    Err(_) => {
-                        f.cache.unpin(pin);
-                        Err(Errno::ENOMEM)
-                    }
+    let (Some((va, file, index)), Ok(f)) = (found, fs()) else {
+        return Err(Errno::EFAULT);
+    };
+    let pin = f.cache.pin(file.id(), &**file.inode(), index)?;
+    let pa = f.cache.with_pinned(&pin, |p| p.phys());
+    if mm::map_frames(page, &[pa], Prot::READ).is_err() {
+        f.cache.unpin(pin);
+        return Err(Errno::ENOMEM);
+    }
+    let mut maps = MAPPINGS.lock();
+    let stored = match maps.get_mut(&va) {
+        Some(m) => match m.pins.try_reserve(1) {
+            Ok(()) => {
+                m.pins.push_back((page, pin));
+                None
+            }
+            Err(_) => Some(pin),
+        },
+        None => Some(pin),
+    };
+    drop(maps);
+    match stored {
+        None => Ok(()),
+        Some(pin) => {
+            // Unmapped meanwhile, or no memory to remember the pin.
+            mm::unmap_page_keep_vma(page);
+            f.cache.unpin(pin);
+            Err(Errno::ENOMEM)
+        }
+    }
+}
+
+/// Unmaps and unpins up to `max` mapped file pages, the oldest faulted-in
+/// pages of each mapping first, so the page cache may evict them; a later
+/// touch faults them in again. Returns how many were released.
+fn release_mapped_pages(max: usize) -> usize {
+    let Ok(f) = fs() else { return 0 };
+    let mut taken: Vec<(u64, PinnedPage)> = Vec::new();
+    if taken.try_reserve(max).is_err() {
+        return 0;
+    }
+    {
+        let mut maps = MAPPINGS.lock();
+        let n = maps.len().max(1);
+        let per_map = max.div_ceil(n).max(1);
+        for m in maps.values_mut() {
+            for _ in 0..per_map.min(m.pins.len()) {
+                if taken.len() == max {
+                    break;
+                }
+                if let Some(p) = m.pins.pop_front() {
+                    taken.push(p);
                 }
             }
-            Err(e) => Err(e),
-        },
-        _ => Err(Errno::EFAULT),
-    };
-    if let Err(e) = result {
-        crate::println!("bus error: page {page:#x} of a mapped file could not be read: {e}");
-        crate::process::exit(crate::trap::EXIT_EXCEPTION as i32);
+        }
     }
+    let n = taken.len();
+    for (va, pin) in taken {
+        mm::unmap_page_keep_vma(va);
+        f.cache.unpin(pin);
+    }
+    n
 }
 
 /// Removes a mapping made by [`mmap_file`] (the whole mapping: `addr` is
@@ -602,7 +666,7 @@ pub fn munmap_file(addr: *const u8) -> Result<()> {
     let m = MAPPINGS.lock().remove(&va).ok_or(Errno::EINVAL)?;
     let _ = mm::unmap_keep_frames(va, m.len);
     let f = fs()?;
-    for p in m.pins {
+    for (_, p) in m.pins {
         f.cache.unpin(p);
     }
     Ok(())

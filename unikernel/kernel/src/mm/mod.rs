@@ -718,6 +718,19 @@ pub fn map_frames(va: u64, frames: &[u64], prot: Prot) -> Result<(), MemError> {
     })
 }
 
+/// Clears the page-table entry of the page at `va` (page aligned) and
+/// flushes it, keeping the VMA and the frame: the next touch faults again.
+/// For file mappings giving a page back to the page cache under pressure.
+pub fn unmap_page_keep_vma(va: u64) {
+    let _ = with_mm(|mm| {
+        paging::for_each_leaf(mm.pml4, va, va + PAGE, |v, e| {
+            e.set_unused();
+            paging::flush(v);
+        });
+        Ok(())
+    });
+}
+
 /// Removes [addr, addr+len) (VMAs and page-table entries) *without* freeing
 /// the frames behind it: they belong to someone else (the page cache).
 pub fn unmap_keep_frames(addr: u64, len: u64) -> Result<(), MemError> {
