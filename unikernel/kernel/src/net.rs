@@ -528,7 +528,24 @@ pub(crate) fn recv(id: SocketId, buf: &mut [u8], nonblocking: bool) -> Result<us
     blocking(id, nonblocking, None, |s| s.tcp_recv(id, buf))
 }
 
+/// Touches one byte of every page of `buf`, so that a not-yet-resident page
+/// of a file mapping is faulted in (which may wait for the disk) here, with
+/// no lock held, rather than inside the copy under the network lock.
+fn prefault(buf: &[u8]) {
+    let page = crate::mm::PAGE as usize;
+    let mut i = 0;
+    while i < buf.len() {
+        // black_box keeps the read (the touch) from being optimised away.
+        let _ = core::hint::black_box(buf[i]);
+        i = (i / page + 1) * page;
+    }
+}
+
+/// The most a socket write copies at once (the send buffer's size).
+const SEND_PREFAULT: usize = 64 * 1024;
+
 pub(crate) fn send(id: SocketId, buf: &[u8], nonblocking: bool) -> Result<usize> {
+    prefault(&buf[..buf.len().min(SEND_PREFAULT)]);
     let n = blocking(id, nonblocking, None, |s| s.tcp_send(id, buf))?;
     crate::io::COPIES.add(&crate::io::COPIES.app_to_socket, n);
     Ok(n)
