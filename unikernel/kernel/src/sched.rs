@@ -467,8 +467,37 @@ pub fn block_current(deadline_ns: Option<u64>) -> bool {
 }
 
 /// Makes thread `t` runnable if it is blocked. Safe from interrupt handlers.
+///
+/// From thread context with interrupts enabled (so no spinlock is held),
+/// this acts as the end of an interrupt does: if the woken thread should run
+/// before the caller (higher priority), the caller yields to it now; if it
+/// only shares the caller's priority, the slice timer is armed so that the
+/// caller is preempted at the end of its slice. From an interrupt handler
+/// (interrupts off) the switch waits for the handler's `preempt_point`.
 pub fn wake(t: ThreadId) -> bool {
-    with_irqs_off(|| SCHED.lock().as_mut().is_some_and(|s| s.wake(t, false)))
+    let was = interrupts::are_enabled();
+    interrupts::disable();
+    let mut g = SCHED.lock();
+    let woken = g.as_mut().is_some_and(|s| {
+        let w = s.wake(t, false);
+        if w {
+            s.reprogram();
+        }
+        w
+    });
+    if was
+        && woken
+        && g.as_ref()
+            .is_some_and(|s| s.need_resched && s.current != IDLE)
+    {
+        switch_away(g, true);
+    } else {
+        drop(g);
+    }
+    if was {
+        interrupts::enable();
+    }
+    woken
 }
 
 /// Sleeps until `deadline_ns` (nanoseconds since boot).
