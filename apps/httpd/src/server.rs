@@ -823,6 +823,14 @@ impl Server {
                     let _ = fs::write(conn.fd, b);
                 }
                 self.access_log(&conn.peer, "", 408, plan.body_len(), None, None);
+            } else if conn.served == 0 {
+                // A connection that never sent a byte: worth knowing about
+                // (a port scanner, a preconnecting browser, or a lost wake-up).
+                log::info!(
+                    "httpd: {}: closed, no request within {} ms",
+                    conn.peer,
+                    self.cfg.header_timeout_ms
+                );
             } else {
                 log::debug!("httpd: {}: idle timeout", conn.peer);
             }
