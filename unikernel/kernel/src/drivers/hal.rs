@@ -35,6 +35,21 @@ fn contiguous_phys(va: u64, len: u64) -> Option<u64> {
     Some(pa0)
 }
 
+/// DMA frames, asking the page cache for memory back when there are none
+/// free. virtio-drivers' `Hal` has no way to report failure, so a request
+/// that still finds nothing ends in a panic naming it; reclaim makes that
+/// the case only when the memory is really gone (pinned or in use).
+fn alloc_dma_reclaiming(pages: u64) -> Result<u64, mm::MemError> {
+    for _ in 0..4 {
+        match mm::alloc_dma(pages) {
+            Ok(pa) => return Ok(pa),
+            Err(_) if mm::reclaim(pages + 64) > 0 => {}
+            Err(e) => return Err(e),
+        }
+    }
+    mm::alloc_dma(pages)
+}
+
 // SAFETY: dma_alloc returns zeroed, page-aligned, identity-mapped frames owned
 // by the caller until dma_dealloc; mmio_phys_to_virt maps the region uncached
 // and returns its identity address; share returns the physical address of
@@ -42,7 +57,7 @@ fn contiguous_phys(va: u64, len: u64) -> Option<u64> {
 // for as long as the sharing lasts.
 unsafe impl Hal for KernelHal {
     fn dma_alloc(pages: usize, _dir: BufferDirection) -> (PhysAddr, NonNull<u8>) {
-        let pa = mm::alloc_dma(pages as u64)
+        let pa = alloc_dma_reclaiming(pages as u64)
             .unwrap_or_else(|_| panic!("out of memory for {pages} DMA pages"));
         (
             pa,
@@ -69,7 +84,7 @@ unsafe impl Hal for KernelHal {
             return pa;
         }
         let pages = pages_for(buffer.len());
-        let bounce = mm::alloc_dma(pages)
+        let bounce = alloc_dma_reclaiming(pages)
             .unwrap_or_else(|_| panic!("out of memory for a {len}-byte bounce buffer"));
         if direction != BufferDirection::DeviceToDriver {
             // SAFETY: the caller guarantees `buffer` is valid for reads; the
