@@ -8,6 +8,11 @@ network namespace (the test checks that with `ip netns identify` first).
       `Connection: close`, CONNS at a time; the server closes each
       connection after its response, so it is the one in TIME-WAIT.
   fetch HOST PATH FILE   one request; the body must equal FILE's bytes.
+  slowloris HOST N SECS PATH=SIZE   N connections trickle a request head, a
+      byte a second, for SECS; meanwhile a normal client (retrying a refused
+      or 503 attempt, for at most SECS) must be served PATH in full.
+  abort HOST N PATH   N clients start downloading PATH, read 1 MiB, and
+      reset the connection (SO_LINGER 0: RST).
 
 Prints one line `ok requests=N bytes=B errors=E min_per_conn=M secs=S` (or
 `fetch ok`) and exits 0 only when nothing failed. Bounded in count and time.
@@ -68,6 +73,61 @@ async def close_worker(host, path, size, stats, total, deadline):
             stats["last_error"] = repr(e)
 
 
+async def normal_fetch(host, path, size, deadline):
+    """Fetches PATH until served in full or the deadline passes; returns tries."""
+    tries = 0
+    while time.monotonic() < deadline:
+        tries += 1
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, 80), 10)
+            writer.write(f"GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode())
+            status, body = await asyncio.wait_for(read_response(reader), 60)
+            writer.close()
+            if status == 200 and len(body) == size:
+                return tries
+        except Exception:
+            pass
+        await asyncio.sleep(0.5)
+    raise RuntimeError(f"normal client not served in {tries} tries")
+
+
+async def slow_client(host, secs, stats):
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, 80), 30)
+    except Exception:
+        stats["refused"] += 1
+        return
+    stats["opened"] += 1
+    head = b"GET / HTTP/1.1\r\nHost: t\r\nX-Slow: " + b"a" * 1000
+    end = time.monotonic() + secs
+    i = 0
+    try:
+        while time.monotonic() < end and i < len(head):
+            writer.write(head[i:i + 1])
+            await writer.drain()
+            i += 1
+            await asyncio.sleep(1)
+    except Exception:
+        stats["cut"] += 1
+    writer.close()
+
+
+async def abort_client(host, path):
+    import socket, struct
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, 80), 30)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+    got = 0
+    while got < (1 << 20):
+        b = await asyncio.wait_for(reader.read(65536), 60)
+        if not b:
+            break
+        got += len(b)
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.close()
+    return got
+
+
 def parse_paths(args):
     out = []
     for a in args:
@@ -102,6 +162,23 @@ async def main():
             *(close_worker(host, path, size, stats, total, deadline) for _ in range(conns))
         )
         min_per_conn = 0
+    elif mode == "slowloris":
+        n, secs = int(sys.argv[3]), float(sys.argv[4])
+        [(path, size)] = parse_paths(sys.argv[5:6])
+        st = {"opened": 0, "refused": 0, "cut": 0}
+        slow = [asyncio.ensure_future(slow_client(host, secs, st)) for _ in range(n)]
+        await asyncio.sleep(2)
+        tries = await normal_fetch(host, path, size, time.monotonic() + secs + 30)
+        await asyncio.gather(*slow)
+        print(f"ok slowloris opened={st['opened']} refused={st['refused']} cut={st['cut']} normal_tries={tries} errors=0", flush=True)
+        sys.exit(0)
+    elif mode == "abort":
+        n, path = int(sys.argv[3]), sys.argv[4]
+        results = await asyncio.gather(*(abort_client(host, path) for _ in range(n)), return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        last = repr(errors[0]) if errors else ""
+        print(f"ok aborted={n - len(errors)} errors={len(errors)} last_error={last}", flush=True)
+        sys.exit(0 if not errors else 1)
     elif mode == "fetch":
         path, want = sys.argv[3], open(sys.argv[4], "rb").read()
         reader, writer = await asyncio.wait_for(asyncio.open_connection(host, 80), 30)

@@ -15,11 +15,12 @@ use uk_tests::{Guest, Machine, Netns};
 const CLIENT: &str = include_str!("../clients/httpload.py");
 
 /// (path, size) of the files on the test site.
-const FILES: [(&str, usize); 4] = [
+const FILES: [(&str, usize); 5] = [
     ("/1k.bin", 1024),
     ("/64k.bin", 64 << 10),
     ("/1m.bin", 1 << 20),
     ("/16m.bin", 16 << 20),
+    ("/64m.bin", 64 << 20),
 ];
 
 struct Site {
@@ -204,6 +205,45 @@ fn hundred_thousand_connection_close_requests_in_32m() {
     let errors = field(&line, "errors");
     assert!(errors <= 10, "{errors} failed requests: {line}");
     assert_eq!(field(&line, "requests") + errors, total, "{line}");
+    normal_client_served(&ns, &g);
+    g.kill();
+}
+
+/// 500 slowloris clients trickle request heads (a byte a second) at a 64M
+/// guest with the default connection limit: the server times their heads
+/// out (408) and refuses what is over the limit (503), and a normal client
+/// is served meanwhile. Then 200 clients start 64 MiB downloads and reset
+/// them after 1 MiB; the guest frees what they held and keeps serving.
+#[test]
+fn slowloris_and_aborted_downloads() {
+    if uk_tests::skip_unless_root() {
+        return;
+    }
+    let ns = Netns::create("slow").expect("create the test namespace");
+    let mut g = boot_httpd(&ns, "64M", 256);
+    let line = client(
+        &ns,
+        &g,
+        &[
+            "slowloris".into(),
+            ns.guest_ip.into(),
+            "500".into(),
+            "15".into(),
+            arg("/1k.bin"),
+        ],
+    );
+    assert!(line.contains("errors=0"), "{line}");
+    let line = client(
+        &ns,
+        &g,
+        &[
+            "abort".into(),
+            ns.guest_ip.into(),
+            "200".into(),
+            "/64m.bin".into(),
+        ],
+    );
+    assert_eq!(field(&line, "aborted"), 200, "{line}");
     normal_client_served(&ns, &g);
     g.kill();
 }
