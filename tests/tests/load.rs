@@ -13,6 +13,8 @@ use uk_cli::image::{ImageFormat, build_image_from_dir, pseudo_random_bytes, temp
 use uk_tests::{Guest, Machine, Netns};
 
 const CLIENT: &str = include_str!("../clients/httpload.py");
+/// The console byte that makes the kernel print its diagnostic dump.
+const DUMP_KEY: u8 = 0x1c;
 
 /// (path, size) of the files on the test site.
 const FILES: [(&str, usize); 5] = [
@@ -57,17 +59,17 @@ fn arg(path: &str) -> String {
 
 /// Runs the load client inside the namespace; returns its output line,
 /// or panics with it and the guest's console.
-fn client(ns: &Netns, g: &Guest, args: &[String]) -> String {
+fn client(ns: &Netns, g: &mut Guest, args: &[String]) -> String {
     client_checked(ns, g, args, true)
 }
 
 /// As [`client`], but a run that completed with some failed requests
 /// returns its line for the caller to judge.
-fn client_allowing_errors(ns: &Netns, g: &Guest, args: &[String]) -> String {
+fn client_allowing_errors(ns: &Netns, g: &mut Guest, args: &[String]) -> String {
     client_checked(ns, g, args, false)
 }
 
-fn client_checked(ns: &Netns, g: &Guest, args: &[String], strict: bool) -> String {
+fn client_checked(ns: &Netns, g: &mut Guest, args: &[String], strict: bool) -> String {
     let mut full = vec!["-c".to_string(), CLIENT.to_string()];
     full.extend(args.iter().cloned());
     let full: Vec<&str> = full.iter().map(String::as_str).collect();
@@ -76,12 +78,20 @@ fn client_checked(ns: &Netns, g: &Guest, args: &[String], strict: bool) -> Strin
         .output()
         .expect("run the load client");
     let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let passed = out.status.success() || (!strict && stdout.starts_with("ok "));
+    if !passed {
+        // Ask the guest for its diagnostic dump (scheduler, network queues,
+        // memory) so that a stall shows where it stands.
+        let mark = g.mark();
+        let _ = g.send(&[DUMP_KEY]);
+        let _ = g.wait_for_from("uk: dump: mem", mark, std::time::Duration::from_secs(20));
+    }
     assert!(
-        out.status.success() || (!strict && stdout.starts_with("ok ")),
+        passed,
         "client {:?} failed: {stdout} {}\n--- guest ---\n{}",
         args.first(),
         String::from_utf8_lossy(&out.stderr),
-        tail(&g.output(), 40)
+        tail(&g.output(), 60)
     );
     eprintln!("load client {args:?}: {stdout}");
     stdout
@@ -112,7 +122,7 @@ fn boot_httpd(ns: &Netns, mem: &str, max_conns: usize) -> Guest {
 }
 
 /// The normal client at the end: one byte-exact 1 MiB fetch.
-fn normal_client_served(ns: &Netns, g: &Guest) {
+fn normal_client_served(ns: &Netns, g: &mut Guest) {
     let line = client(
         ns,
         g,
@@ -142,7 +152,7 @@ fn keepalive_load(tag: &str, mem: &str, tso: bool) {
     for conns in [64, 256] {
         let line = client(
             &ns,
-            &g,
+            &mut g,
             &[
                 "keepalive".into(),
                 ns.guest_ip.into(),
@@ -156,7 +166,7 @@ fn keepalive_load(tag: &str, mem: &str, tso: bool) {
         assert_eq!(field(&line, "errors"), 0, "{line}");
         assert!(field(&line, "min_per_conn") >= 1, "{line}");
     }
-    normal_client_served(&ns, &g);
+    normal_client_served(&ns, &mut g);
     g.kill();
 }
 
@@ -189,7 +199,7 @@ fn hundred_thousand_connection_close_requests_in_32m() {
     let total = 100_000u64;
     let line = client_allowing_errors(
         &ns,
-        &g,
+        &mut g,
         &[
             "close".into(),
             ns.guest_ip.into(),
@@ -205,7 +215,7 @@ fn hundred_thousand_connection_close_requests_in_32m() {
     let errors = field(&line, "errors");
     assert!(errors <= 10, "{errors} failed requests: {line}");
     assert_eq!(field(&line, "requests") + errors, total, "{line}");
-    normal_client_served(&ns, &g);
+    normal_client_served(&ns, &mut g);
     g.kill();
 }
 
@@ -223,7 +233,7 @@ fn slowloris_and_aborted_downloads() {
     let mut g = boot_httpd(&ns, "64M", 256);
     let line = client(
         &ns,
-        &g,
+        &mut g,
         &[
             "slowloris".into(),
             ns.guest_ip.into(),
@@ -235,7 +245,7 @@ fn slowloris_and_aborted_downloads() {
     assert!(line.contains("errors=0"), "{line}");
     let line = client(
         &ns,
-        &g,
+        &mut g,
         &[
             "abort".into(),
             ns.guest_ip.into(),
@@ -244,7 +254,7 @@ fn slowloris_and_aborted_downloads() {
         ],
     );
     assert_eq!(field(&line, "aborted"), 200, "{line}");
-    normal_client_served(&ns, &g);
+    normal_client_served(&ns, &mut g);
     g.kill();
 }
 

@@ -1,6 +1,7 @@
 //! The serial console: `print!`/`println!` for apps and the `log` backend.
 
 use core::fmt::{self, Write};
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::arch::serial::Serial;
 use crate::sync::IrqMutex;
@@ -19,6 +20,59 @@ impl Write for Writer<'_> {
 /// Initialises the UART.
 pub fn init() {
     CONSOLE.lock().init();
+}
+
+/// The byte that asks for a diagnostic dump on the console: Ctrl-\\ (FS,
+/// 0x1c), as Linux's magic SysRq over a serial line. The dump (scheduler,
+/// network, memory) is printed by a thread of its own, so it shows a guest
+/// that stopped answering on the network but still takes interrupts.
+pub const DUMP_KEY: u8 = 0x1c;
+
+static DUMP_REQUESTS: AtomicU64 = AtomicU64::new(0);
+static DUMP_WQ: crate::sync::WaitQueue = crate::sync::WaitQueue::new();
+
+fn on_serial_irq(_frame: &mut crate::arch::idt::TrapFrame) {
+    let mut dump = false;
+    {
+        let c = CONSOLE.lock();
+        // Bounded: a UART that keeps saying "data ready" cannot hold us here.
+        for _ in 0..64 {
+            match c.read_byte() {
+                Some(DUMP_KEY) => dump = true,
+                Some(_) => {}
+                None => break,
+            }
+        }
+    }
+    if dump {
+        DUMP_REQUESTS.fetch_add(1, Ordering::AcqRel);
+        DUMP_WQ.wake_one();
+    }
+}
+
+/// Turns on console input (IRQ 4) for the diagnostic dump ([`DUMP_KEY`]).
+/// Call once interrupts and the scheduler are up.
+pub fn init_input() {
+    let Ok(v) = crate::irq::claim_vector(on_serial_irq) else {
+        return;
+    };
+    if crate::irq::route_isa_irq(4, v).is_err() {
+        return;
+    }
+    CONSOLE.lock().enable_rx_interrupt();
+    let _ = crate::sched::spawn_with(16 * 1024, crate::sched::ThreadPriority::High, || {
+        let mut seen = 0;
+        loop {
+            DUMP_WQ.wait_until(|| {
+                let n = DUMP_REQUESTS.load(Ordering::Acquire);
+                (n != seen).then_some(n)
+            });
+            seen = DUMP_REQUESTS.load(Ordering::Acquire);
+            crate::println!("uk: dump: sched: {}", crate::sched::debug_line());
+            crate::println!("uk: dump: net: {}", crate::net::debug_line());
+            crate::println!("uk: dump: mem: {}", crate::mm::stats());
+        }
+    });
 }
 
 #[doc(hidden)]

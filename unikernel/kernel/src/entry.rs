@@ -260,6 +260,7 @@ unsafe extern "Rust" {
 }
 
 fn run_main() {
+    crate::console::init_input();
     crate::net::init();
     time::stage("net");
     crate::fs::init();

@@ -285,6 +285,28 @@ pub fn stats_line() -> alloc::string::String {
     )
 }
 
+/// One line about the network for the diagnostic dump: whether the stack's
+/// lock is free, the poll state, the device's queues and the stack's counters.
+pub fn debug_line() -> alloc::string::String {
+    let pend = IRQ_PENDING.load(Ordering::Relaxed);
+    let next = NEXT_POLL_MS.load(Ordering::Relaxed);
+    let now = now_ms();
+    let Some(mut g) = NET.try_lock() else {
+        return alloc::format!(
+            "stack lock held; irq_pending={pend} next_poll_ms={next} now_ms={now}"
+        );
+    };
+    let Some(n) = g.as_mut() else {
+        return "no network".into();
+    };
+    let nic = n.nic.debug_line();
+    drop(g);
+    alloc::format!(
+        "irq_pending={pend} next_poll_ms={next} now_ms={now} nic: {nic} stack: {}",
+        stats_line()
+    )
+}
+
 /// A listening TCP socket.
 pub struct TcpListener {
     id: SocketId,

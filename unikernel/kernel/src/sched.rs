@@ -466,6 +466,31 @@ pub fn block_current(deadline_ns: Option<u64>) -> bool {
     s.threads.get(cur).is_some_and(|t| t.data.woken_by_timer)
 }
 
+/// One line about the scheduler for the diagnostic dump: the running
+/// thread, each thread's state, the run queue, the armed timer.
+pub fn debug_line() -> alloc::string::String {
+    use core::fmt::Write;
+    let mut out = alloc::string::String::new();
+    with_irqs_off(|| {
+        let g = SCHED.lock();
+        let Some(s) = g.as_ref() else { return };
+        let now = time::since_boot_ns();
+        let _ = write!(
+            out,
+            "current={} runnable={} timers={} armed_in_us={:?} need_resched={} threads:",
+            s.current,
+            s.rq.len(),
+            s.timers.len(),
+            s.armed.map(|a| a.saturating_sub(now) / 1000),
+            s.need_resched
+        );
+        for (id, t) in s.threads.iter() {
+            let _ = write!(out, " {id}:{:?}", t.state());
+        }
+    });
+    out
+}
+
 /// Makes thread `t` runnable if it is blocked. Safe from interrupt handlers.
 ///
 /// From thread context with interrupts enabled (so no spinlock is held),

@@ -38,6 +38,19 @@ impl Serial {
         self.out(4, 0x03); // DTR | RTS
     }
 
+    /// Raises IRQ 4 when a byte arrives (receive-data interrupt, OUT2 on).
+    pub fn enable_rx_interrupt(&self) {
+        self.out(4, 0x0b); // DTR | RTS | OUT2 (routes the UART's interrupt)
+        self.out(1, 0x01); // received data available
+    }
+
+    /// A received byte, if one is waiting.
+    pub fn read_byte(&self) -> Option<u8> {
+        let lsr = self.inb(5);
+        // A missing UART reads 0xff: treat it as "nothing received".
+        (lsr != 0xff && lsr & 0x01 != 0).then(|| self.inb(0))
+    }
+
     /// Sends one byte, waiting while the transmit holding register is full.
     /// A missing UART reads 0xff, which also reads as "empty": no hang.
     pub fn write_byte(&self, b: u8) {

@@ -261,6 +261,21 @@ impl VirtioNet {
         let _ = self.transport.ack_interrupt();
     }
 
+    /// The queues' state, for the diagnostic dump.
+    pub fn debug_line(&mut self) -> alloc::string::String {
+        alloc::format!(
+            "rx_free_slots={} rx_free_desc={} rx_used_pending={} tx_free_slots={} tso_free_slots={} tx_free_desc={} tx_used_pending={} tx_pending_notify={}",
+            self.rx_free.len(),
+            self.rx.available_desc(),
+            self.rx.peek_used().is_some(),
+            self.tx_free.len(),
+            self.tso_free.len(),
+            self.tx.available_desc(),
+            self.tx.peek_used().is_some(),
+            self.tx_pending_notify,
+        )
+    }
+
     /// Whether TCP segmentation offload is in use.
     pub fn tso(&self) -> bool {
         self.tso_bufs.is_some()
