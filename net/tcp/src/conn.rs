@@ -206,6 +206,7 @@ pub struct Connection<P> {
     /// Answer an unacceptable ACK with a RST of this sequence number.
     rst_reply: Option<Seq>,
     challenge: (u64, u32),
+    oow_ack_at: Option<u64>,
     stats: ConnStats,
     cfg: ConnConfig,
 }
@@ -253,6 +254,9 @@ impl From<&Config> for ConnConfig {
         }
     }
 }
+
+/// Least time between two ACKs answering dropped pure ACKs.
+const OOW_ACK_INTERVAL: u64 = 100_000;
 
 /// Challenge ACKs per connection per second (RFC 5961 section 7).
 const CHALLENGE_ACK_LIMIT: u32 = 10;
@@ -326,6 +330,7 @@ impl<P: Payload> Connection<P> {
             rst_now: false,
             rst_reply: None,
             challenge: (0, 0),
+            oow_ack_at: None,
             stats: ConnStats::default(),
             cfg: c,
         }
@@ -695,7 +700,14 @@ impl<P: Payload> Connection<P> {
             && Seq(tsval) < Seq(self.ts_recent)
         {
             self.stats.paws_drops += 1;
-            self.ack_now = true;
+            self.dup_ack(now, payload.is_empty());
+            return;
+        }
+
+        // SYN in a synchronized state, whatever its sequence number
+        // (RFC 5961 section 4).
+        if f.has(Flags::SYN) && !f.has(Flags::RST) {
+            self.challenge_ack(now);
             return;
         }
 
@@ -716,7 +728,7 @@ impl<P: Payload> Connection<P> {
             // Zero-window data still has its ACK processed (RFC 9293
             // 3.10.7.4), so that window probes from us do not deadlock.
             if !f.has(Flags::RST) {
-                self.ack_now = true;
+                self.dup_ack(now, payload.is_empty() && !f.has(Flags::FIN));
                 if f.has(Flags::ACK) && h.seq == self.rcv_nxt && wnd == 0 {
                     self.process_ack(now, h, false);
                 }
@@ -736,12 +748,6 @@ impl<P: Payload> Connection<P> {
             } else {
                 self.challenge_ack(now);
             }
-            return;
-        }
-
-        // SYN in a synchronized state (RFC 5961 section 4).
-        if f.has(Flags::SYN) {
-            self.challenge_ack(now);
             return;
         }
 
@@ -802,12 +808,8 @@ impl<P: Payload> Connection<P> {
     /// Returns false when the segment must be dropped.
     fn process_ack(&mut self, now: u64, h: &Header, has_data: bool) -> bool {
         let ack = h.ack;
-        if ack > self.snd_nxt {
-            self.ack_now = true;
-            return false;
-        }
-        if ack < self.snd_una - self.max_snd_wnd.max(1) {
-            self.ack_now = true;
+        if ack > self.snd_nxt || ack < self.snd_una - self.max_snd_wnd.max(1) {
+            self.dup_ack(now, !has_data);
             return false;
         }
         self.take_sack(h);
@@ -1002,6 +1004,23 @@ impl<P: Payload> Connection<P> {
             State::FinWait2 => self.set_state(State::TimeWait, now),
             _ => {}
         }
+    }
+
+    /// An ACK for a segment that is dropped. For pure ACKs it is rate
+    /// limited, as Linux does (`tcp_invalid_ratelimit`): two ends that
+    /// disagree about the sequence space would otherwise ACK each other
+    /// forever.
+    fn dup_ack(&mut self, now: u64, pure: bool) {
+        if pure {
+            if self
+                .oow_ack_at
+                .is_some_and(|t| now.saturating_sub(t) < OOW_ACK_INTERVAL)
+            {
+                return;
+            }
+            self.oow_ack_at = Some(now);
+        }
+        self.ack_now = true;
     }
 
     fn challenge_ack(&mut self, now: u64) {

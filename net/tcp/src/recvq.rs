@@ -132,6 +132,10 @@ impl OutOfOrder {
         if let Some((&ps, pv)) = self.segs.range(..=s).next_back() {
             s = s.max(ps + pv.len() as u64);
         }
+        if s >= e {
+            self.latest = Some(off);
+            return true;
+        }
         // Trim against the segment starting inside and reaching past the end.
         if let Some((&ns, nv)) = self.segs.range(s..e).next_back()
             && ns + nv.len() as u64 >= e
