@@ -74,7 +74,8 @@ pub struct Counters {
     pub syn_cookies_accepted: u64,
     /// ACKs to a listener with an invalid cookie (answered with RST).
     pub syn_cookies_rejected: u64,
-    /// SYNs dropped because the accept queue was full.
+    /// SYNs (and cookie ACKs) dropped because the accept queue was full or
+    /// [`crate::Config::max_connections`] was reached.
     pub listen_overflows: u64,
     /// TIME-WAIT records reopened by a new SYN.
     pub time_wait_reopened: u64,
@@ -492,10 +493,8 @@ impl<P: Payload> Endpoint<P> {
         let Some(l) = self.listeners.get(&port) else {
             return;
         };
-        let (full, half_open_full) = (
-            l.accept.len() >= l.backlog,
-            l.half_open >= self.cfg.syn_backlog,
-        );
+        let full = l.accept.len() >= l.backlog || self.by_tuple.len() >= self.cfg.max_connections;
+        let half_open_full = l.half_open >= self.cfg.syn_backlog;
         if f.has(Flags::RST) {
             return;
         }

@@ -91,6 +91,9 @@ pub struct Config {
     pub time_wait_capacity: usize,
     /// Half-open (SYN-RECEIVED) connections per listener before SYN cookies.
     pub syn_backlog: usize,
+    /// Connections (any state but TIME-WAIT) beyond which new SYNs are
+    /// dropped: admission control when the memory budget is spent.
+    pub max_connections: usize,
     /// Out-of-order segments kept per connection.
     pub max_ooo_segments: usize,
     /// SACK scoreboard ranges kept per connection.
@@ -121,6 +124,7 @@ impl Default for Config {
             time_wait: 60_000_000,
             time_wait_capacity: 16_384,
             syn_backlog: 256,
+            max_connections: 65_536,
             max_ooo_segments: 256,
             max_sack_ranges: 32,
             ephemeral_ports: (49152, 65535),
