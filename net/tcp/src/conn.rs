@@ -222,6 +222,7 @@ struct ConnConfig {
     max_retries: u32,
     syn_retries: u32,
     keepalive: Option<crate::Keepalive>,
+    max_rto: u64,
     fin_wait2: u64,
     orphan_fin_wait2: u64,
     time_wait: u64,
@@ -243,6 +244,7 @@ impl From<&Config> for ConnConfig {
             max_retries: c.max_retries,
             syn_retries: c.syn_retries,
             keepalive: c.keepalive,
+            max_rto: c.max_rto,
             fin_wait2: c.fin_wait2_timeout,
             orphan_fin_wait2: c.orphan_fin_wait2_timeout,
             time_wait: c.time_wait,
@@ -1384,7 +1386,7 @@ impl<P: Payload> Connection<P> {
                     .rtt
                     .rto()
                     .saturating_mul(1 << self.persist_backoff.min(16));
-                self.persist_at = Some(now + t.min(self.rtt_max()));
+                self.persist_at = Some(now + t.min(self.cfg.max_rto));
             }
         } else {
             self.persist_at = None;
@@ -1392,10 +1394,6 @@ impl<P: Payload> Connection<P> {
         if self.flight() > 0 && self.rto_at.is_none() {
             self.rto_at = Some(now + self.rtt.rto());
         }
-    }
-
-    fn rtt_max(&self) -> u64 {
-        60_000_000
     }
 
     fn send_segments(&mut self, now: u64, out: &mut Vec<Segment<P>>) {

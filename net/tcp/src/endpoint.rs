@@ -325,7 +325,10 @@ impl<P: Payload> Endpoint<P> {
         }
     }
 
-    /// The connection's state (`None` for an unknown handle).
+    /// The connection's state (`None` for an unknown handle). Once the
+    /// connection ended (CLOSED, or TIME-WAIT handed to the TIME-WAIT
+    /// table) the handle keeps reporting that state until
+    /// [`Endpoint::close`].
     pub fn state(&self, id: ConnId) -> Option<State> {
         match &self.entry(id)?.slot {
             Slot::Live(c) => Some(c.state()),
