@@ -570,3 +570,132 @@ fn ipv6_connection() {
             .all(|(i, &x)| x == pattern(6, i as u64))
     );
 }
+
+/// A spoofed in-window segment desynchronizes the two ends: a now ACKs
+/// data b never sent, b drops those ACKs. Neither side may answer every
+/// dropped ACK with another ACK forever.
+#[test]
+fn ack_war_is_rate_limited() {
+    let mut sim = Sim::new(LinkModel::perfect(), 1, config(), config());
+    let (c, _s) = sim.connect();
+    let (rcv_nxt, snd_nxt) = a_expects(&sim);
+    sim.inject(
+        false,
+        from_b(&sim, rcv_nxt, snd_nxt, Flags::ACK),
+        b"spoofed",
+    )
+    .unwrap();
+    assert_eq!(sim.a.get(c).unwrap().recv_queued(), 7);
+    let before = sim.frames;
+    sim.advance(10_000_000);
+    let frames = (sim.frames[0] - before[0]) + (sim.frames[1] - before[1]);
+    // At most one answer per 100 ms per side, instead of one per RTT.
+    assert!(frames <= 2 * 100 + 4, "{frames} frames in 10 s");
+}
+
+#[test]
+fn admission_limit_drops_new_syns() {
+    let cfg = Config {
+        max_connections: 3,
+        ..config()
+    };
+    let mut sim = Sim::new(LinkModel::perfect(), 1, config(), cfg);
+    let conns: Vec<_> = (0..3).map(|_| sim.connect()).collect();
+    let c = sim
+        .a
+        .connect(sim.now, A_IP, SocketAddr::new(B_IP, PORT))
+        .unwrap();
+    sim.advance(500_000);
+    assert_eq!(
+        sim.a.state(c),
+        Some(State::SynSent),
+        "SYN dropped, client retries"
+    );
+    assert!(sim.b.stats().counters.listen_overflows >= 1);
+    // The established ones keep going; when one closes, the newcomer gets in.
+    let (c0, s0) = conns[0];
+    sim.a.send(sim.now, c0, pattern_chunk(0, 0, 1000)).unwrap();
+    sim.run_until(1_000_000, |sim| {
+        sim.b.get(s0).unwrap().recv_queued() == 1000
+    });
+    sim.b.abort(sim.now, s0);
+    sim.run_until(10_000_000, |sim| sim.a.state(c) == Some(State::Established));
+    assert_eq!(sim.a.state(c), Some(State::Established));
+}
+
+/// Thousands of 1-byte out-of-order segments: the queue keeps at most
+/// `max_ooo_segments` of them, and the connection still delivers.
+#[test]
+fn out_of_order_flood_is_bounded() {
+    let cfg = Config {
+        max_ooo_segments: 32,
+        ..config()
+    };
+    let mut sim = Sim::new(LinkModel::perfect(), 1, cfg, config());
+    let (c, s) = sim.connect();
+    let (rcv_nxt, snd_nxt) = a_expects(&sim);
+    for i in 0..10_000u32 {
+        let h = from_b(&sim, rcv_nxt + 100 + 2 * i, snd_nxt, Flags::ACK);
+        let now = sim.now;
+        let bytes = raw_segment(B_IP, A_IP, h, &[b'x']);
+        sim.a.on_segment(now, B_IP, A_IP, &bytes).unwrap();
+        sim.advance(10);
+    }
+    let mem = sim.a.memory_bytes(c);
+    assert!(mem < 16 * 1024, "{mem} bytes");
+    // b's real data (which overlaps the junk) still arrives in order.
+    sim.b.send(sim.now, s, pattern_chunk(4, 0, 50_000)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0; 4096];
+    sim.run_until(10_000_000, |sim| {
+        while let Ok(n @ 1..) = sim.a.recv(sim.now, c, &mut buf) {
+            got.extend_from_slice(&buf[..n]);
+        }
+        got.len() >= 50_000
+    });
+    // Up to the first junk byte the stream is b's; the junk bytes that were
+    // kept replaced b's at their offsets (first copy wins, as in any TCP).
+    assert_eq!(
+        &got[..100],
+        &(0..100).map(|i| pattern(4, i)).collect::<Vec<_>>()[..]
+    );
+}
+
+#[test]
+fn receiver_sends_sack_blocks_for_out_of_order_data() {
+    let mut sim = Sim::new(LinkModel::perfect(), 1, config(), config());
+    let (c, _s) = sim.connect();
+    let hole = std::rc::Rc::new(std::cell::Cell::new(None));
+    let blocks = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let (h2, b2) = (hole.clone(), blocks.clone());
+    let mut n = 0;
+    sim.filter = Some(Box::new(move |_, to_b, h, len| {
+        if to_b && len > 0 {
+            n += 1;
+            if n == 3 {
+                h2.set(Some((h.seq, h.seq + len as u32)));
+                return false;
+            }
+        }
+        if !to_b && h.options.sack_len > 0 {
+            b2.borrow_mut()
+                .push((h.ack, h.options.sack_blocks().to_vec()));
+        }
+        true
+    }));
+    sim.a
+        .send(sim.now, c, pattern_chunk(0, 0, 10 * 1448))
+        .unwrap();
+    sim.run_until(2_000_000, |sim| sim.a.get(c).unwrap().send_queued() == 0);
+    let (lo, hi) = hole.get().unwrap();
+    let blocks = blocks.borrow();
+    assert!(!blocks.is_empty());
+    for (ack, sack) in blocks.iter() {
+        // Cumulative ACK at the hole, one block starting right after it.
+        assert_eq!(*ack, lo);
+        assert_eq!(sack.len(), 1);
+        assert_eq!(sack[0].0, hi);
+    }
+    // The block grows to the end of the data (the hole is the 3rd segment).
+    assert_eq!(blocks.last().unwrap().1[0].1, lo + 8 * 1448);
+}
