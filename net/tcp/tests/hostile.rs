@@ -637,7 +637,7 @@ fn out_of_order_flood_is_bounded() {
     for i in 0..10_000u32 {
         let h = from_b(&sim, rcv_nxt + 100 + 2 * i, snd_nxt, Flags::ACK);
         let now = sim.now;
-        let bytes = raw_segment(B_IP, A_IP, h, &[b'x']);
+        let bytes = raw_segment(B_IP, A_IP, h, b"x");
         sim.a.on_segment(now, B_IP, A_IP, &bytes).unwrap();
         sim.advance(10);
     }
