@@ -950,7 +950,11 @@ impl<P: Payload> Connection<P> {
             data = &data[skip..];
             seq = self.rcv_nxt;
         }
-        let room = self.rcv_adv.since(seq) as usize;
+        // Nothing beyond the window, nor beyond a FIN already seen.
+        let mut room = self.rcv_adv.since(seq) as usize;
+        if let Some(fin) = self.ooo_fin {
+            room = room.min(fin.since(seq) as usize);
+        }
         data = &data[..data.len().min(room)];
         if data.is_empty() {
             self.ack_now = true;
@@ -992,9 +996,11 @@ impl<P: Payload> Connection<P> {
     /// Consumes the peer's FIN once everything before it arrived.
     fn take_fin(&mut self, now: u64) {
         let Some(fin) = self.ooo_fin else { return };
-        if fin != self.rcv_nxt || !self.ooo.is_empty() {
+        if fin != self.rcv_nxt {
             return;
         }
+        // Nothing follows a FIN: whatever was queued beyond it is junk.
+        self.ooo.clear();
         self.ooo_fin = None;
         self.fin_received = true;
         self.rcv_nxt += 1;

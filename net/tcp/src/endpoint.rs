@@ -632,6 +632,10 @@ impl<P: Payload> Endpoint<P> {
             }
         }
         out.append(&mut self.out);
+        if self.out.capacity() > 1024 {
+            // A burst (a SYN flood's cookies) does not keep its memory.
+            self.out = Vec::new();
+        }
     }
 
     /// When [`Endpoint::poll`] must be called next (µs): a time at or before
