@@ -3,11 +3,15 @@
 mod common;
 
 use common::*;
-use uk_tcp::{Error, State};
+use uk_tcp::{Config, Error, State};
 
 /// Moves `total` bytes each way at once; returns the virtual time taken.
 fn both_ways(model: LinkModel, seed: u64, total: u64) -> u64 {
-    let mut sim = Sim::new(model, seed, config(), config());
+    both_ways_with(model, seed, total, config())
+}
+
+fn both_ways_with(model: LinkModel, seed: u64, total: u64, cfg: Config) -> u64 {
+    let mut sim = Sim::new(model, seed, cfg.clone(), cfg);
     let (c, s) = sim.connect();
     let start = sim.now;
     let ids = [c, s];
@@ -106,4 +110,47 @@ fn four_mib_both_ways_lossy_link() {
 #[test]
 fn sixty_four_mib_both_ways_lossy_link() {
     both_ways(lossy(), 3, 64 << 20);
+}
+
+/// Every option turned off in turn (and Nagle on, and no TSO) over the
+/// lossy link: each combination still moves the data byte-exact.
+#[test]
+fn one_mib_both_ways_lossy_link_option_combinations() {
+    let base = config();
+    let variants = [
+        Config {
+            sack: false,
+            ..base.clone()
+        },
+        Config {
+            timestamps: false,
+            ..base.clone()
+        },
+        Config {
+            window_scaling: false,
+            ..base.clone()
+        },
+        Config {
+            sack: false,
+            timestamps: false,
+            window_scaling: false,
+            ..base.clone()
+        },
+        Config {
+            nodelay: false,
+            ..base.clone()
+        },
+        Config {
+            max_segment: 1460,
+            ..base.clone()
+        },
+        Config {
+            delayed_ack: 0,
+            recv_window: 8 * 1024,
+            ..base.clone()
+        },
+    ];
+    for (i, cfg) in variants.into_iter().enumerate() {
+        both_ways_with(lossy(), 10 + i as u64, 1 << 20, cfg);
+    }
 }
