@@ -1293,17 +1293,27 @@ impl<P: Payload> Connection<P> {
     /// The lost, not yet retransmitted region `[rtx_next, end)`.
     fn lost_range(&self) -> Option<(Seq, Seq)> {
         let r = self.recovery?;
+        // The first unacknowledged segment is presumed lost when recovery
+        // starts (RFC 6675 step 4.3), and after a partial ACK without SACK
+        // (RFC 6582).
+        let first = if self.rtx_now {
+            self.snd_una + self.snd_mss
+        } else {
+            self.snd_una
+        };
         let end = if r.after_rto {
             r.recover
-        } else if let Some(high) = self.scoreboard.high() {
-            high
+        } else if !self.scoreboard.is_empty() {
+            // RFC 6675 IsLost(): unSACKed bytes with at least DupThresh
+            // segments' worth SACKed above them. Bytes just below the
+            // highest SACK may merely be reordered.
+            let edge = self
+                .scoreboard
+                .lost_edge(3 * self.snd_mss)
+                .unwrap_or(self.snd_una);
+            edge.max(first)
         } else {
-            // NewReno: only the first unacknowledged segment.
-            if self.rtx_now {
-                self.snd_una + self.snd_mss
-            } else {
-                self.snd_una
-            }
+            first
         };
         let lo = self.rtx_next.max(self.snd_una);
         let end = end.min(self.snd_nxt);
