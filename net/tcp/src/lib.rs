@@ -95,8 +95,10 @@
 //!   max(FlightSize / 2, 2 SMSS)`, `cwnd = ssthresh`; the first hole goes
 //!   out at once, whatever the window.
 //! - *Fast recovery* until SND.UNA reaches `recover` (SND.MAX at entry;
-//!   RFC 6582). With SACK, every unSACKed byte below the highest SACKed one
-//!   is lost and is retransmitted once, holes first, then new data, while
+//!   RFC 6582). With SACK, an unSACKed byte with at least 3 SMSS SACKed
+//!   above it is lost (RFC 6675 `IsLost`; bytes just below the highest
+//!   SACK may only be reordered); lost bytes are retransmitted once, holes
+//!   first, then new data, while
 //!   the RFC 6675 `pipe` (outstanding bytes minus SACKed minus lost and not
 //!   yet retransmitted) is below cwnd. Without SACK, a partial ACK
 //!   retransmits the next segment (RFC 6582 step 4), and each duplicate ACK
