@@ -128,6 +128,9 @@ pub struct Connection<P> {
     pub(crate) listener: Option<u16>,
     /// The scheduled timer-queue deadline, if any.
     pub(crate) timer_key: Option<u64>,
+    /// Readiness last reported, and whether an event is queued.
+    pub(crate) last_ready: crate::Readiness,
+    pub(crate) event_queued: bool,
 
     // Send side.
     iss: Seq,
@@ -280,6 +283,8 @@ impl<P: Payload> Connection<P> {
             orphaned: false,
             listener: None,
             timer_key: None,
+            last_ready: crate::Readiness::default(),
+            event_queued: false,
             iss,
             snd_una: iss,
             snd_nxt: iss,
@@ -475,6 +480,21 @@ impl<P: Payload> Connection<P> {
         self.recvq.len()
     }
 
+    /// Whether the peer's FIN arrived (more data may still be queued).
+    pub fn fin_received(&self) -> bool {
+        self.fin_received
+    }
+
+    /// Whether the application may still queue data.
+    pub fn may_send(&self) -> bool {
+        self.error.is_none()
+            && self.fin_seq.is_none()
+            && matches!(
+                self.state,
+                State::SynSent | State::SynReceived | State::Established | State::CloseWait
+            )
+    }
+
     /// Whether the peer has closed its direction and all its data was read.
     pub fn at_eof(&self) -> bool {
         self.fin_received && self.recvq.is_empty()
@@ -483,6 +503,20 @@ impl<P: Payload> Connection<P> {
     /// Smoothed RTT (µs), congestion window and slow-start threshold.
     pub fn cc_info(&self) -> (Option<u64>, u32, u32) {
         (self.rtt.srtt(), self.cc.cwnd, self.cc.ssthresh)
+    }
+
+    /// TCP_NODELAY for this connection.
+    pub(crate) fn set_nodelay(&mut self, on: bool) {
+        self.cfg.nodelay = on;
+    }
+
+    /// SO_KEEPALIVE (with its timings) for this connection.
+    pub(crate) fn set_keepalive(&mut self, now: u64, k: Option<crate::Keepalive>) {
+        self.cfg.keepalive = k;
+        self.keepalive_probes = 0;
+        self.keepalive_at = k
+            .filter(|_| self.state.synchronized())
+            .map(|k| now + k.idle);
     }
 
     /// Event counters.

@@ -57,6 +57,32 @@ struct Listener {
     backlog: usize,
     accept: VecDeque<ConnId>,
     half_open: usize,
+    event_queued: bool,
+}
+
+/// What epoll would report for a connection.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Readiness {
+    /// Data to read, end of stream, or an error (`EPOLLIN`).
+    pub readable: bool,
+    /// [`Endpoint::send`] would accept data (`EPOLLOUT`).
+    pub writable: bool,
+    /// The connection ended with an error (`EPOLLERR`).
+    pub error: bool,
+    /// Both directions are closed (`EPOLLHUP`).
+    pub hangup: bool,
+    /// The peer closed its direction (`EPOLLRDHUP`).
+    pub read_closed: bool,
+}
+
+/// A readiness change to pass on to waiting threads; at most one is queued
+/// per connection or listener.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The connection's [`Readiness`] changed.
+    Conn(ConnId),
+    /// The listener on this port has a connection to accept.
+    Accept(u16),
 }
 
 /// Cumulative event counters.
@@ -130,6 +156,7 @@ pub struct Endpoint<P> {
     timewait: TimeWaitTable,
     timers: BTreeSet<(u64, ConnId)>,
     out: Vec<Segment<P>>,
+    events: Vec<Event>,
     ports: EphemeralPorts,
     counters: Counters,
 }
@@ -151,6 +178,7 @@ impl<P: Payload> Endpoint<P> {
             timewait: TimeWaitTable::new(cfg.time_wait_capacity, KeyedState::new(table)),
             timers: BTreeSet::new(),
             out: Vec::new(),
+            events: Vec::new(),
             ports: EphemeralPorts::new(
                 derive_key(&secret, b"ports"),
                 cfg.ephemeral_ports.0,
@@ -184,6 +212,7 @@ impl<P: Payload> Endpoint<P> {
             backlog: backlog.max(1),
             accept: VecDeque::new(),
             half_open: 0,
+            event_queued: false,
         };
         self.listeners.insert(addr.port(), l);
         Ok(())
@@ -271,6 +300,25 @@ impl<P: Payload> Endpoint<P> {
     pub fn send_capacity(&self, id: ConnId) -> usize {
         self.get(id)
             .map_or(0, |c| self.cfg.send_buffer.saturating_sub(c.send_queued()))
+    }
+
+    /// Sets TCP_NODELAY (on by default, see [`Config::nodelay`]).
+    pub fn set_nodelay(&mut self, now: u64, id: ConnId, on: bool) -> Result<(), Error> {
+        self.live(id)?.set_nodelay(on);
+        self.after(now, id);
+        Ok(())
+    }
+
+    /// Sets keep-alive probing for one connection (`None`: off).
+    pub fn set_keepalive(
+        &mut self,
+        now: u64,
+        id: ConnId,
+        keepalive: Option<crate::Keepalive>,
+    ) -> Result<(), Error> {
+        self.live(id)?.set_keepalive(now, keepalive);
+        self.after(now, id);
+        Ok(())
     }
 
     /// Reads received bytes; `Ok(0)` at end of stream.
@@ -542,9 +590,7 @@ impl<P: Payload> Endpoint<P> {
             c.on_segment(now, h, payload);
             let id = self.insert(c);
             self.counters.syn_cookies_accepted += 1;
-            if let Some(l) = self.listeners.get_mut(&port) {
-                l.accept.push_back(id);
-            }
+            self.push_accept(port, id);
             self.after(now, id);
             return;
         }
@@ -651,6 +697,57 @@ impl<P: Payload> Endpoint<P> {
         }
     }
 
+    /// What epoll would report for the connection (`None`: unknown handle).
+    pub fn readiness(&self, id: ConnId) -> Option<Readiness> {
+        match &self.entry(id)?.slot {
+            Slot::Live(c) => Some(readiness_of(c, self.cfg.send_buffer)),
+            Slot::Done(_, e) => Some(Readiness {
+                readable: true,
+                writable: false,
+                error: e.is_some(),
+                hangup: true,
+                read_closed: true,
+            }),
+            Slot::Free => None,
+        }
+    }
+
+    /// Moves the pending readiness events to `out` (at most one per
+    /// connection and listener since the last call): the connections whose
+    /// waiters to wake.
+    pub fn take_events(&mut self, out: &mut Vec<Event>) {
+        for ev in self.events.drain(..) {
+            match ev {
+                Event::Conn(id) => {
+                    if let Some(Entry {
+                        slot: Slot::Live(c),
+                        generation,
+                    }) = self.slots.get_mut(id.index as usize)
+                        && *generation == id.generation
+                    {
+                        c.event_queued = false;
+                    }
+                }
+                Event::Accept(port) => {
+                    if let Some(l) = self.listeners.get_mut(&port) {
+                        l.event_queued = false;
+                    }
+                }
+            }
+            out.push(ev);
+        }
+    }
+
+    fn push_accept(&mut self, port: u16, id: ConnId) {
+        if let Some(l) = self.listeners.get_mut(&port) {
+            l.accept.push_back(id);
+            if !l.event_queued {
+                l.event_queued = true;
+                self.events.push(Event::Accept(port));
+            }
+        }
+    }
+
     // ----- Internals -----
 
     fn entry(&self, id: ConnId) -> Option<&Entry<P>> {
@@ -728,6 +825,10 @@ impl<P: Payload> Endpoint<P> {
                 l.half_open = l.half_open.saturating_sub(1);
                 if established {
                     l.accept.push_back(id);
+                    if !l.event_queued {
+                        l.event_queued = true;
+                        self.events.push(Event::Accept(port));
+                    }
                 }
             } else if established {
                 c.orphaned = true;
@@ -739,6 +840,14 @@ impl<P: Payload> Endpoint<P> {
             }
         }
         let (state, orphaned, error, tuple) = (c.state(), c.orphaned, c.error(), c.tuple());
+        let ready = readiness_of(c, self.cfg.send_buffer);
+        if ready != c.last_ready && !orphaned {
+            c.last_ready = ready;
+            if !c.event_queued {
+                c.event_queued = true;
+                self.events.push(Event::Conn(id));
+            }
+        }
         // Unread data outlives a graceful end until the application reads it.
         let keep = !orphaned && error.is_none() && c.recv_queued() > 0;
         match state {
@@ -779,5 +888,17 @@ impl<P: Payload> Endpoint<P> {
                 }
             }
         }
+    }
+}
+
+fn readiness_of<P: Payload>(c: &Connection<P>, send_buffer: usize) -> Readiness {
+    let error = c.error().is_some();
+    let done = matches!(c.state(), State::Closed | State::TimeWait);
+    Readiness {
+        readable: c.recv_queued() > 0 || c.fin_received() || error,
+        writable: c.may_send() && c.state().synchronized() && c.send_queued() < send_buffer,
+        error,
+        hangup: done || error,
+        read_closed: c.fin_received(),
     }
 }

@@ -218,7 +218,7 @@ pub mod timewait;
 pub mod wire;
 
 pub use conn::{ConnStats, Connection, State};
-pub use endpoint::{ConnId, Counters, Endpoint, StateStats, Stats};
+pub use endpoint::{ConnId, Counters, Endpoint, Event, Readiness, StateStats, Stats};
 pub use payload::{Fragment, Payload, SharedSlice};
 pub use segment::Segment;
 pub use seq::Seq;
