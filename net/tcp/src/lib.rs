@@ -190,9 +190,11 @@
 //!    page cache for `sendfile`, an owned buffer for `write`; check
 //!    [`Endpoint::send_capacity`] for `EPOLLOUT`), `recv`, `shutdown`,
 //!    `close` (orphans: the engine finishes the close and frees the
-//!    connection), `abort`. Readiness: `recv_queued() > 0` or
-//!    [`Connection::at_eof`] for `EPOLLIN`, [`Endpoint::error`] for
-//!    `EPOLLERR`, [`Endpoint::accept_queue_len`] for listeners.
+//!    connection), `abort`, [`Endpoint::set_nodelay`],
+//!    [`Endpoint::set_keepalive`]. Readiness: [`Endpoint::readiness`] has
+//!    the epoll bits; after each ingress/poll, [`Endpoint::take_events`]
+//!    names the connections (and listeners) whose readiness changed, at
+//!    most one event each, so only their waiters are woken.
 //! 5. **Stats**: print [`Endpoint::stats`] (bytes per connection and per
 //!    TIME-WAIT entry, per state) in `STATS`.
 #![no_std]
