@@ -1203,7 +1203,12 @@ impl<P: Payload> Connection<P> {
                 self.stats.timeouts += 1;
                 self.rtt.back_off();
                 self.cc.on_timeout(flight);
-                self.scoreboard.clear();
+                // Keep what the peer SACKed through the first timeout (only
+                // the holes are resent); a second timeout in a row suggests
+                // it reneged (RFC 2018 section 8), so forget it then.
+                if self.retries > 1 {
+                    self.scoreboard.clear();
+                }
                 self.recovery = Some(Recovery {
                     recover: self.snd_nxt,
                     after_rto: true,

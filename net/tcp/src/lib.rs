@@ -104,9 +104,9 @@
 //!   retransmits the next segment (RFC 6582 step 4), and each duplicate ACK
 //!   counts a segment out of the pipe (the classic window inflation). A
 //!   full ACK ends recovery with `cwnd = min(ssthresh, FlightSize + SMSS)`.
-//! - *Timeout*: `cwnd = 1 SMSS`, the scoreboard is cleared (the receiver
-//!   may have reneged), everything outstanding counts as lost and is resent
-//!   in slow start.
+//! - *Timeout*: `cwnd = 1 SMSS`, everything outstanding and not SACKed
+//!   counts as lost and is resent in slow start; a second timeout in a row
+//!   also forgets the SACK scoreboard (the receiver may have reneged).
 //!
 //! A new recovery does not start before SND.UNA passes the previous
 //! `recover` point, so one window's losses halve cwnd once.
@@ -302,7 +302,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             mss: 1460,
-            max_segment: 65_160, // 44 segments of 1460 + headers < 64 KiB
+            max_segment: 65_160, // 45 segments of 1448 (MSS less timestamps)
             recv_window: 256 * 1024,
             send_buffer: 1024 * 1024,
             nodelay: true,
