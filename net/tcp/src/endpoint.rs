@@ -58,6 +58,10 @@ struct Listener {
     accept: VecDeque<ConnId>,
     half_open: usize,
     event_queued: bool,
+    /// When this listener last answered with a cookie: cookie ACKs are only
+    /// considered while a flood may be on (as Linux does), so that an
+    /// attacker cannot forge connections by guessing 24-bit MACs at leisure.
+    last_cookie: Option<u64>,
 }
 
 /// What epoll would report for a connection.
@@ -213,6 +217,7 @@ impl<P: Payload> Endpoint<P> {
             accept: VecDeque::new(),
             half_open: 0,
             event_queued: false,
+            last_cookie: None,
         };
         self.listeners.insert(addr.port(), l);
         Ok(())
@@ -556,6 +561,9 @@ impl<P: Payload> Endpoint<P> {
             }
             let ts_off = ts_offset(&self.ts_key, &tuple);
             if half_open_full {
+                if let Some(l) = self.listeners.get_mut(&port) {
+                    l.last_cookie = Some(now);
+                }
                 self.syn_cookie(now, tuple, h, ts_off);
                 return;
             }
@@ -571,7 +579,13 @@ impl<P: Payload> Endpoint<P> {
         }
         if f.has(Flags::ACK) && !f.has(Flags::SYN) {
             let cookie = h.ack - 1;
-            let Some(mss) = cookie::decode(&self.cookie_key, &tuple, h.seq - 1, cookie, now) else {
+            let recent = l
+                .last_cookie
+                .is_some_and(|t| now.saturating_sub(t) <= cookie::VALIDITY_US);
+            let decoded = recent
+                .then(|| cookie::decode(&self.cookie_key, &tuple, h.seq - 1, cookie, now))
+                .flatten();
+            let Some(mss) = decoded else {
                 self.counters.syn_cookies_rejected += 1;
                 self.reset(&tuple, h, payload.len());
                 return;
