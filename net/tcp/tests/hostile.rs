@@ -266,6 +266,22 @@ fn syn_flood_is_answered_with_cookies() {
     let mut server: Ep = uk_tcp::Endpoint::new(cfg, [3; 16]);
     let mut now = 1_000_000;
     server.listen(SocketAddr::new(B_IP, PORT), 1024).unwrap();
+    // A correct cookie, but no flood going on: not accepted (cookies are
+    // only honoured shortly after the listener sent some).
+    let key = uk_tcp::hash::derive_key(&[3; 16], b"cookie");
+    let tuple = uk_tcp::FourTuple {
+        local_ip: B_IP,
+        remote_ip: A_IP,
+        local_port: PORT,
+        remote_port: 4000,
+    };
+    let (cookie, _) = uk_tcp::cookie::encode(&key, &tuple, Seq(99), 1460, now);
+    let mut ack = hdr(Seq(100), cookie + 1, Flags::ACK);
+    ack.src_port = 4000;
+    ack.dst_port = PORT;
+    let seg = raw_segment(A_IP, B_IP, ack, &[]);
+    server.on_segment(now, A_IP, B_IP, &seg).unwrap();
+    assert_eq!(server.stats().counters.syn_cookies_rejected, 1);
     let mut rng = Rng(5);
     let mut out = Vec::new();
     let mut cookies = Vec::new();
@@ -329,7 +345,10 @@ fn syn_flood_is_answered_with_cookies() {
     server
         .on_segment(now, A_IP, B_IP, &raw_segment(A_IP, B_IP, ack, &[]))
         .unwrap();
-    assert_eq!(server.stats().counters.syn_cookies_rejected, 1);
+    assert_eq!(server.stats().counters.syn_cookies_rejected, 2);
+    // The same correct cookie is accepted now that a flood is on.
+    server.on_segment(now, A_IP, B_IP, &seg).unwrap();
+    assert_eq!(server.stats().counters.syn_cookies_accepted, 101);
 }
 
 #[test]
