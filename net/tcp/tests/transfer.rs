@@ -154,3 +154,34 @@ fn one_mib_both_ways_lossy_link_option_combinations() {
         both_ways_with(lossy(), 10 + i as u64, 1 << 20, cfg);
     }
 }
+
+/// 300 seeds: random impairments (up to 5% loss, reordering, duplication,
+/// small queues), random option sets, random sizes. Every transfer
+/// completes byte-exact.
+#[test]
+fn randomized_links_and_options() {
+    let mut rng = Rng(2026);
+    for seed in 0..300 {
+        let model = LinkModel {
+            bytes_per_us: 1 + rng.below(200),
+            latency_us: 100 + rng.below(20_000),
+            loss: rng.below(50) as f64 / 1000.0,
+            dup: rng.below(20) as f64 / 1000.0,
+            reorder: rng.below(50) as f64 / 1000.0,
+            reorder_us: rng.below(5_000),
+            queue_bytes: 16 * 1024 + rng.below(1 << 20),
+        };
+        let cfg = Config {
+            sack: rng.chance(0.7),
+            timestamps: rng.chance(0.7),
+            window_scaling: rng.chance(0.7),
+            nodelay: rng.chance(0.7),
+            max_segment: if rng.chance(0.5) { 1460 } else { 65_160 },
+            recv_window: 4096 + rng.below(1 << 20) as u32,
+            delayed_ack: rng.below(100_000),
+            ..config()
+        };
+        let total = 1 + rng.below(300_000);
+        both_ways_with(model.clone(), seed, total, cfg.clone());
+    }
+}
