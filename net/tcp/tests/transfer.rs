@@ -76,9 +76,15 @@ fn both_ways_with(model: LinkModel, seed: u64, total: u64, cfg: Config) -> u64 {
         sim.b.get(s).map(|c| (c.stats(), c.cc_info())),
     );
     // Both closed: the connections finish their close handshake.
-    sim.run_until(10_000_000, |sim| {
-        sim.a.state(c) != Some(State::FinWait1) && sim.b.state(s) != Some(State::FinWait1)
-    });
+    let done = |st: Option<State>| matches!(st, Some(State::TimeWait | State::Closed));
+    assert!(
+        sim.run_until(600_000_000, |sim| done(sim.a.state(c))
+            && done(sim.b.state(s))),
+        "close handshake: {:?} {:?}",
+        sim.a.state(c),
+        sim.b.state(s)
+    );
+    assert_eq!((sim.a.error(c), sim.b.error(s)), (None, None));
     sim.now - start
 }
 
