@@ -27,6 +27,18 @@ pub struct Segment<P> {
 }
 
 impl<P: Payload> Segment<P> {
+    /// TCP source port (ours).
+    pub fn src_port(&self) -> u16 {
+        let b = self.header.as_bytes();
+        u16::from_be_bytes([b[0], b[1]])
+    }
+
+    /// TCP destination port (the peer's).
+    pub fn dst_port(&self) -> u16 {
+        let b = self.header.as_bytes();
+        u16::from_be_bytes([b[2], b[3]])
+    }
+
     /// TCP length (header and payload): the IP payload length.
     pub fn tcp_len(&self) -> usize {
         self.header.as_bytes().len() + self.payload_len

@@ -51,6 +51,8 @@ fn segments_reference_the_queued_buffer_and_acks_release_it() {
     assert_eq!(bytes, 10 * 1448);
     assert_eq!(out[0].payload_len, 10 * 1448);
     assert_eq!(usize::from(out[0].mss), 1448);
+    assert_eq!(out[0].dst_port(), PORT);
+    assert_eq!((out[0].local_ip, out[0].remote_ip), (A_IP, B_IP));
     let frames = out[0].split();
     assert_eq!(frames.len(), 10);
     assert!(frames.iter().all(|f| f.payload_len == 1448));
