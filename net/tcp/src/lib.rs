@@ -133,7 +133,9 @@
 //!   [`Config::syn_backlog`]; beyond it SYNs are answered with SYN cookies
 //!   ([`cookie`]: a 5-bit 64 s counter, a 3-bit MSS index and 24 bits of
 //!   keyed SipHash in the ISN; window scale and SACK-permitted ride in
-//!   the timestamp) and no state is kept until a valid ACK returns.
+//!   the timestamp) and no state is kept until a valid ACK returns. Cookie
+//!   ACKs are honoured only within two minutes of the listener's last
+//!   cookie, so they cannot be brute-forced while no flood is on.
 //! - FIN-WAIT-2 times out ([`Config::fin_wait2_timeout`], shorter once the
 //!   application closed the connection); SYN retries and data
 //!   retransmissions are bounded; keep-alive drops dead peers.
@@ -157,6 +159,20 @@
 //! own `Endpoint` and steer segments to it by 4-tuple hash (as RSS does),
 //! with a shared listener configuration.
 //!
+//! # Limitations
+//!
+//! - No RACK, F-RTO or D-SACK undo: heavy reordering (beyond 3 SMSS) still
+//!   costs spurious retransmissions and a halved window.
+//! - No urgent data (URG is ignored), no TCP Fast Open (data on a SYN is
+//!   dropped and retransmitted by the peer after the handshake), no MTU
+//!   probing.
+//! - PAWS without the 24-day idle rule.
+//! - One listener per port, for IPv4 and IPv6 together (an unspecified
+//!   address), or bound to one address.
+//! - A TIME-WAIT record is 64 bytes; the table around it adds about as much
+//!   again per record (hash slot, expiry FIFO), all counted in
+//!   [`Endpoint::stats`].
+
 //! # Integrating
 //!
 //! How `uk-net` drives it (smoltcp keeps everything but TCP):
