@@ -404,6 +404,30 @@ fn real_client_gets_through_a_syn_flood() {
 #[test]
 fn time_wait_is_a_small_record() {
     assert!(std::mem::size_of::<TimeWaitRecord>() <= 64);
+    // Per record in a full table: the record, hash-table slack, the FIFO.
+    let mut t =
+        uk_tcp::timewait::TimeWaitTable::new(10_000, uk_tcp::hash::KeyedState::new([0; 16]));
+    for i in 0..10_000u32 {
+        t.insert(TimeWaitRecord {
+            tuple: uk_tcp::FourTuple {
+                local_ip: B_IP,
+                remote_ip: A_IP,
+                local_port: 80,
+                remote_port: i as u16,
+            },
+            snd_nxt: Seq(i),
+            rcv_nxt: Seq(i),
+            ts_recent: None,
+            expiry: u64::from(i),
+        });
+    }
+    let per = t.memory_bytes() / t.len();
+    eprintln!(
+        "TIME-WAIT: {} bytes per record in a table of {}",
+        per,
+        t.len()
+    );
+    assert!(per <= 200, "{per}");
     let cfg = Config {
         time_wait_capacity: 4,
         ..config()
