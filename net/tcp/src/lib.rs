@@ -9,6 +9,37 @@
 //! be unpredictable. It is `no_std` + `alloc`, has no `unsafe`, and is
 //! tested on the host (`cargo test -p uk-tcp`).
 //!
+//! ```
+//! use core::net::{IpAddr, Ipv4Addr, SocketAddr};
+//! use uk_tcp::{Config, Endpoint, SharedSlice};
+//!
+//! let (a_ip, b_ip) = (IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)));
+//! let mut client: Endpoint<SharedSlice> = Endpoint::new(Config::default(), [1; 16]);
+//! let mut server: Endpoint<SharedSlice> = Endpoint::new(Config::default(), [2; 16]);
+//! server.listen(SocketAddr::new(b_ip, 80), 16).unwrap();
+//! let mut now = 0; // µs, from the caller's clock
+//! let c = client.connect(now, a_ip, SocketAddr::new(b_ip, 80)).unwrap();
+//! client.send(now, c, SharedSlice::from(b"hello".to_vec())).unwrap();
+//!
+//! // The "wire": move segments until both sides are quiet.
+//! let mut segs = Vec::new();
+//! for _ in 0..10 {
+//!     now += 1000;
+//!     client.poll(now, &mut segs);
+//!     for s in segs.drain(..) {
+//!         server.on_segment(now, s.local_ip, s.remote_ip, &s.to_bytes()).unwrap();
+//!     }
+//!     server.poll(now, &mut segs);
+//!     for s in segs.drain(..) {
+//!         client.on_segment(now, s.local_ip, s.remote_ip, &s.to_bytes()).unwrap();
+//!     }
+//! }
+//! let s = server.accept(80).unwrap();
+//! let mut buf = [0; 16];
+//! assert_eq!(server.recv(now, s, &mut buf), Ok(5));
+//! assert_eq!(&buf[..5], b"hello");
+//! ```
+//!
 //! # Zero-copy send queue
 //!
 //! The send queue ([`sendq::SendQueue`]) is a deque of *references*: values
