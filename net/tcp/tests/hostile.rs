@@ -742,3 +742,77 @@ fn receiver_sends_sack_blocks_for_out_of_order_data() {
     // The block grows to the end of the data (the hole is the 3rd segment).
     assert_eq!(blocks.last().unwrap().1[0].1, lo + 8 * 1448);
 }
+
+/// 5,000 `Connection: close` exchanges, 100 at a time: the server closes
+/// first, so every exchange leaves a TIME-WAIT record on it. Connections,
+/// slots and TIME-WAIT records stay bounded; memory does not creep.
+#[test]
+fn connection_churn_keeps_memory_flat() {
+    let cfg = Config {
+        time_wait_capacity: 1024,
+        ..config()
+    };
+    let mut sim = Sim::new(LinkModel::perfect(), 1, config(), cfg);
+    sim.b.listen(SocketAddr::new(B_IP, PORT), 256).unwrap();
+    let mut buf = vec![0; 65536];
+    let mut tables = Vec::new();
+    for round in 0..50 {
+        let clients: Vec<_> = (0..100)
+            .map(|_| {
+                sim.a
+                    .connect(sim.now, A_IP, SocketAddr::new(B_IP, PORT))
+                    .unwrap()
+            })
+            .collect();
+        for &c in &clients {
+            sim.a
+                .send(sim.now, c, b"GET / HTTP/1.0\r\n\r\n"[..].to_vec().into())
+                .unwrap();
+        }
+        let mut served = 0;
+        let mut finished = 0;
+        let mut done = vec![false; clients.len()];
+        let ok = sim.run_until(10_000_000, |sim| {
+            while let Some(s) = sim.b.accept(PORT) {
+                while sim.b.get(s).unwrap().recv_queued() == 0 {
+                    sim.step();
+                }
+                let _ = sim.b.recv(sim.now, s, &mut buf);
+                sim.b
+                    .send(sim.now, s, pattern_chunk(round, 0, 10_000))
+                    .unwrap();
+                sim.b.close(sim.now, s);
+                served += 1;
+            }
+            for (&c, done) in clients.iter().zip(done.iter_mut()) {
+                if !*done && sim.a.get(c).is_some_and(|x| x.fin_received()) {
+                    *done = true;
+                    while let Ok(n @ 1..) = sim.a.recv(sim.now, c, &mut buf) {
+                        let _ = n;
+                    }
+                    sim.a.close(sim.now, c);
+                    finished += 1;
+                }
+            }
+            served == 100 && finished == 100
+        });
+        assert!(
+            ok,
+            "round {round}: served {served}, finished {finished}, {:?}",
+            sim.b.stats()
+        );
+        sim.advance(100_000);
+        tables.push(sim.b.table_bytes());
+    }
+    let st = sim.b.stats();
+    let live: usize = st.by_state.iter().map(|s| s.count).sum::<usize>()
+        - st.state(State::TimeWait).count
+        - st.state(State::Listen).count;
+    assert_eq!(live, 0, "{:?}", st.by_state);
+    assert_eq!(st.state(State::TimeWait).count, 1024);
+    assert_eq!(st.time_wait_recycled, 5000 - 1024);
+    // After the TIME-WAIT table filled up, the tables stop growing.
+    let (mid, last) = (tables[20], tables[49]);
+    assert!(last <= mid, "table bytes grew from {mid} to {last}");
+    assert_eq!(sim.a.stats().state(State::LastAck).count, 0);
+}
