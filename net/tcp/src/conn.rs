@@ -1252,7 +1252,7 @@ impl<P: Payload> Connection<P> {
             let field = ((wnd + (1 << self.rcv_wscale) - 1) >> self.rcv_wscale).min(0xffff);
             window = field as u16;
             let edge = self.rcv_nxt + (field << self.rcv_wscale);
-            if edge > self.rcv_adv || self.state == State::SynReceived {
+            if edge > self.rcv_adv {
                 self.rcv_adv = edge;
             }
             if self.ts_enabled {
@@ -1263,8 +1263,9 @@ impl<P: Payload> Connection<P> {
                 self.ooo
                     .sack_ranges(crate::options::MAX_SACK_BLOCKS, &mut r);
                 for (i, (s, e)) in r.into_iter().enumerate() {
-                    let l = self.rcv_nxt + (s - self.rcv_off) as u32;
-                    let rr = self.rcv_nxt + (e - self.rcv_off) as u32;
+                    // Out-of-order data always lies above RCV.NXT.
+                    let l = self.rcv_nxt + s.saturating_sub(self.rcv_off) as u32;
+                    let rr = self.rcv_nxt + e.saturating_sub(self.rcv_off) as u32;
                     o.sack[i] = (l, rr);
                     o.sack_len = i as u8 + 1;
                 }
