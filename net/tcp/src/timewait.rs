@@ -169,13 +169,14 @@ impl TimeWaitTable {
             return TimeWaitAction::Ignore;
         }
         if syn && !ack {
-            // RFC 6191: a SYN whose timestamp (or, without timestamps, whose
-            // sequence number) is above the old connection's may reopen it.
-            let newer = match (e.ts_recent, tsval) {
-                (Some(old), Some(new)) => Seq(new) > Seq(old),
-                _ => seq > e.rcv_nxt,
+            // RFC 6191 (as Linux applies it): a SYN may reopen the 4-tuple
+            // if its timestamp is not older than the old connection's and
+            // either its sequence number or its timestamp is newer.
+            let (older, newer) = match (e.ts_recent, tsval) {
+                (Some(old), Some(new)) => (Seq(new) < Seq(old), Seq(new) > Seq(old)),
+                _ => (false, false),
             };
-            if newer {
+            if !older && (seq > e.rcv_nxt || newer) {
                 self.map.remove(tuple);
                 return TimeWaitAction::Reopen;
             }
