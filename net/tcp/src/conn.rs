@@ -96,6 +96,12 @@ pub struct ConnStats {
     pub paws_drops: u64,
     /// Pure ACKs sent.
     pub acks_sent: u64,
+    /// Received payload bytes copied by the CPU into the connection (from
+    /// the device's buffer, or moved between its queues), counted at the
+    /// copy.
+    pub bytes_copied_in: u64,
+    /// Received payload bytes copied out to the application.
+    pub bytes_copied_out: u64,
 }
 
 /// What the peer's SYN said, kept for (re)building our SYN-ACK.
@@ -521,7 +527,11 @@ impl<P: Payload> Connection<P> {
 
     /// Event counters.
     pub fn stats(&self) -> ConnStats {
-        self.stats
+        ConnStats {
+            bytes_copied_in: self.recvq.copied_in + self.ooo.copied,
+            bytes_copied_out: self.recvq.copied_out,
+            ..self.stats
+        }
     }
 
     /// The sender MSS in use.

@@ -111,6 +111,11 @@ pub struct Counters {
     pub time_wait_reopened: u64,
     /// Connections that ended with an error.
     pub failed: u64,
+    /// Received payload bytes the CPU copied into connections (device
+    /// buffer to socket), over all connections, ended ones included.
+    pub bytes_copied_in: u64,
+    /// Received payload bytes copied out to applications (socket to app).
+    pub bytes_copied_out: u64,
 }
 
 /// Count and memory of connections in one state.
@@ -421,6 +426,9 @@ impl<P: Payload> Endpoint<P> {
         };
         for e in &self.slots {
             if let Slot::Live(c) = &e.slot {
+                let cs = c.stats();
+                s.counters.bytes_copied_in += cs.bytes_copied_in;
+                s.counters.bytes_copied_out += cs.bytes_copied_out;
                 let st = &mut s.by_state[c.state() as usize];
                 st.count += 1;
                 st.bytes += c.memory_bytes();
@@ -854,6 +862,7 @@ impl<P: Payload> Endpoint<P> {
             }
         }
         let (state, orphaned, error, tuple) = (c.state(), c.orphaned, c.error(), c.tuple());
+        let copies = c.stats();
         let ready = readiness_of(c, self.cfg.send_buffer);
         if ready != c.last_ready && !orphaned {
             c.last_ready = ready;
@@ -882,6 +891,8 @@ impl<P: Payload> Endpoint<P> {
                 if error.is_some() {
                     self.counters.failed += 1;
                 }
+                self.counters.bytes_copied_in += copies.bytes_copied_in;
+                self.counters.bytes_copied_out += copies.bytes_copied_out;
                 self.by_tuple.remove(&tuple);
                 if orphaned {
                     self.free_slot(id);

@@ -123,6 +123,14 @@ fn idle_connection_holds_no_buffers() {
             && sim.b.get(s).unwrap().send_queued() == 0
     });
     assert_eq!(got, [total, total]);
+    // Each received byte was copied exactly once into the socket and once
+    // out of it (counted where the copies happen).
+    for st in [sim.a.get(c).unwrap().stats(), sim.b.get(s).unwrap().stats()] {
+        assert_eq!(
+            (st.bytes_copied_in, st.bytes_copied_out),
+            (total as u64, total as u64)
+        );
+    }
     // Memory followed the data (bounded by the 256 KiB receive window)...
     assert!(peak > base && peak < base + 300 * 1024, "peak {peak}");
     // ...and is gone once the data is: no ring buffers kept.
