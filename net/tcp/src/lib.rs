@@ -78,6 +78,13 @@
 //! are appended to the previous chunk instead, so that tiny segments
 //! cannot inflate per-chunk overhead.
 //!
+//! The receive-side copies are counted where they happen
+//! ([`ConnStats::bytes_copied_in`] and [`ConnStats::bytes_copied_out`],
+//! summed over the endpoint in [`Counters`]), for the kernel's
+//! copies-per-byte accounting; the host tests check that every received
+//! byte is copied in once and out once. (A small chunk growing while it
+//! coalesces may reallocate; that move is not counted.)
+//!
 //! # State machine
 //!
 //! [`Connection`] implements RFC 9293's states ([`State`]): `SYN-SENT`,
