@@ -575,6 +575,11 @@ impl<P: Payload> Connection<P> {
         ((now / 1000) as u32).wrapping_add(self.ts_offset)
     }
 
+    /// Receive window: the per-connection limit less what waits unread.
+    fn rcv_window(&self) -> u32 {
+        self.cfg.recv_window.saturating_sub(self.recvq.len() as u32)
+    }
+
     fn flight(&self) -> u32 {
         self.snd_nxt.since(self.snd_una)
     }

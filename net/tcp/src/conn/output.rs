@@ -11,10 +11,6 @@ use crate::seq::Seq;
 use crate::wire::{Flags, Header, HeaderBuf};
 
 impl<P: Payload> Connection<P> {
-    pub(super) fn rcv_window(&self) -> u32 {
-        self.cfg.recv_window.saturating_sub(self.recvq.len() as u32)
-    }
-
     fn header(&mut self, now: u64, seq: Seq, flags: Flags) -> Header {
         let syn = flags.has(Flags::SYN);
         let mut o = Options::default();
