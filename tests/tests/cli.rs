@@ -279,3 +279,100 @@ fn help_version_and_usage_errors() {
     assert_eq!(code, 0);
     assert!(out.contains("complete"), "{out}");
 }
+
+/// `GET path` with `Connection: close`: status, header block, body.
+fn http_get(port: u16, path: &str) -> (u16, String, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("response");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").expect("a header block");
+    let status = head[9..12].parse().expect("status");
+    (status, head.to_string(), body.to_string())
+}
+
+#[test]
+fn site_settings_from_uk_toml() {
+    let site = uk_cli::image::temp_path("toml-site");
+    std::fs::create_dir_all(site.join("docs")).unwrap();
+    std::fs::create_dir_all(site.join("assets")).unwrap();
+    std::fs::write(site.join("index.html"), "home\n").unwrap();
+    std::fs::write(site.join("404.html"), "<p>custom not found</p>\n").unwrap();
+    std::fs::write(site.join("docs/a.txt"), "a\n").unwrap();
+    std::fs::write(site.join("assets/app.css"), "body{}\n").unwrap();
+    // A bad file is refused before anything boots, naming the line.
+    std::fs::write(
+        site.join("uk.toml"),
+        "listing = true\n[errors]\n404 = \"404.html\"\n",
+    )
+    .unwrap();
+    let dir = site.display().to_string();
+    let (code, _, err) = uk_output(&["run", "-d", "--site", &dir, "--fwd", "1:80"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("uk.toml:3: errors:"), "{err}");
+    std::fs::write(
+        site.join("uk.toml"),
+        r#"listing = true
+
+[headers]
+"X-Site" = "uk-test"
+
+[errors]
+404 = "/404.html"
+
+[[cache]]
+path = "/assets/*"
+value = "max-age=60"
+
+[[redirects]]
+from = "/old"
+to = "/new/"
+"#,
+    )
+    .unwrap();
+    let port = free_port();
+    let name = format!("toml-{}", std::process::id());
+    let fwd = format!("{port}:80");
+    let (code, out, err) = uk_output(&[
+        "run", "-d", "--name", &name, "--site", &dir, "--fwd", &fwd, "--tcg",
+    ]);
+    let _ = std::fs::remove_dir_all(&site);
+    assert_eq!(code, 0, "{out}{err}");
+    let end = Instant::now() + Duration::from_secs(120);
+    while !uk_output(&["logs", &name]).1.contains("httpd: serving") {
+        assert!(Instant::now() < end, "httpd never served");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let result = std::panic::catch_unwind(|| {
+        let (s, head, body) = http_get(port, "/");
+        assert_eq!((s, body.as_str()), (200, "home\n"), "{head}");
+        assert!(head.contains("X-Site: uk-test"), "{head}");
+        let (s, head, _) = http_get(port, "/assets/app.css");
+        assert_eq!(s, 200);
+        assert!(head.contains("Cache-Control: max-age=60"), "{head}");
+        let (s, head, _) = http_get(port, "/old");
+        assert_eq!(s, 301, "{head}");
+        assert!(head.contains("Location: /new/"), "{head}");
+        let (s, head, body) = http_get(port, "/missing");
+        assert_eq!(s, 404, "{head}");
+        assert_eq!(body, "<p>custom not found</p>\n");
+        assert!(head.contains("X-Site: uk-test"), "{head}");
+        let (s, head, body) = http_get(port, "/docs/");
+        assert_eq!(s, 200, "{head}");
+        assert!(body.contains("<a href=\"a.txt\">a.txt</a>"), "{body}");
+    });
+    if result.is_err() {
+        eprintln!("{}", uk_output(&["logs", &name]).1);
+    }
+    let (code, _, err) = uk_output(&["stop", &name, "--timeout", "1"]);
+    assert_eq!(code, 0, "{err}");
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
