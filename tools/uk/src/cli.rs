@@ -250,7 +250,12 @@ pub enum Cmd {
         #[arg(long, short = 't', default_value_t = 10, value_name = "SECS")]
         timeout: u64,
     },
-    /// Print a shell completion script (e.g. 'cargo uk completions bash > ~/.local/share/bash-completion/completions/cargo-uk')
+    /// Print a shell completion script for the alias uk='cargo uk'
+    #[command(
+        long_about = "Print a shell completion script. cargo does not complete its \
+                      aliases, so the script completes the shell alias uk='cargo uk': e.g. \
+                      'alias uk=\"cargo uk\"; source <(cargo uk completions bash)'."
+    )]
     Completions {
         /// The shell
         shell: Shell,
@@ -483,7 +488,7 @@ pub fn execute(cmd: Cmd) -> Result<i32, Error> {
                 Shell::Zsh => clap_complete::Shell::Zsh,
                 Shell::Fish => clap_complete::Shell::Fish,
             };
-            clap_complete::generate(shell, &mut command(), "cargo-uk", &mut std::io::stdout());
+            clap_complete::generate(shell, &mut command(), "uk", &mut std::io::stdout());
             Ok(0)
         }
         Cmd::NetClient { args } => crate::netclient::main(&args),
@@ -1387,6 +1392,45 @@ mod tests {
         );
     }
 
+    /// Every command the help lists, and each of its long flags, is in the
+    /// README.
+    #[test]
+    fn readme_matches_the_help() {
+        let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+        fn walk(cmd: &clap::Command, path: String, readme: &str, missing: &mut Vec<String>) {
+            for sub in cmd.get_subcommands().filter(|c| !c.is_hide_set()) {
+                if sub.get_name() == "help" {
+                    continue;
+                }
+                let p = format!("{path} {}", sub.get_name());
+                if sub.get_subcommands().next().is_none() && !readme.contains(&format!("`{p}")) {
+                    missing.push(p.clone());
+                }
+                for a in sub.get_arguments().filter(|a| !a.is_hide_set()) {
+                    if let Some(l) = a.get_long()
+                        && !matches!(l, "help" | "version")
+                        && !readme.contains(&format!("--{l}"))
+                    {
+                        missing.push(format!("{p} --{l}"));
+                    }
+                }
+                walk(sub, p, readme, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&command(), "cargo uk".into(), &readme, &mut missing);
+        // bench's subcommands are listed as `cargo uk bench boot|sched|...`.
+        missing.retain(|m| {
+            let Some(name) = m.strip_prefix("cargo uk bench ") else {
+                return true;
+            };
+            name.contains(" --")
+                || !(readme.contains(&format!("bench {name}"))
+                    || readme.contains(&format!("|{name}")))
+        });
+        assert!(missing.is_empty(), "not in README.md: {missing:?}");
+    }
+
     #[test]
     fn netclient_is_hidden() {
         assert_eq!(
@@ -1403,12 +1447,7 @@ mod tests {
     #[test]
     fn completions_mention_every_command() {
         let mut out = Vec::new();
-        clap_complete::generate(
-            clap_complete::Shell::Bash,
-            &mut command(),
-            "cargo-uk",
-            &mut out,
-        );
+        clap_complete::generate(clap_complete::Shell::Bash, &mut command(), "uk", &mut out);
         let s = String::from_utf8(out).unwrap();
         for c in [
             "build", "run", "image", "test", "bench", "ps", "logs", "stop",
