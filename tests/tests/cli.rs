@@ -216,11 +216,25 @@ fn uk_output(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// Stops a background VM when a test ends, passed or not (`stop` on a VM
+/// that is already gone just removes nothing).
+struct StopOnDrop(String);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new(uk())
+            .args(["stop", &self.0, "--timeout", "1"])
+            .stdin(Stdio::null())
+            .output();
+    }
+}
+
 #[test]
 fn background_vm_ps_logs_stop() {
     let port = free_port();
     let name = format!("test-{}", std::process::id());
     let fwd = format!("{port}:80");
+    let _guard = StopOnDrop(name.clone());
     let (code, out, err) = uk_output(&["run", "-d", "--name", &name, "--fwd", &fwd, "--tcg"]);
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(out.trim(), name, "run -d prints the name: {out}{err}");
@@ -339,6 +353,7 @@ to = "/new/"
     let port = free_port();
     let name = format!("toml-{}", std::process::id());
     let fwd = format!("{port}:80");
+    let _guard = StopOnDrop(name.clone());
     let (code, out, err) = uk_output(&[
         "run", "-d", "--name", &name, "--site", &dir, "--fwd", &fwd, "--tcg",
     ]);
