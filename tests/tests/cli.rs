@@ -378,6 +378,8 @@ to = "/new/"
         assert_eq!(s, 404, "{head}");
         assert_eq!(body, "<p>custom not found</p>\n");
         assert!(head.contains("X-Site: uk-test"), "{head}");
+        // The settings are not served.
+        assert_eq!(http_get(port, "/uk.toml").0, 404);
         let (s, head, body) = http_get(port, "/docs/");
         assert_eq!(s, 200, "{head}");
         assert!(body.contains("<a href=\"a.txt\">a.txt</a>"), "{body}");
