@@ -143,6 +143,19 @@ fn port_free(port: u16) -> bool {
     TcpListener::bind(("127.0.0.1", port)).is_ok()
 }
 
+/// Whether the port is free within `timeout`: QEMU's main thread turns
+/// zombie before its other threads have exited and its sockets are closed.
+fn port_freed(port: u16, timeout: Duration) -> bool {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if port_free(port) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    port_free(port)
+}
+
 fn http_get_status(port: u16) -> String {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
@@ -188,7 +201,10 @@ fn sigterm_stops_the_vm_and_frees_the_port() {
         wait_gone(qemu, Duration::from_secs(10)),
         "QEMU {qemu} still runs"
     );
-    assert!(port_free(port), "127.0.0.1:{port} still taken");
+    assert!(
+        port_freed(port, Duration::from_secs(10)),
+        "127.0.0.1:{port} still taken"
+    );
 }
 
 #[test]
@@ -200,7 +216,10 @@ fn sigkill_of_the_cli_kills_the_vm() {
         wait_gone(qemu, Duration::from_secs(10)),
         "QEMU {qemu} outlived its CLI"
     );
-    assert!(port_free(port), "127.0.0.1:{port} still taken");
+    assert!(
+        port_freed(port, Duration::from_secs(10)),
+        "127.0.0.1:{port} still taken"
+    );
 }
 
 fn uk_output(args: &[&str]) -> (i32, String, String) {
@@ -256,8 +275,16 @@ fn background_vm_ps_logs_stop() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(http_get_status(port).ends_with("200"));
-    let (_, logs, _) = uk_output(&["logs", &name]);
-    assert!(logs.contains("\"GET / HTTP/1.1\" 200"), "{logs}");
+    // The access log line follows the response.
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, logs, _) = uk_output(&["logs", &name]);
+        if logs.contains("\"GET / HTTP/1.1\" 200") {
+            break;
+        }
+        assert!(Instant::now() < end, "no access log line:\n{logs}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     // A second VM with the same name is refused.
     let (code, _, err) = uk_output(&["run", "-d", "--name", &name, "--fwd", "1:80", "hello"]);
     assert_ne!(code, 0, "{err}");
@@ -270,7 +297,7 @@ fn background_vm_ps_logs_stop() {
     );
     let (_, ps, _) = uk_output(&["ps"]);
     assert!(!ps.contains(&name), "{ps}");
-    assert!(port_free(port));
+    assert!(port_freed(port, Duration::from_secs(10)));
     let (code, _, err) = uk_output(&["logs", &name]);
     assert_eq!(code, 1, "{err}");
 }
