@@ -178,22 +178,23 @@ fn foreground_httpd() -> (Cli, u32, u16) {
     (cli, qemu, port)
 }
 
-#[test]
-fn sigterm_stops_the_vm_and_frees_the_port() {
+/// Sends `sig` (`TERM`, `INT`, `HUP`, number `n`) to a foreground `uk run`:
+/// it stops QEMU, exits with 128 + n, and the port is free.
+fn stop_signal_stops_the_vm(sig: &str, n: i32) {
     let (mut cli, qemu, port) = foreground_httpd();
     let pid = cli.child.id().to_string();
     assert!(
         Command::new("kill")
-            .args(["-TERM", &pid])
+            .args([&format!("-{sig}"), &pid])
             .status()
             .unwrap()
             .success(),
-        "kill -TERM uk"
+        "kill -{sig} uk"
     );
     let status = cli.wait_exit(Duration::from_secs(30));
-    assert_eq!(status.code(), Some(128 + 15), "{}", cli.output());
+    assert_eq!(status.code(), Some(128 + n), "{}", cli.output());
     assert!(
-        cli.output().contains("stopped by signal 15"),
+        cli.output().contains(&format!("stopped by signal {n}")),
         "{}",
         cli.output()
     );
@@ -205,6 +206,17 @@ fn sigterm_stops_the_vm_and_frees_the_port() {
         port_freed(port, Duration::from_secs(10)),
         "127.0.0.1:{port} still taken"
     );
+}
+
+#[test]
+fn sigterm_stops_the_vm_and_frees_the_port() {
+    stop_signal_stops_the_vm("TERM", 15);
+}
+
+#[test]
+fn sigint_and_sighup_stop_the_vm_too() {
+    stop_signal_stops_the_vm("INT", 2);
+    stop_signal_stops_the_vm("HUP", 1);
 }
 
 #[test]
