@@ -300,9 +300,13 @@ fn background_vm_ps_logs_stop() {
     // A second VM with the same name is refused.
     let (code, _, err) = uk_output(&["run", "-d", "--name", &name, "--fwd", "1:80", "hello"]);
     assert_ne!(code, 0, "{err}");
+    // `logs -f` follows the console until the VM stops.
+    let mut follow = Cli::spawn(&["logs", &name, "-f"]);
+    follow.wait_for("httpd: serving", Duration::from_secs(30));
     // stop: the power button (the guest may ignore it), then a kill.
     let (code, _, err) = uk_output(&["stop", &name, "--timeout", "2"]);
     assert_eq!(code, 0, "{err}");
+    assert!(follow.wait_exit(Duration::from_secs(10)).success());
     assert!(
         err.contains("powered off") || err.contains("killed QEMU"),
         "{err}"
