@@ -143,6 +143,19 @@ fn port_free(port: u16) -> bool {
     TcpListener::bind(("127.0.0.1", port)).is_ok()
 }
 
+/// Whether the port is free within `timeout`: QEMU's main thread turns
+/// zombie before its other threads have exited and its sockets are closed.
+fn port_freed(port: u16, timeout: Duration) -> bool {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if port_free(port) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    port_free(port)
+}
+
 fn http_get_status(port: u16) -> String {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
@@ -165,22 +178,23 @@ fn foreground_httpd() -> (Cli, u32, u16) {
     (cli, qemu, port)
 }
 
-#[test]
-fn sigterm_stops_the_vm_and_frees_the_port() {
+/// Sends `sig` (`TERM`, `INT`, `HUP`, number `n`) to a foreground `uk run`:
+/// it stops QEMU, exits with 128 + n, and the port is free.
+fn stop_signal_stops_the_vm(sig: &str, n: i32) {
     let (mut cli, qemu, port) = foreground_httpd();
     let pid = cli.child.id().to_string();
     assert!(
         Command::new("kill")
-            .args(["-TERM", &pid])
+            .args([&format!("-{sig}"), &pid])
             .status()
             .unwrap()
             .success(),
-        "kill -TERM uk"
+        "kill -{sig} uk"
     );
     let status = cli.wait_exit(Duration::from_secs(30));
-    assert_eq!(status.code(), Some(128 + 15), "{}", cli.output());
+    assert_eq!(status.code(), Some(128 + n), "{}", cli.output());
     assert!(
-        cli.output().contains("stopped by signal 15"),
+        cli.output().contains(&format!("stopped by signal {n}")),
         "{}",
         cli.output()
     );
@@ -188,7 +202,21 @@ fn sigterm_stops_the_vm_and_frees_the_port() {
         wait_gone(qemu, Duration::from_secs(10)),
         "QEMU {qemu} still runs"
     );
-    assert!(port_free(port), "127.0.0.1:{port} still taken");
+    assert!(
+        port_freed(port, Duration::from_secs(10)),
+        "127.0.0.1:{port} still taken"
+    );
+}
+
+#[test]
+fn sigterm_stops_the_vm_and_frees_the_port() {
+    stop_signal_stops_the_vm("TERM", 15);
+}
+
+#[test]
+fn sigint_and_sighup_stop_the_vm_too() {
+    stop_signal_stops_the_vm("INT", 2);
+    stop_signal_stops_the_vm("HUP", 1);
 }
 
 #[test]
@@ -200,7 +228,10 @@ fn sigkill_of_the_cli_kills_the_vm() {
         wait_gone(qemu, Duration::from_secs(10)),
         "QEMU {qemu} outlived its CLI"
     );
-    assert!(port_free(port), "127.0.0.1:{port} still taken");
+    assert!(
+        port_freed(port, Duration::from_secs(10)),
+        "127.0.0.1:{port} still taken"
+    );
 }
 
 fn uk_output(args: &[&str]) -> (i32, String, String) {
@@ -216,11 +247,25 @@ fn uk_output(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// Stops a background VM when a test ends, passed or not (`stop` on a VM
+/// that is already gone just removes nothing).
+struct StopOnDrop(String);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new(uk())
+            .args(["stop", &self.0, "--timeout", "1"])
+            .stdin(Stdio::null())
+            .output();
+    }
+}
+
 #[test]
 fn background_vm_ps_logs_stop() {
     let port = free_port();
     let name = format!("test-{}", std::process::id());
     let fwd = format!("{port}:80");
+    let _guard = StopOnDrop(name.clone());
     let (code, out, err) = uk_output(&["run", "-d", "--name", &name, "--fwd", &fwd, "--tcg"]);
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(out.trim(), name, "run -d prints the name: {out}{err}");
@@ -242,21 +287,33 @@ fn background_vm_ps_logs_stop() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(http_get_status(port).ends_with("200"));
-    let (_, logs, _) = uk_output(&["logs", &name]);
-    assert!(logs.contains("\"GET / HTTP/1.1\" 200"), "{logs}");
+    // The access log line follows the response.
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, logs, _) = uk_output(&["logs", &name]);
+        if logs.contains("\"GET / HTTP/1.1\" 200") {
+            break;
+        }
+        assert!(Instant::now() < end, "no access log line:\n{logs}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     // A second VM with the same name is refused.
     let (code, _, err) = uk_output(&["run", "-d", "--name", &name, "--fwd", "1:80", "hello"]);
     assert_ne!(code, 0, "{err}");
+    // `logs -f` follows the console until the VM stops.
+    let mut follow = Cli::spawn(&["logs", &name, "-f"]);
+    follow.wait_for("httpd: serving", Duration::from_secs(30));
     // stop: the power button (the guest may ignore it), then a kill.
     let (code, _, err) = uk_output(&["stop", &name, "--timeout", "2"]);
     assert_eq!(code, 0, "{err}");
+    assert!(follow.wait_exit(Duration::from_secs(10)).success());
     assert!(
         err.contains("powered off") || err.contains("killed QEMU"),
         "{err}"
     );
     let (_, ps, _) = uk_output(&["ps"]);
     assert!(!ps.contains(&name), "{ps}");
-    assert!(port_free(port));
+    assert!(port_freed(port, Duration::from_secs(10)));
     let (code, _, err) = uk_output(&["logs", &name]);
     assert_eq!(code, 1, "{err}");
 }
@@ -278,4 +335,104 @@ fn help_version_and_usage_errors() {
     let (code, out, _) = uk_output(&["completions", "bash"]);
     assert_eq!(code, 0);
     assert!(out.contains("complete"), "{out}");
+}
+
+/// `GET path` with `Connection: close`: status, header block, body.
+fn http_get(port: u16, path: &str) -> (u16, String, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("response");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").expect("a header block");
+    let status = head[9..12].parse().expect("status");
+    (status, head.to_string(), body.to_string())
+}
+
+#[test]
+fn site_settings_from_uk_toml() {
+    let site = uk_cli::image::temp_path("toml-site");
+    std::fs::create_dir_all(site.join("docs")).unwrap();
+    std::fs::create_dir_all(site.join("assets")).unwrap();
+    std::fs::write(site.join("index.html"), "home\n").unwrap();
+    std::fs::write(site.join("404.html"), "<p>custom not found</p>\n").unwrap();
+    std::fs::write(site.join("docs/a.txt"), "a\n").unwrap();
+    std::fs::write(site.join("assets/app.css"), "body{}\n").unwrap();
+    // A bad file is refused before anything boots, naming the line.
+    std::fs::write(
+        site.join("uk.toml"),
+        "listing = true\n[errors]\n404 = \"404.html\"\n",
+    )
+    .unwrap();
+    let dir = site.display().to_string();
+    let (code, _, err) = uk_output(&["run", "-d", "--site", &dir, "--fwd", "1:80"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("uk.toml:3: errors:"), "{err}");
+    std::fs::write(
+        site.join("uk.toml"),
+        r#"listing = true
+
+[headers]
+"X-Site" = "uk-test"
+
+[errors]
+404 = "/404.html"
+
+[[cache]]
+path = "/assets/*"
+value = "max-age=60"
+
+[[redirects]]
+from = "/old"
+to = "/new/"
+"#,
+    )
+    .unwrap();
+    let port = free_port();
+    let name = format!("toml-{}", std::process::id());
+    let fwd = format!("{port}:80");
+    let _guard = StopOnDrop(name.clone());
+    let (code, out, err) = uk_output(&[
+        "run", "-d", "--name", &name, "--site", &dir, "--fwd", &fwd, "--tcg",
+    ]);
+    let _ = std::fs::remove_dir_all(&site);
+    assert_eq!(code, 0, "{out}{err}");
+    let end = Instant::now() + Duration::from_secs(120);
+    while !uk_output(&["logs", &name]).1.contains("httpd: serving") {
+        assert!(Instant::now() < end, "httpd never served");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let result = std::panic::catch_unwind(|| {
+        let (s, head, body) = http_get(port, "/");
+        assert_eq!((s, body.as_str()), (200, "home\n"), "{head}");
+        assert!(head.contains("X-Site: uk-test"), "{head}");
+        let (s, head, _) = http_get(port, "/assets/app.css");
+        assert_eq!(s, 200);
+        assert!(head.contains("Cache-Control: max-age=60"), "{head}");
+        let (s, head, _) = http_get(port, "/old");
+        assert_eq!(s, 301, "{head}");
+        assert!(head.contains("Location: /new/"), "{head}");
+        let (s, head, body) = http_get(port, "/missing");
+        assert_eq!(s, 404, "{head}");
+        assert_eq!(body, "<p>custom not found</p>\n");
+        assert!(head.contains("X-Site: uk-test"), "{head}");
+        // The settings are not served.
+        assert_eq!(http_get(port, "/uk.toml").0, 404);
+        let (s, head, body) = http_get(port, "/docs/");
+        assert_eq!(s, 200, "{head}");
+        assert!(body.contains("<a href=\"a.txt\">a.txt</a>"), "{body}");
+    });
+    if result.is_err() {
+        eprintln!("{}", uk_output(&["logs", &name]).1);
+    }
+    let (code, _, err) = uk_output(&["stop", &name, "--timeout", "1"]);
+    assert_eq!(code, 0, "{err}");
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
 }

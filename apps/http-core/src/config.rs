@@ -93,6 +93,9 @@ pub struct Config {
     /// Custom error pages: status → path of an HTML file under the root
     /// (`--error-page 404=/404.html`).
     pub error_pages: Vec<(u16, String)>,
+    /// Directory listings for directories without an index file (default
+    /// off: 403).
+    pub listing: bool,
     /// `--help` was given.
     pub help: bool,
 }
@@ -241,6 +244,7 @@ impl Default for Config {
             cache_rules: Vec::new(),
             redirects: Vec::new(),
             error_pages: Vec::new(),
+            listing: false,
             help: false,
         }
     }
@@ -270,6 +274,7 @@ usage: httpd [OPTIONS]
   --header 'Name: value'   extra field on every response, repeatable
   --redirect 'FROM TO [S]' redirect paths matching FROM to TO (301, 302, 307, 308)
   --error-page S=/PATH     serve the file PATH as the body of status S (404=/404.html)
+  --listing on|off         list directories that have no index file (off: 403)
   --help                   this text";
 
 /// Parses a duration: `10s`, `500ms`, `2m`, or a plain number of seconds.
@@ -378,6 +383,14 @@ pub fn parse_args<S: AsRef<str>>(args: &[S]) -> Result<Config, String> {
                 };
             }
             "--no-access-log" => c.access_log = false,
+            "--listing" => {
+                let v = value()?;
+                c.listing = match v {
+                    "on" | "yes" | "true" | "1" => true,
+                    "off" | "no" | "false" | "0" => false,
+                    _ => return Err(bad(v, "switch (on, off)")),
+                };
+            }
             "--log-level" => {
                 let v = value()?;
                 c.log_level = Some(match v {

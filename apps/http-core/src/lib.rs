@@ -47,6 +47,6 @@ pub use precond::{
     evaluate_preconditions, if_range_allows, parse_range,
 };
 pub use response::{
-    BodyPart, FileInfo, Resource, ResponsePlan, ServerInfo, error_response, plan_error,
-    plan_error_page, plan_redirect, plan_response, reason_phrase,
+    BodyPart, FileInfo, ListingEntry, Resource, ResponsePlan, ServerInfo, error_response,
+    plan_error, plan_error_page, plan_listing, plan_redirect, plan_response, reason_phrase,
 };

@@ -394,6 +394,89 @@ pub fn plan_error_page(
     }
 }
 
+/// One entry of a directory listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListingEntry {
+    /// The file name (not a path).
+    pub name: String,
+    /// Whether it is a directory (listed with a trailing slash).
+    pub dir: bool,
+}
+
+fn html_escape(out: &mut String, s: &str) {
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+}
+
+fn href_escape(out: &mut String, s: &str) {
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+}
+
+/// A directory listing (`dir` is the decoded request path, ending in `/`):
+/// 200, `text/html`, one link per entry in the order given, names escaped,
+/// dotfiles left out, `Cache-Control: no-cache`. HEAD gets the headers only.
+pub fn plan_listing(
+    req: &Request,
+    dir: &str,
+    entries: &[ListingEntry],
+    now_unix: u64,
+    info: &ServerInfo<'_>,
+) -> ResponsePlan {
+    let mut body =
+        String::from("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Index of ");
+    html_escape(&mut body, dir);
+    body.push_str("</title></head><body><h1>Index of ");
+    html_escape(&mut body, dir);
+    body.push_str("</h1><ul>\n");
+    if dir != "/" {
+        body.push_str("<li><a href=\"../\">../</a></li>\n");
+    }
+    for e in entries.iter().filter(|e| !e.name.starts_with('.')) {
+        body.push_str("<li><a href=\"");
+        href_escape(&mut body, &e.name);
+        if e.dir {
+            body.push('/');
+        }
+        body.push_str("\">");
+        html_escape(&mut body, &e.name);
+        if e.dir {
+            body.push('/');
+        }
+        body.push_str("</a></li>\n");
+    }
+    body.push_str("</ul></body></html>\n");
+    let mut h = Head::new(200, now_unix, info);
+    h.field("Content-Type", "text/html; charset=utf-8");
+    h.field_u64("Content-Length", body.len() as u64);
+    h.field("Cache-Control", "no-cache");
+    h.connection(req.keep_alive, Some(req.version_minor));
+    ResponsePlan {
+        status: 200,
+        head: h.finish(),
+        body: if req.is_head() {
+            vec![]
+        } else {
+            vec![BodyPart::Bytes(body.into_bytes())]
+        },
+        keep_alive: req.keep_alive,
+        encoding: Encoding::Identity,
+    }
+}
+
 /// Plans the response to a GET/HEAD request for `path`, given what the server
 /// found there.
 ///

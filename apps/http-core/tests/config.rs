@@ -125,8 +125,12 @@ fn site_rules() {
         "--error-page",
         "404=/404.html",
         "--error-page=403=/errors/403.html",
+        "--listing",
+        "on",
     ])
     .unwrap();
+    assert!(c.listing);
+    assert!(!parse_args::<&str>(&[]).unwrap().listing);
     assert_eq!(
         c.headers,
         [
@@ -179,6 +183,7 @@ fn site_rules() {
         &["--error-page", "200=/x.html"],
         &["--error-page", "404=x.html"],
         &["--error-page", "404=/dir/"],
+        &["--listing", "maybe"],
     ] {
         assert!(parse_args(bad).is_err(), "{bad:?} accepted");
     }

@@ -580,3 +580,41 @@ fn custom_error_pages() {
     assert!(r.plan.body.is_empty());
     assert_eq!(r.content_length(), Some(321));
 }
+
+#[test]
+fn directory_listing() {
+    let entries = [
+        ListingEntry {
+            name: "a b&c.txt".into(),
+            dir: false,
+        },
+        ListingEntry {
+            name: "sub".into(),
+            dir: true,
+        },
+        ListingEntry {
+            name: ".hidden".into(),
+            dir: false,
+        },
+    ];
+    let req = request("GET /docs/ HTTP/1.1\r\nHost: h\r\n\r\n");
+    let r = decode(plan_listing(&req, "/docs/<x>/", &entries, NOW, &INFO));
+    assert_eq!(r.plan.status, 200);
+    assert_eq!(r.get("Content-Type"), Some("text/html; charset=utf-8"));
+    let BodyPart::Bytes(b) = &r.plan.body[0] else {
+        panic!("bytes body")
+    };
+    let html = String::from_utf8(b.clone()).unwrap();
+    assert_eq!(r.content_length(), Some(b.len() as u64));
+    assert!(html.contains("Index of /docs/&lt;x&gt;/"), "{html}");
+    assert!(
+        html.contains("<a href=\"a%20b%26c.txt\">a b&amp;c.txt</a>"),
+        "{html}"
+    );
+    assert!(html.contains("<a href=\"sub/\">sub/</a>"), "{html}");
+    assert!(html.contains("<a href=\"../\">"), "{html}");
+    assert!(!html.contains("hidden"), "{html}");
+    let head = request("HEAD /docs/ HTTP/1.1\r\nHost: h\r\n\r\n");
+    let r = decode(plan_listing(&head, "/", &entries, NOW, &INFO));
+    assert!(r.plan.body.is_empty());
+}

@@ -8,9 +8,9 @@ use core::net::SocketAddrV4;
 
 use uk_http::config::{Config, DataPath, fs_path};
 use uk_http::{
-    BodyPart, FileInfo, FileMeta, ParseOutcome, Request, Resource, ResponsePlan, SafePath,
-    ServerInfo, StatusError, combined_log_line, error_response, mime_for, parse_request,
-    plan_error, plan_error_page, plan_redirect, plan_response, resolve_target,
+    BodyPart, FileInfo, FileMeta, ListingEntry, ParseOutcome, Request, Resource, ResponsePlan,
+    SafePath, ServerInfo, StatusError, combined_log_line, error_response, mime_for, parse_request,
+    plan_error, plan_error_page, plan_listing, plan_redirect, plan_response, resolve_target,
 };
 use unikernel::fs::{self, Errno, FileKind, Flags, Stat};
 use unikernel::io::{
@@ -695,6 +695,24 @@ impl Server {
                 return Response::new(plan_error(req, 500, now, &info), None, log);
             }
         };
+        // A directory without an index, asked for with its slash: a listing
+        // when the site turned them on (plan_response would say 403).
+        if self.cfg.listing
+            && matches!(found, Lookup::Directory)
+            && path.as_str().ends_with('/')
+            && let Ok(mut names) = fs::read_dir(&fs_path(&self.cfg.root, &path))
+        {
+            names.sort_by(|a, b| a.0.cmp(&b.0));
+            let entries: Vec<ListingEntry> = names
+                .into_iter()
+                .map(|(name, kind)| ListingEntry {
+                    name,
+                    dir: kind == FileKind::Directory,
+                })
+                .collect();
+            let plan = plan_listing(req, path.as_str(), &entries, now, &info);
+            return Response::new(plan, None, log);
+        }
         let mut plan = plan_response(req, &path, &resource, now, &info);
         // A custom page for an error status (uk.toml's error_pages).
         if let Some(page) = self.cfg.error_page(plan.status)

@@ -95,6 +95,8 @@ pub fn run_guest_command(
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    // A benchmark killed midway takes its guest with it.
+    crate::proc::die_with_parent(&mut cmd);
     let start = Instant::now();
     let mut child = cmd
         .spawn()
@@ -503,6 +505,8 @@ impl LiveGuest {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        // A benchmark killed midway takes its guest with it.
+        crate::proc::die_with_parent(&mut cmd);
         let start = Instant::now();
         let mut child = cmd
             .spawn()

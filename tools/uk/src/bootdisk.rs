@@ -447,9 +447,10 @@ pub fn image_command(
     site: &Path,
     out: &Path,
     format: crate::ImageFormat,
+    args: &[String],
 ) -> Result<i32, Error> {
     let kernel = crate::build_image(app, crate::Profile::Release, false)?;
-    let cmdline = disk_cmdline("", &[]);
+    let cmdline = disk_cmdline("", args);
     for line in build(format, &kernel, site, &cmdline, out)? {
         println!("{line}");
     }
@@ -458,11 +459,12 @@ pub fn image_command(
     match format {
         crate::ImageFormat::Elf => println!(
             "boot: {} -M microvm -m 128M -nodefaults -no-user-config -display none -serial stdio \
-             -kernel {} -append 'console=ttyS0 --' \
+             -kernel {} -append {} \
              -drive if=none,id=d0,file={},format=raw,readonly=on -device virtio-blk-device,drive=d0 \
              -netdev user,id=n0,hostfwd=tcp:127.0.0.1:8080-:80 -device virtio-net-device,netdev=n0",
             crate::QEMU,
             q(&out),
+            crate::qemu::shell_quote(&crate::qemu::kernel_cmdline("console=ttyS0", args)),
             q(&out.with_extension("ext4"))
         ),
         crate::ImageFormat::Raw | crate::ImageFormat::Qcow2 => {

@@ -109,6 +109,9 @@ pub struct RunArgs {
     /// The name of a background VM (default: APP-N)
     #[arg(long, requires = "detach")]
     pub name: Option<String>,
+    /// httpd's site settings (also read from DIR/uk.toml).
+    #[command(flatten, next_help_heading = "Site (httpd; the same keys as uk.toml)")]
+    pub site_args: crate::siteconfig::SiteArgs,
     /// Arguments for the app (after --)
     #[arg(last = true, value_name = "ARGS")]
     pub args: Vec<String>,
@@ -205,6 +208,9 @@ pub enum Cmd {
         /// 'gcloud compute images create --source-uri'
         #[arg(long, default_value = "ext4", value_name = "FORMAT")]
         format: crate::image::ImageFormat,
+        /// httpd's site settings (also read from DIR/uk.toml).
+        #[command(flatten, next_help_heading = "Site (httpd; the same keys as uk.toml)")]
+        site_args: crate::siteconfig::SiteArgs,
     },
     /// Run the host tests (cargo test), then the QEMU tests (cargo test -p uk-tests)
     #[command(
@@ -244,7 +250,12 @@ pub enum Cmd {
         #[arg(long, short = 't', default_value_t = 10, value_name = "SECS")]
         timeout: u64,
     },
-    /// Print a shell completion script (e.g. 'cargo uk completions bash > ~/.local/share/bash-completion/completions/cargo-uk')
+    /// Print a shell completion script for the alias uk='cargo uk'
+    #[command(
+        long_about = "Print a shell completion script. cargo does not complete its \
+                      aliases, so the script completes the shell alias uk='cargo uk': e.g. \
+                      'alias uk=\"cargo uk\"; source <(cargo uk completions bash)'."
+    )]
     Completions {
         /// The shell
         shell: Shell,
@@ -431,11 +442,14 @@ pub fn execute(cmd: Cmd) -> Result<i32, Error> {
             site,
             out,
             format,
+            site_args,
         } => {
             let app = app.unwrap_or_else(|| default_app().to_string());
             check_app(&app)?;
+            let sc = site_config(&app, Some(&site), &site_args)?;
+            let args = sc.as_ref().map(|c| c.httpd_args()).unwrap_or_default();
             if format != crate::image::ImageFormat::Ext4 {
-                return crate::bootdisk::image_command(&app, &site, &out, format);
+                return crate::bootdisk::image_command(&app, &site, &out, format, &args);
             }
             let size = crate::progress::step(
                 &format!(
@@ -455,7 +469,11 @@ pub fn execute(cmd: Cmd) -> Result<i32, Error> {
             let kernel = build_image(&app, Profile::Release, false)?;
             let mut cfg = VmConfig::new(&kernel);
             cfg.disk = Some(out.clone());
+            cfg.args = args;
             cfg.apply_app_defaults(&app);
+            if let Some(port) = sc.as_ref().and_then(|c| c.port) {
+                forward_default_to(&mut cfg, port);
+            }
             println!("{}  ({app} kernel)", display_path(&kernel));
             println!("boot: {}", render_command(&qemu_command(&cfg)));
             Ok(0)
@@ -470,7 +488,7 @@ pub fn execute(cmd: Cmd) -> Result<i32, Error> {
                 Shell::Zsh => clap_complete::Shell::Zsh,
                 Shell::Fish => clap_complete::Shell::Fish,
             };
-            clap_complete::generate(shell, &mut command(), "cargo-uk", &mut std::io::stdout());
+            clap_complete::generate(shell, &mut command(), "uk", &mut std::io::stdout());
             Ok(0)
         }
         Cmd::NetClient { args } => crate::netclient::main(&args),
@@ -558,7 +576,19 @@ fn run(r: RunArgs) -> Result<i32, Error> {
         disk: None,
         disk_bus: crate::qemu::DiskBus::Blk,
     };
+    let sc = site_config(&app, site.as_deref(), &r.site_args)?;
+    if let Some(sc) = &sc {
+        // The site's settings first, the user's own arguments after them.
+        let mut args = sc.httpd_args();
+        args.append(&mut cfg.args);
+        cfg.args = args;
+    }
     cfg.apply_app_defaults(&app);
+    if let Some(port) = sc.as_ref().and_then(|c| c.port)
+        && r.fwds.is_empty()
+    {
+        forward_default_to(&mut cfg, port);
+    }
     if r.detach {
         return crate::vms::start(&app, r.name.as_deref(), cfg, site.as_deref(), r.verbose);
     }
@@ -582,7 +612,8 @@ fn run(r: RunArgs) -> Result<i32, Error> {
             eprintln!("uk: serving {}", display_path(dir));
         }
         // The server listens on port 80 unless told otherwise.
-        if let Some(f) = cfg.fwds.iter().find(|f| f.guest == 80) {
+        let port = sc.as_ref().and_then(|c| c.port).unwrap_or(80);
+        if let Some(f) = cfg.fwds.iter().find(|f| f.guest == port) {
             println!("http://127.0.0.1:{}/", f.host);
         }
     }
@@ -609,6 +640,44 @@ fn run(r: RunArgs) -> Result<i32, Error> {
         }
     }
     Ok(exit.process_code())
+}
+
+/// The site settings for `app` from `site`'s uk.toml and the flags. Only
+/// httpd has them: for another app, flags are a usage error and a uk.toml is
+/// left alone.
+fn site_config(
+    app: &str,
+    site: Option<&Path>,
+    flags: &crate::siteconfig::SiteArgs,
+) -> Result<Option<crate::siteconfig::SiteConfig>, Error> {
+    if app != "httpd" {
+        if *flags != crate::siteconfig::SiteArgs::default() {
+            return Err(Error::Usage(format!(
+                "--port, --header, --cache, --redirect, --error-page and --listing are httpd's \
+                 settings, not {app}'s"
+            )));
+        }
+        return Ok(None);
+    }
+    let sc = crate::siteconfig::for_site(site, flags)?;
+    if let Some(dir) = site
+        && dir.join(crate::siteconfig::FILE_NAME).is_file()
+    {
+        eprintln!(
+            "uk: site settings from {}",
+            display_path(&dir.join(crate::siteconfig::FILE_NAME))
+        );
+    }
+    Ok(sc)
+}
+
+/// Points the default forward (host 8080 → guest 80) at the guest's `port`.
+fn forward_default_to(cfg: &mut VmConfig, port: u16) {
+    for f in &mut cfg.fwds {
+        if *f == crate::qemu::DEFAULT_FWD {
+            f.guest = port;
+        }
+    }
 }
 
 fn test(extra: &[String]) -> Result<i32, Error> {
@@ -1209,6 +1278,7 @@ mod tests {
                 site,
                 out,
                 format,
+                ..
             } => {
                 assert_eq!(app, None);
                 assert_eq!(site, PathBuf::from("www"));
@@ -1286,6 +1356,82 @@ mod tests {
     }
 
     #[test]
+    fn site_flags() {
+        let r = run_args(&[
+            "--port",
+            "8081",
+            "--header",
+            "X-A: 1",
+            "--cache",
+            "/a/*=no-store",
+            "--redirect",
+            "/old /new 302",
+            "--error-page",
+            "404=/404.html",
+            "--listing",
+            "on",
+        ]);
+        assert_eq!(r.site_args.port, Some(8081));
+        assert_eq!(r.site_args.headers, ["X-A: 1"]);
+        assert_eq!(r.site_args.cache, ["/a/*=no-store"]);
+        assert_eq!(r.site_args.redirects, ["/old /new 302"]);
+        assert_eq!(r.site_args.error_pages, ["404=/404.html"]);
+        assert_eq!(r.site_args.listing.as_deref(), Some("on"));
+        usage_err(&["run", "--listing", "maybe"]);
+        assert!(matches!(
+            p(&["image", "--site", "d", "-o", "x", "--header", "X-A: 1"]).unwrap(),
+            Cmd::Image { site_args, .. } if site_args.headers == ["X-A: 1"]
+        ));
+        let e = site_config("hello", None, &r.site_args).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        let c = site_config("httpd", None, &r.site_args).unwrap().unwrap();
+        assert_eq!(c.port, Some(8081));
+        assert_eq!(
+            site_config("hello", None, &Default::default()).unwrap(),
+            None
+        );
+    }
+
+    /// Every command the help lists, and each of its long flags, is in the
+    /// README.
+    #[test]
+    fn readme_matches_the_help() {
+        let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+        fn walk(cmd: &clap::Command, path: String, readme: &str, missing: &mut Vec<String>) {
+            for sub in cmd.get_subcommands().filter(|c| !c.is_hide_set()) {
+                if sub.get_name() == "help" {
+                    continue;
+                }
+                let p = format!("{path} {}", sub.get_name());
+                if sub.get_subcommands().next().is_none() && !readme.contains(&format!("`{p}")) {
+                    missing.push(p.clone());
+                }
+                for a in sub.get_arguments().filter(|a| !a.is_hide_set()) {
+                    if let Some(l) = a.get_long()
+                        && !matches!(l, "help" | "version")
+                        && !readme.contains(&format!("--{l}"))
+                    {
+                        missing.push(format!("{p} --{l}"));
+                    }
+                }
+                walk(sub, p, readme, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&command(), "cargo uk".into(), &readme, &mut missing);
+        // bench's subcommands are listed as `cargo uk bench boot|sched|...`.
+        missing.retain(|m| {
+            let Some(name) = m.strip_prefix("cargo uk bench ") else {
+                return true;
+            };
+            name.contains(" --")
+                || !(readme.contains(&format!("bench {name}"))
+                    || readme.contains(&format!("|{name}")))
+        });
+        assert!(missing.is_empty(), "not in README.md: {missing:?}");
+    }
+
+    #[test]
     fn netclient_is_hidden() {
         assert_eq!(
             p(&["__netclient", "cps", "addr=10.77.0.2:7"]).unwrap(),
@@ -1301,12 +1447,7 @@ mod tests {
     #[test]
     fn completions_mention_every_command() {
         let mut out = Vec::new();
-        clap_complete::generate(
-            clap_complete::Shell::Bash,
-            &mut command(),
-            "cargo-uk",
-            &mut out,
-        );
+        clap_complete::generate(clap_complete::Shell::Bash, &mut command(), "uk", &mut out);
         let s = String::from_utf8(out).unwrap();
         for c in [
             "build", "run", "image", "test", "bench", "ps", "logs", "stop",

@@ -573,7 +573,7 @@ pub fn bench_compare(args: &CompareArgs) -> Result<i32, Error> {
                         file,
                         sys.label().into(),
                         format!("{:.0}", r.requests_per_sec),
-                        format!("{:.1}", r.requests_per_sec * *size as f64 / 1e6),
+                        format!("{:.1}", r.mb_per_sec()),
                         fmt_latency(r.p50),
                         fmt_latency(r.p99),
                         r.errors.to_string(),
@@ -646,8 +646,8 @@ pub fn bench_compare(args: &CompareArgs) -> Result<i32, Error> {
         .filter(|(_, (_, size))| *size >= 1 << 20)
     {
         let label = format!("{} MB/s >= nginx", human(*size));
-        if let (Some(ours), Some(theirs)) = (rate(0, f), rate(1, f)) {
-            let (o, t) = (ours * *size as f64 / 1e6, theirs * *size as f64 / 1e6);
+        let mbs = |s: usize| cells[s][f].as_ref().ok().map(|r| r.mb_per_sec());
+        if let (Some(o), Some(t)) = (mbs(0), mbs(1)) {
             let (ok, ratio) = verdict(o, t, 1.0);
             println!(
                 "  {label} ({path}): {o:.1} / {t:.1} = {ratio:.2}x: {}",

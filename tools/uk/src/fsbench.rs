@@ -100,8 +100,10 @@ pub fn bench_fs(accel: Option<Accel>) -> Result<i32, Error> {
         cfg.args = std::iter::once("bench".to_string())
             .chain(FILES.iter().map(|(n, _)| n.to_string()))
             .collect();
-        let run = run_guest(&cfg, Duration::from_secs(300), |_, _| Ok(()))
-            .map_err(|e| Error::Failed(format!("{machine}: {e}")))?;
+        let run = crate::progress::step(&format!("{machine}: fstest bench"), || {
+            run_guest(&cfg, Duration::from_secs(300), |_, _| Ok(()))
+        })
+        .map_err(|e| Error::Failed(format!("{machine}: {e}")))?;
         run.check_success()
             .map_err(|e| Error::Failed(format!("{machine}: {e}")))?;
         for l in &run.lines {

@@ -132,6 +132,21 @@ pub fn build_image_from_dir(dir: &Path, out: &Path, format: ImageFormat) -> Resu
             String::from_utf8_lossy(&output.stderr).trim()
         )));
     }
+    if dir.join(crate::siteconfig::FILE_NAME).is_file() {
+        // The site's settings are httpd's arguments, not a page to serve.
+        let output = Command::new("debugfs")
+            .args(["-w", "-R", &format!("rm {}", crate::siteconfig::FILE_NAME)])
+            .arg(out)
+            .output()
+            .map_err(|e| Error::Failed(format!("cannot run debugfs: {e} (install e2fsprogs)")))?;
+        if !output.status.success() {
+            return Err(Error::Failed(format!(
+                "debugfs rm {} failed ({})",
+                crate::siteconfig::FILE_NAME,
+                output.status
+            )));
+        }
+    }
     if !dir.join("tmp").exists() {
         // The tmpfs mount point, added inside the image (no copy of the site).
         let output = Command::new("debugfs")

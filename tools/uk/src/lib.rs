@@ -22,6 +22,7 @@ pub mod proc;
 pub mod progress;
 pub mod qemu;
 pub mod serial;
+pub mod siteconfig;
 pub mod toolchain;
 pub mod vms;
 pub mod workspace;

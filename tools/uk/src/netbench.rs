@@ -435,8 +435,11 @@ pub fn bench_net(secs: u64, accel: Option<Accel>) -> Result<i32, Error> {
             unanswered: 0,
         };
         for test in NetTest::ALL {
-            let (res, counters) = net_test(&ns, &cfg, test, secs)
-                .map_err(|e| Error::Failed(format!("{machine}: {e}")))?;
+            let (res, counters) =
+                crate::progress::step(&format!("{machine}: {} ({secs} s)", test.name()), || {
+                    net_test(&ns, &cfg, test, secs)
+                        .map_err(|e| Error::Failed(format!("{machine}: {e}")))
+                })?;
             match counters {
                 Some(kv) => {
                     for k in NOTABLE_COUNTERS {
@@ -550,7 +553,10 @@ pub fn bench_epoll(runs: usize, machine: Machine, accel: Option<Accel>) -> Resul
     let mut samples = Vec::with_capacity(runs);
     for i in 0..runs {
         let fail = |e: String| Error::Failed(format!("run {}/{runs}: {e}", i + 1));
-        let run = run_guest(&cfg, Duration::from_secs(300), |_, _| Ok(())).map_err(fail)?;
+        let run = crate::progress::step(&format!("epoll-bench run {}/{runs}", i + 1), || {
+            run_guest(&cfg, Duration::from_secs(300), |_, _| Ok(()))
+        })
+        .map_err(fail)?;
         run.check_success().map_err(fail)?;
         let line = run
             .find(EPOLL_MARKER)

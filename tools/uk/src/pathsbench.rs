@@ -483,6 +483,7 @@ fn measure(
                 format!("secs={CELL_SECS}"),
             ];
             let limit = Duration::from_secs(CELL_SECS);
+            let step = crate::progress::Step::start(&format!("{name} through {path}"));
             let r = run_client(ns, "get", &args, limit)
                 .and_then(|_| {
                     let cpu0 = process_cpu_time(guest.pid()).ok();
@@ -504,6 +505,7 @@ fn measure(
                         Ok(c)
                     }
                 });
+            step.finish(r.is_ok());
             match r {
                 Ok(c) => cells.push(Ok(c)),
                 Err(why) => {

@@ -156,17 +156,23 @@ fn wait_bounded(child: &mut Child, grace: Duration) -> io::Result<ExitStatus> {
     child.wait()
 }
 
-/// Whether `pid` is a live process (not gone, not a zombie).
+/// Whether `pid` is a live process: some thread of it is not a zombie (a
+/// process whose main thread exited is still closing its files while its
+/// other threads finish).
 pub fn alive(pid: i32) -> bool {
     if pid <= 0 || !kill(pid, 0) && io::Error::last_os_error().raw_os_error() != Some(libc::EPERM) {
         return false;
     }
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+    let running = |stat: &str| {
         // The state follows the parenthesized command name.
-        Ok(s) => s
-            .rsplit_once(')')
+        stat.rsplit_once(')')
             .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|st| st != "Z" && st != "X"),
+            .is_some_and(|st| st != "Z" && st != "X")
+    };
+    match std::fs::read_dir(format!("/proc/{pid}/task")) {
+        Ok(tasks) => tasks
+            .filter_map(Result::ok)
+            .any(|t| std::fs::read_to_string(t.path().join("stat")).is_ok_and(|s| running(&s))),
         Err(_) => false,
     }
 }

@@ -421,7 +421,8 @@ pub fn render_command(cmd: &Command) -> String {
         .join(" ")
 }
 
-fn shell_quote(s: &str) -> String {
+/// `s` quoted for a POSIX shell when it needs it.
+pub fn shell_quote(s: &str) -> String {
     let safe = |c: char| c.is_ascii_alphanumeric() || "-_./:,=@+%".contains(c);
     if !s.is_empty() && s.chars().all(safe) {
         s.to_string()

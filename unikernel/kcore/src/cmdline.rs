@@ -9,8 +9,11 @@
 //!
 //! Double quotes group words containing spaces (`msg="a b"` gives the value
 //! `a b`); the quotes themselves are removed. A quote that is never closed is
-//! reported as a warning and the token takes the rest of the line. Only a
-//! bare, unquoted `--` separates the kernel options from the arguments.
+//! reported as a warning and the token takes the rest of the line. A
+//! backslash before `\`, `"` or `'` stands for that character (GRUB writes
+//! its arguments' quotes and backslashes that way: `'self'` reaches the
+//! kernel as `\'self\'`); any other backslash is kept. Only a bare,
+//! unquoted `--` separates the kernel options from the arguments.
 //!
 //! [`Cmdline::parse`] does the lexical part; [`KernelConfig::from_cmdline`]
 //! interprets the options the kernel knows about. Neither ever panics: bad
@@ -59,7 +62,9 @@ fn tokenize(s: &str, warnings: &mut Vec<String>) -> Vec<(String, bool)> {
                 break;
             }
             chars.next();
-            if c == '"' {
+            if c == '\\' && chars.peek().is_some_and(|n| matches!(n, '\\' | '"' | '\'')) {
+                tok.extend(chars.next());
+            } else if c == '"' {
                 in_quote = !in_quote;
                 quoted = true;
             } else {
@@ -553,6 +558,21 @@ mod tests {
     }
 
     #[test]
+    fn grub_escapes() {
+        // What GRUB's multiboot2 command writes for the arguments
+        // `X: a b`, `default-src 'self'` and `c:\d`.
+        let (c, w) = Cmdline::parse(r#"-- "X: a b" "default-src \'self\'" c:\\d \"q\" a\b"#);
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(
+            c.args,
+            vec!["X: a b", "default-src 'self'", "c:\\d", "\"q\"", "a\\b"]
+        );
+        // A trailing backslash is kept.
+        let (c, _) = Cmdline::parse(r"-- x\");
+        assert_eq!(c.args, vec!["x\\"]);
+    }
+
+    #[test]
     fn empty_quoted_option_warns() {
         let (c, w) = Cmdline::parse(r#""" =x"#);
         assert!(c.options.is_empty());
@@ -998,9 +1018,11 @@ mod tests {
                 assert!(d.size > 0 && d.base.checked_add(d.size).is_some());
             }
             assert!(w.len() <= 1 + s.len() && w2.len() <= c.options.len());
-            // No quotes survive in parsed tokens.
-            assert!(c.options.iter().all(|o| !o.key.contains('"')));
-            assert!(c.args.iter().all(|a| !a.contains('"')));
+            // No quotes survive in parsed tokens, except escaped ones.
+            if !s.contains("\\\"") {
+                assert!(c.options.iter().all(|o| !o.key.contains('"')));
+                assert!(c.args.iter().all(|a| !a.contains('"')));
+            }
         }
     }
 }
