@@ -58,8 +58,10 @@ async def keepalive_worker(host, paths, deadline, stats):
 async def close_worker(host, path, size, stats, total, deadline):
     while stats["started"] < total and time.monotonic() < deadline:
         stats["started"] += 1
+        port = None
         try:
             reader, writer = await asyncio.wait_for(asyncio.open_connection(host, 80), 30)
+            port = writer.get_extra_info("sockname")[1]
             writer.write(f"GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode())
             status, body = await asyncio.wait_for(read_response(reader), 30)
             rest = await asyncio.wait_for(reader.read(), 30)  # the server's FIN
@@ -70,7 +72,7 @@ async def close_worker(host, path, size, stats, total, deadline):
             stats["bytes"] += len(body)
         except Exception as e:  # counted; the test decides
             stats["errors"] += 1
-            stats["last_error"] = repr(e)
+            stats["last_error"] = f"{e!r} (local port {port}, {time.monotonic() - T0:.3f} s)"
 
 
 async def normal_fetch(host, path, size, deadline):
@@ -126,6 +128,9 @@ async def abort_client(host, path):
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     writer.close()
     return got
+
+
+T0 = time.monotonic()
 
 
 def parse_paths(args):
