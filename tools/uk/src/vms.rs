@@ -11,8 +11,8 @@
 //! | `qmp.sock` | the QEMU monitor (QMP), for `system_powerdown` |
 //! | `disk.img` | the site's ext4 image, when the app has one |
 //!
-//! `stop` presses the ACPI power button through QMP, waits (10 s by
-//! default) for QEMU to exit, then sends SIGTERM and, 3 s later, SIGKILL,
+//! `stop` presses the ACPI power button through QMP (httpd then finishes
+//! its responses and powers off), waits (15 s by default) for QEMU to exit, then sends SIGTERM and, 3 s later, SIGKILL,
 //! and removes the folder. `ps` shows VMs whose QEMU has exited as
 //! `exited`; `stop` removes those too.
 
