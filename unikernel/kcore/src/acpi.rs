@@ -107,6 +107,10 @@ pub struct Fadt {
     pub pm1a_cnt: u16,
     /// PM1 event block length in bytes (4 with 16-bit registers).
     pub pm1_evt_len: u8,
+    /// The GPE0 block port: status bytes, then as many enable bytes.
+    pub gpe0_blk: u16,
+    /// GPE0 block length in bytes (both halves).
+    pub gpe0_len: u8,
     /// The FADT flags.
     pub flags: u32,
     /// ACPI 5.0 hardware-reduced platform (no PM1 blocks, no SCI_EN).
@@ -132,6 +136,9 @@ impl Fadt {
 
 /// PM1 status/enable bit of the fixed-feature power button.
 pub const PM1_PWRBTN: u16 = 1 << 8;
+/// Every defined PM1 status bit (timer, bus master, global lock, power and
+/// sleep buttons, RTC, wake): written back to clear them all.
+pub const PM1_STS_ALL_FIXED: u16 = 0x8731;
 /// PM1 control bit: the chipset is in ACPI mode (events raise the SCI).
 pub const PM1_SCI_EN: u16 = 1;
 
@@ -301,6 +308,8 @@ fn parse_fadt(t: &[u8]) -> Option<Fadt> {
         pm1a_evt: port_at(t, 56, 148),
         pm1a_cnt: port_at(t, 64, 172),
         pm1_evt_len: t[88],
+        gpe0_blk: port_at(t, 80, 220),
+        gpe0_len: t[92],
         flags,
         hw_reduced: flags & Fadt::HW_REDUCED_ACPI != 0,
         sleep_control: gas_at(t, 244),
@@ -395,6 +404,7 @@ mod tests {
             put32(48, 0xb2);
             put32(56, 0x600);
             put32(64, 0x604);
+            put32(80, 0x620);
             put32(112, 0x84a5);
         }
         if microvm {
@@ -406,6 +416,7 @@ mod tests {
             b[52 - 36] = 2;
             b[88 - 36] = 4;
             b[89 - 36] = 2;
+            b[92 - 36] = 16;
         }
         let mut t = table(b"FACP", &b);
         t[10..16].copy_from_slice(b"BOCHS ");
@@ -422,6 +433,7 @@ mod tests {
             (q35.pm1a_evt, q35.pm1a_cnt, q35.pm1_evt_len),
             (0x600, 0x604, 4)
         );
+        assert_eq!((q35.gpe0_blk, q35.gpe0_len), (0x620, 16));
         assert!(!q35.hw_reduced);
         assert!(q35.has_fixed_power_button());
         assert_eq!(q35.sleep_control, None);

@@ -131,8 +131,8 @@ fn inw(port: u16) -> u16 {
 
 fn outb(port: u16, v: u8) {
     let mut p = Port::<u8>::new(port);
-    // SAFETY: the i8042 command/data ports and the FADT's SMI_CMD port only;
-    // none of them affects memory safety.
+    // SAFETY: the i8042 command/data ports, the FADT's SMI_CMD port and its
+    // GPE0 block only; none of them affects memory safety.
     unsafe { p.write(v) }
 }
 
@@ -251,7 +251,7 @@ pub(crate) fn init() {
 }
 
 fn init_fixed_button(fadt: &Fadt, platform: &acpi::PlatformInfo) -> bool {
-    let (sts, en, cnt) = (fadt.pm1a_evt, fadt.pm1a_evt + 2, fadt.pm1a_cnt);
+    let (sts, en, cnt) = (fadt.pm1a_evt, fadt.pm1a_evt.wrapping_add(2), fadt.pm1a_cnt);
     if cnt != 0 && inw(cnt) & acpi::PM1_SCI_EN == 0 {
         if fadt.smi_cmd == 0 || fadt.acpi_enable == 0 {
             log::warn!("power: chipset not in ACPI mode and no way to switch it");
@@ -271,8 +271,19 @@ fn init_fixed_button(fadt: &Fadt, platform: &acpi::PlatformInfo) -> bool {
             core::hint::spin_loop();
         }
     }
-    // Nothing pending from before, then only the power button enabled.
-    outw(sts, acpi::PM1_PWRBTN);
+    // Only the power button may raise the level-triggered SCI: an enabled
+    // event nobody clears would keep it asserted. Mask every general-purpose
+    // event (the enable half of GPE0) and every other PM1 event, and clear
+    // whatever is pending (status bits are write-1-to-clear).
+    if fadt.gpe0_blk != 0 {
+        let half = u16::from(fadt.gpe0_len / 2);
+        for i in 0..half {
+            outb(fadt.gpe0_blk.wrapping_add(half + i), 0);
+            outb(fadt.gpe0_blk.wrapping_add(i), 0xff);
+        }
+    }
+    outw(en, 0);
+    outw(sts, acpi::PM1_STS_ALL_FIXED);
     let Ok(vector) = crate::irq::claim_vector(sci_handler) else {
         log::warn!("power: no vector for the SCI");
         return false;
@@ -288,7 +299,7 @@ fn init_fixed_button(fadt: &Fadt, platform: &acpi::PlatformInfo) -> bool {
         log::warn!("power: cannot route the SCI (interrupt {})", fadt.sci_int);
         return false;
     }
-    outw(en, inw(en) | acpi::PM1_PWRBTN);
+    outw(en, acpi::PM1_PWRBTN);
     log::debug!(
         "power: ACPI power button on SCI {} (PM1a at {:#x}, {:?})",
         fadt.sci_int,
