@@ -208,14 +208,17 @@ pub fn shutdown_eventfd() -> io::Result<i32> {
         let _ = efd.write(&1u64.to_ne_bytes());
     } else if !NOTIFIER.swap(true, Ordering::AcqRel) {
         // The thread that turns the request into eventfd writes.
-        let spawned =
-            crate::sched::spawn_with(16 * 1024, crate::sched::ThreadPriority::High, || {
+        let spawned = crate::sched::spawn_with(
+            crate::sched::DEFAULT_STACK,
+            crate::sched::ThreadPriority::High,
+            || {
                 wait_shutdown();
                 let list = EVENTFDS.lock().take().unwrap_or_default();
                 for e in list.iter().filter_map(Weak::upgrade) {
                     let _ = e.write(&1u64.to_ne_bytes());
                 }
-            });
+            },
+        );
         if let Err(e) = spawned {
             NOTIFIER.store(false, Ordering::Release);
             let _ = crate::fs::close(fd);
