@@ -986,7 +986,9 @@ impl Server {
             let Some(conn) = self.conns[slot].as_ref() else {
                 continue;
             };
-            if conn.deadline > now {
+            // A lingering connection's deadline is the shutdown's: cut_all
+            // ends (and counts) it.
+            if conn.deadline > now || conn.lingering {
                 next = next.min(conn.deadline);
                 continue;
             }
