@@ -7,7 +7,8 @@
 //!   gives SCI_INT, the PM1a event block (status, then enable) and control
 //!   block, SMI_CMD and ACPI_ENABLE. If SCI_EN is clear the chipset is put
 //!   into ACPI mode (ACPI_ENABLE written to SMI_CMD, SCI_EN polled for a
-//!   bounded time), PWRBTN_EN is set and the SCI is routed as the MADT's
+//!   bounded time), every other PM1 event and every GPE is masked and
+//!   pending status cleared, PWRBTN_EN is set and the SCI is routed as the MADT's
 //!   interrupt source override says (level-triggered; on QEMU active-high).
 //!   The handler reads PM1 status and clears PWRBTN_STS by writing 1 to it,
 //!   which also lowers the level-triggered SCI.
