@@ -121,6 +121,9 @@ pub struct BootOpts {
     pub firecracker: bool,
     /// The bus `disk` is attached on (virtio-blk by default).
     pub disk_bus: DiskBus,
+    /// Give QEMU a QMP socket, for [`Guest::qmp`] (`system_powerdown`,
+    /// `send-key`).
+    pub qmp: bool,
 }
 
 impl Default for BootOpts {
@@ -138,6 +141,7 @@ impl Default for BootOpts {
             firmware: None,
             firecracker: false,
             disk_bus: DiskBus::Blk,
+            qmp: false,
         }
     }
 }
@@ -185,6 +189,12 @@ impl BootOpts {
     /// Starts the guest Firecracker style (see [`BootOpts::firecracker`]).
     pub fn firecracker(mut self) -> BootOpts {
         self.firecracker = true;
+        self
+    }
+
+    /// Gives QEMU a QMP socket (see [`Guest::qmp`]).
+    pub fn qmp(mut self) -> BootOpts {
+        self.qmp = true;
         self
     }
 
@@ -247,6 +257,8 @@ pub struct Guest {
     shared: Arc<Shared>,
     exit: Option<Exit>,
     started: Instant,
+    /// The QMP socket, when booted with [`BootOpts::qmp`].
+    qmp: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Guest {
@@ -336,7 +348,7 @@ impl Guest {
             uk_cli::QEMU_MISSING
         );
         let mem: MemSize = opts.mem.parse().unwrap_or_else(|e| panic!("{e}"));
-        let (firmware, firecracker) = (opts.firmware, opts.firecracker);
+        let (firmware, firecracker, want_qmp) = (opts.firmware, opts.firecracker, opts.qmp);
         let mut cfg = VmConfig {
             image,
             machine,
@@ -364,6 +376,16 @@ impl Guest {
             None if firecracker => uk_cli::firecracker_style_command(&cfg),
             None => uk_cli::qemu_command(&cfg),
         };
+        let qmp = want_qmp.then(|| {
+            static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let path =
+                std::env::temp_dir().join(format!("uk-test-qmp-{}-{n}.sock", std::process::id()));
+            let _ = std::fs::remove_file(&path);
+            cmd.arg("-qmp")
+                .arg(format!("unix:{},server=on,wait=off", path.display()));
+            path
+        });
         let command = uk_cli::render_command(&cmd);
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -387,7 +409,34 @@ impl Guest {
             shared,
             exit: None,
             started,
+            qmp,
         }
+    }
+
+    /// Runs QMP commands (complete JSON objects, e.g.
+    /// `{"execute":"system_powerdown"}`) on a guest booted with
+    /// [`BootOpts::qmp`]; returns each command's answer line.
+    pub fn qmp(&self, commands: &[&str]) -> Result<Vec<String>, String> {
+        let sock = self
+            .qmp
+            .as_ref()
+            .ok_or("the guest was booted without BootOpts::qmp")?;
+        uk_cli::vms::qmp_execute(sock, commands)
+    }
+
+    /// Presses the ACPI power button (QMP `system_powerdown`).
+    pub fn powerdown(&self) -> Result<(), String> {
+        self.qmp(&[r#"{"execute":"system_powerdown"}"#]).map(|_| ())
+    }
+
+    /// Presses Ctrl+Alt+Del on the guest's keyboard (QMP `send-key`).
+    pub fn ctrl_alt_del(&self) -> Result<(), String> {
+        self.qmp(&[concat!(
+            r#"{"execute":"send-key","arguments":{"keys":["#,
+            r#"{"type":"qcode","data":"ctrl"},{"type":"qcode","data":"alt"},"#,
+            r#"{"type":"qcode","data":"delete"}]}}"#
+        )])
+        .map(|_| ())
     }
 
     /// The app name.
@@ -624,6 +673,9 @@ fn detected_accel() -> &'static Accel {
 impl Drop for Guest {
     fn drop(&mut self) {
         self.kill();
+        if let Some(sock) = &self.qmp {
+            let _ = std::fs::remove_file(sock);
+        }
     }
 }
 

@@ -123,3 +123,18 @@ machine_tests!(out_of_memory_reports_and_fails, |m| {
     g.assert_output_contains("out of memory: allocation of 4000 bytes");
     g.assert_output_contains("memstats: frames_total=");
 });
+
+// The shutdown-request sources each machine has (q35: the ACPI fixed power
+// button and the i8042; microvm: the Generic Event Device), and a request
+// makes shutdown eventfds readable, made before or after it.
+machine_tests!(power_sources_and_shutdown_eventfd, |m| {
+    let mut g = selftest(m, &["power"]);
+    let line = g.expect("power: sources");
+    let want = match m {
+        uk_tests::Machine::Q35 => "acpi_button=true ged=false i8042=true",
+        uk_tests::Machine::Microvm => "acpi_button=false ged=true i8042=false",
+    };
+    assert!(line.contains(want), "{line}");
+    g.expect("power: ok");
+    g.expect_exit(0);
+});

@@ -75,6 +75,10 @@ pub struct Config {
     /// Time a keep-alive connection may sit idle between requests, and a
     /// response may make no progress, in ms (default 30 s).
     pub idle_timeout_ms: u64,
+    /// After a shutdown request (power button, Ctrl-Alt-Del), how long
+    /// in-flight responses may take before their connections are cut, in ms
+    /// (default 10 s).
+    pub shutdown_timeout_ms: u64,
     /// Maximum simultaneous connections; more are refused with 503 (default 256).
     pub max_conns: usize,
     /// Listen backlog (default 511).
@@ -236,6 +240,7 @@ impl Default for Config {
             limits: Limits::default(),
             header_timeout_ms: 10_000,
             idle_timeout_ms: 30_000,
+            shutdown_timeout_ms: 10_000,
             max_conns: 256,
             backlog: 511,
             max_ranges: 16,
@@ -264,6 +269,7 @@ usage: httpd [OPTIONS]
   --backlog N              listen backlog (511)
   --header-timeout T       to send a request head: 10s, 500ms, 1m (10s)
   --idle-timeout T         keep-alive idle and send stall limit (30s)
+  --shutdown-timeout T     on power-off, time to finish responses (10s)
   --max-request-line N     bytes, longer -> 414 (8192)
   --max-header-bytes N     bytes, more -> 431 (16384)
   --max-headers N          header fields, more -> 431 (64)
@@ -412,6 +418,10 @@ pub fn parse_args<S: AsRef<str>>(args: &[S]) -> Result<Config, String> {
             "--idle-timeout" => {
                 let v = value()?;
                 c.idle_timeout_ms = parse_duration_ms(v).ok_or_else(|| bad(v, "duration"))?;
+            }
+            "--shutdown-timeout" => {
+                let v = value()?;
+                c.shutdown_timeout_ms = parse_duration_ms(v).ok_or_else(|| bad(v, "duration"))?;
             }
             "--max-request-line" => c.limits.max_request_line = number(value()?)?,
             "--max-header-bytes" => c.limits.max_header_bytes = number(value()?)?,

@@ -12,6 +12,7 @@ fn defaults() {
     assert_eq!(c.index, "index.html");
     assert_eq!(c.data_path, DataPath::Sendfile);
     assert!(c.access_log);
+    assert_eq!(c.shutdown_timeout_ms, 10_000);
 }
 
 #[test]
@@ -32,6 +33,8 @@ fn everything() {
         "500ms",
         "--idle-timeout",
         "2m",
+        "--shutdown-timeout",
+        "1500ms",
         "--max-request-line",
         "100",
         "--max-header-bytes",
@@ -57,6 +60,7 @@ fn everything() {
     assert_eq!(c.max_conns, 10);
     assert_eq!(c.header_timeout_ms, 500);
     assert_eq!(c.idle_timeout_ms, 120_000);
+    assert_eq!(c.shutdown_timeout_ms, 1500);
     assert_eq!(c.limits.max_request_line, 100);
     assert_eq!(c.limits.max_header_bytes, 200);
     assert_eq!(c.limits.max_headers, 5);
@@ -78,6 +82,7 @@ fn errors() {
     assert!(e(&["--data-path", "splice"]).contains("data path"));
     assert!(e(&["--max-conns", "0"]).contains("bad number"));
     assert!(e(&["--header-timeout", "0"]).contains("duration"));
+    assert!(e(&["--shutdown-timeout", "soon"]).contains("duration"));
     assert!(e(&["--cache-control", "a\r\nb"]).contains("header value"));
     assert!(e(&["--bogus"]).contains("unknown argument"));
     assert!(e(&["--no-access-log=1"]).contains("takes no value"));

@@ -21,6 +21,10 @@ use unikernel::time::{Instant, SystemTime};
 
 /// epoll token of the listener.
 const LISTENER: u64 = u64::MAX;
+/// epoll token of the shutdown-request eventfd.
+const SHUTDOWN: u64 = u64::MAX - 1;
+/// Reads a lingering connection may do per turn before others run.
+const LINGER_READS: usize = 16;
 /// Bytes per `pread`/`write` step of the read and mmap data paths.
 const CHUNK: usize = 64 * 1024;
 /// Responses one connection may complete before others get their turn.
@@ -261,6 +265,9 @@ struct Conn {
     /// Last time the connection made progress (ms since boot).
     last_activity: u64,
     deadline: u64,
+    /// Shutting down: our FIN is sent after the last response; waiting for
+    /// the client's, so the response is known to have arrived.
+    lingering: bool,
 }
 
 /// A file found for a request.
@@ -302,6 +309,21 @@ pub struct Server {
     next_check: u64,
     /// Size at which a read buffer without a complete head is refused.
     rbuf_cap: usize,
+    /// Becomes readable when the machine asks us to stop.
+    shutdown_fd: Option<i32>,
+    /// Set once a shutdown was requested.
+    stopping: Option<Stopping>,
+}
+
+/// Progress of a graceful shutdown.
+#[derive(Clone, Copy)]
+struct Stopping {
+    /// When the remaining connections are cut (ms since boot).
+    deadline: u64,
+    /// Connections that ended on their own since the request.
+    finished: usize,
+    /// Connections cut at the deadline.
+    cut: usize,
 }
 
 impl Server {
@@ -318,6 +340,27 @@ impl Server {
             },
         )?;
         let rbuf_cap = cfg.limits.max_request_line + cfg.limits.max_header_bytes + 1024;
+        // The power button or Ctrl-Alt-Del makes this readable.
+        let shutdown_fd = match unikernel::power::shutdown_eventfd() {
+            Ok(fd) => {
+                let ev = EpollEvent {
+                    events: EPOLLIN,
+                    data: SHUTDOWN,
+                };
+                match io::epoll_ctl(ep, EPOLL_CTL_ADD, fd, ev) {
+                    Ok(()) => Some(fd),
+                    Err(e) => {
+                        log::error!("httpd: cannot watch shutdown requests: {e}");
+                        let _ = fs::close(fd);
+                        None
+                    }
+                }
+            }
+            Err(e) => {
+                log::error!("httpd: no shutdown requests: {e}");
+                None
+            }
+        };
         Ok(Server {
             cfg,
             listener,
@@ -329,6 +372,8 @@ impl Server {
             again: Vec::new(),
             next_check: u64::MAX,
             rbuf_cap,
+            shutdown_fd,
+            stopping: None,
         })
     }
 
@@ -346,16 +391,33 @@ impl Server {
         }
     }
 
-    /// Runs the event loop (returns only if epoll fails).
+    /// Runs the event loop: returns 0 after a graceful shutdown, 1 if epoll
+    /// fails.
     pub fn run(&mut self) -> i32 {
         let mut events = [EpollEvent::default(); 64];
         loop {
+            if let Some(st) = self.stopping {
+                if now_ms() >= st.deadline {
+                    self.cut_all();
+                }
+                if self.live == 0 {
+                    let st = self.stopping.unwrap_or(st);
+                    println!(
+                        "httpd: stopped ({} connections finished, {} cut at the deadline)",
+                        st.finished, st.cut
+                    );
+                    return 0;
+                }
+            }
+            let next_check = self
+                .next_check
+                .min(self.stopping.map_or(u64::MAX, |s| s.deadline));
             let timeout = if !self.again.is_empty() {
                 0
-            } else if self.next_check == u64::MAX {
+            } else if next_check == u64::MAX {
                 -1
             } else {
-                let wait = self.next_check.saturating_sub(now_ms());
+                let wait = next_check.saturating_sub(now_ms());
                 // Round up so a deadline is never checked early.
                 i32::try_from(wait + 1).unwrap_or(i32::MAX)
             };
@@ -367,8 +429,12 @@ impl Server {
                 }
             };
             for ev in &events[..n] {
-                if ev.data == LISTENER {
-                    self.accept_all();
+                if ev.data == SHUTDOWN {
+                    self.begin_shutdown();
+                } else if ev.data == LISTENER {
+                    if self.stopping.is_none() {
+                        self.accept_all();
+                    }
                 } else {
                     let slot = (ev.data & 0xffff_ffff) as usize;
                     let generation = (ev.data >> 32) as u32;
@@ -391,6 +457,65 @@ impl Server {
                 self.expire();
             }
         }
+    }
+
+    /// The machine asked us to stop: take what is already established from
+    /// the backlog, close the listener (new connections are refused with a
+    /// RST), let in-flight responses finish, end idle connections, and cut
+    /// whatever is left at `--shutdown-timeout`.
+    fn begin_shutdown(&mut self) {
+        if let Some(fd) = self.shutdown_fd.take() {
+            let _ = io::epoll_ctl(self.ep, EPOLL_CTL_DEL, fd, EpollEvent::default());
+            let _ = fs::close(fd);
+        }
+        if self.stopping.is_some() {
+            return;
+        }
+        let source = unikernel::power::shutdown_source().map_or("unknown", |s| s.name());
+        self.accept_all();
+        let _ = io::epoll_ctl(self.ep, EPOLL_CTL_DEL, self.listener, EpollEvent::default());
+        let _ = fs::close(self.listener);
+        let timeout = self.cfg.shutdown_timeout_ms;
+        println!(
+            "httpd: shutdown requested ({source}): no new connections, finishing {} within {timeout} ms",
+            self.live
+        );
+        self.stopping = Some(Stopping {
+            deadline: now_ms() + timeout,
+            finished: 0,
+            cut: 0,
+        });
+        // Every connection takes a turn under the shutdown rules.
+        for slot in 0..self.conns.len() {
+            if self.conns[slot].is_some() && !self.again.contains(&slot) {
+                self.again.push(slot);
+            }
+        }
+    }
+
+    /// The shutdown deadline passed: closes every connection left.
+    fn cut_all(&mut self) {
+        for slot in 0..self.conns.len() {
+            if let Some(conn) = self.conns[slot].take() {
+                log::info!(
+                    "httpd: {}: cut at the shutdown deadline{}",
+                    conn.peer,
+                    if conn.out.is_some() {
+                        " with a response unfinished"
+                    } else {
+                        ""
+                    }
+                );
+                if let Some(resp) = conn.out.as_ref() {
+                    self.log_response(&conn, resp);
+                }
+                if let Some(st) = self.stopping.as_mut() {
+                    st.cut += 1;
+                }
+                self.release(slot, conn);
+            }
+        }
+        self.again.clear();
     }
 
     fn accept_all(&mut self) {
@@ -473,12 +598,21 @@ impl Server {
             head_started: None,
             last_activity: now,
             deadline,
+            lingering: false,
         });
         self.live += 1;
         self.next_check = self.next_check.min(deadline);
     }
 
+    /// A connection ended (on its own, or by our rules).
     fn close(&mut self, slot: usize, conn: Conn) {
+        self.release(slot, conn);
+        if let Some(st) = self.stopping.as_mut() {
+            st.finished += 1;
+        }
+    }
+
+    fn release(&mut self, slot: usize, conn: Conn) {
         let _ = io::epoll_ctl(self.ep, EPOLL_CTL_DEL, conn.fd, EpollEvent::default());
         let _ = fs::close(conn.fd);
         drop(conn);
@@ -500,7 +634,9 @@ impl Server {
                 self.conns[slot] = Some(conn);
             }
             Next::Wait(want) => {
-                conn.deadline = if conn.out.is_some() {
+                conn.deadline = if let (true, Some(st)) = (conn.lingering, self.stopping) {
+                    st.deadline
+                } else if conn.out.is_some() {
                     conn.last_activity + self.cfg.idle_timeout_ms
                 } else if let Some(t) = conn.head_started {
                     t + self.cfg.header_timeout_ms
@@ -529,9 +665,38 @@ impl Server {
         }
     }
 
+    /// Shutting down, a connection with nothing more to send: our FIN now,
+    /// then wait for the client's.
+    fn start_linger(&self, conn: &mut Conn) -> Next {
+        conn.lingering = true;
+        conn.rbuf.clear();
+        conn.discard = 0;
+        if io::shutdown_write(conn.fd).is_err() {
+            return Next::Close;
+        }
+        self.linger(conn)
+    }
+
+    /// Reads and drops whatever still arrives until the client closes.
+    fn linger(&self, conn: &mut Conn) -> Next {
+        let mut scratch = [0u8; 512];
+        for _ in 0..LINGER_READS {
+            match fs::read(conn.fd, &mut scratch) {
+                Ok(0) => return Next::Close,
+                Ok(_) => {}
+                Err(Errno::EAGAIN) => return Next::Wait(EPOLLIN),
+                Err(_) => return Next::Close,
+            }
+        }
+        Next::Again
+    }
+
     fn turn(&mut self, conn: &mut Conn) -> Next {
         let mut budget = TURN_BUDGET;
         loop {
+            if conn.lingering {
+                return self.linger(conn);
+            }
             if let Some(resp) = conn.out.as_mut() {
                 let before = resp.body_sent;
                 let r = resp.pump(conn.fd, self.cfg.data_path);
@@ -544,6 +709,9 @@ impl Server {
                         self.log_response(conn, &resp);
                         conn.served += 1;
                         conn.last_activity = now_ms();
+                        if self.stopping.is_some() {
+                            return self.start_linger(conn);
+                        }
                         if !resp.keep_alive {
                             return Next::Close;
                         }
@@ -586,7 +754,12 @@ impl Server {
                     conn.head_started = Some(now_ms());
                 }
                 match parse_request(&conn.rbuf, &self.cfg.limits) {
-                    ParseOutcome::Complete { request, consumed } => {
+                    ParseOutcome::Complete {
+                        mut request,
+                        consumed,
+                    } => {
+                        // Shutting down: the last response on this connection.
+                        request.keep_alive &= self.stopping.is_none();
                         conn.rbuf.drain(..consumed);
                         conn.discard = request.body_len;
                         conn.head_started = None;
@@ -627,6 +800,10 @@ impl Server {
                 Err(Errno::EAGAIN) => {
                     if conn.rbuf.is_empty() {
                         conn.rbuf = Vec::new();
+                        // Shutting down, no request under way: done.
+                        if self.stopping.is_some() && conn.discard == 0 {
+                            return self.start_linger(conn);
+                        }
                     }
                     return Next::Wait(EPOLLIN);
                 }
@@ -827,7 +1004,9 @@ impl Server {
             let Some(conn) = self.conns[slot].as_ref() else {
                 continue;
             };
-            if conn.deadline > now {
+            // A lingering connection's deadline is the shutdown's: cut_all
+            // ends (and counts) it.
+            if conn.deadline > now || conn.lingering {
                 next = next.min(conn.deadline);
                 continue;
             }

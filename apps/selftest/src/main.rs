@@ -63,6 +63,7 @@ fn main() -> i32 {
             0
         }
         "bench-sched" => bench_sched(),
+        "power" => power(),
         "bench-copy" => {
             let src = alloc::vec![7u8; 1 << 20];
             let mut dst = alloc::vec![0u8; 1 << 20];
@@ -106,6 +107,49 @@ fn main() -> i32 {
             2
         }
     }
+}
+
+/// The shutdown-request API: the sources found at boot, and eventfds made
+/// before and after a (software) request both become readable.
+fn power() -> i32 {
+    use unikernel::io::{self, EPOLL_CTL_ADD, EPOLLIN, EpollEvent};
+    use unikernel::power;
+    let s = power::sources();
+    println!(
+        "power: sources acpi_button={} ged={} i8042={}",
+        s.acpi_button, s.ged, s.i8042
+    );
+    let before = power::shutdown_eventfd().expect("shutdown_eventfd");
+    let ep = io::epoll_create().expect("epoll_create");
+    let ev = EpollEvent {
+        events: EPOLLIN,
+        data: 7,
+    };
+    io::epoll_ctl(ep, EPOLL_CTL_ADD, before, ev).expect("epoll_ctl");
+    let mut out = [EpollEvent::default(); 4];
+    let idle = io::epoll_wait(ep, &mut out, 0).expect("epoll_wait");
+    if idle != 0 || power::shutdown_requested() {
+        println!("power: readable before any request");
+        return 1;
+    }
+    power::request_shutdown();
+    let n = io::epoll_wait(ep, &mut out, 5000).expect("epoll_wait");
+    let mut buf = [0u8; 8];
+    let got = unikernel::fs::read(before, &mut buf).map(|_| u64::from_ne_bytes(buf));
+    let after = power::shutdown_eventfd().expect("shutdown_eventfd");
+    let late = unikernel::fs::read(after, &mut buf).map(|_| u64::from_ne_bytes(buf));
+    println!(
+        "power: events={n} data={} read={got:?} late={late:?} source={:?}",
+        out[0].data,
+        power::shutdown_source()
+    );
+    let ok = n == 1
+        && out[0].data == 7
+        && got == Ok(1)
+        && late == Ok(1)
+        && power::shutdown_source() == Some(power::Source::Software);
+    println!("power: {}", if ok { "ok" } else { "FAILED" });
+    if ok { 0 } else { 1 }
 }
 
 fn null_read() -> i32 {

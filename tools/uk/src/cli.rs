@@ -246,8 +246,9 @@ pub enum Cmd {
     Stop {
         /// The VM's name (from 'cargo uk ps')
         name: String,
-        /// Seconds to wait for a graceful shutdown before killing QEMU
-        #[arg(long, short = 't', default_value_t = 10, value_name = "SECS")]
+        /// Seconds to wait for a graceful shutdown before killing QEMU (httpd
+        /// finishes its responses within its --shutdown-timeout, 10 s)
+        #[arg(long, short = 't', default_value_t = 15, value_name = "SECS")]
         timeout: u64,
     },
     /// Print a shell completion script for the alias uk='cargo uk'
@@ -1312,7 +1313,7 @@ mod tests {
             p(&["stop", "web"]).unwrap(),
             Cmd::Stop {
                 name: "web".into(),
-                timeout: 10
+                timeout: 15
             }
         );
         for sh in ["bash", "zsh", "fish"] {

@@ -11,8 +11,8 @@
 //! | `qmp.sock` | the QEMU monitor (QMP), for `system_powerdown` |
 //! | `disk.img` | the site's ext4 image, when the app has one |
 //!
-//! `stop` presses the ACPI power button through QMP, waits (10 s by
-//! default) for QEMU to exit, then sends SIGTERM and, 3 s later, SIGKILL,
+//! `stop` presses the ACPI power button through QMP (httpd then finishes
+//! its responses and powers off), waits (15 s by default) for QEMU to exit, then sends SIGTERM and, 3 s later, SIGKILL,
 //! and removes the folder. `ps` shows VMs whose QEMU has exited as
 //! `exited`; `stop` removes those too.
 
@@ -346,16 +346,25 @@ pub fn logs(name: &str, follow: bool) -> Result<i32, Error> {
 
 /// Presses the ACPI power button through the QMP socket at `sock`.
 pub fn qmp_powerdown(sock: &Path) -> Result<(), String> {
+    qmp_execute(sock, &[r#"{"execute":"system_powerdown"}"#]).map(|_| ())
+}
+
+/// Runs QMP commands (each a complete JSON object) through the socket at
+/// `sock`, after the capabilities handshake; returns each command's
+/// `"return"` line. An `"error"` answer is an error.
+pub fn qmp_execute(sock: &Path, commands: &[&str]) -> Result<Vec<String>, String> {
     let s = UnixStream::connect(sock).map_err(|e| format!("{}: {e}", sock.display()))?;
     s.set_read_timeout(Some(Duration::from_secs(3)))
         .map_err(|e| e.to_string())?;
     let mut w = s.try_clone().map_err(|e| e.to_string())?;
     let mut r = BufReader::new(s);
     let mut line = String::new();
-    // The greeting, then one answer per command.
+    // The greeting, then one answer per command (events may come between).
     r.read_line(&mut line).map_err(|e| format!("QMP: {e}"))?;
-    for c in ["qmp_capabilities", "system_powerdown"] {
-        writeln!(w, "{{\"execute\":\"{c}\"}}").map_err(|e| format!("QMP: {e}"))?;
+    let mut answers = Vec::new();
+    let all = std::iter::once(r#"{"execute":"qmp_capabilities"}"#).chain(commands.iter().copied());
+    for (i, c) in all.enumerate() {
+        writeln!(w, "{c}").map_err(|e| format!("QMP: {e}"))?;
         loop {
             line.clear();
             if r.read_line(&mut line).map_err(|e| format!("QMP: {e}"))? == 0 {
@@ -365,11 +374,14 @@ pub fn qmp_powerdown(sock: &Path) -> Result<(), String> {
                 return Err(format!("QMP {c}: {}", line.trim()));
             }
             if line.contains("\"return\"") {
+                if i > 0 {
+                    answers.push(line.trim().to_string());
+                }
                 break;
             }
         }
     }
-    Ok(())
+    Ok(answers)
 }
 
 fn wait_gone(dir: &Path, rec: &VmRecord, d: Duration) -> bool {

@@ -1,5 +1,6 @@
-//! Just enough ACPI to find interrupt controllers and PCI configuration space:
-//! the RSDP, the RSDT/XSDT, the MADT ("APIC") and the MCFG. Physical memory is
+//! Just enough ACPI to find interrupt controllers, PCI configuration space and
+//! the power-management registers: the RSDP, the RSDT/XSDT, the MADT
+//! ("APIC"), the MCFG and the FADT ("FACP"). Physical memory is
 //! read through a caller-supplied function, so the parser runs on the host
 //! against byte arrays and in the kernel against firmware memory. Every length
 //! and count is checked; a corrupt table yields an error or is skipped, never a
@@ -78,7 +79,68 @@ pub struct PlatformInfo {
     pub overrides: Vec<IrqOverride>,
     /// PCI Express configuration windows.
     pub ecam: Vec<EcamInfo>,
+    /// The fixed ACPI description (power management), if there is one.
+    pub fadt: Option<Fadt>,
 }
+
+/// A register address from a FADT Generic Address Structure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RegAddr {
+    /// Memory-mapped, at this physical address.
+    Memory(u64),
+    /// An I/O port.
+    Port(u16),
+}
+
+/// What the kernel uses of the FADT: where the power button reports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Fadt {
+    /// The SCI's interrupt (an ISA IRQ below 16, otherwise a GSI).
+    pub sci_int: u16,
+    /// The port that switches the chipset into ACPI mode (0: always in it).
+    pub smi_cmd: u32,
+    /// The value to write to `smi_cmd` for that.
+    pub acpi_enable: u8,
+    /// The PM1a event block port: status (2 bytes) then enable (2 bytes).
+    pub pm1a_evt: u16,
+    /// The PM1a control block port (SCI_EN is bit 0).
+    pub pm1a_cnt: u16,
+    /// PM1 event block length in bytes (4 with 16-bit registers).
+    pub pm1_evt_len: u8,
+    /// The GPE0 block port: status bytes, then as many enable bytes.
+    pub gpe0_blk: u16,
+    /// GPE0 block length in bytes (both halves).
+    pub gpe0_len: u8,
+    /// The FADT flags.
+    pub flags: u32,
+    /// ACPI 5.0 hardware-reduced platform (no PM1 blocks, no SCI_EN).
+    pub hw_reduced: bool,
+    /// The hardware-reduced sleep control register, when the FADT has one.
+    pub sleep_control: Option<RegAddr>,
+    /// The table's OEM id.
+    pub oem_id: [u8; 6],
+}
+
+impl Fadt {
+    /// FADT flag: the power button is a control-method device (or there is
+    /// none) rather than the fixed-feature PWRBTN bits.
+    pub const PWR_BUTTON: u32 = 1 << 4;
+    /// FADT flag: hardware-reduced ACPI.
+    pub const HW_REDUCED_ACPI: u32 = 1 << 20;
+
+    /// True when the fixed-feature power button in PM1a can be used.
+    pub fn has_fixed_power_button(&self) -> bool {
+        !self.hw_reduced && self.pm1a_evt != 0 && self.pm1_evt_len >= 4
+    }
+}
+
+/// PM1 status/enable bit of the fixed-feature power button.
+pub const PM1_PWRBTN: u16 = 1 << 8;
+/// Every defined PM1 status bit (timer, bus master, global lock, power and
+/// sleep buttons, RTC, wake): written back to clear them all.
+pub const PM1_STS_ALL_FIXED: u16 = 0x8731;
+/// PM1 control bit: the chipset is in ACPI mode (events raise the SCI).
+pub const PM1_SCI_EN: u16 = 1;
 
 impl PlatformInfo {
     /// The GSI and (level, active_low) of ISA IRQ `irq`.
@@ -165,6 +227,7 @@ pub fn parse(mem: &impl PhysRead, rsdp: u64) -> Result<PlatformInfo, AcpiError> 
         match &t[..4] {
             b"APIC" => parse_madt(&t, &mut info),
             b"MCFG" => parse_mcfg(&t, &mut info),
+            b"FACP" if info.fadt.is_none() => info.fadt = parse_fadt(&t),
             _ => {}
         }
     }
@@ -201,6 +264,57 @@ fn parse_madt(t: &[u8], info: &mut PlatformInfo) {
         }
         o += len;
     }
+}
+
+/// A Generic Address Structure at `o`, if the table is long enough and the
+/// address is set: system memory (space 0) or system I/O (space 1).
+fn gas_at(t: &[u8], o: usize) -> Option<RegAddr> {
+    if t.len() < o + 12 {
+        return None;
+    }
+    let addr = u64_at(t, o + 4);
+    match (t[o], addr) {
+        (_, 0) => None,
+        (0, a) => Some(RegAddr::Memory(a)),
+        (1, a) => u16::try_from(a).ok().map(RegAddr::Port),
+        _ => None,
+    }
+}
+
+/// A port from a legacy 32-bit block field, or else from its 64-bit GAS.
+fn port_at(t: &[u8], legacy: usize, gas: usize) -> u16 {
+    let p = u32_at(t, legacy);
+    if p != 0 {
+        return u16::try_from(p).unwrap_or(0);
+    }
+    match gas_at(t, gas) {
+        Some(RegAddr::Port(p)) => p,
+        _ => 0,
+    }
+}
+
+fn parse_fadt(t: &[u8]) -> Option<Fadt> {
+    // Everything up to the flags (offset 112) is in every FADT revision.
+    if t.len() < 116 {
+        return None;
+    }
+    let flags = u32_at(t, 112);
+    let mut oem_id = [0u8; 6];
+    oem_id.copy_from_slice(&t[10..16]);
+    Some(Fadt {
+        sci_int: u16_at(t, 46),
+        smi_cmd: u32_at(t, 48),
+        acpi_enable: t[52],
+        pm1a_evt: port_at(t, 56, 148),
+        pm1a_cnt: port_at(t, 64, 172),
+        pm1_evt_len: t[88],
+        gpe0_blk: port_at(t, 80, 220),
+        gpe0_len: t[92],
+        flags,
+        hw_reduced: flags & Fadt::HW_REDUCED_ACPI != 0,
+        sleep_control: gas_at(t, 244),
+        oem_id,
+    })
 }
 
 fn parse_mcfg(t: &[u8], info: &mut PlatformInfo) {
@@ -278,16 +392,72 @@ mod tests {
         table(b"MCFG", &b)
     }
 
+    /// A FADT as QEMU 7.2 builds it for q35 (ICH9, revision 3), or for
+    /// microvm (hardware-reduced, revision 5, GED sleep registers).
+    fn fadt(microvm: bool) -> Vec<u8> {
+        let len = if microvm { 276 } else { 244 };
+        let mut b = vec![0u8; len - 36];
+        let mut put32 = |o: usize, v: u32| b[o - 36..o - 32].copy_from_slice(&v.to_le_bytes());
+        if microvm {
+            put32(112, Fadt::HW_REDUCED_ACPI);
+        } else {
+            put32(48, 0xb2);
+            put32(56, 0x600);
+            put32(64, 0x604);
+            put32(80, 0x620);
+            put32(112, 0x84a5);
+        }
+        if microvm {
+            // SLEEP_CONTROL_REG: system memory, 8 bits, at 0xfea00200.
+            b[244 - 36..244 - 36 + 4].copy_from_slice(&[0, 8, 0, 1]);
+            b[248 - 36..256 - 36].copy_from_slice(&0xfea0_0200u64.to_le_bytes());
+        } else {
+            b[46 - 36] = 9;
+            b[52 - 36] = 2;
+            b[88 - 36] = 4;
+            b[89 - 36] = 2;
+            b[92 - 36] = 16;
+        }
+        let mut t = table(b"FACP", &b);
+        t[10..16].copy_from_slice(b"BOCHS ");
+        fix_checksum(&mut t, 9);
+        t
+    }
+
+    #[test]
+    fn parses_the_fadt_of_q35_and_microvm() {
+        let q35 = parse_fadt(&fadt(false)).unwrap();
+        assert_eq!(q35.sci_int, 9);
+        assert_eq!((q35.smi_cmd, q35.acpi_enable), (0xb2, 2));
+        assert_eq!(
+            (q35.pm1a_evt, q35.pm1a_cnt, q35.pm1_evt_len),
+            (0x600, 0x604, 4)
+        );
+        assert_eq!((q35.gpe0_blk, q35.gpe0_len), (0x620, 16));
+        assert!(!q35.hw_reduced);
+        assert!(q35.has_fixed_power_button());
+        assert_eq!(q35.sleep_control, None);
+        assert_eq!(&q35.oem_id, b"BOCHS ");
+        let micro = parse_fadt(&fadt(true)).unwrap();
+        assert!(micro.hw_reduced);
+        assert!(!micro.has_fixed_power_button());
+        assert_eq!(micro.sleep_control, Some(RegAddr::Memory(0xfea0_0200)));
+        // Too short for the flags: no FADT.
+        assert_eq!(parse_fadt(&table(b"FACP", &[0u8; 40])), None);
+    }
+
     fn platform(xsdt: bool) -> Mem {
         let mut m = BTreeMap::new();
         m.insert(0x2000, madt());
         m.insert(0x3000, mcfg());
+        m.insert(0x4000, fadt(false));
         let mut rsdp = vec![0u8; 36];
         rsdp[..8].copy_from_slice(b"RSD PTR ");
         if xsdt {
             let mut body = vec![];
             body.extend_from_slice(&0x2000u64.to_le_bytes());
             body.extend_from_slice(&0x3000u64.to_le_bytes());
+            body.extend_from_slice(&0x4000u64.to_le_bytes());
             body.extend_from_slice(&0xdead_0000u64.to_le_bytes()); // unreadable: skipped
             m.insert(0x1000, table(b"XSDT", &body));
             rsdp[15] = 2;
@@ -297,6 +467,7 @@ mod tests {
             let mut body = vec![];
             body.extend_from_slice(&0x2000u32.to_le_bytes());
             body.extend_from_slice(&0x3000u32.to_le_bytes());
+            body.extend_from_slice(&0x4000u32.to_le_bytes());
             m.insert(0x1000, table(b"RSDT", &body));
             rsdp[16..20].copy_from_slice(&0x1000u32.to_le_bytes());
         }
@@ -334,6 +505,8 @@ mod tests {
                     bus_end: 255
                 }]
             );
+            let f = info.fadt.unwrap();
+            assert_eq!((f.sci_int, f.pm1a_evt), (9, 0x600));
         }
     }
 

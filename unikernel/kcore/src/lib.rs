@@ -11,6 +11,8 @@
 //!   `munmap` and `mprotect`, in fixed capacity and without a heap;
 //! * [`stats`] is the memory statistics record the kernel prints;
 //! * [`multiboot2`] reads the boot information GRUB passes on a disk boot;
+//! * [`kbd`] recognizes Ctrl+Alt+Del in i8042 keyboard bytes;
+//! * [`acpi`] reads the firmware's MADT, MCFG and FADT;
 //! * [`partition`] reads and writes GPT/MBR partition tables (the root
 //!   file system's partition on a bootable disk).
 //!
@@ -26,6 +28,7 @@ extern crate std;
 pub mod acpi;
 pub mod cmdline;
 pub mod frame;
+pub mod kbd;
 pub mod multiboot2;
 pub mod partition;
 pub mod stats;

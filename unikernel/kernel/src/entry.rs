@@ -250,6 +250,8 @@ pub extern "C" fn kernel_start(start_info: u32, entry_eax: u32) -> ! {
 
     crate::drivers::init();
     time::stage("drivers");
+    crate::power::init();
+    time::stage("power");
     let timeslice = crate::env::config().timeslice_ms;
     crate::sched::start(run_main, MAIN_STACK_SIZE, timeslice)
 }

@@ -31,6 +31,7 @@ pub mod irq;
 pub mod mm;
 pub mod net;
 mod panic;
+pub mod power;
 pub mod sched;
 pub mod sync;
 pub mod time;
