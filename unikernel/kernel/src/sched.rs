@@ -171,6 +171,14 @@ impl Sched {
 /// current thread back at the tail of its queue. Interrupts must be disabled
 /// before the lock was taken; they stay disabled across the switch.
 fn switch_away(mut g: IrqGuard<'_, Option<Sched>>, requeue: bool) {
+    let in_handler = crate::trap::IN_HANDLER.load(Ordering::Relaxed);
+    if in_handler != 0 {
+        drop(g);
+        panic!(
+            "thread switch inside the handler of vector {:#x} (before its EOI)",
+            in_handler - 1
+        );
+    }
     let s = g.as_mut().expect("scheduler running");
     let cur = s.current;
     if requeue && cur != IDLE && s.threads.set_state(cur, ThreadState::Runnable).is_ok() {
