@@ -491,10 +491,13 @@ pub struct LiveGuest {
     rx: mpsc::Receiver<(Instant, String)>,
     lines: Vec<TimedLine>,
     stderr: Option<std::thread::JoinHandle<String>>,
+    /// The serial console's input (the kernel's diagnostic dump key).
+    stdin: Option<std::process::ChildStdin>,
 }
 
 impl LiveGuest {
-    /// Starts QEMU for `cfg` (stdin closed, serial and stderr captured).
+    /// Starts QEMU for `cfg` (serial and stderr captured; serial input
+    /// through [`LiveGuest::send`]).
     pub fn spawn(cfg: &VmConfig) -> Result<LiveGuest, String> {
         Self::spawn_command(qemu_command(cfg))
     }
@@ -502,7 +505,7 @@ impl LiveGuest {
     /// [`LiveGuest::spawn`] with a ready QEMU command (another guest
     /// kernel, such as the Linux reference of `bench compare`).
     pub fn spawn_command(mut cmd: std::process::Command) -> Result<LiveGuest, String> {
-        cmd.stdin(Stdio::null())
+        cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         // A benchmark killed midway takes its guest with it.
@@ -512,13 +515,63 @@ impl LiveGuest {
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", crate::QEMU))?;
         let (rx, stderr) = read_output(&mut child);
+        let stdin = child.stdin.take();
         Ok(LiveGuest {
             child,
             start,
             rx,
             lines: Vec::new(),
             stderr: Some(stderr),
+            stdin,
         })
+    }
+
+    /// Writes `bytes` to the guest's serial console.
+    pub fn send(&mut self, bytes: &[u8]) -> Result<(), String> {
+        use std::io::Write;
+        let w = self
+            .stdin
+            .as_mut()
+            .ok_or("the guest's console input is closed")?;
+        w.write_all(bytes)
+            .and_then(|()| w.flush())
+            .map_err(|e| format!("writing to the guest's console: {e}"))
+    }
+
+    /// Number of serial lines read so far (a mark for [`LiveGuest::wait_for_after`]).
+    pub fn mark(&mut self) -> usize {
+        while let Ok(l) = self.rx.try_recv() {
+            self.push(l);
+        }
+        self.lines.len()
+    }
+
+    /// Like [`LiveGuest::wait_for`], among the lines from `mark` on.
+    pub fn wait_for_after(
+        &mut self,
+        mark: usize,
+        pat: &str,
+        timeout: Duration,
+    ) -> Result<TimedLine, String> {
+        let start = Instant::now();
+        loop {
+            while let Ok(l) = self.rx.try_recv() {
+                self.push(l);
+            }
+            if let Some(l) = self.lines.iter().skip(mark).find(|l| l.text.contains(pat)) {
+                return Ok(l.clone());
+            }
+            if start.elapsed() >= timeout {
+                return Err(format!("no '{pat}' line after {timeout:?}"));
+            }
+            match self.rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) => self.push(line),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(format!("the guest ended before a '{pat}' line"));
+                }
+            }
+        }
     }
 
     /// When QEMU was spawned.

@@ -385,6 +385,26 @@ pub enum BenchCmd {
         #[command(flatten)]
         accel: AccelArg,
     },
+    /// httpd under alternating keep-alive and Connection: close load for a long time, memory sampled (root)
+    #[command(
+        long_about = "httpd over TAP in a private network namespace (root) under rounds of \
+                      64 kept-alive connections and of 200 Connection: close clients, for M \
+                      minutes; the guest's memory (frames, heap, connections, socket buffers, \
+                      TIME-WAIT records) is sampled every minute from its diagnostic dump. \
+                      Exits 1 if memory grew after the first sample or the server stopped \
+                      serving. Not part of the test suite."
+    )]
+    Soak {
+        /// How long to run
+        #[arg(long, default_value = "30", value_name = "MINUTES")]
+        minutes: u64,
+        /// Guest memory
+        #[arg(long, default_value = "64M", value_name = "SIZE")]
+        mem: MemSize,
+        /// Forced accelerator.
+        #[command(flatten)]
+        accel: AccelArg,
+    },
 }
 
 /// Parses the arguments after `uk`.
@@ -513,6 +533,11 @@ fn bench_cmd(b: BenchCmd) -> Result<i32, Error> {
             machine,
             accel,
         } => crate::netbench::bench_epoll(runs, machine, accel.get()),
+        BenchCmd::Soak {
+            minutes,
+            mem,
+            accel,
+        } => crate::soakbench::bench_soak(minutes, mem, accel.get()),
         BenchCmd::Http { secs, conns, accel } => {
             crate::httpbench::bench_http(secs, conns, accel.get())
         }

@@ -23,6 +23,7 @@ pub mod progress;
 pub mod qemu;
 pub mod serial;
 pub mod siteconfig;
+pub mod soakbench;
 pub mod toolchain;
 pub mod vms;
 pub mod workspace;
