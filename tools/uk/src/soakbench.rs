@@ -165,7 +165,7 @@ pub fn bench_soak(minutes: u64, mem: MemSize, accel: Option<Accel>) -> Result<i3
         ))
     };
     while Instant::now() < end {
-        let args: Vec<String> = if round % 2 == 0 {
+        let args: Vec<String> = if round.is_multiple_of(2) {
             let mut a = vec![
                 "keepalive".into(),
                 ip.clone(),
@@ -191,7 +191,7 @@ pub fn bench_soak(minutes: u64, mem: MemSize, accel: Option<Accel>) -> Result<i3
         };
         requests += kv(&line, "requests").unwrap_or(0);
         round += 1;
-        if round % 2 == 0 {
+        if round.is_multiple_of(2) {
             let at = start.elapsed().as_secs();
             match dump(&mut guest, at) {
                 Ok(s) => {
