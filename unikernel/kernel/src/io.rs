@@ -631,7 +631,13 @@ pub fn epoll_ctl(epfd: i32, op: i32, fd: i32, event: EpollEvent) -> Result<()> {
         |e: uk_readiness::EpollError| Errno::from_errno(e.errno()).unwrap_or(Errno::EINVAL);
     match op {
         EPOLL_CTL_ADD => {
-            // Attach first, then sample: no event can fall in between.
+            // Order matters: the source's observer and the instance's interest
+            // both exist *before* the current readiness is sampled. A
+            // notification that comes in between (the network thread may run
+            // between any two steps) then finds the interest and queues it;
+            // one that came earlier is seen by the sample. Sampling before the
+            // interest existed lost the event of data that arrived meanwhile
+            // (a freshly accepted connection whose request then sat unread).
             SOURCES
                 .lock()
                 .entry(key)
@@ -641,18 +647,14 @@ pub fn epoll_ctl(epfd: i32, op: i32, fd: i32, event: EpollEvent) -> Result<()> {
                     key,
                     fd,
                 });
-            let current = net::with_readiness(|sock| readiness_of(key, sock));
             let r =
                 ep.inner
                     .lock()
-                    .ctl_add(key, fd, Events(event.events), event.data, Events(current));
+                    .ctl_add(key, fd, Events(event.events), event.data, Events::NONE);
             match r {
                 Ok(()) => {
                     ep.watched.lock().push((key, fd));
-                    if ep.inner.lock().is_ready() {
-                        ep.seq.fetch_add(1, Ordering::AcqRel);
-                        ep.wq.wake_all();
-                    }
+                    sample_into(&ep, key, fd);
                     Ok(())
                 }
                 Err(e) => {
@@ -670,15 +672,12 @@ pub fn epoll_ctl(epfd: i32, op: i32, fd: i32, event: EpollEvent) -> Result<()> {
             }
         }
         EPOLL_CTL_MOD => {
-            let current = net::with_readiness(|sock| readiness_of(key, sock));
+            // The new interest first, then the sample (see ADD).
             ep.inner
                 .lock()
-                .ctl_mod(key, fd, Events(event.events), event.data, Events(current))
+                .ctl_mod(key, fd, Events(event.events), event.data, Events::NONE)
                 .map_err(ctl_err)?;
-            if ep.inner.lock().is_ready() {
-                ep.seq.fetch_add(1, Ordering::AcqRel);
-                ep.wq.wake_all();
-            }
+            sample_into(&ep, key, fd);
             Ok(())
         }
         EPOLL_CTL_DEL => {
@@ -694,6 +693,17 @@ pub fn epoll_ctl(epfd: i32, op: i32, fd: i32, event: EpollEvent) -> Result<()> {
             Ok(())
         }
         _ => Err(Errno::EINVAL),
+    }
+}
+
+/// Samples the readiness of source `key` now and queues the interest
+/// `(key, fd)` of `ep` if it is ready, waking the instance's waiters.
+fn sample_into(ep: &EpollFile, key: u64, fd: i32) {
+    let current = net::with_readiness(|sock| readiness_of(key, sock));
+    let queued = ep.inner.lock().notify(key, fd, Events(current));
+    if queued || ep.inner.lock().is_ready() {
+        ep.seq.fetch_add(1, Ordering::AcqRel);
+        ep.wq.wake_all();
     }
 }
 
