@@ -60,16 +60,6 @@ fn arg(path: &str) -> String {
 /// Runs the load client inside the namespace; returns its output line,
 /// or panics with it and the guest's console.
 fn client(ns: &Netns, g: &mut Guest, args: &[String]) -> String {
-    client_checked(ns, g, args, true)
-}
-
-/// As [`client`], but a run that completed with some failed requests
-/// returns its line for the caller to judge.
-fn client_allowing_errors(ns: &Netns, g: &mut Guest, args: &[String]) -> String {
-    client_checked(ns, g, args, false)
-}
-
-fn client_checked(ns: &Netns, g: &mut Guest, args: &[String], strict: bool) -> String {
     let mut full = vec!["-c".to_string(), CLIENT.to_string()];
     full.extend(args.iter().cloned());
     let full: Vec<&str> = full.iter().map(String::as_str).collect();
@@ -78,7 +68,7 @@ fn client_checked(ns: &Netns, g: &mut Guest, args: &[String], strict: bool) -> S
         .output()
         .expect("run the load client");
     let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let passed = out.status.success() || (!strict && stdout.starts_with("ok "));
+    let passed = out.status.success();
     if !passed {
         // Ask the guest for its diagnostic dump (scheduler, network queues,
         // memory) so that a stall shows where it stands.
@@ -197,7 +187,7 @@ fn hundred_thousand_connection_close_requests_in_32m() {
     let ns = Netns::create("churn").expect("create the test namespace");
     let mut g = boot_httpd(&ns, "32M", 256);
     let total = 100_000u64;
-    let line = client_allowing_errors(
+    let line = client(
         &ns,
         &mut g,
         &[
@@ -209,16 +199,8 @@ fn hundred_thousand_connection_close_requests_in_32m() {
             arg("/1k.bin"),
         ],
     );
-    // Known open bug: 1 to 12 requests in 100,000 (more when the host is
-    // overloaded) see their connection closed before a response. A capture
-    // shows the stack ACKing the request and httpd never reading it: the
-    // readiness event of a freshly accepted connection is lost, and the
-    // header timeout closes it 10 s later (httpd logs "closed, no request
-    // within"). Until that is fixed, up to 0.1% may fail; the guest must
-    // serve every other request and stay up.
-    let errors = field(&line, "errors");
-    assert!(errors <= total / 1000, "{errors} failed requests: {line}");
-    assert_eq!(field(&line, "requests") + errors, total, "{line}");
+    assert_eq!(field(&line, "errors"), 0, "{line}");
+    assert_eq!(field(&line, "requests"), total, "{line}");
     normal_client_served(&ns, &mut g);
     g.kill();
 }
