@@ -23,6 +23,9 @@ pub const MSS_TABLE: [u16; 8] = [536, 1200, 1220, 1360, 1400, 1440, 1460, 8960];
 /// Counter period: 64 s.
 const PERIOD_US: u64 = 64_000_000;
 
+/// How long a cookie stays valid (at most two counter periods).
+pub const VALIDITY_US: u64 = 2 * PERIOD_US;
+
 fn period(now_us: u64) -> u32 {
     (now_us / PERIOD_US) as u32
 }

@@ -57,6 +57,36 @@ struct Listener {
     backlog: usize,
     accept: VecDeque<ConnId>,
     half_open: usize,
+    event_queued: bool,
+    /// When this listener last answered with a cookie: cookie ACKs are only
+    /// considered while a flood may be on (as Linux does), so that an
+    /// attacker cannot forge connections by guessing 24-bit MACs at leisure.
+    last_cookie: Option<u64>,
+}
+
+/// What epoll would report for a connection.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Readiness {
+    /// Data to read, end of stream, or an error (`EPOLLIN`).
+    pub readable: bool,
+    /// [`Endpoint::send`] would accept data (`EPOLLOUT`).
+    pub writable: bool,
+    /// The connection ended with an error (`EPOLLERR`).
+    pub error: bool,
+    /// Both directions are closed (`EPOLLHUP`).
+    pub hangup: bool,
+    /// The peer closed its direction (`EPOLLRDHUP`).
+    pub read_closed: bool,
+}
+
+/// A readiness change to pass on to waiting threads; at most one is queued
+/// per connection or listener.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The connection's [`Readiness`] changed.
+    Conn(ConnId),
+    /// The listener on this port has a connection to accept.
+    Accept(u16),
 }
 
 /// Cumulative event counters.
@@ -74,12 +104,18 @@ pub struct Counters {
     pub syn_cookies_accepted: u64,
     /// ACKs to a listener with an invalid cookie (answered with RST).
     pub syn_cookies_rejected: u64,
-    /// SYNs dropped because the accept queue was full.
+    /// SYNs (and cookie ACKs) dropped because the accept queue was full or
+    /// [`crate::Config::max_connections`] was reached.
     pub listen_overflows: u64,
     /// TIME-WAIT records reopened by a new SYN.
     pub time_wait_reopened: u64,
     /// Connections that ended with an error.
     pub failed: u64,
+    /// Received payload bytes the CPU copied into connections (device
+    /// buffer to socket), over all connections, ended ones included.
+    pub bytes_copied_in: u64,
+    /// Received payload bytes copied out to applications (socket to app).
+    pub bytes_copied_out: u64,
 }
 
 /// Count and memory of connections in one state.
@@ -129,6 +165,7 @@ pub struct Endpoint<P> {
     timewait: TimeWaitTable,
     timers: BTreeSet<(u64, ConnId)>,
     out: Vec<Segment<P>>,
+    events: Vec<Event>,
     ports: EphemeralPorts,
     counters: Counters,
 }
@@ -150,6 +187,7 @@ impl<P: Payload> Endpoint<P> {
             timewait: TimeWaitTable::new(cfg.time_wait_capacity, KeyedState::new(table)),
             timers: BTreeSet::new(),
             out: Vec::new(),
+            events: Vec::new(),
             ports: EphemeralPorts::new(
                 derive_key(&secret, b"ports"),
                 cfg.ephemeral_ports.0,
@@ -183,6 +221,8 @@ impl<P: Payload> Endpoint<P> {
             backlog: backlog.max(1),
             accept: VecDeque::new(),
             half_open: 0,
+            event_queued: false,
+            last_cookie: None,
         };
         self.listeners.insert(addr.port(), l);
         Ok(())
@@ -272,6 +312,25 @@ impl<P: Payload> Endpoint<P> {
             .map_or(0, |c| self.cfg.send_buffer.saturating_sub(c.send_queued()))
     }
 
+    /// Sets TCP_NODELAY (on by default, see [`Config::nodelay`]).
+    pub fn set_nodelay(&mut self, now: u64, id: ConnId, on: bool) -> Result<(), Error> {
+        self.live(id)?.set_nodelay(on);
+        self.after(now, id);
+        Ok(())
+    }
+
+    /// Sets keep-alive probing for one connection (`None`: off).
+    pub fn set_keepalive(
+        &mut self,
+        now: u64,
+        id: ConnId,
+        keepalive: Option<crate::Keepalive>,
+    ) -> Result<(), Error> {
+        self.live(id)?.set_keepalive(now, keepalive);
+        self.after(now, id);
+        Ok(())
+    }
+
     /// Reads received bytes; `Ok(0)` at end of stream.
     pub fn recv(&mut self, now: u64, id: ConnId, buf: &mut [u8]) -> Result<usize, Error> {
         if let Some(Entry {
@@ -324,7 +383,10 @@ impl<P: Payload> Endpoint<P> {
         }
     }
 
-    /// The connection's state (`None` for an unknown handle).
+    /// The connection's state (`None` for an unknown handle). Once the
+    /// connection ended (CLOSED, or TIME-WAIT handed to the TIME-WAIT
+    /// table) the handle keeps reporting that state until
+    /// [`Endpoint::close`].
     pub fn state(&self, id: ConnId) -> Option<State> {
         match &self.entry(id)?.slot {
             Slot::Live(c) => Some(c.state()),
@@ -364,6 +426,9 @@ impl<P: Payload> Endpoint<P> {
         };
         for e in &self.slots {
             if let Slot::Live(c) = &e.slot {
+                let cs = c.stats();
+                s.counters.bytes_copied_in += cs.bytes_copied_in;
+                s.counters.bytes_copied_out += cs.bytes_copied_out;
                 let st = &mut s.by_state[c.state() as usize];
                 st.count += 1;
                 st.bytes += c.memory_bytes();
@@ -492,10 +557,8 @@ impl<P: Payload> Endpoint<P> {
         let Some(l) = self.listeners.get(&port) else {
             return;
         };
-        let (full, half_open_full) = (
-            l.accept.len() >= l.backlog,
-            l.half_open >= self.cfg.syn_backlog,
-        );
+        let full = l.accept.len() >= l.backlog || self.by_tuple.len() >= self.cfg.max_connections;
+        let half_open_full = l.half_open >= self.cfg.syn_backlog;
         if f.has(Flags::RST) {
             return;
         }
@@ -506,6 +569,9 @@ impl<P: Payload> Endpoint<P> {
             }
             let ts_off = ts_offset(&self.ts_key, &tuple);
             if half_open_full {
+                if let Some(l) = self.listeners.get_mut(&port) {
+                    l.last_cookie = Some(now);
+                }
                 self.syn_cookie(now, tuple, h, ts_off);
                 return;
             }
@@ -521,7 +587,13 @@ impl<P: Payload> Endpoint<P> {
         }
         if f.has(Flags::ACK) && !f.has(Flags::SYN) {
             let cookie = h.ack - 1;
-            let Some(mss) = cookie::decode(&self.cookie_key, &tuple, h.seq - 1, cookie, now) else {
+            let recent = l
+                .last_cookie
+                .is_some_and(|t| now.saturating_sub(t) <= cookie::VALIDITY_US);
+            let decoded = recent
+                .then(|| cookie::decode(&self.cookie_key, &tuple, h.seq - 1, cookie, now))
+                .flatten();
+            let Some(mss) = decoded else {
                 self.counters.syn_cookies_rejected += 1;
                 self.reset(&tuple, h, payload.len());
                 return;
@@ -540,9 +612,7 @@ impl<P: Payload> Endpoint<P> {
             c.on_segment(now, h, payload);
             let id = self.insert(c);
             self.counters.syn_cookies_accepted += 1;
-            if let Some(l) = self.listeners.get_mut(&port) {
-                l.accept.push_back(id);
-            }
+            self.push_accept(port, id);
             self.after(now, id);
             return;
         }
@@ -630,6 +700,10 @@ impl<P: Payload> Endpoint<P> {
             }
         }
         out.append(&mut self.out);
+        if self.out.capacity() > 1024 {
+            // A burst (a SYN flood's cookies) does not keep its memory.
+            self.out = Vec::new();
+        }
     }
 
     /// When [`Endpoint::poll`] must be called next (µs): a time at or before
@@ -642,6 +716,57 @@ impl<P: Payload> Endpoint<P> {
         match (t, self.timewait.next_expiry()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
+        }
+    }
+
+    /// What epoll would report for the connection (`None`: unknown handle).
+    pub fn readiness(&self, id: ConnId) -> Option<Readiness> {
+        match &self.entry(id)?.slot {
+            Slot::Live(c) => Some(readiness_of(c, self.cfg.send_buffer)),
+            Slot::Done(_, e) => Some(Readiness {
+                readable: true,
+                writable: false,
+                error: e.is_some(),
+                hangup: true,
+                read_closed: true,
+            }),
+            Slot::Free => None,
+        }
+    }
+
+    /// Moves the pending readiness events to `out` (at most one per
+    /// connection and listener since the last call): the connections whose
+    /// waiters to wake.
+    pub fn take_events(&mut self, out: &mut Vec<Event>) {
+        for ev in self.events.drain(..) {
+            match ev {
+                Event::Conn(id) => {
+                    if let Some(Entry {
+                        slot: Slot::Live(c),
+                        generation,
+                    }) = self.slots.get_mut(id.index as usize)
+                        && *generation == id.generation
+                    {
+                        c.event_queued = false;
+                    }
+                }
+                Event::Accept(port) => {
+                    if let Some(l) = self.listeners.get_mut(&port) {
+                        l.event_queued = false;
+                    }
+                }
+            }
+            out.push(ev);
+        }
+    }
+
+    fn push_accept(&mut self, port: u16, id: ConnId) {
+        if let Some(l) = self.listeners.get_mut(&port) {
+            l.accept.push_back(id);
+            if !l.event_queued {
+                l.event_queued = true;
+                self.events.push(Event::Accept(port));
+            }
         }
     }
 
@@ -722,6 +847,10 @@ impl<P: Payload> Endpoint<P> {
                 l.half_open = l.half_open.saturating_sub(1);
                 if established {
                     l.accept.push_back(id);
+                    if !l.event_queued {
+                        l.event_queued = true;
+                        self.events.push(Event::Accept(port));
+                    }
                 }
             } else if established {
                 c.orphaned = true;
@@ -733,6 +862,15 @@ impl<P: Payload> Endpoint<P> {
             }
         }
         let (state, orphaned, error, tuple) = (c.state(), c.orphaned, c.error(), c.tuple());
+        let copies = c.stats();
+        let ready = readiness_of(c, self.cfg.send_buffer);
+        if ready != c.last_ready && !orphaned {
+            c.last_ready = ready;
+            if !c.event_queued {
+                c.event_queued = true;
+                self.events.push(Event::Conn(id));
+            }
+        }
         // Unread data outlives a graceful end until the application reads it.
         let keep = !orphaned && error.is_none() && c.recv_queued() > 0;
         match state {
@@ -753,6 +891,8 @@ impl<P: Payload> Endpoint<P> {
                 if error.is_some() {
                     self.counters.failed += 1;
                 }
+                self.counters.bytes_copied_in += copies.bytes_copied_in;
+                self.counters.bytes_copied_out += copies.bytes_copied_out;
                 self.by_tuple.remove(&tuple);
                 if orphaned {
                     self.free_slot(id);
@@ -773,5 +913,17 @@ impl<P: Payload> Endpoint<P> {
                 }
             }
         }
+    }
+}
+
+fn readiness_of<P: Payload>(c: &Connection<P>, send_buffer: usize) -> Readiness {
+    let error = c.error().is_some();
+    let done = matches!(c.state(), State::Closed | State::TimeWait);
+    Readiness {
+        readable: c.recv_queued() > 0 || c.fin_received() || error,
+        writable: c.may_send() && c.state().synchronized() && c.send_queued() < send_buffer,
+        error,
+        hangup: done || error,
+        read_closed: c.fin_received(),
     }
 }

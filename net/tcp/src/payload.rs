@@ -9,7 +9,9 @@ use alloc::vec::Vec;
 /// The kernel implements it for a pinned, reference-counted page-cache
 /// slice (page, offset, length) and for owned buffers written by `write`.
 /// Cloning must not copy the bytes (it is called once per transmitted
-/// fragment); dropping the last clone releases the memory.
+/// fragment); dropping the last clone releases the memory. That is why
+/// there is no implementation for `Box<[u8]>` or `Vec<u8>`: wrap owned
+/// buffers in an `Arc` ([`SharedSlice`] does).
 pub trait Payload: Clone {
     /// Number of bytes.
     fn len(&self) -> usize;

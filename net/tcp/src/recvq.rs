@@ -18,6 +18,10 @@ pub struct RecvQueue {
     /// Bytes of the front chunk already read.
     read: usize,
     len: usize,
+    /// Payload bytes copied into the queue, counted where the copy happens.
+    pub copied_in: u64,
+    /// Payload bytes copied out to the application.
+    pub copied_out: u64,
 }
 
 impl RecvQueue {
@@ -42,9 +46,11 @@ impl RecvQueue {
             && last.len() + b.len() <= 64 * 1024
         {
             last.extend_from_slice(b);
+            self.copied_in += b.len() as u64;
             return;
         }
         self.chunks.push_back(b.to_vec());
+        self.copied_in += b.len() as u64;
     }
 
     /// Appends an owned buffer without copying it again.
@@ -67,6 +73,7 @@ impl RecvQueue {
             let avail = &front[self.read..];
             let k = avail.len().min(out.len() - n);
             out[n..n + k].copy_from_slice(&avail[..k]);
+            self.copied_out += k as u64;
             n += k;
             self.read += k;
             if self.read == front.len() {
@@ -93,6 +100,8 @@ impl RecvQueue {
 pub struct OutOfOrder {
     segs: BTreeMap<u64, Vec<u8>>,
     bytes: usize,
+    /// Payload bytes copied in (and moved when a segment is trimmed).
+    pub copied: u64,
     /// Start of the most recently received segment (its block goes first in
     /// the SACK option, RFC 2018 section 4).
     latest: Option<u64>,
@@ -132,6 +141,10 @@ impl OutOfOrder {
         if let Some((&ps, pv)) = self.segs.range(..=s).next_back() {
             s = s.max(ps + pv.len() as u64);
         }
+        if s >= e {
+            self.latest = Some(off);
+            return true;
+        }
         // Trim against the segment starting inside and reaching past the end.
         if let Some((&ns, nv)) = self.segs.range(s..e).next_back()
             && ns + nv.len() as u64 >= e
@@ -155,6 +168,7 @@ impl OutOfOrder {
         let from = (s - off) as usize;
         let to = (e - off) as usize;
         self.segs.insert(s, data[from..to].to_vec());
+        self.copied += (to - from) as u64;
         self.bytes += to - from;
         self.latest = Some(s);
         true
@@ -172,7 +186,11 @@ impl OutOfOrder {
             let mut v = self.segs.remove(&s)?;
             self.bytes -= v.len();
             if end > next {
-                v.drain(..(next - s) as usize);
+                if next > s {
+                    // Trimming the front moves the rest of the buffer.
+                    v.drain(..(next - s) as usize);
+                    self.copied += end - next;
+                }
                 return Some(v);
             }
         }
@@ -205,9 +223,11 @@ impl OutOfOrder {
             + self.segs.len() * (size_of::<u64>() + size_of::<Vec<u8>>() + 16)
     }
 
-    /// Drops everything.
+    /// Drops everything (the copy counter stays).
     pub fn clear(&mut self) {
-        *self = OutOfOrder::default();
+        self.segs = BTreeMap::new();
+        self.bytes = 0;
+        self.latest = None;
     }
 }
 

@@ -90,6 +90,19 @@ impl Scoreboard {
         self.ranges.iter().map(|&(a, _)| a).find(|&a| a > s)
     }
 
+    /// RFC 6675 `IsLost` as a boundary: unSACKed bytes below the returned
+    /// sequence number have at least `thresh` SACKed bytes above them.
+    pub fn lost_edge(&self, thresh: u32) -> Option<Seq> {
+        let mut above = 0u32;
+        for &(a, b) in self.ranges.iter().rev() {
+            above = above.saturating_add(b.since(a));
+            if above >= thresh {
+                return Some(a);
+            }
+        }
+        None
+    }
+
     /// SACKed bytes inside `[lo, hi)`.
     pub fn sacked_in(&self, lo: Seq, hi: Seq) -> u32 {
         self.ranges
@@ -123,6 +136,9 @@ mod tests {
         assert_eq!(s.covering(Seq(55)), Some(Seq(60)));
         assert_eq!(s.next_start(Seq(41)), Some(Seq(50)));
         assert_eq!(s.sacked_in(Seq(15), Seq(55)), 30);
+        assert_eq!(s.lost_edge(10), Some(Seq(70)));
+        assert_eq!(s.lost_edge(11), Some(Seq(50)));
+        assert_eq!(s.lost_edge(1000), None);
         s.prune(Seq(35));
         assert_eq!(s.sacked_bytes(), 5 + 10 + 10);
     }

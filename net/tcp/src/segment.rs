@@ -27,6 +27,18 @@ pub struct Segment<P> {
 }
 
 impl<P: Payload> Segment<P> {
+    /// TCP source port (ours).
+    pub fn src_port(&self) -> u16 {
+        let b = self.header.as_bytes();
+        u16::from_be_bytes([b[0], b[1]])
+    }
+
+    /// TCP destination port (the peer's).
+    pub fn dst_port(&self) -> u16 {
+        let b = self.header.as_bytes();
+        u16::from_be_bytes([b[2], b[3]])
+    }
+
     /// TCP length (header and payload): the IP payload length.
     pub fn tcp_len(&self) -> usize {
         self.header.as_bytes().len() + self.payload_len
@@ -46,19 +58,16 @@ impl<P: Payload> Segment<P> {
         self.header.set_checksum(c);
     }
 
-    /// Checksum offload: stores the pseudo-header sum in the checksum field
-    /// (virtio `VIRTIO_NET_HDR_F_NEEDS_CSUM`: the device adds the rest from
-    /// `csum_start` = start of the TCP header, `csum_offset` =
-    /// [`HeaderBuf::CHECKSUM_OFFSET`]). For TSO the device recomputes the
-    /// length per segment, so the sum is taken with length 0 as Linux does.
+    /// Checksum offload: stores the pseudo-header sum (folded, not
+    /// complemented) in the checksum field, as virtio's
+    /// `VIRTIO_NET_HDR_F_NEEDS_CSUM` expects: the device adds the sum of
+    /// the TCP header and payload from `csum_start` (the TCP header) and
+    /// stores it at `csum_offset` ([`HeaderBuf::CHECKSUM_OFFSET`]). For a
+    /// TSO segment the sum covers the whole length, which the segmenter
+    /// adjusts per segment (as Linux's `tcp_gso_segment` does).
     pub fn fill_partial_checksum(&mut self) {
-        let len = if self.needs_segmentation() {
-            0
-        } else {
-            self.tcp_len()
-        };
-        self.header
-            .set_checksum(pseudo_header_sum(self.local_ip, self.remote_ip, len));
+        let sum = pseudo_header_sum(self.local_ip, self.remote_ip, self.tcp_len());
+        self.header.set_checksum(sum);
     }
 
     /// Header and payload in one buffer, checksummed: what a device without

@@ -169,13 +169,14 @@ impl TimeWaitTable {
             return TimeWaitAction::Ignore;
         }
         if syn && !ack {
-            // RFC 6191: a SYN whose timestamp (or, without timestamps, whose
-            // sequence number) is above the old connection's may reopen it.
-            let newer = match (e.ts_recent, tsval) {
-                (Some(old), Some(new)) => Seq(new) > Seq(old),
-                _ => seq > e.rcv_nxt,
+            // RFC 6191 (as Linux applies it): a SYN may reopen the 4-tuple
+            // if its timestamp is not older than the old connection's and
+            // either its sequence number or its timestamp is newer.
+            let (older, newer) = match (e.ts_recent, tsval) {
+                (Some(old), Some(new)) => (Seq(new) < Seq(old), Seq(new) > Seq(old)),
+                _ => (false, false),
             };
-            if newer {
+            if !older && (seq > e.rcv_nxt || newer) {
                 self.map.remove(tuple);
                 return TimeWaitAction::Reopen;
             }
@@ -184,5 +185,73 @@ impl TimeWaitTable {
             seq: e.snd_nxt,
             ack: e.rcv_nxt,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::net::{IpAddr, Ipv4Addr};
+
+    fn table(ts: Option<u32>) -> (TimeWaitTable, FourTuple) {
+        let tuple = FourTuple {
+            local_ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+            remote_ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)),
+            local_port: 80,
+            remote_port: 4000,
+        };
+        let mut t = TimeWaitTable::new(2, KeyedState::new([0; 16]));
+        t.insert(TimeWaitRecord {
+            tuple,
+            snd_nxt: Seq(500),
+            rcv_nxt: Seq(1000),
+            ts_recent: ts,
+            expiry: 100,
+        });
+        (t, tuple)
+    }
+
+    #[test]
+    fn answers_and_reopens() {
+        let (mut t, tu) = table(Some(50));
+        let ack = TimeWaitAction::Ack {
+            seq: Seq(500),
+            ack: Seq(1000),
+        };
+        // A retransmitted FIN (or anything else) gets the final ACK again.
+        assert_eq!(
+            t.on_segment(&tu, false, false, true, Seq(999), Some(60)),
+            ack
+        );
+        // RSTs are ignored (RFC 1337).
+        assert_eq!(
+            t.on_segment(&tu, false, true, false, Seq(1000), None),
+            TimeWaitAction::Ignore
+        );
+        // An older timestamp never reopens, even with a newer sequence number.
+        assert_eq!(
+            t.on_segment(&tu, true, false, false, Seq(5000), Some(40)),
+            ack
+        );
+        // An old sequence number with the same timestamp does not either.
+        assert_eq!(
+            t.on_segment(&tu, true, false, false, Seq(10), Some(50)),
+            ack
+        );
+        // A newer timestamp does.
+        assert_eq!(
+            t.on_segment(&tu, true, false, false, Seq(10), Some(51)),
+            TimeWaitAction::Reopen
+        );
+        assert!(t.get(&tu).is_none());
+
+        let (mut t, tu) = table(None);
+        assert_eq!(
+            t.on_segment(&tu, true, false, false, Seq(1001), None),
+            TimeWaitAction::Reopen
+        );
+        t.expire(1000);
+        assert!(t.is_empty());
+        assert_eq!(t.memory_bytes(), 0);
     }
 }

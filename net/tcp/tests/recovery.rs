@@ -157,3 +157,32 @@ fn too_many_timeouts_drop_the_connection() {
         Err(Error::TimedOut)
     );
 }
+
+/// The retransmission of a hole is lost too: the timeout resends the hole
+/// alone, not the SACKed data behind it.
+#[test]
+fn timeout_keeps_sack_information() {
+    let mut sim = Sim::new(LinkModel::perfect(), 1, config(), config());
+    let mut hole = None;
+    let mut drops = 0;
+    sim.filter = Some(Box::new(move |_, to_b, h, len| {
+        if !to_b || len == 0 {
+            return true;
+        }
+        if hole.is_none() {
+            drops += 1;
+            if drops == 5 {
+                hole = Some(h.seq);
+                return false;
+            }
+        } else if hole == Some(h.seq) && drops < 6 {
+            drops += 1;
+            return false; // the fast retransmission
+        }
+        true
+    }));
+    let (sim, c, _) = transfer(sim, 20 * 1448);
+    let st = sim.a.get(c).unwrap().stats();
+    assert_eq!((st.fast_retransmits, st.timeouts), (1, 1), "{st:?}");
+    assert_eq!(st.bytes_retransmitted, 2 * 1448, "{st:?}");
+}

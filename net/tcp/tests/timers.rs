@@ -205,3 +205,30 @@ fn timestamps_measure_rtt_and_paws_drops_old_segments() {
     assert_eq!(sim.a.get(c).unwrap().recv_queued(), 0);
     let _ = s;
 }
+
+#[test]
+fn keepalive_and_nodelay_per_connection() {
+    let mut sim = Sim::new(LinkModel::perfect(), 1, config(), config());
+    let (c, s) = sim.connect();
+    let ka = Keepalive {
+        idle: 5_000_000,
+        interval: 1_000_000,
+        probes: 2,
+    };
+    sim.b.set_keepalive(sim.now, s, Some(ka)).unwrap();
+    sim.advance(12_000_000);
+    assert_eq!(sim.b.get(s).unwrap().stats().keepalives, 2);
+    assert_eq!(sim.a.get(c).unwrap().stats().keepalives, 0);
+    sim.b.set_keepalive(sim.now, s, None).unwrap();
+    sim.advance(12_000_000);
+    assert_eq!(sim.b.get(s).unwrap().stats().keepalives, 2);
+
+    sim.a.set_nodelay(sim.now, c, false).unwrap();
+    let before = sim.a.get(c).unwrap().stats().segments_sent;
+    for i in 0..5 {
+        sim.a
+            .send(sim.now, c, pattern_chunk(0, i * 10, 10))
+            .unwrap();
+    }
+    assert_eq!(sim.a.get(c).unwrap().stats().segments_sent - before, 1);
+}
