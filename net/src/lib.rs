@@ -32,4 +32,5 @@ pub use smoltcp::wire::Ipv4Cidr;
 pub use stack::{
     CopyStats, EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT, EPOLLRDHUP, IpInfo, NetConfig, NetStack,
     PollResult, SocketId, SocketOptions, StackOptions, StackStats, TIME_WAIT_RECORD_BYTES,
+    TcpPayload,
 };
