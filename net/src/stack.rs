@@ -407,6 +407,10 @@ pub struct NetStack {
     txq: VecDeque<Pending>,
     segs: Vec<Segment<TcpPayload>>,
     events: Vec<Event>,
+    /// Sockets whose send queue was full at their last send: the engine
+    /// reports writability against its own limit, so these are checked
+    /// after every poll and reported once they can take data again.
+    send_blocked: Vec<SocketId>,
     /// Last measured TCP engine memory, when, and SYNs admitted since.
     tcp_bytes: usize,
     tcp_bytes_at: Option<u64>,
@@ -575,6 +579,7 @@ impl NetStack {
             txq: VecDeque::new(),
             segs: Vec::new(),
             events: Vec::new(),
+            send_blocked: Vec::new(),
             tcp_bytes: 0,
             tcp_bytes_at: None,
             syns_since_measure: 0,
@@ -771,6 +776,9 @@ impl NetStack {
         };
         if let Some(t) = e.poll_at {
             self.timers.remove(&(t, id.0));
+        }
+        if !self.send_blocked.is_empty() {
+            self.send_blocked.retain(|&x| x != id);
         }
         match e.kind {
             Kind::Tcp(t) => {
@@ -1327,6 +1335,22 @@ impl NetStack {
             }
         }
         self.events = events;
+        if !self.send_blocked.is_empty() {
+            let mut blocked = mem::take(&mut self.send_blocked);
+            blocked.retain(|&id| {
+                let r = self.readiness(id);
+                if r == 0 && self.entry(id).is_err() {
+                    return false;
+                }
+                if r & (EPOLLOUT | EPOLLERR | EPOLLHUP) != 0 {
+                    changed.push(id);
+                    false
+                } else {
+                    true
+                }
+            });
+            self.send_blocked = blocked;
+        }
     }
 
     /// Measures the engine's memory (a walk over its connections) when the
@@ -1597,6 +1621,9 @@ impl NetStack {
                     .saturating_sub(queued)
                     .min(self.tcp.send_capacity(conn));
                 if room == 0 {
+                    if !self.send_blocked.contains(&id) {
+                        self.send_blocked.push(id);
+                    }
                     Err(NetError::WouldBlock)
                 } else {
                     Ok((conn, room))

@@ -518,3 +518,40 @@ fn buffer_budget_refuses_new_connections_and_keeps_old_ones() {
         "a retransmitted SYN got in once memory was released"
     );
 }
+
+/// A writer that found its send queue full is told when it drains (the
+/// kernel's blocking writes and epoll wait for exactly this report).
+#[test]
+fn a_full_send_queue_reports_writable_when_it_drains() {
+    let mut net = Net::new();
+    let l = net.a.tcp_listen(9, 0).unwrap();
+    let small = SocketOptions {
+        rx_buffer: 64 * 1024,
+        tx_buffer: 4096,
+        nodelay: true,
+    };
+    let c = net.b.tcp_connect_with(sa(IP_A, 9), None, small).unwrap();
+    connect_all(&mut net, &[c]);
+    let _s = net.a.tcp_accept(l).unwrap();
+    let mut sent = 0;
+    loop {
+        match net.b.tcp_send(c, &[7u8; 1000]) {
+            Ok(n) => sent += n,
+            Err(NetError::WouldBlock) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(sent, 4096);
+    assert_eq!(net.b.readiness(c) & EPOLLOUT, 0);
+    let mut reported = false;
+    for _ in 0..2_000 {
+        net.now += 1;
+        net.a.poll(net.now, &mut net.na);
+        let r = net.b.poll(net.now, &mut net.nb);
+        if r.readiness_changed.contains(&c) && net.b.readiness(c) & EPOLLOUT != 0 {
+            reported = true;
+            break;
+        }
+    }
+    assert!(reported, "the drained send queue was never reported");
+}
