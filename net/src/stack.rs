@@ -411,6 +411,10 @@ pub struct NetStack {
     /// reports writability against its own limit, so these are checked
     /// after every poll and reported once they can take data again.
     send_blocked: Vec<SocketId>,
+    /// Sockets a segment arrived for since the last poll: reported as
+    /// changed even when their readiness is the same (a new arrival is an
+    /// edge for `EPOLLET`, see [`NetStack::rx_generation`]).
+    rx_touched: Vec<SocketId>,
     /// Last measured TCP engine memory, when, and SYNs admitted since.
     tcp_bytes: usize,
     tcp_bytes_at: Option<u64>,
@@ -580,6 +584,7 @@ impl NetStack {
             segs: Vec::new(),
             events: Vec::new(),
             send_blocked: Vec::new(),
+            rx_touched: Vec::new(),
             tcp_bytes: 0,
             tcp_bytes_at: None,
             syns_since_measure: 0,
@@ -1048,6 +1053,9 @@ impl NetStack {
                 self.learn_neighbor(key.remote_addr, src);
             }
         }
+        if let Some(id) = sid {
+            self.rx_touched.push(id);
+        }
         let target = sid.or_else(|| self.tcp_listeners.get(&key.local_port).copied());
         if let Some(id) = target
             && let Ok(e) = self.entry_mut(id)
@@ -1335,6 +1343,11 @@ impl NetStack {
             }
         }
         self.events = events;
+        for id in self.rx_touched.drain(..) {
+            if self.slots.get(id.0 as usize).is_some_and(Option::is_some) {
+                changed.push(id);
+            }
+        }
         if !self.send_blocked.is_empty() {
             let mut blocked = mem::take(&mut self.send_blocked);
             blocked.retain(|&id| {

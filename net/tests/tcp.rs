@@ -555,3 +555,31 @@ fn a_full_send_queue_reports_writable_when_it_drains() {
     }
     assert!(reported, "the drained send queue was never reported");
 }
+
+/// Every arrival is reported (with a new `rx_generation`), even when the
+/// readiness bits stay the same: a second byte while the first is unread
+/// is a new edge for `EPOLLET`.
+#[test]
+fn each_arrival_is_reported_even_with_data_unread() {
+    let mut net = Net::new();
+    let l = net.a.tcp_listen(9, 0).unwrap();
+    let c = net.b.tcp_connect(sa(IP_A, 9), None).unwrap();
+    connect_all(&mut net, &[c]);
+    let (s, _) = net.a.tcp_accept(l).unwrap();
+    for byte in [b"x", b"y"] {
+        let gen_before = net.a.rx_generation(s);
+        net.b.tcp_send(c, byte).unwrap();
+        let mut reported = false;
+        for _ in 0..100 {
+            net.now += 1;
+            net.b.poll(net.now, &mut net.nb);
+            let r = net.a.poll(net.now, &mut net.na);
+            if r.readiness_changed.contains(&s) && net.a.rx_generation(s) != gen_before {
+                reported = true;
+                break;
+            }
+        }
+        assert!(reported, "arrival of {byte:?} not reported");
+        assert_ne!(net.a.readiness(s) & EPOLLIN, 0);
+    }
+}
