@@ -83,9 +83,10 @@ const MAX_TX_QUEUE: usize = 4096;
 const MAX_ARP_PENDING: usize = 256;
 /// Neighbour-table entries (oldest forgotten beyond).
 const MAX_NEIGHBORS: usize = 1024;
-/// The TCP engine's memory is measured (a walk over its connections) at
-/// most this often, for [`StackOptions::buffer_budget`].
-const BUDGET_MEASURE_MS: u64 = 10;
+/// The TCP engine's memory is measured (a walk over its connections) when
+/// a new connection asks for admission and the last measurement is older
+/// than this, for [`StackOptions::buffer_budget`].
+const BUDGET_MEASURE_MS: u64 = 100;
 /// What each SYN admitted since the last measurement is assumed to cost.
 const SYN_ESTIMATE_BYTES: usize = 1024;
 /// The largest TCP header (with options).
@@ -177,7 +178,7 @@ pub struct StackOptions {
     pub arp_retry_ms: u64,
     /// Admission control: bytes the TCP engine may hold (connection
     /// control blocks, received data not yet read, send queues, the
-    /// TIME-WAIT table), measured every few milliseconds. While it is
+    /// TIME-WAIT table), measured when a new connection asks for admission (at most every 100 ms). While it is
     /// passed, new SYNs are dropped before they reach the engine (counted
     /// in [`StackStats::budget_refusals`]) and `tcp_connect` fails with
     /// `NoBufs`; established connections keep going. Each connection's own
@@ -944,7 +945,6 @@ impl NetStack {
 
         self.tcp_egress(nic);
         self.tcp_events(&mut changed);
-        self.measure_tcp_memory(false);
 
         // Every poll, not only those that transmitted: besides notifying the
         // device of new frames, this is where the driver takes back transmit
@@ -1367,15 +1367,15 @@ impl NetStack {
     }
 
     /// Measures the engine's memory (a walk over its connections) when the
-    /// budget is finite and the last measurement is old (or `force`).
-    fn measure_tcp_memory(&mut self, force: bool) {
+    /// budget is finite and the last measurement is old.
+    fn measure_tcp_memory(&mut self) {
         if self.opts.buffer_budget == usize::MAX {
             return;
         }
         let due = self
             .tcp_bytes_at
             .is_none_or(|t| self.now_ms >= t + BUDGET_MEASURE_MS);
-        if !(force || due) {
+        if !due {
             return;
         }
         let s = self.tcp.stats();
@@ -1394,9 +1394,7 @@ impl NetStack {
         if self.opts.buffer_budget == usize::MAX {
             return false;
         }
-        if self.tcp_bytes_at.is_none() {
-            self.measure_tcp_memory(true);
-        }
+        self.measure_tcp_memory();
         let estimate = self
             .tcp_bytes
             .saturating_add(self.syns_since_measure.saturating_mul(SYN_ESTIMATE_BYTES));
