@@ -412,9 +412,11 @@ pub struct NetStack {
     /// reports writability against its own limit, so these are checked
     /// after every poll and reported once they can take data again.
     send_blocked: Vec<SocketId>,
-    /// Sockets a segment arrived for since the last poll: reported as
-    /// changed even when their readiness is the same (a new arrival is an
-    /// edge for `EPOLLET`, see [`NetStack::rx_generation`]).
+    /// Sockets a segment arrived for, or the application used, since the
+    /// last poll: reported as changed even when the engine saw no change
+    /// (a new arrival is an edge for `EPOLLET`, see
+    /// [`NetStack::rx_generation`]; a send that filled the queue cleared
+    /// `EPOLLOUT`, which epoll must learn to see it rise again).
     rx_touched: Vec<SocketId>,
     /// Last measured TCP engine memory, when, and SYNs admitted since.
     tcp_bytes: usize,
@@ -734,6 +736,7 @@ impl NetStack {
     /// data, window updates, FIN): the kernel should call `poll` soon.
     pub fn needs_poll(&self) -> bool {
         !self.dirty.is_empty()
+            || !self.rx_touched.is_empty()
             || self.control_dirty
             || self
                 .tcp
@@ -1610,6 +1613,13 @@ impl NetStack {
         }
     }
 
+    /// The application used socket `id`: report its readiness on the next poll.
+    fn touched(&mut self, id: SocketId) {
+        if self.rx_touched.last() != Some(&id) {
+            self.rx_touched.push(id);
+        }
+    }
+
     /// How many bytes `send` may queue now, or why none.
     fn send_room(&mut self, id: SocketId) -> Result<(ConnId, usize)> {
         let t = self.sock_mut(id)?;
@@ -1656,6 +1666,7 @@ impl NetStack {
     /// is still being set up).
     pub fn tcp_send(&mut self, id: SocketId, data: &[u8]) -> Result<usize> {
         self.sock_mut(id)?;
+        self.touched(id);
         if data.is_empty() {
             // A zero-length send reports a pending error (connect uses it).
             return match self.send_room(id) {
@@ -1683,6 +1694,7 @@ impl NetStack {
         f: impl FnOnce(&mut [u8]) -> usize,
     ) -> Result<usize> {
         self.sock_mut(id)?;
+        self.touched(id);
         if max == 0 {
             return Ok(0);
         }
@@ -1709,6 +1721,7 @@ impl NetStack {
         if buf.is_empty() {
             return Ok(0);
         }
+        self.touched(id);
         let now_us = self.now_us();
         match self.tcp.recv(now_us, conn, buf) {
             Ok(n) => {
@@ -1736,6 +1749,7 @@ impl NetStack {
             _ => {}
         }
         self.sock_mut(id)?.shut_wr = true;
+        self.touched(id);
         let now_us = self.now_us();
         let _ = self.tcp.shutdown(now_us, conn);
         Ok(())

@@ -543,6 +543,15 @@ fn a_full_send_queue_reports_writable_when_it_drains() {
     }
     assert_eq!(sent, 4096);
     assert_eq!(net.b.readiness(c) & EPOLLOUT, 0);
+    // The fall of EPOLLOUT is reported too (epoll keeps the last state it
+    // was told, and must see the bit fall to see it rise).
+    assert!(net.b.needs_poll());
+    net.now += 1;
+    let r = net.b.poll(net.now, &mut net.nb);
+    assert!(
+        r.readiness_changed.contains(&c),
+        "the full queue was not reported"
+    );
     let mut reported = false;
     for _ in 0..2_000 {
         net.now += 1;
@@ -582,4 +591,61 @@ fn each_arrival_is_reported_even_with_data_unread() {
         assert!(reported, "arrival of {byte:?} not reported");
         assert_ne!(net.a.readiness(s) & EPOLLIN, 0);
     }
+}
+
+/// A server that queues a large body with `tcp_send_with` as room allows
+/// and closes right after the last byte: the client reads all of it, then
+/// end of stream.
+#[test]
+fn large_body_then_close_arrives_whole() {
+    let mut net = Net::new();
+    let l = net.a.tcp_listen(80, 0).unwrap();
+    let c = net.b.tcp_connect(sa(IP_A, 80), None).unwrap();
+    connect_all(&mut net, &[c]);
+    let (s, _) = net.a.tcp_accept(l).unwrap();
+    net.b.tcp_send(c, b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    net.settle(100);
+    let mut req = [0u8; 64];
+    assert_eq!(net.a.tcp_recv(s, &mut req), Ok(18));
+    const TOTAL: usize = 4 << 20;
+    let data = pattern(TOTAL, 5);
+    let mut queued = 0;
+    let mut closed = false;
+    let mut got = Vec::new();
+    let mut eof = false;
+    assert!(net.run_until(
+        |n| {
+            while !closed && queued < TOTAL {
+                let want = (TOTAL - queued).min(256 * 1024);
+                match n.a.tcp_send_with(s, want, |buf| {
+                    buf.copy_from_slice(&data[queued..queued + buf.len()]);
+                    buf.len()
+                }) {
+                    Ok(0) | Err(NetError::WouldBlock) => break,
+                    Ok(k) => queued += k,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            if !closed && queued == TOTAL {
+                n.a.tcp_close(s).unwrap();
+                closed = true;
+            }
+            let mut b = [0u8; 65536];
+            loop {
+                match n.b.tcp_recv(c, &mut b) {
+                    Ok(0) => {
+                        eof = true;
+                        break;
+                    }
+                    Ok(k) => got.extend_from_slice(&b[..k]),
+                    Err(NetError::WouldBlock) => break,
+                    Err(e) => panic!("client: {e} after {} bytes", got.len()),
+                }
+            }
+            eof
+        },
+        120_000
+    ));
+    assert_eq!(got.len(), TOTAL);
+    assert!(got == data);
 }
