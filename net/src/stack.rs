@@ -1259,16 +1259,21 @@ impl NetStack {
         while let Some(p) = self.txq.pop_front() {
             let Some(&mac) = self.neighbors.get(&p.next_hop) else {
                 let hop = p.next_hop;
-                if self.arp_pending.len() < MAX_ARP_PENDING {
-                    self.arp_pending.push(p);
-                } else {
+                if self.arp_pending.len() >= MAX_ARP_PENDING {
+                    // The oldest waits longest for an answer that may never
+                    // come; the engine retransmits what is dropped.
+                    self.arp_pending.remove(0);
                     self.stats.tcp_segments_dropped += 1;
                 }
+                self.arp_pending.push(p);
                 let due = self
                     .arp_asked
                     .get(&hop)
                     .is_none_or(|&t| self.now_ms >= t + self.opts.arp_retry_ms);
                 if due {
+                    if self.arp_asked.len() >= MAX_NEIGHBORS {
+                        self.arp_asked.clear();
+                    }
                     self.arp_asked.insert(hop, self.now_ms);
                     self.send_arp_request(nic, hop);
                 }
@@ -1283,9 +1288,6 @@ impl NetStack {
                 self.txq.push_front(p);
                 break;
             }
-        }
-        if self.arp_pending.len() > MAX_ARP_PENDING / 2 && self.arp_asked.len() > MAX_NEIGHBORS {
-            self.arp_asked.clear();
         }
     }
 
