@@ -1615,7 +1615,10 @@ impl NetStack {
         }
     }
 
-    /// The application used socket `id`: report its readiness on the next poll.
+    /// The application moved data through socket `id` (or shut it down):
+    /// report its readiness on the next poll. Never for a call that only
+    /// found `WouldBlock`: a blocked caller would see its own report as a
+    /// change and retry at once, forever.
     fn touched(&mut self, id: SocketId) {
         if self.rx_touched.last() != Some(&id) {
             self.rx_touched.push(id);
@@ -1668,7 +1671,6 @@ impl NetStack {
     /// is still being set up).
     pub fn tcp_send(&mut self, id: SocketId, data: &[u8]) -> Result<usize> {
         self.sock_mut(id)?;
-        self.touched(id);
         if data.is_empty() {
             // A zero-length send reports a pending error (connect uses it).
             return match self.send_room(id) {
@@ -1683,6 +1685,7 @@ impl NetStack {
         buf.extend_from_slice(&data[..n]);
         self.queue_payload(conn, buf)?;
         self.copy.app_to_socket += n as u64;
+        self.touched(id);
         Ok(n)
     }
 
@@ -1696,7 +1699,6 @@ impl NetStack {
         f: impl FnOnce(&mut [u8]) -> usize,
     ) -> Result<usize> {
         self.sock_mut(id)?;
-        self.touched(id);
         if max == 0 {
             return Ok(0);
         }
@@ -1712,6 +1714,7 @@ impl NetStack {
         buf.truncate(n);
         self.queue_payload(conn, buf)?;
         self.copy.filled_in_place += n as u64;
+        self.touched(id);
         Ok(n)
     }
 
@@ -1723,11 +1726,13 @@ impl NetStack {
         if buf.is_empty() {
             return Ok(0);
         }
-        self.touched(id);
         let now_us = self.now_us();
         match self.tcp.recv(now_us, conn, buf) {
             Ok(n) => {
                 self.copy.socket_to_app += n as u64;
+                if n > 0 {
+                    self.touched(id);
+                }
                 Ok(n)
             }
             Err(uk_tcp::Error::WouldBlock) => Err(NetError::WouldBlock),

@@ -649,3 +649,25 @@ fn large_body_then_close_arrives_whole() {
     assert_eq!(got.len(), TOTAL);
     assert!(got == data);
 }
+
+/// A call that only finds `WouldBlock` reports nothing: a blocked caller
+/// that saw its own report as a change would retry forever.
+#[test]
+fn would_block_is_not_a_readiness_change() {
+    let mut net = Net::new();
+    let l = net.a.tcp_listen(9, 0).unwrap();
+    let c = net.b.tcp_connect(sa(IP_A, 9), None).unwrap();
+    connect_all(&mut net, &[c]);
+    let (s, _) = net.a.tcp_accept(l).unwrap();
+    net.settle(1_000);
+    let mut b = [0u8; 8];
+    for _ in 0..3 {
+        assert_eq!(net.a.tcp_recv(s, &mut b), Err(NetError::WouldBlock));
+        net.now += 1;
+        let r = net.a.poll(net.now, &mut net.na);
+        assert!(
+            !r.readiness_changed.contains(&s),
+            "a WouldBlock recv was reported"
+        );
+    }
+}
