@@ -1,13 +1,14 @@
 //! Hardware-independent network stack of the unikernel.
 //!
-//! Upstream smoltcp does the protocol work; this crate adds what a server
-//! needs on top of it (see `STYLE.md`, "Known traps in our own dependencies"):
+//! Upstream smoltcp does ARP, IPv4, ICMP, DHCP and UDP; TCP is the `uk-tcp`
+//! engine (`net/tcp`). This crate adds what a server needs around them:
 //!
 //! - a device boundary ([`Nic`]) for the kernel's virtio-net driver, with
 //!   counters and an edge classifier that drops malformed or foreign frames;
-//! - a socket table keyed by 4-tuple / local port, so a frame is handed to
-//!   exactly one smoltcp socket instead of smoltcp walking all of them;
-//! - a TCP listen backlog (smoltcp's listening socket accepts one connection);
+//! - TCP egress: Ethernet and IPv4 headers in front of the engine's
+//!   segments, a neighbour table, segmentation offload or software split;
+//! - a UDP socket table keyed by port, so a frame is handed to exactly one
+//!   smoltcp socket instead of smoltcp walking all of them;
 //! - a non-blocking, errno-shaped socket API ([`NetStack`]) with epoll
 //!   readiness bits, on which the kernel builds blocking `std::net` calls.
 //!
@@ -32,4 +33,5 @@ pub use smoltcp::wire::Ipv4Cidr;
 pub use stack::{
     CopyStats, EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT, EPOLLRDHUP, IpInfo, NetConfig, NetStack,
     PollResult, SocketId, SocketOptions, StackOptions, StackStats, TIME_WAIT_RECORD_BYTES,
+    TcpPayload,
 };

@@ -1,52 +1,65 @@
-//! [`NetStack`]: one smoltcp `Interface`, many one-socket `SocketSet`s, and
-//! the table that routes each frame to the set it belongs to.
+//! [`NetStack`]: one smoltcp `Interface` for ARP, IPv4, ICMP, DHCP and UDP,
+//! one `uk_tcp::Endpoint` for every TCP connection, and the table that
+//! routes each frame to the one that handles it.
 //!
-//! # Why many sets
-//! `Interface::poll` walks the whole `SocketSet` for every frame and for
-//! every egress pass. Here every socket lives in its own `SocketSet` (the
-//! DHCP client and the ping socket share a small "control" set). A received
-//! frame is classified once ([`crate::classify`]), its 4-tuple looked up in a
-//! hash table, and fed with `Interface::poll_ingress_single` against that one
-//! set. Egress only visits sockets that are *dirty* (touched by the app, hit
-//! by a frame, or whose smoltcp deadline expired; deadlines sit in a
-//! `BTreeSet` timer queue). Per-frame work is therefore independent of the
-//! number of open sockets; [`StackStats::socket_visits`] counts it.
+//! # Frames
+//! A received frame is classified once ([`crate::classify`]), which also
+//! verifies its checksums. ARP, ICMP and DHCP go to smoltcp's interface with
+//! a small "control" socket set; UDP goes to its port's one-socket
+//! `SocketSet` (`Interface::poll_ingress_single` against that set only).
+//! TCP never reaches smoltcp: the IP addresses and the TCP segment go to
+//! [`uk_tcp::Endpoint::on_segment_unchecked`], which dispatches by 4-tuple
+//! to a connection, the TIME-WAIT table, a listener (SYN cookies under a
+//! flood) or a RST. Per-frame work is independent of the number of open
+//! sockets; [`StackStats::socket_visits`] counts it.
 //!
-//! # Listen backlog
-//! A listener owns one armed smoltcp listening socket. When a SYN arrives
-//! for its port and no connection matches the 4-tuple, the SYN is fed to that
-//! socket alone; as soon as it leaves `LISTEN` it is moved out into its own
-//! entry (keyed by its 4-tuple) and appended to the listener's accept queue,
-//! and a fresh socket is armed in its place -- before the next frame is
-//! looked at. So a burst of SYNs is served one after the other without
-//! refusals, up to `backlog` connections that are half-open or established
-//! but not yet accepted. Beyond that no socket is armed and further SYNs are
-//! dropped, as Linux does (counted in [`StackStats::listen_overflows`]): the
-//! client retransmits its SYN and gets in once the application accepts.
-//! Arming lazily (one socket rather than `backlog` pre-built ones) gives the
-//! same behaviour, since the frame loop re-arms between two frames, without
-//! allocating `backlog` pairs of buffers per listening port.
+//! # TCP egress
+//! [`uk_tcp::Endpoint::poll`] hands out segments (a TCP header plus
+//! references to payload). For each, the stack finds the next hop (the
+//! destination when on-link, else the gateway) in its own neighbour table
+//! (fed by ARP frames addressed to us and by TCP frames from on-link
+//! hosts; an unknown neighbour gets an ARP request and its segments wait,
+//! a bounded number of them), writes Ethernet and IPv4 headers, and copies
+//! headers and payload fragments into the device's transmit buffer
+//! ([`Nic::transmit`], or [`Nic::transmit_tso`] for a segment longer than
+//! the MSS on a device with segmentation offload; without it the endpoint
+//! never builds one longer than the MSS, and [`uk_tcp::Segment::split`]
+//! cuts any that is). That is one CPU copy of the payload; the zero-copy
+//! scatter-gather step needs a `Nic` change. A full transmit ring keeps
+//! segments in a bounded queue until the next poll.
+//!
+//! # Listen backlog and admission
+//! The endpoint bounds each listener's accept queue (`backlog`: further SYNs
+//! are dropped and retransmitted by the client, counted in
+//! [`StackStats::listen_overflows`]) and its half-open connections
+//! (`uk_tcp::Config::syn_backlog`; beyond it SYNs are answered with SYN
+//! cookies and no state is kept). [`StackOptions::buffer_budget`] is an
+//! admission limit on the bytes the TCP engine holds (see there).
 
 use alloc::collections::{BTreeSet, VecDeque};
 use alloc::vec;
 use alloc::vec::Vec;
 use core::mem;
-use core::net::{Ipv4Addr, SocketAddrV4};
+use core::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use hashbrown::HashMap;
 use smoltcp::iface::{Config, Interface, PollResult as SmolPoll, SocketHandle, SocketSet};
-use smoltcp::phy::ChecksumCapabilities;
-use smoltcp::socket::{dhcpv4, icmp, tcp, udp};
-use smoltcp::time::{Duration, Instant};
+use smoltcp::socket::{dhcpv4, icmp, udp};
+use smoltcp::time::Instant;
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
-    EthernetRepr, HardwareAddress, Icmpv4Packet, Icmpv4Repr, IpAddress, IpCidr, IpEndpoint,
-    IpListenEndpoint, IpProtocol, Ipv4Cidr, Ipv4Packet, Ipv4Repr, TcpControl, TcpPacket, TcpRepr,
+    HardwareAddress, Icmpv4Packet, Icmpv4Repr, IpAddress, IpCidr, IpEndpoint, IpListenEndpoint,
+    Ipv4Cidr, Ipv4Packet,
 };
+use uk_tcp::{ConnId, Endpoint, Event, Segment, State};
 
 use crate::classify::{Class, FourTuple, Us, classify};
 use crate::error::{NetError, Result};
 use crate::nic::{DropReason, ETH_HEADER_LEN, FrameDevice, Nic, NicCounters, TxInfo};
+
+/// The payload references the TCP send queues hold: owned buffers for
+/// `write` (one copy from the application) and, for now, for `sendfile`.
+pub type TcpPayload = uk_tcp::SharedSlice;
 
 /// Readable (or a pending connection can be accepted).
 pub const EPOLLIN: u32 = 0x1;
@@ -64,6 +77,21 @@ const PING_IDENT: u16 = 0x756b;
 const EPHEMERAL_FIRST: u16 = 49152;
 /// Bound on egress passes per socket visit (each pass emits at most one frame).
 const MAX_EGRESS_PASSES: usize = 4096;
+/// TCP segments kept while the transmit ring is full.
+const MAX_TX_QUEUE: usize = 4096;
+/// TCP segments kept while their next hop's MAC address is being resolved.
+const MAX_ARP_PENDING: usize = 256;
+/// Neighbour-table entries (oldest forgotten beyond).
+const MAX_NEIGHBORS: usize = 1024;
+/// The TCP engine's memory is measured (a walk over its connections) when
+/// a new connection asks for admission and the last measurement is older
+/// than this, for [`StackOptions::buffer_budget`].
+const BUDGET_MEASURE_MS: u64 = 100;
+/// What each SYN admitted since the last measurement is assumed to cost.
+const SYN_ESTIMATE_BYTES: usize = 1024;
+/// The largest TCP header (with options).
+const MAX_TCP_HEADER: usize = 60;
+const IPV4_HEADER_LEN: usize = 20;
 
 /// A socket id: a small integer, reused after the socket is gone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -98,9 +126,12 @@ pub enum NetConfig {
 /// Per-socket TCP options.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SocketOptions {
-    /// Receive buffer size in bytes (also the largest advertised window).
+    /// Receive window. Only [`StackOptions::tcp`]'s value is used: it is
+    /// the TCP engine's receive window for every connection (at least
+    /// 8 KiB). Memory is used only for data that actually arrives.
     pub rx_buffer: usize,
-    /// Transmit buffer size in bytes.
+    /// Most bytes queued for sending on one connection (`EPOLLOUT` and
+    /// `WouldBlock` follow it).
     pub tx_buffer: usize,
     /// Disable Nagle's algorithm (`TCP_NODELAY`).
     pub nodelay: bool,
@@ -119,7 +150,8 @@ impl Default for SocketOptions {
 /// Stack-wide tunables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StackOptions {
-    /// Seed for smoltcp's PRNG (TCP initial sequence numbers, DHCP xids).
+    /// Seed for smoltcp's PRNG (DHCP xids) and for the TCP engine's secret
+    /// (initial sequence numbers, ephemeral ports, SYN cookies, hashing).
     pub random_seed: u64,
     /// Default TCP socket options.
     pub tcp: SocketOptions,
@@ -133,19 +165,24 @@ pub struct StackOptions {
     pub default_backlog: usize,
     /// Frames taken from the NIC per `poll` before yielding (`next_poll_ms` is then "now").
     pub max_rx_per_poll: usize,
-    /// A connection attempt (or a half-open accepted one) is abandoned after this long.
+    /// A connection attempt is abandoned after about this long: the SYN is
+    /// retransmitted (1 s, 2 s, 4 s, ...) as many times as fit (at least once).
     pub connect_timeout_ms: u64,
-    /// An established connection with unacknowledged data is reset after the
-    /// peer is silent this long.
+    /// Not used by the TCP engine (it gives up after a bounded number of
+    /// retransmissions, `uk_tcp::Config::max_retries`); kept for API
+    /// compatibility.
     pub user_timeout_ms: Option<u64>,
-    /// A closed (orphaned) socket left in FIN-WAIT-2 is dropped after this long.
+    /// A closed (orphaned) connection left in FIN-WAIT-2 is dropped after this long.
     pub fin_wait2_timeout_ms: u64,
     /// Interval between ARP requests for the gateway until it answers.
     pub arp_retry_ms: u64,
-    /// Bytes of TCP socket buffers (send + receive, all sockets) the stack
-    /// may hold. When a new connection would pass it, no listening socket
-    /// is armed and SYNs are dropped (counted in
-    /// [`StackStats::budget_refusals`]); established connections keep going.
+    /// Admission control: bytes the TCP engine may hold (connection
+    /// control blocks, received data not yet read, send queues, the
+    /// TIME-WAIT table), measured when a new connection asks for admission (at most every 100 ms). While it is
+    /// passed, new SYNs are dropped before they reach the engine (counted
+    /// in [`StackStats::budget_refusals`]) and `tcp_connect` fails with
+    /// `NoBufs`; established connections keep going. Each connection's own
+    /// memory is bounded by the receive window plus its `tx_buffer`.
     pub buffer_budget: usize,
     /// How long a compact TIME-WAIT record outlives a connection that we
     /// closed first.
@@ -182,49 +219,87 @@ pub struct PollResult {
     /// Sockets whose readiness may have changed (re-check with [`NetStack::readiness`]).
     pub readiness_changed: Vec<SocketId>,
     /// Call `poll` again at this time (ms) even without an interrupt. A value
-    /// not after `now_ms` means "as soon as possible" (more frames pending, or
-    /// the transmit ring was full: also poll on TX completion).
+    /// not after `now_ms` means "as soon as possible" (more frames pending).
     pub next_poll_ms: Option<u64>,
     /// The IP configuration or [`NetStack::is_ready`] changed.
     pub config_changed: bool,
 }
 
-/// Work counters of the socket table.
+/// Work and memory counters of the socket table and the TCP engine.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StackStats {
-    /// smoltcp sockets handed to smoltcp (ingress, egress and deadline
-    /// queries), summed. With smoltcp's own `poll` this grows by the number
-    /// of open sockets per frame; here by a small constant.
+    /// Sockets (TCP segments handed to the engine, UDP and control socket
+    /// sets handed to smoltcp) visited, summed: grows by a small constant
+    /// per frame, whatever the number of open sockets.
     pub socket_visits: u64,
-    /// Frames given to smoltcp (after classification).
+    /// Frames given to smoltcp or to the TCP engine (after classification).
     pub frames_dispatched: u64,
-    /// SYNs refused because the listener's backlog was full.
+    /// SYNs (and cookie ACKs) dropped because a listener's accept queue was
+    /// full or the engine's connection limit was reached.
     pub listen_overflows: u64,
     /// Connections handed out by `tcp_accept`.
     pub accepted: u64,
-    /// SYNs dropped because the buffer budget (or the heap) had no room for
-    /// a new connection's buffers.
+    /// SYNs dropped (and connects refused) because the TCP engine's memory
+    /// passed [`StackOptions::buffer_budget`].
     pub budget_refusals: u64,
-    /// Bytes of TCP socket buffers held now (send + receive).
+    /// Bytes the TCP engine holds now: connections (control blocks and
+    /// queues) and the TIME-WAIT table.
     pub buffer_bytes: usize,
     /// The budget for [`StackStats::buffer_bytes`].
     pub buffer_budget: usize,
-    /// TCP connections with buffers (not listeners).
+    /// TCP connections (any state but TIME-WAIT; not listeners).
     pub tcp_connections: usize,
+    /// Bytes those connections hold (control blocks and queues).
+    pub tcp_connection_bytes: usize,
+    /// Payload bytes queued for sending, over all connections.
+    pub tcp_send_queued: usize,
+    /// Received bytes not yet read, over all connections.
+    pub tcp_recv_queued: usize,
     /// Compact TIME-WAIT records held now.
     pub time_wait: usize,
-    /// Connections that entered TIME-WAIT after we closed first (their
-    /// socket and buffers were freed, a record kept).
-    pub time_wait_entered: u64,
+    /// Bytes the TIME-WAIT table holds (records, hash table, expiry queue).
+    pub time_wait_bytes: usize,
     /// TIME-WAIT records recycled before their time (table full).
     pub time_wait_recycled: u64,
-    /// Segments that hit a TIME-WAIT record (a FIN is answered with an ACK).
-    pub time_wait_hits: u64,
+    /// TIME-WAIT records reopened by a new SYN.
+    pub time_wait_reopened: u64,
+    /// SYN-ACKs sent as SYN cookies (half-open queue full).
+    pub syn_cookies_sent: u64,
+    /// Connections created from a valid SYN cookie.
+    pub syn_cookies_accepted: u64,
+    /// ACKs to a listener with an invalid cookie.
+    pub syn_cookies_rejected: u64,
+    /// RSTs sent for segments that matched nothing.
+    pub tcp_resets_sent: u64,
+    /// Connections that ended with an error.
+    pub tcp_failed: u64,
+    /// TCP segments sent (before device segmentation).
+    pub tcp_segments_out: u64,
+    /// TCP segments dropped: no route, unresolved neighbour queue full, or
+    /// transmit queue full (the engine retransmits them).
+    pub tcp_segments_dropped: u64,
 }
 
-/// Bytes one TIME-WAIT record costs: its key and expiry in the lookup table
-/// and in the expiry queue (hash-table overhead not counted).
-pub const TIME_WAIT_RECORD_BYTES: usize = 2 * (mem::size_of::<FourTuple>() + mem::size_of::<u64>());
+impl StackStats {
+    /// Average bytes per TCP connection (0 without connections).
+    pub fn bytes_per_connection(&self) -> usize {
+        self.tcp_connection_bytes
+            .checked_div(self.tcp_connections)
+            .unwrap_or(0)
+    }
+
+    /// Average bytes per TIME-WAIT record, table overhead included (0
+    /// without records).
+    pub fn time_wait_bytes_per_record(&self) -> usize {
+        self.time_wait_bytes
+            .checked_div(self.time_wait)
+            .unwrap_or(0)
+    }
+}
+
+/// Bytes of one TIME-WAIT record itself (the table's slack comes on top:
+/// see [`StackStats::time_wait_bytes_per_record`]).
+pub const TIME_WAIT_RECORD_BYTES: usize = mem::size_of::<uk_tcp::timewait::TimeWaitRecord>();
 
 /// Bytes copied between applications and socket buffers.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -248,73 +323,46 @@ pub struct IpInfo {
     pub dns: Vec<Ipv4Addr>,
 }
 
-struct Conn {
-    /// Registered in `tcp_conns` while `Some`.
-    key: Option<FourTuple>,
-    /// The listener whose accept queue holds this connection.
-    parent: Option<SocketId>,
-    /// Closed by the application; freed once smoltcp reaches CLOSED.
-    orphan: bool,
-    last_state: tcp::State,
-    established: bool,
-    fin_seen: bool,
-    error: Option<NetError>,
-    /// Ended by reset or timeout (sticky, unlike `error`).
-    broken: bool,
+/// A TCP connection the application holds.
+struct TcpSock {
+    conn: ConnId,
+    key: FourTuple,
+    tx_buffer: usize,
     shut_wr: bool,
-    started_ms: u64,
-    last_rx_ms: u64,
-    /// Our own deadline (orphan FIN-WAIT-2 timeout).
-    deadline: Option<u64>,
-}
-
-impl Conn {
-    /// A connection in its first state, registered under `key`.
-    fn new(key: FourTuple, parent: Option<SocketId>, state: tcp::State, now_ms: u64) -> Conn {
-        Conn {
-            key: Some(key),
-            parent,
-            orphan: false,
-            last_state: state,
-            established: false,
-            fin_seen: false,
-            error: None,
-            broken: false,
-            shut_wr: false,
-            started_ms: now_ms,
-            last_rx_ms: now_ms,
-            deadline: None,
-        }
-    }
+    /// The connection's error was returned once (then EOF / EPIPE).
+    error_taken: bool,
 }
 
 struct Listener {
     port: u16,
-    backlog: usize,
-    pending: VecDeque<SocketId>,
     opts: SocketOptions,
 }
 
 enum Kind {
-    Tcp(Conn),
+    Tcp(TcpSock),
     Listener(Listener),
-    Udp { port: u16 },
+    Udp {
+        port: u16,
+        set: SocketSet<'static>,
+        handle: SocketHandle,
+    },
 }
 
 struct Entry {
-    set: SocketSet<'static>,
-    /// The socket in `set` (`None` for a listener whose backlog is full).
-    handle: Option<SocketHandle>,
     kind: Kind,
-    /// Scheduled deadline in `timers`.
+    /// Scheduled deadline in `timers` (UDP).
     poll_at: Option<u64>,
     dirty: bool,
     /// Bumped whenever a frame is delivered to this socket (or, for a
-    /// listener, to one of its not yet accepted connections): lets the
+    /// listener, for one of its not yet accepted connections): lets the
     /// epoll layer tell a new arrival from an unrelated state change.
     rx_gen: u64,
-    /// Bytes of socket buffers this entry holds (counted in the budget).
-    buf_bytes: usize,
+}
+
+/// A segment waiting for the device or for its next hop's MAC address.
+struct Pending {
+    seg: Segment<TcpPayload>,
+    next_hop: Ipv4Addr,
 }
 
 /// The network stack: interface, socket table and non-blocking socket API.
@@ -326,20 +374,21 @@ pub struct NetStack {
     now_ms: u64,
     slots: Vec<Option<Entry>>,
     free: Vec<u32>,
-    tcp_conns: HashMap<FourTuple, SocketId>,
+    tcp: Endpoint<TcpPayload>,
+    /// Connections the application holds, by engine handle and by 4-tuple.
+    tcp_by_conn: HashMap<ConnId, SocketId>,
+    tcp_by_key: HashMap<FourTuple, SocketId>,
     tcp_listeners: HashMap<u16, SocketId>,
     udp_ports: HashMap<u16, SocketId>,
     next_tcp_port: u16,
     next_udp_port: u16,
     timers: BTreeSet<(u64, u32)>,
     dirty: Vec<SocketId>,
-    arp_waiters: Vec<SocketId>,
     control: SocketSet<'static>,
     control_dirty: bool,
     control_poll_at: Option<u64>,
     dhcp: Option<SocketHandle>,
     icmp: SocketHandle,
-    empty: SocketSet<'static>,
     gateway: Option<Ipv4Addr>,
     dns: Vec<Ipv4Addr>,
     gateway_resolved: bool,
@@ -349,9 +398,31 @@ pub struct NetStack {
     stats: StackStats,
     copy: CopyStats,
     scratch: Vec<u8>,
-    /// TIME-WAIT records: 4-tuple → expiry (ms), and the same in expiry order.
-    time_wait: HashMap<FourTuple, u64>,
-    time_wait_fifo: VecDeque<(u64, FourTuple)>,
+    /// IPv4 → MAC of on-link neighbours (our own table: smoltcp's cache is
+    /// private to its interface).
+    neighbors: HashMap<Ipv4Addr, EthernetAddress>,
+    neighbor_order: VecDeque<Ipv4Addr>,
+    /// ARP requests sent (next hop → when), rate-limited per address.
+    arp_asked: HashMap<Ipv4Addr, u64>,
+    arp_pending: Vec<Pending>,
+    txq: VecDeque<Pending>,
+    segs: Vec<Segment<TcpPayload>>,
+    events: Vec<Event>,
+    /// Sockets whose send queue was full at their last send: the engine
+    /// reports writability against its own limit, so these are checked
+    /// after every poll and reported once they can take data again.
+    send_blocked: Vec<SocketId>,
+    /// Sockets a segment arrived for, or the application used, since the
+    /// last poll: reported as changed even when the engine saw no change
+    /// (a new arrival is an edge for `EPOLLET`, see
+    /// [`NetStack::rx_generation`]; a send that filled the queue cleared
+    /// `EPOLLOUT`, which epoll must learn to see it rise again).
+    rx_touched: Vec<SocketId>,
+    /// Last measured TCP engine memory, when, and SYNs admitted since.
+    tcp_bytes: usize,
+    tcp_bytes_at: Option<u64>,
+    syns_since_measure: usize,
+    ip_ident: u16,
 }
 
 fn instant(ms: u64) -> Instant {
@@ -372,45 +443,76 @@ fn v4(ep: IpEndpoint) -> SocketAddrV4 {
     SocketAddrV4::new(a, ep.port)
 }
 
-/// A received TCP/IPv4 frame's IP packet and TCP segment views.
-type TcpView<'a> = (Ipv4Packet<&'a [u8]>, TcpPacket<&'a [u8]>);
-
-/// The IPv4 and TCP headers of a frame the classifier accepted as TCP.
-fn parse_tcp(frame: &[u8]) -> Option<TcpView<'_>> {
-    EthernetFrame::new_checked(frame).ok()?;
-    let eth_len = ETH_HEADER_LEN;
-    let ip = Ipv4Packet::new_checked(frame.get(eth_len..)?).ok()?;
-    let ip_start = eth_len + usize::from(ip.header_len());
-    let ip_end = eth_len + usize::from(ip.total_len());
-    let tcp = TcpPacket::new_checked(frame.get(ip_start..ip_end)?).ok()?;
-    Some((ip, tcp))
-}
-
-/// A zeroed buffer of `n` bytes, or `None` when the heap has no room.
-fn try_buffer(n: usize) -> Option<Vec<u8>> {
-    let mut v = Vec::new();
-    v.try_reserve_exact(n).ok()?;
-    v.resize(n, 0);
-    Some(v)
-}
-
-/// Bytes of buffers a TCP socket with options `o` holds.
-fn tcp_buffer_bytes(o: &SocketOptions) -> usize {
-    o.rx_buffer.max(1) + o.tx_buffer.max(1)
-}
-
-/// A TCP socket with its buffers, or `None` when the heap cannot hold them
-/// (the caller refuses the connection: memory pressure never panics).
-fn new_tcp_socket(o: &SocketOptions) -> Option<tcp::Socket<'static>> {
-    let rx = tcp::SocketBuffer::new(try_buffer(o.rx_buffer.max(1))?);
-    let tx = tcp::SocketBuffer::new(try_buffer(o.tx_buffer.max(1))?);
-    let mut s = tcp::Socket::new(rx, tx);
-    s.set_nagle_enabled(!o.nodelay);
-    Some(s)
+fn ip4(a: IpAddr) -> Ipv4Addr {
+    match a {
+        IpAddr::V4(a) => a,
+        IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
+    }
 }
 
 fn one_set() -> SocketSet<'static> {
     SocketSet::new(Vec::with_capacity(1))
+}
+
+/// The engine's errors as errno-shaped ones.
+fn net_error(e: uk_tcp::Error) -> NetError {
+    match e {
+        uk_tcp::Error::WouldBlock => NetError::WouldBlock,
+        uk_tcp::Error::Closed | uk_tcp::Error::Aborted => NetError::BrokenPipe,
+        uk_tcp::Error::Reset => NetError::ConnReset,
+        uk_tcp::Error::Refused => NetError::ConnRefused,
+        uk_tcp::Error::TimedOut => NetError::TimedOut,
+        uk_tcp::Error::AddrInUse => NetError::AddrInUse,
+        uk_tcp::Error::InvalidInput => NetError::InvalidInput,
+    }
+}
+
+/// The engine's secret, from the stack's seed (the kernel seeds it from
+/// the time-stamp counter).
+fn tcp_secret(seed: u64) -> [u8; 16] {
+    let mut s = [0u8; 16];
+    s[..8].copy_from_slice(&seed.to_le_bytes());
+    s[8..].copy_from_slice(&(seed ^ 0x9e37_79b9_7f4a_7c15).rotate_left(29).to_le_bytes());
+    s
+}
+
+/// SYN retransmissions (1 s, 2 s, 4 s, ...) that fit in `timeout_ms`.
+fn syn_retries_for(timeout_ms: u64) -> u32 {
+    let mut n = 1;
+    while n < 10 && ((1u64 << (n + 2)) - 1) * 1000 <= timeout_ms {
+        n += 1;
+    }
+    n
+}
+
+/// The TCP engine's configuration for a device with IP MTU `mtu` and
+/// largest segmentable frame `tso`.
+fn tcp_config(opts: &StackOptions, mtu: usize, tso: Option<usize>) -> uk_tcp::Config {
+    let mss = (mtu.saturating_sub(IPV4_HEADER_LEN + 20)).clamp(536, 65_000) as u16;
+    let max_segment = match tso {
+        Some(max) => {
+            let room = max
+                .min(ETH_HEADER_LEN + 65_535)
+                .saturating_sub(ETH_HEADER_LEN + IPV4_HEADER_LEN + MAX_TCP_HEADER);
+            (room as u32).clamp(u32::from(mss), 65_160)
+        }
+        None => u32::from(mss),
+    };
+    let d = uk_tcp::Config::default();
+    uk_tcp::Config {
+        mss,
+        max_segment,
+        recv_window: opts.tcp.rx_buffer.clamp(8 * 1024, 1 << 30) as u32,
+        // Each socket's `tx_buffer` is enforced by the stack; this is a
+        // backstop.
+        send_buffer: 16 << 20,
+        nodelay: true,
+        syn_retries: syn_retries_for(opts.connect_timeout_ms),
+        orphan_fin_wait2_timeout: opts.fin_wait2_timeout_ms.saturating_mul(1000),
+        time_wait: opts.time_wait_ms.saturating_mul(1000),
+        time_wait_capacity: opts.max_time_wait.max(1),
+        ..d
+    }
 }
 
 impl NetStack {
@@ -434,6 +536,10 @@ impl NetStack {
             };
             Interface::new(cfg, &mut dev, instant(now_ms))
         };
+        let tso = nic
+            .tso_max_frame()
+            .filter(|&max| nic.tx_checksum_offload() && max > mtu + ETH_HEADER_LEN);
+        let tcp = Endpoint::new(tcp_config(&opts, mtu, tso), tcp_secret(opts.random_seed));
         let mut control = SocketSet::new(Vec::with_capacity(2));
         let mut ping = icmp::Socket::new(
             icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; 8], vec![0; 4096]),
@@ -450,20 +556,20 @@ impl NetStack {
             now_ms,
             slots: Vec::new(),
             free: Vec::new(),
-            tcp_conns: HashMap::new(),
+            tcp,
+            tcp_by_conn: HashMap::new(),
+            tcp_by_key: HashMap::new(),
             tcp_listeners: HashMap::new(),
             udp_ports: HashMap::new(),
             next_tcp_port: EPHEMERAL_FIRST,
             next_udp_port: EPHEMERAL_FIRST,
             timers: BTreeSet::new(),
             dirty: Vec::new(),
-            arp_waiters: Vec::new(),
             control,
             control_dirty: true,
             control_poll_at: None,
             dhcp: None,
             icmp,
-            empty: SocketSet::new(Vec::new()),
             gateway: None,
             dns: Vec::new(),
             gateway_resolved: false,
@@ -473,8 +579,19 @@ impl NetStack {
             stats: StackStats::default(),
             copy: CopyStats::default(),
             scratch,
-            time_wait: HashMap::new(),
-            time_wait_fifo: VecDeque::new(),
+            neighbors: HashMap::new(),
+            neighbor_order: VecDeque::new(),
+            arp_asked: HashMap::new(),
+            arp_pending: Vec::new(),
+            txq: VecDeque::new(),
+            segs: Vec::new(),
+            events: Vec::new(),
+            send_blocked: Vec::new(),
+            rx_touched: Vec::new(),
+            tcp_bytes: 0,
+            tcp_bytes_at: None,
+            syns_since_measure: 0,
+            ip_ident: 0,
         };
         match ip {
             NetConfig::Dhcp => {
@@ -504,8 +621,10 @@ impl NetStack {
         }
         self.gateway = gateway;
         self.dns = dns;
-        self.gateway_resolved = false;
-        self.arp_probe_at = gateway.map(|_| self.now_ms);
+        self.gateway_resolved = gateway.is_some_and(|g| self.neighbors.contains_key(&g));
+        self.arp_probe_at = gateway
+            .filter(|_| !self.gateway_resolved)
+            .map(|_| self.now_ms);
         self.config_changed = true;
     }
 
@@ -546,20 +665,59 @@ impl NetStack {
         self.counters
     }
 
-    /// Socket-table work counters.
+    /// Socket-table and TCP engine counters. Walks every TCP connection
+    /// (for the memory figures): for `STATS`, not for every packet.
     pub fn stats(&self) -> StackStats {
         let mut s = self.stats;
+        let t = self.tcp.stats();
         s.buffer_budget = self.opts.buffer_budget;
-        s.time_wait = self.time_wait.len();
-        s.tcp_connections = self.tcp_conns.len();
+        let tw = t.state(State::TimeWait);
+        s.time_wait = tw.count;
+        s.time_wait_bytes = tw.bytes;
+        s.tcp_connections = 0;
+        s.tcp_connection_bytes = 0;
+        for st in State::ALL {
+            if matches!(st, State::TimeWait | State::Listen) {
+                continue;
+            }
+            let x = t.state(st);
+            s.tcp_connections += x.count;
+            s.tcp_connection_bytes += x.bytes;
+        }
+        s.tcp_send_queued = t.send_queued;
+        s.tcp_recv_queued = t.recv_queued;
+        s.buffer_bytes = s.tcp_connection_bytes + s.time_wait_bytes;
+        let c = t.counters;
+        s.listen_overflows = c.listen_overflows;
+        s.syn_cookies_sent = c.syn_cookies_sent;
+        s.syn_cookies_accepted = c.syn_cookies_accepted;
+        s.syn_cookies_rejected = c.syn_cookies_rejected;
+        s.tcp_resets_sent = c.resets_sent;
+        s.tcp_failed = c.failed;
+        s.time_wait_recycled = t.time_wait_recycled;
+        s.time_wait_reopened = c.time_wait_reopened;
         s
     }
 
-    /// Bytes of socket buffers one TCP connection with the default options
-    /// holds (send + receive); a TIME-WAIT record holds
-    /// [`TIME_WAIT_RECORD_BYTES`] instead.
+    /// Average bytes per TCP connection now (control block and queues; an
+    /// idle connection holds no buffers). Walks every connection.
     pub fn tcp_bytes_per_connection(&self) -> usize {
-        tcp_buffer_bytes(&self.opts.tcp)
+        self.stats().bytes_per_connection()
+    }
+
+    /// Bytes one TCP connection holds, by socket id (0 for other sockets).
+    pub fn tcp_connection_bytes(&self, id: SocketId) -> usize {
+        match self.entry(id) {
+            Ok(Entry {
+                kind: Kind::Tcp(t), ..
+            }) => self.tcp.memory_bytes(t.conn),
+            _ => 0,
+        }
+    }
+
+    /// The TCP engine (read-only: state, per-connection statistics).
+    pub fn tcp_engine(&self) -> &Endpoint<TcpPayload> {
+        &self.tcp
     }
 
     /// Copy accounting.
@@ -567,7 +725,9 @@ impl NetStack {
         self.copy
     }
 
-    /// Number of live sockets, including closed ones still in TIME-WAIT or draining.
+    /// Number of live sockets the application holds (connections the TCP
+    /// engine finishes closing on its own, and TIME-WAIT records, not
+    /// included).
     pub fn socket_count(&self) -> usize {
         self.slots.len() - self.free.len()
     }
@@ -575,7 +735,13 @@ impl NetStack {
     /// True when socket calls queued work that only `poll` performs (send
     /// data, window updates, FIN): the kernel should call `poll` soon.
     pub fn needs_poll(&self) -> bool {
-        !self.dirty.is_empty() || self.control_dirty
+        !self.dirty.is_empty()
+            || !self.rx_touched.is_empty()
+            || self.control_dirty
+            || self
+                .tcp
+                .next_deadline()
+                .is_some_and(|t| t <= self.now_ms.saturating_mul(1000))
     }
 
     // ----- slab -------------------------------------------------------------
@@ -587,6 +753,15 @@ impl NetStack {
         } else {
             self.slots.push(Some(e));
             SocketId((self.slots.len() - 1) as u32)
+        }
+    }
+
+    fn new_entry(kind: Kind) -> Entry {
+        Entry {
+            kind,
+            poll_at: None,
+            dirty: false,
+            rx_gen: 0,
         }
     }
 
@@ -611,53 +786,24 @@ impl NetStack {
         if let Some(t) = e.poll_at {
             self.timers.remove(&(t, id.0));
         }
-        self.release_buffers(e.buf_bytes);
+        if !self.send_blocked.is_empty() {
+            self.send_blocked.retain(|&x| x != id);
+        }
         match e.kind {
-            Kind::Tcp(c) => {
-                if let Some(k) = c.key {
-                    self.tcp_conns.remove(&k);
+            Kind::Tcp(t) => {
+                self.tcp_by_conn.remove(&t.conn);
+                if self.tcp_by_key.get(&t.key) == Some(&id) {
+                    self.tcp_by_key.remove(&t.key);
                 }
             }
             Kind::Listener(l) => {
                 self.tcp_listeners.remove(&l.port);
             }
-            Kind::Udp { port } => {
+            Kind::Udp { port, .. } => {
                 self.udp_ports.remove(&port);
             }
         }
         self.free.push(id.0);
-    }
-
-    fn release_buffers(&mut self, bytes: usize) {
-        self.stats.buffer_bytes = self.stats.buffer_bytes.saturating_sub(bytes);
-        if bytes > 0 && !self.tcp_listeners.is_empty() {
-            // Room again: listeners the budget left unarmed may arm.
-            let unarmed: Vec<SocketId> = self
-                .tcp_listeners
-                .values()
-                .copied()
-                .filter(|&l| self.entry(l).is_ok_and(|e| e.handle.is_none()))
-                .collect();
-            for l in unarmed {
-                self.arm(l);
-            }
-        }
-    }
-
-    /// A new TCP socket whose buffers fit the budget, counted in it; `None`
-    /// (counted as a refusal) when the budget or the heap has no room.
-    fn budgeted_tcp_socket(&mut self, o: &SocketOptions) -> Option<(tcp::Socket<'static>, usize)> {
-        let bytes = tcp_buffer_bytes(o);
-        if self.stats.buffer_bytes.saturating_add(bytes) > self.opts.buffer_budget {
-            self.stats.budget_refusals += 1;
-            return None;
-        }
-        let Some(s) = new_tcp_socket(o) else {
-            self.stats.budget_refusals += 1;
-            return None;
-        };
-        self.stats.buffer_bytes += bytes;
-        Some((s, bytes))
     }
 
     fn mark_dirty(&mut self, id: SocketId) {
@@ -683,6 +829,10 @@ impl NetStack {
         if let Some(t) = at {
             self.timers.insert((t, id.0));
         }
+    }
+
+    fn now_us(&self) -> u64 {
+        self.now_ms.saturating_mul(1000)
     }
 
     // ----- smoltcp calls ----------------------------------------------------
@@ -735,13 +885,19 @@ impl NetStack {
     }
 
     fn take_set(&mut self, id: SocketId) -> Option<SocketSet<'static>> {
-        let e = self.slots.get_mut(id.0 as usize)?.as_mut()?;
-        Some(mem::replace(&mut e.set, SocketSet::new(Vec::new())))
+        match &mut self.slots.get_mut(id.0 as usize)?.as_mut()?.kind {
+            Kind::Udp { set, .. } => Some(mem::replace(set, SocketSet::new(Vec::new()))),
+            _ => None,
+        }
     }
 
-    fn put_set(&mut self, id: SocketId, set: SocketSet<'static>) {
-        if let Some(Some(e)) = self.slots.get_mut(id.0 as usize) {
-            e.set = set;
+    fn put_set(&mut self, id: SocketId, new: SocketSet<'static>) {
+        if let Some(Some(Entry {
+            kind: Kind::Udp { set, .. },
+            ..
+        })) = self.slots.get_mut(id.0 as usize)
+        {
+            *set = new;
         }
     }
 
@@ -754,7 +910,6 @@ impl NetStack {
         self.now_ms = now_ms;
         let now = instant(now_ms);
         self.iface.poll_maintenance(now);
-        self.expire_time_wait();
 
         let mut n = 0;
         while n < self.opts.max_rx_per_poll {
@@ -782,7 +937,7 @@ impl NetStack {
         let mut changed = Vec::new();
         let dirty = mem::take(&mut self.dirty);
         for id in dirty {
-            self.service(nic, id, now, &mut changed);
+            self.service_udp(nic, id, now, &mut changed);
         }
 
         let control_due = self.control_poll_at.is_some_and(|t| t <= now_ms);
@@ -790,6 +945,9 @@ impl NetStack {
             self.service_control(nic, now);
         }
         self.probe_gateway(nic);
+
+        self.tcp_egress(nic);
+        self.tcp_events(&mut changed);
 
         // Every poll, not only those that transmitted: besides notifying the
         // device of new frames, this is where the driver takes back transmit
@@ -801,8 +959,9 @@ impl NetStack {
         changed.sort_unstable();
         changed.dedup();
         let mut next = self.timers.first().map(|&(t, _)| t);
-        let tw = self.time_wait_fifo.front().map(|&(t, _)| t);
-        for t in [self.control_poll_at, self.arp_probe_at, tw]
+        let tcp_next = self.tcp.next_deadline().map(|us| us.div_ceil(1000));
+        let txq_next = (!self.txq.is_empty()).then_some(now_ms + 1);
+        for t in [self.control_poll_at, self.arp_probe_at, tcp_next, txq_next]
             .into_iter()
             .flatten()
         {
@@ -829,51 +988,92 @@ impl NetStack {
         match classify(frame, &us) {
             Class::Drop(r) => self.counters.rx_dropped.count(r),
             Class::Arp { sender } => {
+                let mac = EthernetFrame::new_unchecked(frame).src_addr();
+                if let Ok(pkt) = ArpPacket::new_checked(&frame[ETH_HEADER_LEN..])
+                    && let Ok(ArpRepr::EthernetIpv4 {
+                        source_hardware_addr,
+                        ..
+                    }) = ArpRepr::parse(&pkt)
+                {
+                    self.learn_neighbor(sender, source_hardware_addr);
+                } else {
+                    self.learn_neighbor(sender, mac);
+                }
                 if Some(sender) == self.gateway && !self.gateway_resolved {
                     self.gateway_resolved = true;
                     self.arp_probe_at = None;
                     self.config_changed = true;
                 }
                 self.feed_control(nic, frame, now);
-                // Sockets held back waiting for a neighbour may go now.
-                for id in mem::take(&mut self.arp_waiters) {
-                    self.mark_dirty(id);
-                }
             }
             Class::Control => self.feed_control(nic, frame, now),
             Class::Udp { dst_port } => {
                 if dst_port == DHCP_CLIENT_PORT && self.dhcp.is_some() {
                     self.feed_control(nic, frame, now);
                 } else if let Some(&id) = self.udp_ports.get(&dst_port) {
-                    self.feed_socket(nic, id, frame, now);
+                    self.feed_udp(nic, id, frame, now);
                 } else if us.addr.is_none() {
                     self.counters.rx_dropped.count(DropReason::NotForUs);
                 } else {
-                    self.feed_empty(nic, frame, now);
+                    // smoltcp answers with ICMP port unreachable.
+                    let mut set = SocketSet::new(Vec::new());
+                    self.feed(nic, &mut set, frame, now);
                 }
             }
-            Class::Tcp { key, syn_only } => {
-                if let Some(&id) = self.tcp_conns.get(&key) {
-                    let now_ms = self.now_ms;
-                    if let Ok(Entry {
-                        kind: Kind::Tcp(c), ..
-                    }) = self.entry_mut(id)
-                    {
-                        c.last_rx_ms = now_ms;
-                    }
-                    self.feed_socket(nic, id, frame, now);
-                } else if self.time_wait_segment(nic, &key, frame) {
-                    // Consumed by its TIME-WAIT record.
-                } else if let Some(&lid) = self.tcp_listeners.get(&key.local_port)
-                    && syn_only
-                {
-                    self.feed_listener(nic, lid, key, frame, now);
-                } else {
-                    // smoltcp answers with RST.
-                    self.feed_empty(nic, frame, now);
-                }
+            Class::Tcp { key, syn_only } => self.ingress_tcp(frame, key, syn_only, us.addr),
+        }
+    }
+
+    /// Hands a TCP segment (checksums verified by the classifier) to the
+    /// engine.
+    fn ingress_tcp(
+        &mut self,
+        frame: &[u8],
+        key: FourTuple,
+        syn_only: bool,
+        cidr: Option<Ipv4Cidr>,
+    ) {
+        let Some(ip) = frame.get(ETH_HEADER_LEN..) else {
+            return;
+        };
+        let ip = Ipv4Packet::new_unchecked(ip);
+        let (ihl, total) = (usize::from(ip.header_len()), usize::from(ip.total_len()));
+        let Some(seg) = frame.get(ETH_HEADER_LEN + ihl..ETH_HEADER_LEN + total) else {
+            return;
+        };
+        let sid = self.tcp_by_key.get(&key).copied();
+        if syn_only && sid.is_none() && self.over_budget() {
+            self.stats.budget_refusals += 1;
+            return;
+        }
+        if syn_only && sid.is_none() {
+            self.syns_since_measure += 1;
+        }
+        // A host on our link: remember its MAC (replies go straight back).
+        if cidr.is_some_and(|c| c.contains_addr(&key.remote_addr)) {
+            let src = EthernetFrame::new_unchecked(frame).src_addr();
+            if src.is_unicast() {
+                self.learn_neighbor(key.remote_addr, src);
             }
         }
+        if let Some(id) = sid {
+            self.rx_touched.push(id);
+        }
+        let target = sid.or_else(|| self.tcp_listeners.get(&key.local_port).copied());
+        if let Some(id) = target
+            && let Ok(e) = self.entry_mut(id)
+        {
+            e.rx_gen += 1;
+        }
+        self.stats.socket_visits += 1;
+        self.stats.frames_dispatched += 1;
+        let now_us = self.now_us();
+        let _ = self.tcp.on_segment_unchecked(
+            now_us,
+            IpAddr::V4(key.remote_addr),
+            IpAddr::V4(key.local_addr),
+            seg,
+        );
     }
 
     fn feed_control<N: Nic>(&mut self, nic: &mut N, frame: &[u8], now: Instant) {
@@ -883,14 +1083,10 @@ impl NetStack {
         self.control_dirty = true;
     }
 
-    fn feed_empty<N: Nic>(&mut self, nic: &mut N, frame: &[u8], now: Instant) {
-        let mut set = mem::replace(&mut self.empty, SocketSet::new(Vec::new()));
-        self.feed(nic, &mut set, frame, now);
-        self.empty = set;
-    }
-
-    fn feed_socket<N: Nic>(&mut self, nic: &mut N, id: SocketId, frame: &[u8], now: Instant) {
-        self.bump_rx_gen(id);
+    fn feed_udp<N: Nic>(&mut self, nic: &mut N, id: SocketId, frame: &[u8], now: Instant) {
+        if let Ok(e) = self.entry_mut(id) {
+            e.rx_gen += 1;
+        }
         let Some(mut set) = self.take_set(id) else {
             return;
         };
@@ -899,294 +1095,25 @@ impl NetStack {
         self.mark_dirty(id);
     }
 
-    fn feed_listener<N: Nic>(
-        &mut self,
-        nic: &mut N,
-        lid: SocketId,
-        key: FourTuple,
-        frame: &[u8],
-        now: Instant,
-    ) {
-        let Ok(e) = self.entry(lid) else { return };
-        let Some(handle) = e.handle else {
-            // Backlog full: drop the SYN, as Linux does; the client retransmits
-            // it and gets in once the application has accepted some.
-            self.stats.listen_overflows += 1;
-            return;
-        };
-        let Some(mut set) = self.take_set(lid) else {
-            return;
-        };
-        self.feed(nic, &mut set, frame, now);
-        if set.get::<tcp::Socket>(handle).state() == tcp::State::Listen {
-            self.put_set(lid, set);
-            return;
-        }
-        // The armed socket took the SYN: move it out into its own entry,
-        // with its buffers' share of the budget.
-        let sock = set.remove(handle);
-        self.put_set(lid, set);
-        let bytes = self
-            .entry_mut(lid)
-            .map_or(0, |e| mem::take(&mut e.buf_bytes));
-        let mut cset = one_set();
-        let h = cset.add(sock);
-        let now_ms = self.now_ms;
-        let id = self.alloc(Entry {
-            set: cset,
-            handle: Some(h),
-            kind: Kind::Tcp(Conn::new(key, Some(lid), tcp::State::SynReceived, now_ms)),
-            poll_at: None,
-            dirty: false,
-            rx_gen: 0,
-            buf_bytes: bytes,
-        });
-        self.tcp_conns.insert(key, id);
-        if let Ok(Entry {
-            handle,
-            kind: Kind::Listener(l),
-            ..
-        }) = self.entry_mut(lid)
-        {
-            *handle = None;
-            l.pending.push_back(id);
-        }
-        self.mark_dirty(id);
-        self.arm(lid);
-    }
-
-    /// Arms a fresh listening socket if the listener has none, room in its
-    /// backlog, and the buffer budget room for one more connection. Unarmed,
-    /// the listener drops SYNs; it is armed again when buffers are released.
-    fn arm(&mut self, lid: SocketId) {
-        let timeout = Duration::from_millis(self.opts.connect_timeout_ms);
-        let Ok(e) = self.entry(lid) else { return };
-        let Kind::Listener(l) = &e.kind else { return };
-        if e.handle.is_some() || l.pending.len() >= l.backlog {
-            return;
-        }
-        let (port, opts) = (l.port, l.opts);
-        let Some((mut s, bytes)) = self.budgeted_tcp_socket(&opts) else {
-            return;
-        };
-        s.set_timeout(Some(timeout));
-        if s.listen(port).is_err() {
-            self.release_buffers(bytes);
-            return;
-        }
-        if let Ok(e) = self.entry_mut(lid) {
-            e.handle = Some(e.set.add(s));
-            e.buf_bytes = bytes;
-        }
-    }
-
-    /// Egress, state bookkeeping and rescheduling for one dirty socket.
-    fn service<N: Nic>(
+    /// Egress and rescheduling for one dirty UDP socket.
+    fn service_udp<N: Nic>(
         &mut self,
         nic: &mut N,
         id: SocketId,
         now: Instant,
         changed: &mut Vec<SocketId>,
     ) {
+        if let Ok(e) = self.entry_mut(id) {
+            e.dirty = false;
+        }
         let Some(mut set) = self.take_set(id) else {
             return;
         };
-        let info = self.drain(nic, &mut set, now);
-        if info.arp_sent {
-            self.arp_waiters.push(id);
-        }
-        let mut deadline = self.deadline_of(&set, now);
-        let now_ms = self.now_ms;
-        let opts = self.opts;
-        let Ok(e) = self.entry_mut(id) else { return };
-        e.dirty = false;
-        let handle = e.handle;
-        let mut outcome = Outcome::Keep;
-        match (&mut e.kind, handle) {
-            (Kind::Tcp(c), Some(h)) => {
-                let sock = set.get_mut::<tcp::Socket>(h);
-                outcome = update_conn(c, sock, now_ms, &opts);
-                if let Some(d) = c.deadline {
-                    deadline = Some(deadline.map_or(d, |x| x.min(d)));
-                }
-                match c.parent {
-                    Some(p) if outcome != Outcome::Keep => changed.push(p),
-                    Some(_) => {}
-                    None if !c.orphan => changed.push(id),
-                    None => {}
-                }
-            }
-            (Kind::Udp { .. }, _) => changed.push(id),
-            _ => {}
-        }
+        self.drain(nic, &mut set, now);
+        let deadline = self.deadline_of(&set, now);
         self.put_set(id, set);
-        match outcome {
-            Outcome::Keep | Outcome::Notify => self.reschedule(id, deadline),
-            Outcome::Closed => self.on_closed(id, deadline),
-            Outcome::TimeWait => self.enter_time_wait(id),
-        }
-    }
-
-    /// Replaces an orphaned connection in TIME-WAIT by a compact record
-    /// (its 4-tuple and expiry) and frees the socket with its buffers.
-    fn enter_time_wait(&mut self, id: SocketId) {
-        let key = match self.entry(id) {
-            Ok(Entry {
-                kind: Kind::Tcp(c), ..
-            }) => c.key,
-            _ => None,
-        };
-        self.free_slot(id);
-        let Some(key) = key else { return };
-        self.stats.time_wait_entered += 1;
-        let max = self.opts.max_time_wait;
-        if max == 0 {
-            return;
-        }
-        while self.time_wait.len() >= max || self.time_wait_fifo.len() >= max.saturating_mul(2) {
-            let Some((t, k)) = self.time_wait_fifo.pop_front() else {
-                break;
-            };
-            if self.time_wait.get(&k) == Some(&t) {
-                self.time_wait.remove(&k);
-                self.stats.time_wait_recycled += 1;
-            }
-        }
-        // A record the heap has no room for is simply not kept.
-        if self.time_wait.try_reserve(1).is_err() || self.time_wait_fifo.try_reserve(1).is_err() {
-            return;
-        }
-        let expiry = self.now_ms.saturating_add(self.opts.time_wait_ms);
-        self.time_wait.insert(key, expiry);
-        self.time_wait_fifo.push_back((expiry, key));
-    }
-
-    /// Drops TIME-WAIT records whose time is up.
-    fn expire_time_wait(&mut self) {
-        while let Some(&(t, k)) = self.time_wait_fifo.front() {
-            if t > self.now_ms {
-                break;
-            }
-            self.time_wait_fifo.pop_front();
-            if self.time_wait.get(&k) == Some(&t) {
-                self.time_wait.remove(&k);
-            }
-        }
-    }
-
-    /// A segment for a 4-tuple in TIME-WAIT. Returns true when it is
-    /// consumed here; false when it should go on (a new SYN for the same
-    /// 4-tuple starts a new incarnation, as Linux allows).
-    fn time_wait_segment<N: Nic>(&mut self, nic: &mut N, key: &FourTuple, frame: &[u8]) -> bool {
-        let Some(&expiry) = self.time_wait.get(key) else {
-            return false;
-        };
-        if expiry <= self.now_ms {
-            self.time_wait.remove(key);
-            return false;
-        }
-        let Some((_, tcp)) = parse_tcp(frame) else {
-            return true;
-        };
-        if tcp.rst() {
-            self.time_wait.remove(key);
-            return true;
-        }
-        if tcp.syn() && !tcp.ack() {
-            self.time_wait.remove(key);
-            return false;
-        }
-        self.stats.time_wait_hits += 1;
-        if tcp.fin() && tcp.ack() {
-            self.time_wait_ack(nic, frame);
-        }
-        true
-    }
-
-    /// Answers a retransmitted FIN of a connection in TIME-WAIT with the ACK
-    /// it missed, built from the segment alone: our sequence number is what
-    /// it acknowledges, and we acknowledge its data and FIN.
-    fn time_wait_ack<N: Nic>(&mut self, nic: &mut N, frame: &[u8]) {
-        let Some((ip, tcp)) = parse_tcp(frame) else {
-            return;
-        };
-        let eth = EthernetFrame::new_unchecked(frame);
-        let consumed = tcp.payload().len() + 1;
-        let repr = TcpRepr {
-            src_port: tcp.dst_port(),
-            dst_port: tcp.src_port(),
-            control: TcpControl::None,
-            seq_number: tcp.ack_number(),
-            ack_number: Some(tcp.seq_number() + consumed),
-            window_len: 0,
-            window_scale: None,
-            max_seg_size: None,
-            sack_permitted: false,
-            sack_ranges: [None; 3],
-            timestamp: None,
-            payload: &[],
-        };
-        let ip_repr = Ipv4Repr {
-            src_addr: ip.dst_addr(),
-            dst_addr: ip.src_addr(),
-            next_header: IpProtocol::Tcp,
-            payload_len: repr.buffer_len(),
-            hop_limit: 64,
-        };
-        let eth_repr = EthernetRepr {
-            src_addr: self.mac,
-            dst_addr: eth.src_addr(),
-            ethertype: EthernetProtocol::Ipv4,
-        };
-        let len = eth_repr.buffer_len() + ip_repr.buffer_len() + repr.buffer_len();
-        let caps = ChecksumCapabilities::default();
-        let sent = nic.transmit(len, |buf| {
-            let mut f = EthernetFrame::new_unchecked(&mut buf[..]);
-            eth_repr.emit(&mut f);
-            let mut p = Ipv4Packet::new_unchecked(f.payload_mut());
-            ip_repr.emit(&mut p, &caps);
-            let mut t = TcpPacket::new_unchecked(p.payload_mut());
-            repr.emit(
-                &mut t,
-                &IpAddress::Ipv4(ip_repr.src_addr),
-                &IpAddress::Ipv4(ip_repr.dst_addr),
-                &caps,
-            );
-        });
-        if sent {
-            self.counters.tx_frames += 1;
-            self.counters.tx_bytes += len as u64;
-        }
-    }
-
-    fn on_closed(&mut self, id: SocketId, deadline: Option<u64>) {
-        let Ok(Entry {
-            kind: Kind::Tcp(c), ..
-        }) = self.entry_mut(id)
-        else {
-            return;
-        };
-        let key = c.key.take();
-        let parent = c.parent.take();
-        let orphan = c.orphan;
-        if let Some(k) = key {
-            self.tcp_conns.remove(&k);
-        }
-        if let Some(p) = parent {
-            if let Ok(Entry {
-                kind: Kind::Listener(l),
-                ..
-            }) = self.entry_mut(p)
-            {
-                l.pending.retain(|&x| x != id);
-            }
-            self.free_slot(id);
-            self.arm(p);
-        } else if orphan {
-            self.free_slot(id);
-        } else {
-            self.reschedule(id, deadline);
-        }
+        changed.push(id);
+        self.reschedule(id, deadline);
     }
 
     fn service_control<N: Nic>(&mut self, nic: &mut N, now: Instant) {
@@ -1218,22 +1145,26 @@ impl NetStack {
     }
 
     fn probe_gateway<N: Nic>(&mut self, nic: &mut N) {
-        let (Some(at), Some(gw), Some(cidr)) = (self.arp_probe_at, self.gateway, self.cidr())
-        else {
+        let (Some(at), Some(gw)) = (self.arp_probe_at, self.gateway) else {
             return;
         };
         if self.gateway_resolved || at > self.now_ms {
             return;
         }
         self.arp_probe_at = Some(self.now_ms + self.opts.arp_retry_ms);
+        self.send_arp_request(nic, gw);
+    }
+
+    fn send_arp_request<N: Nic>(&mut self, nic: &mut N, target: Ipv4Addr) {
+        let Some(cidr) = self.cidr() else { return };
         let repr = ArpRepr::EthernetIpv4 {
             operation: ArpOperation::Request,
             source_hardware_addr: self.mac,
             source_protocol_addr: cidr.address(),
             target_hardware_addr: EthernetAddress([0; 6]),
-            target_protocol_addr: gw,
+            target_protocol_addr: target,
         };
-        let len = crate::nic::ETH_HEADER_LEN + repr.buffer_len();
+        let len = ETH_HEADER_LEN + repr.buffer_len();
         let mac = self.mac;
         if !nic.can_transmit() {
             return;
@@ -1253,6 +1184,227 @@ impl NetStack {
         }
     }
 
+    // ----- TCP egress -------------------------------------------------------
+
+    fn learn_neighbor(&mut self, ip: Ipv4Addr, mac: EthernetAddress) {
+        if !mac.is_unicast() || ip.is_unspecified() {
+            return;
+        }
+        if self.neighbors.insert(ip, mac).is_none() {
+            self.neighbor_order.push_back(ip);
+            while self.neighbor_order.len() > MAX_NEIGHBORS {
+                if let Some(old) = self.neighbor_order.pop_front() {
+                    self.neighbors.remove(&old);
+                }
+            }
+        }
+        self.arp_asked.remove(&ip);
+        if self.arp_pending.iter().any(|p| p.next_hop == ip) {
+            // Segments that waited for this neighbour go first.
+            let (ready, wait): (Vec<Pending>, Vec<Pending>) = mem::take(&mut self.arp_pending)
+                .into_iter()
+                .partition(|p| p.next_hop == ip);
+            self.arp_pending = wait;
+            for p in ready.into_iter().rev() {
+                self.txq.push_front(p);
+            }
+        }
+    }
+
+    /// The next hop towards `dst`: itself when on-link, else the gateway.
+    fn next_hop(&self, dst: Ipv4Addr) -> Option<Ipv4Addr> {
+        let cidr = self.cidr()?;
+        if cidr.contains_addr(&dst) || dst.is_broadcast() {
+            Some(dst)
+        } else {
+            self.gateway
+        }
+    }
+
+    /// Sends what the TCP engine has to send (and what waited for the ring).
+    fn tcp_egress<N: Nic>(&mut self, nic: &mut N) {
+        let now_us = self.now_us();
+        let tso = nic
+            .tso_max_frame()
+            .filter(|&max| nic.tx_checksum_offload() && max > self.mtu + ETH_HEADER_LEN);
+        let mut segs = mem::take(&mut self.segs);
+        self.tcp.poll(now_us, &mut segs);
+        for seg in segs.drain(..) {
+            let Some(hop) = self.next_hop(ip4(seg.remote_ip)) else {
+                self.stats.tcp_segments_dropped += 1;
+                continue;
+            };
+            if self.txq.len() >= MAX_TX_QUEUE {
+                self.stats.tcp_segments_dropped += 1;
+                continue;
+            }
+            let frame_len = ETH_HEADER_LEN + IPV4_HEADER_LEN + seg.tcp_len();
+            if seg.needs_segmentation() && tso.is_none_or(|max| frame_len > max) {
+                // No device segmentation for this one: cut it here (the
+                // fragments are sliced, not copied).
+                for part in seg.split() {
+                    self.txq.push_back(Pending {
+                        seg: part,
+                        next_hop: hop,
+                    });
+                }
+            } else {
+                self.txq.push_back(Pending { seg, next_hop: hop });
+            }
+        }
+        if segs.capacity() > 1024 {
+            segs = Vec::new();
+        }
+        self.segs = segs;
+        while let Some(p) = self.txq.pop_front() {
+            let Some(&mac) = self.neighbors.get(&p.next_hop) else {
+                let hop = p.next_hop;
+                if self.arp_pending.len() >= MAX_ARP_PENDING {
+                    // The oldest waits longest for an answer that may never
+                    // come; the engine retransmits what is dropped.
+                    self.arp_pending.remove(0);
+                    self.stats.tcp_segments_dropped += 1;
+                }
+                self.arp_pending.push(p);
+                let due = self
+                    .arp_asked
+                    .get(&hop)
+                    .is_none_or(|&t| self.now_ms >= t + self.opts.arp_retry_ms);
+                if due {
+                    if self.arp_asked.len() >= MAX_NEIGHBORS {
+                        self.arp_asked.clear();
+                    }
+                    self.arp_asked.insert(hop, self.now_ms);
+                    self.send_arp_request(nic, hop);
+                }
+                continue;
+            };
+            if !nic.can_transmit() {
+                self.txq.push_front(p);
+                break;
+            }
+            let mut p = p;
+            if !self.transmit_segment(nic, &mut p.seg, mac) {
+                self.txq.push_front(p);
+                break;
+            }
+        }
+    }
+
+    /// Writes one segment (Ethernet + IPv4 + TCP header, then the payload
+    /// fragments: the one copy) into the device's transmit buffer.
+    /// False (the segment kept for later) when the ring is full.
+    fn transmit_segment<N: Nic>(
+        &mut self,
+        nic: &mut N,
+        seg: &mut Segment<TcpPayload>,
+        mac: EthernetAddress,
+    ) -> bool {
+        let offload = nic.tx_checksum_offload();
+        let frame_len = ETH_HEADER_LEN + IPV4_HEADER_LEN + seg.tcp_len();
+        if offload {
+            seg.fill_partial_checksum();
+        } else {
+            seg.fill_checksum();
+        }
+        let ident = self.ip_ident;
+        let src_mac = self.mac;
+        let seg = &*seg;
+        let fill = |buf: &mut [u8]| write_frame(buf, seg, src_mac, mac, ident);
+        let big = seg.needs_segmentation();
+        let ok = if big {
+            nic.transmit_tso(frame_len, seg.mss, fill)
+        } else {
+            nic.transmit(frame_len, fill)
+        };
+        if !ok {
+            self.counters.tx_dropped += 1;
+            return false;
+        }
+        self.ip_ident = self.ip_ident.wrapping_add(if big {
+            seg.payload_len.div_ceil(usize::from(seg.mss.max(1))) as u16
+        } else {
+            1
+        });
+        self.counters.tx_frames += 1;
+        self.counters.tx_tso_frames += u64::from(big);
+        self.counters.tx_bytes += frame_len as u64;
+        self.stats.tcp_segments_out += 1;
+        true
+    }
+
+    /// Passes the engine's readiness events on as changed sockets.
+    fn tcp_events(&mut self, changed: &mut Vec<SocketId>) {
+        let mut events = mem::take(&mut self.events);
+        self.tcp.take_events(&mut events);
+        for ev in events.drain(..) {
+            self.stats.socket_visits += 1;
+            let id = match ev {
+                Event::Conn(c) => self.tcp_by_conn.get(&c).copied(),
+                Event::Accept(port) => self.tcp_listeners.get(&port).copied(),
+            };
+            if let Some(id) = id {
+                changed.push(id);
+            }
+        }
+        self.events = events;
+        for id in self.rx_touched.drain(..) {
+            if self.slots.get(id.0 as usize).is_some_and(Option::is_some) {
+                changed.push(id);
+            }
+        }
+        if !self.send_blocked.is_empty() {
+            let mut blocked = mem::take(&mut self.send_blocked);
+            blocked.retain(|&id| {
+                let r = self.readiness(id);
+                if r == 0 && self.entry(id).is_err() {
+                    return false;
+                }
+                if r & (EPOLLOUT | EPOLLERR | EPOLLHUP) != 0 {
+                    changed.push(id);
+                    false
+                } else {
+                    true
+                }
+            });
+            self.send_blocked = blocked;
+        }
+    }
+
+    /// Measures the engine's memory (a walk over its connections) when the
+    /// budget is finite and the last measurement is old.
+    fn measure_tcp_memory(&mut self) {
+        if self.opts.buffer_budget == usize::MAX {
+            return;
+        }
+        let due = self
+            .tcp_bytes_at
+            .is_none_or(|t| self.now_ms >= t + BUDGET_MEASURE_MS);
+        if !due {
+            return;
+        }
+        let s = self.tcp.stats();
+        let mut bytes = s.send_queued;
+        for st in State::ALL {
+            if st != State::Listen {
+                bytes += s.state(st).bytes;
+            }
+        }
+        self.tcp_bytes = bytes;
+        self.tcp_bytes_at = Some(self.now_ms);
+        self.syns_since_measure = 0;
+    }
+
+    fn over_budget(&mut self) -> bool {
+        if self.opts.buffer_budget == usize::MAX {
+            return false;
+        }
+        self.measure_tcp_memory();
+        let estimate = self
+            .tcp_bytes
+            .saturating_add(self.syns_since_measure.saturating_mul(SYN_ESTIMATE_BYTES));
+        estimate > self.opts.buffer_budget
+    }
     // ----- ICMP echo ----------------------------------------------------------
 
     /// Queues an ICMP echo request to `target` (answers come back through
@@ -1301,7 +1453,7 @@ impl NetStack {
     // ----- TCP ----------------------------------------------------------------
 
     /// Listens on `port` (0 picks an ephemeral port) with room for `backlog`
-    /// connections not yet accepted (0 means the default).
+    /// established connections not yet accepted (0 means the default).
     pub fn tcp_listen(&mut self, port: u16, backlog: usize) -> Result<SocketId> {
         let opts = self.opts.tcp;
         self.tcp_listen_with(port, backlog, opts)
@@ -1328,22 +1480,14 @@ impl NetStack {
             backlog
         }
         .clamp(1, 65_535);
-        let id = self.alloc(Entry {
-            set: one_set(),
-            handle: None,
-            kind: Kind::Listener(Listener {
-                port,
+        self.tcp
+            .listen(
+                SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port),
                 backlog,
-                pending: VecDeque::new(),
-                opts,
-            }),
-            poll_at: None,
-            dirty: false,
-            rx_gen: 0,
-            buf_bytes: 0,
-        });
+            )
+            .map_err(net_error)?;
+        let id = self.alloc(Self::new_entry(Kind::Listener(Listener { port, opts })));
         self.tcp_listeners.insert(port, id);
-        self.arm(id);
         Ok(id)
     }
 
@@ -1364,39 +1508,41 @@ impl NetStack {
         let Kind::Listener(l) = &self.entry(listener)?.kind else {
             return Err(NetError::InvalidInput);
         };
-        let mut found = None;
-        for (i, &cid) in l.pending.iter().enumerate() {
-            if let Ok(Entry {
-                kind: Kind::Tcp(c), ..
-            }) = self.entry(cid)
-                && c.established
-            {
-                found = Some((i, cid, c.key));
-                break;
+        let (port, opts) = (l.port, l.opts);
+        let conn = self.tcp.accept(port).ok_or(NetError::WouldBlock)?;
+        let now_us = self.now_us();
+        let key = match self.tcp.get(conn) {
+            Some(c) => {
+                let t = c.tuple();
+                FourTuple {
+                    local_addr: ip4(t.local_ip),
+                    local_port: t.local_port,
+                    remote_addr: ip4(t.remote_ip),
+                    remote_port: t.remote_port,
+                }
             }
-        }
-        let Some((i, cid, key)) = found else {
-            return Err(NetError::WouldBlock);
+            // Ended while it waited (reset): the application sees it so.
+            None => FourTuple {
+                local_addr: Ipv4Addr::UNSPECIFIED,
+                local_port: port,
+                remote_addr: Ipv4Addr::UNSPECIFIED,
+                remote_port: 0,
+            },
         };
-        if let Ok(Entry {
-            kind: Kind::Listener(l),
-            ..
-        }) = self.entry_mut(listener)
-        {
-            l.pending.remove(i);
+        if !opts.nodelay {
+            let _ = self.tcp.set_nodelay(now_us, conn, false);
         }
-        if let Ok(Entry {
-            kind: Kind::Tcp(c), ..
-        }) = self.entry_mut(cid)
-        {
-            c.parent = None;
-        }
+        let id = self.alloc(Self::new_entry(Kind::Tcp(TcpSock {
+            conn,
+            key,
+            tx_buffer: opts.tx_buffer.max(1),
+            shut_wr: false,
+            error_taken: false,
+        })));
+        self.tcp_by_conn.insert(conn, id);
+        self.tcp_by_key.insert(key, id);
         self.stats.accepted += 1;
-        self.arm(listener);
-        let peer = key.map_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0), |k| {
-            SocketAddrV4::new(k.remote_addr, k.remote_port)
-        });
-        Ok((cid, peer))
+        Ok((id, SocketAddrV4::new(key.remote_addr, key.remote_port)))
     }
 
     /// Starts connecting to `remote` (from `local_port`, or an ephemeral
@@ -1421,190 +1567,206 @@ impl NetStack {
             return Err(NetError::InvalidInput);
         }
         let local = self.cidr().ok_or(NetError::AddrNotAvailable)?.address();
-        let mut key = FourTuple {
+        if self.over_budget() {
+            self.stats.budget_refusals += 1;
+            return Err(NetError::NoBufs);
+        }
+        let port = local_port.unwrap_or(0);
+        let now_us = self.now_us();
+        let conn = self
+            .tcp
+            .connect_from(
+                now_us,
+                SocketAddr::new(IpAddr::V4(local), port),
+                SocketAddr::V4(remote),
+            )
+            .map_err(|e| match e {
+                uk_tcp::Error::AddrInUse if port == 0 => NetError::AddrNotAvailable,
+                e => net_error(e),
+            })?;
+        self.syns_since_measure += 1;
+        let t = self.tcp.get(conn).map(|c| c.tuple());
+        let key = FourTuple {
             local_addr: local,
-            local_port: 0,
+            local_port: t.map_or(port, |t| t.local_port),
             remote_addr: *remote.ip(),
             remote_port: remote.port(),
         };
-        match local_port.filter(|&p| p != 0) {
-            Some(p) => {
-                key.local_port = p;
-                if self.tcp_conns.contains_key(&key) {
-                    return Err(NetError::AddrInUse);
-                }
-            }
-            None => {
-                let mut found = false;
-                for _ in 0..=(u16::MAX - EPHEMERAL_FIRST) {
-                    let p = self.next_tcp_port;
-                    self.next_tcp_port = p.checked_add(1).unwrap_or(EPHEMERAL_FIRST);
-                    key.local_port = p;
-                    if !self.tcp_conns.contains_key(&key) && !self.tcp_listeners.contains_key(&p) {
-                        found = true;
-                        break;
-                    }
-                }
-                if !found {
-                    return Err(NetError::AddrNotAvailable);
-                }
-            }
+        if !opts.nodelay {
+            let _ = self.tcp.set_nodelay(now_us, conn, false);
         }
-        let (mut s, bytes) = self.budgeted_tcp_socket(&opts).ok_or(NetError::NoBufs)?;
-        s.set_timeout(Some(Duration::from_millis(self.opts.connect_timeout_ms)));
-        if s.connect(
-            self.iface.context(),
-            IpEndpoint::new(IpAddress::Ipv4(key.remote_addr), key.remote_port),
-            IpEndpoint::new(IpAddress::Ipv4(local), key.local_port),
-        )
-        .is_err()
-        {
-            self.release_buffers(bytes);
-            return Err(NetError::InvalidInput);
-        }
-        let mut set = one_set();
-        let h = set.add(s);
-        let now_ms = self.now_ms;
-        let id = self.alloc(Entry {
-            set,
-            handle: Some(h),
-            kind: Kind::Tcp(Conn::new(key, None, tcp::State::SynSent, now_ms)),
-            poll_at: None,
-            dirty: false,
-            rx_gen: 0,
-            buf_bytes: bytes,
-        });
-        self.tcp_conns.insert(key, id);
-        self.mark_dirty(id);
+        let id = self.alloc(Self::new_entry(Kind::Tcp(TcpSock {
+            conn,
+            key,
+            tx_buffer: opts.tx_buffer.max(1),
+            shut_wr: false,
+            error_taken: false,
+        })));
+        self.tcp_by_conn.insert(conn, id);
+        self.tcp_by_key.insert(key, id);
         Ok(id)
     }
 
-    /// A user-visible TCP connection and its smoltcp socket.
-    fn conn_mut(&mut self, id: SocketId) -> Result<(&mut Conn, &mut tcp::Socket<'static>)> {
-        let e = self.entry_mut(id)?;
-        let Some(h) = e.handle else {
-            return Err(NetError::InvalidInput);
-        };
-        match &mut e.kind {
-            Kind::Tcp(c) if !c.orphan && c.parent.is_none() => {
-                Ok((c, e.set.get_mut::<tcp::Socket>(h)))
-            }
-            Kind::Tcp(_) => Err(NetError::BadFd),
+    /// A user-visible TCP connection.
+    fn sock_mut(&mut self, id: SocketId) -> Result<&mut TcpSock> {
+        match &mut self.entry_mut(id)?.kind {
+            Kind::Tcp(t) => Ok(t),
             _ => Err(NetError::InvalidInput),
         }
     }
 
-    fn check_send(c: &mut Conn, s: &tcp::Socket) -> Result<()> {
-        if c.shut_wr {
+    /// The application moved data through socket `id` (or shut it down):
+    /// report its readiness on the next poll. Never for a call that only
+    /// found `WouldBlock`: a blocked caller would see its own report as a
+    /// change and retry at once, forever.
+    fn touched(&mut self, id: SocketId) {
+        if self.rx_touched.last() != Some(&id) {
+            self.rx_touched.push(id);
+        }
+    }
+
+    /// How many bytes `send` may queue now, or why none.
+    fn send_room(&mut self, id: SocketId) -> Result<(ConnId, usize)> {
+        let t = self.sock_mut(id)?;
+        let (conn, shut, tx_buffer, taken) = (t.conn, t.shut_wr, t.tx_buffer, t.error_taken);
+        if shut {
             return Err(NetError::BrokenPipe);
         }
-        if let Some(e) = c.error.take() {
-            return Err(e);
+        if let Some(e) = self.tcp.error(conn) {
+            if !taken {
+                self.sock_mut(id)?.error_taken = true;
+                return Err(net_error(e));
+            }
+            return Err(NetError::BrokenPipe);
         }
-        match s.state() {
-            tcp::State::SynSent | tcp::State::SynReceived => Err(NetError::WouldBlock),
-            tcp::State::Established | tcp::State::CloseWait => {
-                if s.send_queue() >= s.send_capacity() {
+        match self.tcp.state(conn) {
+            Some(State::SynSent | State::SynReceived) => Err(NetError::WouldBlock),
+            Some(State::Established | State::CloseWait) => {
+                let queued = self.tcp.get(conn).map_or(0, |c| c.send_queued());
+                let room = tx_buffer
+                    .saturating_sub(queued)
+                    .min(self.tcp.send_capacity(conn));
+                if room == 0 {
+                    if !self.send_blocked.contains(&id) {
+                        self.send_blocked.push(id);
+                    }
                     Err(NetError::WouldBlock)
                 } else {
-                    Ok(())
+                    Ok((conn, room))
                 }
             }
-            tcp::State::Closed if !c.established && !c.broken => Err(NetError::NotConnected),
             _ => Err(NetError::BrokenPipe),
         }
     }
 
-    /// Copies as much of `data` as fits into the transmit buffer.
-    /// `WouldBlock` when it is full (or the connection is still being set up).
+    fn queue_payload(&mut self, conn: ConnId, data: Vec<u8>) -> Result<()> {
+        let now_us = self.now_us();
+        self.tcp
+            .send(now_us, conn, TcpPayload::from(data))
+            .map_err(net_error)
+    }
+
+    /// Copies as much of `data` as fits into the connection's send queue
+    /// (one owned buffer). `WouldBlock` when it is full (or the connection
+    /// is still being set up).
     pub fn tcp_send(&mut self, id: SocketId, data: &[u8]) -> Result<usize> {
-        let (c, s) = self.conn_mut(id)?;
+        self.sock_mut(id)?;
         if data.is_empty() {
-            return Ok(0);
+            // A zero-length send reports a pending error (connect uses it).
+            return match self.send_room(id) {
+                Err(NetError::WouldBlock) | Ok(_) => Ok(0),
+                Err(e) => Err(e),
+            };
         }
-        Self::check_send(c, s)?;
-        let n = s.send_slice(data).map_err(|_| NetError::BrokenPipe)?;
+        let (conn, room) = self.send_room(id)?;
+        let n = room.min(data.len());
+        let mut buf = Vec::new();
+        buf.try_reserve_exact(n).map_err(|_| NetError::NoBufs)?;
+        buf.extend_from_slice(&data[..n]);
+        self.queue_payload(conn, buf)?;
         self.copy.app_to_socket += n as u64;
-        self.mark_dirty(id);
+        self.touched(id);
         Ok(n)
     }
 
-    /// Lets `f` write up to `max` bytes straight into the transmit buffer
-    /// (the slice given may be shorter: the free space's contiguous part);
-    /// `f` returns how many bytes it wrote. For a zero-copy sendfile path.
+    /// Lets `f` write up to `max` bytes into a new send buffer (as much as
+    /// the send queue has room for); `f` returns how many bytes it wrote,
+    /// and those are queued as one payload reference. For `sendfile`.
     pub fn tcp_send_with(
         &mut self,
         id: SocketId,
         max: usize,
         f: impl FnOnce(&mut [u8]) -> usize,
     ) -> Result<usize> {
-        let (c, s) = self.conn_mut(id)?;
+        self.sock_mut(id)?;
         if max == 0 {
             return Ok(0);
         }
-        Self::check_send(c, s)?;
-        let n = s
-            .send(|buf| {
-                let m = buf.len().min(max);
-                let n = f(&mut buf[..m]).min(m);
-                (n, n)
-            })
-            .map_err(|_| NetError::BrokenPipe)?;
+        let (conn, room) = self.send_room(id)?;
+        let m = room.min(max);
+        let mut buf = Vec::new();
+        buf.try_reserve_exact(m).map_err(|_| NetError::NoBufs)?;
+        buf.resize(m, 0);
+        let n = f(&mut buf).min(m);
+        if n == 0 {
+            return Ok(0);
+        }
+        buf.truncate(n);
+        self.queue_payload(conn, buf)?;
         self.copy.filled_in_place += n as u64;
-        self.mark_dirty(id);
+        self.touched(id);
         Ok(n)
     }
 
     /// Reads received bytes. `Ok(0)` is end of stream (peer sent FIN);
     /// `WouldBlock` when nothing is buffered yet.
     pub fn tcp_recv(&mut self, id: SocketId, buf: &mut [u8]) -> Result<usize> {
-        let (c, s) = self.conn_mut(id)?;
+        let t = self.sock_mut(id)?;
+        let (conn, taken) = (t.conn, t.error_taken);
         if buf.is_empty() {
             return Ok(0);
         }
-        if s.can_recv() {
-            let n = s.recv_slice(buf).unwrap_or(0);
-            self.copy.socket_to_app += n as u64;
-            // The window may have opened: let poll send an update.
-            self.mark_dirty(id);
-            return Ok(n);
-        }
-        if let Some(e) = c.error.take() {
-            return Err(e);
-        }
-        match s.state() {
-            tcp::State::Listen => Err(NetError::NotConnected),
-            tcp::State::SynSent
-            | tcp::State::SynReceived
-            | tcp::State::Established
-            | tcp::State::FinWait1
-            | tcp::State::FinWait2 => Err(NetError::WouldBlock),
-            tcp::State::CloseWait
-            | tcp::State::LastAck
-            | tcp::State::Closing
-            | tcp::State::TimeWait
-            | tcp::State::Closed => Ok(0),
+        let now_us = self.now_us();
+        match self.tcp.recv(now_us, conn, buf) {
+            Ok(n) => {
+                self.copy.socket_to_app += n as u64;
+                if n > 0 {
+                    self.touched(id);
+                }
+                Ok(n)
+            }
+            Err(uk_tcp::Error::WouldBlock) => Err(NetError::WouldBlock),
+            Err(uk_tcp::Error::InvalidInput) => Err(NetError::NotConnected),
+            Err(e) if !taken => {
+                self.sock_mut(id)?.error_taken = true;
+                Err(net_error(e))
+            }
+            Err(_) => Ok(0),
         }
     }
 
     /// Closes the write half: a FIN follows the data already queued.
     pub fn tcp_shutdown_write(&mut self, id: SocketId) -> Result<()> {
-        let (c, s) = self.conn_mut(id)?;
-        match s.state() {
-            tcp::State::SynSent | tcp::State::Listen => return Err(NetError::NotConnected),
-            tcp::State::Closed if !c.established => return Err(NetError::NotConnected),
+        let conn = self.sock_mut(id)?.conn;
+        match self.tcp.state(conn) {
+            Some(State::SynSent | State::Listen) | None => return Err(NetError::NotConnected),
+            Some(State::Closed) if self.tcp.error(conn).is_some() => {
+                return Err(NetError::NotConnected);
+            }
             _ => {}
         }
-        c.shut_wr = true;
-        s.close();
-        self.mark_dirty(id);
+        self.sock_mut(id)?.shut_wr = true;
+        self.touched(id);
+        let now_us = self.now_us();
+        let _ = self.tcp.shutdown(now_us, conn);
         Ok(())
     }
 
     /// Closes a TCP socket (connection or listener). A connection is closed
-    /// gracefully: queued data is sent, then FIN; the socket lingers (no
-    /// longer visible through its id) until smoltcp reaches CLOSED, TIME-WAIT
-    /// included. Closing a listener resets its not-yet-accepted connections.
+    /// gracefully: queued data is sent, then FIN (a RST instead if received
+    /// data was left unread); the engine finishes the close on its own, the
+    /// id is invalid at once. Closing a listener resets its not-yet-accepted
+    /// connections.
     pub fn tcp_close(&mut self, id: SocketId) -> Result<()> {
         match &self.entry(id)?.kind {
             Kind::Udp { .. } => Err(NetError::InvalidInput),
@@ -1614,52 +1776,22 @@ impl NetStack {
 
     /// Resets a TCP connection at once (RST) and releases its id.
     pub fn tcp_abort(&mut self, id: SocketId) -> Result<()> {
-        let (c, s) = self.conn_mut(id)?;
-        s.abort();
-        c.orphan = true;
-        self.mark_dirty(id);
+        let conn = self.sock_mut(id)?.conn;
+        let now_us = self.now_us();
+        self.tcp.abort(now_us, conn);
+        self.free_slot(id);
         Ok(())
     }
 
     /// Closes any socket (see [`NetStack::tcp_close`]); the id is invalid afterwards.
     pub fn close(&mut self, id: SocketId) -> Result<()> {
-        let e = self.entry_mut(id)?;
-        let handle = e.handle;
-        match &mut e.kind {
-            Kind::Udp { .. } => {
-                self.free_slot(id);
-            }
-            Kind::Listener(l) => {
-                let pending: Vec<SocketId> = l.pending.drain(..).collect();
-                self.free_slot(id);
-                for cid in pending {
-                    if let Ok(e) = self.entry_mut(cid)
-                        && let (Kind::Tcp(c), Some(h)) = (&mut e.kind, e.handle)
-                    {
-                        c.parent = None;
-                        c.orphan = true;
-                        e.set.get_mut::<tcp::Socket>(h).abort();
-                    }
-                    self.mark_dirty(cid);
-                }
-            }
-            Kind::Tcp(c) => {
-                if c.orphan || c.parent.is_some() {
-                    return Err(NetError::BadFd);
-                }
-                let Some(h) = handle else {
-                    return Err(NetError::BadFd);
-                };
-                let s = e.set.get_mut::<tcp::Socket>(h);
-                if s.state() == tcp::State::Closed {
-                    self.free_slot(id);
-                } else {
-                    c.orphan = true;
-                    s.close();
-                    self.mark_dirty(id);
-                }
-            }
+        let now_us = self.now_us();
+        match &self.entry(id)?.kind {
+            Kind::Udp { .. } => {}
+            Kind::Listener(l) => self.tcp.unlisten(now_us, l.port),
+            Kind::Tcp(t) => self.tcp.close(now_us, t.conn),
         }
+        self.free_slot(id);
         Ok(())
     }
 
@@ -1699,23 +1831,18 @@ impl NetStack {
             .map_err(|_| NetError::InvalidInput)?;
         let mut set = one_set();
         let h = set.add(s);
-        let id = self.alloc(Entry {
+        let id = self.alloc(Self::new_entry(Kind::Udp {
+            port,
             set,
-            handle: Some(h),
-            kind: Kind::Udp { port },
-            poll_at: None,
-            dirty: false,
-            rx_gen: 0,
-            buf_bytes: 0,
-        });
+            handle: h,
+        }));
         self.udp_ports.insert(port, id);
         Ok(id)
     }
 
     fn udp_mut(&mut self, id: SocketId) -> Result<&mut udp::Socket<'static>> {
-        let e = self.entry_mut(id)?;
-        match (&e.kind, e.handle) {
-            (Kind::Udp { .. }, Some(h)) => Ok(e.set.get_mut::<udp::Socket>(h)),
+        match &mut self.entry_mut(id)?.kind {
+            Kind::Udp { set, handle, .. } => Ok(set.get_mut::<udp::Socket>(*handle)),
             _ => Err(NetError::InvalidInput),
         }
     }
@@ -1764,107 +1891,80 @@ impl NetStack {
         let e = self.entry(id)?;
         let ours = self.cidr().map_or(Ipv4Addr::UNSPECIFIED, |c| c.address());
         match &e.kind {
-            Kind::Tcp(c) => match (c.key, e.handle) {
-                (Some(k), _) => Ok(SocketAddrV4::new(k.local_addr, k.local_port)),
-                (None, Some(h)) => e
-                    .set
-                    .get::<tcp::Socket>(h)
-                    .local_endpoint()
-                    .map(v4)
-                    .ok_or(NetError::NotConnected),
-                _ => Err(NetError::NotConnected),
-            },
+            Kind::Tcp(t) => Ok(SocketAddrV4::new(t.key.local_addr, t.key.local_port)),
             Kind::Listener(l) => Ok(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, l.port)),
-            Kind::Udp { port } => Ok(SocketAddrV4::new(ours, *port)),
+            Kind::Udp { port, .. } => Ok(SocketAddrV4::new(ours, *port)),
         }
     }
 
     /// The connected peer's address.
     pub fn peer_addr(&self, id: SocketId) -> Result<SocketAddrV4> {
-        let e = self.entry(id)?;
-        match (&e.kind, e.handle) {
-            (Kind::Tcp(Conn { key: Some(k), .. }), _) => {
-                Ok(SocketAddrV4::new(k.remote_addr, k.remote_port))
+        match &self.entry(id)?.kind {
+            Kind::Tcp(t) if t.key.remote_port != 0 => {
+                Ok(SocketAddrV4::new(t.key.remote_addr, t.key.remote_port))
             }
-            (Kind::Tcp(_), Some(h)) => e
-                .set
-                .get::<tcp::Socket>(h)
-                .remote_endpoint()
-                .map(v4)
-                .ok_or(NetError::NotConnected),
             _ => Err(NetError::NotConnected),
         }
     }
 
     /// A counter that grows whenever something arrives for socket `id`
-    /// (data, FIN, reset; for a listener: anything for a pending
-    /// connection). Readiness that changes without it (our own sends and
+    /// (data, FIN, reset; for a listener: anything for a connection not yet
+    /// accepted). Readiness that changes without it (our own sends and
     /// acknowledgements) is not a new input event: `EPOLLET` users rely on it.
     pub fn rx_generation(&self, id: SocketId) -> u64 {
         self.entry(id).map_or(0, |e| e.rx_gen)
-    }
-
-    fn bump_rx_gen(&mut self, id: SocketId) {
-        let parent = match self.entry_mut(id) {
-            Ok(e) => {
-                e.rx_gen += 1;
-                match &e.kind {
-                    Kind::Tcp(c) => c.parent,
-                    _ => None,
-                }
-            }
-            Err(_) => None,
-        };
-        if let Some(p) = parent
-            && let Ok(e) = self.entry_mut(p)
-        {
-            e.rx_gen += 1;
-        }
     }
 
     /// Readiness as Linux epoll bits ([`EPOLLIN`], [`EPOLLOUT`],
     /// [`EPOLLERR`], [`EPOLLHUP`], [`EPOLLRDHUP`]); 0 for an unknown id.
     pub fn readiness(&self, id: SocketId) -> u32 {
         let Ok(e) = self.entry(id) else { return 0 };
-        match (&e.kind, e.handle) {
-            (Kind::Listener(l), _) => {
-                let ready = l.pending.iter().any(|&p| {
-                    matches!(self.entry(p), Ok(Entry { kind: Kind::Tcp(c), .. }) if c.established)
-                });
-                if ready { EPOLLIN } else { 0 }
-            }
-            (Kind::Tcp(c), Some(h)) => {
-                let s = e.set.get::<tcp::Socket>(h);
-                let st = s.state();
-                let mut r = 0;
-                if s.can_recv() {
-                    r |= EPOLLIN;
+        match &e.kind {
+            Kind::Listener(l) => {
+                if self.tcp.accept_queue_len(l.port) > 0 {
+                    EPOLLIN
+                } else {
+                    0
                 }
-                let peer_closed = c.fin_seen || c.broken;
+            }
+            Kind::Tcp(t) => {
+                let Some(r) = self.tcp.readiness(t.conn) else {
+                    return EPOLLERR | EPOLLHUP;
+                };
+                let state = self.tcp.state(t.conn);
+                let mut bits = 0;
+                let error = r.error && !t.error_taken;
+                if r.readable {
+                    bits |= EPOLLIN;
+                }
+                let peer_closed = r.read_closed || r.error;
                 if peer_closed {
-                    r |= EPOLLIN | EPOLLRDHUP;
+                    bits |= EPOLLIN | EPOLLRDHUP;
                 }
-                if s.can_send() && !c.shut_wr {
-                    r |= EPOLLOUT;
+                let queued = self.tcp.get(t.conn).map_or(0, |c| c.send_queued());
+                if r.writable && !t.shut_wr && queued < t.tx_buffer {
+                    bits |= EPOLLOUT;
                 }
-                if c.error.is_some() {
-                    r |= EPOLLERR;
+                if error {
+                    bits |= EPOLLERR;
                 }
-                let write_closed = c.shut_wr
+                let write_closed = t.shut_wr
                     || !matches!(
-                        st,
-                        tcp::State::SynSent
-                            | tcp::State::SynReceived
-                            | tcp::State::Established
-                            | tcp::State::CloseWait
+                        state,
+                        Some(
+                            State::SynSent
+                                | State::SynReceived
+                                | State::Established
+                                | State::CloseWait
+                        )
                     );
-                if c.broken || (peer_closed && write_closed) || st == tcp::State::Closed {
-                    r |= EPOLLHUP;
+                if r.hangup || (peer_closed && write_closed) {
+                    bits |= EPOLLHUP;
                 }
-                r
+                bits
             }
-            (Kind::Udp { .. }, Some(h)) => {
-                let s = e.set.get::<udp::Socket>(h);
+            Kind::Udp { set, handle, .. } => {
+                let s = set.get::<udp::Socket>(*handle);
                 let mut r = 0;
                 if s.can_recv() {
                     r |= EPOLLIN;
@@ -1874,99 +1974,48 @@ impl NetStack {
                 }
                 r
             }
-            _ => 0,
         }
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
-    Keep,
-    /// Became established (a listener has something to accept).
-    Notify,
-    /// Reached CLOSED just now.
-    Closed,
-    /// Closed by the application and now in TIME-WAIT: the socket and its
-    /// buffers go, a compact record takes its place.
-    TimeWait,
-}
-
-/// Observes the smoltcp state after a visit and keeps `Conn` in step.
-fn update_conn(c: &mut Conn, s: &mut tcp::Socket, now_ms: u64, opts: &StackOptions) -> Outcome {
-    use tcp::State as S;
-    let mut st = s.state();
-    let prev = c.last_state;
-    let mut out = Outcome::Keep;
-    if st == S::Listen {
-        // smoltcp sends a half-open socket back to LISTEN on RST; it is ours no more.
-        s.abort();
-        st = S::Closed;
-    }
-    if !c.established
-        && matches!(
-            st,
-            S::Established
-                | S::FinWait1
-                | S::FinWait2
-                | S::CloseWait
-                | S::Closing
-                | S::LastAck
-                | S::TimeWait
-        )
+/// Writes the Ethernet and IPv4 headers, the TCP header and the payload
+/// fragments of `seg` into `buf` (exactly the frame's length).
+fn write_frame(
+    buf: &mut [u8],
+    seg: &Segment<TcpPayload>,
+    src: EthernetAddress,
+    dst: EthernetAddress,
+    ident: u16,
+) {
+    let mut eth = EthernetFrame::new_unchecked(&mut buf[..]);
+    eth.set_dst_addr(dst);
+    eth.set_src_addr(src);
+    eth.set_ethertype(EthernetProtocol::Ipv4);
+    let ip_total = IPV4_HEADER_LEN + seg.tcp_len();
     {
-        c.established = true;
-        s.set_timeout(opts.user_timeout_ms.map(Duration::from_millis));
-        out = Outcome::Notify;
+        let mut ip = Ipv4Packet::new_unchecked(&mut buf[ETH_HEADER_LEN..]);
+        ip.set_version(4);
+        ip.set_header_len(IPV4_HEADER_LEN as u8);
+        ip.set_dscp(0);
+        ip.set_ecn(0);
+        ip.set_total_len(ip_total.min(usize::from(u16::MAX)) as u16);
+        ip.set_ident(ident);
+        ip.clear_flags();
+        ip.set_dont_frag(true);
+        ip.set_frag_offset(0);
+        ip.set_hop_limit(64);
+        ip.set_next_header(smoltcp::wire::IpProtocol::Tcp);
+        ip.set_src_addr(ip4(seg.local_ip));
+        ip.set_dst_addr(ip4(seg.remote_ip));
+        ip.fill_checksum();
     }
-    if matches!(st, S::CloseWait | S::LastAck | S::Closing | S::TimeWait) {
-        c.fin_seen = true;
+    let mut at = ETH_HEADER_LEN + IPV4_HEADER_LEN;
+    let h = seg.header.as_bytes();
+    buf[at..at + h.len()].copy_from_slice(h);
+    at += h.len();
+    for f in &seg.payload {
+        let b = f.bytes();
+        buf[at..at + b.len()].copy_from_slice(b);
+        at += b.len();
     }
-    if st == S::Closed && prev != S::Closed {
-        let graceful = c.fin_seen && matches!(prev, S::LastAck | S::TimeWait | S::Closing);
-        if !graceful && !c.orphan {
-            c.broken = true;
-            let err = if !c.established {
-                if now_ms.saturating_sub(c.started_ms) + 1 >= opts.connect_timeout_ms {
-                    NetError::TimedOut
-                } else {
-                    NetError::ConnRefused
-                }
-            } else if opts
-                .user_timeout_ms
-                .is_some_and(|t| now_ms.saturating_sub(c.last_rx_ms) + 1 >= t)
-            {
-                NetError::TimedOut
-            } else {
-                NetError::ConnReset
-            };
-            c.error = Some(err);
-        }
-        out = Outcome::Closed;
-    }
-    if c.orphan {
-        // Nobody will read: discard so the window stays open and the peer can finish.
-        while s.can_recv() {
-            if s.recv(|b| (b.len(), ())).is_err() {
-                break;
-            }
-        }
-        if st == S::TimeWait && out != Outcome::Closed {
-            // The ACK of the peer's FIN left in this visit's egress (or, if
-            // the ring was full, the record answers the retransmitted FIN).
-            c.last_state = st;
-            return Outcome::TimeWait;
-        }
-        if st == S::FinWait2 {
-            let d = *c
-                .deadline
-                .get_or_insert(now_ms.saturating_add(opts.fin_wait2_timeout_ms));
-            if now_ms >= d {
-                s.abort();
-                st = S::Closed;
-                out = Outcome::Closed;
-            }
-        }
-    }
-    c.last_state = st;
-    out
 }

@@ -104,26 +104,29 @@ fn burst_of_100_connects_all_accepted() {
     assert_eq!(total, 100);
 }
 
+/// The backlog bounds established connections not yet accepted: with it
+/// full, further SYNs are dropped (not refused) and retransmitted by the
+/// clients, who get in once the application accepts. (With smoltcp the
+/// backlog also counted half-open connections; the TCP engine bounds those
+/// separately, with SYN cookies beyond `syn_backlog`.)
 #[test]
 fn backlog_overflow_drops_syns_until_accepted() {
     let mut net = Net::new();
     let l = net.a.tcp_listen(80, 4).unwrap();
-    let ids: Vec<_> = (0..10)
+    let first: Vec<_> = (0..4)
         .map(|_| net.b.tcp_connect(sa(IP_A, 80), None).unwrap())
         .collect();
-    // Four get in; the other SYNs are dropped (not refused) and retransmitted.
-    assert!(net.run_until(
-        |n| {
-            ids.iter()
-                .filter(|&&id| n.b.readiness(id) & EPOLLOUT != 0)
-                .count()
-                == 4
-        },
-        10_000
-    ));
-    net.settle(100);
+    connect_all(&mut net, &first);
+    let rest: Vec<_> = (0..6)
+        .map(|_| net.b.tcp_connect(sa(IP_A, 80), None).unwrap())
+        .collect();
+    net.run_until(|_| false, 500);
     assert!(
-        ids.iter().all(|&id| net.b.readiness(id) & EPOLLERR == 0),
+        rest.iter().all(|&id| net.b.readiness(id) & EPOLLOUT == 0),
+        "the backlog is full"
+    );
+    assert!(
+        rest.iter().all(|&id| net.b.readiness(id) & EPOLLERR == 0),
         "nobody is refused"
     );
     assert!(net.a.stats().listen_overflows >= 6);
@@ -138,7 +141,7 @@ fn backlog_overflow_drops_syns_until_accepted() {
         },
         30_000
     ));
-    assert!(ids.iter().all(|&id| net.b.readiness(id) & EPOLLOUT != 0));
+    assert!(rest.iter().all(|&id| net.b.readiness(id) & EPOLLOUT != 0));
 }
 
 #[test]
@@ -392,16 +395,13 @@ fn server_closed_connections_leave_time_wait_and_the_listener_keeps_serving() {
 }
 
 /// A connection we close first leaves no socket and no buffers behind:
-/// TIME-WAIT is a compact record, which expires on its own.
+/// TIME-WAIT is a compact record, which expires on its own. (Adjusted from
+/// the smoltcp version, which counted armed listening sockets' buffers.)
 #[test]
 fn time_wait_is_a_record_not_a_socket() {
     let mut net = Net::new();
     let l = net.a.tcp_listen(80, 64).unwrap();
-    let armed = net.a.stats().buffer_bytes;
-    assert!(
-        armed > 0,
-        "the listener's armed socket counts in the budget"
-    );
+    assert_eq!(net.a.stats().buffer_bytes, 0, "a listener holds no buffers");
     let ids: Vec<_> = (0..20)
         .map(|_| net.b.tcp_connect(sa(IP_A, 80), None).unwrap())
         .collect();
@@ -416,7 +416,13 @@ fn time_wait_is_a_record_not_a_socket() {
         },
         10_000
     ));
-    assert_eq!(net.a.stats().buffer_bytes, armed * 21);
+    let s = net.a.stats();
+    assert_eq!(s.tcp_connections, 20);
+    eprintln!(
+        "20 idle connections: {} bytes each",
+        s.bytes_per_connection()
+    );
+    assert!(s.bytes_per_connection() < 1024, "{s:?}");
     for &id in &accepted {
         net.a.tcp_send(id, b"bye").unwrap();
         net.a.tcp_close(id).unwrap();
@@ -426,6 +432,9 @@ fn time_wait_is_a_record_not_a_socket() {
         10_000
     ));
     for &id in &ids {
+        // Read the data first: closing with unread data resets (RFC 2525).
+        let mut b = [0u8; 8];
+        assert_eq!(net.b.tcp_recv(id, &mut b), Ok(3));
         net.b.tcp_close(id).unwrap();
     }
     assert!(
@@ -435,27 +444,31 @@ fn time_wait_is_a_record_not_a_socket() {
     );
     let s = net.a.stats();
     assert_eq!(net.a.socket_count(), 1, "only the listener is left");
-    assert_eq!(s.buffer_bytes, armed, "TIME-WAIT holds no buffers");
-    assert_eq!(s.time_wait_entered, 20);
+    assert_eq!(s.tcp_connections, 0);
+    assert_eq!(
+        s.buffer_bytes, s.time_wait_bytes,
+        "TIME-WAIT holds no buffers"
+    );
+    eprintln!(
+        "TIME-WAIT: {} records, {} bytes each (record {} bytes)",
+        s.time_wait,
+        s.time_wait_bytes_per_record(),
+        uk_net::TIME_WAIT_RECORD_BYTES
+    );
     const { assert!(uk_net::TIME_WAIT_RECORD_BYTES <= 64) };
     // The records run out by themselves.
     assert!(net.run_until(|n| n.a.stats().time_wait == 0, 15_000));
 }
 
-/// With the buffer budget spent, new connections are refused (their SYNs
-/// dropped) while established ones keep working; once one closes, the
-/// listener takes connections again.
+/// With the memory budget spent, new connections are refused (their SYNs
+/// dropped) while established ones keep working; once one goes, the
+/// listener takes connections again. (Adjusted: the budget is now the TCP
+/// engine's measured memory, not smoltcp's fixed buffers.)
 #[test]
 fn buffer_budget_refuses_new_connections_and_keeps_old_ones() {
-    let per_conn = 2 * 1024;
     let opts = StackOptions {
-        tcp: uk_net::SocketOptions {
-            rx_buffer: 1024,
-            tx_buffer: 1024,
-            nodelay: true,
-        },
-        // Three connections' buffers (the armed listening socket's included).
-        buffer_budget: 3 * per_conn,
+        // Room for the first connection only: it alone passes the budget.
+        buffer_budget: 1,
         ..StackOptions::default()
     };
     let mut net = Net::with_options(opts, StackOptions::default());
@@ -473,12 +486,9 @@ fn buffer_budget_refuses_new_connections_and_keeps_old_ones() {
         },
         2_000,
     );
-    // Each armed socket takes a SYN and is re-armed while the budget has
-    // room; after the third, it has none and the fourth SYN is dropped.
-    assert_eq!(accepted.len(), 3, "accepted {}", accepted.len());
+    assert_eq!(accepted.len(), 1, "accepted {}", accepted.len());
     assert!(net.a.stats().budget_refusals > 0);
-    assert!(net.a.stats().buffer_bytes <= 3 * per_conn);
-    // The established ones still move data.
+    // The established one still moves data.
     net.a.tcp_send(accepted[0], b"still here").unwrap();
     let mut got = [0u8; 32];
     let mut n_got = 0;
@@ -493,7 +503,7 @@ fn buffer_budget_refuses_new_connections_and_keeps_old_ones() {
         },
         2_000
     ));
-    // Closing one (abort: no TIME-WAIT wait needed) makes room for a waiting client.
+    // Closing it (abort: no TIME-WAIT) makes room for a waiting client.
     net.a.tcp_abort(accepted[0]).unwrap();
     assert!(
         net.run_until(
@@ -501,10 +511,163 @@ fn buffer_budget_refuses_new_connections_and_keeps_old_ones() {
                 while let Ok((id, _)) = n.a.tcp_accept(l) {
                     accepted.push(id);
                 }
-                accepted.len() == 4
+                accepted.len() == 2
             },
             10_000
         ),
         "a retransmitted SYN got in once memory was released"
     );
+}
+
+/// A writer that found its send queue full is told when it drains (the
+/// kernel's blocking writes and epoll wait for exactly this report).
+#[test]
+fn a_full_send_queue_reports_writable_when_it_drains() {
+    let mut net = Net::new();
+    let l = net.a.tcp_listen(9, 0).unwrap();
+    let small = SocketOptions {
+        rx_buffer: 64 * 1024,
+        tx_buffer: 4096,
+        nodelay: true,
+    };
+    let c = net.b.tcp_connect_with(sa(IP_A, 9), None, small).unwrap();
+    connect_all(&mut net, &[c]);
+    let _s = net.a.tcp_accept(l).unwrap();
+    let mut sent = 0;
+    loop {
+        match net.b.tcp_send(c, &[7u8; 1000]) {
+            Ok(n) => sent += n,
+            Err(NetError::WouldBlock) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(sent, 4096);
+    assert_eq!(net.b.readiness(c) & EPOLLOUT, 0);
+    // The fall of EPOLLOUT is reported too (epoll keeps the last state it
+    // was told, and must see the bit fall to see it rise).
+    assert!(net.b.needs_poll());
+    net.now += 1;
+    let r = net.b.poll(net.now, &mut net.nb);
+    assert!(
+        r.readiness_changed.contains(&c),
+        "the full queue was not reported"
+    );
+    let mut reported = false;
+    for _ in 0..2_000 {
+        net.now += 1;
+        net.a.poll(net.now, &mut net.na);
+        let r = net.b.poll(net.now, &mut net.nb);
+        if r.readiness_changed.contains(&c) && net.b.readiness(c) & EPOLLOUT != 0 {
+            reported = true;
+            break;
+        }
+    }
+    assert!(reported, "the drained send queue was never reported");
+}
+
+/// Every arrival is reported (with a new `rx_generation`), even when the
+/// readiness bits stay the same: a second byte while the first is unread
+/// is a new edge for `EPOLLET`.
+#[test]
+fn each_arrival_is_reported_even_with_data_unread() {
+    let mut net = Net::new();
+    let l = net.a.tcp_listen(9, 0).unwrap();
+    let c = net.b.tcp_connect(sa(IP_A, 9), None).unwrap();
+    connect_all(&mut net, &[c]);
+    let (s, _) = net.a.tcp_accept(l).unwrap();
+    for byte in [b"x", b"y"] {
+        let gen_before = net.a.rx_generation(s);
+        net.b.tcp_send(c, byte).unwrap();
+        let mut reported = false;
+        for _ in 0..100 {
+            net.now += 1;
+            net.b.poll(net.now, &mut net.nb);
+            let r = net.a.poll(net.now, &mut net.na);
+            if r.readiness_changed.contains(&s) && net.a.rx_generation(s) != gen_before {
+                reported = true;
+                break;
+            }
+        }
+        assert!(reported, "arrival of {byte:?} not reported");
+        assert_ne!(net.a.readiness(s) & EPOLLIN, 0);
+    }
+}
+
+/// A server that queues a large body with `tcp_send_with` as room allows
+/// and closes right after the last byte: the client reads all of it, then
+/// end of stream.
+#[test]
+fn large_body_then_close_arrives_whole() {
+    let mut net = Net::new();
+    let l = net.a.tcp_listen(80, 0).unwrap();
+    let c = net.b.tcp_connect(sa(IP_A, 80), None).unwrap();
+    connect_all(&mut net, &[c]);
+    let (s, _) = net.a.tcp_accept(l).unwrap();
+    net.b.tcp_send(c, b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    net.settle(100);
+    let mut req = [0u8; 64];
+    assert_eq!(net.a.tcp_recv(s, &mut req), Ok(18));
+    const TOTAL: usize = 4 << 20;
+    let data = pattern(TOTAL, 5);
+    let mut queued = 0;
+    let mut closed = false;
+    let mut got = Vec::new();
+    let mut eof = false;
+    assert!(net.run_until(
+        |n| {
+            while !closed && queued < TOTAL {
+                let want = (TOTAL - queued).min(256 * 1024);
+                match n.a.tcp_send_with(s, want, |buf| {
+                    buf.copy_from_slice(&data[queued..queued + buf.len()]);
+                    buf.len()
+                }) {
+                    Ok(0) | Err(NetError::WouldBlock) => break,
+                    Ok(k) => queued += k,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            if !closed && queued == TOTAL {
+                n.a.tcp_close(s).unwrap();
+                closed = true;
+            }
+            let mut b = [0u8; 65536];
+            loop {
+                match n.b.tcp_recv(c, &mut b) {
+                    Ok(0) => {
+                        eof = true;
+                        break;
+                    }
+                    Ok(k) => got.extend_from_slice(&b[..k]),
+                    Err(NetError::WouldBlock) => break,
+                    Err(e) => panic!("client: {e} after {} bytes", got.len()),
+                }
+            }
+            eof
+        },
+        120_000
+    ));
+    assert_eq!(got.len(), TOTAL);
+    assert!(got == data);
+}
+
+/// A call that only finds `WouldBlock` reports nothing: a blocked caller
+/// that saw its own report as a change would retry forever.
+#[test]
+fn would_block_is_not_a_readiness_change() {
+    let mut net = Net::new();
+    let l = net.a.tcp_listen(9, 0).unwrap();
+    let c = net.b.tcp_connect(sa(IP_A, 9), None).unwrap();
+    connect_all(&mut net, &[c]);
+    let (s, _) = net.a.tcp_accept(l).unwrap();
+    net.settle(1_000);
+    let mut b = [0u8; 8];
+    for _ in 0..3 {
+        assert_eq!(net.a.tcp_recv(s, &mut b), Err(NetError::WouldBlock));
+        net.now += 1;
+        let r = net.a.poll(net.now, &mut net.na);
+        assert!(
+            !r.readiness_changed.contains(&s),
+            "a WouldBlock recv was reported"
+        );
+    }
 }

@@ -260,7 +260,7 @@ pub fn stats_line() -> alloc::string::String {
     let s = n.stack.stats();
     let cp = n.stack.copy_stats();
     alloc::format!(
-        "rx_frames={} tx_frames={} rx_dropped={} tx_ring_full={} tx_tso_frames={} sockets={} socket_visits={} frames_dispatched={} accepted={} listen_overflows={} app_to_socket={} socket_to_app={} tcp_connections={} buffer_bytes={} buffer_budget={} bytes_per_connection={} budget_refusals={} time_wait={} time_wait_bytes_per_entry={} time_wait_entered={} time_wait_recycled={}",
+        "rx_frames={} tx_frames={} rx_dropped={} tx_ring_full={} tx_tso_frames={} sockets={} socket_visits={} frames_dispatched={} accepted={} listen_overflows={} app_to_socket={} socket_to_app={} tcp_connections={} tcp_connection_bytes={} bytes_per_connection={} tcp_send_queued={} tcp_recv_queued={} buffer_bytes={} buffer_budget={} budget_refusals={} time_wait={} time_wait_bytes={} time_wait_bytes_per_entry={} time_wait_record_bytes={} time_wait_recycled={} time_wait_reopened={} syn_cookies_sent={} syn_cookies_accepted={} syn_cookies_rejected={} tcp_resets_sent={} tcp_failed={} tcp_segments_out={} tcp_segments_dropped={}",
         c.rx_frames,
         c.tx_frames,
         c.rx_dropped.total(),
@@ -274,14 +274,26 @@ pub fn stats_line() -> alloc::string::String {
         cp.app_to_socket,
         cp.socket_to_app,
         s.tcp_connections,
+        s.tcp_connection_bytes,
+        s.bytes_per_connection(),
+        s.tcp_send_queued,
+        s.tcp_recv_queued,
         s.buffer_bytes,
         s.buffer_budget,
-        n.stack.tcp_bytes_per_connection(),
         s.budget_refusals,
         s.time_wait,
+        s.time_wait_bytes,
+        s.time_wait_bytes_per_record(),
         uk_net::TIME_WAIT_RECORD_BYTES,
-        s.time_wait_entered,
         s.time_wait_recycled,
+        s.time_wait_reopened,
+        s.syn_cookies_sent,
+        s.syn_cookies_accepted,
+        s.syn_cookies_rejected,
+        s.tcp_resets_sent,
+        s.tcp_failed,
+        s.tcp_segments_out,
+        s.tcp_segments_dropped,
     )
 }
 
