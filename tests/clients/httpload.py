@@ -13,6 +13,10 @@ network namespace (the test checks that with `ip netns identify` first).
       or 503 attempt, for at most SECS) must be served PATH in full.
   abort HOST N PATH   N clients start downloading PATH, read 1 MiB, and
       reset the connection (SO_LINGER 0: RST).
+  hold HOST N PATH=SIZE   opens N idle connections (200 at a time) and, while
+      they are held, a normal client must be served PATH in full (60 s).
+  during HOST SECS PATH=SIZE   for SECS, normal clients fetch PATH one after
+      the other (each with 10 s to connect); prints how many were served.
 
 Prints one line `ok requests=N bytes=B errors=E min_per_conn=M secs=S` (or
 `fetch ok`) and exits 0 only when nothing failed. Bounded in count and time.
@@ -184,6 +188,47 @@ async def main():
         last = repr(errors[0]) if errors else ""
         print(f"ok aborted={n - len(errors)} errors={len(errors)} last_error={last}", flush=True)
         sys.exit(0 if not errors else 1)
+    elif mode == "hold":
+        import resource
+        n = int(sys.argv[3])
+        [(path, size)] = parse_paths(sys.argv[4:5])
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, n + 1000)), hard))
+        held = []
+        failed = 0
+        sem = asyncio.Semaphore(200)
+
+        async def open_one():
+            nonlocal failed
+            async with sem:
+                try:
+                    held.append(await asyncio.wait_for(asyncio.open_connection(host, 80), 60))
+                except Exception:
+                    failed += 1
+
+        await asyncio.gather(*(open_one() for _ in range(n)))
+        tries = await normal_fetch(host, path, size, time.monotonic() + 60)
+        # Still open (not reset or closed by the server) while the normal client was served?
+        alive = sum(1 for r, w in held if not r.at_eof())
+        for _, w in held:
+            w.close()
+        print(f"ok held={len(held)} open_failed={failed} alive={alive} normal_tries={tries} errors=0", flush=True)
+        sys.exit(0)
+    elif mode == "during":
+        secs = float(sys.argv[3])
+        [(path, size)] = parse_paths(sys.argv[4:5])
+        end = time.monotonic() + secs
+        served = 0
+        tries = 0
+        while time.monotonic() < end:
+            tries += 1
+            try:
+                await normal_fetch(host, path, size, time.monotonic() + 10)
+                served += 1
+            except Exception:
+                pass
+        print(f"ok served={served} tries={tries} errors=0", flush=True)
+        sys.exit(0)
     elif mode == "fetch":
         path, want = sys.argv[3], open(sys.argv[4], "rb").read()
         reader, writer = await asyncio.wait_for(asyncio.open_connection(host, 80), 30)

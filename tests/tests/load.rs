@@ -244,6 +244,110 @@ fn slowloris_and_aborted_downloads() {
     g.kill();
 }
 
+/// 5,000 idle connections held open against a 32M guest (httpd allows
+/// 6,000 and waits a minute for a request head): an idle connection costs
+/// the TCP engine no buffers, so a normal client is still served, and the
+/// held connections are all still open afterwards.
+#[test]
+fn five_thousand_idle_connections_in_32m() {
+    if uk_tests::skip_unless_root() {
+        return;
+    }
+    let ns = Netns::create("idle").expect("create the test namespace");
+    let mut g = Guest::boot(
+        "httpd",
+        Machine::Microvm,
+        ns.boot_opts(&[
+            "--no-access-log",
+            "--max-conns",
+            "6000",
+            "--header-timeout",
+            "120s",
+        ])
+        .disk(site().image.clone())
+        .mem("32M"),
+    );
+    g.expect("httpd: serving");
+    let line = client(
+        &ns,
+        &mut g,
+        &[
+            "hold".into(),
+            ns.guest_ip.into(),
+            "5000".into(),
+            arg("/1k.bin"),
+        ],
+    );
+    assert_eq!(field(&line, "held"), 5000, "{line}");
+    assert_eq!(field(&line, "alive"), 5000, "{line}");
+    normal_client_served(&ns, &mut g);
+    g.kill();
+}
+
+/// 100,000 SYNs from a spoofed on-link address (hping3, inside the test's
+/// namespace: the SYN-ACKs go nowhere) while normal clients keep fetching:
+/// half-open connections are bounded and the rest get SYN cookies, so the
+/// normal clients are served during the flood and after it.
+#[test]
+fn syn_flood_of_100000_spoofed_syns_while_serving() {
+    if uk_tests::skip_unless_root() {
+        return;
+    }
+    let ns = Netns::create("flood").expect("create the test namespace");
+    let mut g = boot_httpd(&ns, "64M", 256);
+    // Bounded: 100,000 packets, one every 40 us (about 4 s).
+    let mut flood = ns
+        .command(
+            "hping3",
+            &[
+                "-q",
+                "-a",
+                "10.77.0.99",
+                "-S",
+                "-p",
+                "80",
+                "-c",
+                "100000",
+                "-i",
+                "u40",
+                ns.guest_ip,
+            ],
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run hping3 (apt-get install hping3)");
+    let line = client(
+        &ns,
+        &mut g,
+        &[
+            "during".into(),
+            ns.guest_ip.into(),
+            "8".into(),
+            arg("/1k.bin"),
+        ],
+    );
+    let _ = flood.wait();
+    assert!(field(&line, "served") >= 1, "{line}");
+    // The flood reached the guest: it answered with SYN cookies.
+    let mark = g.mark();
+    let _ = g.send(&[DUMP_KEY]);
+    // The memory line comes after the network line: wait for it, so the
+    // network line is complete.
+    g.wait_for_from("uk: dump: mem:", mark, std::time::Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("no diagnostic dump: {e}"));
+    let net = g.lines()[mark..]
+        .iter()
+        .find(|l| l.contains("uk: dump: net:"))
+        .cloned()
+        .expect("the dump's network line");
+    let cookies = field(&net, "syn_cookies_sent");
+    eprintln!("SYN flood: {cookies} SYN cookies sent");
+    assert!(cookies > 1000, "only {cookies} SYN cookies:\n{net}");
+    normal_client_served(&ns, &mut g);
+    g.kill();
+}
+
 /// The mmap data path maps a whole file; in a guest smaller than the file,
 /// pages already sent must go back to the page cache instead of the
 /// download (and the VM) ending with "bus error ... ENOMEM".

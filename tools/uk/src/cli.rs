@@ -714,15 +714,21 @@ fn test(extra: &[String]) -> Result<i32, Error> {
     if let Err(e) = crate::bootdisk::ensure_tools().and_then(|()| crate::bootdisk::ensure_ovmf()) {
         eprintln!("uk: warning: {e} (the disk-boot tests will fail)");
     }
-    // The HTTP tests use curl as a real client; the namespace tests use ip.
-    let missing: Vec<&str> = [("curl", "curl"), ("iproute2", "ip")]
+    // The HTTP tests use curl as a real client; the namespace tests use ip;
+    // the SYN-flood test uses hping3.
+    let missing: Vec<&str> = [("curl", "curl"), ("iproute2", "ip"), ("hping3", "hping3")]
         .iter()
         .filter(|(_, bin)| !crate::qemu::in_path(bin))
         .map(|(pkg, _)| *pkg)
         .collect();
     if !missing.is_empty() {
-        let present = || crate::qemu::in_path("curl") && crate::qemu::in_path("ip");
-        if let Err(e) = crate::qemu::apt_install(&missing, "test tools (curl, ip)", present) {
+        let present = || {
+            crate::qemu::in_path("curl")
+                && crate::qemu::in_path("ip")
+                && crate::qemu::in_path("hping3")
+        };
+        if let Err(e) = crate::qemu::apt_install(&missing, "test tools (curl, ip, hping3)", present)
+        {
             eprintln!("uk: warning: {e}");
         }
     }
