@@ -1529,18 +1529,7 @@ impl NetStack {
                 remote_port: 0,
             },
         };
-        if !opts.nodelay {
-            let _ = self.tcp.set_nodelay(now_us, conn, false);
-        }
-        let id = self.alloc(Self::new_entry(Kind::Tcp(TcpSock {
-            conn,
-            key,
-            tx_buffer: opts.tx_buffer.max(1),
-            shut_wr: false,
-            error_taken: false,
-        })));
-        self.tcp_by_conn.insert(conn, id);
-        self.tcp_by_key.insert(key, id);
+        let id = self.register_tcp(conn, key, &opts, now_us);
         self.stats.accepted += 1;
         Ok((id, SocketAddrV4::new(key.remote_addr, key.remote_port)))
     }
@@ -1592,6 +1581,19 @@ impl NetStack {
             remote_addr: *remote.ip(),
             remote_port: remote.port(),
         };
+        Ok(self.register_tcp(conn, key, &opts, now_us))
+    }
+
+    /// Gives engine connection `conn` (4-tuple `key`) a socket id with the
+    /// options `opts`: the one place accepted and connecting sockets enter
+    /// the socket table.
+    fn register_tcp(
+        &mut self,
+        conn: ConnId,
+        key: FourTuple,
+        opts: &SocketOptions,
+        now_us: u64,
+    ) -> SocketId {
         if !opts.nodelay {
             let _ = self.tcp.set_nodelay(now_us, conn, false);
         }
@@ -1604,7 +1606,7 @@ impl NetStack {
         })));
         self.tcp_by_conn.insert(conn, id);
         self.tcp_by_key.insert(key, id);
-        Ok(id)
+        id
     }
 
     /// A user-visible TCP connection.

@@ -26,7 +26,7 @@ use crate::httpbench::{
     FILES, WrkResult, conn_levels, console_tail, ensure_wrk, fmt_latency, guest_max_conns, human,
     measure_checked,
 };
-use crate::image::{TempImage, pseudo_random_bytes, temp_path};
+use crate::image::TempImage;
 use crate::netns::{GUEST_IP, Netns};
 use crate::nginxvm::{self, NginxVm};
 use crate::qemu::{Accel, Machine, MemSize, VmConfig, ensure_qemu, is_root};
@@ -360,19 +360,7 @@ pub fn bench_compare(args: &CompareArgs) -> Result<i32, Error> {
     let accel = args.accel.unwrap_or_else(Accel::detect);
     let vm = nginxvm::build()?;
     let image = build_image("httpd", Profile::Release, false)?;
-    let make_disk = |files: &[(&str, usize)]| -> Result<TempImage, Error> {
-        let site = temp_path("compare-site");
-        std::fs::create_dir_all(&site)
-            .map_err(|e| Error::Failed(format!("{}: {e}", site.display())))?;
-        for (i, (name, size)) in files.iter().enumerate() {
-            let path = site.join(name.trim_start_matches('/'));
-            std::fs::write(&path, pseudo_random_bytes(i as u64 + 11, *size))
-                .map_err(|e| Error::Failed(format!("{}: {e}", path.display())))?;
-        }
-        let disk = TempImage::from_dir(&site);
-        let _ = std::fs::remove_dir_all(&site);
-        disk
-    };
+    let make_disk = |files: &[(&str, usize)]| TempImage::of_files("compare-site", files, 11);
     let setup = Setup {
         machine: args.machine,
         accel,

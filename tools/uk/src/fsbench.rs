@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::Error;
 use crate::bench::{run_guest, table};
 use crate::build::{Profile, build_image};
-use crate::image::{TempImage, pseudo_random_bytes, temp_path};
+use crate::image::TempImage;
 use crate::qemu::{Accel, Machine, MemSize, VmConfig, ensure_qemu};
 
 /// The benchmark's files: guest path and size.
@@ -69,17 +69,7 @@ pub fn bench_fs(accel: Option<Accel>) -> Result<i32, Error> {
     ensure_qemu()?;
     let accel = accel.unwrap_or_else(Accel::detect);
     let image = build_image("fstest", Profile::Release, false)?;
-    let site = temp_path("fsbench-site");
-    std::fs::create_dir_all(&site)
-        .map_err(|e| Error::Failed(format!("{}: {e}", site.display())))?;
-    for (i, (name, size)) in FILES.iter().enumerate() {
-        let path = site.join(name.trim_start_matches('/'));
-        std::fs::write(&path, pseudo_random_bytes(i as u64 + 7, *size))
-            .map_err(|e| Error::Failed(format!("{}: {e}", path.display())))?;
-    }
-    let disk = TempImage::from_dir(&site);
-    let _ = std::fs::remove_dir_all(&site);
-    let disk = disk?;
+    let disk = TempImage::of_files("fsbench-site", &FILES, 7)?;
     println!(
         "fs benchmark: fstest, files of 4 KiB, 1 MiB and 16 MiB on an ext4 virtio-blk disk, accel {accel}"
     );

@@ -13,7 +13,7 @@ use std::time::Duration;
 use crate::Error;
 use crate::bench::{LiveGuest, table};
 use crate::build::{Profile, build_image};
-use crate::image::{TempImage, pseudo_random_bytes, temp_path};
+use crate::image::TempImage;
 use crate::netns::{GUEST_IP, Netns};
 use crate::qemu::{Accel, Machine, MemSize, VmConfig, ensure_qemu, is_root};
 
@@ -277,17 +277,7 @@ pub fn bench_http(secs: u64, conns: u32, accel: Option<Accel>) -> Result<i32, Er
     ensure_wrk()?;
     let accel = accel.unwrap_or_else(Accel::detect);
     let image = build_image("httpd", Profile::Release, false)?;
-    let site = temp_path("httpbench-site");
-    std::fs::create_dir_all(&site)
-        .map_err(|e| Error::Failed(format!("{}: {e}", site.display())))?;
-    for (i, (name, size)) in FILES.iter().enumerate() {
-        let path = site.join(name.trim_start_matches('/'));
-        std::fs::write(&path, pseudo_random_bytes(i as u64 + 11, *size))
-            .map_err(|e| Error::Failed(format!("{}: {e}", path.display())))?;
-    }
-    let disk = TempImage::from_dir(&site);
-    let _ = std::fs::remove_dir_all(&site);
-    let disk = disk?;
+    let disk = TempImage::of_files("httpbench-site", &FILES, 11)?;
     let ns = Netns::create("bench-http")?;
     let mut cfg = VmConfig::new(&image);
     cfg.machine = Machine::Microvm;

@@ -236,6 +236,23 @@ impl TempImage {
         )?;
         Ok(img)
     }
+
+    /// An image holding `files` (`/name`, size) of deterministic
+    /// pseudo-random bytes, file `i` from seed `seed + i` (the benchmarks'
+    /// sites); `tag` names the temporary folder it is packed from.
+    pub fn of_files(tag: &str, files: &[(&str, usize)], seed: u64) -> Result<TempImage, Error> {
+        let site = temp_path(tag);
+        std::fs::create_dir_all(&site)
+            .map_err(|e| Error::Failed(format!("{}: {e}", site.display())))?;
+        let written = files.iter().enumerate().try_for_each(|(i, (name, size))| {
+            let path = site.join(name.trim_start_matches('/'));
+            std::fs::write(&path, pseudo_random_bytes(seed + i as u64, *size))
+                .map_err(|e| Error::Failed(format!("{}: {e}", path.display())))
+        });
+        let disk = written.and_then(|()| TempImage::from_dir(&site));
+        let _ = std::fs::remove_dir_all(&site);
+        disk
+    }
 }
 
 impl Drop for TempImage {

@@ -483,7 +483,12 @@ impl Exit {
 
 /// Whether `qemu-system-x86_64 --version` runs.
 pub fn qemu_available() -> bool {
-    Command::new(QEMU)
+    version_runs(QEMU)
+}
+
+/// Whether `program --version` runs and succeeds (output discarded).
+pub fn version_runs(program: &str) -> bool {
+    Command::new(program)
         .arg("--version")
         .stdin(Stdio::null())
         .stdout(Stdio::null())

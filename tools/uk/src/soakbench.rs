@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use crate::Error;
 use crate::bench::{LiveGuest, table};
 use crate::build::{Profile, build_image};
-use crate::image::{TempImage, pseudo_random_bytes, temp_path};
+use crate::httpbench::console_tail;
+use crate::image::TempImage;
 use crate::netns::{GUEST_IP, Netns};
 use crate::qemu::{Accel, Machine, MemSize, VmConfig, ensure_qemu, is_root};
 
@@ -120,17 +121,7 @@ pub fn bench_soak(minutes: u64, mem: MemSize, accel: Option<Accel>) -> Result<i3
     }
     let accel = accel.unwrap_or_else(Accel::detect);
     let image = build_image("httpd", Profile::Release, false)?;
-    let site = temp_path("soak-site");
-    std::fs::create_dir_all(&site)
-        .map_err(|e| Error::Failed(format!("{}: {e}", site.display())))?;
-    for (i, (name, size)) in FILES.iter().enumerate() {
-        let path = site.join(name.trim_start_matches('/'));
-        std::fs::write(&path, pseudo_random_bytes(i as u64 + 21, *size))
-            .map_err(|e| Error::Failed(format!("{}: {e}", path.display())))?;
-    }
-    let disk = TempImage::from_dir(&site);
-    let _ = std::fs::remove_dir_all(&site);
-    let disk = disk?;
+    let disk = TempImage::of_files("soak-site", &FILES, 21)?;
     let ns = Netns::create("bench-soak")?;
     let mut cfg = VmConfig::new(&image);
     cfg.machine = Machine::Microvm;
@@ -156,12 +147,9 @@ pub fn bench_soak(minutes: u64, mem: MemSize, accel: Option<Accel>) -> Result<i3
     let mut requests = 0u64;
     let mut round = 0u64;
     let fail = |guest: &mut LiveGuest, e: String| {
-        let out = guest.output();
-        let tail: Vec<&str> = out.lines().rev().take(30).collect::<Vec<_>>();
-        let tail: Vec<&str> = tail.into_iter().rev().collect();
         Error::Failed(format!(
             "{e}\n--- guest output (last lines) ---\n{}",
-            tail.join("\n")
+            console_tail(&guest.output(), 30)
         ))
     };
     while Instant::now() < end {

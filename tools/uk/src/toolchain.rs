@@ -77,13 +77,7 @@ pub fn target_add_command(toolchain: Option<&str>, target: &str) -> Vec<String> 
 }
 
 fn rustup_available() -> bool {
-    Command::new("rustup")
-        .arg("--version")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+    crate::qemu::version_runs("rustup")
 }
 
 /// Makes sure the active toolchain has the `x86_64-unknown-none` target,

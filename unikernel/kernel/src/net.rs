@@ -253,9 +253,14 @@ pub fn tso_frames() -> u64 {
 /// Interface and socket-table counters, as one line of `key=value` pairs.
 pub fn stats_line() -> alloc::string::String {
     let g = NET.lock();
-    let Some(n) = g.as_ref() else {
-        return "no network".into();
-    };
+    match g.as_ref() {
+        Some(n) => format_stats(n),
+        None => "no network".into(),
+    }
+}
+
+/// The counters of [`stats_line`], from a stack the caller holds.
+fn format_stats(n: &Net) -> alloc::string::String {
     let c = n.stack.counters();
     let s = n.stack.stats();
     let cp = n.stack.copy_stats();
@@ -311,11 +316,10 @@ pub fn debug_line() -> alloc::string::String {
     let Some(n) = g.as_mut() else {
         return "no network".into();
     };
-    let nic = n.nic.debug_line();
-    drop(g);
     alloc::format!(
-        "irq_pending={pend} next_poll_ms={next} now_ms={now} nic: {nic} stack: {}",
-        stats_line()
+        "irq_pending={pend} next_poll_ms={next} now_ms={now} nic: {} stack: {}",
+        n.nic.debug_line(),
+        format_stats(n)
     )
 }
 

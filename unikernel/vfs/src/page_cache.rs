@@ -169,6 +169,17 @@ struct Entry<P> {
     stale: bool,
 }
 
+impl<P> Entry<P> {
+    /// A freshly filled page: unpinned, current.
+    fn filled(page: P) -> Self {
+        Entry {
+            page,
+            pins: 0,
+            stale: false,
+        }
+    }
+}
+
 struct Inner<F: PageFrames> {
     frames: F,
     map: LruMap<PageKey, Entry<F::Page>>,
@@ -336,12 +347,7 @@ impl<L: Locking, F: PageFrames> PageCache<L, F> {
                 i.frames.free(page);
                 return Ok(r);
             }
-            let entry = Entry {
-                page,
-                pins: 0,
-                stale: false,
-            };
-            if let Err(entry) = i.map.try_insert(key, entry) {
+            if let Err(entry) = i.map.try_insert(key, Entry::filled(page)) {
                 // No memory for the cache's own bookkeeping: serve this read
                 // from the filled frame without caching it.
                 i.stats.insert_failures += 1;
@@ -440,12 +446,7 @@ impl<L: Locking, F: PageFrames> PageCache<L, F> {
                         i.frames.free(page);
                         continue;
                     }
-                    let entry = Entry {
-                        page,
-                        pins: 0,
-                        stale: false,
-                    };
-                    if let Err(entry) = i.map.try_insert(key, entry) {
+                    if let Err(entry) = i.map.try_insert(key, Entry::filled(page)) {
                         i.stats.insert_failures += 1;
                         i.frames.free(entry.page);
                         continue;

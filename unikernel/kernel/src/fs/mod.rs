@@ -628,33 +628,23 @@ fn map_file_page(page: u64) -> Result<()> {
 }
 
 /// Unmaps and unpins up to `max` mapped file pages, the oldest faulted-in
-/// pages of each mapping first, so the page cache may evict them; a later
-/// touch faults them in again. Returns how many were released.
+/// page of the mapping holding the most first, so the page cache may evict
+/// them; a later touch faults them in again. Returns how many were
+/// released. Allocates nothing (it runs when memory is short): one page is
+/// taken off the mappings' lists at a time.
 fn release_mapped_pages(max: usize) -> usize {
     let Ok(f) = fs() else { return 0 };
-    let mut taken: Vec<(u64, PinnedPage)> = Vec::new();
-    if taken.try_reserve(max).is_err() {
-        return 0;
-    }
-    {
-        let mut maps = MAPPINGS.lock();
-        let n = maps.len().max(1);
-        let per_map = max.div_ceil(n).max(1);
-        for m in maps.values_mut() {
-            for _ in 0..per_map.min(m.pins.len()) {
-                if taken.len() == max {
-                    break;
-                }
-                if let Some(p) = m.pins.pop_front() {
-                    taken.push(p);
-                }
-            }
-        }
-    }
-    let n = taken.len();
-    for (va, pin) in taken {
+    let mut n = 0;
+    while n < max {
+        let taken = MAPPINGS
+            .lock()
+            .values_mut()
+            .max_by_key(|m| m.pins.len())
+            .and_then(|m| m.pins.pop_front());
+        let Some((va, pin)) = taken else { break };
         mm::unmap_page_keep_vma(va);
         f.cache.unpin(pin);
+        n += 1;
     }
     n
 }
