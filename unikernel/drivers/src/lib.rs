@@ -5,9 +5,16 @@
 //! microvm's eight transport slots; virtio-pci devices by enumerating PCI
 //! (q35). Each found device is parked here with its interrupt source until a
 //! driver takes it ([`take`]).
+//!
+//! This crate is `uk-drivers`: device drivers on the framework (`uk-frame`).
+//! It reaches hardware only through the framework's windows and calls back
+//! into nothing above it.
+#![no_std]
+
+extern crate alloc;
 
 pub mod block;
-pub mod hal;
+pub mod copies;
 pub mod nvme;
 pub mod pci;
 pub mod virtio_blk;
@@ -17,16 +24,20 @@ pub mod virtio_scsi;
 use alloc::vec::Vec;
 use core::ptr::NonNull;
 
+pub use virtio_drivers::transport::DeviceType;
 use virtio_drivers::transport::mmio::{MmioTransport, VirtIOHeader};
 use virtio_drivers::transport::pci::PciTransport;
 use virtio_drivers::transport::pci::bus::{DeviceFunction, PciRoot};
-use virtio_drivers::transport::{DeviceType, SomeTransport, Transport};
+use virtio_drivers::transport::{SomeTransport, Transport};
 
-use crate::irq::{self, IrqError};
 use crate::sync::IrqMutex;
 use crate::trap::IrqHandler;
+use uk_frame::irq::{self, IrqError};
 
-pub use hal::KernelHal;
+pub use uk_frame::hal;
+pub use uk_frame::hal::KernelHal;
+#[allow(unused_imports)]
+use uk_frame::{arch, mm, println, sched, sync, time, trap};
 
 /// QEMU microvm's virtio-mmio window: transports of 512 bytes, 24 of them
 /// (GSI 24..47) when the machine has its second I/O APIC, else 8 (GSI 5..12).
@@ -128,7 +139,7 @@ fn mmio_device(base: u64, size: u64) -> Option<MmioTransport<'static>> {
 }
 
 fn discover_mmio() {
-    let cfg = crate::env::config();
+    let cfg = uk_frame::entry::config();
     let mut found = FOUND.lock();
     if !cfg.virtio_mmio.is_empty() {
         for d in &cfg.virtio_mmio {

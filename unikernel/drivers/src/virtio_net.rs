@@ -318,12 +318,12 @@ impl VirtioNet {
         // The stack writes the frame (headers and payload) into the device
         // buffer: the socket → device copy, checksummed on the way.
         f(&mut buf[hdr..hdr + len]);
-        crate::io::COPIES.add(&crate::io::COPIES.socket_to_device, len);
+        crate::copies::COPIES.add(&crate::copies::COPIES.socket_to_device, len);
         let (head, frame) = buf.split_at_mut(hdr);
         let frame = &mut frame[..len];
         let offloaded = self.csum_offload && request_l4_checksum(head, frame);
         if !offloaded {
-            crate::io::COPIES.add(&crate::io::COPIES.checksummed, len);
+            crate::copies::COPIES.add(&crate::copies::COPIES.checksummed, len);
         }
         if let Some(mss) = gso_size {
             // Only TCP/IPv4 frames come here (smoltcp sets a segment size on

@@ -8,9 +8,9 @@
 //! 5. heap (lazily, on first allocation), then parse the command line;
 //! 6. TSC frequency;
 //! 7. ACPI, local APIC and I/O APICs (`irq::init`);
-//! 8. the scheduler starts: `main` runs as the first thread on a demand-paged
-//!    1 MiB stack with a guard page, the boot context becomes the idle loop;
-//! 9. when `main` returns, the VM exits with its status.
+//! 8. the application's `__uk_app_start` (`unikernel::main!`): the kernel
+//!    services start the drivers, then the scheduler with `main` as its first
+//!    thread (`unikernel::entry`).
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -248,41 +248,17 @@ pub extern "C" fn kernel_start(start_info: u32, entry_eax: u32) -> ! {
         *CONFIG.get() = Some(config);
     }
 
-    crate::drivers::init();
-    time::stage("drivers");
-    crate::power::init();
-    time::stage("power");
-    let timeslice = crate::env::config().timeslice_ms;
-    crate::sched::start(run_main, MAIN_STACK_SIZE, timeslice)
+    // SAFETY: the application defines this symbol with `unikernel::main!`
+    // (through `app_entry!`), with exactly this signature; the link fails if
+    // it is missing.
+    unsafe { __uk_app_start() }
 }
 
 unsafe extern "Rust" {
-    /// Defined by the application through [`crate::main!`].
-    fn __uk_app_main() -> i32;
-}
-
-fn run_main() {
-    crate::console::init_input();
-    crate::net::init();
-    time::stage("net");
-    crate::fs::init();
-    time::stage("fs");
-    log::debug!("boot stages (us since entry): {}", time::stages());
-    let cycles = cpu::rdtsc().saturating_sub(boot::entry_tsc());
-    match time::cycles_to_us(cycles) {
-        Some(us) => crate::println!("uk: main after {cycles} tsc cycles ({us} us)"),
-        None => crate::println!("uk: main after {cycles} tsc cycles (? us)"),
-    }
-    if config().mem_report {
-        crate::println!("memstats: {}", mm::stats());
-    }
-    // SAFETY: the application defines this symbol with `main!`, with exactly
-    // this signature; the linker fails if it is missing.
-    let status = unsafe { __uk_app_main() };
-    if config().mem_report {
-        crate::println!("memstats: {}", mm::stats());
-    }
-    exit(status)
+    /// Defined by the application through `unikernel::main!`: starts the
+    /// kernel services (drivers, power, then the scheduler with the main
+    /// thread), never returns.
+    fn __uk_app_start() -> !;
 }
 
 /// Ends the VM with `status` (0..=127 arrive intact at the host).

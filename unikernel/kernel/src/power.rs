@@ -30,12 +30,13 @@
 
 use alloc::sync::{Arc, Weak};
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU16, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU16, Ordering};
 
 use uk_core::acpi::{self, Fadt, RegAddr};
 use uk_core::kbd::CtrlAltDel;
+use uk_frame::mmio::Mmio;
+use uk_frame::port::IoPorts;
 use uk_vfs::FileOps;
-use x86_64::instructions::port::Port;
 
 use crate::arch::idt::TrapFrame;
 use crate::fs::Errno;
@@ -93,7 +94,7 @@ static SETUP: IrqMutex<Sources> = IrqMutex::new(Sources {
 /// PM1a event block port (status; enable at +2).
 static PM1_EVT: AtomicU16 = AtomicU16::new(0);
 /// Physical (identity-mapped) address of the GED event selector.
-static GED_ESEL: AtomicU64 = AtomicU64::new(0);
+static GED_ESEL: IrqMutex<Option<Mmio>> = IrqMutex::new(None);
 static KBD: IrqMutex<CtrlAltDel> = IrqMutex::new(CtrlAltDel::new());
 /// Eventfds to signal; `None` once they have been signalled.
 static EVENTFDS: IrqMutex<Option<Vec<Weak<EventFd>>>> = IrqMutex::new(Some(Vec::new()));
@@ -117,30 +118,56 @@ const I8042_AUX: u8 = 1 << 5;
 /// Controller configuration byte: keyboard interrupt enabled.
 const I8042_CTR_KBDINT: u8 = 1;
 
+/// The I/O port windows this module claimed: the i8042 and the ACPI PM
+/// registers the FADT names. Accesses to other ports read all-ones and write
+/// nothing, as on an empty bus.
+static PORTS: IrqMutex<[Option<IoPorts>; 6]> = IrqMutex::new([const { None }; 6]);
+
+/// Claims `len` ports at `base` from the framework; false if refused.
+fn claim(base: u16, len: u16) -> bool {
+    let mut ports = PORTS.lock();
+    let Some(slot) = ports.iter_mut().find(|w| w.is_none()) else {
+        return false;
+    };
+    *slot = IoPorts::claim(base, len).ok();
+    slot.is_some()
+}
+
+/// One access to `port`: a write of `value` if given, else a read.
+fn port_io(port: u16, word: bool, value: Option<u16>) -> u16 {
+    let ports = PORTS.lock();
+    let Some(w) = ports.iter().flatten().find(|w| w.contains(port)) else {
+        return 0xffff;
+    };
+    let off = port - w.base();
+    match (word, value) {
+        (false, None) => u16::from(w.read8(off)),
+        (true, None) => w.read16(off),
+        (false, Some(v)) => {
+            w.write8(off, v as u8);
+            0
+        }
+        (true, Some(v)) => {
+            w.write16(off, v);
+            0
+        }
+    }
+}
+
 fn inb(port: u16) -> u8 {
-    let mut p = Port::<u8>::new(port);
-    // SAFETY: only the i8042 and ACPI PM ports named by the FADT are read;
-    // port reads do not touch memory.
-    unsafe { p.read() }
+    port_io(port, false, None) as u8
 }
 
 fn inw(port: u16) -> u16 {
-    let mut p = Port::<u16>::new(port);
-    // SAFETY: as in `inb`: ACPI PM1 registers named by the FADT.
-    unsafe { p.read() }
+    port_io(port, true, None)
 }
 
 fn outb(port: u16, v: u8) {
-    let mut p = Port::<u8>::new(port);
-    // SAFETY: the i8042 command/data ports, the FADT's SMI_CMD port and its
-    // GPE0 block only; none of them affects memory safety.
-    unsafe { p.write(v) }
+    port_io(port, false, Some(u16::from(v)));
 }
 
 fn outw(port: u16, v: u16) {
-    let mut p = Port::<u16>::new(port);
-    // SAFETY: as in `outb`: ACPI PM1 status/enable registers.
-    unsafe { p.write(v) }
+    port_io(port, true, Some(v));
 }
 
 /// Records a shutdown request (the first source wins) and wakes the waiters.
@@ -256,6 +283,17 @@ pub(crate) fn init() {
 
 fn init_fixed_button(fadt: &Fadt, platform: &acpi::PlatformInfo) -> bool {
     let (sts, en, cnt) = (fadt.pm1a_evt, fadt.pm1a_evt.wrapping_add(2), fadt.pm1a_cnt);
+    if !claim(sts, 4) || (cnt != 0 && !claim(cnt, 2)) {
+        return false;
+    }
+    if let Ok(smi) = u16::try_from(fadt.smi_cmd)
+        && smi != 0
+    {
+        claim(smi, 1);
+    }
+    if fadt.gpe0_blk != 0 {
+        claim(fadt.gpe0_blk, u16::from(fadt.gpe0_len));
+    }
     if cnt != 0 && inw(cnt) & acpi::PM1_SCI_EN == 0 {
         if fadt.smi_cmd == 0 || fadt.acpi_enable == 0 {
             log::warn!("power: chipset not in ACPI mode and no way to switch it");
@@ -326,11 +364,11 @@ fn sci_handler(_frame: &mut TrapFrame) {
 }
 
 fn init_microvm_ged() -> bool {
-    if crate::mm::map_mmio(MICROVM_GED_ESEL, 4096).is_err() {
+    let Ok(window) = Mmio::map(MICROVM_GED_ESEL, 4096) else {
         log::warn!("power: cannot map the Generic Event Device");
         return false;
-    }
-    GED_ESEL.store(MICROVM_GED_ESEL, Ordering::Release);
+    };
+    *GED_ESEL.lock() = Some(window);
     // Drop anything pending from before.
     let _ = read_esel();
     let Ok(vector) = crate::irq::claim_vector(ged_handler) else {
@@ -348,14 +386,9 @@ fn init_microvm_ged() -> bool {
 }
 
 fn read_esel() -> u32 {
-    let addr = GED_ESEL.load(Ordering::Acquire);
-    if addr == 0 {
-        return 0;
-    }
-    // SAFETY: `addr` is the GED's event selector, identity mapped uncached
-    // by `init_microvm_ged` before it was stored; a 32-bit MMIO read (the
-    // only access size the device accepts) that clears the pending events.
-    unsafe { core::ptr::read_volatile(addr as *const u32) }
+    // The event selector: a 32-bit read (the only access size the device
+    // accepts) that clears the pending events.
+    GED_ESEL.lock().as_ref().map_or(0, |w| w.read32(0))
 }
 
 fn ged_handler(_frame: &mut TrapFrame) {
@@ -376,6 +409,9 @@ fn i8042_wait(mask: u8, want: u8) -> bool {
 }
 
 fn init_i8042() -> bool {
+    if !claim(I8042_DATA, 5) {
+        return false;
+    }
     if inb(I8042_STATUS) == 0xff {
         // Nothing decodes the port (QEMU microvm has no i8042).
         return false;

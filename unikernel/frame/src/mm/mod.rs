@@ -54,6 +54,17 @@ static VMAS: crate::sync::BootCell<VmaSet<MAX_VMAS>> =
 /// The top-level table, readable without the lock (for backtraces in faults).
 static PML4: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
+/// The RAM regions of the memory map, `[start, end)`, and how many are used.
+static RAM: IrqMutex<([(u64, u64); 32], usize)> = IrqMutex::new(([(0, 0); 32], 0));
+
+/// Whether `[phys, phys + len)` overlaps RAM (or the kernel image): device
+/// windows ([`crate::mmio::Mmio`]) must not.
+pub fn overlaps_ram(phys: u64, len: u64) -> bool {
+    let end = phys.saturating_add(len);
+    let ram = RAM.lock();
+    ram.0[..ram.1].iter().any(|&(s, e)| s < end && phys < e)
+}
+
 fn align_up(x: u64, a: u64) -> u64 {
     x.div_ceil(a) * a
 }
@@ -75,9 +86,19 @@ pub fn init(map: &[MemRegion], image: ImageLayout) {
     let storage = unsafe { core::slice::from_raw_parts_mut(bitmap_at as *mut u64, words) };
     storage.fill(0);
     let mut frames = FrameAllocator::new(storage, nframes);
+    let mut guard = RAM.lock();
+    let ram = &mut *guard;
     for r in map.iter().filter(|r| r.kind == RegionKind::Ram) {
         frames.add_free(r.start, r.start.saturating_add(r.len));
+        if ram.1 < ram.0.len() {
+            ram.0[ram.1] = (r.start, r.start.saturating_add(r.len));
+            ram.1 += 1;
+        } else {
+            // More regions than slots: count the rest as RAM up to the top.
+            ram.0[ram.1 - 1].1 = max;
+        }
     }
+    drop(guard);
     for r in map.iter().filter(|r| r.kind != RegionKind::Ram) {
         frames.reserve(r.start, r.start.saturating_add(r.len));
     }

@@ -157,6 +157,7 @@ fn clock() -> uk_vfs::Timespec {
 /// Mounts the root file system and `/tmp`. Called once, in thread context,
 /// before the application's `main`.
 pub(crate) fn init() {
+    uk_frame::arch::upcall::set_file_fault_hook(resolve_file_fault);
     crate::drivers::block::init();
     let free = mm::free_bytes();
     // Keep an eighth of memory (at least 2 MiB) for everything else; the
@@ -560,7 +561,7 @@ pub fn mmap_file(fd: i32, len: usize, offset: u64) -> Result<*const u8> {
 /// `arch::upcall`): reads the page into the cache if needed (this may block
 /// on the disk), pins it and maps its frame read-only. A page that cannot be
 /// read ends the VM, as SIGBUS would end a process.
-pub(crate) extern "C" fn resolve_file_fault(addr: u64) {
+fn resolve_file_fault(addr: u64) {
     let page = addr & !(PAGE - 1);
     let mut result = map_file_page(page);
     // Out of frames: every resident page may be pinned by mappings (a 64 MiB
