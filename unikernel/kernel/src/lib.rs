@@ -5,6 +5,7 @@
 //!
 //! ```ignore
 //! #![no_std]
+#![forbid(unsafe_code)]
 //! #![no_main]
 //! unikernel::main!(main);
 //! fn main() {

@@ -765,3 +765,44 @@ pub fn unmap_keep_frames(addr: u64, len: u64) -> Result<(), MemError> {
         Ok(())
     })
 }
+
+/// One physical frame owned by a cache (the page cache's pages), identity
+/// mapped; freed when dropped.
+#[derive(Debug)]
+pub struct PageFrame {
+    pa: u64,
+}
+
+impl PageFrame {
+    /// A fresh frame, or `None` when memory is exhausted.
+    pub fn alloc() -> Option<PageFrame> {
+        let pa = alloc_dma(1).ok()?;
+        Some(PageFrame { pa })
+    }
+
+    /// The frame's physical (= virtual) address.
+    pub fn phys(&self) -> u64 {
+        self.pa
+    }
+}
+
+impl uk_vfs::Page for PageFrame {
+    fn bytes(&self) -> &[u8; PAGE as usize] {
+        // SAFETY: `pa` is a frame from `alloc_dma` owned by this value until
+        // it is dropped; RAM is identity mapped, so the address is a valid,
+        // aligned 4 KiB array. Shared access follows `&self`.
+        unsafe { &*(self.pa as *const [u8; PAGE as usize]) }
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8; PAGE as usize] {
+        // SAFETY: as above; `&mut self` gives exclusive access to the frame
+        // (read-only file mappings of it are only read).
+        unsafe { &mut *(self.pa as *mut [u8; PAGE as usize]) }
+    }
+}
+
+impl Drop for PageFrame {
+    fn drop(&mut self) {
+        free_dma(self.pa, 1);
+    }
+}
