@@ -22,6 +22,7 @@ extern crate alloc;
 pub mod arch;
 mod backtrace;
 pub mod console;
+pub mod dma;
 pub mod entry;
 pub mod hal;
 mod heap;
@@ -34,6 +35,7 @@ pub mod sched;
 pub mod sync;
 pub mod time;
 pub mod trap;
+pub mod virtio;
 
 /// Reports a failure during early boot (before the exception machinery) and
 /// ends the VM.

@@ -1,22 +1,27 @@
 //! I/O port windows: the safe way for the crates above the framework to reach
 //! x86 I/O ports.
 //!
-//! A window is claimed ([`IoPorts::claim`]) by its driver; accesses are
-//! bounds checked against it. The framework refuses the ports it drives
-//! itself (interrupt controllers, timers, the CMOS clock, the serial console,
-//! PCI configuration). Port I/O never touches memory, so what a driver writes
-//! to its own ports cannot break the kernel's memory safety; DMA a device is
-//! told to do is the same trust in the device as for any driver (no IOMMU is
-//! programmed).
+//! Two forms: [`IoPorts`], a bounds-checked window a driver claims, and the
+//! free functions [`read8`]/[`read16`]/[`write8`]/[`write16`] for drivers that
+//! address ports named by firmware tables (ACPI). Both refuse the ports the
+//! framework drives itself or that could make a device write memory: the
+//! interrupt controllers, the timer, the CMOS clock, the serial console, PCI
+//! configuration and the ISA DMA controllers. Other port I/O never touches
+//! memory, so what a driver does with it cannot break the kernel's memory
+//! safety; DMA a device is told to do through its own registers is the same
+//! trust in the device as for any driver (no IOMMU is programmed).
 
 use x86_64::instructions::port::Port;
 
 /// Port ranges `[start, end)` the framework keeps for itself.
 const RESERVED: &[(u16, u16)] = &[
+    (0x00, 0x20),   // ISA DMA controller 1
     (0x20, 0x22),   // master PIC
     (0x40, 0x44),   // PIT
     (0x70, 0x72),   // CMOS / RTC
+    (0x80, 0x90),   // ISA DMA page registers
     (0xa0, 0xa2),   // slave PIC
+    (0xc0, 0xe0),   // ISA DMA controller 2
     (0x3f8, 0x400), // COM1
     (0xcf8, 0xd00), // PCI configuration (see `pci_config`)
 ];
@@ -96,5 +101,50 @@ impl IoPorts {
         let mut p = Port::<u16>::new(self.port(off, 2));
         // SAFETY: as in `write8`.
         unsafe { p.write(v) }
+    }
+}
+
+/// Whether the framework lets drivers use port `port`.
+#[inline(never)]
+pub fn allowed(port: u16) -> bool {
+    !RESERVED.iter().any(|&(s, e)| s <= port && port < e)
+}
+
+/// Reads byte port `port`; all-ones for a port the framework keeps.
+#[inline(never)]
+pub fn read8(port: u16) -> u8 {
+    if !allowed(port) {
+        return 0xff;
+    }
+    // SAFETY: not one of the framework's ports (`RESERVED`); port reads do
+    // not touch memory.
+    unsafe { Port::<u8>::new(port).read() }
+}
+
+/// Reads 16-bit port `port`; all-ones for a port the framework keeps.
+#[inline(never)]
+pub fn read16(port: u16) -> u16 {
+    if !allowed(port) || !allowed(port.wrapping_add(1)) {
+        return 0xffff;
+    }
+    // SAFETY: as in `read8`.
+    unsafe { Port::<u16>::new(port).read() }
+}
+
+/// Writes byte port `port`; ignored for a port the framework keeps.
+#[inline(never)]
+pub fn write8(port: u16, v: u8) {
+    if allowed(port) {
+        // SAFETY: as in `read8`; the write reaches the device only.
+        unsafe { Port::<u8>::new(port).write(v) }
+    }
+}
+
+/// Writes 16-bit port `port`; ignored for a port the framework keeps.
+#[inline(never)]
+pub fn write16(port: u16, v: u16) {
+    if allowed(port) && allowed(port.wrapping_add(1)) {
+        // SAFETY: as in `write8`.
+        unsafe { Port::<u16>::new(port).write(v) }
     }
 }

@@ -35,7 +35,6 @@ use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU16, Ordering};
 use uk_core::acpi::{self, Fadt, RegAddr};
 use uk_core::kbd::CtrlAltDel;
 use uk_frame::mmio::Mmio;
-use uk_frame::port::IoPorts;
 use uk_vfs::FileOps;
 
 use crate::arch::idt::TrapFrame;
@@ -118,57 +117,9 @@ const I8042_AUX: u8 = 1 << 5;
 /// Controller configuration byte: keyboard interrupt enabled.
 const I8042_CTR_KBDINT: u8 = 1;
 
-/// The I/O port windows this module claimed: the i8042 and the ACPI PM
-/// registers the FADT names. Accesses to other ports read all-ones and write
-/// nothing, as on an empty bus.
-static PORTS: IrqMutex<[Option<IoPorts>; 6]> = IrqMutex::new([const { None }; 6]);
-
-/// Claims `len` ports at `base` from the framework; false if refused.
-fn claim(base: u16, len: u16) -> bool {
-    let mut ports = PORTS.lock();
-    let Some(slot) = ports.iter_mut().find(|w| w.is_none()) else {
-        return false;
-    };
-    *slot = IoPorts::claim(base, len).ok();
-    slot.is_some()
-}
-
-/// One access to `port`: a write of `value` if given, else a read.
-fn port_io(port: u16, word: bool, value: Option<u16>) -> u16 {
-    let ports = PORTS.lock();
-    let Some(w) = ports.iter().flatten().find(|w| w.contains(port)) else {
-        return 0xffff;
-    };
-    let off = port - w.base();
-    match (word, value) {
-        (false, None) => u16::from(w.read8(off)),
-        (true, None) => w.read16(off),
-        (false, Some(v)) => {
-            w.write8(off, v as u8);
-            0
-        }
-        (true, Some(v)) => {
-            w.write16(off, v);
-            0
-        }
-    }
-}
-
-fn inb(port: u16) -> u8 {
-    port_io(port, false, None) as u8
-}
-
-fn inw(port: u16) -> u16 {
-    port_io(port, true, None)
-}
-
-fn outb(port: u16, v: u8) {
-    port_io(port, false, Some(u16::from(v)));
-}
-
-fn outw(port: u16, v: u16) {
-    port_io(port, true, Some(v));
-}
+// The i8042 and the ACPI PM registers the FADT names, through the
+// framework's checked port access.
+use uk_frame::port::{read8 as inb, read16 as inw, write8 as outb, write16 as outw};
 
 /// Records a shutdown request (the first source wins) and wakes the waiters.
 /// Safe in interrupt handlers.
@@ -283,17 +234,6 @@ pub(crate) fn init() {
 
 fn init_fixed_button(fadt: &Fadt, platform: &acpi::PlatformInfo) -> bool {
     let (sts, en, cnt) = (fadt.pm1a_evt, fadt.pm1a_evt.wrapping_add(2), fadt.pm1a_cnt);
-    if !claim(sts, 4) || (cnt != 0 && !claim(cnt, 2)) {
-        return false;
-    }
-    if let Ok(smi) = u16::try_from(fadt.smi_cmd)
-        && smi != 0
-    {
-        claim(smi, 1);
-    }
-    if fadt.gpe0_blk != 0 {
-        claim(fadt.gpe0_blk, u16::from(fadt.gpe0_len));
-    }
     if cnt != 0 && inw(cnt) & acpi::PM1_SCI_EN == 0 {
         if fadt.smi_cmd == 0 || fadt.acpi_enable == 0 {
             log::warn!("power: chipset not in ACPI mode and no way to switch it");
@@ -409,9 +349,6 @@ fn i8042_wait(mask: u8, want: u8) -> bool {
 }
 
 fn init_i8042() -> bool {
-    if !claim(I8042_DATA, 5) {
-        return false;
-    }
     if inb(I8042_STATUS) == 0xff {
         // Nothing decodes the port (QEMU microvm has no i8042).
         return false;

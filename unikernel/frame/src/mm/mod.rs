@@ -65,6 +65,23 @@ pub fn overlaps_ram(phys: u64, len: u64) -> bool {
     ram.0[..ram.1].iter().any(|&(s, e)| s < end && phys < e)
 }
 
+fn record_ram(map: &[MemRegion], max: u64) {
+    let mut guard = RAM.lock();
+    let (slots, used) = &mut *guard;
+    for r in map {
+        if r.kind != RegionKind::Ram {
+            continue;
+        }
+        if *used < slots.len() {
+            slots[*used] = (r.start, r.start.saturating_add(r.len));
+            *used += 1;
+        } else {
+            // More regions than slots: count the rest as RAM up to the top.
+            slots[*used - 1].1 = max;
+        }
+    }
+}
+
 fn align_up(x: u64, a: u64) -> u64 {
     x.div_ceil(a) * a
 }
@@ -86,19 +103,10 @@ pub fn init(map: &[MemRegion], image: ImageLayout) {
     let storage = unsafe { core::slice::from_raw_parts_mut(bitmap_at as *mut u64, words) };
     storage.fill(0);
     let mut frames = FrameAllocator::new(storage, nframes);
-    let mut guard = RAM.lock();
-    let ram = &mut *guard;
     for r in map.iter().filter(|r| r.kind == RegionKind::Ram) {
         frames.add_free(r.start, r.start.saturating_add(r.len));
-        if ram.1 < ram.0.len() {
-            ram.0[ram.1] = (r.start, r.start.saturating_add(r.len));
-            ram.1 += 1;
-        } else {
-            // More regions than slots: count the rest as RAM up to the top.
-            ram.0[ram.1 - 1].1 = max;
-        }
     }
-    drop(guard);
+    record_ram(map, max);
     for r in map.iter().filter(|r| r.kind != RegionKind::Ram) {
         frames.reserve(r.start, r.start.saturating_add(r.len));
     }
@@ -767,7 +775,8 @@ pub fn unmap_keep_frames(addr: u64, len: u64) -> Result<(), MemError> {
 }
 
 /// One physical frame owned by a cache (the page cache's pages), identity
-/// mapped; freed when dropped.
+/// mapped; [`PageFrame::free`] gives it back (dropping it keeps the frame
+/// allocated, which is safe).
 #[derive(Debug)]
 pub struct PageFrame {
     pa: u64,
@@ -784,6 +793,11 @@ impl PageFrame {
     pub fn phys(&self) -> u64 {
         self.pa
     }
+
+    /// Gives the frame back to the allocator.
+    pub fn free(self) {
+        free_dma(self.pa, 1);
+    }
 }
 
 impl uk_vfs::Page for PageFrame {
@@ -798,11 +812,5 @@ impl uk_vfs::Page for PageFrame {
         // SAFETY: as above; `&mut self` gives exclusive access to the frame
         // (read-only file mappings of it are only read).
         unsafe { &mut *(self.pa as *mut [u8; PAGE as usize]) }
-    }
-}
-
-impl Drop for PageFrame {
-    fn drop(&mut self) {
-        free_dma(self.pa, 1);
     }
 }

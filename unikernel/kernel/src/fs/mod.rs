@@ -98,7 +98,7 @@ impl PageFrames for KernelFrames {
     }
 
     fn free(&mut self, page: FramePage) {
-        drop(page);
+        page.free();
         self.live -= 1;
     }
 }

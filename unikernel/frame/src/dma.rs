@@ -1,0 +1,94 @@
+//! DMA memory owned by safe handles.
+//!
+//! A [`DmaBuffer`] is physically contiguous, identity mapped (its physical
+//! address is its address) memory that only its handle reaches: the handle
+//! gives out `&[u8]`/`&mut [u8]` by the usual borrow rules, and hands the
+//! memory to a device only by moving into a [`crate::virtio::Queue`], which
+//! keeps it until the device gives it back. Buffers cut from one allocation
+//! ([`DmaBuffer::split`]) cover disjoint ranges. DMA buffers are meant to
+//! live as long as their device: dropping one does not give its frames back
+//! (leaking is safe, and it keeps the handle a plain address and length
+//! without drop glue on the data path); [`DmaBuffer::free`] does, for a whole
+//! allocation.
+
+use alloc::vec::Vec;
+
+use crate::mm::{self, PAGE};
+
+/// `len` bytes of DMA memory at physical (= virtual) address `pa`, owned by
+/// this handle.
+#[derive(Debug)]
+pub struct DmaBuffer {
+    pa: u64,
+    len: usize,
+    /// Frames [`DmaBuffer::free`] gives back: the whole allocation, 0 for a
+    /// split part.
+    pages: u64,
+}
+
+impl DmaBuffer {
+    /// `pages` zeroed, physically contiguous pages, or `None` when memory is
+    /// short.
+    pub fn alloc(pages: u64) -> Option<DmaBuffer> {
+        let pa = mm::alloc_dma(pages).ok()?;
+        let len = (pages * PAGE) as usize;
+        // SAFETY: fresh frames from the allocator, identity mapped and owned
+        // by nobody else yet; zeroing makes every byte initialised before a
+        // slice is formed over them.
+        unsafe { core::ptr::write_bytes(pa as *mut u8, 0, len) };
+        Some(DmaBuffer { pa, len, pages })
+    }
+
+    /// Cuts the buffer into buffers of `size` bytes each (a trailing part
+    /// shorter than `size` is not handed out). The parts never free their
+    /// frames.
+    pub fn split(self, size: usize) -> Vec<DmaBuffer> {
+        assert!(size > 0, "DMA buffers of zero bytes");
+        let whole = self;
+        (0..whole.len / size)
+            .map(|i| DmaBuffer {
+                pa: whole.pa + (i * size) as u64,
+                len: size,
+                pages: 0,
+            })
+            .collect()
+    }
+
+    /// Gives the frames back (a whole allocation; a split part keeps them).
+    pub fn free(self) {
+        if self.pages != 0 {
+            mm::free_dma(self.pa, self.pages);
+        }
+    }
+
+    /// The buffer's physical address (also its virtual address).
+    pub fn phys(&self) -> u64 {
+        self.pa
+    }
+
+    /// The buffer's length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the buffer has no bytes (never for one from `alloc`).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The buffer's bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: `pa..pa + len` is DMA memory from `alloc` (identity mapped,
+        // initialised there) that is freed only by `free`, which consumes the
+        // handle of the whole allocation (split parts are never freed); no other
+        // handle covers it, and a device sees it only while a queue owns the
+        // handle.
+        unsafe { core::slice::from_raw_parts(self.pa as *const u8, self.len) }
+    }
+
+    /// The buffer's bytes, writable.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as in `as_slice`; `&mut self` makes the access exclusive.
+        unsafe { core::slice::from_raw_parts_mut(self.pa as *mut u8, self.len) }
+    }
+}

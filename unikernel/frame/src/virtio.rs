@@ -1,0 +1,259 @@
+//! Safe virtqueues: a [`Queue`] owns what it has posted until the device
+//! gives it back.
+//!
+//! virtio-drivers' `VirtQueue::add`/`pop_used` are `unsafe` because the
+//! buffers must stay alive and untouched while the device holds them. Here the
+//! queue takes the buffers by value ([`Buffers`]: a [`DeviceWrites`] buffer for
+//! receive, a [`Chain`] of device-readable segments for transmit) and returns
+//! them from [`Queue::pop_used`], so no reference to them can exist in
+//! between. A buffer whose memory could move with its owner cannot be posted:
+//! [`Buffers`] is sealed and implemented here only over [`Stable`] memory (DMA
+//! buffers, page-cache frames), whose address does not change when the handle
+//! moves.
+//!
+//! A [`Chain`] is one descriptor chain: a header buffer (its first
+//! `head_len` bytes) followed by up to [`MAX_FRAGMENTS`] fragments, each a
+//! byte range of a buffer the chain owns (for example pinned page-cache pages
+//! for a scatter-gather transmit); the device reads them in order.
+
+use alloc::vec::Vec;
+
+use virtio_drivers::queue::VirtQueue;
+use virtio_drivers::transport::Transport;
+
+use crate::dma::DmaBuffer;
+use crate::hal::KernelHal;
+
+pub use virtio_drivers::Error;
+
+/// Memory whose address does not change when the value owning it moves,
+/// that stays valid while the value lives, and that nothing else reaches
+/// while a queue owns the value.
+///
+/// # Safety
+///
+/// `bytes` (and `bytes_mut`) must return the same memory for the whole life
+/// of the value, wherever it moves, and only through this value.
+pub unsafe trait Stable: Send {
+    /// The memory.
+    fn bytes(&self) -> &[u8];
+}
+
+/// [`Stable`] memory the device may write.
+///
+/// # Safety
+///
+/// As for [`Stable`].
+pub unsafe trait StableMut: Stable {
+    /// The memory, writable.
+    fn bytes_mut(&mut self) -> &mut [u8];
+}
+
+// SAFETY: a DmaBuffer's memory is a fixed physical range owned by the handle
+// (see `dma`), independent of where the handle lives.
+unsafe impl Stable for DmaBuffer {
+    fn bytes(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
+// SAFETY: as above.
+unsafe impl StableMut for DmaBuffer {
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        self.as_mut_slice()
+    }
+}
+
+// SAFETY: a PageFrame owns one physical frame until it is dropped; its
+// address does not depend on where the handle lives.
+unsafe impl Stable for crate::mm::PageFrame {
+    fn bytes(&self) -> &[u8] {
+        uk_vfs::Page::bytes(self)
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// What one descriptor chain posts: the buffers the queue owns while the
+/// device has them. Implemented only by [`DeviceWrites`] and [`Chain`].
+pub trait Buffers: Send + sealed::Sealed {
+    /// Calls `f` with the device-readable segments, then the writable ones.
+    #[doc(hidden)]
+    fn with_segments<R>(
+        &mut self,
+        f: impl for<'a> FnOnce(&'a [&'a [u8]], &'a mut [&'a mut [u8]]) -> R,
+    ) -> R;
+}
+
+/// A buffer the device writes (a receive buffer).
+#[derive(Debug)]
+pub struct DeviceWrites<B: StableMut>(pub B);
+
+impl<B: StableMut> sealed::Sealed for DeviceWrites<B> {}
+
+impl<B: StableMut> Buffers for DeviceWrites<B> {
+    fn with_segments<R>(
+        &mut self,
+        f: impl for<'a> FnOnce(&'a [&'a [u8]], &'a mut [&'a mut [u8]]) -> R,
+    ) -> R {
+        f(&[], &mut [self.0.bytes_mut()])
+    }
+}
+
+/// The most fragments a [`Chain`] may carry after its header.
+pub const MAX_FRAGMENTS: usize = 18;
+
+/// A device-readable descriptor chain: `head[..head_len]`, then each
+/// fragment's byte range, in order.
+#[derive(Debug)]
+pub struct Chain<H: Stable, F: Stable> {
+    head: H,
+    head_len: usize,
+    fragments: Vec<(F, usize, usize)>,
+}
+
+impl<H: Stable, F: Stable> Chain<H, F> {
+    /// A chain of the first `head_len` bytes of `head` (clamped to its size).
+    pub fn new(head: H, head_len: usize) -> Self {
+        let head_len = head_len.min(head.bytes().len());
+        Chain {
+            head,
+            head_len,
+            fragments: Vec::new(),
+        }
+    }
+
+    /// Appends bytes `start..start + len` of `buf`; gives `buf` back when the
+    /// range is outside it or the chain is full.
+    pub fn push(&mut self, buf: F, start: usize, len: usize) -> Result<(), F> {
+        let fits = start
+            .checked_add(len)
+            .is_some_and(|end| end <= buf.bytes().len());
+        if !fits || len == 0 || self.fragments.len() == MAX_FRAGMENTS {
+            return Err(buf);
+        }
+        self.fragments.push((buf, start, len));
+        Ok(())
+    }
+
+    /// The header buffer.
+    pub fn head(&self) -> &H {
+        &self.head
+    }
+
+    /// Bytes posted from the header.
+    pub fn head_len(&self) -> usize {
+        self.head_len
+    }
+
+    /// Takes the chain apart: the header and the fragments (each buffer with
+    /// its posted range, start and length).
+    pub fn into_parts(self) -> (H, Vec<(F, usize, usize)>) {
+        (self.head, self.fragments)
+    }
+}
+
+impl<H: Stable, F: Stable> sealed::Sealed for Chain<H, F> {}
+
+impl<H: Stable, F: Stable> Buffers for Chain<H, F> {
+    fn with_segments<R>(
+        &mut self,
+        f: impl for<'a> FnOnce(&'a [&'a [u8]], &'a mut [&'a mut [u8]]) -> R,
+    ) -> R {
+        let head = &self.head.bytes()[..self.head_len];
+        if self.fragments.is_empty() {
+            return f(&[head], &mut []);
+        }
+        let mut segs: [&[u8]; MAX_FRAGMENTS + 1] = [&[]; MAX_FRAGMENTS + 1];
+        segs[0] = head;
+        for (i, (b, start, len)) in self.fragments.iter().enumerate() {
+            segs[i + 1] = &b.bytes()[*start..*start + *len];
+        }
+        f(&segs[..1 + self.fragments.len()], &mut [])
+    }
+}
+
+/// A virtqueue of `N` descriptors that owns each posted [`Buffers`] value
+/// until the device returns it.
+pub struct Queue<T: Buffers, const N: usize> {
+    vq: VirtQueue<KernelHal, N>,
+    /// The value posted under each token (head descriptor index).
+    posted: Vec<Option<T>>,
+}
+
+impl<T: Buffers, const N: usize> Queue<T, N> {
+    /// Sets up queue `idx` of the device behind `transport`.
+    pub fn new<Tr: Transport>(
+        transport: &mut Tr,
+        idx: u16,
+        indirect: bool,
+        event_idx: bool,
+    ) -> Result<Self, Error> {
+        let vq = VirtQueue::new(transport, idx, indirect, event_idx)?;
+        let mut posted = Vec::with_capacity(N);
+        posted.resize_with(N, || None);
+        Ok(Queue { vq, posted })
+    }
+
+    /// Posts `item`; gives it back if the queue has no room for it.
+    #[inline(never)]
+    pub fn add(&mut self, mut item: T) -> Result<u16, T> {
+        // SAFETY: the segments point into `item`'s Stable memory, whose
+        // address does not change when `item` moves; `item` moves into
+        // `posted` right below and stays there, unreachable by anyone else,
+        // until `pop_used` has had this token back from the device.
+        let r = item.with_segments(|ins, outs| unsafe { self.vq.add(ins, outs) });
+        match r {
+            Ok(token) => {
+                self.posted[token as usize] = Some(item);
+                Ok(token)
+            }
+            Err(_) => Err(item),
+        }
+    }
+
+    /// The next buffer the device has finished with, and the number of bytes
+    /// it wrote (receive).
+    #[inline(never)]
+    pub fn pop_used(&mut self) -> Option<(T, u32)> {
+        let token = self.vq.peek_used()?;
+        let mut item = self.posted.get_mut(token as usize)?.take()?;
+        // SAFETY: `item` is the value posted with `token` (it has been in
+        // `posted[token]` since `add`), so these are the same segments.
+        let r = item.with_segments(|ins, outs| unsafe { self.vq.pop_used(token, ins, outs) });
+        match r {
+            Ok(len) => Some((item, len)),
+            Err(_) => {
+                // The device broke the ring (the queue stalls, as before the
+                // wrapper); it may still hold the buffers: never free them.
+                core::mem::forget(item);
+                None
+            }
+        }
+    }
+
+    /// Whether the device has returned a buffer.
+    pub fn has_used(&self) -> bool {
+        self.vq.peek_used().is_some()
+    }
+
+    /// Free descriptors.
+    pub fn available_desc(&self) -> usize {
+        self.vq.available_desc()
+    }
+
+    /// Whether the device wants a notification for what was added.
+    pub fn should_notify(&self) -> bool {
+        self.vq.should_notify()
+    }
+}
+
+impl<T: Buffers, const N: usize> Drop for Queue<T, N> {
+    fn drop(&mut self) {
+        // The device may still hold what is posted: leak it rather than free
+        // memory a device could write into.
+        core::mem::forget(core::mem::take(&mut self.posted));
+    }
+}
