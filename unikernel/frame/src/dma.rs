@@ -76,6 +76,19 @@ impl DmaBuffer {
         self.len == 0
     }
 
+    /// Reads the little-endian 32-bit word at byte offset `off` with a
+    /// volatile load: for memory the device writes while the driver polls it
+    /// (a completion queue).
+    pub fn read_u32_volatile(&self, off: usize) -> u32 {
+        assert!(
+            off.is_multiple_of(4) && off.checked_add(4).is_some_and(|e| e <= self.len),
+            "DMA word outside its buffer"
+        );
+        // SAFETY: inside this buffer (checked), aligned, identity mapped; a
+        // volatile load of plain data that the device may be writing.
+        u32::from_le(unsafe { ((self.pa as usize + off) as *const u32).read_volatile() })
+    }
+
     /// The buffer's bytes.
     pub fn as_slice(&self) -> &[u8] {
         // SAFETY: `pa..pa + len` is DMA memory from `alloc` (identity mapped,

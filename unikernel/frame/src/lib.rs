@@ -30,6 +30,7 @@ pub mod irq;
 pub mod mm;
 pub mod mmio;
 mod panic;
+pub mod pci;
 pub mod port;
 pub mod sched;
 pub mod sync;

@@ -24,6 +24,12 @@ impl Mmio {
         Ok(Mmio { base, len })
     }
 
+    /// Keeps the window for the rest of the VM's life (for interrupt paths
+    /// that need it from a `Copy` value).
+    pub fn leak(self) -> &'static Mmio {
+        alloc::boxed::Box::leak(alloc::boxed::Box::new(self))
+    }
+
     /// The window's physical (and virtual: identity mapped) address.
     pub fn base(&self) -> u64 {
         self.base

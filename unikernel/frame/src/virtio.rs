@@ -23,6 +23,7 @@ use virtio_drivers::transport::Transport;
 
 use crate::dma::DmaBuffer;
 use crate::hal::KernelHal;
+use crate::mmio::Mmio;
 
 pub use virtio_drivers::Error;
 
@@ -256,4 +257,24 @@ impl<T: Buffers, const N: usize> Drop for Queue<T, N> {
         // memory a device could write into.
         core::mem::forget(core::mem::take(&mut self.posted));
     }
+}
+
+/// Makes the virtio-mmio transport of the device whose register window is
+/// `window` (its magic value checked by the caller or not: the transport
+/// checks it again). The window is consumed: the transport owns it.
+pub fn mmio_transport(
+    window: Mmio,
+) -> Result<
+    virtio_drivers::transport::mmio::MmioTransport<'static>,
+    virtio_drivers::transport::mmio::MmioError,
+> {
+    use virtio_drivers::transport::mmio::{MmioTransport, VirtIOHeader};
+    let header = core::ptr::NonNull::new(window.base() as *mut VirtIOHeader)
+        .ok_or(virtio_drivers::transport::mmio::MmioError::BadMagic(0))?;
+    // SAFETY: `window` is device memory (`Mmio::map` refuses RAM), identity
+    // mapped uncached, `len` bytes long, and consumed here, so the transport
+    // is its owner for the rest of the VM's life; other accesses to the same
+    // registers are volatile (an interrupt acknowledgement), never Rust
+    // references.
+    unsafe { MmioTransport::new(header, window.len() as usize) }
 }
