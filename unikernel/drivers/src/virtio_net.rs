@@ -85,14 +85,15 @@ type TxChain = Chain<DmaBuffer, DmaBuffer>;
 /// A received frame: the receive buffer the device filled, until released.
 pub struct RxFrame {
     buf: DmaBuffer,
-    start: usize,
-    len: usize,
+    start: u16,
+    len: u16,
 }
 
 impl Deref for RxFrame {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        &self.buf.as_slice()[self.start..self.start + self.len]
+        let start = usize::from(self.start);
+        &self.buf.as_slice()[start..start + usize::from(self.len)]
     }
 }
 
@@ -308,10 +309,11 @@ impl Nic for VirtioNet {
             self.rx_free.push(buf);
             return self.receive();
         }
+        // Both fit: `len` is at most BUF_SIZE (checked above).
         Some(RxFrame {
             buf,
-            start: hdr,
-            len: len - hdr,
+            start: hdr as u16,
+            len: (len - hdr) as u16,
         })
     }
 

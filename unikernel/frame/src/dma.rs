@@ -20,23 +20,28 @@ use crate::mm::{self, PAGE};
 #[derive(Debug)]
 pub struct DmaBuffer {
     pa: u64,
-    len: usize,
+    len: u32,
     /// Frames [`DmaBuffer::free`] gives back: the whole allocation, 0 for a
     /// split part.
-    pages: u64,
+    pages: u32,
 }
 
 impl DmaBuffer {
     /// `pages` zeroed, physically contiguous pages, or `None` when memory is
     /// short.
     pub fn alloc(pages: u64) -> Option<DmaBuffer> {
+        // Handles keep lengths in 32 bits: at most 4 GiB - 1 page at once.
+        let len = u32::try_from(pages * PAGE).ok()?;
         let pa = mm::alloc_dma(pages).ok()?;
-        let len = (pages * PAGE) as usize;
         // SAFETY: fresh frames from the allocator, identity mapped and owned
         // by nobody else yet; zeroing makes every byte initialised before a
         // slice is formed over them.
-        unsafe { core::ptr::write_bytes(pa as *mut u8, 0, len) };
-        Some(DmaBuffer { pa, len, pages })
+        unsafe { core::ptr::write_bytes(pa as *mut u8, 0, len as usize) };
+        Some(DmaBuffer {
+            pa,
+            len,
+            pages: pages as u32,
+        })
     }
 
     /// Cuts the buffer into buffers of `size` bytes each (a trailing part
@@ -45,10 +50,10 @@ impl DmaBuffer {
     pub fn split(self, size: usize) -> Vec<DmaBuffer> {
         assert!(size > 0, "DMA buffers of zero bytes");
         let whole = self;
-        (0..whole.len / size)
+        (0..whole.len as usize / size)
             .map(|i| DmaBuffer {
                 pa: whole.pa + (i * size) as u64,
-                len: size,
+                len: size as u32,
                 pages: 0,
             })
             .collect()
@@ -57,7 +62,7 @@ impl DmaBuffer {
     /// Gives the frames back (a whole allocation; a split part keeps them).
     pub fn free(self) {
         if self.pages != 0 {
-            mm::free_dma(self.pa, self.pages);
+            mm::free_dma(self.pa, u64::from(self.pages));
         }
     }
 
@@ -68,7 +73,7 @@ impl DmaBuffer {
 
     /// The buffer's length in bytes.
     pub fn len(&self) -> usize {
-        self.len
+        self.len as usize
     }
 
     /// Whether the buffer has no bytes (never for one from `alloc`).
@@ -81,7 +86,7 @@ impl DmaBuffer {
     /// (a completion queue).
     pub fn read_u32_volatile(&self, off: usize) -> u32 {
         assert!(
-            off.is_multiple_of(4) && off.checked_add(4).is_some_and(|e| e <= self.len),
+            off.is_multiple_of(4) && off.checked_add(4).is_some_and(|e| e <= self.len()),
             "DMA word outside its buffer"
         );
         // SAFETY: inside this buffer (checked), aligned, identity mapped; a
@@ -96,12 +101,12 @@ impl DmaBuffer {
         // handle of the whole allocation (split parts are never freed); no other
         // handle covers it, and a device sees it only while a queue owns the
         // handle.
-        unsafe { core::slice::from_raw_parts(self.pa as *const u8, self.len) }
+        unsafe { core::slice::from_raw_parts(self.pa as *const u8, self.len()) }
     }
 
     /// The buffer's bytes, writable.
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
         // SAFETY: as in `as_slice`; `&mut self` makes the access exclusive.
-        unsafe { core::slice::from_raw_parts_mut(self.pa as *mut u8, self.len) }
+        unsafe { core::slice::from_raw_parts_mut(self.pa as *mut u8, self.len()) }
     }
 }

@@ -16,6 +16,7 @@ pub struct Mmio {
 
 impl Mmio {
     /// Maps `len` bytes of device memory at physical address `base`.
+    #[inline(never)]
     pub fn map(base: u64, len: u64) -> Result<Mmio, MemError> {
         if len == 0 || base.checked_add(len).is_none() || mm::overlaps_ram(base, len) {
             return Err(MemError::InvalidArgument);
@@ -54,6 +55,7 @@ impl Mmio {
     }
 
     /// Reads the 16-bit register at `off`.
+    #[inline(never)]
     pub fn read16(&self, off: u64) -> u16 {
         let a = self.addr(off, 2);
         // SAFETY: inside this window, aligned, identity mapped uncached by
@@ -62,6 +64,7 @@ impl Mmio {
     }
 
     /// Writes the 16-bit register at `off`.
+    #[inline(never)]
     pub fn write16(&self, off: u64, v: u16) {
         let a = self.addr(off, 2);
         // SAFETY: as in `read16`.
@@ -69,6 +72,7 @@ impl Mmio {
     }
 
     /// Reads the 32-bit register at `off`.
+    #[inline(never)]
     pub fn read32(&self, off: u64) -> u32 {
         let a = self.addr(off, 4);
         // SAFETY: as in `read16`.
@@ -76,6 +80,7 @@ impl Mmio {
     }
 
     /// Writes the 32-bit register at `off`.
+    #[inline(never)]
     pub fn write32(&self, off: u64, v: u32) {
         let a = self.addr(off, 4);
         // SAFETY: as in `read16`.

@@ -77,15 +77,17 @@ mod sealed {
     pub trait Sealed {}
 }
 
+/// Segments of one descriptor chain: device-readable ones, then at most one
+/// device-writable one.
+type Segments<'a> = [&'a [u8]; MAX_FRAGMENTS + 1];
+
 /// What one descriptor chain posts: the buffers the queue owns while the
 /// device has them. Implemented only by [`DeviceWrites`] and [`Chain`].
 pub trait Buffers: Send + sealed::Sealed {
-    /// Calls `f` with the device-readable segments, then the writable ones.
+    /// Fills `ins` with the device-readable segments; returns how many, and
+    /// the device-writable segment if any.
     #[doc(hidden)]
-    fn with_segments<R>(
-        &mut self,
-        f: impl for<'a> FnOnce(&'a [&'a [u8]], &'a mut [&'a mut [u8]]) -> R,
-    ) -> R;
+    fn segments<'a>(&'a mut self, ins: &mut Segments<'a>) -> (usize, Option<&'a mut [u8]>);
 }
 
 /// A buffer the device writes (a receive buffer).
@@ -95,11 +97,8 @@ pub struct DeviceWrites<B: StableMut>(pub B);
 impl<B: StableMut> sealed::Sealed for DeviceWrites<B> {}
 
 impl<B: StableMut> Buffers for DeviceWrites<B> {
-    fn with_segments<R>(
-        &mut self,
-        f: impl for<'a> FnOnce(&'a [&'a [u8]], &'a mut [&'a mut [u8]]) -> R,
-    ) -> R {
-        f(&[], &mut [self.0.bytes_mut()])
+    fn segments<'a>(&'a mut self, _ins: &mut Segments<'a>) -> (usize, Option<&'a mut [u8]>) {
+        (0, Some(self.0.bytes_mut()))
     }
 }
 
@@ -159,20 +158,52 @@ impl<H: Stable, F: Stable> Chain<H, F> {
 impl<H: Stable, F: Stable> sealed::Sealed for Chain<H, F> {}
 
 impl<H: Stable, F: Stable> Buffers for Chain<H, F> {
-    fn with_segments<R>(
-        &mut self,
-        f: impl for<'a> FnOnce(&'a [&'a [u8]], &'a mut [&'a mut [u8]]) -> R,
-    ) -> R {
-        let head = &self.head.bytes()[..self.head_len];
-        if self.fragments.is_empty() {
-            return f(&[head], &mut []);
-        }
-        let mut segs: [&[u8]; MAX_FRAGMENTS + 1] = [&[]; MAX_FRAGMENTS + 1];
-        segs[0] = head;
+    fn segments<'a>(&'a mut self, ins: &mut Segments<'a>) -> (usize, Option<&'a mut [u8]>) {
+        ins[0] = &self.head.bytes()[..self.head_len];
         for (i, (b, start, len)) in self.fragments.iter().enumerate() {
-            segs[i + 1] = &b.bytes()[*start..*start + *len];
+            ins[i + 1] = &b.bytes()[*start..*start + *len];
         }
-        f(&segs[..1 + self.fragments.len()], &mut [])
+        (1 + self.fragments.len(), None)
+    }
+}
+
+/// Posts one chain.
+///
+/// # Safety
+///
+/// As `VirtQueue::add`: the buffers stay valid and untouched until `pop_raw`
+/// has had the returned token back.
+#[inline(never)]
+unsafe fn add_raw<const N: usize>(
+    vq: &mut VirtQueue<KernelHal, N>,
+    ins: &[&[u8]],
+    out: Option<&mut [u8]>,
+) -> Result<u16, Error> {
+    match out {
+        // SAFETY: the caller's promise.
+        Some(o) => unsafe { vq.add(ins, &mut [o]) },
+        // SAFETY: the caller's promise.
+        None => unsafe { vq.add(ins, &mut []) },
+    }
+}
+
+/// Takes chain `token` back from the used ring.
+///
+/// # Safety
+///
+/// As `VirtQueue::pop_used`: the same buffers as were posted with `token`.
+#[inline(never)]
+unsafe fn pop_raw<const N: usize>(
+    vq: &mut VirtQueue<KernelHal, N>,
+    token: u16,
+    ins: &[&[u8]],
+    out: Option<&mut [u8]>,
+) -> Result<u32, Error> {
+    match out {
+        // SAFETY: the caller's promise.
+        Some(o) => unsafe { vq.pop_used(token, ins, &mut [o]) },
+        // SAFETY: the caller's promise.
+        None => unsafe { vq.pop_used(token, ins, &mut []) },
     }
 }
 
@@ -199,13 +230,14 @@ impl<T: Buffers, const N: usize> Queue<T, N> {
     }
 
     /// Posts `item`; gives it back if the queue has no room for it.
-    #[inline(never)]
     pub fn add(&mut self, mut item: T) -> Result<u16, T> {
+        let mut ins: Segments<'_> = [&[]; MAX_FRAGMENTS + 1];
+        let (n, out) = item.segments(&mut ins);
         // SAFETY: the segments point into `item`'s Stable memory, whose
         // address does not change when `item` moves; `item` moves into
         // `posted` right below and stays there, unreachable by anyone else,
         // until `pop_used` has had this token back from the device.
-        let r = item.with_segments(|ins, outs| unsafe { self.vq.add(ins, outs) });
+        let r = unsafe { add_raw(&mut self.vq, &ins[..n], out) };
         match r {
             Ok(token) => {
                 self.posted[token as usize] = Some(item);
@@ -217,13 +249,14 @@ impl<T: Buffers, const N: usize> Queue<T, N> {
 
     /// The next buffer the device has finished with, and the number of bytes
     /// it wrote (receive).
-    #[inline(never)]
     pub fn pop_used(&mut self) -> Option<(T, u32)> {
         let token = self.vq.peek_used()?;
         let mut item = self.posted.get_mut(token as usize)?.take()?;
+        let mut ins: Segments<'_> = [&[]; MAX_FRAGMENTS + 1];
+        let (n, out) = item.segments(&mut ins);
         // SAFETY: `item` is the value posted with `token` (it has been in
         // `posted[token]` since `add`), so these are the same segments.
-        let r = item.with_segments(|ins, outs| unsafe { self.vq.pop_used(token, ins, outs) });
+        let r = unsafe { pop_raw(&mut self.vq, token, &ins[..n], out) };
         match r {
             Ok(len) => Some((item, len)),
             Err(_) => {

@@ -13,19 +13,24 @@
 
 use uk_frame::arch::{boot, cpu};
 use uk_frame::entry::{MAIN_STACK_SIZE, config};
+use uk_frame::sync::Once;
 use uk_frame::{mm, time};
+
+/// The application's `main` (through `Termination`), set once by [`start`].
+static APP_MAIN: Once<fn() -> i32> = Once::new();
 
 /// Starts the kernel services and runs `main` as the first thread.
 pub fn start(main: fn() -> i32) -> ! {
+    let _ = APP_MAIN.set(main);
     crate::drivers::init();
     time::stage("drivers");
     crate::power::init();
     time::stage("power");
     let timeslice = config().timeslice_ms;
-    crate::sched::start(move || run_main(main), MAIN_STACK_SIZE, timeslice)
+    crate::sched::start(run_main, MAIN_STACK_SIZE, timeslice)
 }
 
-fn run_main(main: fn() -> i32) {
+fn run_main() {
     crate::console::init_input(crate::net::debug_line);
     crate::net::init();
     time::stage("net");
@@ -40,7 +45,7 @@ fn run_main(main: fn() -> i32) {
     if config().mem_report {
         crate::println!("memstats: {}", mm::stats());
     }
-    let status = main();
+    let status = APP_MAIN.get().map_or(0, |main| main());
     if config().mem_report {
         crate::println!("memstats: {}", mm::stats());
     }
