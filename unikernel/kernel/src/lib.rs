@@ -5,6 +5,7 @@
 //!
 //! ```ignore
 //! #![no_std]
+#![forbid(unsafe_code)]
 //! #![no_main]
 //! unikernel::main!(main);
 //! fn main() {
@@ -14,28 +15,28 @@
 //!
 //! There is no user/kernel boundary: the kernel APIs ([`mem`], [`env`],
 //! [`process`]) are plain function calls. The hardware-independent logic lives
-//! in `uk-core` and is tested on the host; this crate holds the machine side.
+//! in `uk-core` and is tested on the host.
+//!
+//! This crate holds the kernel services (file system, network, descriptors and
+//! epoll, power policy, the application's entry) and may not use `unsafe`: the
+//! machine is reached through the framework (`uk-frame`, re-exported here as
+//! [`arch`], [`mm`], [`sched`], [`sync`], [`time`], ...) and the devices
+//! through the drivers (`uk-drivers`, re-exported as [`drivers`]).
 #![no_std]
 
 extern crate alloc;
 
-pub mod arch;
-mod backtrace;
-pub mod console;
-pub mod drivers;
-mod entry;
+pub use uk_drivers as drivers;
+#[doc(hidden)]
+pub use uk_frame as __frame;
+pub use uk_frame::{arch, console, irq, mm, print, println, sched, sync, time, trap};
+
+#[doc(hidden)]
+pub mod entry;
 pub mod fs;
-mod heap;
 pub mod io;
-pub mod irq;
-pub mod mm;
 pub mod net;
-mod panic;
 pub mod power;
-pub mod sched;
-pub mod sync;
-pub mod time;
-pub mod trap;
 
 pub use uk_core::stats::MemStats;
 
@@ -73,11 +74,9 @@ impl<E: core::fmt::Debug> Termination for Result<(), E> {
 #[macro_export]
 macro_rules! main {
     ($f:path) => {
-        #[unsafe(no_mangle)]
-        #[doc(hidden)]
-        pub extern "Rust" fn __uk_app_main() -> i32 {
+        $crate::__frame::app_entry!($crate::entry::start(|| {
             $crate::Termination::report($f())
-        }
+        }));
     };
 }
 
@@ -87,12 +86,12 @@ pub mod env {
 
     /// The arguments after `--` on the kernel command line.
     pub fn args() -> &'static [String] {
-        crate::entry::args()
+        uk_frame::entry::args()
     }
 
     /// The kernel options in effect.
     pub fn config() -> &'static uk_core::cmdline::KernelConfig {
-        crate::entry::config()
+        uk_frame::entry::config()
     }
 }
 
@@ -141,14 +140,4 @@ pub mod mem {
     pub fn stats() -> crate::MemStats {
         crate::mm::stats()
     }
-}
-
-/// Reports a failure during early boot (before the exception machinery) and
-/// ends the VM.
-#[cold]
-pub(crate) fn fatal_early(msg: &str) -> ! {
-    console::emergency(|w| {
-        let _ = writeln!(w, "uk: fatal: {msg}");
-    });
-    arch::cpu::exit_vm(trap::EXIT_EXCEPTION)
 }

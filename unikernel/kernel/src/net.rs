@@ -16,8 +16,8 @@ use core::net::{Ipv4Addr, SocketAddrV4};
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use core::time::Duration;
 
+use crate::drivers::DeviceType;
 use uk_net::{NetConfig, NetStack, SocketId, StackOptions};
-use virtio_drivers::transport::DeviceType;
 
 use crate::drivers::{self, IrqSource, virtio_net::VirtioNet};
 use crate::sync::{IrqMutex, Mutex, WaitQueue};

@@ -30,12 +30,12 @@
 
 use alloc::sync::{Arc, Weak};
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU16, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU16, Ordering};
 
 use uk_core::acpi::{self, Fadt, RegAddr};
 use uk_core::kbd::CtrlAltDel;
+use uk_frame::mmio::Mmio;
 use uk_vfs::FileOps;
-use x86_64::instructions::port::Port;
 
 use crate::arch::idt::TrapFrame;
 use crate::fs::Errno;
@@ -93,7 +93,7 @@ static SETUP: IrqMutex<Sources> = IrqMutex::new(Sources {
 /// PM1a event block port (status; enable at +2).
 static PM1_EVT: AtomicU16 = AtomicU16::new(0);
 /// Physical (identity-mapped) address of the GED event selector.
-static GED_ESEL: AtomicU64 = AtomicU64::new(0);
+static GED_ESEL: IrqMutex<Option<Mmio>> = IrqMutex::new(None);
 static KBD: IrqMutex<CtrlAltDel> = IrqMutex::new(CtrlAltDel::new());
 /// Eventfds to signal; `None` once they have been signalled.
 static EVENTFDS: IrqMutex<Option<Vec<Weak<EventFd>>>> = IrqMutex::new(Some(Vec::new()));
@@ -117,31 +117,9 @@ const I8042_AUX: u8 = 1 << 5;
 /// Controller configuration byte: keyboard interrupt enabled.
 const I8042_CTR_KBDINT: u8 = 1;
 
-fn inb(port: u16) -> u8 {
-    let mut p = Port::<u8>::new(port);
-    // SAFETY: only the i8042 and ACPI PM ports named by the FADT are read;
-    // port reads do not touch memory.
-    unsafe { p.read() }
-}
-
-fn inw(port: u16) -> u16 {
-    let mut p = Port::<u16>::new(port);
-    // SAFETY: as in `inb`: ACPI PM1 registers named by the FADT.
-    unsafe { p.read() }
-}
-
-fn outb(port: u16, v: u8) {
-    let mut p = Port::<u8>::new(port);
-    // SAFETY: the i8042 command/data ports, the FADT's SMI_CMD port and its
-    // GPE0 block only; none of them affects memory safety.
-    unsafe { p.write(v) }
-}
-
-fn outw(port: u16, v: u16) {
-    let mut p = Port::<u16>::new(port);
-    // SAFETY: as in `outb`: ACPI PM1 status/enable registers.
-    unsafe { p.write(v) }
-}
+// The i8042 and the ACPI PM registers the FADT names, through the
+// framework's checked port access.
+use uk_frame::port::{read8 as inb, read16 as inw, write8 as outb, write16 as outw};
 
 /// Records a shutdown request (the first source wins) and wakes the waiters.
 /// Safe in interrupt handlers.
@@ -326,11 +304,11 @@ fn sci_handler(_frame: &mut TrapFrame) {
 }
 
 fn init_microvm_ged() -> bool {
-    if crate::mm::map_mmio(MICROVM_GED_ESEL, 4096).is_err() {
+    let Ok(window) = Mmio::map(MICROVM_GED_ESEL, 4096) else {
         log::warn!("power: cannot map the Generic Event Device");
         return false;
-    }
-    GED_ESEL.store(MICROVM_GED_ESEL, Ordering::Release);
+    };
+    *GED_ESEL.lock() = Some(window);
     // Drop anything pending from before.
     let _ = read_esel();
     let Ok(vector) = crate::irq::claim_vector(ged_handler) else {
@@ -348,14 +326,9 @@ fn init_microvm_ged() -> bool {
 }
 
 fn read_esel() -> u32 {
-    let addr = GED_ESEL.load(Ordering::Acquire);
-    if addr == 0 {
-        return 0;
-    }
-    // SAFETY: `addr` is the GED's event selector, identity mapped uncached
-    // by `init_microvm_ged` before it was stored; a 32-bit MMIO read (the
-    // only access size the device accepts) that clears the pending events.
-    unsafe { core::ptr::read_volatile(addr as *const u32) }
+    // The event selector: a 32-bit read (the only access size the device
+    // accepts) that clears the pending events.
+    GED_ESEL.lock().as_ref().map_or(0, |w| w.read32(0))
 }
 
 fn ged_handler(_frame: &mut TrapFrame) {

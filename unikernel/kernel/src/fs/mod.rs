@@ -36,7 +36,7 @@ use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use uk_core::vma::{Prot, VmaKind};
 use uk_vfs::{
-    FdTable, FileDescription, FileOps, FsRef, Locking, OpenFlags, Page, PageCache, PageFrames,
+    FdTable, FileDescription, FileOps, FsRef, Locking, OpenFlags, PageCache, PageFrames,
     PinnedPage, TmpFs, Vfs,
 };
 
@@ -46,7 +46,7 @@ pub use uk_vfs::{
 };
 
 use crate::mm::{self, PAGE};
-use crate::sync::{BootCell, IrqMutex};
+use crate::sync::{IrqMutex, Once};
 
 /// Result of the file API: an errno on failure.
 pub type Result<T> = core::result::Result<T, Errno>;
@@ -74,32 +74,9 @@ impl Locking for KernelLocking {
     }
 }
 
-/// A page-cache page: one physical frame, identity mapped.
-pub struct FramePage {
-    pa: u64,
-}
-
-impl FramePage {
-    /// The frame's physical (= virtual) address.
-    pub fn phys(&self) -> u64 {
-        self.pa
-    }
-}
-
-impl Page for FramePage {
-    fn bytes(&self) -> &[u8; PAGE_SIZE] {
-        // SAFETY: `pa` is a frame from `alloc_dma` owned by this page until
-        // `KernelFrames::free`; RAM is identity mapped, so the address is a
-        // valid, aligned 4 KiB array. Shared access follows `&self`.
-        unsafe { &*(self.pa as *const [u8; PAGE_SIZE]) }
-    }
-
-    fn bytes_mut(&mut self) -> &mut [u8; PAGE_SIZE] {
-        // SAFETY: as above; `&mut self` gives exclusive access to the frame
-        // (read-only file mappings of it are only read).
-        unsafe { &mut *(self.pa as *mut [u8; PAGE_SIZE]) }
-    }
-}
+/// A page-cache page: one physical frame, identity mapped (the framework's
+/// [`mm::PageFrame`]).
+pub type FramePage = mm::PageFrame;
 
 /// Frames for the page cache from the kernel's frame allocator.
 pub struct KernelFrames {
@@ -115,13 +92,13 @@ impl PageFrames for KernelFrames {
         if mm::free_bytes() < self.reserve_bytes + PAGE {
             return None;
         }
-        let pa = mm::alloc_dma(1).ok()?;
+        let page = FramePage::alloc()?;
         self.live += 1;
-        Some(FramePage { pa })
+        Some(page)
     }
 
     fn free(&mut self, page: FramePage) {
-        mm::free_dma(page.pa, 1);
+        page.free();
         self.live -= 1;
     }
 }
@@ -135,13 +112,11 @@ struct Fs {
     root_kind: &'static str,
 }
 
-static FS: BootCell<Option<Fs>> = BootCell::new(None);
+static FS: Once<Fs> = Once::new();
 static FDS: IrqMutex<Option<FdTable>> = IrqMutex::new(None);
 
 fn fs() -> Result<&'static Fs> {
-    // SAFETY: written once by `init` before the application starts, then
-    // only read.
-    unsafe { (*FS.get()).as_ref() }.ok_or(Errno::ENOENT)
+    FS.get().ok_or(Errno::ENOENT)
 }
 
 fn clock() -> uk_vfs::Timespec {
@@ -157,6 +132,7 @@ fn clock() -> uk_vfs::Timespec {
 /// Mounts the root file system and `/tmp`. Called once, in thread context,
 /// before the application's `main`.
 pub(crate) fn init() {
+    uk_frame::arch::upcall::set_file_fault_hook(resolve_file_fault);
     crate::drivers::block::init();
     let free = mm::free_bytes();
     // Keep an eighth of memory (at least 2 MiB) for everything else; the
@@ -188,14 +164,16 @@ pub(crate) fn init() {
     }
     // A unikernel serves many connections: 65,536 descriptors.
     *FDS.lock() = Some(FdTable::new(65_536));
-    // SAFETY: single writer, before the application runs; see `fs()`.
-    unsafe {
-        *FS.get() = Some(Fs {
+    if FS
+        .set(Fs {
             vfs,
             cache,
             root_kind,
         })
-    };
+        .is_err()
+    {
+        log::warn!("fs: initialised twice");
+    }
     mm::set_reclaim_hook(reclaim);
 }
 
@@ -560,7 +538,7 @@ pub fn mmap_file(fd: i32, len: usize, offset: u64) -> Result<*const u8> {
 /// `arch::upcall`): reads the page into the cache if needed (this may block
 /// on the disk), pins it and maps its frame read-only. A page that cannot be
 /// read ends the VM, as SIGBUS would end a process.
-pub(crate) extern "C" fn resolve_file_fault(addr: u64) {
+fn resolve_file_fault(addr: u64) {
     let page = addr & !(PAGE - 1);
     let mut result = map_file_page(page);
     // Out of frames: every resident page may be pinned by mappings (a 64 MiB

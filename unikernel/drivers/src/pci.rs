@@ -4,53 +4,13 @@
 
 use alloc::vec::Vec;
 
+use uk_frame::mmio::Mmio;
+use uk_frame::sync::IrqMutex;
 use virtio_drivers::transport::pci::bus::{
     BarInfo, Command, ConfigurationAccess, DeviceFunction, DeviceFunctionInfo, HeaderType, PciRoot,
 };
-use x86_64::instructions::port::Port;
 
-use crate::sync::IrqMutex;
-
-/// Configuration access mechanism #1 (I/O ports 0xcf8/0xcfc), present on
-/// every PC chipset QEMU emulates.
-#[derive(Clone, Copy, Debug)]
-pub struct PortCam;
-
-static CF8: IrqMutex<()> = IrqMutex::new(());
-
-fn address(df: DeviceFunction, off: u8) -> u32 {
-    0x8000_0000
-        | (df.bus as u32) << 16
-        | (df.device as u32) << 11
-        | (df.function as u32) << 8
-        | (off as u32 & 0xfc)
-}
-
-impl ConfigurationAccess for PortCam {
-    fn read_word(&self, df: DeviceFunction, off: u8) -> u32 {
-        let _g = CF8.lock();
-        // SAFETY: the PCI configuration ports; the lock keeps the address/data
-        // pair atomic. Reads have no effect on memory.
-        unsafe {
-            Port::<u32>::new(0xcf8).write(address(df, off));
-            Port::<u32>::new(0xcfc).read()
-        }
-    }
-
-    fn write_word(&mut self, df: DeviceFunction, off: u8, data: u32) {
-        let _g = CF8.lock();
-        // SAFETY: as in read_word; configuration writes only affect the device
-        // (BARs and command bits are managed by this module).
-        unsafe {
-            Port::<u32>::new(0xcf8).write(address(df, off));
-            Port::<u32>::new(0xcfc).write(data);
-        }
-    }
-
-    unsafe fn unsafe_clone(&self) -> Self {
-        PortCam
-    }
-}
+pub use uk_frame::pci::PortCam;
 
 /// A PCI function found on the bus.
 #[derive(Clone, Debug)]
@@ -185,20 +145,16 @@ pub fn enable_msix(df: DeviceFunction, entry: u16, vector: u8) -> bool {
         return false;
     };
     let base = bar + (table & !7) as u64;
-    if crate::mm::map_mmio(base, table_size as u64 * 16).is_err() {
+    let Ok(msix) = Mmio::map(base, table_size as u64 * 16) else {
         return false;
-    }
+    };
     let (addr, data) = crate::irq::msi_message(vector);
-    let e = (base + entry as u64 * 16) as *mut u32;
-    // SAFETY: the MSI-X table lies in the device's memory BAR, identity
-    // mapped uncached just above; each entry is 16 bytes: address low/high,
-    // data, vector control.
-    unsafe {
-        e.write_volatile(addr as u32);
-        e.add(1).write_volatile((addr >> 32) as u32);
-        e.add(2).write_volatile(data);
-        e.add(3).write_volatile(0); // unmasked
-    }
+    // Each entry is 16 bytes: address low/high, data, vector control.
+    let e = entry as u64 * 16;
+    msix.write32(e, addr as u32);
+    msix.write32(e + 4, (addr >> 32) as u32);
+    msix.write32(e + 8, data);
+    msix.write32(e + 12, 0); // unmasked
     // Message control: enable (bit 15), clear function mask (bit 14).
     let mut cam = PortCam;
     let new_ctrl = (ctrl & !(1 << 30)) | (1 << 31);

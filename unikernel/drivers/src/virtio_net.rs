@@ -1,10 +1,12 @@
 //! virtio-net, as a `uk_net::Nic`.
 //!
-//! Built on `virtio-drivers`' transports and `VirtQueue`, with the buffer
-//! management done here: receive and transmit buffers are slots of 2 KiB in
-//! DMA frames (identity mapped and physically contiguous, so the device reads
-//! and writes them in place; nothing is bounced). Received frames are handed
-//! to the stack as tokens pointing into the ring's own buffer; released
+//! Built on `virtio-drivers`' transports and the framework's owning
+//! virtqueue (`uk_frame::virtio::Queue`), with the buffer management done
+//! here: receive and transmit buffers are `DmaBuffer`s of 2 KiB cut from DMA
+//! frames (identity mapped and physically contiguous, so the device reads and
+//! writes them in place; nothing is bounced). A buffer the device holds is
+//! owned by its queue until the used ring returns it. Received frames are
+//! handed to the stack as tokens that own the filled buffer; released
 //! buffers are re-posted in one batch with one notification ([`Nic::refill`]);
 //! transmitted frames are built in place in a ring buffer and the device is
 //! notified once per batch ([`Nic::flush_tx`]).
@@ -19,11 +21,12 @@ use alloc::vec::Vec;
 use core::ops::Deref;
 
 use bitflags::bitflags;
+use uk_frame::dma::DmaBuffer;
+use uk_frame::virtio::{Chain, DeviceWrites, Queue};
 use uk_net::Nic;
-use virtio_drivers::queue::VirtQueue;
 use virtio_drivers::transport::{SomeTransport, Transport};
 
-use super::{KernelHal, NoEventIdx};
+use super::NoEventIdx;
 use crate::mm::{self, PAGE};
 
 /// Descriptors per queue. 64 receive + 64 transmit buffers of 2 KiB: 256 KiB.
@@ -44,8 +47,6 @@ const TSO_BUF_PAGES: u64 = 17;
 /// TSO is negotiated only with at least this much RAM (a 64 MiB guest):
 /// the large buffers take 1.1 MiB, and small guests keep their memory.
 const TSO_MIN_RAM: u64 = 56 << 20;
-/// Transmit slots at or above this index are large (TSO) buffers.
-const LARGE: u16 = QUEUE_SIZE as u16;
 
 bitflags! {
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,115 +60,55 @@ bitflags! {
     }
 }
 
-/// A region of DMA buffers, `BUF_SIZE` each.
-struct Buffers {
-    base: u64,
-    count: usize,
-}
-
-impl Buffers {
-    fn new(count: usize) -> Option<Buffers> {
-        let pages = (count * BUF_SIZE) as u64 / PAGE;
-        let base = mm::alloc_dma(pages).ok()?;
-        Some(Buffers { base, count })
-    }
-
-    fn slot(&self, i: usize) -> *mut u8 {
-        debug_assert!(i < self.count);
-        (self.base + (i * BUF_SIZE) as u64) as *mut u8
-    }
-
-    #[allow(clippy::mut_from_ref)]
-    fn buf(&self, i: usize) -> &mut [u8] {
-        // SAFETY: slot `i` is a BUF_SIZE region of DMA memory owned by this
-        // driver; the driver hands each slot to at most one user at a time
-        // (the device, the stack's Rx token, or a transmit in progress).
-        unsafe { core::slice::from_raw_parts_mut(self.slot(i), BUF_SIZE) }
-    }
+/// `count` DMA buffers of `BUF_SIZE` bytes, cut from one allocation, in
+/// the order the free lists hand them out.
+fn small_buffers(count: usize) -> Option<Vec<DmaBuffer>> {
+    let pages = (count * BUF_SIZE) as u64 / PAGE;
+    let mut bufs = DmaBuffer::alloc(pages)?.split(BUF_SIZE);
+    bufs.reverse();
+    Some(bufs)
 }
 
 /// Large transmit buffers for TSO, each physically contiguous.
-struct LargeBuffers {
-    bases: Vec<u64>,
+fn large_buffers(count: usize) -> Option<Vec<DmaBuffer>> {
+    let mut bufs = Vec::with_capacity(count);
+    for _ in 0..count {
+        bufs.push(DmaBuffer::alloc(TSO_BUF_PAGES)?);
+    }
+    Some(bufs)
 }
 
-impl LargeBuffers {
-    fn new(count: usize) -> Option<LargeBuffers> {
-        let mut bases = Vec::with_capacity(count);
-        for _ in 0..count {
-            match mm::alloc_dma(TSO_BUF_PAGES) {
-                Ok(b) => bases.push(b),
-                Err(_) => {
-                    for b in bases {
-                        mm::free_dma(b, TSO_BUF_PAGES);
-                    }
-                    return None;
-                }
-            }
-        }
-        Some(LargeBuffers { bases })
-    }
+/// A transmit descriptor chain: the virtio-net header and the frame in one
+/// buffer, then (for a scatter-gather transmit) payload fragments.
+type TxChain = Chain<DmaBuffer, DmaBuffer>;
 
-    #[allow(clippy::mut_from_ref)]
-    fn buf(&self, i: usize) -> &mut [u8] {
-        // SAFETY: buffer `i` is TSO_BUF_PAGES of DMA memory owned by this
-        // driver; each is handed to at most one user at a time (the device
-        // or a transmit in progress).
-        unsafe {
-            core::slice::from_raw_parts_mut(
-                self.bases[i] as *mut u8,
-                (TSO_BUF_PAGES * PAGE) as usize,
-            )
-        }
-    }
-}
-
-/// The transmit buffer of a slot (`LARGE + i` for large buffer `i`).
-fn tx_buf<'a>(small: &'a Buffers, large: Option<&'a LargeBuffers>, slot: u16) -> &'a mut [u8] {
-    match (slot.checked_sub(LARGE), large) {
-        (Some(i), Some(large)) => large.buf(i as usize),
-        _ => small.buf(slot as usize),
-    }
-}
-
-/// A received frame: a view into a receive buffer until released.
+/// A received frame: the receive buffer the device filled, until released.
 pub struct RxFrame {
-    slot: usize,
-    ptr: *const u8,
-    len: usize,
+    buf: DmaBuffer,
+    start: u16,
+    len: u16,
 }
 
 impl Deref for RxFrame {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        // SAFETY: `ptr..ptr+len` lies in the receive slot that the device
-        // filled and that stays with this token until it is released.
-        unsafe { core::slice::from_raw_parts(self.ptr, self.len) }
+        let start = usize::from(self.start);
+        &self.buf.as_slice()[start..start + usize::from(self.len)]
     }
 }
-
-// SAFETY: the frame points into DMA memory owned by the driver, not shared
-// with other threads while the token exists.
-unsafe impl Send for RxFrame {}
 
 /// The virtio-net device.
 pub struct VirtioNet {
     transport: NoEventIdx<SomeTransport<'static>>,
-    rx: VirtQueue<KernelHal, QUEUE_SIZE>,
-    tx: VirtQueue<KernelHal, QUEUE_SIZE>,
-    rx_bufs: Buffers,
-    tx_bufs: Buffers,
-    /// Large transmit buffers, present when TSO is in use.
-    tso_bufs: Option<LargeBuffers>,
-    /// Receive slot of each descriptor token in flight.
-    rx_token_slot: [u16; QUEUE_SIZE],
-    /// Transmit slot (`LARGE + i` for large buffer `i`) and length of each
-    /// token in flight.
-    tx_token_slot: [(u16, u32); QUEUE_SIZE],
-    rx_free: Vec<u16>,
-    tx_free: Vec<u16>,
-    /// Free large transmit buffers (indices into `tso_bufs`).
-    tso_free: Vec<u16>,
+    /// The queues own the buffers the device holds.
+    rx: Queue<DeviceWrites<DmaBuffer>, QUEUE_SIZE>,
+    tx: Queue<TxChain, QUEUE_SIZE>,
+    /// Whether TSO is in use (large transmit buffers exist).
+    tso: bool,
+    rx_free: Vec<DmaBuffer>,
+    tx_free: Vec<DmaBuffer>,
+    /// Free large transmit buffers.
+    tso_free: Vec<DmaBuffer>,
     tx_pending_notify: bool,
     hdr: usize,
     /// The device completes TCP/UDP checksums (VIRTIO_NET_F_CSUM).
@@ -178,10 +119,6 @@ pub struct VirtioNet {
     /// Frames handed to the device for TCP segmentation (GSO type TCPV4).
     pub tx_tso_frames: u64,
 }
-
-// SAFETY: the device is owned by one lock in the network layer; its raw
-// pointers refer to DMA memory and MMIO that only this value touches.
-unsafe impl Send for VirtioNet {}
 
 impl VirtioNet {
     /// Initialises the device and posts every receive buffer.
@@ -215,36 +152,29 @@ impl VirtioNet {
             mac = [0x02, 0x75, 0x6b, 0x00, 0x00, 0x01]; // locally administered
         }
         let event_idx = features.contains(Features::RING_EVENT_IDX);
-        let rx = VirtQueue::new(&mut transport, QUEUE_RX, false, event_idx)
+        let rx = Queue::new(&mut transport, QUEUE_RX, false, event_idx)
             .map_err(|_| "cannot set up the receive queue")?;
-        let tx = VirtQueue::new(&mut transport, QUEUE_TX, false, event_idx)
+        let tx = Queue::new(&mut transport, QUEUE_TX, false, event_idx)
             .map_err(|_| "cannot set up the transmit queue")?;
         transport.finish_init();
-        let rx_bufs = Buffers::new(QUEUE_SIZE).ok_or("no memory for receive buffers")?;
-        let tx_bufs = Buffers::new(QUEUE_SIZE).ok_or("no memory for transmit buffers")?;
+        let mut rx_free = small_buffers(QUEUE_SIZE).ok_or("no memory for receive buffers")?;
+        rx_free.reverse();
+        let tx_free = small_buffers(QUEUE_SIZE).ok_or("no memory for transmit buffers")?;
         // TSO needs the device to complete checksums too; without memory for
         // the large buffers it is simply not used.
-        let tso_bufs = if features.contains(Features::HOST_TSO4 | Features::CSUM) {
-            LargeBuffers::new(TSO_BUFS)
+        let tso_free = if features.contains(Features::HOST_TSO4 | Features::CSUM) {
+            large_buffers(TSO_BUFS)
         } else {
             None
-        };
-        let tso_free = match tso_bufs {
-            Some(_) => (0..TSO_BUFS as u16).rev().collect(),
-            None => Vec::new(),
         };
         let mut dev = VirtioNet {
             transport,
             rx,
             tx,
-            rx_bufs,
-            tx_bufs,
-            tso_bufs,
-            rx_token_slot: [0; QUEUE_SIZE],
-            tx_token_slot: [(0, 0); QUEUE_SIZE],
-            rx_free: (0..QUEUE_SIZE as u16).collect(),
-            tx_free: (0..QUEUE_SIZE as u16).rev().collect(),
-            tso_free,
+            tso: tso_free.is_some(),
+            rx_free,
+            tx_free,
+            tso_free: tso_free.unwrap_or_default(),
             tx_pending_notify: false,
             hdr,
             csum_offload: features.contains(Features::CSUM),
@@ -267,42 +197,35 @@ impl VirtioNet {
             "rx_free_slots={} rx_free_desc={} rx_used_pending={} tx_free_slots={} tso_free_slots={} tx_free_desc={} tx_used_pending={} tx_pending_notify={}",
             self.rx_free.len(),
             self.rx.available_desc(),
-            self.rx.peek_used().is_some(),
+            self.rx.has_used(),
             self.tx_free.len(),
             self.tso_free.len(),
             self.tx.available_desc(),
-            self.tx.peek_used().is_some(),
+            self.tx.has_used(),
             self.tx_pending_notify,
         )
     }
 
     /// Whether TCP segmentation offload is in use.
     pub fn tso(&self) -> bool {
-        self.tso_bufs.is_some()
+        self.tso
     }
 
     /// Reclaims transmit buffers the device has finished with.
     fn reclaim_tx(&mut self) {
-        while let Some(token) = self.tx.peek_used() {
-            let (slot, len) = self.tx_token_slot[token as usize];
-            let buf = &tx_buf(&self.tx_bufs, self.tso_bufs.as_ref(), slot)[..len as usize];
-            // SAFETY: `buf` is exactly the buffer added with this token.
-            if unsafe { self.tx.pop_used(token, &[buf], &mut []) }.is_err() {
-                break;
-            }
-            match slot.checked_sub(LARGE) {
-                Some(i) => self.tso_free.push(i),
-                None => self.tx_free.push(slot),
-            }
+        while let Some((chain, _)) = self.tx.pop_used() {
+            let (buf, fragments) = chain.into_parts();
+            self.free_tx_slot(buf);
+            drop(fragments);
         }
     }
 
-    /// Queues a frame of `len` bytes built in place by `f` in transmit slot
+    /// Queues a frame of `len` bytes built in place by `f` in transmit buffer
     /// `slot` (already taken from its free list), with checksum offload and,
     /// with `gso_size`, TCP segmentation by the device.
     fn queue_tx(
         &mut self,
-        slot: u16,
+        mut slot: DmaBuffer,
         len: usize,
         gso_size: Option<u16>,
         f: impl FnOnce(&mut [u8]),
@@ -313,17 +236,17 @@ impl VirtioNet {
             return false;
         }
         let hdr = self.hdr;
-        let buf = tx_buf(&self.tx_bufs, self.tso_bufs.as_ref(), slot);
+        let buf = slot.as_mut_slice();
         buf[..hdr].fill(0);
         // The stack writes the frame (headers and payload) into the device
         // buffer: the socket → device copy, checksummed on the way.
         f(&mut buf[hdr..hdr + len]);
-        crate::io::COPIES.add(&crate::io::COPIES.socket_to_device, len);
+        crate::copies::COPIES.add(&crate::copies::COPIES.socket_to_device, len);
         let (head, frame) = buf.split_at_mut(hdr);
         let frame = &mut frame[..len];
         let offloaded = self.csum_offload && request_l4_checksum(head, frame);
         if !offloaded {
-            crate::io::COPIES.add(&crate::io::COPIES.checksummed, len);
+            crate::copies::COPIES.add(&crate::copies::COPIES.checksummed, len);
         }
         if let Some(mss) = gso_size {
             // Only TCP/IPv4 frames come here (smoltcp sets a segment size on
@@ -334,17 +257,14 @@ impl VirtioNet {
             }
             self.tx_tso_frames += 1;
         }
-        let frame = &buf[..hdr + len];
-        // SAFETY: the slot was free; the device reads it until the token
-        // comes back through the used ring (reclaim_tx).
-        match unsafe { self.tx.add(&[frame], &mut []) } {
-            Ok(token) => {
-                self.tx_token_slot[token as usize] = (slot, (hdr + len) as u32);
+        // The queue owns the buffer until the device has read it (reclaim_tx).
+        match self.tx.add(Chain::new(slot, hdr + len)) {
+            Ok(_) => {
                 self.tx_pending_notify = true;
                 true
             }
-            Err(_) => {
-                self.free_tx_slot(slot);
+            Err(chain) => {
+                self.free_tx_slot(chain.into_parts().0);
                 self.tx_ring_full += 1;
                 false
             }
@@ -358,13 +278,14 @@ impl VirtioNet {
     fn tx_full(&self) -> bool {
         self.tx.available_desc() == 0
             || self.tx_free.is_empty()
-            || (self.tso_bufs.is_some() && self.tso_free.is_empty())
+            || (self.tso && self.tso_free.is_empty())
     }
 
-    fn free_tx_slot(&mut self, slot: u16) {
-        match slot.checked_sub(LARGE) {
-            Some(i) => self.tso_free.push(i),
-            None => self.tx_free.push(slot),
+    fn free_tx_slot(&mut self, slot: DmaBuffer) {
+        if slot.len() > BUF_SIZE {
+            self.tso_free.push(slot);
+        } else {
+            self.tx_free.push(slot);
         }
     }
 }
@@ -381,43 +302,34 @@ impl Nic for VirtioNet {
     }
 
     fn receive(&mut self) -> Option<RxFrame> {
-        let token = self.rx.peek_used()?;
-        let slot = self.rx_token_slot[token as usize] as usize;
-        let buf = self.rx_bufs.buf(slot);
-        // SAFETY: `buf` is the buffer posted with this token.
-        let len = match unsafe { self.rx.pop_used(token, &[], &mut [buf]) } {
-            Ok(l) => l as usize,
-            Err(_) => return None,
-        };
+        let (DeviceWrites(buf), len) = self.rx.pop_used()?;
+        let len = len as usize;
         let hdr = self.hdr;
         if len < hdr || len > BUF_SIZE {
-            self.rx_free.push(slot as u16);
+            self.rx_free.push(buf);
             return self.receive();
         }
+        // Both fit: `len` is at most BUF_SIZE (checked above).
         Some(RxFrame {
-            slot,
-            ptr: self.rx_bufs.slot(slot).wrapping_add(hdr),
-            len: len - hdr,
+            buf,
+            start: hdr as u16,
+            len: (len - hdr) as u16,
         })
     }
 
     fn release(&mut self, rx: RxFrame) {
-        self.rx_free.push(rx.slot as u16);
+        self.rx_free.push(rx.buf);
     }
 
     fn refill(&mut self) {
         let mut posted = false;
-        while let Some(slot) = self.rx_free.pop() {
-            let buf = self.rx_bufs.buf(slot as usize);
-            // SAFETY: the slot is free (not held by the device or a token);
-            // the device owns it until it comes back through the used ring.
-            match unsafe { self.rx.add(&[], &mut [buf]) } {
-                Ok(token) => {
-                    self.rx_token_slot[token as usize] = slot;
-                    posted = true;
-                }
-                Err(_) => {
-                    self.rx_free.push(slot);
+        while let Some(buf) = self.rx_free.pop() {
+            // The queue owns the buffer until it comes back through the used
+            // ring.
+            match self.rx.add(DeviceWrites(buf)) {
+                Ok(_) => posted = true,
+                Err(DeviceWrites(buf)) => {
+                    self.rx_free.push(buf);
                     break;
                 }
             }
@@ -449,21 +361,21 @@ impl Nic for VirtioNet {
     }
 
     fn tso_max_frame(&self) -> Option<usize> {
-        self.tso_bufs.as_ref().map(|_| TSO_MAX_FRAME)
+        self.tso.then_some(TSO_MAX_FRAME)
     }
 
     fn transmit_tso(&mut self, len: usize, mss: u16, f: impl FnOnce(&mut [u8])) -> bool {
-        if self.tso_bufs.is_none() || len > TSO_MAX_FRAME {
+        if !self.tso || len > TSO_MAX_FRAME {
             return false;
         }
         if self.tso_free.is_empty() || self.tx.available_desc() == 0 {
             self.reclaim_tx();
         }
-        let Some(i) = self.tso_free.pop() else {
+        let Some(buf) = self.tso_free.pop() else {
             self.tx_ring_full += 1;
             return false;
         };
-        self.queue_tx(LARGE + i, len, Some(mss), f)
+        self.queue_tx(buf, len, Some(mss), f)
     }
 
     fn tx_checksum_offload(&self) -> bool {

@@ -411,3 +411,69 @@ impl<T> BootCell<T> {
         self.0.get()
     }
 }
+
+/// A value set once (at init, by any thread) and read by everyone after: the
+/// safe replacement for a `static mut` written during boot.
+pub struct Once<T> {
+    /// 0: empty, 1: being written, 2: set.
+    state: core::sync::atomic::AtomicU8,
+    value: UnsafeCell<core::mem::MaybeUninit<T>>,
+}
+
+// SAFETY: the value is written once, by the thread that won the 0 -> 1
+// transition, before the Release store of 2; readers see it only after an
+// Acquire load of 2 and only get `&T`, so `T: Sync` makes sharing sound and
+// `T: Send` moving it in from another thread.
+unsafe impl<T: Send + Sync> Sync for Once<T> {}
+
+impl<T> Once<T> {
+    /// An empty cell.
+    pub const fn new() -> Self {
+        Once {
+            state: core::sync::atomic::AtomicU8::new(0),
+            value: UnsafeCell::new(core::mem::MaybeUninit::uninit()),
+        }
+    }
+
+    /// Stores `v` if the cell is empty; gives it back otherwise.
+    pub fn set(&self, v: T) -> Result<(), T> {
+        if self
+            .state
+            .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            return Err(v);
+        }
+        // SAFETY: this thread won the 0 -> 1 transition, so it is the only
+        // writer, and no reader looks before the state is 2.
+        unsafe { (*self.value.get()).write(v) };
+        self.state.store(2, Ordering::Release);
+        Ok(())
+    }
+
+    /// The value, once set.
+    pub fn get(&self) -> Option<&T> {
+        if self.state.load(Ordering::Acquire) != 2 {
+            return None;
+        }
+        // SAFETY: state 2 means the value was fully written (Release/Acquire)
+        // and is never written again; only shared references are handed out.
+        Some(unsafe { (*self.value.get()).assume_init_ref() })
+    }
+}
+
+impl<T> Default for Once<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T> Drop for Once<T> {
+    fn drop(&mut self) {
+        if *self.state.get_mut() == 2 {
+            // SAFETY: state 2: the value is initialised, and `&mut self`
+            // means no reference to it is alive.
+            unsafe { self.value.get_mut().assume_init_drop() };
+        }
+    }
+}

@@ -26,6 +26,8 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use uk_frame::dma::DmaBuffer;
+use uk_frame::mmio::Mmio;
 use uk_vfs::VfsError;
 use virtio_drivers::transport::pci::bus::{DeviceFunction, PciRoot};
 
@@ -62,8 +64,8 @@ const OP_READ: u8 = 0x02;
 /// A submission and completion queue pair in DMA memory.
 struct QueuePair {
     qid: u16,
-    sq: u64,
-    cq: u64,
+    sq: DmaBuffer,
+    cq: DmaBuffer,
     sq_tail: u16,
     cq_head: u16,
     phase: bool,
@@ -71,8 +73,8 @@ struct QueuePair {
 
 impl QueuePair {
     fn new(qid: u16) -> Option<QueuePair> {
-        let sq = mm::alloc_dma(1).ok()?;
-        let cq = mm::alloc_dma(1).ok()?;
+        let sq = DmaBuffer::alloc(1)?;
+        let cq = DmaBuffer::alloc(1)?;
         Some(QueuePair {
             qid,
             sq,
@@ -87,22 +89,19 @@ impl QueuePair {
 /// The controller's registers.
 #[derive(Clone, Copy)]
 struct Regs {
-    base: u64,
+    mmio: &'static Mmio,
     dstrd: u32,
 }
 
 impl Regs {
     fn read32(&self, off: u64) -> u32 {
-        // SAFETY: `base` is the controller's BAR0, identity mapped uncached
-        // at init; `off` is a register offset inside it.
-        unsafe { ((self.base + off) as *const u32).read_volatile() }
+        self.mmio.read32(off)
     }
     fn read64(&self, off: u64) -> u64 {
         u64::from(self.read32(off)) | u64::from(self.read32(off + 4)) << 32
     }
     fn write32(&self, off: u64, v: u32) {
-        // SAFETY: as in read32.
-        unsafe { ((self.base + off) as *mut u32).write_volatile(v) }
+        self.mmio.write32(off, v)
     }
     fn write64(&self, off: u64, v: u64) {
         self.write32(off, v as u32);
@@ -119,12 +118,13 @@ type Completion = (u16, u16);
 impl QueuePair {
     /// Writes `cmd` at the tail and rings the doorbell.
     fn submit(&mut self, regs: &Regs, cmd: &[u32; 16]) {
-        let at = self.sq + u64::from(self.sq_tail) * 64;
-        // SAFETY: slot `sq_tail` of this queue's submission page (64-byte
-        // entries, QUEUE_ENTRIES of them in one DMA page); the controller
-        // only reads entries between its head and our tail.
-        unsafe {
-            core::ptr::copy_nonoverlapping(cmd.as_ptr(), at as *mut u32, 16);
+        // Slot `sq_tail` of this queue's submission page (64-byte entries,
+        // QUEUE_ENTRIES of them in one DMA page); the controller only reads
+        // entries between its head and our tail.
+        let at = usize::from(self.sq_tail) * 64;
+        let entry = &mut self.sq.as_mut_slice()[at..at + 64];
+        for (dst, w) in entry.chunks_exact_mut(4).zip(cmd) {
+            dst.copy_from_slice(&w.to_le_bytes());
         }
         self.sq_tail = (self.sq_tail + 1) % QUEUE_ENTRIES;
         core::sync::atomic::fence(Ordering::SeqCst);
@@ -133,10 +133,11 @@ impl QueuePair {
 
     /// Takes the next completion, if the controller has posted one.
     fn next_completion(&mut self) -> Option<Completion> {
-        let at = self.cq + u64::from(self.cq_head) * 16;
-        // SAFETY: entry `cq_head` of this queue's completion page (16-byte
-        // entries); the controller writes it before flipping its phase bit.
-        let dw3 = unsafe { ((at + 12) as *const u32).read_volatile() };
+        // Entry `cq_head` of this queue's completion page (16-byte entries);
+        // the controller writes it before flipping its phase bit.
+        let dw3 = self
+            .cq
+            .read_u32_volatile(usize::from(self.cq_head) * 16 + 12);
         let status = (dw3 >> 16) as u16;
         if (status & 1 == 1) != self.phase {
             return None;
@@ -161,7 +162,7 @@ struct Inner {
     /// Per-slot: in use, the request's id, and the PRP list page.
     busy: [bool; SLOTS],
     ids: [u64; SLOTS],
-    prp_lists: [u64; SLOTS],
+    prp_lists: Vec<DmaBuffer>,
     /// Results reaped but not yet collected: (id, status). A slot is free
     /// as soon as its completion is reaped, so one thread may have more
     /// requests in flight than there are slots (a readahead batch).
@@ -259,18 +260,14 @@ impl Controller {
                 1 => 0,
                 2 => pages[1],
                 _ => {
-                    let list = inner.prp_lists[slot];
-                    // SAFETY: the slot's own PRP list page (DMA, identity
-                    // mapped); the slot is free, so the controller is not
-                    // reading it. At most MAX_TRANSFER/PAGE + 1 entries.
-                    unsafe {
-                        core::ptr::copy_nonoverlapping(
-                            pages[1..].as_ptr(),
-                            list as *mut u64,
-                            pages.len() - 1,
-                        )
-                    };
-                    list
+                    // The slot's own PRP list page; the slot is free, so the
+                    // controller is not reading it. At most
+                    // MAX_TRANSFER/PAGE + 1 entries.
+                    let list = &mut inner.prp_lists[slot];
+                    for (dst, pa) in list.as_mut_slice().chunks_exact_mut(8).zip(&pages[1..]) {
+                        dst.copy_from_slice(&pa.to_le_bytes());
+                    }
+                    list.phys()
                 }
             };
             let mut cmd = [0u32; 16];
@@ -419,9 +416,9 @@ fn init_one(root: &mut PciRoot<pci::PortCam>, df: DeviceFunction) -> Result<(), 
     }
     pci::assign_bars(root, df);
     let bar = pci::bar_address(df, 0).ok_or("no BAR0")?;
-    mm::map_mmio(bar, 0x2000).map_err(|_| "cannot map BAR0")?;
+    let bar0 = Mmio::map(bar, 0x2000).map_err(|_| "cannot map BAR0")?;
     let mut regs = Regs {
-        base: bar,
+        mmio: bar0.leak(),
         dstrd: 0,
     };
     let cap = regs.read64(REG_CAP);
@@ -442,25 +439,24 @@ fn init_one(root: &mut PciRoot<pci::PortCam>, df: DeviceFunction) -> Result<(), 
     let mut aq = QueuePair::new(0).ok_or("no memory")?;
     let n = u32::from(QUEUE_ENTRIES - 1);
     regs.write32(REG_AQA, n << 16 | n);
-    regs.write64(REG_ASQ, aq.sq);
-    regs.write64(REG_ACQ, aq.cq);
+    regs.write64(REG_ASQ, aq.sq.phys());
+    regs.write64(REG_ACQ, aq.cq.phys());
     // Enable: 4 KiB pages, NVM command set, 64-byte SQ and 16-byte CQ entries.
     regs.write32(REG_CC, 1 | 6 << 16 | 4 << 20);
     if !poll_until(timeout_ms, || regs.read32(REG_CSTS) & 3 != 0) || regs.read32(REG_CSTS) & 2 != 0
     {
         return Err("controller does not become ready".into());
     }
-    let ident = mm::alloc_dma(1).map_err(|_| "no memory")?;
+    let ident = DmaBuffer::alloc(1).ok_or("no memory")?;
     // IDENTIFY controller (CNS 1).
     let mut cmd = [0u32; 16];
     cmd[0] = u32::from(OP_ADMIN_IDENTIFY);
-    cmd[6] = ident as u32;
-    cmd[7] = (ident >> 32) as u32;
+    cmd[6] = ident.phys() as u32;
+    cmd[7] = (ident.phys() >> 32) as u32;
     cmd[10] = 1;
     admin(&regs, &mut aq, cmd).map_err(|e| alloc::format!("IDENTIFY controller: {e}"))?;
-    // SAFETY: the identify page is ours (DMA, identity mapped) and the
-    // command that filled it has completed.
-    let id = unsafe { core::slice::from_raw_parts(ident as *const u8, PAGE as usize) };
+    // The command that filled the identify page has completed.
+    let id = ident.as_slice();
     let model = String::from(core::str::from_utf8(&id[24..64]).unwrap_or("?").trim());
     let mdts = id[77];
     let nn = u32::from_le_bytes([id[516], id[517], id[518], id[519]]);
@@ -481,21 +477,21 @@ fn init_one(root: &mut PciRoot<pci::PortCam>, df: DeviceFunction) -> Result<(), 
     let io = QueuePair::new(1).ok_or("no memory")?;
     let mut cmd = [0u32; 16];
     cmd[0] = u32::from(OP_ADMIN_CREATE_CQ);
-    cmd[6] = io.cq as u32;
-    cmd[7] = (io.cq >> 32) as u32;
+    cmd[6] = io.cq.phys() as u32;
+    cmd[7] = (io.cq.phys() >> 32) as u32;
     cmd[10] = n << 16 | 1;
     cmd[11] = 1 << 1 | 1; // vector 0, interrupts enabled, physically contiguous
     admin(&regs, &mut aq, cmd).map_err(|e| alloc::format!("CREATE I/O CQ: {e}"))?;
     let mut cmd = [0u32; 16];
     cmd[0] = u32::from(OP_ADMIN_CREATE_SQ);
-    cmd[6] = io.sq as u32;
-    cmd[7] = (io.sq >> 32) as u32;
+    cmd[6] = io.sq.phys() as u32;
+    cmd[7] = (io.sq.phys() >> 32) as u32;
     cmd[10] = n << 16 | 1;
     cmd[11] = 1 << 16 | 1; // CQ 1, physically contiguous
     admin(&regs, &mut aq, cmd).map_err(|e| alloc::format!("CREATE I/O SQ: {e}"))?;
-    let mut prp_lists = [0u64; SLOTS];
-    for p in prp_lists.iter_mut() {
-        *p = mm::alloc_dma(1).map_err(|_| "no memory")?;
+    let mut prp_lists = Vec::with_capacity(SLOTS);
+    for _ in 0..SLOTS {
+        prp_lists.push(DmaBuffer::alloc(1).ok_or("no memory")?);
     }
     let ctrl: &'static Controller = Box::leak(Box::new(Controller {
         regs,
@@ -529,14 +525,14 @@ fn init_one(root: &mut PciRoot<pci::PortCam>, df: DeviceFunction) -> Result<(), 
         let mut cmd = [0u32; 16];
         cmd[0] = u32::from(OP_ADMIN_IDENTIFY);
         cmd[1] = nsid;
-        cmd[6] = ident as u32;
-        cmd[7] = (ident >> 32) as u32;
+        cmd[6] = ident.phys() as u32;
+        cmd[7] = (ident.phys() >> 32) as u32;
         if let Err(e) = admin(&regs, &mut aq, cmd) {
             log::warn!("{}: IDENTIFY namespace {nsid}: {e}", ctrl.location);
             continue;
         }
-        // SAFETY: as above, refilled by the completed command.
-        let ns = unsafe { core::slice::from_raw_parts(ident as *const u8, PAGE as usize) };
+        // Refilled by the completed command.
+        let ns = ident.as_slice();
         let nsze = u64::from_le_bytes(ns[0..8].try_into().unwrap_or([0; 8]));
         if nsze == 0 {
             continue;
@@ -560,7 +556,7 @@ fn init_one(root: &mut PciRoot<pci::PortCam>, df: DeviceFunction) -> Result<(), 
         log::info!("nvme: {} KiB at {}", nsze / 2, disk.location);
         block::register(disk);
     }
-    mm::free_dma(ident, 1);
+    ident.free();
     Ok(())
 }
 

@@ -52,7 +52,9 @@ fn on_serial_irq(_frame: &mut crate::arch::idt::TrapFrame) {
 
 /// Turns on console input (IRQ 4) for the diagnostic dump ([`DUMP_KEY`]).
 /// Call once interrupts and the scheduler are up.
-pub fn init_input() {
+/// `net_line` is the network's line of the dump (the kernel services pass it:
+/// the framework does not know the network).
+pub fn init_input(net_line: fn() -> alloc::string::String) {
     let Ok(v) = crate::irq::claim_vector(on_serial_irq) else {
         return;
     };
@@ -60,7 +62,7 @@ pub fn init_input() {
         return;
     }
     CONSOLE.lock().enable_rx_interrupt();
-    let _ = crate::sched::spawn_with(16 * 1024, crate::sched::ThreadPriority::High, || {
+    let _ = crate::sched::spawn_with(16 * 1024, crate::sched::ThreadPriority::High, move || {
         let mut seen = 0;
         loop {
             DUMP_WQ.wait_until(|| {
@@ -69,7 +71,7 @@ pub fn init_input() {
             });
             seen = DUMP_REQUESTS.load(Ordering::Acquire);
             crate::println!("uk: dump: sched: {}", crate::sched::debug_line());
-            crate::println!("uk: dump: net: {}", crate::net::debug_line());
+            crate::println!("uk: dump: net: {}", net_line());
             crate::println!("uk: dump: mem: {}", crate::mm::stats());
         }
     });

@@ -54,6 +54,34 @@ static VMAS: crate::sync::BootCell<VmaSet<MAX_VMAS>> =
 /// The top-level table, readable without the lock (for backtraces in faults).
 static PML4: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
+/// The RAM regions of the memory map, `[start, end)`, and how many are used.
+static RAM: IrqMutex<([(u64, u64); 32], usize)> = IrqMutex::new(([(0, 0); 32], 0));
+
+/// Whether `[phys, phys + len)` overlaps RAM (or the kernel image): device
+/// windows ([`crate::mmio::Mmio`]) must not.
+pub fn overlaps_ram(phys: u64, len: u64) -> bool {
+    let end = phys.saturating_add(len);
+    let ram = RAM.lock();
+    ram.0[..ram.1].iter().any(|&(s, e)| s < end && phys < e)
+}
+
+fn record_ram(map: &[MemRegion], max: u64) {
+    let mut guard = RAM.lock();
+    let (slots, used) = &mut *guard;
+    for r in map {
+        if r.kind != RegionKind::Ram {
+            continue;
+        }
+        if *used < slots.len() {
+            slots[*used] = (r.start, r.start.saturating_add(r.len));
+            *used += 1;
+        } else {
+            // More regions than slots: count the rest as RAM up to the top.
+            slots[*used - 1].1 = max;
+        }
+    }
+}
+
 fn align_up(x: u64, a: u64) -> u64 {
     x.div_ceil(a) * a
 }
@@ -78,6 +106,7 @@ pub fn init(map: &[MemRegion], image: ImageLayout) {
     for r in map.iter().filter(|r| r.kind == RegionKind::Ram) {
         frames.add_free(r.start, r.start.saturating_add(r.len));
     }
+    record_ram(map, max);
     for r in map.iter().filter(|r| r.kind != RegionKind::Ram) {
         frames.reserve(r.start, r.start.saturating_add(r.len));
     }
@@ -743,4 +772,45 @@ pub fn unmap_keep_frames(addr: u64, len: u64) -> Result<(), MemError> {
         });
         Ok(())
     })
+}
+
+/// One physical frame owned by a cache (the page cache's pages), identity
+/// mapped; [`PageFrame::free`] gives it back (dropping it keeps the frame
+/// allocated, which is safe).
+#[derive(Debug)]
+pub struct PageFrame {
+    pa: u64,
+}
+
+impl PageFrame {
+    /// A fresh frame, or `None` when memory is exhausted.
+    pub fn alloc() -> Option<PageFrame> {
+        let pa = alloc_dma(1).ok()?;
+        Some(PageFrame { pa })
+    }
+
+    /// The frame's physical (= virtual) address.
+    pub fn phys(&self) -> u64 {
+        self.pa
+    }
+
+    /// Gives the frame back to the allocator.
+    pub fn free(self) {
+        free_dma(self.pa, 1);
+    }
+}
+
+impl uk_vfs::Page for PageFrame {
+    fn bytes(&self) -> &[u8; PAGE as usize] {
+        // SAFETY: `pa` is a frame from `alloc_dma` owned by this value until
+        // it is dropped; RAM is identity mapped, so the address is a valid,
+        // aligned 4 KiB array. Shared access follows `&self`.
+        unsafe { &*(self.pa as *const [u8; PAGE as usize]) }
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8; PAGE as usize] {
+        // SAFETY: as above; `&mut self` gives exclusive access to the frame
+        // (read-only file mappings of it are only read).
+        unsafe { &mut *(self.pa as *mut [u8; PAGE as usize]) }
+    }
 }

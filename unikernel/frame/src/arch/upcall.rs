@@ -6,12 +6,13 @@
 //! thread "calls" [`uk_fault_upcall`]: two words go on the thread's stack
 //! (the fault address and the interrupted RIP as a return address) and RIP
 //! points at the trampoline. The trampoline saves every caller-saved register
-//! and the flags, calls `fs::resolve_file_fault(addr)` — which may block like
+//! and the flags, calls the file system's fault hook (`set_file_fault_hook`) with `addr` — which may block like
 //! any thread — restores everything and returns to the faulting instruction,
 //! which now finds its page mapped. The target has no red zone, so the words
 //! below the interrupted stack pointer are free.
 
 use core::arch::global_asm;
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 use super::idt::TrapFrame;
 
@@ -51,11 +52,33 @@ uk_fault_upcall:
     lea rsp, [rsp + 8]
     ret
 "#,
-    resolve = sym crate::fs::resolve_file_fault,
+    resolve = sym resolve_file_fault,
 );
 
 unsafe extern "C" {
     fn uk_fault_upcall();
+}
+
+static FILE_FAULT_HOOK: AtomicUsize = AtomicUsize::new(0);
+
+/// Registers the file-fault hook: `hook(addr)` runs in the faulting thread
+/// (it may block) and must leave the page at `addr` mapped or end the VM. The
+/// file system registers it before it creates any file mapping.
+pub fn set_file_fault_hook(hook: fn(u64)) {
+    FILE_FAULT_HOOK.store(hook as usize, Ordering::Release);
+}
+
+/// Called by the trampoline with the fault address.
+extern "C" fn resolve_file_fault(addr: u64) {
+    let h = FILE_FAULT_HOOK.load(Ordering::Acquire);
+    if h == 0 {
+        // No file system: nothing made a file mapping, so nothing redirects here.
+        crate::fatal_early("file-mapping fault without a file system");
+    }
+    // SAFETY: only `set_file_fault_hook` stores non-zero values, and it stores
+    // `fn(u64)` pointers.
+    let hook: fn(u64) = unsafe { core::mem::transmute::<usize, fn(u64)>(h) };
+    hook(addr);
 }
 
 /// Redirects the interrupted thread to resolve the fault at `addr` itself.
