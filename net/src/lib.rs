@@ -23,15 +23,18 @@ extern crate alloc;
 mod classify;
 mod error;
 mod nic;
+mod payload;
 mod stack;
 pub mod testing;
 
 pub use classify::FourTuple;
 pub use error::{ErrorKind, NetError, Result};
 pub use nic::{DropReason, ETH_HEADER_LEN, Nic, NicCounters, RxDrops};
+pub use payload::{SharedBytes, TcpPayload};
 pub use smoltcp::wire::Ipv4Cidr;
 pub use stack::{
-    CopyStats, EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT, EPOLLRDHUP, IpInfo, NetConfig, NetStack,
-    PollResult, SocketId, SocketOptions, StackOptions, StackStats, TIME_WAIT_RECORD_BYTES,
-    TcpPayload,
+    EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT, EPOLLRDHUP, IpInfo, NetConfig, NetStack, PollResult,
+    SocketId, SocketOptions, StackOptions, StackStats, TIME_WAIT_RECORD_BYTES,
 };
+pub use uk_core::copy::{CopyCounters, CopyStats, Stage as CopyStage};
+pub use uk_tcp::Fragment;

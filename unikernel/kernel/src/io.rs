@@ -15,7 +15,7 @@
 //! on every write that makes it readable and every read that makes it
 //! writable.
 
-use alloc::collections::BTreeMap;
+use alloc::collections::{BTreeMap, VecDeque};
 use alloc::sync::{Arc, Weak};
 use alloc::vec::Vec;
 use core::any::Any;
@@ -61,104 +61,17 @@ fn errno_of(e: uk_net::NetError) -> Errno {
 // ---------------------------------------------------------------------------
 // Copy accounting
 
-/// Bytes the CPU copied at each stage of the data paths.
-pub struct CopyCounters {
-    /// Page cache → application buffer (`read` of a file).
-    pub cache_to_app: AtomicU64,
-    /// Application buffer → socket buffer (`write`/`send` to a socket).
-    pub app_to_socket: AtomicU64,
-    /// Page cache → socket buffer (`sendfile`).
-    pub cache_to_socket: AtomicU64,
-    /// Socket buffer → device buffer (the stack building frames).
-    pub socket_to_device: AtomicU64,
-    /// Bytes covered by software checksums (transmit and receive).
-    pub checksummed: AtomicU64,
-}
-
-/// The global copy counters.
-pub static COPIES: CopyCounters = CopyCounters {
-    cache_to_app: AtomicU64::new(0),
-    app_to_socket: AtomicU64::new(0),
-    cache_to_socket: AtomicU64::new(0),
-    socket_to_device: AtomicU64::new(0),
-    checksummed: AtomicU64::new(0),
-};
-
-impl CopyCounters {
-    /// Adds `n` bytes to counter `c`.
-    pub fn add(&self, c: &AtomicU64, n: usize) {
-        c.fetch_add(n as u64, Ordering::Relaxed);
-    }
-
-    /// A snapshot.
-    pub fn snapshot(&self) -> CopyStats {
-        let l = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        CopyStats {
-            cache_to_app: l(&self.cache_to_app),
-            app_to_socket: l(&self.app_to_socket),
-            cache_to_socket: l(&self.cache_to_socket),
-            socket_to_device: l(&self.socket_to_device),
-            checksummed: l(&self.checksummed),
-        }
-    }
-}
-
-/// A snapshot of [`CopyCounters`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct CopyStats {
-    /// Page cache → application buffer.
-    pub cache_to_app: u64,
-    /// Application buffer → socket buffer.
-    pub app_to_socket: u64,
-    /// Page cache → socket buffer.
-    pub cache_to_socket: u64,
-    /// Socket buffer → device buffer.
-    pub socket_to_device: u64,
-    /// Bytes checksummed in software.
-    pub checksummed: u64,
-}
-
-impl CopyStats {
-    /// Payload copies above the device (what the data path chooses).
-    pub fn path_copies(&self) -> u64 {
-        self.cache_to_app + self.app_to_socket + self.cache_to_socket
-    }
-
-    /// Every copy, the device stage included.
-    pub fn total(&self) -> u64 {
-        self.path_copies() + self.socket_to_device
-    }
-
-    /// The difference `self - earlier`.
-    pub fn since(&self, earlier: &CopyStats) -> CopyStats {
-        CopyStats {
-            cache_to_app: self.cache_to_app - earlier.cache_to_app,
-            app_to_socket: self.app_to_socket - earlier.app_to_socket,
-            cache_to_socket: self.cache_to_socket - earlier.cache_to_socket,
-            socket_to_device: self.socket_to_device - earlier.socket_to_device,
-            checksummed: self.checksummed - earlier.checksummed,
-        }
-    }
-}
-
-impl core::fmt::Display for CopyStats {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(
-            f,
-            "cache_to_app={} app_to_socket={} cache_to_socket={} socket_to_device={} checksummed={}",
-            self.cache_to_app,
-            self.app_to_socket,
-            self.cache_to_socket,
-            self.socket_to_device,
-            self.checksummed
-        )
-    }
-}
-
-/// The copy counters now.
+/// Payload bytes the CPU copied, per stage, since boot: the sum of the
+/// counters of every component that copies (the page cache's reads, the
+/// network stack's sends and frame building, the TCP engine's receive
+/// queues), each counted by the copy itself ([`uk_core::copy`]). A
+/// `sendfile` over a scatter-gather NIC adds nothing: the device reads the
+/// page-cache pages.
 pub fn copy_stats() -> CopyStats {
-    COPIES.snapshot()
+    crate::fs::copy_stats().plus(&net::copy_stats())
 }
+
+pub use uk_core::copy::{CopyStats, Stage as CopyStage};
 
 // ---------------------------------------------------------------------------
 // Readiness sources and their observers
@@ -806,11 +719,12 @@ pub fn poll(fds: &mut [PollFd], timeout_ms: i32) -> Result<usize> {
 // sendfile
 
 /// Sends up to `count` bytes of the regular file `in_fd`, from `*offset`
-/// (advanced by what was sent), to the socket `out_fd`, copying straight
-/// from page-cache pages into the socket's send buffer: the payload never
-/// passes through an application buffer. Like Linux: a blocking socket sends
-/// everything (or fails); a non-blocking one returns what fit, or EAGAIN if
-/// nothing did. Returns the bytes sent (0 at end of file).
+/// (advanced by what was sent), to the socket `out_fd` without copying: the
+/// socket's send queue takes references to the page-cache pages (pinned
+/// until acknowledged), and the NIC reads them in place (scatter-gather).
+/// Like Linux: a blocking socket sends everything (or fails); a
+/// non-blocking one returns what fit, or EAGAIN if nothing did. Returns the
+/// bytes sent (0 at end of file).
 pub fn sendfile(out_fd: i32, in_fd: i32, offset: &mut u64, count: usize) -> Result<usize> {
     const CHUNK: u64 = 256 * 1024;
     let sock = socket_file(out_fd)?;
@@ -820,51 +734,37 @@ pub fn sendfile(out_fd: i32, in_fd: i32, offset: &mut u64, count: usize) -> Resu
     let src = fs::SendSource::new(in_fd)?;
     let end = src.size().min(offset.saturating_add(count as u64));
     let start = *offset;
+    // References to the pages from `*offset` on, pinned but not queued yet.
+    let mut refs = VecDeque::new();
     while *offset < end {
-        let chunk = CHUNK.min(end - *offset);
-        // Disk reads (and readahead) happen here, outside the network lock.
-        src.prefetch(*offset, chunk)?;
-        let pos = *offset;
-        let sent = net::send_with(sock.id, |stack, id| {
-            // Fill the send buffer straight from the cache pages, as many
-            // contiguous stretches of it as are free.
-            let mut total = 0u64;
-            while total < chunk {
-                let mut err = None;
-                let n = stack
-                    .tcp_send_with(id, (chunk - total) as usize, |buf| {
-                        match src.copy_to(pos + total, buf) {
-                            Ok(n) => n,
-                            Err(e) => {
-                                err = Some(e);
-                                0
-                            }
-                        }
-                    })
-                    .unwrap_or(0) as u64;
-                if let Some(e) = err
-                    && total == 0
-                {
-                    return Err(e);
-                }
-                if n == 0 {
-                    break;
-                }
-                total += n;
+        if refs.is_empty() {
+            let chunk = CHUNK.min(end - *offset);
+            // Disk reads (and readahead) happen here, outside the network lock.
+            let pinned = src
+                .prefetch(*offset, chunk)
+                .and_then(|()| src.pin_pages(*offset, chunk, &mut refs));
+            match pinned {
+                Ok(n) if n > 0 => {}
+                Ok(_) => break,
+                Err(_) if *offset > start => break,
+                Err(e) => return Err(e),
             }
-            if total > 0 {
-                Ok(total)
-            } else if stack.readiness(id) & (EPOLLERR | EPOLLHUP) != 0 {
-                Err(Errno::EPIPE)
-            } else {
-                Err(Errno::EAGAIN)
+        }
+        let sent = net::send_with(sock.id, |stack, id| {
+            match stack.tcp_send_refs(id, &mut refs) {
+                Ok(n) if n > 0 => Ok(n),
+                Ok(_) | Err(uk_net::NetError::WouldBlock) => {
+                    if stack.readiness(id) & (EPOLLERR | EPOLLHUP) != 0 {
+                        Err(Errno::EPIPE)
+                    } else {
+                        Err(Errno::EAGAIN)
+                    }
+                }
+                Err(e) => Err(errno_of(e)),
             }
         });
         match sent {
-            Ok(n) => {
-                COPIES.add(&COPIES.cache_to_socket, n as usize);
-                *offset += n;
-            }
+            Ok(n) => *offset += n as u64,
             Err(Errno::EAGAIN) if sock.nb() => {
                 if *offset > start {
                     break;

@@ -250,6 +250,15 @@ pub fn tso_frames() -> u64 {
     NET.lock().as_ref().map_or(0, |n| n.nic.tx_tso_frames)
 }
 
+/// Payload bytes the network stack, the TCP engine and the NIC driver
+/// copied, per stage (see [`crate::io::copy_stats`]).
+pub fn copy_stats() -> uk_net::CopyStats {
+    let drv = crate::drivers::virtio_net::DEVICE_COPIES.snapshot();
+    NET.lock()
+        .as_ref()
+        .map_or(drv, |n| n.stack.copy_stats().plus(&drv))
+}
+
 /// Interface and socket-table counters, as one line of `key=value` pairs.
 pub fn stats_line() -> alloc::string::String {
     let g = NET.lock();
@@ -276,8 +285,8 @@ fn format_stats(n: &Net) -> alloc::string::String {
         s.frames_dispatched,
         s.accepted,
         s.listen_overflows,
-        cp.app_to_socket,
-        cp.socket_to_app,
+        cp.get(uk_net::CopyStage::AppToSocket),
+        cp.get(uk_net::CopyStage::SocketToApp),
         s.tcp_connections,
         s.tcp_connection_bytes,
         s.bytes_per_connection(),
@@ -584,9 +593,7 @@ const SEND_PREFAULT: usize = 64 * 1024;
 
 pub(crate) fn send(id: SocketId, buf: &[u8], nonblocking: bool) -> Result<usize> {
     prefault(&buf[..buf.len().min(SEND_PREFAULT)]);
-    let n = blocking(id, nonblocking, None, |s| s.tcp_send(id, buf))?;
-    crate::io::COPIES.add(&crate::io::COPIES.app_to_socket, n);
-    Ok(n)
+    blocking(id, nonblocking, None, |s| s.tcp_send(id, buf))
 }
 
 pub(crate) fn shutdown_write(id: SocketId) -> Result<()> {

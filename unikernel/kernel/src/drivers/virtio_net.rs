@@ -10,16 +10,28 @@
 //! notified once per batch ([`Nic::flush_tx`]).
 //!
 //! TCP segmentation offload: when the device offers `HOST_TSO4` with `CSUM`
-//! and the guest has the memory for it, a pool of large transmit buffers
-//! takes TCP frames of up to 64 KiB that smoltcp builds ([`Nic::transmit_tso`]);
-//! the virtio-net header asks the device (QEMU's tap backend) to cut them
-//! into MSS-sized segments.
+//! and the guest has the memory for it, TCP frames of up to 64 KiB go to
+//! the device, and the virtio-net header asks it (QEMU's tap backend) to cut
+//! them into MSS-sized segments. A pool of large transmit buffers takes such
+//! frames when they are built by copying ([`Nic::transmit_tso`]).
+//!
+//! Scatter-gather transmit ([`Nic::transmit_sg`]): a TCP segment is posted
+//! as one descriptor chain: a small transmit slot with the virtio-net header
+//! and the Ethernet/IPv4/TCP headers, then the payload fragments in place
+//! (page-cache pages for `sendfile`, the socket's own buffers for `write`),
+//! one descriptor per physically contiguous piece (fragments are cut at
+//! 4 KiB page boundaries: heap buffers are only virtually contiguous). The
+//! chain keeps clones of its fragments until the device returns it through
+//! the used ring ([`VirtioNet::reclaim_tx`], on every [`Nic::flush_tx`]),
+//! so memory is released only once acknowledged *and* read by the device.
+//! The unsafe part is confined to [`VirtioNet::post_chain`] and
+//! [`VirtioNet::reclaim_tx`].
 
 use alloc::vec::Vec;
 use core::ops::Deref;
 
 use bitflags::bitflags;
-use uk_net::Nic;
+use uk_net::{CopyCounters, CopyStage, Fragment, Nic, TcpPayload};
 use virtio_drivers::queue::VirtQueue;
 use virtio_drivers::transport::{SomeTransport, Transport};
 
@@ -46,6 +58,17 @@ const TSO_BUF_PAGES: u64 = 17;
 const TSO_MIN_RAM: u64 = 56 << 20;
 /// Transmit slots at or above this index are large (TSO) buffers.
 const LARGE: u16 = QUEUE_SIZE as u16;
+/// Most descriptors one scatter-gather chain may take (the header and the
+/// payload pieces); a longer list is copied into a transmit buffer instead.
+/// Well under `QUEUE_SIZE`, so a chain always fits an empty ring.
+const MAX_CHAIN: usize = 24;
+/// Fragments are cut where a 4 KiB page ends (each piece is then
+/// physically contiguous).
+const PIECE_ALIGN: usize = 4096;
+
+/// Payload the driver copies itself: a scatter-gather list too long for
+/// one chain, built into a transmit buffer (socket → device).
+pub static DEVICE_COPIES: CopyCounters = CopyCounters::new();
 
 bitflags! {
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,8 +185,13 @@ pub struct VirtioNet {
     /// Receive slot of each descriptor token in flight.
     rx_token_slot: [u16; QUEUE_SIZE],
     /// Transmit slot (`LARGE + i` for large buffer `i`) and length of each
-    /// token in flight.
+    /// token in flight (for a scatter-gather chain: the header's slot and
+    /// length).
     tx_token_slot: [(u16, u32); QUEUE_SIZE],
+    /// The payload fragments of each scatter-gather chain in flight (empty
+    /// for a frame built in a transmit buffer), kept alive until the device
+    /// returns the chain.
+    tx_token_frags: [Vec<Fragment<TcpPayload>>; QUEUE_SIZE],
     rx_free: Vec<u16>,
     tx_free: Vec<u16>,
     /// Free large transmit buffers (indices into `tso_bufs`).
@@ -242,6 +270,7 @@ impl VirtioNet {
             tso_bufs,
             rx_token_slot: [0; QUEUE_SIZE],
             tx_token_slot: [(0, 0); QUEUE_SIZE],
+            tx_token_frags: core::array::from_fn(|_| Vec::new()),
             rx_free: (0..QUEUE_SIZE as u16).collect(),
             tx_free: (0..QUEUE_SIZE as u16).rev().collect(),
             tso_free,
@@ -281,19 +310,92 @@ impl VirtioNet {
         self.tso_bufs.is_some()
     }
 
-    /// Reclaims transmit buffers the device has finished with.
+    /// Reclaims transmit buffers and chains the device has finished with:
+    /// frees their slots and drops the fragments a chain held (releasing
+    /// acknowledged page-cache pages). Called on every `flush_tx`, and
+    /// whenever a transmit finds too few free descriptors.
     fn reclaim_tx(&mut self) {
         while let Some(token) = self.tx.peek_used() {
             let (slot, len) = self.tx_token_slot[token as usize];
             let buf = &tx_buf(&self.tx_bufs, self.tso_bufs.as_ref(), slot)[..len as usize];
-            // SAFETY: `buf` is exactly the buffer added with this token.
-            if unsafe { self.tx.pop_used(token, &[buf], &mut []) }.is_err() {
+            let frags = &self.tx_token_frags[token as usize];
+            let mut pieces: [&[u8]; MAX_CHAIN] = [&[]; MAX_CHAIN];
+            // The same list `post_chain` added (same header, same fragments,
+            // cut the same way): it fitted then, so it fits now.
+            let n = chain_pieces(buf, frags, &mut pieces).unwrap_or(0);
+            // SAFETY: `pieces[..n]` are exactly the buffers added with this
+            // token (recomputed from the fragments this token still holds,
+            // so the memory is alive), as `pop_used` requires.
+            if n == 0 || unsafe { self.tx.pop_used(token, &pieces[..n], &mut []) }.is_err() {
                 break;
             }
+            // The device is done: the payload references may go.
+            self.tx_token_frags[token as usize] = Vec::new();
             match slot.checked_sub(LARGE) {
                 Some(i) => self.tso_free.push(i),
                 None => self.tx_free.push(slot),
             }
+        }
+    }
+
+    /// Posts `pieces` (the header in transmit slot `slot`, then the payload
+    /// pieces of `frags`) as one descriptor chain and keeps `frags` with
+    /// the token until [`VirtioNet::reclaim_tx`]. False (nothing posted,
+    /// the slot freed) when the ring has too few free descriptors.
+    fn post_chain(&mut self, slot: u16, head_len: usize, frags: &[Fragment<TcpPayload>]) -> bool {
+        let head = &tx_buf(&self.tx_bufs, self.tso_bufs.as_ref(), slot)[..head_len];
+        let mut pieces: [&[u8]; MAX_CHAIN] = [&[]; MAX_CHAIN];
+        let Some(n) = chain_pieces(head, frags, &mut pieces) else {
+            self.free_tx_slot(slot);
+            return false;
+        };
+        if self.tx.available_desc() < n {
+            self.free_tx_slot(slot);
+            self.tx_ring_full += 1;
+            return false;
+        }
+        // SAFETY: the header slot was free and is now this chain's; the
+        // payload pieces are in memory kept alive (and unmodified: page-cache
+        // pages stay pinned, socket buffers are immutable once queued) by
+        // the fragment clones stored with the token below, until the device
+        // returns the chain through the used ring and `reclaim_tx` pops it
+        // with the same list.
+        match unsafe { self.tx.add(&pieces[..n], &mut []) } {
+            Ok(token) => {
+                self.tx_token_slot[token as usize] = (slot, head_len as u32);
+                self.tx_token_frags[token as usize] = frags.to_vec();
+                self.tx_pending_notify = true;
+                true
+            }
+            Err(_) => {
+                self.free_tx_slot(slot);
+                self.tx_ring_full += 1;
+                false
+            }
+        }
+    }
+
+    /// A scatter-gather list too long for one chain: copied into a
+    /// transmit buffer (counted as socket → device).
+    fn transmit_copied(
+        &mut self,
+        header: &[u8],
+        payload: &[Fragment<TcpPayload>],
+        gso_mss: Option<u16>,
+    ) -> bool {
+        let len = header.len() + payload.iter().map(|f| f.len).sum::<usize>();
+        let fill = |buf: &mut [u8]| {
+            buf[..header.len()].copy_from_slice(header);
+            let mut at = header.len();
+            for f in payload {
+                let b = f.bytes();
+                DEVICE_COPIES.copy(CopyStage::SocketToDevice, &mut buf[at..at + b.len()], b);
+                at += b.len();
+            }
+        };
+        match gso_mss {
+            Some(mss) => self.transmit_tso(len, mss, fill),
+            None => self.transmit(len, fill),
         }
     }
 
@@ -316,15 +418,11 @@ impl VirtioNet {
         let buf = tx_buf(&self.tx_bufs, self.tso_bufs.as_ref(), slot);
         buf[..hdr].fill(0);
         // The stack writes the frame (headers and payload) into the device
-        // buffer: the socket → device copy, checksummed on the way.
+        // buffer (the socket → device copy, counted where it copies).
         f(&mut buf[hdr..hdr + len]);
-        crate::io::COPIES.add(&crate::io::COPIES.socket_to_device, len);
         let (head, frame) = buf.split_at_mut(hdr);
         let frame = &mut frame[..len];
         let offloaded = self.csum_offload && request_l4_checksum(head, frame);
-        if !offloaded {
-            crate::io::COPIES.add(&crate::io::COPIES.checksummed, len);
-        }
         if let Some(mss) = gso_size {
             // Only TCP/IPv4 frames come here (smoltcp sets a segment size on
             // TCP segments only); anything else is not queued.
@@ -470,6 +568,60 @@ impl Nic for VirtioNet {
         self.csum_offload
     }
 
+    fn tx_scatter_gather(&self) -> bool {
+        true
+    }
+
+    fn transmit_sg(
+        &mut self,
+        header: &[u8],
+        payload: &[Fragment<TcpPayload>],
+        gso_mss: Option<u16>,
+    ) -> bool {
+        let hdr = self.hdr;
+        if header.len() < 34 || hdr + header.len() > BUF_SIZE || payload.is_empty() {
+            return false;
+        }
+        let mut pieces: [&[u8]; MAX_CHAIN] = [&[]; MAX_CHAIN];
+        let Some(needed) = chain_pieces(header, payload, &mut pieces) else {
+            return self.transmit_copied(header, payload, gso_mss);
+        };
+        if gso_mss.is_some() && self.tso_bufs.is_none() {
+            return false;
+        }
+        if self.tx_free.is_empty() || self.tx.available_desc() < needed {
+            self.reclaim_tx();
+        }
+        if self.tx.available_desc() < needed {
+            self.tx_ring_full += 1;
+            return false;
+        }
+        let Some(slot) = self.tx_free.pop() else {
+            self.tx_ring_full += 1;
+            return false;
+        };
+        let buf = self.tx_bufs.buf(slot as usize);
+        let (head, frame) = buf.split_at_mut(hdr);
+        head.fill(0);
+        frame[..header.len()].copy_from_slice(header);
+        let ihl = usize::from(header[14] & 0x0f) * 4;
+        if self.csum_offload {
+            // The stack stored the pseudo-header sum in the TCP checksum
+            // field; the device adds the header and payload.
+            head[0] = 1; // VIRTIO_NET_HDR_F_NEEDS_CSUM
+            head[6..8].copy_from_slice(&((14 + ihl) as u16).to_le_bytes());
+            head[8..10].copy_from_slice(&16u16.to_le_bytes());
+        }
+        if let Some(mss) = gso_mss {
+            if !(self.csum_offload && request_tso(head, &frame[..header.len()], mss)) {
+                self.free_tx_slot(slot);
+                return false;
+            }
+            self.tx_tso_frames += 1;
+        }
+        self.post_chain(slot, hdr + header.len(), payload)
+    }
+
     fn flush_tx(&mut self) {
         if self.tx_pending_notify {
             self.tx_pending_notify = false;
@@ -479,6 +631,30 @@ impl Nic for VirtioNet {
         }
         self.reclaim_tx();
     }
+}
+
+/// Cuts a chain into device buffers: `head` (virtio-net and frame headers),
+/// then each fragment's bytes split where a 4 KiB page ends, into `out`.
+/// Returns how many, or `None` when more than `out` holds.
+fn chain_pieces<'a>(
+    head: &'a [u8],
+    frags: &'a [Fragment<TcpPayload>],
+    out: &mut [&'a [u8]; MAX_CHAIN],
+) -> Option<usize> {
+    out[0] = head;
+    let mut n = 1;
+    for f in frags {
+        let mut b = f.bytes();
+        while !b.is_empty() {
+            let addr = b.as_ptr() as usize;
+            let room = PIECE_ALIGN - addr % PIECE_ALIGN;
+            let (piece, rest) = b.split_at(room.min(b.len()));
+            *out.get_mut(n)? = piece;
+            n += 1;
+            b = rest;
+        }
+    }
+    Some(n)
 }
 
 /// Asks the device (through the virtio-net header `head`, whose checksum
