@@ -19,13 +19,14 @@
 //! destination when on-link, else the gateway) in its own neighbour table
 //! (fed by ARP frames addressed to us and by TCP frames from on-link
 //! hosts; an unknown neighbour gets an ARP request and its segments wait,
-//! a bounded number of them), writes Ethernet and IPv4 headers, and copies
-//! headers and payload fragments into the device's transmit buffer
-//! ([`Nic::transmit`], or [`Nic::transmit_tso`] for a segment longer than
-//! the MSS on a device with segmentation offload; without it the endpoint
-//! never builds one longer than the MSS, and [`uk_tcp::Segment::split`]
-//! cuts any that is). That is one CPU copy of the payload; the zero-copy
-//! scatter-gather step needs a `Nic` change. A full transmit ring keeps
+//! a bounded number of them) and writes Ethernet, IPv4 and TCP headers. A
+//! scatter-gather NIC takes the headers and the payload fragments by
+//! reference ([`Nic::transmit_sg`]: no CPU copy); otherwise headers and
+//! payload are copied into the device's transmit buffer ([`Nic::transmit`],
+//! or [`Nic::transmit_tso`] for a segment longer than the MSS on a device
+//! with segmentation offload; without it the endpoint never builds one
+//! longer than the MSS, and [`uk_tcp::Segment::split`] cuts any that is),
+//! counted as socket → device. A full transmit ring keeps
 //! segments in a bounded queue until the next poll.
 //!
 //! # Listen backlog and admission
