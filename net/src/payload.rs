@@ -44,6 +44,32 @@ impl TcpPayload {
         })
     }
 
+    /// The first `n` bytes and the rest (`n` clamped to the length), both
+    /// referencing the same memory.
+    pub fn split_at(self, n: usize) -> (TcpPayload, TcpPayload) {
+        match self {
+            TcpPayload::Owned(s) => {
+                let (a, b) = s.split_at(n);
+                (TcpPayload::Owned(a), TcpPayload::Owned(b))
+            }
+            TcpPayload::Shared { obj, offset, len } => {
+                let n = n.min(len);
+                (
+                    TcpPayload::Shared {
+                        obj: obj.clone(),
+                        offset,
+                        len: n,
+                    },
+                    TcpPayload::Shared {
+                        obj,
+                        offset: offset + n,
+                        len: len - n,
+                    },
+                )
+            }
+        }
+    }
+
     /// Whether this references memory the stack does not own (no copy was made).
     pub fn is_shared(&self) -> bool {
         matches!(self, TcpPayload::Shared { .. })

@@ -1696,37 +1696,47 @@ impl NetStack {
     }
 
     /// Queues payload references without copying them (`sendfile` passes
-    /// pinned page-cache pages): takes them from the front of `refs` while
-    /// the send queue has room for the whole reference, and returns the
-    /// bytes queued. `WouldBlock` when not even the first fits now.
+    /// pinned page-cache pages), from the front of `refs`, as many bytes as
+    /// the send queue has room for (the last one split if need be), and
+    /// returns the bytes queued. `WouldBlock` until the room reaches the
+    /// writability mark ([`NetStack::readiness`] shows `EPOLLOUT` from the
+    /// same point), so that a sender kept busy by small acknowledgements
+    /// queues (and the engine sends) large pieces, not one page per ACK.
     pub fn tcp_send_refs(
         &mut self,
         id: SocketId,
         refs: &mut VecDeque<TcpPayload>,
     ) -> Result<usize> {
-        self.sock_mut(id)?;
-        let Some(first) = refs.front() else {
+        let tx_buffer = self.sock_mut(id)?.tx_buffer;
+        if refs.is_empty() {
             return Ok(0);
-        };
-        let first_len = first.len();
+        }
         let (conn, mut room) = self.send_room(id)?;
-        if room < first_len {
+        let want: usize = refs.iter().map(Payload::len).sum();
+        if room < want.min(write_mark(tx_buffer)) {
             if !self.send_blocked.contains(&id) {
                 self.send_blocked.push(id);
             }
             return Err(NetError::WouldBlock);
         }
-        let mut total = 0;
-        while let Some(p) = refs.front() {
-            let n = p.len();
-            if n > room {
-                break;
-            }
+        let mut batch = Vec::new();
+        while room > 0 {
             let Some(p) = refs.pop_front() else { break };
-            self.queue_payload(conn, p)?;
-            room -= n;
-            total += n;
+            let p = if p.len() > room {
+                let (head, tail) = p.split_at(room);
+                refs.push_front(tail);
+                head
+            } else {
+                p
+            };
+            room -= p.len();
+            batch.push(p);
         }
+        let now_us = self.now_us();
+        let total = self
+            .tcp
+            .send_batch(now_us, conn, batch)
+            .map_err(net_error)?;
         self.touched(id);
         Ok(total)
     }
@@ -1947,7 +1957,10 @@ impl NetStack {
                     bits |= EPOLLIN | EPOLLRDHUP;
                 }
                 let queued = self.tcp.get(t.conn).map_or(0, |c| c.send_queued());
-                if r.writable && !t.shut_wr && queued < t.tx_buffer {
+                if r.writable
+                    && !t.shut_wr
+                    && t.tx_buffer.saturating_sub(queued) >= write_mark(t.tx_buffer)
+                {
                     bits |= EPOLLOUT;
                 }
                 if error {
@@ -1981,6 +1994,14 @@ impl NetStack {
             }
         }
     }
+}
+
+/// Free send-queue bytes from which a TCP socket shows `EPOLLOUT`: a third
+/// of its buffer (Linux wakes writers when the free space reaches half of
+/// what is queued, about the same point), so that writers woken by
+/// acknowledgements hand over large pieces.
+fn write_mark(tx_buffer: usize) -> usize {
+    (tx_buffer / 3).max(1)
 }
 
 /// The UDP socket in slot `id` (a function of the slot table alone, so the

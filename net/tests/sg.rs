@@ -346,3 +346,34 @@ fn write_is_one_copy_with_sg() {
     assert_eq!(cb.get(CopyStage::SocketToApp), 1 << 20, "{cb}");
     assert!(cb.get(CopyStage::DeviceToSocket) >= 1 << 20, "{cb}");
 }
+
+/// References queued by one call leave together: three pages within the
+/// initial congestion window go out as one TSO frame, not one per page.
+#[test]
+fn references_queued_together_leave_in_one_frame() {
+    let mut net = net_with_sg_on_a(64, true);
+    let (s, c) = accept_one(&mut net, 80);
+    let live = Arc::new(AtomicUsize::new(0));
+    let data = pattern(3 * 4096, 8);
+    let mut refs = pages(&data, &live);
+    let before = net.na.tso_frames;
+    assert_eq!(net.a.tcp_send_refs(s, &mut refs), Ok(3 * 4096));
+    net.now += 1;
+    net.a.poll(net.now, &mut net.na);
+    assert_eq!(net.na.tso_frames - before, 1, "one frame for three pages");
+    let mut got = Vec::new();
+    assert!(net.run_until(
+        |n| {
+            let mut b = [0u8; 65536];
+            while let Ok(k) = n.b.tcp_recv(c, &mut b) {
+                if k == 0 {
+                    break;
+                }
+                got.extend_from_slice(&b[..k]);
+            }
+            got.len() == data.len()
+        },
+        10_000
+    ));
+    assert!(got == data);
+}
