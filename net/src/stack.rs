@@ -1697,28 +1697,21 @@ impl NetStack {
 
     /// Queues payload references without copying them (`sendfile` passes
     /// pinned page-cache pages), from the front of `refs`, as many bytes as
-    /// the send queue has room for (the last one split if need be), and
-    /// returns the bytes queued. `WouldBlock` until the room reaches the
-    /// writability mark ([`NetStack::readiness`] shows `EPOLLOUT` from the
-    /// same point), so that a sender kept busy by small acknowledgements
-    /// queues (and the engine sends) large pieces, not one page per ACK.
+    /// the send queue has room for (the last one split if need be: nothing
+    /// is copied either way), and returns the bytes queued. `WouldBlock`
+    /// when the queue is full. References queued by one call are handed to
+    /// the engine together, so they leave in frames as large as the windows
+    /// allow.
     pub fn tcp_send_refs(
         &mut self,
         id: SocketId,
         refs: &mut VecDeque<TcpPayload>,
     ) -> Result<usize> {
-        let tx_buffer = self.sock_mut(id)?.tx_buffer;
+        self.sock_mut(id)?;
         if refs.is_empty() {
             return Ok(0);
         }
         let (conn, mut room) = self.send_room(id)?;
-        let want: usize = refs.iter().map(Payload::len).sum();
-        if room < want.min(write_mark(tx_buffer)) {
-            if !self.send_blocked.contains(&id) {
-                self.send_blocked.push(id);
-            }
-            return Err(NetError::WouldBlock);
-        }
         let mut batch = Vec::new();
         while room > 0 {
             let Some(p) = refs.pop_front() else { break };
@@ -1957,10 +1950,7 @@ impl NetStack {
                     bits |= EPOLLIN | EPOLLRDHUP;
                 }
                 let queued = self.tcp.get(t.conn).map_or(0, |c| c.send_queued());
-                if r.writable
-                    && !t.shut_wr
-                    && t.tx_buffer.saturating_sub(queued) >= write_mark(t.tx_buffer)
-                {
+                if r.writable && !t.shut_wr && queued < t.tx_buffer {
                     bits |= EPOLLOUT;
                 }
                 if error {
@@ -1994,14 +1984,6 @@ impl NetStack {
             }
         }
     }
-}
-
-/// Free send-queue bytes from which a TCP socket shows `EPOLLOUT`: a third
-/// of its buffer (Linux wakes writers when the free space reaches half of
-/// what is queued, about the same point), so that writers woken by
-/// acknowledgements hand over large pieces.
-fn write_mark(tx_buffer: usize) -> usize {
-    (tx_buffer / 3).max(1)
 }
 
 /// The UDP socket in slot `id` (a function of the slot table alone, so the

@@ -145,7 +145,15 @@ pub fn init() {
         ..StackOptions::default()
     };
     opts.tcp.rx_buffer = 32 * 1024;
-    opts.tcp.tx_buffer = 64 * 1024;
+    // The send queue bounds the bytes in flight (64 KiB per round trip).
+    // Guests with memory to spare queue 256 KiB: `sendfile` references
+    // page-cache pages (pinned, not copied), `write` copies into the heap
+    // (admission control below bounds the total).
+    opts.tcp.tx_buffer = if crate::mm::free_bytes() >= BIG_SEND_QUEUE_RAM {
+        256 * 1024
+    } else {
+        64 * 1024
+    };
     // A server writes a response head and then its body: with Nagle's
     // algorithm the body would wait for the client's delayed ACK (~40 ms).
     opts.tcp.nodelay = true;
@@ -588,8 +596,11 @@ fn prefault(buf: &[u8]) {
     }
 }
 
-/// The most a socket write copies at once (the send buffer's size).
-const SEND_PREFAULT: usize = 64 * 1024;
+/// The most a socket write copies at once (the send buffer's size, at most).
+const SEND_PREFAULT: usize = 256 * 1024;
+
+/// Free memory at boot from which sockets get a 256 KiB send queue.
+const BIG_SEND_QUEUE_RAM: u64 = 160 << 20;
 
 pub(crate) fn send(id: SocketId, buf: &[u8], nonblocking: bool) -> Result<usize> {
     prefault(&buf[..buf.len().min(SEND_PREFAULT)]);
