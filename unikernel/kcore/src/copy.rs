@@ -1,11 +1,14 @@
 //! The one copy primitive: every CPU copy of payload bytes on the data
-//! paths goes through [`CopyCounters::copy`] (or [`CopyCounters::append`]),
-//! which counts the bytes it moves under the [`Stage`] it is told. Counters
-//! are never computed from what a caller reports afterwards; a copy that is
-//! not made (a page referenced instead) is not counted.
+//! paths goes through [`copy_into`] or [`append_into`], which copy and add
+//! the bytes they moved to a counter, or through their per-stage forms
+//! [`CopyCounters::copy`] and [`CopyCounters::append`]. Counters are never
+//! computed from what a caller reports afterwards; a copy that is not made
+//! (a page referenced instead) is not counted.
 //!
-//! Each component that copies owns one `CopyCounters` (the page cache, the
-//! TCP engine, the network stack); the kernel sums them per stage.
+//! Each component that copies owns its counters (the page cache, the
+//! network stack, the NIC driver: a `CopyCounters` each; the TCP engine's
+//! receive queues: plain per-queue counts, summed per connection); the
+//! kernel sums them per stage.
 
 use alloc::vec::Vec;
 use core::fmt;
@@ -26,6 +29,23 @@ pub enum Stage {
     DeviceToSocket = 4,
     /// Socket receive buffer → application buffer.
     SocketToApp = 5,
+}
+
+/// Copies `src` into `dst` (equal lengths) and adds the bytes to `count`.
+///
+/// # Panics
+/// If the lengths differ (as `copy_from_slice`).
+#[inline]
+pub fn copy_into(count: &mut u64, dst: &mut [u8], src: &[u8]) {
+    dst.copy_from_slice(src);
+    *count += src.len() as u64;
+}
+
+/// Appends `src` to `dst` and adds the bytes to `count`.
+#[inline]
+pub fn append_into(count: &mut u64, dst: &mut Vec<u8>, src: &[u8]) {
+    dst.extend_from_slice(src);
+    *count += src.len() as u64;
 }
 
 /// Number of stages.
@@ -71,15 +91,17 @@ impl CopyCounters {
     /// If the lengths differ (as `copy_from_slice`).
     #[inline]
     pub fn copy(&self, stage: Stage, dst: &mut [u8], src: &[u8]) {
-        dst.copy_from_slice(src);
-        self.0[stage as usize].fetch_add(src.len() as u64, Ordering::Relaxed);
+        let mut n = 0;
+        copy_into(&mut n, dst, src);
+        self.0[stage as usize].fetch_add(n, Ordering::Relaxed);
     }
 
     /// Appends `src` to `dst` and counts the bytes under `stage`.
     #[inline]
     pub fn append(&self, stage: Stage, dst: &mut Vec<u8>, src: &[u8]) {
-        dst.extend_from_slice(src);
-        self.0[stage as usize].fetch_add(src.len() as u64, Ordering::Relaxed);
+        let mut n = 0;
+        append_into(&mut n, dst, src);
+        self.0[stage as usize].fetch_add(n, Ordering::Relaxed);
     }
 
     /// A snapshot.
