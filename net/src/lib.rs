@@ -6,7 +6,9 @@
 //! - a device boundary ([`Nic`]) for the kernel's virtio-net driver, with
 //!   counters and an edge classifier that drops malformed or foreign frames;
 //! - TCP egress: Ethernet and IPv4 headers in front of the engine's
-//!   segments, a neighbour table, segmentation offload or software split;
+//!   segments, a neighbour table, scatter-gather transmit of payload
+//!   references ([`TcpPayload`]: owned buffers or pinned pages, never
+//!   copied on a scatter-gather NIC), segmentation offload or software split;
 //! - a UDP socket table keyed by port, so a frame is handed to exactly one
 //!   smoltcp socket instead of smoltcp walking all of them;
 //! - a non-blocking, errno-shaped socket API ([`NetStack`]) with epoll
@@ -23,15 +25,18 @@ extern crate alloc;
 mod classify;
 mod error;
 mod nic;
+mod payload;
 mod stack;
 pub mod testing;
 
 pub use classify::FourTuple;
 pub use error::{ErrorKind, NetError, Result};
 pub use nic::{DropReason, ETH_HEADER_LEN, Nic, NicCounters, RxDrops};
+pub use payload::{SharedBytes, TcpPayload};
 pub use smoltcp::wire::Ipv4Cidr;
 pub use stack::{
-    CopyStats, EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT, EPOLLRDHUP, IpInfo, NetConfig, NetStack,
-    PollResult, SocketId, SocketOptions, StackOptions, StackStats, TIME_WAIT_RECORD_BYTES,
-    TcpPayload,
+    EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT, EPOLLRDHUP, IpInfo, NetConfig, NetStack, PollResult,
+    SocketId, SocketOptions, StackOptions, StackStats, TIME_WAIT_RECORD_BYTES,
 };
+pub use uk_core::copy::{CopyCounters, CopyStats, Stage as CopyStage};
+pub use uk_tcp::Fragment;

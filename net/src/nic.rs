@@ -5,6 +5,9 @@ use alloc::vec::Vec;
 use core::num::NonZeroUsize;
 use core::ops::Deref;
 
+use uk_tcp::Fragment;
+
+use crate::payload::TcpPayload;
 use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Medium, PacketMeta};
 use smoltcp::time::Instant;
 
@@ -82,6 +85,33 @@ pub trait Nic {
     /// queued now.
     fn transmit_tso(&mut self, len: usize, mss: u16, f: impl FnOnce(&mut [u8])) -> bool {
         let _ = (len, mss, f);
+        false
+    }
+
+    /// True when the device takes TCP frames as scatter-gather lists
+    /// ([`Nic::transmit_sg`]): the payload is then never copied by the CPU.
+    fn tx_scatter_gather(&self) -> bool {
+        false
+    }
+
+    /// Queues one TCP/IPv4 frame as a scatter-gather list: `header` holds the
+    /// Ethernet, IPv4 and TCP headers (the TCP checksum field holds the
+    /// pseudo-header sum when [`Nic::tx_checksum_offload`], else the full
+    /// checksum), `payload` the payload fragments in order (non-empty). The
+    /// device reads the fragments' memory in place: the NIC keeps clones of
+    /// them until the device has finished with the frame, then drops them
+    /// (which is what lets acknowledged page-cache pages go). With `gso_mss`
+    /// (only on a device with [`Nic::tso_max_frame`], and a frame no longer
+    /// than that) the device cuts the frame into segments of that many
+    /// payload bytes. Returns `false` when it cannot be queued now (no free
+    /// descriptors for the chain): the stack keeps the segment for later.
+    fn transmit_sg(
+        &mut self,
+        header: &[u8],
+        payload: &[Fragment<TcpPayload>],
+        gso_mss: Option<u16>,
+    ) -> bool {
+        let _ = (header, payload, gso_mss);
         false
     }
 }

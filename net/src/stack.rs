@@ -19,13 +19,14 @@
 //! destination when on-link, else the gateway) in its own neighbour table
 //! (fed by ARP frames addressed to us and by TCP frames from on-link
 //! hosts; an unknown neighbour gets an ARP request and its segments wait,
-//! a bounded number of them), writes Ethernet and IPv4 headers, and copies
-//! headers and payload fragments into the device's transmit buffer
-//! ([`Nic::transmit`], or [`Nic::transmit_tso`] for a segment longer than
-//! the MSS on a device with segmentation offload; without it the endpoint
-//! never builds one longer than the MSS, and [`uk_tcp::Segment::split`]
-//! cuts any that is). That is one CPU copy of the payload; the zero-copy
-//! scatter-gather step needs a `Nic` change. A full transmit ring keeps
+//! a bounded number of them) and writes Ethernet, IPv4 and TCP headers. A
+//! scatter-gather NIC takes the headers and the payload fragments by
+//! reference ([`Nic::transmit_sg`]: no CPU copy); otherwise headers and
+//! payload are copied into the device's transmit buffer ([`Nic::transmit`],
+//! or [`Nic::transmit_tso`] for a segment longer than the MSS on a device
+//! with segmentation offload; without it the endpoint never builds one
+//! longer than the MSS, and [`uk_tcp::Segment::split`] cuts any that is),
+//! counted as socket → device. A full transmit ring keeps
 //! segments in a bounded queue until the next poll.
 //!
 //! # Listen backlog and admission
@@ -51,15 +52,13 @@ use smoltcp::wire::{
     HardwareAddress, Icmpv4Packet, Icmpv4Repr, IpAddress, IpCidr, IpEndpoint, IpListenEndpoint,
     Ipv4Cidr, Ipv4Packet,
 };
-use uk_tcp::{ConnId, Endpoint, Event, Segment, State};
+use uk_tcp::{ConnId, Endpoint, Event, Payload, Segment, State};
 
 use crate::classify::{Class, FourTuple, Us, classify};
 use crate::error::{NetError, Result};
 use crate::nic::{DropReason, ETH_HEADER_LEN, FrameDevice, Nic, NicCounters, TxInfo};
-
-/// The payload references the TCP send queues hold: owned buffers for
-/// `write` (one copy from the application) and, for now, for `sendfile`.
-pub type TcpPayload = uk_tcp::SharedSlice;
+use crate::payload::TcpPayload;
+use uk_core::copy::{CopyCounters, CopyStats, Stage};
 
 /// Readable (or a pending connection can be accepted).
 pub const EPOLLIN: u32 = 0x1;
@@ -301,17 +300,6 @@ impl StackStats {
 /// see [`StackStats::time_wait_bytes_per_record`]).
 pub const TIME_WAIT_RECORD_BYTES: usize = mem::size_of::<uk_tcp::timewait::TimeWaitRecord>();
 
-/// Bytes copied between applications and socket buffers.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CopyStats {
-    /// Bytes copied from application buffers into socket transmit buffers.
-    pub app_to_socket: u64,
-    /// Bytes written straight into transmit buffers by `tcp_send_with` closures.
-    pub filled_in_place: u64,
-    /// Bytes copied from socket receive buffers into application buffers.
-    pub socket_to_app: u64,
-}
-
 /// The current IPv4 configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IpInfo {
@@ -396,7 +384,8 @@ pub struct NetStack {
     config_changed: bool,
     counters: NicCounters,
     stats: StackStats,
-    copy: CopyStats,
+    /// Payload the stack copies (application → socket, socket → device).
+    copies: CopyCounters,
     scratch: Vec<u8>,
     /// IPv4 → MAC of on-link neighbours (our own table: smoltcp's cache is
     /// private to its interface).
@@ -577,7 +566,7 @@ impl NetStack {
             config_changed: false,
             counters,
             stats: StackStats::default(),
-            copy: CopyStats::default(),
+            copies: CopyCounters::new(),
             scratch,
             neighbors: HashMap::new(),
             neighbor_order: VecDeque::new(),
@@ -720,9 +709,16 @@ impl NetStack {
         &self.tcp
     }
 
-    /// Copy accounting.
+    /// Payload bytes copied by the CPU, per stage: application → socket and
+    /// socket → device (counted by [`CopyCounters::copy`] where the stack
+    /// copies), device → socket and socket → application (counted by the
+    /// TCP engine's receive queues where they copy). Walks every connection.
     pub fn copy_stats(&self) -> CopyStats {
-        self.copy
+        let mut s = self.copies.snapshot();
+        let c = self.tcp.stats().counters;
+        s.0[Stage::DeviceToSocket as usize] += c.bytes_copied_in;
+        s.0[Stage::SocketToApp as usize] += c.bytes_copied_out;
+        s
     }
 
     /// Number of live sockets the application holds (connections the TCP
@@ -1291,9 +1287,12 @@ impl NetStack {
         }
     }
 
-    /// Writes one segment (Ethernet + IPv4 + TCP header, then the payload
-    /// fragments: the one copy) into the device's transmit buffer.
-    /// False (the segment kept for later) when the ring is full.
+    /// Hands one segment to the device. With scatter-gather
+    /// ([`Nic::transmit_sg`]) the Ethernet, IPv4 and TCP headers go in one
+    /// small buffer and the payload fragments by reference: no CPU copy.
+    /// Otherwise headers and payload are copied into the device's transmit
+    /// buffer (the socket → device copy). False (the segment kept for
+    /// later) when the device has no room.
     fn transmit_segment<N: Nic>(
         &mut self,
         nic: &mut N,
@@ -1310,12 +1309,20 @@ impl NetStack {
         let ident = self.ip_ident;
         let src_mac = self.mac;
         let seg = &*seg;
-        let fill = |buf: &mut [u8]| write_frame(buf, seg, src_mac, mac, ident);
         let big = seg.needs_segmentation();
-        let ok = if big {
-            nic.transmit_tso(frame_len, seg.mss, fill)
+        let ok = if nic.tx_scatter_gather() && seg.payload_len > 0 {
+            let mut head = [0u8; ETH_HEADER_LEN + IPV4_HEADER_LEN + MAX_TCP_HEADER];
+            let head_len = frame_len - seg.payload_len;
+            write_headers(&mut head[..head_len], seg, src_mac, mac, ident);
+            nic.transmit_sg(&head[..head_len], &seg.payload, big.then_some(seg.mss))
         } else {
-            nic.transmit(frame_len, fill)
+            let copies = &self.copies;
+            let fill = |buf: &mut [u8]| write_frame(buf, seg, src_mac, mac, ident, copies);
+            if big {
+                nic.transmit_tso(frame_len, seg.mss, fill)
+            } else {
+                nic.transmit(frame_len, fill)
+            }
         };
         if !ok {
             self.counters.tx_dropped += 1;
@@ -1661,16 +1668,14 @@ impl NetStack {
         }
     }
 
-    fn queue_payload(&mut self, conn: ConnId, data: Vec<u8>) -> Result<()> {
+    fn queue_payload(&mut self, conn: ConnId, data: TcpPayload) -> Result<()> {
         let now_us = self.now_us();
-        self.tcp
-            .send(now_us, conn, TcpPayload::from(data))
-            .map_err(net_error)
+        self.tcp.send(now_us, conn, data).map_err(net_error)
     }
 
     /// Copies as much of `data` as fits into the connection's send queue
-    /// (one owned buffer). `WouldBlock` when it is full (or the connection
-    /// is still being set up).
+    /// (one owned buffer: the application → socket copy). `WouldBlock` when
+    /// it is full (or the connection is still being set up).
     pub fn tcp_send(&mut self, id: SocketId, data: &[u8]) -> Result<usize> {
         self.sock_mut(id)?;
         if data.is_empty() {
@@ -1684,40 +1689,49 @@ impl NetStack {
         let n = room.min(data.len());
         let mut buf = Vec::new();
         buf.try_reserve_exact(n).map_err(|_| NetError::NoBufs)?;
-        buf.extend_from_slice(&data[..n]);
-        self.queue_payload(conn, buf)?;
-        self.copy.app_to_socket += n as u64;
+        self.copies.append(Stage::AppToSocket, &mut buf, &data[..n]);
+        self.queue_payload(conn, TcpPayload::from(buf))?;
         self.touched(id);
         Ok(n)
     }
 
-    /// Lets `f` write up to `max` bytes into a new send buffer (as much as
-    /// the send queue has room for); `f` returns how many bytes it wrote,
-    /// and those are queued as one payload reference. For `sendfile`.
-    pub fn tcp_send_with(
+    /// Queues payload references without copying them (`sendfile` passes
+    /// pinned page-cache pages), from the front of `refs`, as many bytes as
+    /// the send queue has room for (the last one split if need be: nothing
+    /// is copied either way), and returns the bytes queued. `WouldBlock`
+    /// when the queue is full. References queued by one call are handed to
+    /// the engine together, so they leave in frames as large as the windows
+    /// allow.
+    pub fn tcp_send_refs(
         &mut self,
         id: SocketId,
-        max: usize,
-        f: impl FnOnce(&mut [u8]) -> usize,
+        refs: &mut VecDeque<TcpPayload>,
     ) -> Result<usize> {
         self.sock_mut(id)?;
-        if max == 0 {
+        if refs.is_empty() {
             return Ok(0);
         }
-        let (conn, room) = self.send_room(id)?;
-        let m = room.min(max);
-        let mut buf = Vec::new();
-        buf.try_reserve_exact(m).map_err(|_| NetError::NoBufs)?;
-        buf.resize(m, 0);
-        let n = f(&mut buf).min(m);
-        if n == 0 {
-            return Ok(0);
+        let (conn, mut room) = self.send_room(id)?;
+        let mut batch = Vec::new();
+        while room > 0 {
+            let Some(p) = refs.pop_front() else { break };
+            let p = if p.len() > room {
+                let (head, tail) = p.split_at(room);
+                refs.push_front(tail);
+                head
+            } else {
+                p
+            };
+            room -= p.len();
+            batch.push(p);
         }
-        buf.truncate(n);
-        self.queue_payload(conn, buf)?;
-        self.copy.filled_in_place += n as u64;
+        let now_us = self.now_us();
+        let total = self
+            .tcp
+            .send_batch(now_us, conn, batch)
+            .map_err(net_error)?;
         self.touched(id);
-        Ok(n)
+        Ok(total)
     }
 
     /// Reads received bytes. `Ok(0)` is end of stream (peer sent FIN);
@@ -1731,7 +1745,6 @@ impl NetStack {
         let now_us = self.now_us();
         match self.tcp.recv(now_us, conn, buf) {
             Ok(n) => {
-                self.copy.socket_to_app += n as u64;
                 if n > 0 {
                     self.touched(id);
                 }
@@ -1842,13 +1855,6 @@ impl NetStack {
         Ok(id)
     }
 
-    fn udp_mut(&mut self, id: SocketId) -> Result<&mut udp::Socket<'static>> {
-        match &mut self.entry_mut(id)?.kind {
-            Kind::Udp { set, handle, .. } => Ok(set.get_mut::<udp::Socket>(*handle)),
-            _ => Err(NetError::InvalidInput),
-        }
-    }
-
     /// Queues one datagram to `dst`. `WouldBlock` when the queue is full,
     /// `NoBufs` when the datagram can never fit.
     pub fn udp_send_to(&mut self, id: SocketId, data: &[u8], dst: SocketAddrV4) -> Result<usize> {
@@ -1858,32 +1864,32 @@ impl NetStack {
         if self.cidr().is_none() {
             return Err(NetError::AddrNotAvailable);
         }
-        let s = self.udp_mut(id)?;
+        let s = udp_in(&mut self.slots, id)?;
         if data.len() > s.payload_send_capacity() || data.len() > usize::from(u16::MAX) - 28 {
             return Err(NetError::NoBufs);
         }
-        s.send_slice(
-            data,
-            IpEndpoint::new(IpAddress::Ipv4(*dst.ip()), dst.port()),
-        )
-        .map_err(|e| match e {
-            udp::SendError::BufferFull => NetError::WouldBlock,
-            udp::SendError::Unaddressable => NetError::InvalidInput,
-        })?;
-        self.copy.app_to_socket += data.len() as u64;
+        let buf = s
+            .send(
+                data.len(),
+                IpEndpoint::new(IpAddress::Ipv4(*dst.ip()), dst.port()),
+            )
+            .map_err(|e| match e {
+                udp::SendError::BufferFull => NetError::WouldBlock,
+                udp::SendError::Unaddressable => NetError::InvalidInput,
+            })?;
+        self.copies.copy(Stage::AppToSocket, buf, data);
         self.mark_dirty(id);
         Ok(data.len())
     }
 
     /// Takes one datagram (truncated to `buf`). `WouldBlock` when none is queued.
     pub fn udp_recv_from(&mut self, id: SocketId, buf: &mut [u8]) -> Result<(usize, SocketAddrV4)> {
-        let s = self.udp_mut(id)?;
+        let s = udp_in(&mut self.slots, id)?;
         let (data, meta) = s.recv().map_err(|_| NetError::WouldBlock)?;
         let n = data.len().min(buf.len());
-        buf[..n].copy_from_slice(&data[..n]);
-        let from = v4(meta.endpoint);
-        self.copy.socket_to_app += n as u64;
-        Ok((n, from))
+        self.copies
+            .copy(Stage::SocketToApp, &mut buf[..n], &data[..n]);
+        Ok((n, v4(meta.endpoint)))
     }
 
     // ----- addresses & readiness -------------------------------------------
@@ -1980,15 +1986,28 @@ impl NetStack {
     }
 }
 
-/// Writes the Ethernet and IPv4 headers, the TCP header and the payload
-/// fragments of `seg` into `buf` (exactly the frame's length).
-fn write_frame(
+/// The UDP socket in slot `id` (a function of the slot table alone, so the
+/// caller can use the stack's other fields while holding it).
+fn udp_in(slots: &mut [Option<Entry>], id: SocketId) -> Result<&mut udp::Socket<'static>> {
+    let e = slots
+        .get_mut(id.0 as usize)
+        .and_then(Option::as_mut)
+        .ok_or(NetError::BadFd)?;
+    match &mut e.kind {
+        Kind::Udp { set, handle, .. } => Ok(set.get_mut::<udp::Socket>(*handle)),
+        _ => Err(NetError::InvalidInput),
+    }
+}
+
+/// Writes the Ethernet, IPv4 and TCP headers of `seg` into `buf` (at least
+/// their length); returns the length written.
+fn write_headers(
     buf: &mut [u8],
     seg: &Segment<TcpPayload>,
     src: EthernetAddress,
     dst: EthernetAddress,
     ident: u16,
-) {
+) -> usize {
     let mut eth = EthernetFrame::new_unchecked(&mut buf[..]);
     eth.set_dst_addr(dst);
     eth.set_src_addr(src);
@@ -2011,13 +2030,26 @@ fn write_frame(
         ip.set_dst_addr(ip4(seg.remote_ip));
         ip.fill_checksum();
     }
-    let mut at = ETH_HEADER_LEN + IPV4_HEADER_LEN;
+    let at = ETH_HEADER_LEN + IPV4_HEADER_LEN;
     let h = seg.header.as_bytes();
     buf[at..at + h.len()].copy_from_slice(h);
-    at += h.len();
+    at + h.len()
+}
+
+/// Writes the headers and the payload fragments of `seg` into `buf`
+/// (exactly the frame's length): the socket → device copy, counted.
+fn write_frame(
+    buf: &mut [u8],
+    seg: &Segment<TcpPayload>,
+    src: EthernetAddress,
+    dst: EthernetAddress,
+    ident: u16,
+    copies: &CopyCounters,
+) {
+    let mut at = write_headers(buf, seg, src, dst, ident);
     for f in &seg.payload {
         let b = f.bytes();
-        buf[at..at + b.len()].copy_from_slice(b);
+        copies.copy(Stage::SocketToDevice, &mut buf[at..at + b.len()], b);
         at += b.len();
     }
 }

@@ -9,7 +9,10 @@ use core::cell::RefCell;
 
 use smoltcp::wire::{IpAddress, IpProtocol, Ipv4Packet, TcpPacket, UdpPacket};
 
+use uk_tcp::Fragment;
+
 use crate::nic::{ETH_HEADER_LEN, Nic};
+use crate::payload::TcpPayload;
 
 #[derive(Default)]
 struct Queues {
@@ -35,6 +38,7 @@ impl Wire {
             released: 0,
             tso: None,
             tso_frames: 0,
+            sg: None,
         };
         let b = WireEnd {
             q,
@@ -46,6 +50,7 @@ impl Wire {
             released: 0,
             tso: None,
             tso_frames: 0,
+            sg: None,
         };
         (a, b)
     }
@@ -67,9 +72,56 @@ pub struct WireEnd {
     tso: Option<usize>,
     /// Frames given to [`Nic::transmit_tso`] (each sent as several segments).
     pub tso_frames: u64,
+    /// Scatter-gather mode (see [`WireEnd::enable_sg`]).
+    sg: Option<SgRing>,
+}
+
+/// A simulated scatter-gather transmit ring: each frame takes one
+/// descriptor for its header and one per payload fragment; the fragments
+/// are held (as a device reading them would) until the "device" completes
+/// the chain, at the next `flush_tx` unless completions are held back.
+struct SgRing {
+    descriptors: usize,
+    in_use: usize,
+    chains: Vec<(usize, Vec<Fragment<TcpPayload>>)>,
+    hold: bool,
+    frames: u64,
+    refused: u64,
 }
 
 impl WireEnd {
+    /// Scatter-gather transmit ([`Nic::transmit_sg`]) through a ring of
+    /// `descriptors` descriptors.
+    pub fn enable_sg(&mut self, descriptors: usize) {
+        self.sg = Some(SgRing {
+            descriptors,
+            in_use: 0,
+            chains: Vec::new(),
+            hold: false,
+            frames: 0,
+            refused: 0,
+        });
+    }
+
+    /// While `hold` is true, `flush_tx` does not complete transmitted
+    /// chains: their fragments stay referenced and their descriptors used.
+    pub fn hold_sg_completions(&mut self, hold: bool) {
+        if let Some(r) = self.sg.as_mut() {
+            r.hold = hold;
+        }
+    }
+
+    /// Chains the simulated device has not completed yet.
+    pub fn sg_in_flight(&self) -> usize {
+        self.sg.as_ref().map_or(0, |r| r.chains.len())
+    }
+
+    /// Frames sent as scatter-gather lists, and frames refused for want of
+    /// descriptors.
+    pub fn sg_counts(&self) -> (u64, u64) {
+        self.sg.as_ref().map_or((0, 0), |r| (r.frames, r.refused))
+    }
+
     /// Frames waiting to be received by this end.
     pub fn pending_rx(&self) -> usize {
         self.q.borrow().to[self.side].len()
@@ -169,6 +221,62 @@ impl Nic for WireEnd {
 
     fn flush_tx(&mut self) {
         self.flushes += 1;
+        if let Some(r) = self.sg.as_mut()
+            && !r.hold
+        {
+            r.chains.clear();
+            r.in_use = 0;
+        }
+    }
+
+    fn tx_scatter_gather(&self) -> bool {
+        self.sg.is_some()
+    }
+
+    fn transmit_sg(
+        &mut self,
+        header: &[u8],
+        payload: &[Fragment<TcpPayload>],
+        gso_mss: Option<u16>,
+    ) -> bool {
+        let room = self.has_room();
+        let len = header.len() + payload.iter().map(|f| f.len).sum::<usize>();
+        let tso = self.tso;
+        let Some(r) = self.sg.as_mut() else {
+            return false;
+        };
+        let need = 1 + payload.len();
+        if !room || r.in_use + need > r.descriptors {
+            r.refused += 1;
+            return false;
+        }
+        if gso_mss.is_some() && tso.is_none_or(|max| len > max) {
+            return false;
+        }
+        // What the device reads: the header buffer, then each fragment in place.
+        let mut frame = Vec::with_capacity(len);
+        frame.extend_from_slice(header);
+        for f in payload {
+            frame.extend_from_slice(f.bytes());
+        }
+        r.in_use += need;
+        r.chains.push((need, payload.to_vec()));
+        r.frames += 1;
+        match gso_mss {
+            Some(mss) => {
+                self.tso_frames += 1;
+                for seg in segment_tcp(&frame, usize::from(mss)) {
+                    self.push(seg);
+                }
+            }
+            None => {
+                if tso.is_some() {
+                    complete_l4_checksum(&mut frame);
+                }
+                self.push(frame);
+            }
+        }
+        true
     }
 }
 

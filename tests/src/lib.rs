@@ -110,6 +110,9 @@ pub struct BootOpts {
     pub tap: Option<String>,
     /// Run QEMU inside this network namespace.
     pub netns: Option<String>,
+    /// Attach the network device to a UDP relay on 127.0.0.1 (QEMU's port,
+    /// the relay's port) instead (see [`Netns::relay_boot_opts`]).
+    pub dgram: Option<(u16, u16)>,
     /// A raw disk image attached read-only as virtio-blk (the root fs).
     pub disk: Option<PathBuf>,
     /// Boot `disk` (a bootable image from [`boot_disk_image`]) through this
@@ -137,6 +140,7 @@ impl Default for BootOpts {
             net: false,
             tap: None,
             netns: None,
+            dgram: None,
             disk: None,
             firmware: None,
             firecracker: false,
@@ -364,6 +368,7 @@ impl Guest {
             net: opts.net,
             tap: opts.tap,
             netns: opts.netns,
+            dgram: opts.dgram,
             disk: opts.disk,
             disk_bus: opts.disk_bus,
         };
@@ -827,6 +832,19 @@ impl Netns {
         let mut o = BootOpts::args(args);
         o.tap = Some(self.tap.clone());
         o.netns = Some(self.name.clone());
+        o.append = format!("ip={}/24 gw={}", self.guest_ip, self.host_ip);
+        o
+    }
+
+    /// Boot options that put a guest inside this namespace on a `-netdev
+    /// dgram` socket (127.0.0.1 port `qemu_port`, frames sent to port
+    /// `relay_port`) instead of the TAP device, for a relay that passes
+    /// frames between that socket and the TAP device (see
+    /// `tests/tests/relay.py`); same static address.
+    pub fn relay_boot_opts(&self, args: &[&str], qemu_port: u16, relay_port: u16) -> BootOpts {
+        let mut o = BootOpts::args(args);
+        o.netns = Some(self.name.clone());
+        o.dgram = Some((qemu_port, relay_port));
         o.append = format!("ip={}/24 gw={}", self.guest_ip, self.host_ip);
         o
     }

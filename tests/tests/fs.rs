@@ -81,7 +81,6 @@ machine_tests!(read_matches_host_sha256, |m| {
     // (48 seen once in ~6 runs); tighten to 0 once that is found.
     let data = stats(&g, "data");
     assert!(data["bounced"] < 512, "file data bounced: {data:?}");
-    assert_eq!(data["copied"], 0, "{data:?}");
     g.expect_exit(0);
 });
 
@@ -202,7 +201,6 @@ fn read_matches_host_sha256_on_scsi_and_nvme() {
             data["bounced"] < 512,
             "{bus:?}: file data bounced: {data:?}"
         );
-        assert_eq!(data["copied"], 0, "{bus:?}: {data:?}");
         g.expect_exit(0);
     }
 }

@@ -306,6 +306,34 @@ impl<P: Payload> Endpoint<P> {
         Ok(())
     }
 
+    /// Queues several payload references, then builds segments once (so
+    /// that references queued together, e.g. the pages of one `sendfile`
+    /// call, leave in frames as large as the windows allow, not one per
+    /// reference). Stops at the first that does not fit
+    /// ([`Error::WouldBlock`], that one and the rest dropped); returns
+    /// the bytes queued.
+    pub fn send_batch(
+        &mut self,
+        now: u64,
+        id: ConnId,
+        ps: impl IntoIterator<Item = P>,
+    ) -> Result<usize, Error> {
+        let limit = self.cfg.send_buffer;
+        let c = self.live(id)?;
+        let mut n = 0;
+        let mut result = Ok(());
+        for p in ps {
+            let len = p.len();
+            if let Err(e) = c.send(p, limit) {
+                result = Err(e);
+                break;
+            }
+            n += len;
+        }
+        self.after(now, id);
+        result.map(|()| n)
+    }
+
     /// How many more bytes [`Endpoint::send`] accepts now.
     pub fn send_capacity(&self, id: ConnId) -> usize {
         self.get(id)

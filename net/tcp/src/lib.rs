@@ -78,8 +78,9 @@
 //! are appended to the previous chunk instead, so that tiny segments
 //! cannot inflate per-chunk overhead.
 //!
-//! The receive-side copies are counted where they happen
-//! ([`ConnStats::bytes_copied_in`] and [`ConnStats::bytes_copied_out`],
+//! The receive-side copies go through `uk_core::copy::{append_into,
+//! copy_into}` (the kernel's one copy primitive), which count what they
+//! copy ([`ConnStats::bytes_copied_in`] and [`ConnStats::bytes_copied_out`],
 //! summed over the endpoint in [`Counters`]), for the kernel's
 //! copies-per-byte accounting; the host tests check that every received
 //! byte is copied in once and out once. (A small chunk growing while it

@@ -75,6 +75,18 @@ impl SharedSlice {
     pub fn slice(buf: Arc<Box<[u8]>>, offset: usize, len: usize) -> Option<Self> {
         (offset.checked_add(len)? <= buf.len()).then_some(SharedSlice { buf, offset, len })
     }
+
+    /// The first `n` bytes and the rest (`n` clamped to the length); both
+    /// reference the same buffer, nothing is copied.
+    pub fn split_at(self, n: usize) -> (Self, Self) {
+        let n = n.min(self.len);
+        let tail = SharedSlice {
+            buf: self.buf.clone(),
+            offset: self.offset + n,
+            len: self.len - n,
+        };
+        (SharedSlice { len: n, ..self }, tail)
+    }
 }
 
 impl From<Vec<u8>> for SharedSlice {

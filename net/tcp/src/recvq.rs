@@ -7,6 +7,8 @@ use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec::Vec;
 use core::mem::size_of;
 
+use uk_core::copy::{append_into, copy_into};
+
 /// Segments smaller than this are appended to the previous chunk, so that a
 /// peer sending 1-byte segments cannot make per-chunk overhead dominate.
 const COALESCE_BELOW: usize = 512;
@@ -45,12 +47,12 @@ impl RecvQueue {
             && (b.len() < COALESCE_BELOW || last.len() < COALESCE_BELOW)
             && last.len() + b.len() <= 64 * 1024
         {
-            last.extend_from_slice(b);
-            self.copied_in += b.len() as u64;
+            append_into(&mut self.copied_in, last, b);
             return;
         }
-        self.chunks.push_back(b.to_vec());
-        self.copied_in += b.len() as u64;
+        let mut v = Vec::with_capacity(b.len());
+        append_into(&mut self.copied_in, &mut v, b);
+        self.chunks.push_back(v);
     }
 
     /// Appends an owned buffer without copying it again.
@@ -72,8 +74,7 @@ impl RecvQueue {
             };
             let avail = &front[self.read..];
             let k = avail.len().min(out.len() - n);
-            out[n..n + k].copy_from_slice(&avail[..k]);
-            self.copied_out += k as u64;
+            copy_into(&mut self.copied_out, &mut out[n..n + k], &avail[..k]);
             n += k;
             self.read += k;
             if self.read == front.len() {
@@ -167,8 +168,9 @@ impl OutOfOrder {
         }
         let from = (s - off) as usize;
         let to = (e - off) as usize;
-        self.segs.insert(s, data[from..to].to_vec());
-        self.copied += (to - from) as u64;
+        let mut v = Vec::with_capacity(to - from);
+        append_into(&mut self.copied, &mut v, &data[from..to]);
+        self.segs.insert(s, v);
         self.bytes += to - from;
         self.latest = Some(s);
         true
@@ -187,9 +189,10 @@ impl OutOfOrder {
             self.bytes -= v.len();
             if end > next {
                 if next > s {
-                    // Trimming the front moves the rest of the buffer.
-                    v.drain(..(next - s) as usize);
-                    self.copied += end - next;
+                    // Trimming the front copies the rest of the buffer.
+                    let mut w = Vec::with_capacity((end - next) as usize);
+                    append_into(&mut self.copied, &mut w, &v[(next - s) as usize..]);
+                    v = w;
                 }
                 return Some(v);
             }

@@ -599,6 +599,7 @@ fn run(r: RunArgs) -> Result<i32, Error> {
         net: false,
         tap: None,
         netns: None,
+        dgram: None,
         disk: None,
         disk_bus: crate::qemu::DiskBus::Blk,
     };

@@ -306,6 +306,10 @@ pub struct VmConfig {
     pub tap: Option<String>,
     /// Run QEMU inside this network namespace (`ip netns exec NS ...`).
     pub netns: Option<String>,
+    /// Attach the network device to a UDP socket instead (`-netdev dgram`):
+    /// QEMU binds 127.0.0.1 port `.0` and sends each frame as one datagram
+    /// to 127.0.0.1 port `.1` (a relay, in tests). Overrides `tap`.
+    pub dgram: Option<(u16, u16)>,
     /// A raw disk image attached read-only as a virtio-blk device (the
     /// guest's root file system).
     pub disk: Option<PathBuf>,
@@ -328,6 +332,7 @@ impl VmConfig {
             net: false,
             tap: None,
             netns: None,
+            dgram: None,
             disk: None,
             disk_bus: DiskBus::Blk,
         }
@@ -397,7 +402,13 @@ pub fn qemu_command(cfg: &VmConfig) -> Command {
             cmd.arg("-device").arg(d);
         }
     }
-    if let Some(tap) = &cfg.tap {
+    if let Some((local, remote)) = cfg.dgram {
+        cmd.arg("-netdev").arg(format!(
+            "dgram,id=net0,local.type=inet,local.host=127.0.0.1,local.port={local},\
+             remote.type=inet,remote.host=127.0.0.1,remote.port={remote}"
+        ));
+        cmd.args(["-device", cfg.machine.net_device()]);
+    } else if let Some(tap) = &cfg.tap {
         cmd.arg("-netdev")
             .arg(format!("tap,id=net0,ifname={tap},script=no,downscript=no"));
         cmd.args(["-device", cfg.machine.net_device()]);
@@ -606,6 +617,7 @@ mod tests {
             net: false,
             tap: None,
             netns: None,
+            dgram: None,
             disk: None,
             disk_bus: DiskBus::Blk,
         }

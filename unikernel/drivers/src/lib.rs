@@ -18,7 +18,6 @@
 extern crate alloc;
 
 pub mod block;
-pub mod copies;
 pub mod nvme;
 pub mod pci;
 #[allow(unsafe_code)]

@@ -1,29 +1,39 @@
 //! virtio-net, as a `uk_net::Nic`.
 //!
-//! Built on `virtio-drivers`' transports and the framework's owning
-//! virtqueue (`uk_frame::virtio::Queue`), with the buffer management done
-//! here: receive and transmit buffers are `DmaBuffer`s of 2 KiB cut from DMA
-//! frames (identity mapped and physically contiguous, so the device reads and
-//! writes them in place; nothing is bounced). A buffer the device holds is
-//! owned by its queue until the used ring returns it. Received frames are
-//! handed to the stack as tokens that own the filled buffer; released
+//! Built on `virtio-drivers`' transports and `VirtQueue`, with the buffer
+//! management done here: receive and transmit buffers are slots of 2 KiB in
+//! DMA frames (identity mapped and physically contiguous, so the device reads
+//! and writes them in place; nothing is bounced). Received frames are handed
+//! to the stack as tokens pointing into the ring's own buffer; released
 //! buffers are re-posted in one batch with one notification ([`Nic::refill`]);
 //! transmitted frames are built in place in a ring buffer and the device is
 //! notified once per batch ([`Nic::flush_tx`]).
 //!
 //! TCP segmentation offload: when the device offers `HOST_TSO4` with `CSUM`
-//! and the guest has the memory for it, a pool of large transmit buffers
-//! takes TCP frames of up to 64 KiB that smoltcp builds ([`Nic::transmit_tso`]);
-//! the virtio-net header asks the device (QEMU's tap backend) to cut them
-//! into MSS-sized segments.
+//! and the guest has the memory for it, TCP frames of up to 64 KiB go to
+//! the device, and the virtio-net header asks it (QEMU's tap backend) to cut
+//! them into MSS-sized segments. A pool of large transmit buffers takes such
+//! frames when they are built by copying ([`Nic::transmit_tso`]).
+//!
+//! Scatter-gather transmit ([`Nic::transmit_sg`]): a TCP segment is posted
+//! as one descriptor chain: a small transmit slot with the virtio-net header
+//! and the Ethernet/IPv4/TCP headers, then the payload fragments in place
+//! (page-cache pages for `sendfile`, the socket's own buffers for `write`),
+//! one descriptor per physically contiguous piece (fragments are cut at
+//! 4 KiB page boundaries: heap buffers are only virtually contiguous). The
+//! chain keeps clones of its fragments until the device returns it through
+//! the used ring ([`VirtioNet::reclaim_tx`], on every [`Nic::flush_tx`]),
+//! so memory is released only once acknowledged *and* read by the device.
+//! The chain owns its pieces ([`uk_frame::virtio::PayloadPiece`]) while the
+//! device holds it: the framework's queue gives them back from `pop_used`.
 
 use alloc::vec::Vec;
 use core::ops::Deref;
 
 use bitflags::bitflags;
 use uk_frame::dma::DmaBuffer;
-use uk_frame::virtio::{Chain, DeviceWrites, Queue};
-use uk_net::Nic;
+use uk_frame::virtio::{Chain, DeviceWrites, MAX_FRAGMENTS, PayloadPiece, Queue};
+use uk_net::{CopyCounters, CopyStage, Fragment, Nic, TcpPayload};
 use virtio_drivers::transport::{SomeTransport, Transport};
 
 use super::NoEventIdx;
@@ -47,6 +57,13 @@ const TSO_BUF_PAGES: u64 = 17;
 /// TSO is negotiated only with at least this much RAM (a 64 MiB guest):
 /// the large buffers take 1.1 MiB, and small guests keep their memory.
 const TSO_MIN_RAM: u64 = 56 << 20;
+/// Fragments are cut where a 4 KiB page ends (each piece is then
+/// physically contiguous: heap buffers are only virtually contiguous).
+const PIECE_ALIGN: usize = 4096;
+
+/// Payload the driver copies itself: a scatter-gather list too long for
+/// one chain, built into a transmit buffer (socket → device).
+pub static DEVICE_COPIES: CopyCounters = CopyCounters::new();
 
 bitflags! {
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,9 +95,10 @@ fn large_buffers(count: usize) -> Option<Vec<DmaBuffer>> {
     Some(bufs)
 }
 
-/// A transmit descriptor chain: the virtio-net header and the frame in one
-/// buffer, then (for a scatter-gather transmit) payload fragments.
-type TxChain = Chain<DmaBuffer, DmaBuffer>;
+/// A transmit descriptor chain: the virtio-net header and the frame (or,
+/// for a scatter-gather transmit, its headers) in one buffer, then the
+/// payload pieces.
+type TxChain = Chain<DmaBuffer, PayloadPiece>;
 
 /// A received frame: the receive buffer the device filled, until released.
 pub struct RxFrame {
@@ -239,15 +257,11 @@ impl VirtioNet {
         let buf = slot.as_mut_slice();
         buf[..hdr].fill(0);
         // The stack writes the frame (headers and payload) into the device
-        // buffer: the socket → device copy, checksummed on the way.
+        // buffer (the socket → device copy, counted where it copies).
         f(&mut buf[hdr..hdr + len]);
-        crate::copies::COPIES.add(&crate::copies::COPIES.socket_to_device, len);
         let (head, frame) = buf.split_at_mut(hdr);
         let frame = &mut frame[..len];
         let offloaded = self.csum_offload && request_l4_checksum(head, frame);
-        if !offloaded {
-            crate::copies::COPIES.add(&crate::copies::COPIES.checksummed, len);
-        }
         if let Some(mss) = gso_size {
             // Only TCP/IPv4 frames come here (smoltcp sets a segment size on
             // TCP segments only); anything else is not queued.
@@ -268,6 +282,73 @@ impl VirtioNet {
                 self.tx_ring_full += 1;
                 false
             }
+        }
+    }
+
+    /// Posts the header in transmit buffer `slot` (its first `head_len`
+    /// bytes) and the payload `frags` cut into physically contiguous pieces
+    /// as one descriptor chain; the queue owns the pieces (clones of the
+    /// references) until the device returns the chain. False (nothing
+    /// posted, the slot freed) when the ring has too few free descriptors.
+    fn post_chain(
+        &mut self,
+        slot: DmaBuffer,
+        head_len: usize,
+        frags: &[Fragment<TcpPayload>],
+    ) -> bool {
+        let mut chain = Chain::new(slot, head_len);
+        for f in frags {
+            // `base` is the address of the fragment's first byte.
+            let base = f.bytes().as_ptr() as usize;
+            let mut done = 0;
+            while done < f.len {
+                let room = PIECE_ALIGN - (base + done) % PIECE_ALIGN;
+                let n = room.min(f.len - done);
+                let Some(piece) = PayloadPiece::new(&f.data, f.offset + done, n) else {
+                    self.free_tx_slot(chain.into_parts().0);
+                    return false;
+                };
+                if chain.push(piece, 0, n).is_err() {
+                    self.free_tx_slot(chain.into_parts().0);
+                    return false;
+                }
+                done += n;
+            }
+        }
+        match self.tx.add(chain) {
+            Ok(_) => {
+                self.tx_pending_notify = true;
+                true
+            }
+            Err(chain) => {
+                self.free_tx_slot(chain.into_parts().0);
+                self.tx_ring_full += 1;
+                false
+            }
+        }
+    }
+
+    /// A scatter-gather list too long for one chain: copied into a
+    /// transmit buffer (counted as socket → device).
+    fn transmit_copied(
+        &mut self,
+        header: &[u8],
+        payload: &[Fragment<TcpPayload>],
+        gso_mss: Option<u16>,
+    ) -> bool {
+        let len = header.len() + payload.iter().map(|f| f.len).sum::<usize>();
+        let fill = |buf: &mut [u8]| {
+            buf[..header.len()].copy_from_slice(header);
+            let mut at = header.len();
+            for f in payload {
+                let b = f.bytes();
+                DEVICE_COPIES.copy(CopyStage::SocketToDevice, &mut buf[at..at + b.len()], b);
+                at += b.len();
+            }
+        };
+        match gso_mss {
+            Some(mss) => self.transmit_tso(len, mss, fill),
+            None => self.transmit(len, fill),
         }
     }
 
@@ -382,6 +463,59 @@ impl Nic for VirtioNet {
         self.csum_offload
     }
 
+    fn tx_scatter_gather(&self) -> bool {
+        true
+    }
+
+    fn transmit_sg(
+        &mut self,
+        header: &[u8],
+        payload: &[Fragment<TcpPayload>],
+        gso_mss: Option<u16>,
+    ) -> bool {
+        let hdr = self.hdr;
+        if header.len() < 34 || hdr + header.len() > BUF_SIZE || payload.is_empty() {
+            return false;
+        }
+        let Some(needed) = chain_descriptors(payload) else {
+            return self.transmit_copied(header, payload, gso_mss);
+        };
+        if gso_mss.is_some() && !self.tso {
+            return false;
+        }
+        if self.tx_free.is_empty() || self.tx.available_desc() < needed {
+            self.reclaim_tx();
+        }
+        if self.tx.available_desc() < needed {
+            self.tx_ring_full += 1;
+            return false;
+        }
+        let Some(mut slot) = self.tx_free.pop() else {
+            self.tx_ring_full += 1;
+            return false;
+        };
+        let buf = slot.as_mut_slice();
+        let (head, frame) = buf.split_at_mut(hdr);
+        head.fill(0);
+        frame[..header.len()].copy_from_slice(header);
+        let ihl = usize::from(header[14] & 0x0f) * 4;
+        if self.csum_offload {
+            // The stack stored the pseudo-header sum in the TCP checksum
+            // field; the device adds the header and payload.
+            head[0] = 1; // VIRTIO_NET_HDR_F_NEEDS_CSUM
+            head[6..8].copy_from_slice(&((14 + ihl) as u16).to_le_bytes());
+            head[8..10].copy_from_slice(&16u16.to_le_bytes());
+        }
+        if let Some(mss) = gso_mss {
+            if !(self.csum_offload && request_tso(head, &frame[..header.len()], mss)) {
+                self.free_tx_slot(slot);
+                return false;
+            }
+            self.tx_tso_frames += 1;
+        }
+        self.post_chain(slot, hdr + header.len(), payload)
+    }
+
     fn flush_tx(&mut self) {
         if self.tx_pending_notify {
             self.tx_pending_notify = false;
@@ -456,4 +590,23 @@ fn request_l4_checksum(head: &mut [u8], frame: &mut [u8]) -> bool {
     head[6..8].copy_from_slice(&((14 + ihl) as u16).to_le_bytes());
     head[8..10].copy_from_slice(&(csum_offset as u16).to_le_bytes());
     true
+}
+
+/// Descriptors a chain of `frags` takes after its header (each fragment cut
+/// where a 4 KiB page ends), or `None` when more than a chain holds.
+fn chain_descriptors(frags: &[Fragment<TcpPayload>]) -> Option<usize> {
+    let mut n = 0;
+    for f in frags {
+        let b = f.bytes();
+        if b.is_empty() {
+            return None;
+        }
+        let first = b.as_ptr() as usize;
+        let last = first + b.len() - 1;
+        n += last / PIECE_ALIGN - first / PIECE_ALIGN + 1;
+        if n > MAX_FRAGMENTS {
+            return None;
+        }
+    }
+    Some(n + 1)
 }

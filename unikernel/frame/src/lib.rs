@@ -29,6 +29,7 @@ mod heap;
 pub mod irq;
 pub mod mm;
 pub mod mmio;
+pub mod pagecache;
 mod panic;
 pub mod pci;
 pub mod port;

@@ -73,6 +73,55 @@ unsafe impl Stable for crate::mm::PageFrame {
     }
 }
 
+/// A byte range of a TCP payload reference (a page-cache page or a
+/// socket's own buffer), as one device-readable piece of a transmit chain.
+/// It holds a clone of the reference, so the memory stays alive (and, for a
+/// page-cache page, pinned) until the device has read it.
+pub struct PayloadPiece {
+    _keep: uk_net::TcpPayload,
+    ptr: *const u8,
+    len: usize,
+}
+
+impl PayloadPiece {
+    /// Bytes `start..start + len` of `payload`, or `None` when out of range
+    /// or empty.
+    pub fn new(payload: &uk_net::TcpPayload, start: usize, len: usize) -> Option<Self> {
+        let b = uk_tcp::Payload::bytes(payload).get(start..start.checked_add(len)?)?;
+        (len > 0).then(|| PayloadPiece {
+            _keep: payload.clone(),
+            ptr: b.as_ptr(),
+            len,
+        })
+    }
+}
+
+impl core::fmt::Debug for PayloadPiece {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "PayloadPiece({:p}, {} bytes)", self.ptr, self.len)
+    }
+}
+
+// SAFETY: the pointer is only read through `bytes` (shared access to
+// memory the clone keeps alive, see below); the clone itself is Send
+// (`TcpPayload` is an `Arc` of `Send + Sync` bytes or an `Arc`'d buffer).
+unsafe impl Send for PayloadPiece {}
+
+// SAFETY: `ptr..ptr + len` was borrowed from `_keep` at construction. A
+// `TcpPayload`'s bytes live behind an `Arc` (an owned `SharedSlice` buffer,
+// or the pointee of an `Arc<dyn SharedBytes>`, borrowed through `&self`), so
+// they do not move with the handle and stay allocated while the clone held
+// here lives; `Arc` gives no `&mut` to them while another clone exists.
+// Page-cache pages may be written in place (see `pagecache`), which changes
+// the bytes the device reads, not their validity.
+unsafe impl Stable for PayloadPiece {
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: as above: valid, immutable-through-this-handle memory of
+        // `len` bytes for the life of `self`.
+        unsafe { core::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
 mod sealed {
     pub trait Sealed {}
 }
@@ -103,7 +152,7 @@ impl<B: StableMut> Buffers for DeviceWrites<B> {
 }
 
 /// The most fragments a [`Chain`] may carry after its header.
-pub const MAX_FRAGMENTS: usize = 18;
+pub const MAX_FRAGMENTS: usize = 23;
 
 /// A device-readable descriptor chain: `head[..head_len]`, then each
 /// fragment's byte range, in order.

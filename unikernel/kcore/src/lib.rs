@@ -27,6 +27,7 @@ extern crate std;
 
 pub mod acpi;
 pub mod cmdline;
+pub mod copy;
 pub mod frame;
 pub mod kbd;
 pub mod multiboot2;

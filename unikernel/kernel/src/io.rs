@@ -15,7 +15,7 @@
 //! on every write that makes it readable and every read that makes it
 //! writable.
 
-use alloc::collections::BTreeMap;
+use alloc::collections::{BTreeMap, VecDeque};
 use alloc::sync::{Arc, Weak};
 use alloc::vec::Vec;
 use core::any::Any;
@@ -61,12 +61,17 @@ fn errno_of(e: uk_net::NetError) -> Errno {
 // ---------------------------------------------------------------------------
 // Copy accounting
 
-pub use crate::drivers::copies::{COPIES, CopyCounters, CopyStats};
-
-/// The copy counters now.
+/// Payload bytes the CPU copied, per stage, since boot: the sum of the
+/// counters of every component that copies (the page cache's reads, the
+/// network stack's sends and frame building, the TCP engine's receive
+/// queues), each counted by the copy itself ([`uk_core::copy`]). A
+/// `sendfile` over a scatter-gather NIC adds nothing: the device reads the
+/// page-cache pages.
 pub fn copy_stats() -> CopyStats {
-    COPIES.snapshot()
+    crate::fs::copy_stats().plus(&net::copy_stats())
 }
+
+pub use uk_core::copy::{CopyStats, Stage as CopyStage};
 
 // ---------------------------------------------------------------------------
 // Readiness sources and their observers
@@ -714,11 +719,12 @@ pub fn poll(fds: &mut [PollFd], timeout_ms: i32) -> Result<usize> {
 // sendfile
 
 /// Sends up to `count` bytes of the regular file `in_fd`, from `*offset`
-/// (advanced by what was sent), to the socket `out_fd`, copying straight
-/// from page-cache pages into the socket's send buffer: the payload never
-/// passes through an application buffer. Like Linux: a blocking socket sends
-/// everything (or fails); a non-blocking one returns what fit, or EAGAIN if
-/// nothing did. Returns the bytes sent (0 at end of file).
+/// (advanced by what was sent), to the socket `out_fd` without copying: the
+/// socket's send queue takes references to the page-cache pages (pinned
+/// until acknowledged), and the NIC reads them in place (scatter-gather).
+/// Like Linux: a blocking socket sends everything (or fails); a
+/// non-blocking one returns what fit, or EAGAIN if nothing did. Returns the
+/// bytes sent (0 at end of file).
 pub fn sendfile(out_fd: i32, in_fd: i32, offset: &mut u64, count: usize) -> Result<usize> {
     const CHUNK: u64 = 256 * 1024;
     let sock = socket_file(out_fd)?;
@@ -728,51 +734,37 @@ pub fn sendfile(out_fd: i32, in_fd: i32, offset: &mut u64, count: usize) -> Resu
     let src = fs::SendSource::new(in_fd)?;
     let end = src.size().min(offset.saturating_add(count as u64));
     let start = *offset;
+    // References to the pages from `*offset` on, pinned but not queued yet.
+    let mut refs = VecDeque::new();
     while *offset < end {
-        let chunk = CHUNK.min(end - *offset);
-        // Disk reads (and readahead) happen here, outside the network lock.
-        src.prefetch(*offset, chunk)?;
-        let pos = *offset;
-        let sent = net::send_with(sock.id, |stack, id| {
-            // Fill the send buffer straight from the cache pages, as many
-            // contiguous stretches of it as are free.
-            let mut total = 0u64;
-            while total < chunk {
-                let mut err = None;
-                let n = stack
-                    .tcp_send_with(id, (chunk - total) as usize, |buf| {
-                        match src.copy_to(pos + total, buf) {
-                            Ok(n) => n,
-                            Err(e) => {
-                                err = Some(e);
-                                0
-                            }
-                        }
-                    })
-                    .unwrap_or(0) as u64;
-                if let Some(e) = err
-                    && total == 0
-                {
-                    return Err(e);
-                }
-                if n == 0 {
-                    break;
-                }
-                total += n;
+        if refs.is_empty() {
+            let chunk = CHUNK.min(end - *offset);
+            // Disk reads (and readahead) happen here, outside the network lock.
+            let pinned = src
+                .prefetch(*offset, chunk)
+                .and_then(|()| src.pin_pages(*offset, chunk, &mut refs));
+            match pinned {
+                Ok(n) if n > 0 => {}
+                Ok(_) => break,
+                Err(_) if *offset > start => break,
+                Err(e) => return Err(e),
             }
-            if total > 0 {
-                Ok(total)
-            } else if stack.readiness(id) & (EPOLLERR | EPOLLHUP) != 0 {
-                Err(Errno::EPIPE)
-            } else {
-                Err(Errno::EAGAIN)
+        }
+        let sent = net::send_with(sock.id, |stack, id| {
+            match stack.tcp_send_refs(id, &mut refs) {
+                Ok(n) if n > 0 => Ok(n),
+                Ok(_) | Err(uk_net::NetError::WouldBlock) => {
+                    if stack.readiness(id) & (EPOLLERR | EPOLLHUP) != 0 {
+                        Err(Errno::EPIPE)
+                    } else {
+                        Err(Errno::EAGAIN)
+                    }
+                }
+                Err(e) => Err(errno_of(e)),
             }
         });
         match sent {
-            Ok(n) => {
-                COPIES.add(&COPIES.cache_to_socket, n as usize);
-                *offset += n;
-            }
+            Ok(n) => *offset += n as u64,
             Err(Errno::EAGAIN) if sock.nb() => {
                 if *offset > start {
                     break;

@@ -145,7 +145,15 @@ pub fn init() {
         ..StackOptions::default()
     };
     opts.tcp.rx_buffer = 32 * 1024;
-    opts.tcp.tx_buffer = 64 * 1024;
+    // The send queue bounds the bytes in flight (64 KiB per round trip).
+    // Guests with memory to spare queue 256 KiB: `sendfile` references
+    // page-cache pages (pinned, not copied), `write` copies into the heap
+    // (admission control below bounds the total).
+    opts.tcp.tx_buffer = if crate::mm::free_bytes() >= BIG_SEND_QUEUE_RAM {
+        256 * 1024
+    } else {
+        64 * 1024
+    };
     // A server writes a response head and then its body: with Nagle's
     // algorithm the body would wait for the client's delayed ACK (~40 ms).
     opts.tcp.nodelay = true;
@@ -250,6 +258,15 @@ pub fn tso_frames() -> u64 {
     NET.lock().as_ref().map_or(0, |n| n.nic.tx_tso_frames)
 }
 
+/// Payload bytes the network stack, the TCP engine and the NIC driver
+/// copied, per stage (see [`crate::io::copy_stats`]).
+pub fn copy_stats() -> uk_net::CopyStats {
+    let drv = crate::drivers::virtio_net::DEVICE_COPIES.snapshot();
+    NET.lock()
+        .as_ref()
+        .map_or(drv, |n| n.stack.copy_stats().plus(&drv))
+}
+
 /// Interface and socket-table counters, as one line of `key=value` pairs.
 pub fn stats_line() -> alloc::string::String {
     let g = NET.lock();
@@ -276,8 +293,8 @@ fn format_stats(n: &Net) -> alloc::string::String {
         s.frames_dispatched,
         s.accepted,
         s.listen_overflows,
-        cp.app_to_socket,
-        cp.socket_to_app,
+        cp.get(uk_net::CopyStage::AppToSocket),
+        cp.get(uk_net::CopyStage::SocketToApp),
         s.tcp_connections,
         s.tcp_connection_bytes,
         s.bytes_per_connection(),
@@ -579,14 +596,15 @@ fn prefault(buf: &[u8]) {
     }
 }
 
-/// The most a socket write copies at once (the send buffer's size).
-const SEND_PREFAULT: usize = 64 * 1024;
+/// The most a socket write copies at once (the send buffer's size, at most).
+const SEND_PREFAULT: usize = 256 * 1024;
+
+/// Free memory at boot from which sockets get a 256 KiB send queue.
+const BIG_SEND_QUEUE_RAM: u64 = 160 << 20;
 
 pub(crate) fn send(id: SocketId, buf: &[u8], nonblocking: bool) -> Result<usize> {
     prefault(&buf[..buf.len().min(SEND_PREFAULT)]);
-    let n = blocking(id, nonblocking, None, |s| s.tcp_send(id, buf))?;
-    crate::io::COPIES.add(&crate::io::COPIES.app_to_socket, n);
-    Ok(n)
+    blocking(id, nonblocking, None, |s| s.tcp_send(id, buf))
 }
 
 pub(crate) fn shutdown_write(id: SocketId) -> Result<()> {

@@ -29,6 +29,8 @@ use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::ops::Range;
 
+use uk_core::copy::{CopyCounters, CopyStats, Stage};
+
 use crate::error::{Result, VfsError};
 use crate::inode::{Inode, PAGE_SIZE};
 use crate::lru::LruMap;
@@ -232,6 +234,8 @@ impl<F: PageFrames> Inner<F> {
 /// The page cache. `L` is the lock family, `F` the frame source.
 pub struct PageCache<L: Locking, F: PageFrames> {
     inner: Mutex<L, Inner<F>>,
+    /// Bytes [`PageCache::read`] copied out to callers (page cache → app).
+    copies: CopyCounters,
 }
 
 impl<L: Locking, F: PageFrames> PageCache<L, F> {
@@ -246,10 +250,17 @@ impl<L: Locking, F: PageFrames> PageCache<L, F> {
                 generation: 0,
                 stats: PageCacheStats::default(),
             }),
+            copies: CopyCounters::new(),
         }
     }
 
-    /// Current counters.
+    /// Bytes copied out of the cache by [`PageCache::read`] (page cache →
+    /// application), counted by the copy itself.
+    pub fn copy_stats(&self) -> CopyStats {
+        self.copies.snapshot()
+    }
+
+    /// Counters (see [`PageCacheStats`]).
     pub fn stats(&self) -> PageCacheStats {
         self.inner.with(|i| PageCacheStats {
             resident: i.map.len(),
@@ -499,7 +510,8 @@ impl<L: Locking, F: PageFrames> PageCache<L, F> {
             let n = (PAGE_SIZE - in_page).min((end - pos) as usize);
             let dst = &mut buf[done..done + n];
             let res = self.with_page(file, inode, index, |bytes| {
-                dst.copy_from_slice(&bytes[in_page..in_page + n]);
+                self.copies
+                    .copy(Stage::CacheToApp, dst, &bytes[in_page..in_page + n]);
             });
             if let Err(e) = res {
                 return if done > 0 { Ok(done) } else { Err(e) };

@@ -16,13 +16,12 @@
 //! the page-cache frame itself*: the frame is identity mapped and physically
 //! contiguous, so the HAL shares it with the device without a bounce
 //! buffer (`drivers::hal::BOUNCED_BYTES` does not move) and the CPU copies
-//! nothing ([`COPIED_BYTES`] stays 0). Holes and the tail past the end of
-//! the file are zero-filled.
+//! nothing (there is no copy in this path to count). Holes and the tail
+//! past the end of the file are zero-filled.
 
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::sync::atomic::AtomicU64;
 
 use uk_ext4::{BlockRead, Ext4, Ext4Error, InodeInfo, InodeNum, IoError};
 use uk_vfs::{
@@ -37,9 +36,6 @@ type Disk = dyn BlockDevice;
 
 /// `EXT4_SUPER_MAGIC`.
 pub const EXT4_MAGIC: u64 = 0xef53;
-/// Bytes the CPU copied into page-cache frames while filling them (file
-/// data is DMAed into the frames, so this stays 0).
-pub static COPIED_BYTES: AtomicU64 = AtomicU64::new(0);
 
 /// Reads the file system's bytes: `len` bytes of `disk` from byte `base`
 /// (a partition, or the whole disk).

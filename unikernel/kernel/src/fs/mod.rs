@@ -47,6 +47,7 @@ pub use uk_vfs::{
 
 use crate::mm::{self, PAGE};
 use crate::sync::{IrqMutex, Once};
+use uk_frame::pagecache::CachePin;
 
 /// Result of the file API: an errno on failure.
 pub type Result<T> = core::result::Result<T, Errno>;
@@ -275,10 +276,10 @@ pub fn drop_caches() -> usize {
     fs().map(|f| f.cache.evict(usize::MAX)).unwrap_or(0)
 }
 
-/// Bytes ext4 copied into page-cache frames (see [`ext4`]'s data path: file
-/// data is DMAed into the frames, so this stays 0).
-pub fn copied_bytes() -> u64 {
-    ext4::COPIED_BYTES.load(Ordering::Relaxed)
+/// Bytes copied out of the page cache into application buffers (`read`),
+/// counted by the page cache's copy.
+pub fn copy_stats() -> uk_net::CopyStats {
+    fs().map(|f| f.cache.copy_stats()).unwrap_or_default()
 }
 
 /// Bytes the virtio HAL copied through bounce buffers since boot (disk and
@@ -310,28 +311,14 @@ pub fn open(path: &str, flags: OpenFlags, perm: u32) -> Result<i32> {
     install(file)
 }
 
-/// Counts a copy out of the page cache into an application buffer.
-fn count_cache_to_app(file: &Arc<dyn FileOps>, n: usize) {
-    let any: &dyn Any = &**file;
-    if any.is::<KFile>() {
-        crate::io::COPIES.add(&crate::io::COPIES.cache_to_app, n);
-    }
-}
-
 /// Reads at the file offset.
 pub fn read(fd: i32, buf: &mut [u8]) -> Result<usize> {
-    let f = get(fd)?;
-    let n = f.read(buf)?;
-    count_cache_to_app(&f, n);
-    Ok(n)
+    get(fd)?.read(buf)
 }
 
 /// Reads at `offset` without moving the file offset.
 pub fn pread(fd: i32, buf: &mut [u8], offset: u64) -> Result<usize> {
-    let f = get(fd)?;
-    let n = f.pread(buf, offset)?;
-    count_cache_to_app(&f, n);
-    Ok(n)
+    get(fd)?.pread(buf, offset)
 }
 
 fn regular_file(fd: i32) -> Result<Arc<KFile>> {
@@ -387,26 +374,40 @@ impl SendSource {
         Ok(())
     }
 
-    /// Copies the file's bytes from `offset` into `dst` straight out of
-    /// page-cache pages (at most to the end of the file). Returns the bytes
-    /// copied. A page evicted since [`prefetch`](Self::prefetch) is read again.
-    pub(crate) fn copy_to(&self, offset: u64, dst: &mut [u8]) -> Result<usize> {
+    /// Appends to `out` references to the file's bytes `[offset, offset +
+    /// len)` (at most to the end of the file): one per page-cache page,
+    /// each pinning its page until the reference is dropped (the network
+    /// stack drops it once the bytes are acknowledged and the device has
+    /// read them). Nothing is copied. Reads pages evicted since
+    /// [`prefetch`](Self::prefetch) again (blocks on the disk: call without
+    /// the network lock). Returns the bytes referenced.
+    pub(crate) fn pin_pages(
+        &self,
+        offset: u64,
+        len: u64,
+        out: &mut VecDeque<uk_net::TcpPayload>,
+    ) -> Result<u64> {
         let fsys = fs()?;
-        let end = self.size.min(offset.saturating_add(dst.len() as u64));
+        let end = self.size.min(offset.saturating_add(len));
         let mut pos = offset;
         while pos < end {
             let index = pos / PAGE;
             let in_page = (pos % PAGE) as usize;
             let n = (PAGE as usize - in_page).min((end - pos) as usize);
-            let at = (pos - offset) as usize;
-            let out = &mut dst[at..at + n];
-            fsys.cache
-                .with_page(self.file.id(), &**self.file.inode(), index, |bytes| {
-                    out.copy_from_slice(&bytes[in_page..in_page + n])
-                })?;
+            let page = match CachePin::pin(&fsys.cache, self.file.id(), &**self.file.inode(), index)
+            {
+                Ok(p) => p,
+                Err(e) if pos == offset => return Err(e),
+                Err(_) => break,
+            };
+            let page: Arc<dyn uk_net::SharedBytes> = Arc::new(page);
+            match uk_net::TcpPayload::shared(page, in_page, n) {
+                Some(p) => out.push_back(p),
+                None => break,
+            }
             pos += n as u64;
         }
-        Ok((pos - offset) as usize)
+        Ok(pos - offset)
     }
 }
 
