@@ -196,7 +196,7 @@ fn map_identity(phys: u64, len: u64, flags: F) -> Result<(), MemError> {
     if phys < PAGE || phys.checked_add(len).is_none_or(|e| e > MMAP_BASE) {
         return Err(VmError::InvalidArgument);
     }
-    let mut g = MM.lock();
+    let mut g = lock_mm();
     let mm = g.as_mut().ok_or(VmError::NoMemory)?;
     let mut pa = phys & !(PAGE - 1);
     let end = align_up(phys + len, PAGE);
@@ -510,8 +510,52 @@ pub fn is_readable(addr: u64, len: u64) -> bool {
     true
 }
 
+/// Stack that a section holding [`MM`] may use below the frame that took the
+/// lock. Its deepest path (mapping a page: `populate` → `map_4k` →
+/// `walk_create` → the frame allocator) needs a few hundred bytes.
+const LOCKED_STACK: u64 = 2 * PAGE;
+
+/// Makes the [`LOCKED_STACK`] bytes below the caller's frame resident.
+///
+/// Thread stacks are filled on first touch, and a stack page first touched
+/// while [`MM`] is held cannot be filled: the fault handler needs the lock
+/// ("page fault inside the memory manager"). So every locked section first
+/// writes to each stack page it may reach, down to the stack's bottom at
+/// most. Nothing to do on the boot stack (mapped in full) or on an IST stack
+/// (statically allocated).
+#[inline(never)]
+fn touch_stack() {
+    let Some((bottom, top)) = crate::sched::current_stack() else {
+        return;
+    };
+    let sp: u64;
+    // SAFETY: reads the stack pointer into a register; no memory access.
+    unsafe {
+        core::arch::asm!("mov {}, rsp", out(reg) sp, options(nomem, nostack, preserves_flags))
+    };
+    if sp <= bottom || sp > top {
+        return;
+    }
+    let lowest = sp.saturating_sub(LOCKED_STACK).max(bottom) & !(PAGE - 1);
+    let mut page = (sp - 1) & !(PAGE - 1);
+    while page >= lowest {
+        // SAFETY: `page` lies in the running thread's own stack, below the
+        // stack pointer and not below the stack's bottom (not in its guard
+        // page). Nothing live is below the stack pointer: the kernel target
+        // has no red zone, and an interrupt frame there is gone once its
+        // handler returned, which it has whenever this runs.
+        unsafe { core::ptr::write_volatile(page as *mut u8, 0) };
+        page -= PAGE;
+    }
+}
+
+fn lock_mm() -> crate::sync::IrqGuard<'static, Option<Mm>> {
+    touch_stack();
+    MM.lock()
+}
+
 fn with_mm<R>(f: impl FnOnce(&mut Mm) -> Result<R, VmError>) -> Result<R, VmError> {
-    let mut g = MM.lock();
+    let mut g = lock_mm();
     let mm = g.as_mut().ok_or(VmError::NoMemory)?;
     f(mm)
 }
@@ -615,6 +659,7 @@ pub fn populate(addr: u64, len: u64) -> Result<(), MemError> {
 
 /// Free RAM in bytes.
 pub fn free_bytes() -> u64 {
+    touch_stack();
     MM.try_lock()
         .and_then(|g| g.as_ref().map(|m| m.frames.free_frames() * PAGE))
         .unwrap_or(0)
@@ -624,6 +669,7 @@ pub fn free_bytes() -> u64 {
 /// inside the allocator) read as zero.
 pub fn stats() -> MemStats {
     let mut s = MemStats::default();
+    touch_stack();
     if let Some(g) = MM.try_lock()
         && let Some(mm) = g.as_ref()
     {
