@@ -11,7 +11,7 @@
 //!
 //! TCP segmentation offload: when the device offers `HOST_TSO4` with `CSUM`
 //! and the guest has the memory for it, a pool of large transmit buffers
-//! takes TCP frames of up to 64 KiB that smoltcp builds ([`Nic::transmit_tso`]);
+//! takes TCP frames of up to 64 KiB that the uk-tcp engine builds ([`Nic::transmit_tso`]);
 //! the virtio-net header asks the device (QEMU's tap backend) to cut them
 //! into MSS-sized segments.
 
@@ -326,8 +326,8 @@ impl VirtioNet {
             crate::io::COPIES.add(&crate::io::COPIES.checksummed, len);
         }
         if let Some(mss) = gso_size {
-            // Only TCP/IPv4 frames come here (smoltcp sets a segment size on
-            // TCP segments only); anything else is not queued.
+            // Only TCP/IPv4 frames come here (uk-net asks for segmentation
+            // of TCP segments only); anything else is not queued.
             if !(offloaded && request_tso(head, frame, mss)) {
                 self.free_tx_slot(slot);
                 return false;
