@@ -523,29 +523,47 @@ const LOCKED_STACK: u64 = 2 * PAGE;
 /// writes to each stack page it may reach, down to the stack's bottom at
 /// most. Nothing to do on the boot stack (mapped in full) or on an IST stack
 /// (statically allocated).
-#[inline(never)]
 fn touch_stack() {
     let Some((bottom, top)) = crate::sched::current_stack() else {
         return;
     };
-    let sp: u64;
-    // SAFETY: reads the stack pointer into a register; no memory access.
+    // All in one asm block: the stack pointer is read and the pages below it
+    // written with no compiler-made stack use in between (a register saved
+    // by a prologue placed after a Rust-level read of `rsp` sat exactly
+    // where the first write went, and the caller's frame pointer was lost).
+    // SAFETY: writes one byte per page to [lowest, rsp), where lowest is
+    // max(rsp - LOCKED_STACK, bottom) rounded down to a page, and only when
+    // rsp lies in the running thread's own stack (bottom, top]: these pages
+    // belong to that stack, not to its guard page, and hold nothing live
+    // (the kernel target has no red zone, and an interrupt frame there is
+    // gone once its handler returned, which it has whenever this runs).
     unsafe {
-        core::arch::asm!("mov {}, rsp", out(reg) sp, options(nomem, nostack, preserves_flags))
-    };
-    if sp <= bottom || sp > top {
-        return;
-    }
-    let lowest = sp.saturating_sub(LOCKED_STACK).max(bottom) & !(PAGE - 1);
-    let mut page = (sp - 1) & !(PAGE - 1);
-    while page >= lowest {
-        // SAFETY: `page` lies in the running thread's own stack, below the
-        // stack pointer and not below the stack's bottom (not in its guard
-        // page). Nothing live is below the stack pointer: the kernel target
-        // has no red zone, and an interrupt frame there is gone once its
-        // handler returned, which it has whenever this runs.
-        unsafe { core::ptr::write_volatile(page as *mut u8, 0) };
-        page -= PAGE;
+        core::arch::asm!(
+            "mov {p}, rsp",
+            "cmp {p}, {bottom}",
+            "jbe 3f",
+            "cmp {p}, {top}",
+            "ja 3f",
+            "mov {lo}, {p}",
+            "sub {lo}, {reserve}",
+            "cmp {lo}, {bottom}",
+            "cmovb {lo}, {bottom}",
+            "and {lo}, -4096",
+            "dec {p}",
+            "and {p}, -4096",
+            "2:",
+            "cmp {p}, {lo}",
+            "jb 3f",
+            "mov byte ptr [{p}], 0",
+            "sub {p}, 4096",
+            "jmp 2b",
+            "3:",
+            bottom = in(reg) bottom,
+            top = in(reg) top,
+            reserve = const LOCKED_STACK,
+            p = out(reg) _,
+            lo = out(reg) _,
+        );
     }
 }
 
