@@ -9,8 +9,8 @@ fn httpd_image_is_at_most_512_kib_stripped() {
     let size = stripped_size(&image).expect("measure the image");
     assert!(
         size <= HTTPD_MAX_STRIPPED,
-        "httpd is {size} bytes stripped ({:.1} KiB), over the {} KiB limit: see \
-         docs/ARCHITECTURE.md (image size) for what is in it and how to measure",
+        "httpd is {size} bytes stripped ({:.1} KiB), over the {} KiB limit \
+         (`cargo uk build httpd` prints the same figure)",
         size as f64 / 1024.0,
         HTTPD_MAX_STRIPPED / 1024
     );
