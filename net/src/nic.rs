@@ -2,13 +2,12 @@
 //! at the boundary, and the smoltcp `phy::Device` adapters built on it.
 
 use alloc::vec::Vec;
-use core::num::NonZeroUsize;
 use core::ops::Deref;
 
 use uk_tcp::Fragment;
 
 use crate::payload::TcpPayload;
-use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Medium, PacketMeta};
+use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 
 /// Length of an Ethernet II header (no VLAN tag).
@@ -209,11 +208,10 @@ pub(crate) struct TxInfo {
 
 /// Device capabilities for a NIC with the given IP MTU. Checksums are
 /// verified by the stack's own classifier before smoltcp sees a frame, so
-/// smoltcp only computes them on transmit. With `tso` (the device's largest
-/// segmentable frame, honoured only with checksum offload) smoltcp builds
-/// TCP segments up to that size and passes the segment size in the packet's
-/// metadata; the MTU (and so the MSS advertised in our SYNs) is unchanged.
-pub(crate) fn capabilities(mtu: usize, tx_offload: bool, tso: Option<usize>) -> DeviceCapabilities {
+/// smoltcp only computes them on transmit. smoltcp sends no TCP (uk-tcp's
+/// segments go to the device directly), so it is never told about
+/// segmentation offload.
+pub(crate) fn capabilities(mtu: usize, tx_offload: bool) -> DeviceCapabilities {
     let mut checksum = ChecksumCapabilities::default();
     let l4 = if tx_offload {
         Checksum::None
@@ -229,9 +227,6 @@ pub(crate) fn capabilities(mtu: usize, tx_offload: bool, tso: Option<usize>) -> 
     caps.max_transmission_unit = mtu + ETH_HEADER_LEN;
     caps.max_burst_size = None;
     caps.checksum = checksum;
-    caps.segmentation.tcpv4 = tso
-        .filter(|&max| tx_offload && max > mtu + ETH_HEADER_LEN)
-        .and_then(NonZeroUsize::new);
     caps
 }
 
@@ -262,8 +257,6 @@ pub(crate) struct TxTok<'a, N: Nic> {
     counters: &'a mut NicCounters,
     info: &'a mut TxInfo,
     scratch: &'a mut Vec<u8>,
-    mtu: usize,
-    meta: PacketMeta,
 }
 
 impl<N: Nic> phy::TxToken for TxTok<'_, N> {
@@ -282,19 +275,10 @@ impl<N: Nic> phy::TxToken for TxTok<'_, N> {
             }
             is_arp = buf.len() >= ETH_HEADER_LEN && buf[12..14] == [0x08, 0x06];
         };
-        // smoltcp sets a segment size only on TCP segments longer than the MSS.
-        let tso = self
-            .meta
-            .segmentation_offload_size
-            .filter(|_| len > self.mtu + ETH_HEADER_LEN);
-        let ok = match tso {
-            Some(mss) => self.nic.transmit_tso(len, mss.get(), fill),
-            None => self.nic.transmit(len, fill),
-        };
+        let ok = self.nic.transmit(len, fill);
         match (ok, result) {
             (true, Some(r)) => {
                 self.counters.tx_frames += 1;
-                self.counters.tx_tso_frames += u64::from(tso.is_some());
                 self.counters.tx_bytes += len as u64;
                 self.info.frames += 1;
                 self.info.arp_sent |= is_arp;
@@ -314,10 +298,6 @@ impl<N: Nic> phy::TxToken for TxTok<'_, N> {
                 }
             }
         }
-    }
-
-    fn set_meta(&mut self, meta: PacketMeta) {
-        self.meta = meta;
     }
 }
 
@@ -340,8 +320,6 @@ impl<N: Nic> phy::Device for FrameDevice<'_, N> {
                 counters: self.counters,
                 info: self.info,
                 scratch: self.scratch,
-                mtu: self.mtu,
-                meta: PacketMeta::default(),
             },
         ))
     }
@@ -355,16 +333,10 @@ impl<N: Nic> phy::Device for FrameDevice<'_, N> {
             counters: self.counters,
             info: self.info,
             scratch: self.scratch,
-            mtu: self.mtu,
-            meta: PacketMeta::default(),
         })
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
-        capabilities(
-            self.mtu,
-            self.nic.tx_checksum_offload(),
-            self.nic.tso_max_frame(),
-        )
+        capabilities(self.mtu, self.nic.tx_checksum_offload())
     }
 }

@@ -423,12 +423,8 @@ fn to_ms(i: Instant) -> u64 {
 }
 
 fn v4(ep: IpEndpoint) -> SocketAddrV4 {
-    // smoltcp is built with `proto-ipv6` only because its segmentation
-    // offload needs it; no IPv6 address is ever configured.
-    let a = match ep.addr {
-        IpAddress::Ipv4(a) => a,
-        IpAddress::Ipv6(_) => Ipv4Addr::UNSPECIFIED,
-    };
+    // smoltcp is built with IPv4 only.
+    let IpAddress::Ipv4(a) = ep.addr;
     SocketAddrV4::new(a, ep.port)
 }
 
@@ -628,10 +624,7 @@ impl NetStack {
     }
 
     fn cidr(&self) -> Option<Ipv4Cidr> {
-        self.iface.ip_addrs().iter().find_map(|c| match c {
-            IpCidr::Ipv4(c) => Some(*c),
-            IpCidr::Ipv6(_) => None,
-        })
+        self.iface.ip_addrs().first().map(|&IpCidr::Ipv4(c)| c)
     }
 
     /// The current IPv4 configuration, if an address is configured.

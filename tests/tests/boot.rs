@@ -54,6 +54,14 @@ machine_tests!(heapgrow, |m| {
     g.expect_exit(0);
 });
 
+// Thread stacks are filled on first touch; a stack page first reached while
+// the memory manager holds its lock must not fault.
+machine_tests!(memory_manager_on_a_fresh_stack, |m| {
+    let mut g = selftest(m, &["fresh-stack"]);
+    g.expect("fresh-stack: 600 levels");
+    g.expect_exit(0);
+});
+
 machine_tests!(textwrite, |m| {
     let mut g = selftest(m, &["textwrite"]);
     g.expect_exit(STATUS_EXCEPTION);

@@ -31,6 +31,7 @@ fn main() -> i32 {
         "null" => null_read(),
         "mmap64" => mmap64(),
         "heapgrow" => heapgrow(),
+        "fresh-stack" => fresh_stack(),
         "large" => large(),
         "textwrite" => textwrite(),
         "stackoverflow" => {
@@ -207,6 +208,31 @@ fn heapgrow() -> i32 {
         s.heap_arenas, s.heap_in_use
     );
     if ok && s.heap_arenas >= 2 { 0 } else { 1 }
+}
+
+/// Levels [`descend`] goes down: well past a few pages of a 64 KiB stack.
+const DESCEND_LEVELS: u32 = 600;
+
+/// The memory manager's locked sections reaching stack pages never touched
+/// before: a fresh thread (its stack filled on first touch) goes down a few
+/// dozen bytes at a time and maps and unmaps a page at every level, so
+/// some locked section is the first to reach each new stack page.
+fn fresh_stack() -> i32 {
+    let levels = thread::spawn(|| descend(0)).join();
+    println!("fresh-stack: {levels} levels");
+    if levels == DESCEND_LEVELS { 0 } else { 1 }
+}
+
+#[inline(never)]
+fn descend(n: u32) -> u32 {
+    let p = mem::mmap(4096, Prot::READ | Prot::WRITE).expect("mmap");
+    mem::munmap(p, 4096).expect("munmap");
+    if n == DESCEND_LEVELS {
+        n
+    } else {
+        // Not a tail call: the frame stays while the next level runs.
+        core::hint::black_box(descend(n + 1))
+    }
 }
 
 fn large() -> i32 {

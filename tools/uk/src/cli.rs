@@ -449,8 +449,9 @@ pub fn execute(cmd: Cmd) -> Result<i32, Error> {
             };
             let image = build_image(&app, profile, false)?;
             let size = file_size(&image)?;
+            let stripped = crate::elf::stripped_size(&image)?;
             println!(
-                "{}  {size} bytes ({:.1} KiB)",
+                "{}  {size} bytes ({:.1} KiB; {stripped} stripped)",
                 display_path(&image),
                 size as f64 / 1024.0
             );

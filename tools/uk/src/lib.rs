@@ -10,6 +10,7 @@ pub mod bootdisk;
 pub mod build;
 pub mod cli;
 pub mod comparebench;
+pub mod elf;
 pub mod fsbench;
 pub mod httpbench;
 pub mod image;

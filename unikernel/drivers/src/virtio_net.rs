@@ -263,8 +263,8 @@ impl VirtioNet {
         let frame = &mut frame[..len];
         let offloaded = self.csum_offload && request_l4_checksum(head, frame);
         if let Some(mss) = gso_size {
-            // Only TCP/IPv4 frames come here (smoltcp sets a segment size on
-            // TCP segments only); anything else is not queued.
+            // Only TCP/IPv4 frames come here (uk-net asks for segmentation
+            // of TCP segments only); anything else is not queued.
             if !(offloaded && request_tso(head, frame, mss)) {
                 self.free_tx_slot(slot);
                 return false;

@@ -69,6 +69,24 @@ struct Sched {
 
 static SCHED: IrqMutex<Option<Sched>> = IrqMutex::new(None);
 
+/// The running thread's stack, `[bottom, top)`; 0 and 0 on the idle context
+/// (the boot stack, mapped in full). One CPU runs threads, so one value.
+static STACK_BOTTOM: AtomicU64 = AtomicU64::new(0);
+static STACK_TOP: AtomicU64 = AtomicU64::new(0);
+
+/// The running thread's (demand-paged) stack `[bottom, top)`, or `None` on
+/// the boot stack. For [`mm`], which makes the stack below its caller
+/// resident before it takes its lock.
+pub fn current_stack() -> Option<(u64, u64)> {
+    match (
+        STACK_BOTTOM.load(Ordering::Relaxed),
+        STACK_TOP.load(Ordering::Relaxed),
+    ) {
+        (0, _) => None,
+        r => Some(r),
+    }
+}
+
 /// Counters for tests and benchmarks.
 pub struct SchedStats {
     /// Context switches.
@@ -202,11 +220,14 @@ fn switch_away(mut g: IrqGuard<'_, Option<Sched>>, requeue: bool) {
     s.slice_start = time::since_boot_ns();
     s.reprogram();
     let from = s.ctx_ptr(cur);
-    let to = if next == IDLE {
-        s.idle_ctx.rsp
+    let (to, (bottom, top)) = if next == IDLE {
+        (s.idle_ctx.rsp, (0, 0))
     } else {
-        s.threads.get(next).expect("next exists").data.ctx.rsp
+        let data = &s.threads.get(next).expect("next exists").data;
+        (data.ctx.rsp, data.stack.unwrap_or((0, 0)))
     };
+    STACK_BOTTOM.store(bottom, Ordering::Relaxed);
+    STACK_TOP.store(top, Ordering::Relaxed);
     STATS.switches.fetch_add(1, Ordering::Relaxed);
     drop(g);
     // SAFETY: interrupts are off (the caller disabled them before locking);

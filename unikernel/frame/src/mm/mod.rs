@@ -225,7 +225,7 @@ fn map_identity(phys: u64, len: u64, flags: F) -> Result<(), MemError> {
     if phys < PAGE || phys.checked_add(len).is_none_or(|e| e > MMAP_BASE) {
         return Err(VmError::InvalidArgument);
     }
-    let mut g = MM.lock();
+    let mut g = lock_mm();
     let mm = g.as_mut().ok_or(VmError::NoMemory)?;
     let mut pa = phys & !(PAGE - 1);
     let end = align_up(phys + len, PAGE);
@@ -539,8 +539,70 @@ pub fn is_readable(addr: u64, len: u64) -> bool {
     true
 }
 
+/// Stack that a section holding [`MM`] may use below the frame that took the
+/// lock. Its deepest path (mapping a page: `populate` → `map_4k` →
+/// `walk_create` → the frame allocator) needs a few hundred bytes.
+const LOCKED_STACK: u64 = 2 * PAGE;
+
+/// Makes the [`LOCKED_STACK`] bytes below the caller's frame resident.
+///
+/// Thread stacks are filled on first touch, and a stack page first touched
+/// while [`MM`] is held cannot be filled: the fault handler needs the lock
+/// ("page fault inside the memory manager"). So every locked section first
+/// writes to each stack page it may reach, down to the stack's bottom at
+/// most. Nothing to do on the boot stack (mapped in full) or on an IST stack
+/// (statically allocated).
+fn touch_stack() {
+    let Some((bottom, top)) = crate::sched::current_stack() else {
+        return;
+    };
+    // All in one asm block: the stack pointer is read and the pages below it
+    // written with no compiler-made stack use in between (a register saved
+    // by a prologue placed after a Rust-level read of `rsp` sat exactly
+    // where the first write went, and the caller's frame pointer was lost).
+    // SAFETY: writes one byte per page to [lowest, rsp), where lowest is
+    // max(rsp - LOCKED_STACK, bottom) rounded down to a page, and only when
+    // rsp lies in the running thread's own stack (bottom, top]: these pages
+    // belong to that stack, not to its guard page, and hold nothing live
+    // (the kernel target has no red zone, and an interrupt frame there is
+    // gone once its handler returned, which it has whenever this runs).
+    unsafe {
+        core::arch::asm!(
+            "mov {p}, rsp",
+            "cmp {p}, {bottom}",
+            "jbe 3f",
+            "cmp {p}, {top}",
+            "ja 3f",
+            "mov {lo}, {p}",
+            "sub {lo}, {reserve}",
+            "cmp {lo}, {bottom}",
+            "cmovb {lo}, {bottom}",
+            "and {lo}, -4096",
+            "dec {p}",
+            "and {p}, -4096",
+            "2:",
+            "cmp {p}, {lo}",
+            "jb 3f",
+            "mov byte ptr [{p}], 0",
+            "sub {p}, 4096",
+            "jmp 2b",
+            "3:",
+            bottom = in(reg) bottom,
+            top = in(reg) top,
+            reserve = const LOCKED_STACK,
+            p = out(reg) _,
+            lo = out(reg) _,
+        );
+    }
+}
+
+fn lock_mm() -> crate::sync::IrqGuard<'static, Option<Mm>> {
+    touch_stack();
+    MM.lock()
+}
+
 fn with_mm<R>(f: impl FnOnce(&mut Mm) -> Result<R, VmError>) -> Result<R, VmError> {
-    let mut g = MM.lock();
+    let mut g = lock_mm();
     let mm = g.as_mut().ok_or(VmError::NoMemory)?;
     f(mm)
 }
@@ -644,6 +706,7 @@ pub fn populate(addr: u64, len: u64) -> Result<(), MemError> {
 
 /// Free RAM in bytes.
 pub fn free_bytes() -> u64 {
+    touch_stack();
     MM.try_lock()
         .and_then(|g| g.as_ref().map(|m| m.frames.free_frames() * PAGE))
         .unwrap_or(0)
@@ -653,6 +716,7 @@ pub fn free_bytes() -> u64 {
 /// inside the allocator) read as zero.
 pub fn stats() -> MemStats {
     let mut s = MemStats::default();
+    touch_stack();
     if let Some(g) = MM.try_lock()
         && let Some(mm) = g.as_ref()
     {
