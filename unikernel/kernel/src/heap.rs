@@ -161,21 +161,20 @@ unsafe impl GlobalAlloc for KernelAllocator {
     /// infallible ones end in the alloc error handler (a panic).
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let large = layout.size() >= LARGE_ALLOC;
-        let mut round = 0;
-        loop {
-            let p = if large {
+        let attempt = || {
+            NonNull::new(if large {
                 alloc_large(layout)
             } else {
                 alloc_small(layout)
-            };
-            if !p.is_null() {
-                return p;
-            }
-            if round == RECLAIM_ROUNDS || mm::reclaim(reclaim_target(layout)) == 0 {
+            })
+        };
+        let reclaim = || mm::reclaim(reclaim_target(layout));
+        match uk_core::reclaim::alloc_or_reclaim(RECLAIM_ROUNDS, attempt, reclaim) {
+            Ok(p) => p.as_ptr(),
+            Err(_) => {
                 out_of_memory(layout);
-                return p;
+                ptr::null_mut()
             }
-            round += 1;
         }
     }
 
