@@ -37,17 +37,17 @@ impl ConnId {
     }
 }
 
-/// A connection on the heap, allocated fallibly: a one-element boxed slice,
-/// because stable Rust has no `Box::try_new`.
+/// A connection on the heap, allocated fallibly: a one-element boxed array
+/// (made from a `Vec`), because stable Rust has no `Box::try_new`.
 #[derive(Debug)]
-struct ConnBox<P>(Box<[Connection<P>]>);
+struct ConnBox<P>(Box<[Connection<P>; 1]>);
 
 impl<P> ConnBox<P> {
     fn try_new(c: Connection<P>) -> Option<Self> {
         let mut v = Vec::new();
         v.try_reserve_exact(1).ok()?;
         v.push(c);
-        Some(Self(v.into_boxed_slice()))
+        Some(Self(v.into_boxed_slice().try_into().ok()?))
     }
 }
 
