@@ -40,6 +40,10 @@ pub struct Sample {
     pub frames_used: u64,
     /// Heap bytes allocated.
     pub heap_in_use: u64,
+    /// Bytes of the heap's arenas (kept once grown: its high-water mark).
+    pub heap_arena_bytes: u64,
+    /// Bytes of large allocations (own mappings, given back on free).
+    pub large_alloc_bytes: u64,
     /// TCP connections open.
     pub connections: u64,
     /// Socket-buffer bytes.
@@ -61,6 +65,8 @@ pub fn parse_sample(at: u64, mem: &str, net: &str) -> Option<Sample> {
         at,
         frames_used: kv(mem, "frames_used")?,
         heap_in_use: kv(mem, "heap_in_use")?,
+        heap_arena_bytes: kv(mem, "heap_arena_bytes").unwrap_or(0),
+        large_alloc_bytes: kv(mem, "large_alloc_bytes").unwrap_or(0),
         connections: kv(net, "tcp_connections").unwrap_or(0),
         buffer_bytes: kv(net, "buffer_bytes").unwrap_or(0),
         time_wait: kv(net, "time_wait").unwrap_or(0),
@@ -184,10 +190,12 @@ pub fn bench_soak(minutes: u64, mem: MemSize, accel: Option<Accel>) -> Result<i3
             match dump(&mut guest, at) {
                 Ok(s) => {
                     println!(
-                        "soak: {:>5} s  frames_used={} heap_in_use={} connections={} buffer_bytes={} time_wait={} requests={requests}",
+                        "soak: {:>5} s  frames_used={} heap_in_use={} heap_arena_bytes={} large_alloc_bytes={} connections={} buffer_bytes={} time_wait={} requests={requests}",
                         s.at,
                         s.frames_used,
                         s.heap_in_use,
+                        s.heap_arena_bytes,
+                        s.large_alloc_bytes,
                         s.connections,
                         s.buffer_bytes,
                         s.time_wait
@@ -220,6 +228,8 @@ pub fn bench_soak(minutes: u64, mem: MemSize, accel: Option<Accel>) -> Result<i3
             "seconds",
             "frames used",
             "heap in use",
+            "heap arenas",
+            "large allocs",
             "connections",
             "buffer bytes",
             "TIME-WAIT",
@@ -232,6 +242,8 @@ pub fn bench_soak(minutes: u64, mem: MemSize, accel: Option<Accel>) -> Result<i3
             s.at.to_string(),
             s.frames_used.to_string(),
             s.heap_in_use.to_string(),
+            s.heap_arena_bytes.to_string(),
+            s.large_alloc_bytes.to_string(),
             s.connections.to_string(),
             s.buffer_bytes.to_string(),
             s.time_wait.to_string(),
@@ -257,7 +269,7 @@ mod tests {
 
     #[test]
     fn parses_the_dump() {
-        let mem = "uk: dump: mem: frames_total=100 frames_free=40 frames_used=60 heap_in_use=12345";
+        let mem = "uk: dump: mem: frames_total=100 frames_free=40 frames_used=60 heap_arenas=2 heap_arena_bytes=196608 heap_in_use=12345 large_allocs=1 large_alloc_bytes=131072";
         let net = "uk: dump: net: irq_pending=false nic: x stack: tcp_connections=3 buffer_bytes=98304 time_wait=7 time_wait_bytes_per_entry=40";
         let s = parse_sample(5, mem, net).unwrap();
         assert_eq!(
@@ -266,6 +278,8 @@ mod tests {
                 at: 5,
                 frames_used: 60,
                 heap_in_use: 12345,
+                heap_arena_bytes: 196608,
+                large_alloc_bytes: 131072,
                 connections: 3,
                 buffer_bytes: 98304,
                 time_wait: 7
