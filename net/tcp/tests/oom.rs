@@ -169,3 +169,48 @@ fn connect_without_memory_is_an_error() {
     let (c, _s) = sim.connect();
     assert_eq!(sim.a.state(c), Some(State::Established));
 }
+
+/// A TIME-WAIT table that cannot grow drops the new record (counted)
+/// instead of panicking, keeps the ones it has, and grows again once memory
+/// is back. (A 2M httpd guest under `Connection: close` churn panicked here
+/// when the table wanted its 512-bucket allocation.)
+#[test]
+fn time_wait_table_without_memory_drops_the_record() {
+    use std::net::{IpAddr, Ipv4Addr};
+    use uk_tcp::hash::KeyedState;
+    use uk_tcp::seq::Seq;
+    use uk_tcp::timewait::{TimeWaitRecord, TimeWaitTable};
+    use uk_tcp::wire::FourTuple;
+    let rec = |port: u16| TimeWaitRecord {
+        tuple: FourTuple {
+            local_ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+            remote_ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)),
+            local_port: 80,
+            remote_port: port,
+        },
+        snd_nxt: Seq(1),
+        rcv_nxt: Seq(2),
+        ts_recent: None,
+        expiry: 1_000,
+    };
+    let mut t = TimeWaitTable::new(1000, KeyedState::new([3; 16]));
+    let mut port = 1000;
+    for _ in 0..28 {
+        t.insert(rec(port));
+        port += 1;
+    }
+    let held = t.len();
+    let mut dropped = 0;
+    for _ in 0..64 {
+        let ((), rep) = inject(Plan::From(0), || t.insert(rec(port)));
+        port += 1;
+        if rep.failed > 0 {
+            dropped += 1;
+        }
+    }
+    assert!(dropped > 0, "the table never needed to grow");
+    assert_eq!(t.dropped(), dropped);
+    assert_eq!(t.len(), held + 64 - dropped as usize, "kept records lost");
+    t.insert(rec(port));
+    assert_eq!(t.len(), held + 65 - dropped as usize);
+}
