@@ -49,6 +49,21 @@ pub fn alloc_or_reclaim<P>(
     }
 }
 
+/// The size of the heap's next arena, in bytes (whole pages): `preferred`
+/// (the heap's doubling size) when that much memory is free, else the
+/// smallest arena that holds `need` bytes when that fits in `free`, else
+/// `None`. Near the memory floor a small request must not fail because the
+/// arena it would have opened is big.
+pub fn arena_size(preferred: u64, need: u64, free: u64, page: u64) -> Option<u64> {
+    let pages = |b: u64| b.div_ceil(page) * page;
+    let want = pages(preferred.max(need));
+    if free >= want {
+        return Some(want);
+    }
+    let min = pages(need);
+    (free >= min).then_some(min)
+}
+
 /// Lets one reclaim run at a time and refuses the nested ones.
 #[derive(Debug)]
 pub struct Reclaimer {
@@ -254,6 +269,21 @@ mod tests {
         );
         assert!(!r.is_running());
         assert!(m.conserved());
+    }
+
+    #[test]
+    fn arena_size_falls_back_to_what_fits() {
+        const P: u64 = 4096;
+        // Plenty free: the preferred size, or the request when it is bigger.
+        assert_eq!(arena_size(256 << 10, 1000, 1 << 30, P), Some(256 << 10));
+        assert_eq!(arena_size(64 << 10, 100_000, 1 << 30, P), Some(25 * P));
+        // 208 KiB free, a 256 KiB arena preferred, 33 KB needed (the 2M
+        // guest's TIME-WAIT table): a 9-page arena instead of a failure.
+        assert_eq!(arena_size(256 << 10, 33_300, 52 * P, P), Some(9 * P));
+        // Not even the request fits.
+        assert_eq!(arena_size(256 << 10, 300 << 10, 52 * P, P), None);
+        assert_eq!(arena_size(64 << 10, 1, 0, P), None);
+        assert_eq!(arena_size(64 << 10, 1, P, P), Some(P));
     }
 
     #[test]
