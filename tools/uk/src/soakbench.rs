@@ -89,6 +89,27 @@ pub fn is_flat(samples: &[Sample]) -> bool {
         && last.frames_used <= min_frames + min_frames / 10 + 256
 }
 
+/// Why memory grew, in words: how much of the frames' growth (last sample
+/// against the smallest later one) is heap arenas, which the heap keeps once
+/// grown (a high-water mark of transient peaks), and whether the heap's
+/// live bytes grew (a leak would).
+pub fn growth_note(samples: &[Sample]) -> String {
+    let later = &samples[1.min(samples.len())..];
+    let (Some(first), Some(last)) = (later.first(), later.last()) else {
+        return String::new();
+    };
+    let min_frames = later.iter().map(|s| s.frames_used).min().unwrap_or(0);
+    let frames = last.frames_used.saturating_sub(min_frames) * 4096;
+    let arenas = last.heap_arena_bytes.saturating_sub(first.heap_arena_bytes);
+    format!(
+        "frames +{} KiB, of which heap arenas +{} KiB (kept once grown); heap in use {} -> {} bytes",
+        frames >> 10,
+        arenas.min(frames) >> 10,
+        first.heap_in_use,
+        last.heap_in_use
+    )
+}
+
 fn dump(guest: &mut LiveGuest, at: u64) -> Result<Sample, String> {
     let mark = guest.mark();
     guest.send(&[DUMP_KEY])?;
@@ -255,9 +276,9 @@ pub fn bench_soak(minutes: u64, mem: MemSize, accel: Option<Accel>) -> Result<i3
         "soak: {requests} requests in {} s; memory {}",
         start.elapsed().as_secs(),
         if flat {
-            "flat (after the first sample)"
+            "flat (after the first sample)".to_string()
         } else {
-            "GREW"
+            format!("GREW: {}", growth_note(&samples))
         }
     );
     Ok(if flat { 0 } else { 1 })
@@ -313,5 +334,27 @@ mod tests {
             s(120, 9000, 4 << 20)
         ]));
         assert!(is_flat(&[]));
+    }
+
+    #[test]
+    fn growth_note_separates_arenas() {
+        let s = |at, frames, heap, arenas| Sample {
+            at,
+            frames_used: frames,
+            heap_in_use: heap,
+            heap_arena_bytes: arenas,
+            ..Sample::default()
+        };
+        // The second 64 s sample onwards: +1,026 frames, +4 MiB of arenas.
+        let v = [
+            s(0, 10, 10, 0),
+            s(64, 3130, 423_156, 8 << 20),
+            s(319, 4156, 351_220, 12 << 20),
+        ];
+        assert!(!is_flat(&v));
+        assert_eq!(
+            growth_note(&v),
+            "frames +4104 KiB, of which heap arenas +4096 KiB (kept once grown); heap in use 423156 -> 351220 bytes"
+        );
     }
 }
