@@ -503,7 +503,24 @@ pub fn is_readable(addr: u64, len: u64) -> bool {
     true
 }
 
+/// Stack below the caller that [`with_mm`] makes resident before it takes
+/// the lock: thread stacks are demand paged, and a stack page first touched
+/// with the lock held faults "inside the memory manager", which is fatal.
+/// (Seen: the network thread's poll growing a queue, through the heap into
+/// `mmap`, crossed into a fresh stack page.) The code under the lock needs
+/// far less than this.
+const STACK_HEADROOM: usize = 8 * 1024;
+
+/// Touches [`STACK_HEADROOM`] bytes of stack below the caller's frame, so
+/// that any demand fault for them happens now, without the lock.
+#[inline(never)]
+fn touch_stack_headroom() {
+    let probe = [0u8; STACK_HEADROOM];
+    core::hint::black_box(&probe);
+}
+
 fn with_mm<R>(f: impl FnOnce(&mut Mm) -> Result<R, VmError>) -> Result<R, VmError> {
+    touch_stack_headroom();
     let mut g = MM.lock();
     let mm = g.as_mut().ok_or(VmError::NoMemory)?;
     f(mm)
