@@ -449,6 +449,7 @@ fn net_error(e: uk_tcp::Error) -> NetError {
         uk_tcp::Error::TimedOut => NetError::TimedOut,
         uk_tcp::Error::AddrInUse => NetError::AddrInUse,
         uk_tcp::Error::InvalidInput => NetError::InvalidInput,
+        uk_tcp::Error::NoMemory => NetError::NoBufs,
     }
 }
 

@@ -37,10 +37,37 @@ impl ConnId {
     }
 }
 
+/// A connection on the heap, allocated fallibly: a one-element boxed array
+/// (made from a `Vec`), because stable Rust has no `Box::try_new`.
+#[derive(Debug)]
+struct ConnBox<P>(Box<[Connection<P>; 1]>);
+
+impl<P> ConnBox<P> {
+    fn try_new(c: Connection<P>) -> Option<Self> {
+        let mut v = Vec::new();
+        v.try_reserve_exact(1).ok()?;
+        v.push(c);
+        Some(Self(v.into_boxed_slice().try_into().ok()?))
+    }
+}
+
+impl<P> core::ops::Deref for ConnBox<P> {
+    type Target = Connection<P>;
+    fn deref(&self) -> &Connection<P> {
+        &self.0[0]
+    }
+}
+
+impl<P> core::ops::DerefMut for ConnBox<P> {
+    fn deref_mut(&mut self) -> &mut Connection<P> {
+        &mut self.0[0]
+    }
+}
+
 #[derive(Debug)]
 enum Slot<P> {
     Free,
-    Live(Box<Connection<P>>),
+    Live(ConnBox<P>),
     /// The connection ended while the application still holds the handle.
     Done(State, Option<Error>),
 }
@@ -107,6 +134,9 @@ pub struct Counters {
     /// SYNs (and cookie ACKs) dropped because the accept queue was full or
     /// [`crate::Config::max_connections`] was reached.
     pub listen_overflows: u64,
+    /// SYNs (and cookie ACKs) dropped because the memory for the new
+    /// connection could not be had.
+    pub alloc_refusals: u64,
     /// TIME-WAIT records reopened by a new SYN.
     pub time_wait_reopened: u64,
     /// Connections that ended with an error.
@@ -292,7 +322,7 @@ impl<P: Payload> Endpoint<P> {
         let tuple = mk(port);
         let iss = initial_seq(&self.isn_key, &tuple, now);
         let conn = Connection::connect(&self.cfg, tuple, iss, ts_offset(&self.ts_key, &tuple));
-        let id = self.insert(conn);
+        let id = self.try_insert(conn).ok_or(Error::NoMemory)?;
         self.after(now, id);
         Ok(id)
     }
@@ -606,10 +636,15 @@ impl<P: Payload> Endpoint<P> {
             let iss = initial_seq(&self.isn_key, &tuple, now);
             let mut c = Connection::accept_syn(&self.cfg, tuple, iss, ts_off, h);
             c.listener = Some(port);
+            // Without memory for it, the SYN is dropped: the peer tries
+            // again, and the connections already open are untouched.
+            let Some(id) = self.try_insert(c) else {
+                self.counters.alloc_refusals += 1;
+                return;
+            };
             if let Some(l) = self.listeners.get_mut(&port) {
                 l.half_open += 1;
             }
-            let id = self.insert(c);
             self.after(now, id);
             return;
         }
@@ -638,7 +673,11 @@ impl<P: Payload> Endpoint<P> {
             let mut c =
                 Connection::from_cookie(&self.cfg, tuple, cookie, ts_off, h, (mss, wscale, sack));
             c.on_segment(now, h, payload);
-            let id = self.insert(c);
+            let Some(id) = self.try_insert(c) else {
+                // The peer's next segment brings the cookie back.
+                self.counters.alloc_refusals += 1;
+                return;
+            };
             self.counters.syn_cookies_accepted += 1;
             self.push_accept(port, id);
             self.after(now, id);
@@ -820,9 +859,19 @@ impl<P: Payload> Endpoint<P> {
         }
     }
 
-    fn insert(&mut self, c: Connection<P>) -> ConnId {
+    /// Puts a new connection in the table, or drops it and returns `None`
+    /// when the memory for it (its box, a slot, the tuple index) cannot be had.
+    /// Nothing changes on failure, and removing it later never allocates
+    /// (the free list has room for every slot).
+    fn try_insert(&mut self, c: Connection<P>) -> Option<ConnId> {
         let tuple = c.tuple();
-        let slot = Slot::Live(Box::new(c));
+        self.by_tuple.try_reserve(1).ok()?;
+        if self.free.is_empty() {
+            let slots = self.slots.len() + 1;
+            self.slots.try_reserve(1).ok()?;
+            self.free.try_reserve(slots - self.free.len()).ok()?;
+        }
+        let slot = Slot::Live(ConnBox::try_new(c)?);
         let id = if let Some(i) = self.free.pop() {
             let e = &mut self.slots[i as usize];
             e.slot = slot;
@@ -841,7 +890,7 @@ impl<P: Payload> Endpoint<P> {
             }
         };
         self.by_tuple.insert(tuple, id);
-        id
+        Some(id)
     }
 
     fn free_slot(&mut self, id: ConnId) {

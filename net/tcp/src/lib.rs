@@ -403,6 +403,8 @@ pub enum Error {
     AddrInUse,
     /// A bad argument or an unknown handle.
     InvalidInput,
+    /// The memory for a new connection could not be had (ENOBUFS).
+    NoMemory,
 }
 
 impl fmt::Display for Error {

@@ -18,6 +18,11 @@ impl Scoreboard {
         if l >= r {
             return;
         }
+        // SACK is advisory: a block there is no memory for is ignored
+        // (before anything is merged, so nothing recorded is lost).
+        if self.ranges.len() < cap && self.ranges.try_reserve(1).is_err() {
+            return;
+        }
         // Merge with every range that overlaps or touches [l, r).
         let mut i = 0;
         while i < self.ranges.len() {

@@ -63,6 +63,7 @@ pub struct TimeWaitTable {
     fifo: VecDeque<(FourTuple, u64)>,
     capacity: usize,
     recycled: u64,
+    dropped: u64,
 }
 
 impl TimeWaitTable {
@@ -73,6 +74,7 @@ impl TimeWaitTable {
             fifo: VecDeque::new(),
             capacity: capacity.max(1),
             recycled: 0,
+            dropped: 0,
         }
     }
 
@@ -108,16 +110,19 @@ impl TimeWaitTable {
         })
     }
 
-    /// Adds a record, recycling the oldest when full.
+    /// Adds a record, recycling the oldest when full. When the memory to
+    /// grow the table cannot be had, the record is dropped instead (the
+    /// connection skips TIME-WAIT, as Linux's does when its bucket table
+    /// overflows) and counted in [`TimeWaitTable::dropped`].
     pub fn insert(&mut self, r: TimeWaitRecord) {
         while self.map.len() >= self.capacity || self.fifo.len() >= self.capacity {
-            let Some((t, exp)) = self.fifo.pop_front() else {
+            if !self.recycle_oldest() {
                 break;
-            };
-            if self.map.get(&t).is_some_and(|e| e.expiry == exp) {
-                self.map.remove(&t);
-                self.recycled += 1;
             }
+        }
+        if self.map.try_reserve(1).is_err() || self.fifo.try_reserve(1).is_err() {
+            self.dropped += 1;
+            return;
         }
         let e = Entry {
             snd_nxt: r.snd_nxt,
@@ -127,6 +132,24 @@ impl TimeWaitTable {
         };
         self.map.insert(r.tuple, e);
         self.fifo.push_back((r.tuple, r.expiry));
+    }
+
+    /// Forgets the oldest record; false when there is none.
+    fn recycle_oldest(&mut self) -> bool {
+        let Some((t, exp)) = self.fifo.pop_front() else {
+            return false;
+        };
+        if self.map.get(&t).is_some_and(|e| e.expiry == exp) {
+            self.map.remove(&t);
+            self.recycled += 1;
+        }
+        true
+    }
+
+    /// Records dropped because the table could not grow and held nothing
+    /// to recycle.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
     }
 
     /// Removes records expired at `now`.

@@ -40,6 +40,10 @@ pub struct Sample {
     pub frames_used: u64,
     /// Heap bytes allocated.
     pub heap_in_use: u64,
+    /// Bytes of the heap's arenas (kept once grown: its high-water mark).
+    pub heap_arena_bytes: u64,
+    /// Bytes of large allocations (own mappings, given back on free).
+    pub large_alloc_bytes: u64,
     /// TCP connections open.
     pub connections: u64,
     /// Socket-buffer bytes.
@@ -61,6 +65,8 @@ pub fn parse_sample(at: u64, mem: &str, net: &str) -> Option<Sample> {
         at,
         frames_used: kv(mem, "frames_used")?,
         heap_in_use: kv(mem, "heap_in_use")?,
+        heap_arena_bytes: kv(mem, "heap_arena_bytes").unwrap_or(0),
+        large_alloc_bytes: kv(mem, "large_alloc_bytes").unwrap_or(0),
         connections: kv(net, "tcp_connections").unwrap_or(0),
         buffer_bytes: kv(net, "buffer_bytes").unwrap_or(0),
         time_wait: kv(net, "time_wait").unwrap_or(0),
@@ -81,6 +87,27 @@ pub fn is_flat(samples: &[Sample]) -> bool {
     };
     last.heap_in_use <= min_heap + min_heap / 4 + (1 << 20)
         && last.frames_used <= min_frames + min_frames / 10 + 256
+}
+
+/// Why memory grew, in words: how much of the frames' growth (last sample
+/// against the smallest later one) is heap arenas, which the heap keeps once
+/// grown (a high-water mark of transient peaks), and whether the heap's
+/// live bytes grew (a leak would).
+pub fn growth_note(samples: &[Sample]) -> String {
+    let later = &samples[1.min(samples.len())..];
+    let (Some(first), Some(last)) = (later.first(), later.last()) else {
+        return String::new();
+    };
+    let min_frames = later.iter().map(|s| s.frames_used).min().unwrap_or(0);
+    let frames = last.frames_used.saturating_sub(min_frames) * 4096;
+    let arenas = last.heap_arena_bytes.saturating_sub(first.heap_arena_bytes);
+    format!(
+        "frames +{} KiB, of which heap arenas +{} KiB (kept once grown); heap in use {} -> {} bytes",
+        frames >> 10,
+        arenas.min(frames) >> 10,
+        first.heap_in_use,
+        last.heap_in_use
+    )
 }
 
 fn dump(guest: &mut LiveGuest, at: u64) -> Result<Sample, String> {
@@ -184,10 +211,12 @@ pub fn bench_soak(minutes: u64, mem: MemSize, accel: Option<Accel>) -> Result<i3
             match dump(&mut guest, at) {
                 Ok(s) => {
                     println!(
-                        "soak: {:>5} s  frames_used={} heap_in_use={} connections={} buffer_bytes={} time_wait={} requests={requests}",
+                        "soak: {:>5} s  frames_used={} heap_in_use={} heap_arena_bytes={} large_alloc_bytes={} connections={} buffer_bytes={} time_wait={} requests={requests}",
                         s.at,
                         s.frames_used,
                         s.heap_in_use,
+                        s.heap_arena_bytes,
+                        s.large_alloc_bytes,
                         s.connections,
                         s.buffer_bytes,
                         s.time_wait
@@ -220,6 +249,8 @@ pub fn bench_soak(minutes: u64, mem: MemSize, accel: Option<Accel>) -> Result<i3
             "seconds",
             "frames used",
             "heap in use",
+            "heap arenas",
+            "large allocs",
             "connections",
             "buffer bytes",
             "TIME-WAIT",
@@ -232,6 +263,8 @@ pub fn bench_soak(minutes: u64, mem: MemSize, accel: Option<Accel>) -> Result<i3
             s.at.to_string(),
             s.frames_used.to_string(),
             s.heap_in_use.to_string(),
+            s.heap_arena_bytes.to_string(),
+            s.large_alloc_bytes.to_string(),
             s.connections.to_string(),
             s.buffer_bytes.to_string(),
             s.time_wait.to_string(),
@@ -243,9 +276,9 @@ pub fn bench_soak(minutes: u64, mem: MemSize, accel: Option<Accel>) -> Result<i3
         "soak: {requests} requests in {} s; memory {}",
         start.elapsed().as_secs(),
         if flat {
-            "flat (after the first sample)"
+            "flat (after the first sample)".to_string()
         } else {
-            "GREW"
+            format!("GREW: {}", growth_note(&samples))
         }
     );
     Ok(if flat { 0 } else { 1 })
@@ -257,7 +290,7 @@ mod tests {
 
     #[test]
     fn parses_the_dump() {
-        let mem = "uk: dump: mem: frames_total=100 frames_free=40 frames_used=60 heap_in_use=12345";
+        let mem = "uk: dump: mem: frames_total=100 frames_free=40 frames_used=60 heap_arenas=2 heap_arena_bytes=196608 heap_in_use=12345 large_allocs=1 large_alloc_bytes=131072";
         let net = "uk: dump: net: irq_pending=false nic: x stack: tcp_connections=3 buffer_bytes=98304 time_wait=7 time_wait_bytes_per_entry=40";
         let s = parse_sample(5, mem, net).unwrap();
         assert_eq!(
@@ -266,6 +299,8 @@ mod tests {
                 at: 5,
                 frames_used: 60,
                 heap_in_use: 12345,
+                heap_arena_bytes: 196608,
+                large_alloc_bytes: 131072,
                 connections: 3,
                 buffer_bytes: 98304,
                 time_wait: 7
@@ -299,5 +334,27 @@ mod tests {
             s(120, 9000, 4 << 20)
         ]));
         assert!(is_flat(&[]));
+    }
+
+    #[test]
+    fn growth_note_separates_arenas() {
+        let s = |at, frames, heap, arenas| Sample {
+            at,
+            frames_used: frames,
+            heap_in_use: heap,
+            heap_arena_bytes: arenas,
+            ..Sample::default()
+        };
+        // The second 64 s sample onwards: +1,026 frames, +4 MiB of arenas.
+        let v = [
+            s(0, 10, 10, 0),
+            s(64, 3130, 423_156, 8 << 20),
+            s(319, 4156, 351_220, 12 << 20),
+        ];
+        assert!(!is_flat(&v));
+        assert_eq!(
+            growth_note(&v),
+            "frames +4104 KiB, of which heap arenas +4096 KiB (kept once grown); heap in use 423156 -> 351220 bytes"
+        );
     }
 }

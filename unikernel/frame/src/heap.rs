@@ -41,15 +41,14 @@ unsafe impl Source for ArenaSource {
     fn acquire<B: Binning>(talc: &mut Talc<Self, B>, layout: Layout) -> Result<(), ()> {
         let overhead = min_first_heap_size::<B>() as u64 + 256;
         let need = (layout.size() + layout.align()) as u64 + overhead;
-        let size = talc.source.next_size.max(need).div_ceil(PAGE) * PAGE;
         // No overcommit for the heap: the frames are taken now, so that a
         // later touch of the arena can never fault for want of a frame.
         // Nothing is reclaimed here: this runs under the heap lock, and
         // reclaim may allocate. `KernelAllocator::alloc` reclaims outside
         // the lock and retries.
-        if mm::free_bytes() < size {
-            return Err(());
-        }
+        let size =
+            uk_core::reclaim::arena_size(talc.source.next_size, need, mm::free_bytes(), PAGE)
+                .ok_or(())?;
         let base = mm::mmap_kind(size, Prot::READ | Prot::WRITE, VmaKind::Heap).map_err(|_| ())?;
         if mm::populate(base, size).is_err() {
             let _ = mm::munmap(base, size);
@@ -161,21 +160,20 @@ unsafe impl GlobalAlloc for KernelAllocator {
     /// infallible ones end in the alloc error handler (a panic).
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let large = layout.size() >= LARGE_ALLOC;
-        let mut round = 0;
-        loop {
-            let p = if large {
+        let attempt = || {
+            NonNull::new(if large {
                 alloc_large(layout)
             } else {
                 alloc_small(layout)
-            };
-            if !p.is_null() {
-                return p;
-            }
-            if round == RECLAIM_ROUNDS || mm::reclaim(reclaim_target(layout)) == 0 {
+            })
+        };
+        let reclaim = || mm::reclaim(reclaim_target(layout));
+        match uk_core::reclaim::alloc_or_reclaim(RECLAIM_ROUNDS, attempt, reclaim) {
+            Ok(p) => p.as_ptr(),
+            Err(_) => {
                 out_of_memory(layout);
-                return p;
+                ptr::null_mut()
             }
-            round += 1;
         }
     }
 

@@ -48,6 +48,15 @@ pub fn append_into(count: &mut u64, dst: &mut Vec<u8>, src: &[u8]) {
     *count += src.len() as u64;
 }
 
+/// Drops the first `n` bytes of `v`, moving the rest to the front (no
+/// allocation), and adds the bytes moved to `count`.
+#[inline]
+pub fn drain_front(count: &mut u64, v: &mut Vec<u8>, n: usize) {
+    let n = n.min(v.len());
+    v.drain(..n);
+    *count += v.len() as u64;
+}
+
 /// Number of stages.
 pub const STAGES: usize = 6;
 

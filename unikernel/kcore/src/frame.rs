@@ -604,6 +604,81 @@ mod tests {
         assert_eq!(a.free_frames(), 130);
     }
 
+    /// Memory runs out with a cache holding most frames: the allocation
+    /// policy (`reclaim::alloc_or_reclaim`) gets frames back from the cache
+    /// and succeeds; with the cache empty it fails as an error and the
+    /// allocator is unchanged; freed frames serve the next allocation; no
+    /// frame is lost or handed out twice on the way.
+    #[test]
+    fn exhaustion_reclaim_and_recovery() {
+        use crate::reclaim::{Exhausted, alloc_or_reclaim};
+        use core::cell::RefCell;
+        let a = RefCell::new(alloc_with(256));
+        a.borrow_mut().add_free(0, 256 * F);
+        // The "page cache" takes every frame, one at a time.
+        let cache = RefCell::new(Vec::new());
+        while let Some(x) = a.borrow_mut().alloc() {
+            cache.borrow_mut().push(x);
+        }
+        assert_eq!(cache.borrow().len(), 256);
+        assert_eq!(a.borrow_mut().alloc(), None);
+        assert_eq!(a.borrow_mut().alloc_contiguous(1, 1), None);
+        // Reclaim gives back up to 8 frames a round, oldest first.
+        let reclaim = || {
+            let mut c = cache.borrow_mut();
+            let n = c.len().min(8);
+            for x in c.drain(..n) {
+                a.borrow_mut().free(x).unwrap();
+            }
+            n as u64
+        };
+        // 16 contiguous frames: two rounds of reclaim.
+        let run = alloc_or_reclaim(4, || a.borrow_mut().alloc_contiguous(16, 1), reclaim);
+        assert_eq!(run, Ok(0));
+        assert_eq!(a.borrow().free_frames(), 0);
+        // Everything else goes to the cache's owner for good: the cache is
+        // emptied, and then an allocation fails as an error.
+        let mut kept: Vec<u64> = Vec::new();
+        let got = alloc_or_reclaim(
+            1000,
+            || {
+                // Takes whatever is free and is never satisfied: drains
+                // memory and then the cache.
+                while let Some(x) = a.borrow_mut().alloc() {
+                    kept.push(x);
+                }
+                None::<u64>
+            },
+            reclaim,
+        );
+        assert_eq!(got.map_err(|e| e.reclaimed), Err(240));
+        assert!(cache.borrow().is_empty());
+        assert_eq!(a.borrow().free_frames(), 0);
+        assert_eq!(a.borrow_mut().alloc(), None, "exhausted, not broken");
+        assert_eq!(
+            alloc_or_reclaim(4, || a.borrow_mut().alloc(), reclaim),
+            Err(Exhausted {
+                rounds: 0,
+                reclaimed: 0
+            })
+        );
+        // Every frame accounted for exactly once.
+        let mut all: Vec<u64> = kept.clone();
+        all.extend((0..16).map(|i| i * F));
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), 256);
+        // Recovery: frees make room again, contiguous runs included.
+        for &x in &kept[..64] {
+            a.borrow_mut().free(x).unwrap();
+        }
+        a.borrow_mut().free_contiguous(0, 16).unwrap();
+        assert_eq!(a.borrow().free_frames(), 80);
+        assert!(a.borrow_mut().alloc_contiguous(16, 16).is_some());
+        assert!(a.borrow_mut().alloc().is_some());
+        assert_eq!(a.borrow().free_frames(), 63);
+    }
+
     #[test]
     fn free_errors() {
         let mut a = alloc_with(64);

@@ -14,7 +14,9 @@
 //! * [`kbd`] recognizes Ctrl+Alt+Del in i8042 keyboard bytes;
 //! * [`acpi`] reads the firmware's MADT, MCFG and FADT;
 //! * [`partition`] reads and writes GPT/MBR partition tables (the root
-//!   file system's partition on a bootable disk).
+//!   file system's partition on a bootable disk);
+//! * [`reclaim`] is the allocators' out-of-memory policy: reclaim, retry,
+//!   fail as an error, never recurse.
 //!
 //! Only [`cmdline`] needs `alloc`; the other modules work without a heap.
 #![no_std]
@@ -32,6 +34,7 @@ pub mod frame;
 pub mod kbd;
 pub mod multiboot2;
 pub mod partition;
+pub mod reclaim;
 pub mod stats;
 pub mod time;
 pub mod vma;

@@ -6,19 +6,32 @@
 //! through [`crate::Vfs`] update it; code that changes a directory behind the
 //! VFS's back must call [`DentryCache::invalidate`].
 
-use alloc::string::{String, ToString};
+use alloc::string::String;
 use core::hash::Hash;
 
 use hashbrown::Equivalent;
 
 use crate::inode::InodeRef;
-use crate::lru::LruMap;
+use crate::lru::{LruMap, TryClone};
 
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct DKey {
     dev: u64,
     parent: u64,
     name: String,
+}
+
+impl TryClone for DKey {
+    fn try_clone(&self) -> Option<Self> {
+        let mut name = String::new();
+        name.try_reserve_exact(self.name.len()).ok()?;
+        name.push_str(&self.name);
+        Some(Self {
+            dev: self.dev,
+            parent: self.parent,
+            name,
+        })
+    }
 }
 
 /// Borrowed form of [`DKey`]; its derived `Hash` matches `DKey`'s because
@@ -117,11 +130,16 @@ impl DentryCache {
             self.stats.evictions += 1;
         }
         // A dentry the heap has no room for is simply not cached.
+        let mut owned = String::new();
+        if owned.try_reserve_exact(name.len()).is_err() {
+            return;
+        }
+        owned.push_str(name);
         let _ = self.map.try_insert(
             DKey {
                 dev,
                 parent,
-                name: name.to_string(),
+                name: owned,
             },
             inode,
         );

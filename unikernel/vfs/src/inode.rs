@@ -252,7 +252,9 @@ pub trait Inode: Send + Sync {
     /// block device can have all their requests in flight at once. The
     /// default reads the pages one by one.
     fn read_pages(&self, index: u64, bufs: &mut [&mut [u8; PAGE_SIZE]]) -> Result<Vec<usize>> {
-        let mut out = Vec::with_capacity(bufs.len());
+        let mut out = Vec::new();
+        out.try_reserve_exact(bufs.len())
+            .map_err(|_| VfsError::ENOMEM)?;
         for (i, buf) in bufs.iter_mut().enumerate() {
             out.push(self.read_page(index + i as u64, buf)?);
         }

@@ -31,6 +31,11 @@ mod vfs;
 #[cfg(test)]
 mod tests;
 
+// Host tests make allocations fail on demand (`uk_failalloc::inject`).
+#[cfg(test)]
+#[global_allocator]
+static TEST_ALLOC: uk_failalloc::FailAlloc = uk_failalloc::FailAlloc;
+
 pub use dcache::{DcacheLookup, DcacheStats, DentryCache};
 pub use error::{Result, VfsError};
 pub use fdtable::{DEFAULT_FD_LIMIT, FdTable};

@@ -12,6 +12,19 @@ use hashbrown::{Equivalent, HashMap};
 
 const NIL: u32 = u32::MAX;
 
+/// A key the map can copy without panicking when the heap is full: the map
+/// keeps a copy in the hash table and one in the slab.
+pub(crate) trait TryClone: Sized {
+    /// A copy, or `None` when memory for it cannot be had.
+    fn try_clone(&self) -> Option<Self>;
+}
+
+impl<T: Copy> TryClone for T {
+    fn try_clone(&self) -> Option<Self> {
+        Some(*self)
+    }
+}
+
 struct Node<K, V> {
     key: K,
     value: V,
@@ -32,7 +45,7 @@ pub(crate) struct LruMap<K, V> {
     linked: usize,
 }
 
-impl<K: Hash + Eq + Clone, V> LruMap<K, V> {
+impl<K: Hash + Eq + Clone + TryClone, V> LruMap<K, V> {
     pub(crate) fn new() -> Self {
         Self {
             map: HashMap::new(),
@@ -157,6 +170,9 @@ impl<K: Hash + Eq + Clone, V> LruMap<K, V> {
         if self.map.try_reserve(1).is_err() {
             return Err(value);
         }
+        let Some(copy) = key.try_clone() else {
+            return Err(value);
+        };
         if self.free.is_empty() {
             // The free list gets room for every slot now, so that removing an
             // entry (eviction, called when memory is short) never allocates.
@@ -169,7 +185,7 @@ impl<K: Hash + Eq + Clone, V> LruMap<K, V> {
             }
         }
         let node = Node {
-            key: key.clone(),
+            key: copy,
             value,
             prev: NIL,
             next: NIL,
@@ -323,5 +339,62 @@ mod tests {
         }
         assert_eq!(m.free.capacity(), cap);
         assert_eq!(m.try_insert(5, 50), Ok(Some(5)));
+    }
+
+    /// With the free list exhausted, a new key needs memory (map, slab and
+    /// free-list growth). Failing each of those allocations in turn leaves
+    /// the map exactly as it was and hands the value back; the insert works
+    /// once memory is back, and removal never allocates.
+    #[test]
+    fn try_insert_failure_at_every_allocation_changes_nothing() {
+        use uk_failalloc::{Plan, count, inject};
+        let mut m: LruMap<u32, alloc::string::String> = LruMap::new();
+        let mut k = 0u32;
+        let mut seen_failure = 0;
+        // Grow through several reallocations of every part.
+        while k < 300 {
+            assert!(m.free.is_empty(), "every slot is in use");
+            let order = m.keys_lru_order();
+            let mut n = 0;
+            loop {
+                let v = alloc::format!("v{k}");
+                let (r, rep) = inject(Plan::Nth(n), || m.try_insert(k, v));
+                if rep.failed == 0 {
+                    assert_eq!(r, Ok(None));
+                    break;
+                }
+                seen_failure += 1;
+                assert_eq!(r, Err(alloc::format!("v{k}")), "value handed back");
+                assert_eq!(m.keys_lru_order(), order, "a failed insert changed the map");
+                assert_eq!(m.len(), order.len());
+                assert!(!m.contains(&k));
+                n += 1;
+            }
+            k += 1;
+        }
+        assert!(
+            seen_failure > 20,
+            "the growth allocations were not exercised"
+        );
+        // Everything fails: replacing an existing key and reusing a free
+        // slot need no memory; a brand new key is refused.
+        let (seven, new, empty) = ("seven".into(), "new".into(), alloc::string::String::new());
+        let (r, rep) = inject(Plan::From(0), || {
+            let replaced = m.try_insert(7, seven);
+            let popped = m.pop_lru();
+            let reused = m.try_insert(1000, new);
+            (replaced, popped, reused)
+        });
+        assert_eq!(rep.attempts, 0, "replacing and reusing a slot allocated");
+        assert_eq!(r.0, Ok(Some("v7".into())));
+        assert_eq!(r.1, Some((0, "v0".into())));
+        assert_eq!(r.2, Ok(None));
+        let (r, rep) = inject(Plan::From(0), || m.try_insert(1001, empty));
+        // It succeeds exactly when the spare capacity covers it.
+        assert_eq!(r.is_ok(), rep.attempts == 0, "{rep:?}");
+        // Removal never allocates.
+        let (_, n) = count(|| while m.pop_lru().is_some() {});
+        assert_eq!(n, 0);
+        assert_eq!(m.len(), 0);
     }
 }

@@ -99,8 +99,13 @@ impl PageFrames for HeapFrames {
         if self.live >= self.max {
             return None;
         }
+        // Fallible, like the kernel's frames: a full heap is `None`.
+        let mut v = Vec::new();
+        v.try_reserve_exact(PAGE_SIZE).ok()?;
+        v.resize(PAGE_SIZE, 0u8);
+        let page: Box<[u8; PAGE_SIZE]> = v.into_boxed_slice().try_into().ok()?;
         self.live += 1;
-        Some(Box::new([0u8; PAGE_SIZE]))
+        Some(page)
     }
 
     fn free(&mut self, page: Self::Page) {
@@ -416,15 +421,23 @@ impl<L: Locking, F: PageFrames> PageCache<L, F> {
             while end < range.end && end - start < READAHEAD_BATCH && wanted(end) {
                 end += 1;
             }
-            let (mut pages, generation) = self.inner.with(|i| {
-                let mut pages = Vec::with_capacity((end - start) as usize);
+            // Readahead is optional: without memory for its bookkeeping it
+            // stops, and the demand read goes on page by page.
+            let mut pages = Vec::new();
+            let mut bufs: Vec<&mut [u8; PAGE_SIZE]> = Vec::new();
+            if pages.try_reserve_exact((end - start) as usize).is_err()
+                || bufs.try_reserve_exact((end - start) as usize).is_err()
+            {
+                break;
+            }
+            let generation = self.inner.with(|i| {
                 for _ in start..end {
                     match i.alloc_frame() {
                         Ok(p) => pages.push(p),
                         Err(_) => break,
                     }
                 }
-                (pages, i.generation)
+                i.generation
             });
             if pages.is_empty() {
                 break;
@@ -432,8 +445,7 @@ impl<L: Locking, F: PageFrames> PageCache<L, F> {
             let count = pages.len();
             // No lock held: the fill may block on device I/O.
             let res = {
-                let mut bufs: Vec<&mut [u8; PAGE_SIZE]> =
-                    pages.iter_mut().map(|p| p.bytes_mut()).collect();
+                bufs.extend(pages.iter_mut().map(|p| p.bytes_mut()));
                 inode.read_pages(start, &mut bufs)
             };
             let ok = self.inner.with(|i| {

@@ -856,7 +856,10 @@ fn capacity_pressure_sequential_read_evicts_instead_of_failing() {
 #[test]
 fn concurrent_readers_share_the_cache() {
     let (_fs, inode, id) = file_with_pages(256);
-    let pc = cache(300);
+    // Room for all 256 pages plus every thread's readahead batch in flight
+    // (frames being filled count against the capacity): with less, a late
+    // fill evicts a page and `resident` ends below 256 now and then.
+    let pc = cache(256 + 4 * (READAHEAD_BATCH as usize + 1));
     let inode: InodeRef = inode;
     std::thread::scope(|s| {
         for t in 0..4u64 {
@@ -906,4 +909,168 @@ fn vfs_open_uses_dev_and_ino_as_cache_key() {
     b.pread(&mut buf, 0).unwrap();
     assert_eq!(&buf, b"mnt!");
     assert_eq!(String::from_utf8_lossy(&buf), "mnt!");
+}
+
+// ------------------------------------------------- allocation failure injected
+//
+// The test binary's allocator is `uk_failalloc::FailAlloc`: inside
+// `inject(plan, ..)` this thread's allocations fail as the plan says. A path
+// that allocates infallibly would abort the test binary here, as it would
+// panic the kernel.
+
+use uk_failalloc::{Plan, count, inject};
+
+/// A tmpfs file of `pages` pages of `pat` (tmpfs reads never allocate).
+fn plain_file(pages: u64) -> (Arc<TmpFs<L>>, InodeRef, FileId) {
+    let fs = Arc::new(TmpFs::<L>::new());
+    let f = fs.root().create("data", 0o644).unwrap();
+    let data: Vec<u8> = (0..pages * PAGE_SIZE as u64).map(pat).collect();
+    f.write_at(0, &data).unwrap();
+    let id = FileId {
+        dev: 9,
+        ino: f.ino(),
+    };
+    (fs, f, id)
+}
+
+/// Fails each allocation of a cold 8-page read with readahead in turn (then
+/// all allocations from each point on): the read returns the right bytes or
+/// an error, never panics; a failed map insert is counted, serves the read
+/// uncached and loses no frame; afterwards the cache works normally.
+#[test]
+fn page_cache_reads_survive_every_failed_allocation() {
+    const PAGES: u64 = 8;
+    let (_fs, inode, id) = plain_file(PAGES);
+    let want: Vec<u8> = (0..PAGES * PAGE_SIZE as u64).map(pat).collect();
+    let (mut saw_insert_failure, mut saw_enomem, mut saw_short) = (false, false, false);
+    for exhausted in [false, true] {
+        for n in 0.. {
+            let pc: Cache = PageCache::new(HeapFrames::unlimited(), 64);
+            let mut ra = Readahead::default();
+            let mut buf = vec![0u8; want.len()];
+            let plan = if exhausted {
+                Plan::From(n)
+            } else {
+                Plan::Nth(n)
+            };
+            let (res, rep) = inject(plan, || pc.read(&mut ra, id, &*inode, 0, &mut buf));
+            let s = pc.stats();
+            match res {
+                Ok(done) => {
+                    assert_eq!(&buf[..done], &want[..done], "plan {plan:?}");
+                    saw_short |= done < want.len();
+                }
+                Err(e) => {
+                    assert_eq!(e, VfsError::ENOMEM, "plan {plan:?}");
+                    saw_enomem = true;
+                }
+            }
+            saw_insert_failure |= s.insert_failures > 0;
+            // Nothing lost: every live frame is a resident page.
+            assert_eq!(pc.with_frames(|f| f.live()), s.resident, "plan {plan:?}");
+            // The cache still works once memory is back.
+            assert_eq!(pc.read(&mut ra, id, &*inode, 0, &mut buf), Ok(want.len()));
+            assert_eq!(buf, want);
+            assert_eq!(pc.with_frames(|f| f.live()), pc.stats().resident);
+            if rep.failed == 0 {
+                assert!(n > 8, "a cold read makes allocations ({n})");
+                break;
+            }
+        }
+    }
+    assert!(saw_insert_failure, "no plan made the map insert fail");
+    assert!(saw_enomem, "no plan made the first frame allocation fail");
+    assert!(saw_short, "no plan failed a later page of the read");
+}
+
+/// The insert failure on its own: a demand read (no readahead) whose frame
+/// is had but whose map entry is not is served, counted, and not cached.
+#[test]
+fn page_cache_insert_failure_serves_uncached() {
+    let (_fs, inode, id) = plain_file(1);
+    let pc: Cache = PageCache::new(HeapFrames::unlimited(), 64);
+    let mut ra = Readahead::new(0);
+    let mut buf = vec![0u8; 100];
+    // Allocation 0 is the frame; the map's growth comes after it.
+    let (res, rep) = inject(Plan::From(1), || {
+        pc.read(&mut ra, id, &*inode, 10, &mut buf)
+    });
+    assert_eq!(res, Ok(100));
+    assert!(rep.failed >= 1);
+    assert_eq!(buf, (10..110).map(pat).collect::<Vec<_>>());
+    let s = pc.stats();
+    assert_eq!((s.insert_failures, s.resident, s.misses), (1, 0, 1));
+    assert_eq!(
+        pc.with_frames(|f| f.live()),
+        0,
+        "the uncached frame was freed"
+    );
+    assert!(!pc.contains(PageKey { file: id, index: 0 }));
+    // With memory back the page is cached.
+    assert_eq!(pc.read(&mut ra, id, &*inode, 10, &mut buf), Ok(100));
+    let s = pc.stats();
+    assert_eq!((s.insert_failures, s.resident), (1, 1));
+}
+
+/// Eviction (what the kernel's memory-pressure hook calls, when memory is
+/// gone) makes no allocation at all, and works with every allocation failing.
+#[test]
+fn page_cache_eviction_never_allocates() {
+    let (_fs, inode, id) = plain_file(32);
+    let pc: Cache = PageCache::new(HeapFrames::unlimited(), 64);
+    let mut ra = Readahead::default();
+    let mut buf = vec![0u8; 32 * PAGE_SIZE];
+    assert_eq!(pc.read(&mut ra, id, &*inode, 0, &mut buf), Ok(buf.len()));
+    assert_eq!(pc.stats().resident, 32);
+    let (freed, n) = count(|| pc.evict(10));
+    assert_eq!((freed, n), (10, 0));
+    let (freed, rep) = inject(Plan::From(0), || pc.evict(usize::MAX));
+    assert_eq!(freed, 22);
+    assert_eq!(rep.attempts, 0);
+    assert_eq!(pc.stats().resident, 0);
+    assert_eq!(pc.with_frames(|f| f.live()), 0);
+    let ((), n) = count(|| {
+        pc.set_capacity(1);
+    });
+    assert_eq!(n, 0);
+}
+
+/// A frame allocator that runs dry makes the cache evict and go on; an
+/// empty cache with no frames is ENOMEM, and the next read after frames come
+/// back succeeds.
+#[test]
+fn page_cache_frame_exhaustion_and_recovery() {
+    let (_fs, inode, id) = plain_file(4);
+    let pc: Cache = PageCache::new(HeapFrames::unlimited(), 64);
+    let mut ra = Readahead::new(0);
+    let mut buf = vec![0u8; PAGE_SIZE];
+    let (res, _) = inject(Plan::From(0), || pc.read(&mut ra, id, &*inode, 0, &mut buf));
+    assert_eq!(res, Err(VfsError::ENOMEM));
+    assert_eq!(pc.with_frames(|f| f.live()), 0);
+    assert_eq!(pc.read(&mut ra, id, &*inode, 0, &mut buf), Ok(PAGE_SIZE));
+    assert_eq!(buf, (0..PAGE_SIZE as u64).map(pat).collect::<Vec<_>>());
+}
+
+/// A dentry the heap cannot hold (its name, or the map's growth) is not
+/// cached, nothing panics, and the cache works again once memory is back.
+#[test]
+fn dcache_insert_failure_is_not_cached() {
+    let (fs, _vfs) = setup();
+    let f = fs.root().create("f", 0o644).unwrap();
+    let mut d = DentryCache::new(16);
+    d.insert(1, 2, "warm", None); // the map has its first table
+    for n in 0.. {
+        let ((), rep) = inject(Plan::Nth(n), || d.insert(1, 2, "f", Some(f.clone())));
+        match d.lookup(1, 2, "f") {
+            DcacheLookup::Hit(i) => {
+                assert_eq!(i.ino(), f.ino());
+                assert_eq!(rep.failed, 0, "cached although allocation {n} failed");
+                break;
+            }
+            DcacheLookup::Miss => assert_eq!(rep.failed, 1),
+            DcacheLookup::Negative => panic!("wrong entry"),
+        }
+    }
+    assert!(matches!(d.lookup(1, 2, "warm"), DcacheLookup::Negative));
+    assert_eq!(d.stats().entries, 2);
 }

@@ -298,12 +298,24 @@ impl<P: Payload> Connection<P> {
         }
         let off = self.rcv_off + u64::from(seq.since(self.rcv_nxt));
         if seq == self.rcv_nxt {
-            self.recvq.push(data);
+            if !self.recvq.push(data) {
+                // No memory to queue it: the segment is dropped, as if
+                // lost (the duplicate ACK tells the peer where we are).
+                self.stats.alloc_drops += 1;
+                self.ack_now = true;
+                return;
+            }
             self.advance(data.len());
             let had_ooo = !self.ooo.is_empty();
-            while let Some(v) = self.ooo.pop_ready(self.rcv_off) {
+            // Room is made before a segment leaves the out-of-order store,
+            // so that moving it can never lose it.
+            while self.recvq.reserve_chunk()
+                && let Some(v) = self.ooo.pop_ready(self.rcv_off)
+            {
                 let n = v.len();
-                self.recvq.push_owned(v);
+                if let Err(v) = self.recvq.push_owned(v) {
+                    unreachable!("a reserved chunk slot was refused ({} bytes)", v.len());
+                }
                 self.advance(n);
             }
             self.unacked_bytes += data.len() as u32;
@@ -316,8 +328,10 @@ impl<P: Payload> Connection<P> {
             }
         } else {
             let hi = self.rcv_off + u64::from(self.rcv_adv.since(self.rcv_nxt));
+            let failed = self.ooo.alloc_failures;
             self.ooo
                 .insert(off, data, self.rcv_off, hi, self.cfg.max_ooo);
+            self.stats.alloc_drops += self.ooo.alloc_failures - failed;
             // Out-of-order data is acknowledged at once (RFC 5681 4.2), with
             // SACK blocks.
             self.ack_now = true;

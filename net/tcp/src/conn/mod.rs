@@ -104,6 +104,9 @@ pub struct ConnStats {
     pub bytes_copied_in: u64,
     /// Received payload bytes copied out to the application.
     pub bytes_copied_out: u64,
+    /// Received segments dropped because the memory to queue them could
+    /// not be had (the peer retransmits them).
+    pub alloc_drops: u64,
 }
 
 /// What the peer's SYN said, kept for (re)building our SYN-ACK.

@@ -42,9 +42,9 @@ impl<P: Payload> Connection<P> {
                 o.timestamps = Some((self.ts_now(now), self.ts_recent));
             }
             if self.sack_ok && !self.ooo.is_empty() {
-                let mut r = Vec::new();
-                self.ooo.sack_ranges(MAX_SACK_BLOCKS, &mut r);
-                for (i, (s, e)) in r.into_iter().enumerate() {
+                let mut r = [(0, 0); MAX_SACK_BLOCKS];
+                let n = self.ooo.sack_ranges(&mut r);
+                for (i, &(s, e)) in r[..n].iter().enumerate() {
                     // Out-of-order data always lies above RCV.NXT.
                     let l = self.rcv_nxt + s.saturating_sub(self.rcv_off) as u32;
                     let rr = self.rcv_nxt + e.saturating_sub(self.rcv_off) as u32;

@@ -99,7 +99,13 @@ pub struct Sim {
     pub filter: Option<Filter>,
     /// The last header sent in each direction (0: a->b).
     pub last: [Option<Header>; 2],
+    /// Runs each delivery to b (the call it is given): a test can wrap it,
+    /// e.g. in `uk_failalloc::inject` to make b's allocations fail.
+    pub wrap_b: Option<DeliverHook>,
 }
+
+/// See [`Sim::wrap_b`].
+pub type DeliverHook = Box<dyn FnMut(&mut dyn FnMut())>;
 
 pub fn config() -> Config {
     Config::default()
@@ -120,6 +126,7 @@ impl Sim {
             dropped: [0; 2],
             filter: None,
             last: [None, None],
+            wrap_b: None,
         }
     }
 
@@ -209,9 +216,17 @@ impl Sim {
                 break;
             }
             let f = self.wire.pop().unwrap().0;
+            let now = self.now;
             let ep = if f.to_b { &mut self.b } else { &mut self.a };
-            ep.on_segment(self.now, f.src, f.dst, &f.bytes)
-                .expect("valid frame");
+            let mut deliver = || {
+                if ep.on_segment(now, f.src, f.dst, &f.bytes).is_err() {
+                    panic!("invalid frame");
+                }
+            };
+            match self.wrap_b.as_mut() {
+                Some(w) if f.to_b => w(&mut deliver),
+                _ => deliver(),
+            }
         }
         self.flush();
         true

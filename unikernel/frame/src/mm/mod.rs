@@ -482,7 +482,7 @@ pub fn set_reclaim_hook(hook: fn(u64) -> u64) {
 
 /// Set while a reclaim runs (Linux's `PF_MEMALLOC`): allocations and page
 /// faults made by the reclaim itself must not start another one.
-static RECLAIMING: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+static RECLAIMING: uk_core::reclaim::Reclaimer = uk_core::reclaim::Reclaimer::new();
 
 /// Asks the registered cache to give back up to `pages` frames; returns how
 /// many it freed (0 without a hook, or when called from inside a reclaim:
@@ -497,14 +497,7 @@ pub fn reclaim(pages: u64) -> u64 {
     // SAFETY: only `set_reclaim_hook` stores non-zero values, and it stores
     // `fn(u64) -> u64` pointers.
     let hook: fn(u64) -> u64 = unsafe { core::mem::transmute::<usize, fn(u64) -> u64>(h) };
-    x86_64::instructions::interrupts::without_interrupts(|| {
-        if RECLAIMING.swap(true, core::sync::atomic::Ordering::AcqRel) {
-            return 0;
-        }
-        let n = hook(pages);
-        RECLAIMING.store(false, core::sync::atomic::Ordering::Release);
-        n
-    })
+    x86_64::instructions::interrupts::without_interrupts(|| RECLAIMING.run(pages, hook))
 }
 
 /// True when `addr` lies in a stack guard page.
