@@ -1232,13 +1232,26 @@ impl NetStack {
             if seg.needs_segmentation() && tso.is_none_or(|max| frame_len > max) {
                 // No device segmentation for this one: cut it here (the
                 // fragments are sliced, not copied).
-                for part in seg.split() {
+                let Some(parts) = seg.try_split() else {
+                    // No memory for the lists: as if lost on the wire.
+                    self.stats.tcp_segments_dropped += 1;
+                    continue;
+                };
+                if self.txq.try_reserve(parts.len()).is_err() {
+                    self.stats.tcp_segments_dropped += 1;
+                    continue;
+                }
+                for part in parts {
                     self.txq.push_back(Pending {
                         seg: part,
                         next_hop: hop,
                     });
                 }
             } else {
+                if self.txq.try_reserve(1).is_err() {
+                    self.stats.tcp_segments_dropped += 1;
+                    continue;
+                }
                 self.txq.push_back(Pending { seg, next_hop: hop });
             }
         }

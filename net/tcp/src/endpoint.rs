@@ -3,7 +3,7 @@
 //! queue. All state is in the value (no globals), so each CPU can own one.
 
 use alloc::boxed::Box;
-use alloc::collections::{BTreeSet, VecDeque};
+use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 use core::mem::size_of;
 use core::net::{IpAddr, SocketAddr};
@@ -18,6 +18,7 @@ use crate::options::Options;
 use crate::payload::Payload;
 use crate::segment::Segment;
 use crate::seq::Seq;
+use crate::timerheap::TimerHeap;
 use crate::timewait::{TimeWaitAction, TimeWaitRecord, TimeWaitTable};
 use crate::wire::{Flags, FourTuple, Header, HeaderBuf, ParseError, verify_checksum};
 use crate::{Config, Error};
@@ -137,6 +138,9 @@ pub struct Counters {
     /// SYNs (and cookie ACKs) dropped because the memory for the new
     /// connection could not be had.
     pub alloc_refusals: u64,
+    /// Control segments (RSTs, SYN-ACK cookies) and polled output dropped
+    /// because the memory to queue them could not be had.
+    pub alloc_drops: u64,
     /// TIME-WAIT records reopened by a new SYN.
     pub time_wait_reopened: u64,
     /// Connections that ended with an error.
@@ -193,7 +197,8 @@ pub struct Endpoint<P> {
     by_tuple: HashMap<FourTuple, ConnId, KeyedState>,
     listeners: HashMap<u16, Listener, KeyedState>,
     timewait: TimeWaitTable,
-    timers: BTreeSet<(u64, ConnId)>,
+    /// One deadline per live connection, in memory reserved with its slot.
+    timers: TimerHeap,
     out: Vec<Segment<P>>,
     events: Vec<Event>,
     ports: EphemeralPorts,
@@ -215,7 +220,7 @@ impl<P: Payload> Endpoint<P> {
             by_tuple: HashMap::with_hasher(KeyedState::new(table)),
             listeners: HashMap::with_hasher(KeyedState::new(table)),
             timewait: TimeWaitTable::new(cfg.time_wait_capacity, KeyedState::new(table)),
-            timers: BTreeSet::new(),
+            timers: TimerHeap::new(),
             out: Vec::new(),
             events: Vec::new(),
             ports: EphemeralPorts::new(
@@ -245,6 +250,11 @@ impl<P: Payload> Endpoint<P> {
         if self.listeners.contains_key(&addr.port()) {
             return Err(Error::AddrInUse);
         }
+        // Room for this listener's accept event beside one per slot.
+        self.events
+            .try_reserve(self.slots.len() + self.listeners.len() + 1)
+            .map_err(|_| Error::NoMemory)?;
+        self.listeners.try_reserve(1).map_err(|_| Error::NoMemory)?;
         let ip = (!addr.ip().is_unspecified()).then_some(addr.ip());
         let l = Listener {
             ip,
@@ -511,7 +521,7 @@ impl<P: Payload> Endpoint<P> {
         self.slots.capacity() * size_of::<Entry<P>>()
             + self.free.capacity() * 4
             + self.by_tuple.capacity() * (size_of::<(FourTuple, ConnId)>() + 1)
-            + self.timers.len() * (size_of::<(u64, ConnId)>() + 8)
+            + self.timers.memory_bytes()
             + self.timewait.memory_bytes()
     }
 
@@ -737,6 +747,11 @@ impl<P: Payload> Endpoint<P> {
     fn emit_control(&mut self, tuple: &FourTuple, mut h: Header) {
         h.src_port = tuple.local_port;
         h.dst_port = tuple.remote_port;
+        if self.out.try_reserve(1).is_err() {
+            // As if lost on the wire: the peer sends again.
+            self.counters.alloc_drops += 1;
+            return;
+        }
         let mut header = HeaderBuf::default();
         h.emit(&mut header);
         self.out.push(Segment {
@@ -755,18 +770,26 @@ impl<P: Payload> Endpoint<P> {
     /// with a due timer are visited.
     pub fn poll(&mut self, now: u64, out: &mut Vec<Segment<P>>) {
         self.timewait.expire(now);
-        while let Some(&(t, id)) = self.timers.first() {
+        while let Some((t, index, generation)) = self.timers.first() {
             if t > now {
                 break;
             }
             self.timers.pop_first();
+            let id = ConnId { index, generation };
             if let Ok(c) = self.live(id) {
                 c.timer_key = None;
                 c.on_timer(now);
                 self.after(now, id);
             }
         }
-        out.append(&mut self.out);
+        if out.try_reserve(self.out.len()).is_ok() {
+            out.append(&mut self.out);
+        } else {
+            // As if lost on the wire: retransmission timers cover data, the
+            // peer covers the rest.
+            self.counters.alloc_drops += self.out.len() as u64;
+            self.out.clear();
+        }
         if self.out.capacity() > 1024 {
             // A burst (a SYN flood's cookies) does not keep its memory.
             self.out = Vec::new();
@@ -779,7 +802,7 @@ impl<P: Payload> Endpoint<P> {
         if !self.out.is_empty() {
             return Some(0);
         }
-        let t = self.timers.first().map(|&(t, _)| t);
+        let t = self.timers.first().map(|(t, _, _)| t);
         match (t, self.timewait.next_expiry()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -804,7 +827,12 @@ impl<P: Payload> Endpoint<P> {
     /// Moves the pending readiness events to `out` (at most one per
     /// connection and listener since the last call): the connections whose
     /// waiters to wake.
+    /// When `out` cannot grow (memory is short), nothing moves and the
+    /// events wait for the next call.
     pub fn take_events(&mut self, out: &mut Vec<Event>) {
+        if out.try_reserve(self.events.len()).is_err() {
+            return;
+        }
         for ev in self.events.drain(..) {
             match ev {
                 Event::Conn(id) => {
@@ -870,6 +898,9 @@ impl<P: Payload> Endpoint<P> {
             let slots = self.slots.len() + 1;
             self.slots.try_reserve(1).ok()?;
             self.free.try_reserve(slots - self.free.len()).ok()?;
+            self.timers.try_reserve_slots(slots).ok()?;
+            // Each connection queues at most one event at a time.
+            self.events.try_reserve(slots + self.listeners.len()).ok()?;
         }
         let slot = Slot::Live(ConnBox::try_new(c)?);
         let id = if let Some(i) = self.free.pop() {
@@ -952,8 +983,8 @@ impl<P: Payload> Endpoint<P> {
         let keep = !orphaned && error.is_none() && c.recv_queued() > 0;
         match state {
             State::TimeWait | State::Closed if !keep => {
-                if let Some(k) = old_key {
-                    self.timers.remove(&(k, id));
+                if old_key.is_some() {
+                    self.timers.remove(id.index);
                 }
                 if state == State::TimeWait {
                     let rec = TimeWaitRecord {
@@ -981,12 +1012,7 @@ impl<P: Payload> Endpoint<P> {
                 let new_key = c.next_deadline();
                 if new_key != old_key {
                     c.timer_key = new_key;
-                    if let Some(k) = old_key {
-                        self.timers.remove(&(k, id));
-                    }
-                    if let Some(k) = new_key {
-                        self.timers.insert((k, id));
-                    }
+                    self.timers.set(id.index, id.generation, new_key);
                 }
             }
         }

@@ -272,6 +272,7 @@ pub mod sack;
 mod segment;
 pub mod sendq;
 pub mod seq;
+pub mod timerheap;
 pub mod timewait;
 pub mod wire;
 

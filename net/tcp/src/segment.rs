@@ -85,22 +85,24 @@ impl<P: Payload> Segment<P> {
 
     /// Software segmentation (GSO): cuts a segment longer than its MSS into
     /// MSS-sized segments with the same options; FIN and PSH stay on the
-    /// last one. Fragments are sliced, not copied.
-    pub fn split(&self) -> Vec<Segment<P>> {
+    /// last one. Fragments are sliced, not copied. `None` when the memory
+    /// for the lists cannot be had (the caller drops the segment, as if lost).
+    pub fn try_split(&self) -> Option<Vec<Segment<P>>> {
         let Ok((h, _)) = Header::parse(self.header.as_bytes()) else {
-            return alloc::vec![self.clone()];
+            return one(self.clone());
         };
         if !self.needs_segmentation() {
-            return alloc::vec![self.clone()];
+            return one(self.clone());
         }
         let mss = usize::from(self.mss.max(1));
-        let mut out = Vec::with_capacity(self.payload_len.div_ceil(mss));
+        let mut out = Vec::new();
+        out.try_reserve_exact(self.payload_len.div_ceil(mss)).ok()?;
         let mut frags = self.payload.iter();
         let mut cur: Option<Fragment<P>> = None;
         let mut done = 0;
         while done < self.payload_len {
             let take = mss.min(self.payload_len - done);
-            let mut payload = Vec::new();
+            let mut payload: Vec<Fragment<P>> = Vec::new();
             let mut need = take;
             while need > 0 {
                 let f = match cur.take() {
@@ -112,8 +114,10 @@ impl<P: Payload> Segment<P> {
                 };
                 if f.len <= need {
                     need -= f.len;
+                    payload.try_reserve(1).ok()?;
                     payload.push(f);
                 } else {
+                    payload.try_reserve(1).ok()?;
                     payload.push(Fragment {
                         data: f.data.clone(),
                         offset: f.offset,
@@ -145,6 +149,22 @@ impl<P: Payload> Segment<P> {
             });
             done += take;
         }
-        out
+        Some(out)
     }
+
+    /// [`Segment::try_split`] for tests and tools.
+    ///
+    /// # Panics
+    /// When memory is short.
+    pub fn split(&self) -> Vec<Segment<P>> {
+        self.try_split().expect("memory for the split segments")
+    }
+}
+
+/// A one-element vector, allocated fallibly.
+fn one<T>(x: T) -> Option<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(1).ok()?;
+    v.push(x);
+    Some(v)
 }

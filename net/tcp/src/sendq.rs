@@ -81,7 +81,8 @@ impl<P: Payload> SendQueue<P> {
     }
 
     /// Appends to `out` the fragments covering `len` bytes from stream
-    /// offset `from` (clamped to what is queued); returns the byte count.
+    /// offset `from` (clamped to what is queued); returns the byte count,
+    /// which is smaller when `out` cannot grow (memory is short).
     pub fn fragments(&self, from: u64, len: usize, out: &mut Vec<Fragment<P>>) -> usize {
         let from = from.max(self.head);
         let end = (from + len as u64).min(self.tail);
@@ -100,6 +101,10 @@ impl<P: Payload> SendQueue<P> {
             };
             let off = (pos - start) as usize;
             let take = (p.len() - off).min((end - pos) as usize);
+            if out.try_reserve(1).is_err() {
+                // No memory for the list: a shorter range.
+                break;
+            }
             out.push(Fragment {
                 data: p.clone(),
                 offset: off,

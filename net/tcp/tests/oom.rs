@@ -39,6 +39,29 @@ fn fail_some_of_b(sim: &mut Sim, seed: u64, share: u64, exhausted: bool) -> Rc<C
     failed
 }
 
+/// Makes `share` (out of 1000) of a's deliveries and polls (where its
+/// segments are built and queued: fragment lists, the output list, the
+/// caller's list) run with allocations failing; counts the failures.
+fn fail_some_of_a(sim: &mut Sim, seed: u64, share: u64, exhausted: bool) -> Rc<Cell<u64>> {
+    let failed = Rc::new(Cell::new(0));
+    let f = failed.clone();
+    let mut rng = Rng(seed);
+    sim.wrap_a = Some(Box::new(move |run: &mut dyn FnMut()| {
+        if rng.below(1000) < share {
+            let plan = if exhausted {
+                Plan::From(0)
+            } else {
+                Plan::Nth(rng.below(4))
+            };
+            let ((), rep) = inject(plan, run);
+            f.set(f.get() + rep.failed);
+        } else {
+            run();
+        }
+    }));
+    failed
+}
+
 /// Sends `total` bytes a -> b over a reordering link, reading and checking
 /// them at b; returns b's connection statistics.
 fn transfer(sim: &mut Sim, c: uk_tcp::ConnId, s: uk_tcp::ConnId, total: u64) {
@@ -65,7 +88,16 @@ fn transfer(sim: &mut Sim, c: uk_tcp::ConnId, s: uk_tcp::ConnId, total: u64) {
         }
         got == total
     });
-    assert!(ok, "stalled at {got} of {total}");
+    assert!(
+        ok,
+        "stalled at {got} of {total}: a {:?} {:?} deadline {:?}, b {:?} deadline {:?}, in flight {}",
+        sim.a.state(c),
+        sim.a.get(c).map(|x| x.stats()),
+        sim.a.next_deadline(),
+        sim.b.get(s).map(|x| x.stats()),
+        sim.b.next_deadline(),
+        sim.in_flight()
+    );
 }
 
 fn reordering() -> LinkModel {
@@ -92,6 +124,38 @@ fn receiver_allocation_failures_drop_segments_not_the_connection() {
     assert_eq!(sim.b.state(s), Some(State::Established));
     let a = sim.a.get(c).unwrap().stats();
     assert!(a.retransmits > 0, "the dropped segments were sent again");
+}
+
+/// The sender's output under allocation failure: building a segment's
+/// fragment list, queueing it, handing the polled segments over. A failed
+/// allocation costs a segment (as if lost: the retransmission timers and
+/// fast retransmit send it again), never the connection or a byte.
+#[test]
+fn sender_allocation_failures_lose_segments_not_bytes() {
+    let mut sim = Sim::new(reordering(), 21, config(), config());
+    let (c, s) = sim.connect();
+    let failed = fail_some_of_a(&mut sim, 13, 200, false);
+    transfer(&mut sim, c, s, 2 << 20);
+    let ep = sim.a.stats().counters;
+    let st = sim.a.get(c).unwrap().stats();
+    assert!(failed.get() > 50, "few failures injected: {}", failed.get());
+    assert!(
+        st.alloc_drops + ep.alloc_drops > 10,
+        "drops counted: {st:?} {ep:?}"
+    );
+    assert!(st.retransmits > 0, "the lost segments were sent again");
+    assert_eq!(sim.a.state(c), Some(State::Established));
+}
+
+/// Bursts of exhausted memory on the sending side, with the timers firing
+/// inside them: the transfer completes byte-exact.
+#[test]
+fn sender_survives_exhausted_memory_bursts() {
+    let mut sim = Sim::new(reordering(), 4, config(), config());
+    let (c, s) = sim.connect();
+    let failed = fail_some_of_a(&mut sim, 9, 100, true);
+    transfer(&mut sim, c, s, 1 << 20);
+    assert!(failed.get() > 0);
 }
 
 /// Some deliveries find memory exhausted altogether (every allocation

@@ -206,6 +206,10 @@ pub struct Connection<P> {
 
     // Timers (absolute, µs).
     rto_at: Option<u64>,
+    /// A segment could not be queued for lack of memory: try again then.
+    retry_at: Option<u64>,
+    /// Set by `push` when a segment could not be queued.
+    out_blocked: bool,
     delack_at: Option<u64>,
     persist_at: Option<u64>,
     persist_backoff: u32,
@@ -338,6 +342,8 @@ impl<P: Payload> Connection<P> {
             ack_now: false,
             unacked_bytes: 0,
             rto_at: None,
+            retry_at: None,
+            out_blocked: false,
             delack_at: None,
             persist_at: None,
             persist_backoff: 0,
@@ -564,6 +570,7 @@ impl<P: Payload> Connection<P> {
     pub fn next_deadline(&self) -> Option<u64> {
         [
             self.rto_at,
+            self.retry_at,
             self.delack_at,
             self.persist_at,
             self.keepalive_at,

@@ -10,6 +10,10 @@ use crate::segment::Segment;
 use crate::seq::Seq;
 use crate::wire::{Flags, Header, HeaderBuf};
 
+/// How soon a connection tries again to queue a segment that found no
+/// memory (µs).
+const ALLOC_RETRY_US: u64 = 10_000;
+
 impl<P: Payload> Connection<P> {
     fn header(&mut self, now: u64, seq: Seq, flags: Flags) -> Header {
         let syn = flags.has(Flags::SYN);
@@ -69,13 +73,21 @@ impl<P: Payload> Connection<P> {
         }
     }
 
+    /// Queues one segment in `out`. False (nothing queued, nothing changed)
+    /// when `out` cannot grow: the segment is as good as lost on the wire
+    /// (counted in `alloc_drops`), and the timers send it again.
     fn push(
         &mut self,
         h: Header,
         payload: Vec<Fragment<P>>,
         len: usize,
         out: &mut Vec<Segment<P>>,
-    ) {
+    ) -> bool {
+        if out.try_reserve(1).is_err() {
+            self.stats.alloc_drops += 1;
+            self.out_blocked = true;
+            return false;
+        }
         let mut header = HeaderBuf::default();
         h.emit(&mut header);
         if h.flags.has(Flags::ACK) {
@@ -92,6 +104,7 @@ impl<P: Payload> Connection<P> {
             payload_len: len,
             mss: self.snd_mss as u16,
         });
+        true
     }
 
     /// Bytes in flight as RFC 6675 counts them ("pipe"): outstanding bytes
@@ -169,12 +182,12 @@ impl<P: Payload> Connection<P> {
                 flags: Flags::RST,
                 ..Header::default()
             };
-            self.push(h, Vec::new(), 0, out);
+            let _ = self.push(h, Vec::new(), 0, out);
         }
         if self.rst_now {
             self.rst_now = false;
             let h = self.header(now, self.snd_nxt, Flags::RST | Flags::ACK);
-            self.push(h, Vec::new(), 0, out);
+            let _ = self.push(h, Vec::new(), 0, out);
         }
         match self.state {
             State::Closed | State::Listen => return,
@@ -188,12 +201,13 @@ impl<P: Payload> Connection<P> {
                 if self.state == State::SynReceived {
                     self.rcv_adv = self.rcv_nxt + u32::from(h.window);
                 }
-                self.push(h, Vec::new(), 0, out);
+                let _ = self.push(h, Vec::new(), 0, out);
                 self.snd_nxt = self.iss + 1;
                 if self.retries == 0 {
                     self.rtt_probe = Some((self.iss, now));
                 }
                 self.rto_at = Some(now + self.rtt.rto());
+                self.arm_retry(now);
                 return;
             }
             State::SynSent => return,
@@ -208,12 +222,12 @@ impl<P: Payload> Connection<P> {
             // A segment below the window: the peer answers with an ACK that
             // carries its current window (zero-window probe, keep-alive).
             let h = self.header(now, self.snd_una - 1, Flags::ACK);
-            self.push(h, Vec::new(), 0, out);
+            let _ = self.push(h, Vec::new(), 0, out);
         }
         if self.ack_now && out.len() == sent_before {
             self.stats.acks_sent += 1;
             let h = self.header(now, self.snd_nxt, Flags::ACK);
-            self.push(h, Vec::new(), 0, out);
+            let _ = self.push(h, Vec::new(), 0, out);
         }
         // Persist timer: data waiting, zero window, nothing in flight.
         let waiting = self.off(self.snd_nxt) < self.sendq.tail()
@@ -232,6 +246,15 @@ impl<P: Payload> Connection<P> {
         if self.flight() > 0 && self.rto_at.is_none() {
             self.rto_at = Some(now + self.rtt.rto());
         }
+        self.arm_retry(now);
+    }
+
+    /// After a segment could not be queued for lack of memory: a timer to
+    /// try again, since nothing else may be armed (nothing in flight).
+    fn arm_retry(&mut self, now: u64) {
+        if core::mem::take(&mut self.out_blocked) && self.retry_at.is_none() {
+            self.retry_at = Some(now + ALLOC_RETRY_US);
+        }
     }
 
     fn send_segments(&mut self, now: u64, out: &mut Vec<Segment<P>>) {
@@ -242,7 +265,9 @@ impl<P: Payload> Connection<P> {
             if let Some((seq, len)) = self.next_lost() {
                 if self.rtx_now || self.pipe() < self.cc.cwnd {
                     self.rtx_now = false;
-                    self.transmit(now, seq, len, fin_seq, out);
+                    if !self.transmit(now, seq, len, fin_seq, out) {
+                        break;
+                    }
                     self.rtx_next = seq + len;
                     continue;
                 }
@@ -275,7 +300,9 @@ impl<P: Payload> Connection<P> {
                 break;
             }
             let seq = self.snd_nxt;
-            self.transmit(now, seq, len + u32::from(fin_now), fin_seq, out);
+            if !self.transmit(now, seq, len + u32::from(fin_now), fin_seq, out) {
+                break;
+            }
             if self.rtt_probe.is_none() && !self.ts_enabled && self.recovery.is_none() {
                 self.rtt_probe = Some((seq, now));
             }
@@ -291,7 +318,7 @@ impl<P: Payload> Connection<P> {
         len: u32,
         fin_seq: Option<Seq>,
         out: &mut Vec<Segment<P>>,
-    ) {
+    ) -> bool {
         let mut data_len = len;
         let mut flags = Flags::ACK;
         if let Some(f) = fin_seq
@@ -304,11 +331,23 @@ impl<P: Payload> Connection<P> {
         let n = self
             .sendq
             .fragments(self.off(seq), data_len as usize, &mut frags) as u32;
+        if n < data_len {
+            // Memory for the fragment list ran out: a shorter segment, and
+            // the FIN (which follows all data) waits for a later one.
+            if n == 0 {
+                self.stats.alloc_drops += 1;
+                self.out_blocked = true;
+                return false;
+            }
+            flags = Flags::ACK;
+        }
         if n > 0 {
             flags = flags | Flags::PSH;
         }
         let h = self.header(now, seq, flags);
-        self.push(h, frags, n as usize, out);
+        if !self.push(h, frags, n as usize, out) {
+            return false;
+        }
         let end = seq + n + u32::from(flags.has(Flags::FIN));
         self.stats.segments_sent += 1;
         self.stats.bytes_sent += u64::from(n);
@@ -325,5 +364,6 @@ impl<P: Payload> Connection<P> {
         if self.rto_at.is_none() {
             self.rto_at = Some(now + self.rtt.rto());
         }
+        true
     }
 }

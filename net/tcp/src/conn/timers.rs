@@ -17,6 +17,10 @@ impl<P: Payload> Connection<P> {
             }
             return;
         }
+        if self.retry_at.is_some_and(|t| t <= now) {
+            // The output that follows every timer tries again.
+            self.retry_at = None;
+        }
         if self.delack_at.is_some_and(|t| t <= now) {
             self.delack_at = None;
             self.ack_now = true;

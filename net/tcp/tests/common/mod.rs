@@ -102,6 +102,8 @@ pub struct Sim {
     /// Runs each delivery to b (the call it is given): a test can wrap it,
     /// e.g. in `uk_failalloc::inject` to make b's allocations fail.
     pub wrap_b: Option<DeliverHook>,
+    /// The same for a: each delivery to a and each poll of a.
+    pub wrap_a: Option<DeliverHook>,
 }
 
 /// See [`Sim::wrap_b`].
@@ -127,6 +129,7 @@ impl Sim {
             filter: None,
             last: [None, None],
             wrap_b: None,
+            wrap_a: None,
         }
     }
 
@@ -185,7 +188,13 @@ impl Sim {
     /// Polls both endpoints at the current time and puts their output on the wire.
     pub fn flush(&mut self) {
         let mut out = Vec::new();
-        self.a.poll(self.now, &mut out);
+        let now = self.now;
+        let a = &mut self.a;
+        let mut poll = || a.poll(now, &mut out);
+        match self.wrap_a.as_mut() {
+            Some(w) => w(&mut poll),
+            None => poll(),
+        }
         self.transmit(true, out);
         let mut out = Vec::new();
         self.b.poll(self.now, &mut out);
@@ -223,8 +232,9 @@ impl Sim {
                     panic!("invalid frame");
                 }
             };
-            match self.wrap_b.as_mut() {
-                Some(w) if f.to_b => w(&mut deliver),
+            match (self.wrap_b.as_mut(), self.wrap_a.as_mut()) {
+                (Some(w), _) if f.to_b => w(&mut deliver),
+                (_, Some(w)) if !f.to_b => w(&mut deliver),
                 _ => deliver(),
             }
         }
