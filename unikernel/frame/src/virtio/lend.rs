@@ -18,6 +18,7 @@
 //! under a unique id, so a descriptor is reused as soon as it is reaped.
 
 use alloc::vec::Vec;
+use core::mem::ManuallyDrop;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use virtio_drivers::queue::VirtQueue;
@@ -107,9 +108,11 @@ unsafe impl Send for Lent {}
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// A virtqueue of `N` descriptors whose requests lend their callers'
-/// buffers through [`lend`].
+/// buffers through [`lend`]. Like the device it serves, it is meant to live
+/// for the rest of the VM: dropping it leaks its rings (the device may still
+/// use them), and any request still in flight keeps its lender blocked.
 pub struct LendingQueue<const N: usize> {
-    vq: VirtQueue<KernelHal, N>,
+    vq: ManuallyDrop<VirtQueue<KernelHal, N>>,
     /// The request posted under each token (head descriptor index).
     lent: Vec<Option<Lent>>,
     /// Reaped requests whose lender has not yet collected them: (id, bytes
@@ -131,7 +134,7 @@ impl<const N: usize> LendingQueue<N> {
         let mut lent = Vec::with_capacity(N);
         lent.resize_with(N, || None);
         Ok(LendingQueue {
-            vq,
+            vq: ManuallyDrop::new(vq),
             lent,
             done: Vec::with_capacity(N),
             broken: false,
