@@ -143,6 +143,14 @@ pub struct Disk {
 
 static DISKS: IrqMutex<Vec<&'static Disk>> = IrqMutex::new(Vec::new());
 
+/// Why a request could not be posted, as an errno.
+fn posted_err(e: virtio_drivers::Error) -> VfsError {
+    match e {
+        virtio_drivers::Error::InvalidParam => VfsError::EINVAL,
+        _ => VfsError::EIO,
+    }
+}
+
 impl Disk {
     /// Capacity in 512-byte sectors.
     pub fn sectors(&self) -> u64 {
@@ -194,31 +202,25 @@ impl Disk {
     }
 
     /// Runs `reqs` (with all of them in flight at once, as many as the
-    /// queue holds) and returns each one's outcome from its status byte.
-    fn run(&self, reqs: &mut [Lend<'_>]) -> Vec<Result<(), VfsError>> {
+    /// queue holds); each result says whether the request was posted (its
+    /// status byte says how it went).
+    fn run(&self, reqs: &mut [Lend<'_>]) -> Vec<Result<u32, virtio_drivers::Error>> {
         let res = lend(&self.inner, reqs, &mut |c| self.wait(c));
         // Others may be waiting for a free slot.
         self.wq.wake_all();
-        res.into_iter()
-            .map(|r| {
-                r.map(|_| ()).map_err(|e| match e {
-                    virtio_drivers::Error::InvalidParam => VfsError::EINVAL,
-                    _ => VfsError::EIO,
-                })
-            })
-            .collect()
+        res
     }
 
     /// Accounts for one finished request of `len` bytes with status
     /// `status` (after the device gave it back) and turns it into a result.
     fn account(
         &self,
-        posted: Result<(), VfsError>,
+        posted: Result<u32, virtio_drivers::Error>,
         status: u8,
         len: usize,
         write: bool,
     ) -> Result<(), VfsError> {
-        let res = posted.and_then(|()| {
+        let res = posted.map_err(posted_err).and_then(|_| {
             if status == S_OK {
                 Ok(())
             } else {
@@ -294,7 +296,10 @@ impl Disk {
             .reads(&m.header)
             .reads(buf)
             .writes(&mut m.status)];
-        let posted = self.run(&mut lends).pop().unwrap_or(Err(VfsError::EIO));
+        let posted = self
+            .run(&mut lends)
+            .pop()
+            .unwrap_or(Err(virtio_drivers::Error::IoError));
         self.account(posted, m.status[0], buf.len(), true)
     }
 
@@ -305,8 +310,11 @@ impl Disk {
         }
         let mut m = ReqMem::new(T_FLUSH, 0);
         let mut lends = [Lend::new().reads(&m.header).writes(&mut m.status)];
-        let posted = self.run(&mut lends).pop().unwrap_or(Err(VfsError::EIO));
-        posted.and_then(|()| {
+        let posted = self
+            .run(&mut lends)
+            .pop()
+            .unwrap_or(Err(virtio_drivers::Error::IoError));
+        posted.map_err(posted_err).and_then(|_| {
             if m.status[0] == S_OK {
                 Ok(())
             } else {
