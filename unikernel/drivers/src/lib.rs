@@ -10,20 +10,17 @@
 //! It reaches hardware only through the framework's windows and calls back
 //! into nothing above it.
 #![no_std]
-// No unsafe code, except in the two drivers that still lend a blocked
-// caller's buffer to virtio-drivers' block/SCSI requests (capped by
-// .ci/check-unsafe; the way out is a framework-side scoped transfer).
-#![deny(unsafe_code)]
+// No unsafe code: raw access goes through the framework's windows (DMA
+// buffers, owning and lending virtqueues, MMIO, port I/O).
+#![forbid(unsafe_code)]
 
 extern crate alloc;
 
 pub mod block;
 pub mod nvme;
 pub mod pci;
-#[allow(unsafe_code)]
 pub mod virtio_blk;
 pub mod virtio_net;
-#[allow(unsafe_code)]
 pub mod virtio_scsi;
 
 use alloc::vec::Vec;

@@ -1,19 +1,24 @@
 //! virtio-blk over virtio-mmio or virtio-pci, interrupt driven, with several
 //! requests in flight.
 //!
-//! A caller submits a request (`read_blocks_nb`/`write_blocks_nb`) under the
-//! device lock and gets the descriptor chain's token; it then sleeps on the
-//! device's [`WaitQueue`] until that token's result is recorded. The
+//! A caller's request is one descriptor chain: the 16-byte header (device
+//! reads), the caller's data buffer (device writes for a read, reads for a
+//! write) and the status byte (device writes). The chain lends the caller's
+//! buffer to the device through the framework's
+//! [`lend`](uk_frame::virtio::lend), which posts it under the device lock,
+//! sleeps on the device's [`WaitQueue`] and returns only once the device
+//! has given the buffer back, so the driver needs no `unsafe`. The
 //! interrupt handler only acknowledges the device and wakes the waiters; a
 //! woken waiter *reaps*: under the lock it pops every completed request from
-//! the used ring in order (virtio-drivers insists on that order), frees each
-//! slot and files the result under the request's id (a token is reused as
-//! soon as its request is reaped), and then looks for its own. So the interrupt handler
-//! never touches buffers or memory, and requests of different threads
-//! complete independently.
+//! the used ring in order and files each result under the request's id (a
+//! descriptor is reused as soon as its request is reaped), and then looks
+//! for its own. So the interrupt handler never touches buffers or memory,
+//! and requests of different threads complete independently; a batch
+//! (readahead) has all its requests in flight at once.
 //!
-//! Buffers are shared with the device through [`KernelHal`]: a physically
-//! contiguous buffer (a page-cache frame) is handed over as is, anything else
+//! Buffers are shared with the device through the framework's `KernelHal`:
+//! a physically contiguous buffer (a page-cache frame) is handed over as
+//! is, so page-cache fills are DMAed straight into the frame; anything else
 //! goes through a bounce buffer. Device errors come back as `EIO`, a full
 //! queue makes the submitter wait for a free slot.
 //!
@@ -22,56 +27,83 @@
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use uk_frame::virtio::{Lend, LendingDevice, LendingQueue, lend};
 use uk_vfs::VfsError;
-use virtio_drivers::device::blk::{BlkReq, BlkResp, SECTOR_SIZE, VirtIOBlk};
-use virtio_drivers::transport::{DeviceType, SomeTransport};
+use virtio_drivers::transport::{DeviceType, SomeTransport, Transport};
 
-use super::{Found, KernelHal};
+use super::{Found, NoEventIdx};
 use crate::arch::idt::TrapFrame;
 use crate::sync::{IrqMutex, WaitQueue};
 
 /// Sector size in bytes.
-pub const SECTOR: usize = SECTOR_SIZE;
+pub const SECTOR: usize = 512;
 /// Most disks the driver handles (one interrupt handler each).
 pub const MAX_DISKS: usize = 4;
-/// Slots for requests in flight (the virtqueue's size).
+/// Slots for requests in flight (the virtqueue's size; with indirect
+/// descriptors one request takes one slot).
 const SLOTS: usize = 16;
+/// The request queue.
+const QUEUE: u16 = 0;
 
-/// The transport hides RING_EVENT_IDX (see `drivers::NoEventIdx`).
-type Blk = VirtIOBlk<KernelHal, super::NoEventIdx<SomeTransport<'static>>>;
+bitflags::bitflags! {
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    struct Features: u64 {
+        const RO = 1 << 5;
+        const FLUSH = 1 << 9;
+        const RING_INDIRECT_DESC = 1 << 28;
+        const VERSION_1 = 1 << 32;
+    }
+}
 
-/// A request header aligned to its size (16 bytes), so it never straddles a
-/// page boundary: the HAL then shares it in place instead of bouncing it
-/// (the heap only guarantees 8-byte alignment).
-#[repr(C, align(16))]
-struct AlignedReq(BlkReq);
+/// Request types (`virtio_blk_req.type`).
+const T_IN: u32 = 0;
+const T_OUT: u32 = 1;
+const T_FLUSH: u32 = 4;
+/// Status byte: success.
+const S_OK: u8 = 0;
 
-/// A request in flight: its header, status byte and the caller's buffer,
-/// kept at stable addresses until the device is done with them.
-struct Pending {
-    req: Box<AlignedReq>,
-    resp: Box<BlkResp>,
-    buf: *mut u8,
-    len: usize,
-    write: bool,
-    /// The request's identity (tokens are reused as soon as a request is reaped).
-    id: u64,
+/// A request's header (`virtio_blk_req`: type, reserved, sector) and status
+/// byte, aligned so that neither straddles a page: the HAL then shares them
+/// in place instead of bouncing them.
+#[repr(C, align(32))]
+struct ReqMem {
+    header: [u8; 16],
+    status: [u8; 1],
+}
+
+impl ReqMem {
+    fn new(kind: u32, sector: u64) -> ReqMem {
+        let mut header = [0u8; 16];
+        header[0..4].copy_from_slice(&kind.to_le_bytes());
+        header[8..16].copy_from_slice(&sector.to_le_bytes());
+        // Anything but OK until the device writes it.
+        ReqMem {
+            header,
+            status: [0xff],
+        }
+    }
 }
 
 struct Inner {
-    blk: Blk,
-    /// Requests in flight, indexed by token.
-    slots: [Option<Pending>; SLOTS],
-    /// Results reaped but not yet collected by their submitter: (id, result).
-    completed: Vec<(u64, Result<(), VfsError>)>,
-    next_id: u64,
+    transport: NoEventIdx<SomeTransport<'static>>,
+    queue: LendingQueue<SLOTS>,
+    /// Highest number of requests in flight at once.
+    max_inflight: usize,
 }
 
-// SAFETY: the raw buffer pointers in `Pending` belong to threads blocked in
-// `Disk::io` until their slot is released; nothing else dereferences them.
-unsafe impl Send for Inner {}
+impl LendingDevice<SLOTS> for Inner {
+    fn queue(&mut self) -> &mut LendingQueue<SLOTS> {
+        &mut self.queue
+    }
+    fn notify(&mut self) {
+        self.transport.notify(QUEUE);
+    }
+    fn posted(&mut self, in_flight: usize) {
+        self.max_inflight = self.max_inflight.max(in_flight);
+    }
+}
 
 /// I/O counters of one disk.
 #[derive(Debug, Default, Clone, Copy)]
@@ -98,62 +130,24 @@ pub struct Disk {
     wq: WaitQueue,
     sectors: u64,
     readonly: bool,
+    flush: bool,
     location: alloc::string::String,
     irq_on: AtomicBool,
-    inflight: AtomicUsize,
     reads: AtomicU64,
     writes: AtomicU64,
     bytes_read: AtomicU64,
     bytes_written: AtomicU64,
     errors: AtomicU64,
     interrupts: AtomicU64,
-    max_inflight: AtomicU64,
 }
 
 static DISKS: IrqMutex<Vec<&'static Disk>> = IrqMutex::new(Vec::new());
 
-fn map_err(e: virtio_drivers::Error) -> VfsError {
+/// Why a request could not be posted, as an errno.
+fn posted_err(e: virtio_drivers::Error) -> VfsError {
     match e {
-        virtio_drivers::Error::QueueFull => VfsError::EAGAIN,
         virtio_drivers::Error::InvalidParam => VfsError::EINVAL,
         _ => VfsError::EIO,
-    }
-}
-
-impl Inner {
-    /// Pops every completed request in used-ring order and records its result.
-    fn reap(&mut self) -> usize {
-        let mut n = 0;
-        while let Some(token) = self.blk.peek_used() {
-            let Some(mut p) = self.slots.get_mut(token as usize).and_then(Option::take) else {
-                log::error!("virtio-blk: completion for unknown token {token}");
-                return n;
-            };
-            // SAFETY: `buf`/`len` describe the buffer passed with this token to
-            // `*_blocks_nb`; its owner is blocked in `Disk::io` until the slot
-            // is released, so it is alive and not otherwise accessed. `req`
-            // and `resp` are the same boxes as at submission.
-            let res = unsafe {
-                if p.write {
-                    let buf = core::slice::from_raw_parts(p.buf, p.len);
-                    self.blk
-                        .complete_write_blocks(token, &p.req.0, buf, &mut p.resp)
-                } else {
-                    let buf = core::slice::from_raw_parts_mut(p.buf, p.len);
-                    self.blk
-                        .complete_read_blocks(token, &p.req.0, buf, &mut p.resp)
-                }
-            };
-            let res = res.map_err(|e| {
-                log::warn!("virtio-blk: request failed: {e}");
-                VfsError::EIO
-            });
-            // The slot (and the token) are free from here on; the result
-            // waits for its submitter under the request's id.
-            self.completed.push((p.id, res));
-            n += 1;
-        }
-        n
     }
 }
 
@@ -187,137 +181,56 @@ impl Disk {
             bytes_written: self.bytes_written.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
             interrupts: self.interrupts.load(Ordering::Relaxed),
-            max_inflight: self.max_inflight.load(Ordering::Relaxed),
+            max_inflight: self.inner.lock().max_inflight as u64,
         }
     }
 
     fn check(&self, sector: u64, len: usize) -> Result<(), VfsError> {
-        if len == 0 || !len.is_multiple_of(SECTOR) {
-            return Err(VfsError::EINVAL);
-        }
-        let n = (len / SECTOR) as u64;
-        if sector.checked_add(n).is_none_or(|end| end > self.sectors) {
-            return Err(VfsError::EIO);
-        }
-        Ok(())
+        super::block::check_range(self.sectors, sector, len)
     }
 
-    /// Submits a request and returns its id, waiting for a free slot if the
-    /// queue is full.
-    fn submit(&self, sector: u64, buf: *mut u8, len: usize, write: bool) -> Result<u64, VfsError> {
-        let mut try_submit = || -> Option<Result<u64, VfsError>> {
-            let mut g = self.inner.lock();
-            let inner = &mut *g;
-            inner.reap();
-            let mut req = Box::new(AlignedReq(BlkReq::default()));
-            let mut resp = Box::new(BlkResp::default());
-            // SAFETY: `buf`/`len` is the caller's buffer, which stays alive
-            // and untouched until `io` has collected the result (the caller
-            // is blocked there); `req` and `resp` are boxed and moved into
-            // the slot table, so their addresses stay valid until reaped.
-            let r = unsafe {
-                if write {
-                    let data = core::slice::from_raw_parts(buf, len);
-                    inner
-                        .blk
-                        .write_blocks_nb(sector as usize, &mut req.0, data, &mut resp)
-                } else {
-                    let data = core::slice::from_raw_parts_mut(buf, len);
-                    inner
-                        .blk
-                        .read_blocks_nb(sector as usize, &mut req.0, data, &mut resp)
-                }
-            };
-            match r {
-                Ok(token) => {
-                    let id = inner.next_id;
-                    inner.next_id += 1;
-                    let Some(slot) = inner.slots.get_mut(token as usize) else {
-                        return Some(Err(VfsError::EIO));
-                    };
-                    *slot = Some(Pending {
-                        req,
-                        resp,
-                        buf,
-                        len,
-                        write,
-                        id,
-                    });
-                    let n = self.inflight.fetch_add(1, Ordering::Relaxed) + 1;
-                    self.max_inflight.fetch_max(n as u64, Ordering::Relaxed);
-                    Some(Ok(id))
-                }
-                Err(virtio_drivers::Error::QueueFull) => None,
-                Err(e) => Some(Err(map_err(e))),
-            }
-        };
-        self.wait(&mut try_submit)
-    }
-
-    /// Waits until `cond` yields: sleeping on the wait queue when the
+    /// Waits until `cond` holds: sleeping on the wait queue when the
     /// interrupt is connected, polling otherwise.
-    fn wait<T>(&self, cond: &mut impl FnMut() -> Option<T>) -> T {
+    fn wait(&self, cond: &mut dyn FnMut() -> bool) {
         if self.irq_on.load(Ordering::Acquire) {
-            self.wq.wait_until(cond)
+            self.wq.wait_until(|| cond().then_some(()))
         } else {
-            loop {
-                if let Some(v) = cond() {
-                    return v;
-                }
+            while !cond() {
                 core::hint::spin_loop();
             }
         }
     }
 
-    /// Runs one request to completion.
-    fn io(&self, sector: u64, buf: *mut u8, len: usize, write: bool) -> Result<(), VfsError> {
-        self.check(sector, len)?;
-        if write && self.readonly {
-            return Err(VfsError::EROFS);
-        }
-        let id = self.submit(sector, buf, len, write)?;
-        self.complete(id, len, write)
-    }
-
-    /// Reads several `(sector, buffer)` requests with all of them in flight
-    /// at once (as many as the queue holds), then waits for every one.
-    /// Page-cache readahead uses it: each buffer is one page-cache frame.
-    pub fn read_batch(&self, reqs: &mut [(u64, &mut [u8])]) -> Result<(), VfsError> {
-        for (sector, buf) in reqs.iter() {
-            self.check(*sector, buf.len())?;
-        }
-        let mut ids = Vec::with_capacity(reqs.len());
-        let mut res = Ok(());
-        for (sector, buf) in reqs.iter_mut() {
-            match self.submit(*sector, buf.as_mut_ptr(), buf.len(), false) {
-                Ok(id) => ids.push((id, buf.len())),
-                Err(e) => {
-                    res = Err(e);
-                    break;
-                }
-            }
-        }
-        // Every submitted buffer must stay borrowed until its request is done.
-        for (id, len) in ids {
-            let r = self.complete(id, len, false);
-            if res.is_ok() {
-                res = r;
-            }
-        }
+    /// Runs `reqs` (with all of them in flight at once, as many as the
+    /// queue holds); each result says whether the request was posted (its
+    /// status byte says how it went).
+    fn run(&self, reqs: &mut [Lend<'_>]) -> Vec<Result<u32, virtio_drivers::Error>> {
+        let res = lend(&self.inner, reqs, &mut |c| self.wait(c));
+        // Others may be waiting for a free slot.
+        self.wq.wake_all();
         res
     }
 
-    /// Waits for request `id` (of `len` bytes) and accounts for it.
-    fn complete(&self, id: u64, len: usize, write: bool) -> Result<(), VfsError> {
-        let res = self.wait(&mut || {
-            let mut g = self.inner.lock();
-            g.reap();
-            let i = g.completed.iter().position(|(x, _)| *x == id)?;
-            Some(g.completed.swap_remove(i).1)
+    /// Accounts for one finished request of `len` bytes with status
+    /// `status` (after the device gave it back) and turns it into a result.
+    fn account(
+        &self,
+        posted: Result<u32, virtio_drivers::Error>,
+        status: u8,
+        len: usize,
+        write: bool,
+    ) -> Result<(), VfsError> {
+        let res = posted.map_err(posted_err).and_then(|_| {
+            if status == S_OK {
+                Ok(())
+            } else {
+                log::warn!(
+                    "virtio-blk {}: request failed (status {status})",
+                    self.location
+                );
+                Err(VfsError::EIO)
+            }
         });
-        self.inflight.fetch_sub(1, Ordering::Relaxed);
-        // Others may be waiting for a free slot.
-        self.wq.wake_all();
         match res {
             Ok(()) => {
                 let (ops, bytes) = if write {
@@ -335,29 +248,78 @@ impl Disk {
         res
     }
 
+    /// Reads several `(sector, buffer)` requests with all of them in flight
+    /// at once (as many as the queue holds), then waits for every one.
+    /// Page-cache readahead uses it: each buffer is one page-cache frame,
+    /// which the device fills in place.
+    pub fn read_batch(&self, reqs: &mut [(u64, &mut [u8])]) -> Result<(), VfsError> {
+        for (sector, buf) in reqs.iter() {
+            self.check(*sector, buf.len())?;
+        }
+        let mut mems: Vec<ReqMem> = reqs.iter().map(|(s, _)| ReqMem::new(T_IN, *s)).collect();
+        let mut lends: Vec<Lend<'_>> = mems
+            .iter_mut()
+            .zip(reqs.iter_mut())
+            .map(|(m, (_, buf))| {
+                Lend::new()
+                    .reads(&m.header)
+                    .writes(buf)
+                    .writes(&mut m.status)
+            })
+            .collect();
+        let posted = self.run(&mut lends);
+        drop(lends);
+        let mut res = Ok(());
+        for ((m, (_, buf)), p) in mems.iter().zip(reqs.iter()).zip(posted) {
+            let r = self.account(p, m.status[0], buf.len(), false);
+            if res.is_ok() {
+                res = r;
+            }
+        }
+        res
+    }
+
     /// Reads `buf.len()` bytes (a multiple of 512) starting at `sector`.
     /// Several threads may have reads in flight at once.
     pub fn read(&self, sector: u64, buf: &mut [u8]) -> Result<(), VfsError> {
-        self.io(sector, buf.as_mut_ptr(), buf.len(), false)
+        self.read_batch(&mut [(sector, buf)])
     }
 
     /// Writes `buf` (a multiple of 512 bytes) starting at `sector`.
     pub fn write(&self, sector: u64, buf: &[u8]) -> Result<(), VfsError> {
-        // The device only reads the buffer; the pointer is never written through.
-        self.io(sector, buf.as_ptr().cast_mut(), buf.len(), true)
+        self.check(sector, buf.len())?;
+        if self.readonly {
+            return Err(VfsError::EROFS);
+        }
+        let mut m = ReqMem::new(T_OUT, sector);
+        let mut lends = [Lend::new()
+            .reads(&m.header)
+            .reads(buf)
+            .writes(&mut m.status)];
+        let posted = self
+            .run(&mut lends)
+            .pop()
+            .unwrap_or(Err(virtio_drivers::Error::IoError));
+        self.account(posted, m.status[0], buf.len(), true)
     }
 
-    /// Flushes the device's write cache (waits for requests in flight).
+    /// Flushes the device's write cache (the writes completed before it).
     pub fn flush(&self) -> Result<(), VfsError> {
-        self.wait(&mut || {
-            let mut g = self.inner.lock();
-            g.reap();
-            if g.slots.iter().any(Option::is_some) {
-                return None;
+        if !self.flush {
+            return Ok(());
+        }
+        let mut m = ReqMem::new(T_FLUSH, 0);
+        let mut lends = [Lend::new().reads(&m.header).writes(&mut m.status)];
+        let posted = self
+            .run(&mut lends)
+            .pop()
+            .unwrap_or(Err(virtio_drivers::Error::IoError));
+        posted.map_err(posted_err).and_then(|_| {
+            if m.status[0] == S_OK {
+                Ok(())
+            } else {
+                Err(VfsError::EIO)
             }
-            // Nothing in flight: the synchronous request cannot pop a
-            // completion that belongs to somebody else.
-            Some(g.blk.flush().map_err(map_err))
         })
     }
 
@@ -365,7 +327,7 @@ impl Disk {
         // Reading the interrupt status acknowledges it (virtio-mmio:
         // InterruptStatus -> InterruptACK; virtio-pci: the ISR register).
         if let Some(mut g) = self.inner.try_lock() {
-            g.blk.ack_interrupt();
+            g.transport.ack_interrupt();
         }
         self.interrupts.fetch_add(1, Ordering::Relaxed);
         self.wq.wake_all();
@@ -410,33 +372,50 @@ fn init_one(found: Found) -> Option<&'static Disk> {
         irq,
         location,
     } = found;
-    let blk = match Blk::new(super::NoEventIdx(transport)) {
-        Ok(b) => b,
+    let mut transport = NoEventIdx(transport);
+    let features = transport.begin_init(
+        Features::RO | Features::FLUSH | Features::RING_INDIRECT_DESC | Features::VERSION_1,
+    );
+    let capacity = (|| {
+        let lo = transport.read_config_space::<u32>(0)?;
+        let hi = transport.read_config_space::<u32>(4)?;
+        Ok::<_, virtio_drivers::Error>(u64::from(lo) | u64::from(hi) << 32)
+    })();
+    let queue = capacity.and_then(|c| {
+        let q = LendingQueue::new(
+            &mut transport,
+            QUEUE,
+            features.contains(Features::RING_INDIRECT_DESC),
+            false,
+        )?;
+        Ok((c, q))
+    });
+    let (sectors, queue) = match queue {
+        Ok(v) => v,
         Err(e) => {
             log::warn!("virtio-blk at {location}: {e}");
             return None;
         }
     };
+    transport.finish_init();
     let disk: &'static Disk = Box::leak(Box::new(Disk {
-        sectors: blk.capacity(),
-        readonly: blk.readonly(),
+        sectors,
+        readonly: features.contains(Features::RO),
+        flush: features.contains(Features::FLUSH),
         inner: IrqMutex::new(Inner {
-            blk,
-            slots: [const { None }; SLOTS],
-            completed: Vec::with_capacity(SLOTS),
-            next_id: 0,
+            transport,
+            queue,
+            max_inflight: 0,
         }),
         wq: WaitQueue::new(),
         location,
         irq_on: AtomicBool::new(false),
-        inflight: AtomicUsize::new(0),
         reads: AtomicU64::new(0),
         writes: AtomicU64::new(0),
         bytes_read: AtomicU64::new(0),
         bytes_written: AtomicU64::new(0),
         errors: AtomicU64::new(0),
         interrupts: AtomicU64::new(0),
-        max_inflight: AtomicU64::new(0),
     }));
     let index = {
         let mut disks = DISKS.lock();
@@ -451,7 +430,6 @@ fn init_one(found: Found) -> Option<&'static Disk> {
         disks.len() - 1
     };
     super::block::register(disk);
-    disk.inner.lock().blk.enable_interrupts();
     match super::connect_irq(irq, HANDLERS[index]) {
         Ok(v) => {
             disk.irq_on.store(true, Ordering::Release);

@@ -10,18 +10,22 @@
 //!
 //! A command is three descriptors: the `virtio_scsi_cmd_req` (device
 //! reads), then the `virtio_scsi_cmd_resp` and the data-in buffer (device
-//! writes, in that order: the spec puts the response before data-in).
-//! Headers live in one DMA page (`SLOTS` areas of 256 bytes), the
-//! data buffer is the caller's own, shared in place by [`KernelHal`] when it
-//! is physically contiguous (page-cache frames), bounced otherwise.
+//! writes, in that order: the spec puts the response before data-in). The
+//! request and response live in a small aligned block of the caller's (so
+//! that neither straddles a page), the data buffer is the caller's own,
+//! shared in place by the framework's `KernelHal` when it is physically
+//! contiguous (page-cache frames), bounced otherwise. The chain lends these
+//! buffers to the device through the framework's
+//! [`lend`](uk_frame::virtio::lend), which returns only once the device has
+//! given them back, so the driver needs no `unsafe`.
 //!
-//! Like virtio-blk, up to `SLOTS` commands are in flight: a caller submits
-//! under the host's lock and sleeps on the host's wait queue; the interrupt
-//! handler only acknowledges the device and wakes the waiters; a woken
-//! waiter reaps every completion in used-ring order and files each result
-//! under its command's id. A non-GOOD status or a transport failure is
-//! `EIO`, with the sense key logged; UNIT ATTENTION (which a reset leaves
-//! behind) is retried.
+//! Like virtio-blk, several commands are in flight (as many as the queue's
+//! descriptors hold): a caller submits under the host's lock and sleeps on
+//! the host's wait queue; the interrupt handler only acknowledges the device
+//! and wakes the waiters; a woken waiter reaps every completion in
+//! used-ring order and files each result under its command's id. A non-GOOD
+//! status or a transport failure is `EIO`, with the sense key logged; UNIT
+//! ATTENTION (which a reset leaves behind) is retried.
 //!
 //! At start the driver scans targets `0..=min(max_target, 7)`, LUN 0, with
 //! INQUIRY (peripheral type 0 = direct-access disk), clears unit attentions
@@ -34,6 +38,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use uk_frame::virtio::{Lend, LendingDevice, LendingQueue, lend};
 use uk_vfs::VfsError;
 use virtio_drivers::queue::VirtQueue;
 use virtio_drivers::transport::{DeviceType, SomeTransport, Transport};
@@ -47,8 +52,6 @@ use crate::sync::{IrqMutex, WaitQueue};
 const QUEUE_SIZE: usize = 64;
 /// Descriptors in the (unused) control and event queues.
 const AUX_QUEUE_SIZE: usize = 16;
-/// Commands in flight at once (three descriptors each).
-const SLOTS: usize = 16;
 const QUEUE_CONTROL: u16 = 0;
 const QUEUE_EVENT: u16 = 1;
 const QUEUE_REQUEST: u16 = 2;
@@ -63,8 +66,6 @@ const REQ_LEN: usize = 51;
 /// `virtio_scsi_cmd_resp` with 96 sense bytes: sense_len u32, resid u32,
 /// status_qualifier u16, status u8, response u8, sense[96].
 const RESP_LEN: usize = 108;
-const RESP_OFFSET: usize = 128;
-const AREA: usize = 256;
 
 bitflags::bitflags! {
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,32 +132,29 @@ fn sense_key_name(key: u8) -> &'static str {
     }
 }
 
-/// A command in flight.
-struct Pending {
-    area: usize,
-    buf: *mut u8,
-    len: usize,
-    id: u64,
+/// A command's request and response, aligned so that neither straddles a
+/// page (the HAL then shares them in place).
+#[repr(C, align(256))]
+struct CmdMem {
+    req: [u8; 64],
+    resp: [u8; RESP_LEN],
 }
 
 struct Inner {
     transport: NoEventIdx<SomeTransport<'static>>,
     _control: VirtQueue<KernelHal, AUX_QUEUE_SIZE>,
     _event: VirtQueue<KernelHal, AUX_QUEUE_SIZE>,
-    req: VirtQueue<KernelHal, QUEUE_SIZE>,
-    /// DMA page with `SLOTS` header areas.
-    areas: u64,
-    free: Vec<usize>,
-    /// Commands in flight, indexed by token.
-    pending: [Option<Pending>; QUEUE_SIZE],
-    completed: Vec<(u64, Result<(), Fail>)>,
-    next_id: u64,
+    req: LendingQueue<QUEUE_SIZE>,
 }
 
-// SAFETY: the raw buffer pointers in `Pending` belong to threads blocked in
-// `Host::complete` until their command is reaped; nothing else dereferences
-// them. The DMA page is owned by this value.
-unsafe impl Send for Inner {}
+impl LendingDevice<QUEUE_SIZE> for Inner {
+    fn queue(&mut self) -> &mut LendingQueue<QUEUE_SIZE> {
+        &mut self.req
+    }
+    fn notify(&mut self) {
+        self.transport.notify(QUEUE_REQUEST);
+    }
+}
 
 /// One virtio-scsi host adapter.
 struct Host {
@@ -167,6 +165,8 @@ struct Host {
     max_sectors: u32,
     location: String,
     interrupts: AtomicU64,
+    /// The next command's tag.
+    next_tag: AtomicU64,
 }
 
 /// A disk (target, LUN) behind a virtio-scsi host.
@@ -176,45 +176,6 @@ pub struct ScsiDisk {
     lun: u16,
     sectors: u64,
     location: String,
-}
-
-fn area_ptr(areas: u64, i: usize) -> *mut u8 {
-    (areas + (i * AREA) as u64) as *mut u8
-}
-
-impl Inner {
-    /// Pops every completed command in used-ring order and files its result.
-    fn reap(&mut self) {
-        while let Some(token) = self.req.peek_used() {
-            let Some(p) = self.pending.get_mut(token as usize).and_then(Option::take) else {
-                log::error!("virtio-scsi: completion for unknown token {token}");
-                return;
-            };
-            let a = area_ptr(self.areas, p.area);
-            // SAFETY: the header area `a` belongs to this command until it is
-            // put back on the free list below; `buf`/`len` is the caller's
-            // buffer, whose owner is blocked in `Host::complete` until this
-            // result is filed. These are the buffers added with `token`.
-            let popped = unsafe {
-                let req = core::slice::from_raw_parts(a, REQ_LEN);
-                let resp = core::slice::from_raw_parts_mut(a.add(RESP_OFFSET), RESP_LEN);
-                if p.len == 0 {
-                    self.req.pop_used(token, &[req], &mut [resp])
-                } else {
-                    let data = core::slice::from_raw_parts_mut(p.buf, p.len);
-                    self.req.pop_used(token, &[req], &mut [resp, data])
-                }
-            };
-            // SAFETY: as above; the device is done with the response.
-            let resp = unsafe { core::slice::from_raw_parts(a.add(RESP_OFFSET), RESP_LEN) };
-            let res = match popped {
-                Err(_) => Err(Fail::Queue),
-                Ok(_) => parse_resp(resp),
-            };
-            self.free.push(p.area);
-            self.completed.push((p.id, res));
-        }
-    }
 }
 
 fn parse_resp(resp: &[u8]) -> Result<(), Fail> {
@@ -245,118 +206,75 @@ fn parse_resp(resp: &[u8]) -> Result<(), Fail> {
 }
 
 impl Host {
-    /// Waits until `cond` yields: sleeping when the interrupt is connected,
+    /// Waits until `cond` holds: sleeping when the interrupt is connected,
     /// polling otherwise.
-    fn wait<T>(&self, cond: &mut impl FnMut() -> Option<T>) -> T {
+    fn wait(&self, cond: &mut dyn FnMut() -> bool) {
         if self.irq_on.load(Ordering::Acquire) {
-            self.wq.wait_until(cond)
+            self.wq.wait_until(|| cond().then_some(()))
         } else {
-            loop {
-                if let Some(v) = cond() {
-                    return v;
-                }
+            while !cond() {
                 core::hint::spin_loop();
             }
         }
     }
 
-    /// Queues one command with an optional data-in buffer and returns its
-    /// id; waits for a free slot when all are in use.
-    fn submit(
-        &self,
-        target: u16,
-        lun: u16,
-        cdb: &[u8],
-        buf: *mut u8,
-        len: usize,
-    ) -> Result<u64, Fail> {
-        self.wait(&mut || {
-            let mut g = self.inner.lock();
-            let inner = &mut *g;
-            inner.reap();
-            let area = inner.free.pop()?;
-            let id = inner.next_id;
-            let a = area_ptr(inner.areas, area);
-            // SAFETY: area `area` was free: no command in flight uses it, and
-            // it lies in the driver's DMA page.
-            let (req, resp) = unsafe {
-                core::ptr::write_bytes(a, 0, AREA);
-                (
-                    core::slice::from_raw_parts_mut(a, REQ_LEN),
-                    core::slice::from_raw_parts_mut(a.add(RESP_OFFSET), RESP_LEN),
-                )
-            };
-            req[0] = 1;
-            req[1] = target as u8;
-            req[2] = ((lun >> 8) as u8 & 0x3f) | 0x40;
-            req[3] = lun as u8;
-            req[8..16].copy_from_slice(&id.to_le_bytes());
-            // task_attr 0 = SIMPLE, prio 0, crn 0.
-            req[19..19 + cdb.len()].copy_from_slice(cdb);
-            let req: &[u8] = req;
-            // SAFETY: the header area stays reserved and `buf`/`len` (the
-            // caller's buffer) stays alive and untouched until the command is
-            // reaped: the caller waits in `complete` for it.
-            let added = unsafe {
-                if len == 0 {
-                    inner.req.add(&[req], &mut [resp])
-                } else {
-                    let data = core::slice::from_raw_parts_mut(buf, len);
-                    inner.req.add(&[req], &mut [resp, data])
-                }
-            };
-            match added {
-                Ok(token) => {
-                    inner.next_id += 1;
-                    let Some(slot) = inner.pending.get_mut(token as usize) else {
-                        return Some(Err(Fail::Queue));
-                    };
-                    *slot = Some(Pending { area, buf, len, id });
-                    if inner.req.should_notify() {
-                        inner.transport.notify(QUEUE_REQUEST);
-                    }
-                    Some(Ok(id))
-                }
-                Err(virtio_drivers::Error::QueueFull) => {
-                    inner.free.push(area);
-                    None
-                }
-                Err(e) => {
-                    inner.free.push(area);
-                    log::warn!("virtio-scsi {}: cannot queue a command: {e}", self.location);
-                    Some(Err(Fail::Queue))
-                }
-            }
-        })
-    }
-
-    /// Waits for command `id`.
-    fn complete(&self, id: u64) -> Result<(), Fail> {
-        let res = self.wait(&mut || {
-            let mut g = self.inner.lock();
-            g.reap();
-            let i = g.completed.iter().position(|(x, _)| *x == id)?;
-            Some(g.completed.swap_remove(i).1)
-        });
-        // Others may be waiting for a free slot.
+    /// Runs `cmds` (each a CDB with its data-in buffer, possibly empty) on
+    /// `target`/`lun`, all in flight at once (as many as the queue holds),
+    /// and returns each one's result.
+    fn run(&self, target: u16, lun: u16, cmds: &mut [(&[u8], &mut [u8])]) -> Vec<Result<(), Fail>> {
+        let mut mems: Vec<CmdMem> = cmds
+            .iter()
+            .map(|(cdb, _)| {
+                let mut m = CmdMem {
+                    req: [0; 64],
+                    resp: [0; RESP_LEN],
+                };
+                let req = &mut m.req;
+                req[0] = 1;
+                req[1] = target as u8;
+                req[2] = ((lun >> 8) as u8 & 0x3f) | 0x40;
+                req[3] = lun as u8;
+                let tag = self.next_tag.fetch_add(1, Ordering::Relaxed);
+                req[8..16].copy_from_slice(&tag.to_le_bytes());
+                // task_attr 0 = SIMPLE, prio 0, crn 0.
+                req[19..19 + cdb.len()].copy_from_slice(cdb);
+                m
+            })
+            .collect();
+        let mut lends: Vec<Lend<'_>> = mems
+            .iter_mut()
+            .zip(cmds.iter_mut())
+            .map(|(m, (_, data))| {
+                Lend::new()
+                    .reads(&m.req[..REQ_LEN])
+                    .writes(&mut m.resp)
+                    .writes(data)
+            })
+            .collect();
+        let posted = lend(&self.inner, &mut lends, &mut |c| self.wait(c));
+        drop(lends);
+        // Others may be waiting for room in the queue.
         self.wq.wake_all();
-        res
+        mems.iter()
+            .zip(posted)
+            .map(|(m, p)| match p {
+                Ok(_) => parse_resp(&m.resp),
+                Err(e) => {
+                    log::warn!("virtio-scsi {}: cannot queue a command: {e}", self.location);
+                    Err(Fail::Queue)
+                }
+            })
+            .collect()
     }
 
     /// Runs one command to completion, retrying a UNIT ATTENTION twice.
-    fn exec(
-        &self,
-        target: u16,
-        lun: u16,
-        cdb: &[u8],
-        buf: *mut u8,
-        len: usize,
-    ) -> Result<(), Fail> {
+    fn exec(&self, target: u16, lun: u16, cdb: &[u8], data: &mut [u8]) -> Result<(), Fail> {
         let mut tries = 0;
         loop {
             let res = self
-                .submit(target, lun, cdb, buf, len)
-                .and_then(|id| self.complete(id));
+                .run(target, lun, &mut [(cdb, &mut *data)])
+                .pop()
+                .unwrap_or(Err(Fail::Queue));
             match res {
                 Err(Fail::Status {
                     key: UNIT_ATTENTION,
@@ -396,62 +314,49 @@ fn read_cdb(lba: u64, count: u32) -> ([u8; 16], usize) {
 }
 
 impl ScsiDisk {
-    /// Submits reads of `buf` at `lba`, split at the host's transfer limit,
-    /// appending the ids to `ids`.
-    fn submit_read(&self, lba: u64, buf: &mut [u8], ids: &mut Vec<u64>) -> Result<(), Fail> {
+    /// Reads `reqs`, each split at the host's transfer limit, with every
+    /// command in flight at once; the first failure is the result.
+    fn read_cmds(&self, reqs: &mut [(u64, &mut [u8])]) -> Result<(), Fail> {
         let chunk = self.host.max_sectors as usize * SECTOR;
-        let mut lba = lba;
-        for part in buf.chunks_mut(chunk) {
-            let count = (part.len() / SECTOR) as u32;
-            let (cdb, n) = read_cdb(lba, count);
-            ids.push(self.host.submit(
-                self.target,
-                self.lun,
-                &cdb[..n],
-                part.as_mut_ptr(),
-                part.len(),
-            )?);
-            lba += u64::from(count);
+        let mut cdbs = Vec::new();
+        for (lba, buf) in reqs.iter() {
+            let mut lba = *lba;
+            for part in buf.chunks(chunk) {
+                let count = (part.len() / SECTOR) as u32;
+                cdbs.push(read_cdb(lba, count));
+                lba += u64::from(count);
+            }
         }
-        Ok(())
-    }
-
-    /// Waits for every id; the first failure is the result.
-    fn finish(&self, ids: Vec<u64>, first_err: Result<(), Fail>) -> Result<(), VfsError> {
-        let mut res = first_err;
-        for id in ids {
-            let r = self.host.complete(id);
+        let mut cmds: Vec<(&[u8], &mut [u8])> = cdbs
+            .iter()
+            .map(|(cdb, n)| &cdb[..*n])
+            .zip(reqs.iter_mut().flat_map(|(_, buf)| buf.chunks_mut(chunk)))
+            .collect();
+        let mut res = Ok(());
+        for r in self.host.run(self.target, self.lun, &mut cmds) {
             if res.is_ok() {
                 res = r;
             }
         }
-        res.map_err(|e| {
-            log::warn!("{}: read failed: {e}", self.location);
-            VfsError::EIO
-        })
+        res
     }
 
     fn read_all(&self, reqs: &mut [(u64, &mut [u8])]) -> Result<(), VfsError> {
         for (lba, buf) in reqs.iter() {
             block::check_range(self.sectors, *lba, buf.len())?;
         }
-        let mut ids = Vec::with_capacity(reqs.len());
-        let mut first = Ok(());
-        for (lba, buf) in reqs.iter_mut() {
-            if let Err(e) = self.submit_read(*lba, buf, &mut ids) {
-                first = Err(e);
-                break;
-            }
-        }
-        match self.finish(ids, first) {
+        let fail = |e: Fail| {
+            log::warn!("{}: read failed: {e}", self.location);
+            VfsError::EIO
+        };
+        match self.read_cmds(reqs) {
             Ok(()) => Ok(()),
-            Err(_) => {
-                // One more try, command by command: a unit attention (a
+            Err(e) => {
+                fail(e);
+                // One more try, request by request: a unit attention (a
                 // capacity change, a reset) fails every command in flight.
-                for (lba, buf) in reqs.iter_mut() {
-                    let mut ids = Vec::new();
-                    let r = self.submit_read(*lba, buf, &mut ids);
-                    self.finish(ids, r)?;
+                for r in reqs.iter_mut() {
+                    self.read_cmds(core::slice::from_mut(r)).map_err(fail)?;
                 }
                 Ok(())
             }
@@ -488,39 +393,13 @@ fn irq_handler<const N: usize>(_frame: &mut TrapFrame) {
 
 const HANDLERS: [crate::trap::IrqHandler; MAX_HOSTS] = [irq_handler::<0>, irq_handler::<1>];
 
-/// A DMA page for small command data (INQUIRY, READ CAPACITY).
-struct Scratch(u64);
-
-impl Scratch {
-    fn new() -> Option<Scratch> {
-        crate::mm::alloc_dma(1).ok().map(Scratch)
-    }
-    /// The page, zeroed (so a short transfer leaves no stale bytes).
-    fn ptr(&self) -> *mut u8 {
-        // SAFETY: the page is this value's own DMA frame, identity mapped;
-        // no command using it is in flight.
-        unsafe { core::ptr::write_bytes(self.0 as *mut u8, 0, crate::mm::PAGE as usize) };
-        self.0 as *mut u8
-    }
-    fn bytes(&self, len: usize) -> &[u8] {
-        // SAFETY: the page is this value's own DMA frame, identity mapped;
-        // no command using it is in flight when it is read.
-        unsafe { core::slice::from_raw_parts(self.0 as *const u8, len) }
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        crate::mm::free_dma(self.0, 1);
-    }
-}
-
 /// Scans one target (LUN 0): `Some(sectors)` for a direct-access disk with
 /// 512-byte blocks.
-fn probe(host: &Host, target: u16, scratch: &Scratch) -> Option<u64> {
+fn probe(host: &Host, target: u16) -> Option<u64> {
     let lun = 0;
+    let mut scratch = [0u8; 36];
     let inquiry = [0x12, 0, 0, 0, 36, 0];
-    match host.exec(target, lun, &inquiry, scratch.ptr(), 36) {
+    match host.exec(target, lun, &inquiry, &mut scratch[..36]) {
         Ok(()) => {}
         Err(Fail::Short(resid)) if resid <= 36 - 5 => {}
         Err(Fail::Response(BAD_TARGET)) => return None,
@@ -532,7 +411,7 @@ fn probe(host: &Host, target: u16, scratch: &Scratch) -> Option<u64> {
             return None;
         }
     }
-    let id = scratch.bytes(36);
+    let id = &scratch[..36];
     let (qualifier, kind) = (id[0] >> 5, id[0] & 0x1f);
     let vendor = core::str::from_utf8(&id[8..16]).unwrap_or("?").trim();
     let product = core::str::from_utf8(&id[16..32]).unwrap_or("?").trim();
@@ -544,16 +423,17 @@ fn probe(host: &Host, target: u16, scratch: &Scratch) -> Option<u64> {
         return None;
     }
     // Clear the unit attention a reset leaves (exec retries it).
-    let _ = host.exec(target, lun, &[0u8; 6], core::ptr::null_mut(), 0);
+    let _ = host.exec(target, lun, &[0u8; 6], &mut []);
     let rc10 = [0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-    if let Err(e) = host.exec(target, lun, &rc10, scratch.ptr(), 8) {
+    let mut cap = [0u8; 32];
+    if let Err(e) = host.exec(target, lun, &rc10, &mut cap[..8]) {
         log::warn!(
             "virtio-scsi {} target {target}: READ CAPACITY(10): {e}",
             host.location
         );
         return None;
     }
-    let d = scratch.bytes(8);
+    let d = &cap[..8];
     let mut last = u64::from(u32::from_be_bytes([d[0], d[1], d[2], d[3]]));
     let mut bs = u32::from_be_bytes([d[4], d[5], d[6], d[7]]);
     if last == u64::from(u32::MAX) {
@@ -561,14 +441,14 @@ fn probe(host: &Host, target: u16, scratch: &Scratch) -> Option<u64> {
         rc16[0] = 0x9e;
         rc16[1] = 0x10;
         rc16[13] = 32;
-        if let Err(e) = host.exec(target, lun, &rc16, scratch.ptr(), 32) {
+        if let Err(e) = host.exec(target, lun, &rc16, &mut cap) {
             log::warn!(
                 "virtio-scsi {} target {target}: READ CAPACITY(16): {e}",
                 host.location
             );
             return None;
         }
-        let d = scratch.bytes(12);
+        let d = &cap[..12];
         last = u64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]]);
         bs = u32::from_be_bytes([d[8], d[9], d[10], d[11]]);
     }
@@ -601,7 +481,7 @@ fn init_one(found: Found) {
     let queues = (|| {
         let control = VirtQueue::new(&mut transport, QUEUE_CONTROL, false, false)?;
         let event = VirtQueue::new(&mut transport, QUEUE_EVENT, false, false)?;
-        let req = VirtQueue::new(&mut transport, QUEUE_REQUEST, false, false)?;
+        let req = LendingQueue::new(&mut transport, QUEUE_REQUEST, false, false)?;
         Ok::<_, virtio_drivers::Error>((control, event, req))
     })();
     let (control, event, req) = match queues {
@@ -611,10 +491,6 @@ fn init_one(found: Found) {
             return;
         }
     };
-    let Ok(areas) = crate::mm::alloc_dma(((SLOTS * AREA) as u64).div_ceil(crate::mm::PAGE)) else {
-        log::warn!("virtio-scsi at {location}: no memory");
-        return;
-    };
     transport.finish_init();
     let host: &'static Host = Box::leak(Box::new(Host {
         inner: IrqMutex::new(Inner {
@@ -622,11 +498,6 @@ fn init_one(found: Found) {
             _control: control,
             _event: event,
             req,
-            areas,
-            free: (0..SLOTS).rev().collect(),
-            pending: [const { None }; QUEUE_SIZE],
-            completed: Vec::with_capacity(SLOTS),
-            next_id: 0,
         }),
         wq: WaitQueue::new(),
         irq_on: AtomicBool::new(false),
@@ -638,6 +509,7 @@ fn init_one(found: Found) {
         },
         location,
         interrupts: AtomicU64::new(0),
+        next_tag: AtomicU64::new(0),
     }));
     HOSTS.lock().push(host);
     match super::connect_irq(irq, HANDLERS[index]) {
@@ -650,11 +522,8 @@ fn init_one(found: Found) {
             host.location
         ),
     }
-    let Some(scratch) = Scratch::new() else {
-        return;
-    };
     for target in 0..=max_target.min(MAX_TARGET) {
-        let Some(sectors) = probe(host, target, &scratch) else {
+        let Some(sectors) = probe(host, target) else {
             continue;
         };
         let disk: &'static ScsiDisk = Box::leak(Box::new(ScsiDisk {

@@ -15,8 +15,16 @@
 //! `head_len` bytes) followed by up to [`MAX_FRAGMENTS`] fragments, each a
 //! byte range of a buffer the chain owns (for example pinned page-cache pages
 //! for a scatter-gather transmit); the device reads them in order.
+//!
+//! Block requests, whose data is the blocked caller's own memory (a
+//! page-cache frame filled in place), go through [`lend`] on a
+//! [`LendingQueue`] instead: it posts borrowed buffers and cannot return
+//! before the device has given them back.
 
 use alloc::vec::Vec;
+
+mod lend;
+pub use lend::{Lend, LendingDevice, LendingQueue, MAX_LENT, lend};
 
 use virtio_drivers::queue::VirtQueue;
 use virtio_drivers::transport::Transport;
