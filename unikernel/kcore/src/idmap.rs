@@ -13,6 +13,7 @@ use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
 /// A map from `u64` keys to `V`, ordered by key (see the module docs).
+#[derive(Clone)]
 pub struct IdMap<V> {
     /// Key to slot index in `slots`.
     index: BTreeMap<u64, u64>,
@@ -20,6 +21,12 @@ pub struct IdMap<V> {
     slots: Vec<Option<(u64, V)>>,
     /// Free slot indices, reused before the slab grows.
     free: Vec<u64>,
+}
+
+impl<V: core::fmt::Debug> core::fmt::Debug for IdMap<V> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
 }
 
 impl<V> Default for IdMap<V> {
