@@ -370,7 +370,7 @@ pub struct NetStack {
     udp_ports: HashMap<u16, SocketId>,
     next_tcp_port: u16,
     next_udp_port: u16,
-    timers: BTreeSet<(u64, u32)>,
+    timers: BTreeSet<(u64, u64)>,
     dirty: Vec<SocketId>,
     control: SocketSet<'static>,
     control_dirty: bool,
@@ -774,7 +774,7 @@ impl NetStack {
             return;
         };
         if let Some(t) = e.poll_at {
-            self.timers.remove(&(t, id.0));
+            self.timers.remove(&(t, u64::from(id.0)));
         }
         if !self.send_blocked.is_empty() {
             self.send_blocked.retain(|&x| x != id);
@@ -813,11 +813,11 @@ impl NetStack {
             return;
         }
         if let Some(t) = e.poll_at {
-            self.timers.remove(&(t, id.0));
+            self.timers.remove(&(t, u64::from(id.0)));
         }
         e.poll_at = at;
         if let Some(t) = at {
-            self.timers.insert((t, id.0));
+            self.timers.insert((t, u64::from(id.0)));
         }
     }
 
@@ -918,6 +918,7 @@ impl NetStack {
                 break;
             }
             self.timers.pop_first();
+            let raw = raw as u32;
             if let Some(Some(e)) = self.slots.get_mut(raw as usize) {
                 e.poll_at = None;
             }

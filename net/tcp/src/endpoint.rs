@@ -35,6 +35,20 @@ impl ConnId {
     pub fn index(self) -> u32 {
         self.index
     }
+
+    /// The id as one `u64` (index, then generation: the same order), the
+    /// timer set's key. One `BTreeSet<(u64, u64)>` instance serves this
+    /// engine and the rest of the stack, which keeps the image smaller.
+    fn pack(self) -> u64 {
+        (u64::from(self.index) << 32) | u64::from(self.generation)
+    }
+
+    fn unpack(v: u64) -> Self {
+        Self {
+            index: (v >> 32) as u32,
+            generation: v as u32,
+        }
+    }
 }
 
 /// A connection on the heap, allocated fallibly: a one-element boxed array
@@ -193,7 +207,7 @@ pub struct Endpoint<P> {
     by_tuple: HashMap<FourTuple, ConnId, KeyedState>,
     listeners: HashMap<u16, Listener, KeyedState>,
     timewait: TimeWaitTable,
-    timers: BTreeSet<(u64, ConnId)>,
+    timers: BTreeSet<(u64, u64)>,
     out: Vec<Segment<P>>,
     events: Vec<Event>,
     ports: EphemeralPorts,
@@ -511,7 +525,7 @@ impl<P: Payload> Endpoint<P> {
         self.slots.capacity() * size_of::<Entry<P>>()
             + self.free.capacity() * 4
             + self.by_tuple.capacity() * (size_of::<(FourTuple, ConnId)>() + 1)
-            + self.timers.len() * (size_of::<(u64, ConnId)>() + 8)
+            + self.timers.len() * (size_of::<(u64, u64)>() + 8)
             + self.timewait.memory_bytes()
     }
 
@@ -760,6 +774,7 @@ impl<P: Payload> Endpoint<P> {
                 break;
             }
             self.timers.pop_first();
+            let id = ConnId::unpack(id);
             if let Ok(c) = self.live(id) {
                 c.timer_key = None;
                 c.on_timer(now);
@@ -953,7 +968,7 @@ impl<P: Payload> Endpoint<P> {
         match state {
             State::TimeWait | State::Closed if !keep => {
                 if let Some(k) = old_key {
-                    self.timers.remove(&(k, id));
+                    self.timers.remove(&(k, id.pack()));
                 }
                 if state == State::TimeWait {
                     let rec = TimeWaitRecord {
@@ -982,10 +997,10 @@ impl<P: Payload> Endpoint<P> {
                 if new_key != old_key {
                     c.timer_key = new_key;
                     if let Some(k) = old_key {
-                        self.timers.remove(&(k, id));
+                        self.timers.remove(&(k, id.pack()));
                     }
                     if let Some(k) = new_key {
-                        self.timers.insert((k, id));
+                        self.timers.insert((k, id.pack()));
                     }
                 }
             }
