@@ -4,19 +4,21 @@
 //! A `BTreeMap<u64, V>` compiles the whole B-tree (insert, split, merge,
 //! steal, search) once for every `V`: about 4.5 KiB of code each. The
 //! kernel keeps many small maps keyed by ids and addresses; an `IdMap<V>`
-//! keeps its keys in one `BTreeMap<u64, u64>` (key to slot, the same
-//! instance for every `V`) and its values in a slab `Vec`, whose code is
-//! small. Lookups by key, ordered iteration and "greatest key at or below"
-//! cost the same as the B-tree's plus one slab index.
+//! keeps its keys in one `BTreeSet<(u64, u64)>` of (key, slot) pairs (the
+//! same instance for every `V`, and the one the timer queues use) and its
+//! values in a slab `Vec`, whose code is small. Lookups by key (one descent
+//! to the first pair at or above `(key, 0)`), ordered iteration and
+//! "greatest key at or below" cost the same as the B-tree's plus one slab
+//! index.
 
-use alloc::collections::BTreeMap;
+use alloc::collections::BTreeSet;
 use alloc::vec::Vec;
 
 /// A map from `u64` keys to `V`, ordered by key (see the module docs).
 #[derive(Clone)]
 pub struct IdMap<V> {
-    /// Key to slot index in `slots`.
-    index: BTreeMap<u64, u64>,
+    /// (key, slot index in `slots`), one pair per key.
+    index: BTreeSet<(u64, u64)>,
     /// The values with their keys; `None` slots are free (listed in `free`).
     slots: Vec<Option<(u64, V)>>,
     /// Free slot indices, reused before the slab grows.
@@ -39,7 +41,7 @@ impl<V> IdMap<V> {
     /// An empty map; allocates nothing.
     pub const fn new() -> Self {
         Self {
-            index: BTreeMap::new(),
+            index: BTreeSet::new(),
             slots: Vec::new(),
             free: Vec::new(),
         }
@@ -56,7 +58,10 @@ impl<V> IdMap<V> {
     }
 
     fn slot(&self, key: u64) -> Option<usize> {
-        self.index.get(&key).map(|&s| s as usize)
+        match self.index.range((key, 0)..).next() {
+            Some(&(k, s)) if k == key => Some(s as usize),
+            _ => None,
+        }
     }
 
     /// The value of `key`.
@@ -73,7 +78,7 @@ impl<V> IdMap<V> {
 
     /// True when `key` has a value.
     pub fn contains_key(&self, key: u64) -> bool {
-        self.index.contains_key(&key)
+        self.slot(key).is_some()
     }
 
     /// Sets the value of `key`, returning the one it replaced.
@@ -99,7 +104,7 @@ impl<V> IdMap<V> {
                 self.slots.len() - 1
             }
         };
-        self.index.insert(key, s as u64);
+        self.index.insert((key, s as u64));
         s
     }
 
@@ -117,7 +122,8 @@ impl<V> IdMap<V> {
 
     /// Removes `key`, returning its value.
     pub fn remove(&mut self, key: u64) -> Option<V> {
-        let s = self.index.remove(&key)?;
+        let s = self.slot(key)? as u64;
+        self.index.remove(&(key, s));
         let taken = self.slots[s as usize].take().map(|(_, v)| v);
         if s as usize + 1 == self.slots.len() {
             self.slots.pop();
@@ -133,7 +139,7 @@ impl<V> IdMap<V> {
 
     /// The entry with the greatest key at or below `key`.
     pub fn last_at_or_below(&self, key: u64) -> Option<(u64, &V)> {
-        let (_, &s) = self.index.range(..=key).next_back()?;
+        let &(_, s) = self.index.range(..=(key, u64::MAX)).next_back()?;
         self.slots[s as usize].as_ref().map(|(k, v)| (*k, v))
     }
 
@@ -141,7 +147,7 @@ impl<V> IdMap<V> {
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = (u64, &V)> + '_ {
         self.index
             .iter()
-            .filter_map(|(_, &s)| self.slots[s as usize].as_ref().map(|(k, v)| (*k, v)))
+            .filter_map(|&(_, s)| self.slots[s as usize].as_ref().map(|(k, v)| (*k, v)))
     }
 
     /// The entries, mutably, in no particular order (slab order).

@@ -15,7 +15,7 @@
 //! on every write that makes it readable and every read that makes it
 //! writable.
 
-use alloc::collections::{BTreeMap, VecDeque};
+use alloc::collections::VecDeque;
 use alloc::sync::{Arc, Weak};
 use alloc::vec::Vec;
 use core::any::Any;
@@ -113,7 +113,7 @@ fn notify(key: u64, events: u32) {
 }
 
 /// Arrival counters of watched sockets, as last seen (see [`notify_socket`]).
-static SOCKET_GEN: IrqMutex<BTreeMap<u64, u64>> = IrqMutex::new(BTreeMap::new());
+static SOCKET_GEN: IrqMutex<IdMap<u64>> = IrqMutex::new(IdMap::new());
 
 /// Called by the network layer for each socket whose readiness may have
 /// changed, with its current readiness and arrival counter. New events are
@@ -144,7 +144,7 @@ pub(crate) fn notify_socket(id: SocketId, events: u32, rx_gen: u64) {
 /// every epoll set that watched it.
 fn forget_source(key: u64) {
     let state = SOURCES.lock().remove(key);
-    SOCKET_GEN.lock().remove(&key);
+    SOCKET_GEN.lock().remove(key);
     let Some(state) = state else { return };
     for o in state.observers() {
         let inst = INSTANCES.lock().get(o.instance).and_then(Weak::upgrade);
