@@ -37,9 +37,10 @@ impl ConnId {
     }
 
     /// The id as one `u64` (index, then generation: the same order), the
-    /// timer set's key. One `BTreeSet<(u64, u64)>` instance serves this
-    /// engine and the rest of the stack, which keeps the image smaller.
-    fn pack(self) -> u64 {
+    /// timer set's key and the network stack's hash key. Collections of
+    /// `u64` keys share their code with the rest of the kernel, which keeps
+    /// the image smaller.
+    pub fn as_u64(self) -> u64 {
         (u64::from(self.index) << 32) | u64::from(self.generation)
     }
 
@@ -968,7 +969,7 @@ impl<P: Payload> Endpoint<P> {
         match state {
             State::TimeWait | State::Closed if !keep => {
                 if let Some(k) = old_key {
-                    self.timers.remove(&(k, id.pack()));
+                    self.timers.remove(&(k, id.as_u64()));
                 }
                 if state == State::TimeWait {
                     let rec = TimeWaitRecord {
@@ -997,10 +998,10 @@ impl<P: Payload> Endpoint<P> {
                 if new_key != old_key {
                     c.timer_key = new_key;
                     if let Some(k) = old_key {
-                        self.timers.remove(&(k, id.pack()));
+                        self.timers.remove(&(k, id.as_u64()));
                     }
                     if let Some(k) = new_key {
-                        self.timers.insert((k, id.pack()));
+                        self.timers.insert((k, id.as_u64()));
                     }
                 }
             }
