@@ -880,7 +880,7 @@ impl Server {
             && let Ok(mut names) = fs::read_dir(&fs_path(&self.cfg.root, &path))
         {
             // Names in a directory are unique: an unstable sort is exact.
-            names.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            uk_http::sort::heapsort_by(&mut names, |a, b| a.0.cmp(&b.0));
             let entries: Vec<ListingEntry> = names
                 .into_iter()
                 .map(|(name, kind)| ListingEntry {
