@@ -364,13 +364,13 @@ pub struct NetStack {
     free: Vec<u32>,
     tcp: Endpoint<TcpPayload>,
     /// Connections the application holds, by engine handle and by 4-tuple.
-    tcp_by_conn: HashMap<ConnId, SocketId>,
+    tcp_by_conn: HashMap<u64, SocketId>,
     tcp_by_key: HashMap<FourTuple, SocketId>,
-    tcp_listeners: HashMap<u16, SocketId>,
-    udp_ports: HashMap<u16, SocketId>,
+    tcp_listeners: HashMap<u64, SocketId>,
+    udp_ports: HashMap<u64, SocketId>,
     next_tcp_port: u16,
     next_udp_port: u16,
-    timers: BTreeSet<(u64, u32)>,
+    timers: BTreeSet<(u64, u64)>,
     dirty: Vec<SocketId>,
     control: SocketSet<'static>,
     control_dirty: bool,
@@ -389,7 +389,7 @@ pub struct NetStack {
     scratch: Vec<u8>,
     /// IPv4 → MAC of on-link neighbours (our own table: smoltcp's cache is
     /// private to its interface).
-    neighbors: HashMap<Ipv4Addr, EthernetAddress>,
+    neighbors: HashMap<Ipv4Addr, u64>,
     neighbor_order: VecDeque<Ipv4Addr>,
     /// ARP requests sent (next hop → when), rate-limited per address.
     arp_asked: HashMap<Ipv4Addr, u64>,
@@ -774,23 +774,23 @@ impl NetStack {
             return;
         };
         if let Some(t) = e.poll_at {
-            self.timers.remove(&(t, id.0));
+            self.timers.remove(&(t, u64::from(id.0)));
         }
         if !self.send_blocked.is_empty() {
             self.send_blocked.retain(|&x| x != id);
         }
         match e.kind {
             Kind::Tcp(t) => {
-                self.tcp_by_conn.remove(&t.conn);
+                self.tcp_by_conn.remove(&t.conn.as_u64());
                 if self.tcp_by_key.get(&t.key) == Some(&id) {
                     self.tcp_by_key.remove(&t.key);
                 }
             }
             Kind::Listener(l) => {
-                self.tcp_listeners.remove(&l.port);
+                self.tcp_listeners.remove(&u64::from(l.port));
             }
             Kind::Udp { port, .. } => {
-                self.udp_ports.remove(&port);
+                self.udp_ports.remove(&u64::from(port));
             }
         }
         self.free.push(id.0);
@@ -813,11 +813,11 @@ impl NetStack {
             return;
         }
         if let Some(t) = e.poll_at {
-            self.timers.remove(&(t, id.0));
+            self.timers.remove(&(t, u64::from(id.0)));
         }
         e.poll_at = at;
         if let Some(t) = at {
-            self.timers.insert((t, id.0));
+            self.timers.insert((t, u64::from(id.0)));
         }
     }
 
@@ -918,6 +918,7 @@ impl NetStack {
                 break;
             }
             self.timers.pop_first();
+            let raw = raw as u32;
             if let Some(Some(e)) = self.slots.get_mut(raw as usize) {
                 e.poll_at = None;
             }
@@ -1000,7 +1001,7 @@ impl NetStack {
             Class::Udp { dst_port } => {
                 if dst_port == DHCP_CLIENT_PORT && self.dhcp.is_some() {
                     self.feed_control(nic, frame, now);
-                } else if let Some(&id) = self.udp_ports.get(&dst_port) {
+                } else if let Some(&id) = self.udp_ports.get(&u64::from(dst_port)) {
                     self.feed_udp(nic, id, frame, now);
                 } else if us.addr.is_none() {
                     self.counters.rx_dropped.count(DropReason::NotForUs);
@@ -1049,7 +1050,7 @@ impl NetStack {
         if let Some(id) = sid {
             self.rx_touched.push(id);
         }
-        let target = sid.or_else(|| self.tcp_listeners.get(&key.local_port).copied());
+        let target = sid.or_else(|| self.tcp_listeners.get(&u64::from(key.local_port)).copied());
         if let Some(id) = target
             && let Ok(e) = self.entry_mut(id)
         {
@@ -1180,7 +1181,7 @@ impl NetStack {
         if !mac.is_unicast() || ip.is_unspecified() {
             return;
         }
-        if self.neighbors.insert(ip, mac).is_none() {
+        if self.neighbors.insert(ip, mac_to_u64(mac)).is_none() {
             self.neighbor_order.push_back(ip);
             while self.neighbor_order.len() > MAX_NEIGHBORS {
                 if let Some(old) = self.neighbor_order.pop_front() {
@@ -1260,7 +1261,7 @@ impl NetStack {
         }
         self.segs = segs;
         while let Some(p) = self.txq.pop_front() {
-            let Some(&mac) = self.neighbors.get(&p.next_hop) else {
+            let Some(mac) = self.neighbors.get(&p.next_hop).map(|&m| mac_from_u64(m)) else {
                 let hop = p.next_hop;
                 if self.arp_pending.len() >= MAX_ARP_PENDING {
                     // The oldest waits longest for an answer that may never
@@ -1354,8 +1355,8 @@ impl NetStack {
         for ev in events.drain(..) {
             self.stats.socket_visits += 1;
             let id = match ev {
-                Event::Conn(c) => self.tcp_by_conn.get(&c).copied(),
-                Event::Accept(port) => self.tcp_listeners.get(&port).copied(),
+                Event::Conn(c) => self.tcp_by_conn.get(&c.as_u64()).copied(),
+                Event::Accept(port) => self.tcp_listeners.get(&u64::from(port)).copied(),
             };
             if let Some(id) = id {
                 changed.push(id);
@@ -1485,7 +1486,7 @@ impl NetStack {
         } else {
             port
         };
-        if self.tcp_listeners.contains_key(&port) {
+        if self.tcp_listeners.contains_key(&u64::from(port)) {
             return Err(NetError::AddrInUse);
         }
         let backlog = if backlog == 0 {
@@ -1501,7 +1502,7 @@ impl NetStack {
             )
             .map_err(net_error)?;
         let id = self.alloc(Self::new_entry(Kind::Listener(Listener { port, opts })));
-        self.tcp_listeners.insert(port, id);
+        self.tcp_listeners.insert(u64::from(port), id);
         Ok(id)
     }
 
@@ -1509,7 +1510,7 @@ impl NetStack {
         for _ in 0..=(u16::MAX - EPHEMERAL_FIRST) {
             let p = self.next_tcp_port;
             self.next_tcp_port = p.checked_add(1).unwrap_or(EPHEMERAL_FIRST);
-            if !self.tcp_listeners.contains_key(&p) {
+            if !self.tcp_listeners.contains_key(&u64::from(p)) {
                 return Ok(p);
             }
         }
@@ -1618,7 +1619,7 @@ impl NetStack {
             shut_wr: false,
             error_taken: false,
         })));
-        self.tcp_by_conn.insert(conn, id);
+        self.tcp_by_conn.insert(conn.as_u64(), id);
         self.tcp_by_key.insert(key, id);
         id
     }
@@ -1826,7 +1827,7 @@ impl NetStack {
             for _ in 0..=(u16::MAX - EPHEMERAL_FIRST) {
                 let p = self.next_udp_port;
                 self.next_udp_port = p.checked_add(1).unwrap_or(EPHEMERAL_FIRST);
-                if !self.udp_ports.contains_key(&p) {
+                if !self.udp_ports.contains_key(&u64::from(p)) {
                     found = Some(p);
                     break;
                 }
@@ -1835,7 +1836,9 @@ impl NetStack {
         } else {
             port
         };
-        if self.udp_ports.contains_key(&port) || (port == DHCP_CLIENT_PORT && self.dhcp.is_some()) {
+        if self.udp_ports.contains_key(&u64::from(port))
+            || (port == DHCP_CLIENT_PORT && self.dhcp.is_some())
+        {
             return Err(NetError::AddrInUse);
         }
         let o = &self.opts;
@@ -1858,7 +1861,7 @@ impl NetStack {
             set,
             handle: h,
         }));
-        self.udp_ports.insert(port, id);
+        self.udp_ports.insert(u64::from(port), id);
         Ok(id)
     }
 
@@ -2059,4 +2062,17 @@ fn write_frame(
         copies.copy(Stage::SocketToDevice, &mut buf[at..at + b.len()], b);
         at += b.len();
     }
+}
+
+/// A MAC address as the low 48 bits of a `u64`: the neighbour table then
+/// shares its hash table code with `arp_asked` (one instance, smaller image).
+fn mac_to_u64(mac: EthernetAddress) -> u64 {
+    let mut b = [0u8; 8];
+    b[..6].copy_from_slice(&mac.0);
+    u64::from_le_bytes(b)
+}
+
+fn mac_from_u64(v: u64) -> EthernetAddress {
+    let b = v.to_le_bytes();
+    EthernetAddress([b[0], b[1], b[2], b[3], b[4], b[5]])
 }

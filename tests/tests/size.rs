@@ -4,7 +4,6 @@
 use uk_cli::elf::{HTTPD_MAX_STRIPPED, stripped_size};
 
 #[test]
-#[ignore = "over the limit: 600,480 bytes stripped after the zero-copy merge (issue 12); run with --ignored"]
 fn httpd_image_is_at_most_512_kib_stripped() {
     let image = uk_tests::image("httpd");
     let size = stripped_size(&image).expect("measure the image");

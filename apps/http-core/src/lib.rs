@@ -34,6 +34,7 @@ mod parse;
 mod path;
 mod precond;
 mod response;
+pub mod sort;
 
 pub use date::{MAX_HTTP_DATE, format_http_date, parse_http_date};
 pub use encoding::{Encoding, choose_encoding};

@@ -222,7 +222,7 @@ pub fn parse_range(header: &str, len: u64, max_ranges: usize) -> RangeOutcome {
     if ranges.is_empty() {
         return RangeOutcome::Unsatisfiable;
     }
-    ranges.sort_unstable_by_key(|r| r.first);
+    crate::sort::heapsort_by(&mut ranges, |a, b| a.first.cmp(&b.first));
     let mut merged: Vec<ByteRange> = Vec::with_capacity(ranges.len());
     for r in ranges {
         match merged.last_mut() {

@@ -879,7 +879,8 @@ impl Server {
             && path.as_str().ends_with('/')
             && let Ok(mut names) = fs::read_dir(&fs_path(&self.cfg.root, &path))
         {
-            names.sort_by(|a, b| a.0.cmp(&b.0));
+            // Names in a directory are unique: an unstable sort is exact.
+            uk_http::sort::heapsort_by(&mut names, |a, b| a.0.cmp(&b.0));
             let entries: Vec<ListingEntry> = names
                 .into_iter()
                 .map(|(name, kind)| ListingEntry {

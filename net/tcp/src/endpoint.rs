@@ -36,6 +36,14 @@ impl ConnId {
     pub fn index(self) -> u32 {
         self.index
     }
+
+    /// The id as one `u64` (index, then generation: the same order), the
+    /// network stack's hash key. Collections of
+    /// `u64` keys share their code with the rest of the kernel, which keeps
+    /// the image smaller.
+    pub fn as_u64(self) -> u64 {
+        (u64::from(self.index) << 32) | u64::from(self.generation)
+    }
 }
 
 /// A connection on the heap, allocated fallibly: a one-element boxed array

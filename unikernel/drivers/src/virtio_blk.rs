@@ -42,8 +42,9 @@ pub const SECTOR: usize = 512;
 /// Most disks the driver handles (one interrupt handler each).
 pub const MAX_DISKS: usize = 4;
 /// Slots for requests in flight (the virtqueue's size; with indirect
-/// descriptors one request takes one slot).
-const SLOTS: usize = 16;
+/// descriptors one request takes one slot). The same size as virtio-scsi's
+/// request queue, so that both share one copy of the lending queue's code.
+const SLOTS: usize = 64;
 /// The request queue.
 const QUEUE: u16 = 0;
 

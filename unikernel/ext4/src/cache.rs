@@ -8,10 +8,10 @@
 //! the second insert keeps the first copy).
 
 use alloc::boxed::Box;
-use alloc::collections::BTreeMap;
 use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
+use uk_core::idmap::IdMap;
 
 /// One page, page aligned: a block of up to 4 KiB read into it never
 /// straddles a page, so a DMA-capable reader can target it in place.
@@ -70,7 +70,7 @@ pub struct CacheStats {
 }
 
 pub(crate) struct BlockCache {
-    map: BTreeMap<u64, (Arc<BlockBuf>, u64)>,
+    map: IdMap<(Arc<BlockBuf>, u64)>,
     tick: u64,
     capacity: usize,
     pub(crate) stats: CacheStats,
@@ -79,7 +79,7 @@ pub(crate) struct BlockCache {
 impl BlockCache {
     pub(crate) fn new(capacity: usize) -> Self {
         Self {
-            map: BTreeMap::new(),
+            map: IdMap::new(),
             tick: 0,
             capacity: capacity.max(1),
             stats: CacheStats::default(),
@@ -89,7 +89,7 @@ impl BlockCache {
     pub(crate) fn get(&mut self, block: u64) -> Option<Arc<BlockBuf>> {
         self.tick += 1;
         let tick = self.tick;
-        match self.map.get_mut(&block) {
+        match self.map.get_mut(block) {
             Some((buf, stamp)) => {
                 *stamp = tick;
                 self.stats.hits += 1;
@@ -107,16 +107,16 @@ impl BlockCache {
     pub(crate) fn insert(&mut self, block: u64, buf: Arc<BlockBuf>) -> Arc<BlockBuf> {
         self.tick += 1;
         let tick = self.tick;
-        if let Some((old, stamp)) = self.map.get_mut(&block) {
+        if let Some((old, stamp)) = self.map.get_mut(block) {
             *stamp = tick;
             return old.clone();
         }
         while self.map.len() >= self.capacity {
             // O(capacity), on misses only: the cache is small.
-            let Some((&victim, _)) = self.map.iter().min_by_key(|(_, (_, s))| *s) else {
+            let Some((victim, _)) = self.map.iter().min_by_key(|(_, (_, s))| *s) else {
                 break;
             };
-            self.map.remove(&victim);
+            self.map.remove(victim);
             self.stats.evictions += 1;
         }
         self.map.insert(block, (buf.clone(), tick));

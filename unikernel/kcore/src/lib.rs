@@ -31,6 +31,7 @@ pub mod acpi;
 pub mod cmdline;
 pub mod copy;
 pub mod frame;
+pub mod idmap;
 pub mod kbd;
 pub mod multiboot2;
 pub mod partition;

@@ -15,13 +15,14 @@
 //! on every write that makes it readable and every read that makes it
 //! writable.
 
-use alloc::collections::{BTreeMap, VecDeque};
+use alloc::collections::VecDeque;
 use alloc::sync::{Arc, Weak};
 use alloc::vec::Vec;
 use core::any::Any;
 use core::net::SocketAddrV4;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use uk_core::idmap::IdMap;
 use uk_net::SocketId;
 use uk_readiness::{EpollInstance, Events, SourceState};
 use uk_vfs::{FileKind, FileOps, OpenFlags, PollEvents, Stat};
@@ -82,11 +83,11 @@ const KIND_EPOLL: u64 = 3 << 56;
 const KIND_MASK: u64 = 0xff << 56;
 
 /// Observers of each source, by source key.
-static SOURCES: IrqMutex<BTreeMap<u64, SourceState>> = IrqMutex::new(BTreeMap::new());
+static SOURCES: IrqMutex<IdMap<SourceState>> = IrqMutex::new(IdMap::new());
 /// Live epoll instances, by id.
-static INSTANCES: IrqMutex<BTreeMap<u64, Weak<EpollFile>>> = IrqMutex::new(BTreeMap::new());
+static INSTANCES: IrqMutex<IdMap<Weak<EpollFile>>> = IrqMutex::new(IdMap::new());
 /// Live eventfds, by key.
-static EVENTFDS: IrqMutex<BTreeMap<u64, Weak<EventFd>>> = IrqMutex::new(BTreeMap::new());
+static EVENTFDS: IrqMutex<IdMap<Weak<EventFd>>> = IrqMutex::new(IdMap::new());
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 fn socket_key(id: SocketId) -> u64 {
@@ -95,12 +96,12 @@ fn socket_key(id: SocketId) -> u64 {
 
 /// Delivers `events` of source `key` to every epoll instance watching it.
 fn notify(key: u64, events: u32) {
-    let observers: Vec<_> = match SOURCES.lock().get(&key) {
+    let observers: Vec<_> = match SOURCES.lock().get(key) {
         Some(s) => s.observers().to_vec(),
         None => return,
     };
     for o in observers {
-        let inst = INSTANCES.lock().get(&o.instance).and_then(Weak::upgrade);
+        let inst = INSTANCES.lock().get(o.instance).and_then(Weak::upgrade);
         if let Some(ep) = inst {
             let queued = ep.inner.lock().notify(o.key, o.fd, Events(events));
             if queued {
@@ -112,7 +113,7 @@ fn notify(key: u64, events: u32) {
 }
 
 /// Arrival counters of watched sockets, as last seen (see [`notify_socket`]).
-static SOCKET_GEN: IrqMutex<BTreeMap<u64, u64>> = IrqMutex::new(BTreeMap::new());
+static SOCKET_GEN: IrqMutex<IdMap<u64>> = IrqMutex::new(IdMap::new());
 
 /// Called by the network layer for each socket whose readiness may have
 /// changed, with its current readiness and arrival counter. New events are
@@ -123,7 +124,7 @@ pub(crate) fn notify_socket(id: SocketId, events: u32, rx_gen: u64) {
     let key = socket_key(id);
     let new = {
         let mut sources = SOURCES.lock();
-        let Some(state) = sources.get_mut(&key) else {
+        let Some(state) = sources.get_mut(key) else {
             return;
         };
         let mut new = state.set(Events(events)).events.0;
@@ -142,11 +143,11 @@ pub(crate) fn notify_socket(id: SocketId, events: u32, rx_gen: u64) {
 /// A source is gone (its last descriptor closed): like Linux, it leaves
 /// every epoll set that watched it.
 fn forget_source(key: u64) {
-    let state = SOURCES.lock().remove(&key);
-    SOCKET_GEN.lock().remove(&key);
+    let state = SOURCES.lock().remove(key);
+    SOCKET_GEN.lock().remove(key);
     let Some(state) = state else { return };
     for o in state.observers() {
-        let inst = INSTANCES.lock().get(&o.instance).and_then(Weak::upgrade);
+        let inst = INSTANCES.lock().get(o.instance).and_then(Weak::upgrade);
         if let Some(ep) = inst {
             let _ = ep.inner.lock().ctl_del(o.key, o.fd);
             ep.watched.lock().retain(|w| *w != (o.key, o.fd));
@@ -333,7 +334,7 @@ impl EventFd {
 
 impl Drop for EventFd {
     fn drop(&mut self) {
-        EVENTFDS.lock().remove(&self.key);
+        EVENTFDS.lock().remove(self.key);
         forget_source(self.key);
     }
 }
@@ -442,11 +443,11 @@ pub struct EpollFile {
 
 impl Drop for EpollFile {
     fn drop(&mut self) {
-        INSTANCES.lock().remove(&self.id);
+        INSTANCES.lock().remove(self.id);
         let watched = core::mem::take(&mut *self.watched.lock());
         let mut sources = SOURCES.lock();
         for (key, fd) in watched {
-            if let Some(s) = sources.get_mut(&key) {
+            if let Some(s) = sources.get_mut(key) {
                 s.remove_observer(&Observer {
                     instance: self.id,
                     key,
@@ -512,12 +513,12 @@ fn readiness_of(key: u64, socket: &dyn Fn(SocketId) -> u32) -> u32 {
         KIND_SOCKET => socket(SocketId::from_u32(key as u32)),
         KIND_EVENTFD => EVENTFDS
             .lock()
-            .get(&key)
+            .get(key)
             .and_then(Weak::upgrade)
             .map_or(EPOLLHUP, |e| e.readiness()),
         KIND_EPOLL => {
             let id = key & !KIND_MASK;
-            let ep = INSTANCES.lock().get(&id).and_then(Weak::upgrade);
+            let ep = INSTANCES.lock().get(id).and_then(Weak::upgrade);
             ep.map_or(EPOLLHUP, |e| {
                 if e.inner.lock().is_ready() {
                     EPOLLIN
@@ -553,8 +554,7 @@ pub fn epoll_ctl(epfd: i32, op: i32, fd: i32, event: EpollEvent) -> Result<()> {
             // (a freshly accepted connection whose request then sat unread).
             SOURCES
                 .lock()
-                .entry(key)
-                .or_insert_with(|| SourceState::new(Events::NONE))
+                .get_or_insert_with(key, || SourceState::new(Events::NONE))
                 .add_observer(Observer {
                     instance: ep.id,
                     key,
@@ -572,7 +572,7 @@ pub fn epoll_ctl(epfd: i32, op: i32, fd: i32, event: EpollEvent) -> Result<()> {
                 }
                 Err(e) => {
                     if e != uk_readiness::EpollError::Exists
-                        && let Some(s) = SOURCES.lock().get_mut(&key)
+                        && let Some(s) = SOURCES.lock().get_mut(key)
                     {
                         s.remove_observer(&Observer {
                             instance: ep.id,
@@ -595,7 +595,7 @@ pub fn epoll_ctl(epfd: i32, op: i32, fd: i32, event: EpollEvent) -> Result<()> {
         }
         EPOLL_CTL_DEL => {
             ep.inner.lock().ctl_del(key, fd).map_err(ctl_err)?;
-            if let Some(s) = SOURCES.lock().get_mut(&key) {
+            if let Some(s) = SOURCES.lock().get_mut(key) {
                 s.remove_observer(&Observer {
                     instance: ep.id,
                     key,

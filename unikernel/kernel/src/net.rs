@@ -10,11 +10,12 @@
 //! until the counter moves (so an event between its attempt and its sleep is
 //! never lost).
 
-use alloc::collections::BTreeMap;
 use alloc::sync::Arc;
 use core::net::{Ipv4Addr, SocketAddrV4};
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use core::time::Duration;
+
+use uk_core::idmap::IdMap;
 
 use crate::drivers::DeviceType;
 use uk_net::{NetConfig, NetStack, SocketId, StackOptions};
@@ -51,13 +52,12 @@ struct SockWait {
     seq: AtomicU64,
 }
 
-static WAITERS: IrqMutex<BTreeMap<u32, Arc<SockWait>>> = IrqMutex::new(BTreeMap::new());
+static WAITERS: IrqMutex<IdMap<Arc<SockWait>>> = IrqMutex::new(IdMap::new());
 
 fn waiter(id: SocketId) -> Arc<SockWait> {
     WAITERS
         .lock()
-        .entry(id.as_u32())
-        .or_insert_with(|| {
+        .get_or_insert_with(id.as_u32().into(), || {
             Arc::new(SockWait {
                 wq: WaitQueue::new(),
                 seq: AtomicU64::new(0),
@@ -83,7 +83,7 @@ fn poll_locked(net: &mut Net) {
     let r = net.stack.poll(now_ms(), &mut net.nic);
     NEXT_POLL_MS.store(r.next_poll_ms.unwrap_or(u64::MAX), Ordering::Release);
     for id in r.readiness_changed {
-        let w = WAITERS.lock().get(&id.as_u32()).cloned();
+        let w = WAITERS.lock().get(id.as_u32().into()).cloned();
         if let Some(w) = w {
             w.seq.fetch_add(1, Ordering::AcqRel);
             w.wq.wake_all();
@@ -230,7 +230,7 @@ fn blocking<T>(
 }
 
 fn forget(id: SocketId) {
-    WAITERS.lock().remove(&id.as_u32());
+    WAITERS.lock().remove(id.as_u32().into());
 }
 
 /// The current IPv4 configuration, once there is one.

@@ -1,7 +1,7 @@
 //! Thread lifecycle bookkeeping, independent of stacks and registers.
 
-use alloc::collections::BTreeMap;
 use core::fmt;
+use uk_core::idmap::IdMap;
 
 use crate::{Priority, ThreadId};
 
@@ -141,7 +141,7 @@ impl<T> Thread<T> {
 /// Lookups are O(log n).
 #[derive(Clone, Debug)]
 pub struct ThreadTable<T> {
-    threads: BTreeMap<ThreadId, Thread<T>>,
+    threads: IdMap<Thread<T>>,
     next_id: ThreadId,
 }
 
@@ -156,7 +156,7 @@ impl<T> ThreadTable<T> {
     #[must_use]
     pub const fn new() -> Self {
         Self {
-            threads: BTreeMap::new(),
+            threads: IdMap::new(),
             next_id: 1,
         }
     }
@@ -181,32 +181,32 @@ impl<T> ThreadTable<T> {
     /// The entry of `id`.
     #[must_use]
     pub fn get(&self, id: ThreadId) -> Option<&Thread<T>> {
-        self.threads.get(&id)
+        self.threads.get(id)
     }
 
     /// The entry of `id`, mutably (priority and data; the state is changed
     /// through [`set_state`](Self::set_state)).
     pub fn get_mut(&mut self, id: ThreadId) -> Option<&mut Thread<T>> {
-        self.threads.get_mut(&id)
+        self.threads.get_mut(id)
     }
 
     /// The state of `id`.
     #[must_use]
     pub fn state(&self, id: ThreadId) -> Option<ThreadState> {
-        self.threads.get(&id).map(|t| t.state)
+        self.threads.get(id).map(|t| t.state)
     }
 
     /// Whether `id` is in the table (alive, or exited and not yet reaped).
     #[must_use]
     pub fn contains(&self, id: ThreadId) -> bool {
-        self.threads.contains_key(&id)
+        self.threads.contains_key(id)
     }
 
     /// Moves `id` to state `to` if the transition is legal (see
     /// [`ThreadState`]); otherwise leaves it unchanged. Moving to `Exited`
     /// must go through [`exit`](Self::exit) and is rejected here.
     pub fn set_state(&mut self, id: ThreadId, to: ThreadState) -> Result<(), SchedError> {
-        let t = self.threads.get_mut(&id).ok_or(SchedError::NoSuchThread)?;
+        let t = self.threads.get_mut(id).ok_or(SchedError::NoSuchThread)?;
         if !t.state.can_transition_to(to) {
             return Err(SchedError::InvalidTransition { from: t.state, to });
         }
@@ -222,7 +222,7 @@ impl<T> ThreadTable<T> {
     /// `None` and changes nothing if `id` does not exist or already exited.
     /// The entry stays in the table until joined or [`reap`](Self::reap)ed.
     pub fn exit(&mut self, id: ThreadId, code: i32) -> Option<ThreadId> {
-        let t = self.threads.get_mut(&id)?;
+        let t = self.threads.get_mut(id)?;
         if t.state.is_exited() {
             return None;
         }
@@ -246,14 +246,14 @@ impl<T> ThreadTable<T> {
         if waiter == target {
             return JoinResult::Err(SchedError::JoinSelf);
         }
-        let Some(t) = self.threads.get_mut(&target) else {
+        let Some(t) = self.threads.get_mut(target) else {
             return JoinResult::Err(SchedError::NoSuchThread);
         };
         if t.joiner.is_some_and(|j| j != waiter) {
             return JoinResult::Err(SchedError::AlreadyJoined);
         }
         match t.state {
-            ThreadState::Exited(code) => match self.threads.remove(&target) {
+            ThreadState::Exited(code) => match self.threads.remove(target) {
                 Some(t) => JoinResult::Done(code, t.data),
                 None => JoinResult::Err(SchedError::NoSuchThread),
             },
@@ -269,10 +269,10 @@ impl<T> ThreadTable<T> {
     /// not exited. A recorded joiner is *not* woken: the kernel should join
     /// rather than reap a thread that has one.
     pub fn reap(&mut self, id: ThreadId) -> Option<T> {
-        if !self.threads.get(&id)?.state.is_exited() {
+        if !self.threads.get(id)?.state.is_exited() {
             return None;
         }
-        self.threads.remove(&id).map(|t| t.data)
+        self.threads.remove(id).map(|t| t.data)
     }
 
     /// Number of entries (live and exited-but-unreaped threads).
@@ -289,12 +289,12 @@ impl<T> ThreadTable<T> {
 
     /// All entries in id order.
     pub fn iter(&self) -> impl Iterator<Item = (ThreadId, &Thread<T>)> + '_ {
-        self.threads.iter().map(|(&id, t)| (id, t))
+        self.threads.iter()
     }
 
-    /// All entries in id order, mutably.
+    /// All entries, mutably, in no particular order.
     pub fn iter_mut(&mut self) -> impl Iterator<Item = (ThreadId, &mut Thread<T>)> + '_ {
-        self.threads.iter_mut().map(|(&id, t)| (id, t))
+        self.threads.iter_mut()
     }
 }
 

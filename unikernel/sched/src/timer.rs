@@ -1,6 +1,7 @@
 //! One-shot timers ordered by deadline.
 
-use alloc::collections::BTreeMap;
+use alloc::collections::BTreeSet;
+use uk_core::idmap::IdMap;
 
 /// Handle of a timer in a [`TimerQueue`], returned by
 /// [`TimerQueue::insert`] and used to cancel it.
@@ -31,11 +32,12 @@ impl TimerId {
 /// deadline from [`SlicePolicy`](crate::SlicePolicy).
 #[derive(Clone, Debug)]
 pub struct TimerQueue<T> {
-    /// Pending timers keyed by (deadline, sequence): sequence breaks ties in
-    /// FIFO order.
-    by_deadline: BTreeMap<(u64, u64), T>,
-    /// Sequence -> deadline, to find a timer from its id.
-    by_id: BTreeMap<u64, u64>,
+    /// Pending timers as (deadline, sequence): sequence breaks ties in FIFO
+    /// order. (A set of `u64` pairs and an [`IdMap`] rather than a map to
+    /// `T`: the image then holds one B-tree instance for both.)
+    by_deadline: BTreeSet<(u64, u64)>,
+    /// Sequence -> (deadline, payload).
+    by_id: IdMap<(u64, T)>,
     next_seq: u64,
 }
 
@@ -50,8 +52,8 @@ impl<T> TimerQueue<T> {
     #[must_use]
     pub const fn new() -> Self {
         Self {
-            by_deadline: BTreeMap::new(),
-            by_id: BTreeMap::new(),
+            by_deadline: BTreeSet::new(),
+            by_id: IdMap::new(),
             next_seq: 0,
         }
     }
@@ -62,28 +64,29 @@ impl<T> TimerQueue<T> {
     pub fn insert(&mut self, deadline_ns: u64, payload: T) -> TimerId {
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.by_deadline.insert((deadline_ns, seq), payload);
-        self.by_id.insert(seq, deadline_ns);
+        self.by_deadline.insert((deadline_ns, seq));
+        self.by_id.insert(seq, (deadline_ns, payload));
         TimerId(seq)
     }
 
     /// Cancels a pending timer and returns its payload, or `None` if `id`
     /// already fired, was already cancelled, or never existed.
     pub fn cancel(&mut self, id: TimerId) -> Option<T> {
-        let deadline = self.by_id.remove(&id.0)?;
-        self.by_deadline.remove(&(deadline, id.0))
+        let (deadline, payload) = self.by_id.remove(id.0)?;
+        self.by_deadline.remove(&(deadline, id.0));
+        Some(payload)
     }
 
     /// Deadline of a pending timer, or `None` if it is no longer pending.
     #[must_use]
     pub fn deadline(&self, id: TimerId) -> Option<u64> {
-        self.by_id.get(&id.0).copied()
+        self.by_id.get(id.0).map(|&(d, _)| d)
     }
 
     /// Earliest pending deadline, or `None` if no timer is pending.
     #[must_use]
     pub fn next_deadline(&self) -> Option<u64> {
-        self.by_deadline.first_key_value().map(|(&(d, _), _)| d)
+        self.by_deadline.first().map(|&(d, _)| d)
     }
 
     /// Removes and returns the earliest timer if its deadline is `<= now_ns`.
@@ -91,12 +94,12 @@ impl<T> TimerQueue<T> {
     /// Unlike [`expire`](Self::expire) this releases the borrow between
     /// timers, so the caller may insert or cancel timers while handling one.
     pub fn pop_expired(&mut self, now_ns: u64) -> Option<(TimerId, T)> {
-        let entry = self.by_deadline.first_entry()?;
-        if entry.key().0 > now_ns {
+        let &(deadline, seq) = self.by_deadline.first()?;
+        if deadline > now_ns {
             return None;
         }
-        let ((_, seq), payload) = entry.remove_entry();
-        self.by_id.remove(&seq);
+        self.by_deadline.pop_first();
+        let (_, payload) = self.by_id.remove(seq)?;
         Some((TimerId(seq), payload))
     }
 

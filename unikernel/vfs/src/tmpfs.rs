@@ -11,7 +11,6 @@
 //! tmpfs storage); writes through [`crate::FileDescription`] keep both coherent.
 
 use alloc::boxed::Box;
-use alloc::collections::BTreeMap;
 use alloc::string::{String, ToString};
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -150,6 +149,55 @@ impl<L: Locking> FileSystem for TmpFs<L> {
     }
 }
 
+/// A directory's entries, sorted by name: a sorted `Vec` rather than a
+/// `BTreeMap<String, _>`, about 5 KiB less code in the image. Lookups are a
+/// binary search; adding or removing a name moves the entries after it.
+struct Names<V>(Vec<(String, V)>);
+
+impl<V> Names<V> {
+    const fn new() -> Self {
+        Self(Vec::new())
+    }
+
+    fn find(&self, name: &str) -> core::result::Result<usize, usize> {
+        self.0.binary_search_by(|(n, _)| n.as_str().cmp(name))
+    }
+
+    fn get(&self, name: &str) -> Option<&V> {
+        self.find(name).ok().map(|i| &self.0[i].1)
+    }
+
+    fn contains_key(&self, name: &str) -> bool {
+        self.find(name).is_ok()
+    }
+
+    /// Adds or replaces `name`.
+    fn insert(&mut self, name: String, value: V) {
+        match self.find(&name) {
+            Ok(i) => self.0[i].1 = value,
+            Err(i) => self.0.insert(i, (name, value)),
+        }
+    }
+
+    fn remove(&mut self, name: &str) -> Option<V> {
+        let i = self.find(name).ok()?;
+        Some(self.0.remove(i).1)
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The entries in name order.
+    fn iter(&self) -> impl Iterator<Item = (&String, &V)> {
+        self.0.iter().map(|(n, v)| (n, v))
+    }
+}
+
 enum NodeData<L: Locking> {
     File {
         size: u64,
@@ -157,7 +205,7 @@ enum NodeData<L: Locking> {
     },
     Dir {
         parent_ino: u64,
-        entries: BTreeMap<String, Arc<TmpInode<L>>>,
+        entries: Names<Arc<TmpInode<L>>>,
     },
     Symlink(String),
 }
@@ -204,7 +252,7 @@ impl<L: Locking> TmpInode<L> {
         let data = match kind {
             FileKind::Directory => NodeData::Dir {
                 parent_ino,
-                entries: BTreeMap::new(),
+                entries: Names::new(),
             },
             FileKind::Symlink => NodeData::Symlink(target.unwrap_or("").to_string()),
             _ => NodeData::File {

@@ -122,9 +122,10 @@ impl<L: Locking> Vfs<L> {
             if m.iter().any(|x| x.path == mount.path) {
                 return Err(VfsError::EBUSY);
             }
-            m.push(mount);
-            // Longest mount point first, so the first prefix match wins.
-            m.sort_by_key(|x| core::cmp::Reverse(x.path.len()));
+            // Longest mount point first, so the first prefix match wins
+            // (kept sorted by inserting in place: no sort code in the image).
+            let at = m.partition_point(|x| x.path.len() >= mount.path.len());
+            m.insert(at, mount);
             Ok(dev)
         })
     }

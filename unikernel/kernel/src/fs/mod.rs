@@ -27,12 +27,13 @@
 pub mod ext4;
 
 use alloc::boxed::Box;
-use alloc::collections::{BTreeMap, VecDeque};
+use alloc::collections::VecDeque;
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::any::Any;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use uk_core::idmap::IdMap;
 
 use uk_core::vma::{Prot, VmaKind};
 use uk_vfs::{
@@ -501,7 +502,7 @@ struct Mapping {
     pins: VecDeque<(u64, PinnedPage)>,
 }
 
-static MAPPINGS: IrqMutex<BTreeMap<u64, Mapping>> = IrqMutex::new(BTreeMap::new());
+static MAPPINGS: IrqMutex<IdMap<Mapping>> = IrqMutex::new(IdMap::new());
 static NEXT_MAP_ID: AtomicU64 = AtomicU64::new(1);
 
 /// Maps `len` bytes of the file behind `fd` from byte `offset` (page
@@ -569,10 +570,9 @@ const RELEASE_BATCH: usize = 64;
 fn map_file_page(page: u64) -> Result<()> {
     let found = {
         let maps = MAPPINGS.lock();
-        maps.range(..=page)
-            .next_back()
-            .filter(|(va, m)| page < **va + m.len)
-            .map(|(va, m)| (*va, m.file.clone(), m.first_page + (page - *va) / PAGE))
+        maps.last_at_or_below(page)
+            .filter(|(va, m)| page < *va + m.len)
+            .map(|(va, m)| (va, m.file.clone(), m.first_page + (page - va) / PAGE))
     };
     let (Some((va, file, index)), Ok(f)) = (found, fs()) else {
         return Err(Errno::EFAULT);
@@ -584,7 +584,7 @@ fn map_file_page(page: u64) -> Result<()> {
         return Err(Errno::ENOMEM);
     }
     let mut maps = MAPPINGS.lock();
-    let stored = match maps.get_mut(&va) {
+    let stored = match maps.get_mut(va) {
         Some(m) => match m.pins.try_reserve(1) {
             Ok(()) => {
                 m.pins.push_back((page, pin));
@@ -632,7 +632,7 @@ fn release_mapped_pages(max: usize) -> usize {
 /// what `mmap_file` returned) and unpins its pages.
 pub fn munmap_file(addr: *const u8) -> Result<()> {
     let va = addr as u64;
-    let m = MAPPINGS.lock().remove(&va).ok_or(Errno::EINVAL)?;
+    let m = MAPPINGS.lock().remove(va).ok_or(Errno::EINVAL)?;
     let _ = mm::unmap_keep_frames(va, m.len);
     let f = fs()?;
     for (_, p) in m.pins {
