@@ -191,7 +191,8 @@
 //! map) to its connection, else to the TIME-WAIT table, else to a listener
 //! (SYN → half-open connection or cookie; ACK → cookie check), else answers
 //! RST. Connections live in a slab addressed by [`ConnId`] (index +
-//! generation). Timers sit in a `BTreeSet` keyed by deadline: [`Endpoint::poll`]
+//! generation). Timers sit in an indexed min-heap with one entry per slot,
+//! its room reserved when the slot is made ([`timerheap`]): [`Endpoint::poll`]
 //! visits only connections whose deadline passed, and
 //! [`Endpoint::next_deadline`] says when to call it next. All state is in
 //! the value, nothing is global: a multi-core kernel can give each CPU its

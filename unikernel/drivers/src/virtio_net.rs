@@ -298,13 +298,8 @@ impl VirtioNet {
     ) -> bool {
         let mut chain = Chain::new(slot, head_len);
         for f in frags {
-            // `base` is the address of the fragment's first byte.
-            let base = f.bytes().as_ptr() as usize;
-            let mut done = 0;
-            while done < f.len {
-                let room = PIECE_ALIGN - (base + done) % PIECE_ALIGN;
-                let n = room.min(f.len - done);
-                let Some(piece) = PayloadPiece::new(&f.data, f.offset + done, n) else {
+            for (start, n) in pieces(f) {
+                let Some(piece) = PayloadPiece::new(&f.data, start, n) else {
                     self.free_tx_slot(chain.into_parts().0);
                     return false;
                 };
@@ -312,7 +307,6 @@ impl VirtioNet {
                     self.free_tx_slot(chain.into_parts().0);
                     return false;
                 }
-                done += n;
             }
         }
         match self.tx.add(chain) {
@@ -502,9 +496,7 @@ impl Nic for VirtioNet {
         if self.csum_offload {
             // The stack stored the pseudo-header sum in the TCP checksum
             // field; the device adds the header and payload.
-            head[0] = 1; // VIRTIO_NET_HDR_F_NEEDS_CSUM
-            head[6..8].copy_from_slice(&((14 + ihl) as u16).to_le_bytes());
-            head[8..10].copy_from_slice(&16u16.to_le_bytes());
+            needs_csum(head, 14 + ihl, 16);
         }
         if let Some(mss) = gso_mss {
             if !(self.csum_offload && request_tso(head, &frame[..header.len()], mss)) {
@@ -555,7 +547,6 @@ fn request_tso(head: &mut [u8], frame: &[u8], mss: u16) -> bool {
 /// frames the device need not touch (ARP, ICMP, the IP header's own sum,
 /// which the stack computed).
 fn request_l4_checksum(head: &mut [u8], frame: &mut [u8]) -> bool {
-    const NEEDS_CSUM: u8 = 1;
     if frame.len() < 34 || frame[12..14] != [0x08, 0x00] {
         return false;
     }
@@ -586,10 +577,18 @@ fn request_l4_checksum(head: &mut [u8], frame: &mut [u8]) -> bool {
     }
     let at = 14 + ihl + csum_offset;
     frame[at..at + 2].copy_from_slice(&(sum as u16).to_be_bytes());
-    head[0] = NEEDS_CSUM;
-    head[6..8].copy_from_slice(&((14 + ihl) as u16).to_le_bytes());
-    head[8..10].copy_from_slice(&(csum_offset as u16).to_le_bytes());
+    needs_csum(head, 14 + ihl, csum_offset);
     true
+}
+
+/// Asks the device (through the virtio-net header `head`) to complete the
+/// L4 checksum that starts at `start` in the frame and is stored `offset`
+/// bytes further (the field holds the pseudo-header sum).
+fn needs_csum(head: &mut [u8], start: usize, offset: usize) {
+    const NEEDS_CSUM: u8 = 1;
+    head[0] = NEEDS_CSUM;
+    head[6..8].copy_from_slice(&(start as u16).to_le_bytes());
+    head[8..10].copy_from_slice(&(offset as u16).to_le_bytes());
 }
 
 /// Descriptors a chain of `frags` takes after its header (each fragment cut
@@ -597,16 +596,30 @@ fn request_l4_checksum(head: &mut [u8], frame: &mut [u8]) -> bool {
 fn chain_descriptors(frags: &[Fragment<TcpPayload>]) -> Option<usize> {
     let mut n = 0;
     for f in frags {
-        let b = f.bytes();
-        if b.is_empty() {
+        if f.len == 0 {
             return None;
         }
-        let first = b.as_ptr() as usize;
-        let last = first + b.len() - 1;
-        n += last / PIECE_ALIGN - first / PIECE_ALIGN + 1;
+        n += pieces(f).count();
         if n > MAX_FRAGMENTS {
             return None;
         }
     }
     Some(n + 1)
+}
+
+/// A fragment cut where a 4 KiB page ends: `(start in f.data, length)` of
+/// each physically contiguous piece, in order.
+fn pieces(f: &Fragment<TcpPayload>) -> impl Iterator<Item = (usize, usize)> {
+    // The address of the fragment's first byte.
+    let base = f.bytes().as_ptr() as usize;
+    let (offset, len) = (f.offset, f.len);
+    let mut done = 0;
+    core::iter::from_fn(move || {
+        (done < len).then(|| {
+            let n = (PIECE_ALIGN - (base + done) % PIECE_ALIGN).min(len - done);
+            let piece = (offset + done, n);
+            done += n;
+            piece
+        })
+    })
 }
