@@ -128,6 +128,10 @@ pub struct VirtioNet {
     /// Free large transmit buffers.
     tso_free: Vec<DmaBuffer>,
     tx_pending_notify: bool,
+    /// Whether the device interrupts when it finishes with a transmit
+    /// chain: only while the ring is full (someone must poll again when it
+    /// drains); otherwise finished chains are taken back at the next flush.
+    tx_interrupts: bool,
     hdr: usize,
     /// The device completes TCP/UDP checksums (VIRTIO_NET_F_CSUM).
     csum_offload: bool,
@@ -194,6 +198,7 @@ impl VirtioNet {
             tx_free,
             tso_free: tso_free.unwrap_or_default(),
             tx_pending_notify: false,
+            tx_interrupts: true,
             hdr,
             csum_offload: features.contains(Features::CSUM),
             mac,
@@ -201,7 +206,41 @@ impl VirtioNet {
             tx_tso_frames: 0,
         };
         dev.refill();
+        dev.update_tx_interrupts();
         Ok(dev)
+    }
+
+    /// Turns receive interrupts off while the caller polls (they would only
+    /// repeat what the poll finds) and back on before it sleeps. After
+    /// turning them on, check [`VirtioNet::rx_pending`]: a frame that came
+    /// in between raised no interrupt.
+    pub fn set_rx_interrupts(&mut self, on: bool) {
+        self.rx.set_interrupts(on);
+    }
+
+    /// Whether a received frame waits in the ring.
+    pub fn rx_pending(&self) -> bool {
+        self.rx.has_used()
+    }
+
+    /// Transmit-completion interrupts on exactly while the ring is full:
+    /// then the interrupt is what makes the stack poll (and send what it
+    /// held back) once the device drains the ring.
+    fn update_tx_interrupts(&mut self) {
+        let full = self.tx_full();
+        if full != self.tx_interrupts {
+            self.tx_interrupts = full;
+            self.tx.set_interrupts(full);
+            if full {
+                // A chain finished before the device saw the flag raised no
+                // interrupt: take it back now.
+                self.reclaim_tx();
+                if !self.tx_full() {
+                    self.tx_interrupts = false;
+                    self.tx.set_interrupts(false);
+                }
+            }
+        }
     }
 
     /// Acknowledges the device's interrupt (reads its ISR status).
@@ -516,6 +555,7 @@ impl Nic for VirtioNet {
             }
         }
         self.reclaim_tx();
+        self.update_tx_interrupts();
     }
 }
 

@@ -151,9 +151,17 @@ impl Sched {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        if next != self.armed {
+        // Lazy: the timer is rewritten only when it must fire earlier than
+        // it is set to. A deadline that moved later or went away leaves the
+        // armed one in place; when it fires early, `on_timer` finds nothing
+        // due and arms the real one. Each rewrite is a device access (an
+        // exit under a hypervisor, a BQL round trip under TCG), and a busy
+        // server cancels and re-arms its deadlines several times a request.
+        if let Some(n) = next
+            && self.armed.is_none_or(|a| n < a)
+        {
             self.armed = next;
-            apic::set_timer(next.map(ns_to_tsc));
+            apic::set_timer(Some(ns_to_tsc(n)));
         }
     }
 

@@ -339,6 +339,13 @@ impl<T: Buffers, const N: usize> Queue<T, N> {
     pub fn should_notify(&self) -> bool {
         self.vq.should_notify()
     }
+
+    /// Asks the device to interrupt (or not) when it returns buffers on
+    /// this queue. A hint: the device may still interrupt, so a caller that
+    /// turns interrupts back on checks [`Queue::has_used`] afterwards.
+    pub fn set_interrupts(&mut self, on: bool) {
+        self.vq.set_dev_notify(on);
+    }
 }
 
 impl<T: Buffers, const N: usize> Drop for Queue<T, N> {

@@ -111,7 +111,14 @@ fn net_thread() {
         }
         let mut g = NET.lock();
         if let Some(net) = g.as_mut() {
+            // Frames arriving during the poll are found by it (or by the
+            // check below) without an interrupt each.
+            net.nic.set_rx_interrupts(false);
             poll_locked(net);
+            net.nic.set_rx_interrupts(true);
+            if net.nic.rx_pending() {
+                IRQ_PENDING.store(true, Ordering::Release);
+            }
         }
     }
 }
