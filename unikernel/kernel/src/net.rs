@@ -78,9 +78,11 @@ fn on_irq(_frame: &mut crate::arch::idt::TrapFrame) {
     NET_THREAD_WQ.wake_one();
 }
 
-/// Polls the stack and wakes whoever its events concern. Call with the lock held.
-fn poll_locked(net: &mut Net) {
+/// Polls the stack and wakes whoever its events concern. Call with the lock
+/// held. True when a socket's readiness changed (someone may have work).
+fn poll_locked(net: &mut Net) -> bool {
     let r = net.stack.poll(now_ms(), &mut net.nic);
+    let busy = !r.readiness_changed.is_empty();
     NEXT_POLL_MS.store(r.next_poll_ms.unwrap_or(u64::MAX), Ordering::Release);
     for id in r.readiness_changed {
         let w = WAITERS.lock().get(id.as_u32().into()).cloned();
@@ -98,26 +100,63 @@ fn poll_locked(net: &mut Net) {
         IRQ_PENDING.store(true, Ordering::Release);
         NET_THREAD_WQ.wake_one();
     }
+    busy
+}
+
+/// Set while receive interrupts are off because the CPU is busy with what
+/// the last poll woke; the idle hook (or `RX_DEFER_NS`) brings the network
+/// thread back to poll before they go on again.
+static RX_DEFERRED: AtomicBool = AtomicBool::new(false);
+
+/// The longest a busy CPU goes without polling for received frames while
+/// their interrupts are off.
+const RX_DEFER_NS: u64 = 2_000_000;
+
+/// Runs when the CPU is about to halt: if receive interrupts were left off,
+/// the network thread polls once more (and turns them on if it finds
+/// nothing) instead.
+fn on_idle() -> bool {
+    if RX_DEFERRED.swap(false, Ordering::AcqRel) {
+        IRQ_PENDING.store(true, Ordering::Release);
+        NET_THREAD_WQ.wake_one();
+        return true;
+    }
+    false
 }
 
 fn net_thread() {
     loop {
-        let deadline = NEXT_POLL_MS.load(Ordering::Acquire);
+        let mut deadline = match NEXT_POLL_MS.load(Ordering::Acquire) {
+            u64::MAX => None,
+            ms => Some(ms.saturating_mul(1_000_000)),
+        };
+        if RX_DEFERRED.load(Ordering::Acquire) {
+            let bound = time::since_boot_ns() + RX_DEFER_NS;
+            deadline = Some(deadline.map_or(bound, |d| d.min(bound)));
+        }
         let cond = || IRQ_PENDING.swap(false, Ordering::AcqRel).then_some(());
-        if deadline == u64::MAX {
-            NET_THREAD_WQ.wait_until(cond);
-        } else {
-            let _ = NET_THREAD_WQ.wait_until_deadline(cond, deadline.saturating_mul(1_000_000));
+        match deadline {
+            None => NET_THREAD_WQ.wait_until(cond),
+            Some(ns) => {
+                let _ = NET_THREAD_WQ.wait_until_deadline(cond, ns);
+            }
         }
         let mut g = NET.lock();
         if let Some(net) = g.as_mut() {
-            // Frames arriving during the poll are found by it (or by the
-            // check below) without an interrupt each.
+            // Poll while busy, take interrupts while idle: receive
+            // interrupts stay off while the threads this poll woke run (and
+            // poll inline); the CPU's idle hook brings this thread back for
+            // a last poll, and only a poll that finds nothing to do turns
+            // them on again before the CPU halts.
             net.nic.set_rx_interrupts(false);
-            poll_locked(net);
-            net.nic.set_rx_interrupts(true);
-            if net.nic.rx_pending() {
-                IRQ_PENDING.store(true, Ordering::Release);
+            if poll_locked(net) {
+                RX_DEFERRED.store(true, Ordering::Release);
+            } else {
+                RX_DEFERRED.store(false, Ordering::Release);
+                net.nic.set_rx_interrupts(true);
+                if net.nic.rx_pending() {
+                    IRQ_PENDING.store(true, Ordering::Release);
+                }
             }
         }
     }
@@ -184,6 +223,7 @@ pub fn init() {
             found.location
         ),
     }
+    crate::sched::set_idle_hook(on_idle);
     let _ = crate::sched::spawn_with(32 * 1024, crate::sched::ThreadPriority::High, net_thread);
     // Kick the first poll (DHCP discover / gateway ARP).
     IRQ_PENDING.store(true, Ordering::Release);
