@@ -132,6 +132,8 @@ pub struct VirtioNet {
     /// chain: only while the ring is full (someone must poll again when it
     /// drains); otherwise finished chains are taken back at the next flush.
     tx_interrupts: bool,
+    /// While set, `flush_tx` leaves the device's doorbell for [`VirtioNet::kick_tx`].
+    hold_notify: bool,
     hdr: usize,
     /// The device completes TCP/UDP checksums (VIRTIO_NET_F_CSUM).
     csum_offload: bool,
@@ -199,6 +201,7 @@ impl VirtioNet {
             tso_free: tso_free.unwrap_or_default(),
             tx_pending_notify: false,
             tx_interrupts: true,
+            hold_notify: false,
             hdr,
             csum_offload: features.contains(Features::CSUM),
             mac,
@@ -216,6 +219,29 @@ impl VirtioNet {
     /// in between raised no interrupt.
     pub fn set_rx_interrupts(&mut self, on: bool) {
         self.rx.set_interrupts(on);
+    }
+
+    /// Holds (or stops holding) the transmit doorbell: while held, frames
+    /// queued by a poll wait in the ring until [`VirtioNet::kick_tx`], so
+    /// that the responses of one pass of an event loop cost the device one
+    /// notification (each is an exit to the hypervisor).
+    pub fn hold_tx_notify(&mut self, on: bool) {
+        self.hold_notify = on;
+    }
+
+    /// Whether queued frames wait for the doorbell.
+    pub fn tx_notify_held(&self) -> bool {
+        self.tx_pending_notify
+    }
+
+    /// Rings the transmit doorbell for frames queued while it was held.
+    pub fn kick_tx(&mut self) {
+        if self.tx_pending_notify {
+            self.tx_pending_notify = false;
+            if self.tx.should_notify() {
+                self.transport.notify(QUEUE_TX);
+            }
+        }
     }
 
     /// Whether a received frame waits in the ring.
@@ -548,11 +574,8 @@ impl Nic for VirtioNet {
     }
 
     fn flush_tx(&mut self) {
-        if self.tx_pending_notify {
-            self.tx_pending_notify = false;
-            if self.tx.should_notify() {
-                self.transport.notify(QUEUE_TX);
-            }
+        if !self.hold_notify {
+            self.kick_tx();
         }
         self.reclaim_tx();
         self.update_tx_interrupts();

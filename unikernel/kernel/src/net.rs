@@ -103,6 +103,38 @@ fn poll_locked(net: &mut Net) -> bool {
     busy
 }
 
+/// Polls for an application thread: the frames it queues wait for the
+/// doorbell, rung when the thread next waits for events or blocks
+/// ([`kick_held`]), or by the network thread when the CPU goes idle.
+fn app_poll(net: &mut Net) {
+    net.nic.hold_tx_notify(true);
+    poll_locked(net);
+    net.nic.hold_tx_notify(false);
+    if net.nic.tx_notify_held() {
+        TX_HELD.store(true, Ordering::Release);
+    }
+}
+
+/// Set while transmitted frames wait for the device's doorbell.
+static TX_HELD: AtomicBool = AtomicBool::new(false);
+
+/// Rings the transmit doorbell held by [`app_poll`]s of this thread or
+/// others; call with the lock held.
+fn kick_locked(net: &mut Net) {
+    if TX_HELD.swap(false, Ordering::AcqRel) {
+        net.nic.kick_tx();
+    }
+}
+
+/// Rings the held transmit doorbell before the caller blocks.
+fn kick_held() {
+    if TX_HELD.load(Ordering::Acquire)
+        && let Some(net) = NET.lock().as_mut()
+    {
+        kick_locked(net);
+    }
+}
+
 /// Set while receive interrupts are off because the CPU is busy with what
 /// the last poll woke; the idle hook (or `RX_DEFER_NS`) brings the network
 /// thread back to poll before they go on again.
@@ -116,7 +148,7 @@ const RX_DEFER_NS: u64 = 2_000_000;
 /// the network thread polls once more (and turns them on if it finds
 /// nothing) instead.
 fn on_idle() -> bool {
-    if RX_DEFERRED.swap(false, Ordering::AcqRel) {
+    if RX_DEFERRED.swap(false, Ordering::AcqRel) | TX_HELD.load(Ordering::Acquire) {
         IRQ_PENDING.store(true, Ordering::Release);
         NET_THREAD_WQ.wake_one();
         return true;
@@ -149,6 +181,7 @@ fn net_thread() {
             // a last poll, and only a poll that finds nothing to do turns
             // them on again before the CPU halts.
             net.nic.set_rx_interrupts(false);
+            TX_HELD.store(false, Ordering::Release);
             if poll_locked(net) {
                 RX_DEFERRED.store(true, Ordering::Release);
             } else {
@@ -242,7 +275,7 @@ fn with_stack<T>(f: impl FnOnce(&mut NetStack) -> Result<T>) -> Result<T> {
     let net = g.as_mut().ok_or(NetError::NotConnected)?;
     let r = f(&mut net.stack);
     if net.stack.needs_poll() {
-        poll_locked(net);
+        app_poll(net);
     }
     r
 }
@@ -264,6 +297,7 @@ fn blocking<T>(
             Err(NetError::WouldBlock) if !nonblocking => {}
             r => return r,
         }
+        kick_held();
         let moved = || (w.seq.load(Ordering::Acquire) != seen).then_some(());
         match deadline {
             None => w.wq.wait_until(moved),
@@ -675,10 +709,15 @@ pub(crate) fn readiness(id: SocketId) -> u32 {
 
 /// Runs `f` with a function giving sockets' readiness, under the stack lock
 /// (epoll re-checks its ready list with it).
+/// Also rings the transmit doorbell held since the caller's last wait: an
+/// event loop's pass ends here.
 pub(crate) fn with_readiness<R>(f: impl FnOnce(&dyn Fn(SocketId) -> u32) -> R) -> R {
-    let g = NET.lock();
-    match g.as_ref() {
-        Some(n) => f(&|id| n.stack.readiness(id)),
+    let mut g = NET.lock();
+    match g.as_mut() {
+        Some(n) => {
+            kick_locked(n);
+            f(&|id| n.stack.readiness(id))
+        }
         None => f(&|_| EPOLLERR | EPOLLHUP),
     }
 }
@@ -693,7 +732,7 @@ pub(crate) fn send_with<T>(
     let net = g.as_mut().ok_or(crate::fs::Errno::ENOTCONN)?;
     let r = f(&mut net.stack, id);
     if net.stack.needs_poll() {
-        poll_locked(net);
+        app_poll(net);
     }
     r
 }
@@ -706,6 +745,7 @@ pub(crate) fn wait_writable(id: SocketId) {
         if readiness(id) & (EPOLLOUT | EPOLLERR | EPOLLHUP) != 0 {
             return;
         }
+        kick_held();
         w.wq.wait_until(|| (w.seq.load(Ordering::Acquire) != seen).then_some(()));
     }
 }
