@@ -279,6 +279,17 @@ fn symlinks_are_followed() {
     m.root().create("inside", 0o644).unwrap();
     vfs.symlink("/", "/mnt", "/to_mnt").unwrap();
     assert_eq!(vfs.stat("/", "/to_mnt/inside", true).unwrap().dev, dev);
+    // Relative links resolve against their own directory, in a middle
+    // component (the rest of the path follows the target) and in a mount.
+    vfs.symlink("/", "b", "/a/rb").unwrap();
+    assert_eq!(vfs.lookup("/a/rb/c").unwrap().ino(), c);
+    assert_eq!(vfs.lookup("/a/rb/../rb/c").unwrap().ino(), c);
+    m.root().mkdir("d", 0o755).unwrap();
+    vfs.symlink("/", "../inside", "/mnt/d/up").unwrap();
+    let inside = vfs.lookup("/mnt/inside").unwrap().ino();
+    assert_eq!(vfs.lookup("/mnt/d/up").unwrap().ino(), inside);
+    assert_eq!(vfs.stat("/", "/to_mnt/d/up", true).unwrap().dev, dev);
+    assert_eq!(vfs.lookup("/a/rb/c/x").err(), Some(VfsError::ENOTDIR));
 }
 
 // ---------------------------------------------------------------- fd table
