@@ -28,9 +28,7 @@ use crate::error::{Result, VfsError};
 use crate::file::{FileDescription, OpenFlags};
 use crate::inode::{FileKind, FsRef, InodeRef, Stat, StatFs};
 use crate::page_cache::{FileId, PageCache, PageFrames};
-use crate::path::{
-    components, has_trailing_slash, is_within, normalize_at, split_parent, validate_name,
-};
+use crate::path::{has_trailing_slash, is_within, normalize_at, split_parent, validate_name};
 use crate::sync::{Locking, Mutex};
 
 /// Maximum symbolic-link expansions in one walk (Linux `MAXSYMLINKS`).
