@@ -34,8 +34,7 @@ impl<L: Locking, F: PageFrames<Page = PageFrame>> CachePin<L, F> {
         inode: &dyn Inode,
         index: u64,
     ) -> uk_vfs::Result<Self> {
-        let pin = cache.pin(file, inode, index)?;
-        let pa = cache.with_pinned(&pin, |p| p.phys());
+        let (pin, pa) = cache.pin_with(file, inode, index, |p| p.phys())?;
         Ok(CachePin {
             cache: cache.clone(),
             pin: Some(pin),
