@@ -360,8 +360,15 @@ impl VirtioNet {
         slot: DmaBuffer,
         head_len: usize,
         frags: &[Fragment<TcpPayload>],
+        pieces_total: usize,
     ) -> bool {
-        let mut chain = Chain::new(slot, head_len);
+        let mut chain = match Chain::try_with_capacity(slot, head_len, pieces_total) {
+            Ok(c) => c,
+            Err(slot) => {
+                self.free_tx_slot(slot);
+                return false;
+            }
+        };
         for f in frags {
             for (start, n) in pieces(f) {
                 let Some(piece) = PayloadPiece::new(&f.data, start, n) else {
@@ -570,7 +577,7 @@ impl Nic for VirtioNet {
             }
             self.tx_tso_frames += 1;
         }
-        self.post_chain(slot, hdr + header.len(), payload)
+        self.post_chain(slot, hdr + header.len(), payload, needed - 1)
     }
 
     fn flush_tx(&mut self) {

@@ -182,6 +182,22 @@ impl<H: Stable, F: Stable> Chain<H, F> {
         }
     }
 
+    /// As [`Chain::new`], with room for `fragments` fragments reserved at
+    /// once (no reallocation per [`Chain::push`]). Gives `head` back when
+    /// that memory is not available.
+    pub fn try_with_capacity(head: H, head_len: usize, fragments: usize) -> Result<Self, H> {
+        let mut v = Vec::new();
+        if v.try_reserve_exact(fragments.min(MAX_FRAGMENTS)).is_err() {
+            return Err(head);
+        }
+        let head_len = head_len.min(head.bytes().len());
+        Ok(Chain {
+            head,
+            head_len,
+            fragments: v,
+        })
+    }
+
     /// Appends bytes `start..start + len` of `buf`; gives `buf` back when the
     /// range is outside it or the chain is full.
     pub fn push(&mut self, buf: F, start: usize, len: usize) -> Result<(), F> {
