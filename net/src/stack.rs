@@ -1676,6 +1676,13 @@ impl NetStack {
         }
     }
 
+    /// How many bytes the connection's send queue takes now (`WouldBlock`
+    /// when none, an error when it is closed for sending). `sendfile` asks
+    /// before pinning pages, so that it pins no more than will be queued.
+    pub fn tcp_send_room(&mut self, id: SocketId) -> Result<usize> {
+        self.send_room(id).map(|(_, room)| room)
+    }
+
     fn queue_payload(&mut self, conn: ConnId, data: TcpPayload) -> Result<()> {
         let now_us = self.now_us();
         self.tcp.send(now_us, conn, data).map_err(net_error)

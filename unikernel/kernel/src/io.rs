@@ -738,7 +738,26 @@ pub fn sendfile(out_fd: i32, in_fd: i32, offset: &mut u64, count: usize) -> Resu
     let mut refs = VecDeque::new();
     while *offset < end {
         if refs.is_empty() {
-            let chunk = CHUNK.min(end - *offset);
+            // Pin no more than the send queue takes now: pages pinned past
+            // its room would only be unpinned again, unsent.
+            let room = match net::send_room(sock.id) {
+                Ok(room) => room as u64,
+                Err(e) => {
+                    let e = match e {
+                        uk_net::NetError::WouldBlock => Errno::EAGAIN,
+                        e => errno_of(e),
+                    };
+                    match e {
+                        Errno::EAGAIN if !sock.nb() => {
+                            net::wait_writable(sock.id);
+                            continue;
+                        }
+                        _ if *offset > start => break,
+                        e => return Err(e),
+                    }
+                }
+            };
+            let chunk = CHUNK.min(end - *offset).min(room);
             // Disk reads (and readahead) happen here, outside the network lock.
             let pinned = src
                 .prefetch(*offset, chunk)

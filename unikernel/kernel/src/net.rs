@@ -737,6 +737,13 @@ pub(crate) fn send_with<T>(
     r
 }
 
+/// How many bytes socket `id`'s send queue takes now.
+pub(crate) fn send_room(id: SocketId) -> Result<usize> {
+    let mut g = NET.lock();
+    let net = g.as_mut().ok_or(NetError::NotConnected)?;
+    net.stack.tcp_send_room(id)
+}
+
 /// Blocks until socket `id` can take more data (or has failed).
 pub(crate) fn wait_writable(id: SocketId) {
     let w = waiter(id);
