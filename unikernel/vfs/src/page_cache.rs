@@ -589,6 +589,40 @@ impl<L: Locking, F: PageFrames> PageCache<L, F> {
         Err(VfsError::EAGAIN)
     }
 
+    /// Pins the resident pages `index, index + 1, ...` of `file`, at most
+    /// `max`, under one lock, stopping at the first page that is not
+    /// resident; runs `f` on each (pin and page) and returns how many it
+    /// pinned. Use [`PageCache::pin_with`] for a page that must be read.
+    /// `f` runs under the cache's lock: it must not allocate (the heap's
+    /// memory-pressure hook evicts from this cache) or use the cache.
+    pub fn pin_resident(
+        &self,
+        file: FileId,
+        index: u64,
+        max: u64,
+        mut f: impl FnMut(PinnedPage, &F::Page),
+    ) -> u64 {
+        self.inner.with(|i| {
+            let mut n = 0;
+            while n < max {
+                let key = PageKey {
+                    file,
+                    index: index + n,
+                };
+                let Some(at) = i.map.index_of(&key) else {
+                    break;
+                };
+                i.map.detach_at(at);
+                let e = i.map.value_at_mut(at);
+                e.pins += 1;
+                f(PinnedPage { key }, &e.page);
+                n += 1;
+            }
+            i.stats.hits += n;
+            n
+        })
+    }
+
     /// Runs `f` on a pinned page (the kernel can take the frame's physical
     /// address from its own page type here).
     pub fn with_pinned<R>(&self, pin: &PinnedPage, f: impl FnOnce(&F::Page) -> R) -> R {

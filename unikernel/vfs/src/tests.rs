@@ -657,6 +657,39 @@ fn pinned_pages_are_never_evicted() {
 }
 
 #[test]
+fn pin_resident_pins_a_run_of_resident_pages_under_one_lock() {
+    let (_fs, inode, id) = file_with_pages(8);
+    let pc = cache(8);
+    for i in [0, 1, 2, 4] {
+        pc.with_page(id, &*inode, i, |_| ()).unwrap();
+    }
+    let mut pins = Vec::new();
+    // Stops at page 3, which is not resident.
+    let n = pc.pin_resident(id, 0, 8, |pin, page| pins.push((pin, page.bytes()[1])));
+    assert_eq!(n, 3);
+    assert_eq!(
+        pins.iter().map(|(_, b)| *b).collect::<Vec<_>>(),
+        [pat(1), pat(4096 + 1), pat(2 * 4096 + 1)]
+    );
+    assert_eq!(pc.stats().pinned, 3);
+    // `max` bounds the run; nothing resident at the start pins nothing.
+    let mut more = Vec::new();
+    assert_eq!(pc.pin_resident(id, 4, 1, |pin, _| more.push(pin)), 1);
+    assert_eq!(pc.pin_resident(id, 5, 3, |pin, _| more.push(pin)), 0);
+    // Pinned pages stay when the cache must make room; unpinning frees them.
+    pc.set_capacity(4);
+    assert_eq!(pc.evict(10), 0);
+    for (pin, _) in pins {
+        pc.unpin(pin);
+    }
+    for pin in more {
+        pc.unpin(pin);
+    }
+    assert_eq!(pc.stats().pinned, 0);
+    assert_eq!(pc.evict(10), 4);
+}
+
+#[test]
 fn frame_allocation_failure_evicts_instead_of_failing() {
     let (_fs, inode, id) = file_with_pages(16);
     // Capacity says 100 pages but the allocator only has 4 frames.

@@ -370,8 +370,18 @@ impl SendSource {
             f.cache
                 .readahead(self.file.id(), &**self.file.inode(), window, 0..0);
         }
-        f.cache
-            .readahead(self.file.id(), &**self.file.inode(), first..last + 1, 0..0);
+        // The demanded pages, batched into few disk reads. A resident last
+        // page means the reader's readahead already brought the range in:
+        // then skip the scan (a page evicted meanwhile is read on its own
+        // when it is pinned).
+        let last_key = uk_vfs::PageKey {
+            file: self.file.id(),
+            index: last,
+        };
+        if !f.cache.contains(last_key) {
+            f.cache
+                .readahead(self.file.id(), &**self.file.inode(), first..last + 1, 0..0);
+        }
         Ok(())
     }
 
@@ -391,22 +401,45 @@ impl SendSource {
         let fsys = fs()?;
         let end = self.size.min(offset.saturating_add(len));
         let mut pos = offset;
-        while pos < end {
-            let index = pos / PAGE;
-            let in_page = (pos % PAGE) as usize;
-            let n = (PAGE as usize - in_page).min((end - pos) as usize);
-            let page = match CachePin::pin(&fsys.cache, self.file.id(), &**self.file.inode(), index)
-            {
-                Ok(p) => p,
-                Err(e) if pos == offset => return Err(e),
-                Err(_) => break,
-            };
+        // Appends the part of `page` that `[pos, end)` covers; false when
+        // there is no memory for the reference.
+        let mut queue = |pos: &mut u64, page: CachePin<KernelLocking, KernelFrames>| {
+            let in_page = (*pos % PAGE) as usize;
+            let n = (PAGE as usize - in_page).min((end - *pos) as usize);
             let page: Arc<dyn uk_net::SharedBytes> = Arc::new(page);
             match uk_net::TcpPayload::shared(page, in_page, n) {
-                Some(p) => out.push_back(p),
-                None => break,
+                Some(p) => {
+                    out.push_back(p);
+                    *pos += n as u64;
+                    true
+                }
+                None => false,
             }
-            pos += n as u64;
+        };
+        while pos < end {
+            let index = pos / PAGE;
+            let pages = (end - 1) / PAGE + 1 - index;
+            // The resident pages in one go (one lock), then a missing one
+            // read on its own.
+            let mut ok = true;
+            let n = CachePin::pin_resident(&fsys.cache, self.file.id(), index, pages, |page| {
+                ok = ok && queue(&mut pos, page);
+            });
+            if !ok {
+                break;
+            }
+            if n > 0 {
+                continue;
+            }
+            match CachePin::pin(&fsys.cache, self.file.id(), &**self.file.inode(), index) {
+                Ok(page) => {
+                    if !queue(&mut pos, page) {
+                        break;
+                    }
+                }
+                Err(e) if pos == offset => return Err(e),
+                Err(_) => break,
+            }
         }
         Ok(pos - offset)
     }
