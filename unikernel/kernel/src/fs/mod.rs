@@ -470,6 +470,12 @@ pub fn lstat(path: &str) -> Result<Stat> {
     fs()?.vfs.stat("/", path, false)
 }
 
+/// Whether `path` lies on a read-only file system (and what it names, or
+/// anything below it, can never change while the system runs).
+pub fn read_only(path: &str) -> Result<bool> {
+    Ok(fs()?.vfs.resolve("/", path, true)?.read_only)
+}
+
 /// Creates a directory.
 pub fn mkdir(path: &str, perm: u32) -> Result<()> {
     fs()?.vfs.mkdir("/", path, perm).map(drop)
