@@ -5,6 +5,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use crate::date::parse_http_date;
+use crate::oom::try_push;
 use crate::parse::Request;
 
 /// What the server knows about a file (or a precompressed sibling).
@@ -164,7 +165,8 @@ pub enum RangeOutcome {
 ///
 /// Invalid syntax (other units, `b < a`, non-digits, empty set) and more than
 /// `max_ranges` elements → [`RangeOutcome::Full`]: RFC 9110 §14.2 allows
-/// ignoring the Range header, which defuses many-ranges amplification.
+/// ignoring the Range header, which defuses many-ranges amplification. So
+/// does running out of memory for the list.
 pub fn parse_range(header: &str, len: u64, max_ranges: usize) -> RangeOutcome {
     let Some((unit, set)) = header.trim_matches([' ', '\t']).split_once('=') else {
         return RangeOutcome::Full;
@@ -191,10 +193,13 @@ pub fn parse_range(header: &str, len: u64, max_ranges: usize) -> RangeOutcome {
                 return RangeOutcome::Full;
             };
             if n > 0 && len > 0 {
-                ranges.push(ByteRange {
+                let r = ByteRange {
                     first: len.saturating_sub(n),
                     last: len - 1,
-                });
+                };
+                if try_push(&mut ranges, r).is_err() {
+                    return RangeOutcome::Full;
+                }
             }
         } else {
             let Some(first) = digits(a) else {
@@ -209,10 +214,13 @@ pub fn parse_range(header: &str, len: u64, max_ranges: usize) -> RangeOutcome {
                 }
             };
             if first < len {
-                ranges.push(ByteRange {
+                let r = ByteRange {
                     first,
                     last: last.min(len - 1),
-                });
+                };
+                if try_push(&mut ranges, r).is_err() {
+                    return RangeOutcome::Full;
+                }
             }
         }
     }
@@ -223,7 +231,10 @@ pub fn parse_range(header: &str, len: u64, max_ranges: usize) -> RangeOutcome {
         return RangeOutcome::Unsatisfiable;
     }
     crate::sort::heapsort_by(&mut ranges, |a, b| a.first.cmp(&b.first));
-    let mut merged: Vec<ByteRange> = Vec::with_capacity(ranges.len());
+    let mut merged: Vec<ByteRange> = Vec::new();
+    if merged.try_reserve_exact(ranges.len()).is_err() {
+        return RangeOutcome::Full;
+    }
     for r in ranges {
         match merged.last_mut() {
             Some(m) if r.first <= m.last.saturating_add(1) => m.last = m.last.max(r.last),
