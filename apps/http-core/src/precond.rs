@@ -5,7 +5,6 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use crate::date::parse_http_date;
-use crate::oom::try_push;
 use crate::parse::Request;
 
 /// What the server knows about a file (or a precompressed sibling).
@@ -174,7 +173,15 @@ pub fn parse_range(header: &str, len: u64, max_ranges: usize) -> RangeOutcome {
     if !unit.eq_ignore_ascii_case("bytes") {
         return RangeOutcome::Full;
     }
+    // Room for every element up front (no growth below); without it the
+    // header is ignored like an oversized one.
     let mut ranges: Vec<ByteRange> = Vec::new();
+    if ranges
+        .try_reserve_exact(set.split(',').count().min(max_ranges))
+        .is_err()
+    {
+        return RangeOutcome::Full;
+    }
     let mut count = 0usize;
     for spec in set.split(',') {
         let spec = spec.trim_matches([' ', '\t']);
@@ -193,13 +200,10 @@ pub fn parse_range(header: &str, len: u64, max_ranges: usize) -> RangeOutcome {
                 return RangeOutcome::Full;
             };
             if n > 0 && len > 0 {
-                let r = ByteRange {
+                ranges.push(ByteRange {
                     first: len.saturating_sub(n),
                     last: len - 1,
-                };
-                if try_push(&mut ranges, r).is_err() {
-                    return RangeOutcome::Full;
-                }
+                });
             }
         } else {
             let Some(first) = digits(a) else {
@@ -214,13 +218,10 @@ pub fn parse_range(header: &str, len: u64, max_ranges: usize) -> RangeOutcome {
                 }
             };
             if first < len {
-                let r = ByteRange {
+                ranges.push(ByteRange {
                     first,
                     last: last.min(len - 1),
-                };
-                if try_push(&mut ranges, r).is_err() {
-                    return RangeOutcome::Full;
-                }
+                });
             }
         }
     }
@@ -231,17 +232,15 @@ pub fn parse_range(header: &str, len: u64, max_ranges: usize) -> RangeOutcome {
         return RangeOutcome::Unsatisfiable;
     }
     crate::sort::heapsort_by(&mut ranges, |a, b| a.first.cmp(&b.first));
-    let mut merged: Vec<ByteRange> = Vec::new();
-    if merged.try_reserve_exact(ranges.len()).is_err() {
-        return RangeOutcome::Full;
-    }
-    for r in ranges {
-        match merged.last_mut() {
-            Some(m) if r.first <= m.last.saturating_add(1) => m.last = m.last.max(r.last),
-            _ => merged.push(r),
+    // Merged in place: `r` joins the kept range `m` before it.
+    ranges.dedup_by(|r, m| {
+        let joins = r.first <= m.last.saturating_add(1);
+        if joins {
+            m.last = m.last.max(r.last);
         }
-    }
-    RangeOutcome::Partial(merged)
+        joins
+    });
+    RangeOutcome::Partial(ranges)
 }
 
 /// `1*DIGIT`, saturating on overflow.

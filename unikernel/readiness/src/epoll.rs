@@ -108,6 +108,8 @@ pub enum EpollError {
     /// `ELOOP`: the addition would create a cycle of epoll instances or nest
     /// them too deeply.
     Loop,
+    /// `ENOMEM`: no memory for the interest.
+    NoMemory,
 }
 
 impl EpollError {
@@ -117,6 +119,7 @@ impl EpollError {
             EpollError::Perm => 1,
             EpollError::NotFound => 2,
             EpollError::BadFd => 9,
+            EpollError::NoMemory => 12,
             EpollError::Exists => 17,
             EpollError::Invalid => 22,
             EpollError::Loop => 40,
@@ -133,6 +136,7 @@ impl fmt::Display for EpollError {
             EpollError::BadFd => "EBADF: bad file descriptor",
             EpollError::Perm => "EPERM: target does not support polling",
             EpollError::Loop => "ELOOP: epoll nesting loop or too deep",
+            EpollError::NoMemory => "ENOMEM: no memory for the interest",
         })
     }
 }
@@ -339,6 +343,11 @@ impl EpollInstance {
         let wk = WatchKey::new(key, fd);
         if self.index.contains_key(&wk) {
             return Err(EpollError::Exists);
+        }
+        if self.index.try_reserve(1).is_err()
+            || (self.free.is_empty() && self.slots.try_reserve(1).is_err())
+        {
+            return Err(EpollError::NoMemory);
         }
         let entry = Entry {
             key: wk,

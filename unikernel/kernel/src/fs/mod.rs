@@ -381,7 +381,8 @@ impl SendSource {
     /// stack drops it once the bytes are acknowledged and the device has
     /// read them). Nothing is copied. Reads pages evicted since
     /// [`prefetch`](Self::prefetch) again (blocks on the disk: call without
-    /// the network lock). Returns the bytes referenced.
+    /// the network lock). Returns the bytes referenced; when memory runs
+    /// out, a short count (`ENOMEM` if nothing was referenced).
     pub(crate) fn pin_pages(
         &self,
         offset: u64,
@@ -395,13 +396,18 @@ impl SendSource {
             let index = pos / PAGE;
             let in_page = (pos % PAGE) as usize;
             let n = (PAGE as usize - in_page).min((end - pos) as usize);
-            let page = match CachePin::pin(&fsys.cache, self.file.id(), &**self.file.inode(), index)
-            {
+            let pinned = out
+                .try_reserve(1)
+                .map_err(|_| Errno::ENOMEM)
+                .and_then(|()| {
+                    CachePin::pin(&fsys.cache, self.file.id(), &**self.file.inode(), index)
+                })
+                .and_then(|p| uk_frame::try_arc(p).map_err(|_| Errno::ENOMEM));
+            let page: Arc<dyn uk_net::SharedBytes> = match pinned {
                 Ok(p) => p,
                 Err(e) if pos == offset => return Err(e),
                 Err(_) => break,
             };
-            let page: Arc<dyn uk_net::SharedBytes> = Arc::new(page);
             match uk_net::TcpPayload::shared(page, in_page, n) {
                 Some(p) => out.push_back(p),
                 None => break,
