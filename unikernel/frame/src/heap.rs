@@ -251,25 +251,46 @@ pub fn try_arc<T>(value: T) -> Result<Arc<T>, T> {
         return Err(value);
     };
     let layout = layout.pad_to_align();
+    let Some(irq_was_enabled) = reserve(layout) else {
+        return Err(value);
+    };
+    let arc = Arc::new(value);
+    unreserve(layout, irq_was_enabled);
+    Ok(arc)
+}
+
+/// Allocates a block of `layout` and sets it aside for the next allocation
+/// of that layout, with interrupts off; returns whether they were on, or
+/// `None` (nothing changed) when memory is short.
+#[inline(never)]
+fn reserve(layout: Layout) -> Option<bool> {
     // SAFETY: `layout` has a non-zero size (the two counters).
     let block = unsafe { ALLOCATOR.alloc(layout) };
     if block.is_null() {
-        return Err(value);
+        return None;
     }
-    let (arc, left) = x86_64::instructions::interrupts::without_interrupts(|| {
-        RESERVED_SIZE.store(layout.size(), Ordering::Relaxed);
-        RESERVED_ALIGN.store(layout.align(), Ordering::Relaxed);
-        RESERVED.store(block as usize, Ordering::Relaxed);
-        let arc = Arc::new(value);
-        (arc, RESERVED.swap(0, Ordering::Relaxed))
-    });
+    let irq_was_enabled = x86_64::instructions::interrupts::are_enabled();
+    x86_64::instructions::interrupts::disable();
+    RESERVED_SIZE.store(layout.size(), Ordering::Relaxed);
+    RESERVED_ALIGN.store(layout.align(), Ordering::Relaxed);
+    RESERVED.store(block as usize, Ordering::Relaxed);
+    Some(irq_was_enabled)
+}
+
+/// Ends a [`reserve`]: interrupts back as they were, the block freed if the
+/// allocation it was meant for did not take it.
+#[inline(never)]
+fn unreserve(layout: Layout, irq_was_enabled: bool) {
+    let left = RESERVED.swap(0, Ordering::Relaxed);
+    if irq_was_enabled {
+        x86_64::instructions::interrupts::enable();
+    }
     if left != 0 {
         RESERVE_MISSES.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: `left` is `block`, allocated above with `layout` and not
+        // SAFETY: `left` is the block `reserve` allocated with `layout`, not
         // handed out (the reservation was still set).
         unsafe { ALLOCATOR.dealloc(left as *mut u8, layout) };
     }
-    Ok(arc)
 }
 
 /// How many [`try_arc`] reservations `Arc::new` did not use (each then

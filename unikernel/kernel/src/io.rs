@@ -635,14 +635,20 @@ pub fn epoll_wait(epfd: i32, out: &mut [EpollEvent], timeout_ms: i32) -> Result<
     }
     let ep = epoll_file(epfd)?;
     let deadline = (timeout_ms > 0).then(|| time::since_boot_ns() + timeout_ms as u64 * 1_000_000);
-    let mut ready = Vec::with_capacity(out.len().min(64));
+    // Room for what one call reports, reserved fallibly (ENOMEM, not a
+    // panic); `wait` then never grows it.
+    let mut ready = Vec::new();
+    ready
+        .try_reserve_exact(out.len().min(64))
+        .map_err(|_| Errno::ENOMEM)?;
+    let max = ready.capacity();
     loop {
         let seen = ep.seq.load(Ordering::Acquire);
         ready.clear();
         let n = net::with_readiness(|sock| {
-            ep.inner.lock().wait(out.len(), &mut ready, |key, _fd| {
-                Events(readiness_of(key, sock))
-            })
+            ep.inner
+                .lock()
+                .wait(max, &mut ready, |key, _fd| Events(readiness_of(key, sock)))
         });
         if n > 0 {
             for (o, r) in out.iter_mut().zip(&ready[..n]) {

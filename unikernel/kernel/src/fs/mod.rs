@@ -308,8 +308,8 @@ pub fn file_ops(fd: i32) -> Result<Arc<dyn FileOps>> {
 /// with `perm` under `O_CREAT`.
 pub fn open(path: &str, flags: OpenFlags, perm: u32) -> Result<i32> {
     let f = fs()?;
-    let file = f.vfs.open("/", path, flags, perm, &f.cache)?;
-    install(file)
+    let file = f.vfs.open_description("/", path, flags, perm, &f.cache)?;
+    install(uk_frame::try_arc(file).map_err(|_| Errno::ENOMEM)?)
 }
 
 /// Reads at the file offset.
