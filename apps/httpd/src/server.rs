@@ -430,9 +430,6 @@ impl Server {
             };
             let n = match io::epoll_wait(self.ep, &mut events, timeout) {
                 Ok(n) => n,
-                // Memory is short: run the deadlines (which free some) and
-                // try again.
-                Err(Errno::ENOMEM) => 0,
                 Err(e) => {
                     log::error!("httpd: epoll_wait: {e}");
                     return 1;

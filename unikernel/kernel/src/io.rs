@@ -635,16 +635,12 @@ pub fn epoll_wait(epfd: i32, out: &mut [EpollEvent], timeout_ms: i32) -> Result<
     }
     let ep = epoll_file(epfd)?;
     let deadline = (timeout_ms > 0).then(|| time::since_boot_ns() + timeout_ms as u64 * 1_000_000);
-    // Room for what one call reports, reserved fallibly (ENOMEM, not a
-    // panic); `wait` then never grows it.
-    let mut ready = Vec::new();
-    ready
-        .try_reserve_exact(out.len().min(64))
-        .map_err(|_| Errno::ENOMEM)?;
-    let max = ready.capacity();
+    // On the stack: waiting allocates nothing (with the heap exhausted,
+    // the event loop must still learn which connections can go on).
+    let mut ready = [uk_readiness::EpollEvent::default(); 64];
+    let max = out.len().min(ready.len());
     loop {
         let seen = ep.seq.load(Ordering::Acquire);
-        ready.clear();
         let n = net::with_readiness(|sock| {
             ep.inner
                 .lock()

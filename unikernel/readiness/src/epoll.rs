@@ -481,18 +481,16 @@ impl EpollInstance {
     /// `maxevents <= 0` with `EINVAL` before getting here). `poll_now` must
     /// not block and is called once per popped entry, never for interests
     /// that are not queued.
-    pub fn wait<F>(
-        &mut self,
-        max_events: usize,
-        out: &mut Vec<EpollEvent>,
-        mut poll_now: F,
-    ) -> usize
+    ///
+    /// The events go to `out[..n]` (at most `out.len()` of them): waiting
+    /// allocates nothing.
+    pub fn wait<F>(&mut self, max_events: usize, out: &mut [EpollEvent], mut poll_now: F) -> usize
     where
         F: FnMut(SourceKey, i32) -> Events,
     {
+        let max_events = max_events.min(out.len());
         let mut budget = self.ready_len;
         let mut reported = 0;
-        out.reserve(max_events.min(budget));
         while reported < max_events && budget > 0 {
             budget -= 1;
             let idx = self.pop_front();
@@ -501,10 +499,10 @@ impl EpollInstance {
             if revents.is_empty() {
                 continue;
             }
-            out.push(EpollEvent {
+            out[reported] = EpollEvent {
                 events: revents,
                 data: e.data,
-            });
+            };
             reported += 1;
             if e.events.contains(Events::ONESHOT) {
                 e.events &= Events::PRIVATE;

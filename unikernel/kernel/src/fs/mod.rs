@@ -475,20 +475,33 @@ pub fn set_random_access(fd: i32, random: bool) -> Result<()> {
     Ok(())
 }
 
-/// Lists the directory at `path`: (name, kind) pairs without `.` and `..`.
+/// Lists the directory at `path`: (name, kind) pairs without `.` and `..`;
+/// `ENOMEM` when memory runs out.
 pub fn read_dir(path: &str) -> Result<Vec<(String, FileKind)>> {
     let fd = open(path, OpenFlags::O_RDONLY | OpenFlags::O_DIRECTORY, 0)?;
     let file = get(fd);
     let mut out = Vec::new();
     let res = file.and_then(|f| {
         loop {
+            let mut short = false;
             let mut sink = |e: DirEntry<'_>| {
                 if e.name != "." && e.name != ".." {
-                    out.push((String::from(e.name), e.kind));
+                    let mut name = String::new();
+                    if out.try_reserve(1).is_err() || name.try_reserve_exact(e.name.len()).is_err()
+                    {
+                        short = true;
+                        return false;
+                    }
+                    name.push_str(e.name);
+                    out.push((name, e.kind));
                 }
                 true
             };
-            if f.getdents(&mut sink)? == 0 {
+            let n = f.getdents(&mut sink)?;
+            if short {
+                break Err(Errno::ENOMEM);
+            }
+            if n == 0 {
                 break Ok(());
             }
         }
