@@ -913,7 +913,8 @@ impl Server {
             Lookup::NotFound => Resource::NotFound,
             Lookup::Forbidden => Resource::Forbidden,
             Lookup::Failed(e) => {
-                log::error!("httpd: {}: {e}", path.as_str());
+                let root = self.cfg.root.trim_end_matches('/');
+                log::error!("httpd: {root}{}: {e}", path.as_str());
                 let status = if *e == Errno::ENOMEM { 503 } else { 500 };
                 return Response::new(plan_error(req, status, now, &info), None, log);
             }
