@@ -25,102 +25,307 @@ pub fn mime_for(path: &str) -> &'static str {
     lookup(&buf[..ext.len()])
 }
 
-/// Extensions (space-separated) `=` media type, one pair a line, the most
-/// common first: one string, scanned, is a fraction of the code a `match`
-/// on the extension compiles to.
+/// Extensions, space-separated, one line per media type of [`TYPES`]. The
+/// lookup uses [`TABLE`], made from this at compile time: a sorted table
+/// searched by halves is as fast as the `match` it replaced and a fraction
+/// of its code.
+const EXTS: &[u8] = b"\
+html htm shtml\n\
+css\n\
+js mjs cjs\n\
+txt text log conf ini\n\
+csv\n\
+tsv\n\
+md markdown\n\
+ics\n\
+vtt\n\
+xml xsl xsd\n\
+json map\n\
+jsonld\n\
+geojson\n\
+webmanifest\n\
+xhtml xht\n\
+rss\n\
+atom\n\
+yaml yml\n\
+toml\n\
+pdf\n\
+rtf\n\
+epub\n\
+doc\n\
+docx\n\
+xls\n\
+xlsx\n\
+ppt\n\
+pptx\n\
+odt\n\
+ods\n\
+wasm\n\
+svg svgz\n\
+png\n\
+apng\n\
+jpg jpeg jpe jfif\n\
+gif\n\
+webp\n\
+avif\n\
+jxl\n\
+heic\n\
+ico cur\n\
+bmp\n\
+tif tiff\n\
+woff\n\
+woff2\n\
+ttf\n\
+otf\n\
+eot\n\
+mp4 m4v\n\
+webm\n\
+ogv\n\
+mov\n\
+avi\n\
+mpeg mpg\n\
+mkv\n\
+ts\n\
+m3u8\n\
+ogg oga\n\
+opus\n\
+mp3\n\
+wav\n\
+flac\n\
+m4a\n\
+aac\n\
+weba\n\
+mid midi\n\
+gltf\n\
+glb\n\
+zip\n\
+gz tgz\n\
+tar\n\
+bz2\n\
+xz\n\
+zst\n\
+7z\n\
+rar\n\
+jar";
+
+/// The media type of each line of [`EXTS`], one a line.
 const TYPES: &str = "\
-html htm shtml=text/html; charset=utf-8\n\
-css=text/css; charset=utf-8\n\
-js mjs cjs=text/javascript; charset=utf-8\n\
-txt text log conf ini=text/plain; charset=utf-8\n\
-csv=text/csv; charset=utf-8\n\
-tsv=text/tab-separated-values; charset=utf-8\n\
-md markdown=text/markdown; charset=utf-8\n\
-ics=text/calendar; charset=utf-8\n\
-vtt=text/vtt; charset=utf-8\n\
-xml xsl xsd=text/xml; charset=utf-8\n\
-json map=application/json\n\
-jsonld=application/ld+json\n\
-geojson=application/geo+json\n\
-webmanifest=application/manifest+json\n\
-xhtml xht=application/xhtml+xml\n\
-rss=application/rss+xml\n\
-atom=application/atom+xml\n\
-yaml yml=application/yaml\n\
-toml=application/toml\n\
-pdf=application/pdf\n\
-rtf=application/rtf\n\
-epub=application/epub+zip\n\
-doc=application/msword\n\
-docx=application/vnd.openxmlformats-officedocument.wordprocessingml.document\n\
-xls=application/vnd.ms-excel\n\
-xlsx=application/vnd.openxmlformats-officedocument.spreadsheetml.sheet\n\
-ppt=application/vnd.ms-powerpoint\n\
-pptx=application/vnd.openxmlformats-officedocument.presentationml.presentation\n\
-odt=application/vnd.oasis.opendocument.text\n\
-ods=application/vnd.oasis.opendocument.spreadsheet\n\
-wasm=application/wasm\n\
-svg svgz=image/svg+xml\n\
-png=image/png\n\
-apng=image/apng\n\
-jpg jpeg jpe jfif=image/jpeg\n\
-gif=image/gif\n\
-webp=image/webp\n\
-avif=image/avif\n\
-jxl=image/jxl\n\
-heic=image/heic\n\
-ico cur=image/x-icon\n\
-bmp=image/bmp\n\
-tif tiff=image/tiff\n\
-woff=font/woff\n\
-woff2=font/woff2\n\
-ttf=font/ttf\n\
-otf=font/otf\n\
-eot=application/vnd.ms-fontobject\n\
-mp4 m4v=video/mp4\n\
-webm=video/webm\n\
-ogv=video/ogg\n\
-mov=video/quicktime\n\
-avi=video/x-msvideo\n\
-mpeg mpg=video/mpeg\n\
-mkv=video/x-matroska\n\
-ts=video/mp2t\n\
-m3u8=application/vnd.apple.mpegurl\n\
-ogg oga=audio/ogg\n\
-opus=audio/opus\n\
-mp3=audio/mpeg\n\
-wav=audio/wav\n\
-flac=audio/flac\n\
-m4a=audio/mp4\n\
-aac=audio/aac\n\
-weba=audio/webm\n\
-mid midi=audio/midi\n\
-gltf=model/gltf+json\n\
-glb=model/gltf-binary\n\
-zip=application/zip\n\
-gz tgz=application/gzip\n\
-tar=application/x-tar\n\
-bz2=application/x-bzip2\n\
-xz=application/x-xz\n\
-zst=application/zstd\n\
-7z=application/x-7z-compressed\n\
-rar=application/vnd.rar\n\
-jar=application/java-archive";
+text/html; charset=utf-8\n\
+text/css; charset=utf-8\n\
+text/javascript; charset=utf-8\n\
+text/plain; charset=utf-8\n\
+text/csv; charset=utf-8\n\
+text/tab-separated-values; charset=utf-8\n\
+text/markdown; charset=utf-8\n\
+text/calendar; charset=utf-8\n\
+text/vtt; charset=utf-8\n\
+text/xml; charset=utf-8\n\
+application/json\n\
+application/ld+json\n\
+application/geo+json\n\
+application/manifest+json\n\
+application/xhtml+xml\n\
+application/rss+xml\n\
+application/atom+xml\n\
+application/yaml\n\
+application/toml\n\
+application/pdf\n\
+application/rtf\n\
+application/epub+zip\n\
+application/msword\n\
+application/vnd.openxmlformats-officedocument.wordprocessingml.document\n\
+application/vnd.ms-excel\n\
+application/vnd.openxmlformats-officedocument.spreadsheetml.sheet\n\
+application/vnd.ms-powerpoint\n\
+application/vnd.openxmlformats-officedocument.presentationml.presentation\n\
+application/vnd.oasis.opendocument.text\n\
+application/vnd.oasis.opendocument.spreadsheet\n\
+application/wasm\n\
+image/svg+xml\n\
+image/png\n\
+image/apng\n\
+image/jpeg\n\
+image/gif\n\
+image/webp\n\
+image/avif\n\
+image/jxl\n\
+image/heic\n\
+image/x-icon\n\
+image/bmp\n\
+image/tiff\n\
+font/woff\n\
+font/woff2\n\
+font/ttf\n\
+font/otf\n\
+application/vnd.ms-fontobject\n\
+video/mp4\n\
+video/webm\n\
+video/ogg\n\
+video/quicktime\n\
+video/x-msvideo\n\
+video/mpeg\n\
+video/x-matroska\n\
+video/mp2t\n\
+application/vnd.apple.mpegurl\n\
+audio/ogg\n\
+audio/opus\n\
+audio/mpeg\n\
+audio/wav\n\
+audio/flac\n\
+audio/mp4\n\
+audio/aac\n\
+audio/webm\n\
+audio/midi\n\
+model/gltf+json\n\
+model/gltf-binary\n\
+application/zip\n\
+application/gzip\n\
+application/x-tar\n\
+application/x-bzip2\n\
+application/x-xz\n\
+application/zstd\n\
+application/x-7z-compressed\n\
+application/vnd.rar\n\
+application/java-archive";
+
+/// The longest extension in [`EXTS`].
+const EXT_MAX: usize = 11;
+const N_EXTS: usize = count(EXTS, true);
+const N_TYPES: usize = count(TYPES.as_bytes(), false);
+
+/// An extension padded with zeros, and the line of its type in [`TYPES`].
+type Entry = ([u8; EXT_MAX], u8);
+
+/// Every extension of [`EXTS`] with its type's line, sorted.
+static TABLE: [Entry; N_EXTS] = table();
+
+/// Where each line of [`TYPES`] starts (and one past the end).
+static STARTS: [u16; N_TYPES + 1] = starts();
+
+/// Words (separated by spaces and newlines) or, with `words` false, lines.
+const fn count(s: &[u8], words: bool) -> usize {
+    let (mut n, mut i, mut inside) = (0, 0, false);
+    while i < s.len() {
+        let gap = s[i] == b'\n' || (words && s[i] == b' ');
+        if !gap && !inside {
+            n += 1;
+        }
+        inside = !gap;
+        i += 1;
+    }
+    n
+}
+
+const fn table() -> [Entry; N_EXTS] {
+    let mut out = [([0u8; EXT_MAX], 0u8); N_EXTS];
+    let (mut i, mut n, mut line, mut start) = (0, 0, 0u8, 0);
+    while i <= EXTS.len() {
+        let b = if i < EXTS.len() { EXTS[i] } else { b'\n' };
+        if b == b' ' || b == b'\n' {
+            if i > start {
+                assert!(i - start <= EXT_MAX, "extension too long");
+                let mut k = 0;
+                while k < i - start {
+                    out[n].0[k] = EXTS[start + k];
+                    k += 1;
+                }
+                out[n].1 = line;
+                n += 1;
+            }
+            start = i + 1;
+            if b == b'\n' {
+                line += 1;
+            }
+        }
+        i += 1;
+    }
+    // Insertion sort: about a hundred entries, once, at compile time.
+    let mut a = 1;
+    while a < N_EXTS {
+        let mut b = a;
+        while b > 0 && less(&out[b].0, &out[b - 1].0) {
+            let t = out[b];
+            out[b] = out[b - 1];
+            out[b - 1] = t;
+            b -= 1;
+        }
+        a += 1;
+    }
+    out
+}
+
+const fn less(x: &[u8; EXT_MAX], y: &[u8; EXT_MAX]) -> bool {
+    let mut i = 0;
+    while i < EXT_MAX {
+        if x[i] != y[i] {
+            return x[i] < y[i];
+        }
+        i += 1;
+    }
+    false
+}
+
+const fn starts() -> [u16; N_TYPES + 1] {
+    let s = TYPES.as_bytes();
+    let mut out = [0u16; N_TYPES + 1];
+    let (mut i, mut n) = (0, 1);
+    while i < s.len() {
+        if s[i] == b'\n' {
+            out[n] = (i + 1) as u16;
+            n += 1;
+        }
+        i += 1;
+    }
+    out[N_TYPES] = (s.len() + 1) as u16;
+    out
+}
 
 fn lookup(ext: &[u8]) -> &'static str {
-    for line in TYPES.split('\n') {
-        if let Some((exts, ty)) = line.split_once('=')
-            && exts.split(' ').any(|e| e.as_bytes() == ext)
-        {
-            return ty;
-        }
-    }
-    DEFAULT_MIME
+    let mut key = [0u8; EXT_MAX];
+    let Some(k) = key.get_mut(..ext.len()) else {
+        return DEFAULT_MIME;
+    };
+    k.copy_from_slice(ext);
+    let Ok(i) = TABLE.binary_search_by(|e| e.0.cmp(&key)) else {
+        return DEFAULT_MIME;
+    };
+    let line = usize::from(TABLE[i].1);
+    let (a, b) = (STARTS[line], STARTS[line + 1] - 1);
+    TYPES
+        .get(usize::from(a)..usize::from(b))
+        .unwrap_or(DEFAULT_MIME)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every extension of the table finds the type on its line, and one
+    /// letter more (before or after) finds nothing unless it is listed.
+    #[test]
+    fn every_listed_extension() {
+        let types: alloc::vec::Vec<&str> = TYPES.split('\n').collect();
+        assert_eq!(types.len(), N_TYPES);
+        let exts = core::str::from_utf8(EXTS).unwrap();
+        let listed = |e: &str| exts.split(['\n', ' ']).any(|x| x == e);
+        let mut n = 0;
+        for (line, names) in exts.split('\n').enumerate() {
+            for ext in names.split(' ') {
+                assert_eq!(lookup(ext.as_bytes()), types[line], "{ext}");
+                for other in [alloc::format!("{ext}q"), alloc::format!("q{ext}")] {
+                    if !listed(&other) {
+                        assert_eq!(lookup(other.as_bytes()), DEFAULT_MIME, "{other}");
+                    }
+                }
+                n += 1;
+            }
+        }
+        assert_eq!(n, N_EXTS);
+        assert!(
+            TABLE.windows(2).all(|w| w[0].0 < w[1].0),
+            "sorted, no duplicates"
+        );
+    }
 
     #[test]
     fn common_types() {
