@@ -227,9 +227,18 @@ impl<L: Locking> Vfs<L> {
             } else {
                 &full[mount.path.len()..]
             };
-            let comps: Vec<&str> = components(rest).collect();
+            // Fallibly sized: resolution allocates nothing that can abort.
+            let mut comps: Vec<&str> = Vec::new();
+            comps
+                .try_reserve_exact(components(rest).count())
+                .map_err(|_| VfsError::ENOMEM)?;
+            comps.extend(components(rest));
             let mut cur = mount.root.clone();
-            let mut cur_path = mount.path.clone();
+            let mut cur_path = String::new();
+            cur_path
+                .try_reserve_exact(full.len() + 1)
+                .map_err(|_| VfsError::ENOMEM)?;
+            cur_path.push_str(&mount.path);
             for (i, name) in comps.iter().enumerate() {
                 if cur.kind() != FileKind::Directory {
                     return Err(VfsError::ENOTDIR);
@@ -242,6 +251,10 @@ impl<L: Locking> Vfs<L> {
                         return Err(VfsError::ELOOP);
                     }
                     let mut target = child.readlink()?;
+                    let more: usize = comps[i + 1..].iter().map(|c| c.len() + 1).sum();
+                    target
+                        .try_reserve_exact(more)
+                        .map_err(|_| VfsError::ENOMEM)?;
                     for c in &comps[i + 1..] {
                         target.push('/');
                         target.push_str(c);
