@@ -199,12 +199,16 @@ impl<H: Stable, F: Stable> Chain<H, F> {
     }
 
     /// Appends bytes `start..start + len` of `buf`; gives `buf` back when the
-    /// range is outside it or the chain is full.
+    /// range is outside it, the chain is full or memory is short.
     pub fn push(&mut self, buf: F, start: usize, len: usize) -> Result<(), F> {
         let fits = start
             .checked_add(len)
             .is_some_and(|end| end <= buf.bytes().len());
-        if !fits || len == 0 || self.fragments.len() == MAX_FRAGMENTS {
+        if !fits
+            || len == 0
+            || self.fragments.len() == MAX_FRAGMENTS
+            || self.fragments.try_reserve(1).is_err()
+        {
             return Err(buf);
         }
         self.fragments.push((buf, start, len));

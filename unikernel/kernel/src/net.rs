@@ -288,13 +288,18 @@ fn blocking<T>(
     timeout: Option<Duration>,
     mut op: impl FnMut(&mut NetStack) -> Result<T>,
 ) -> Result<T> {
+    // A non-blocking call never waits: no wait state is made for it (so
+    // serving a non-blocking socket allocates nothing here).
+    if nonblocking {
+        return with_stack(&mut op);
+    }
     let w = waiter(id);
     let deadline = timeout
         .map(|t| time::since_boot_ns().saturating_add(t.as_nanos().min(u64::MAX as u128) as u64));
     loop {
         let seen = w.seq.load(Ordering::Acquire);
         match with_stack(&mut op) {
-            Err(NetError::WouldBlock) if !nonblocking => {}
+            Err(NetError::WouldBlock) => {}
             r => return r,
         }
         kick_held();

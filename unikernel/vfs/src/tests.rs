@@ -1118,3 +1118,46 @@ fn dcache_insert_failure_is_not_cached() {
     assert!(matches!(d.lookup(1, 2, "warm"), DcacheLookup::Negative));
     assert_eq!(d.stats().entries, 2);
 }
+
+/// A descriptor table that cannot grow refuses the file with `ENOMEM` (the
+/// caller keeps it, to drop), changes nothing, and grows once memory is
+/// back; `dup2` past the end likewise.
+#[test]
+fn fd_table_growth_failure_is_enomem() {
+    let mut t = FdTable::new(1024);
+    let sock: Arc<dyn FileOps> = Arc::new(FakeSocket);
+    let (r, rep) = inject(Plan::From(0), || t.insert(sock.clone()));
+    assert_eq!(r, Err(VfsError::ENOMEM));
+    assert_eq!(rep.failed, 1);
+    assert_eq!(t.len(), 0);
+    assert_eq!(Arc::strong_count(&sock), 1, "the refused file was dropped");
+    assert_eq!(t.insert(sock.clone()), Ok(0));
+    let (r, _) = inject(Plan::From(0), || t.dup2(0, 900).map(|(fd, _)| fd));
+    assert_eq!(r.err(), Some(VfsError::ENOMEM));
+    assert_eq!(t.len(), 1);
+    assert_eq!(t.dup2(0, 900).map(|(fd, _)| fd), Ok(900));
+    assert_eq!(t.len(), 2);
+}
+
+/// Resolving a path (`stat`) and opening a file as a description (the
+/// kernel wraps it in an `Arc` with `uk_frame::try_arc`) fail with `ENOMEM`
+/// or succeed, for every allocation failing in turn: none aborts.
+#[test]
+fn open_description_survives_every_failed_allocation() {
+    let (fs, vfs) = setup();
+    fs.root().create("f", 0o644).unwrap();
+    fs.root().mkdir("d", 0o755).unwrap();
+    let cache: Arc<Cache> = Arc::new(PageCache::new(HeapFrames::unlimited(), 64));
+    for n in 0.. {
+        let (r, rep) = inject(Plan::Nth(n), || {
+            vfs.stat("/", "/d/../f", false)?;
+            vfs.open_description("/", "/f", OpenFlags::O_RDONLY, 0, &cache)
+                .map(|_| ())
+        });
+        if rep.failed == 0 {
+            assert_eq!(r, Ok(()));
+            break;
+        }
+        assert!(matches!(r, Ok(()) | Err(VfsError::ENOMEM)), "{n}: {r:?}");
+    }
+}

@@ -246,6 +246,9 @@ impl<L: Locking> Vfs<L> {
                         return Err(VfsError::ELOOP);
                     }
                     let mut target = child.readlink()?;
+                    target
+                        .try_reserve_exact(after.len())
+                        .map_err(|_| VfsError::ENOMEM)?;
                     target.push_str(after);
                     let dir = if at == 0 { "/" } else { &full[..at] };
                     full = normalize_at(dir, &target)?;
@@ -392,6 +395,20 @@ impl<L: Locking> Vfs<L> {
         perm: u32,
         cache: &Arc<PageCache<L, F>>,
     ) -> Result<Arc<FileDescription<L, F>>> {
+        self.open_description(cwd, path, flags, perm, cache)
+            .map(Arc::new)
+    }
+
+    /// [`open`](Self::open) without the `Arc` (whose allocation cannot fail
+    /// softly on stable Rust: the kernel makes it with `uk_frame::try_arc`).
+    pub fn open_description<F: PageFrames>(
+        &self,
+        cwd: &str,
+        path: &str,
+        flags: OpenFlags,
+        perm: u32,
+        cache: &Arc<PageCache<L, F>>,
+    ) -> Result<FileDescription<L, F>> {
         let follow = !flags.contains(OpenFlags::O_NOFOLLOW);
         let creat = flags.contains(OpenFlags::O_CREAT);
         let loc = match self.resolve(cwd, path, follow) {
@@ -433,11 +450,6 @@ impl<L: Locking> Vfs<L> {
             loc.inode.truncate(0)?;
             cache.truncate(id, 0);
         }
-        Ok(Arc::new(FileDescription::new(
-            id,
-            loc.inode,
-            cache.clone(),
-            flags,
-        )))
+        Ok(FileDescription::new(id, loc.inode, cache.clone(), flags))
     }
 }
