@@ -278,11 +278,61 @@ struct Conn {
 }
 
 /// A file found for a request.
+#[derive(Clone)]
 struct Found {
     path: String,
     meta: FileMeta,
     gzip: Option<FileMeta>,
     brotli: Option<FileMeta>,
+}
+
+/// Lookups that found a file on a read-only file system, by request path.
+/// What a path names there cannot change while the system runs, so a hit
+/// skips the walk: an `lstat` per component, a `stat`, and two more for
+/// the precompressed siblings. Bounded (the oldest entry goes first); a
+/// request for a file elsewhere (a writable tmpfs) always walks.
+struct LookupCache {
+    /// (request path, what it found), oldest first.
+    entries: Vec<(String, Found)>,
+}
+
+/// Entries in the [`LookupCache`].
+const LOOKUP_CACHE_ENTRIES: usize = 64;
+
+impl LookupCache {
+    /// A copy of the entry for `path` (`None` without one, or without the
+    /// memory for the copy).
+    fn get(&self, path: &str) -> Option<Found> {
+        let (_, f) = self.entries.iter().rev().find(|(p, _)| p == path)?;
+        let mut copy = String::new();
+        copy.try_reserve_exact(f.path.len()).ok()?;
+        copy.push_str(&f.path);
+        Some(Found { path: copy, ..*f })
+    }
+
+    /// Remembers `found` for `path` if memory allows.
+    fn put(&mut self, path: &str, found: &Found) {
+        let mut key = String::new();
+        let mut copy = String::new();
+        if key.try_reserve_exact(path.len()).is_err()
+            || copy.try_reserve_exact(found.path.len()).is_err()
+            || self.entries.try_reserve(1).is_err()
+        {
+            return;
+        }
+        key.push_str(path);
+        copy.push_str(&found.path);
+        if self.entries.len() >= LOOKUP_CACHE_ENTRIES {
+            self.entries.remove(0);
+        }
+        self.entries.push((
+            key,
+            Found {
+                path: copy,
+                ..*found
+            },
+        ));
+    }
 }
 
 enum Lookup {
@@ -320,6 +370,8 @@ pub struct Server {
     shutdown_fd: Option<i32>,
     /// Set once a shutdown was requested.
     stopping: Option<Stopping>,
+    /// Files found on read-only file systems.
+    lookups: core::cell::RefCell<LookupCache>,
 }
 
 /// Progress of a graceful shutdown.
@@ -381,6 +433,9 @@ impl Server {
             rbuf_cap,
             shutdown_fd,
             stopping: None,
+            lookups: core::cell::RefCell::new(LookupCache {
+                entries: Vec::new(),
+            }),
         })
     }
 
@@ -992,6 +1047,20 @@ impl Server {
         if path.has_hidden_segment() {
             return Ok(Lookup::Forbidden);
         }
+        if let Some(found) = self.lookups.borrow().get(path.as_str()) {
+            return Ok(Lookup::File(found));
+        }
+        let r = self.walk(path)?;
+        if let Lookup::File(found) = &r
+            && fs::read_only(&found.path) == Ok(true)
+        {
+            self.lookups.borrow_mut().put(path.as_str(), found);
+        }
+        Ok(r)
+    }
+
+    /// [`Server::lookup`] without the cache: walks the document root.
+    fn walk(&self, path: &SafePath) -> Result<Lookup, NoMemory> {
         let mut full = fs_path(&self.cfg.root, path)?;
         // Room for the longest name made from it below (no reallocation).
         let extra = self.cfg.index.len() + 4;
