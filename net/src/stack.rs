@@ -345,6 +345,8 @@ struct Entry {
     /// listener, for one of its not yet accepted connections): lets the
     /// epoll layer tell a new arrival from an unrelated state change.
     rx_gen: u64,
+    /// The last poll that reported this socket's readiness as changed.
+    changed_in: u64,
 }
 
 /// A segment waiting for the device or for its next hop's MAC address.
@@ -401,6 +403,8 @@ pub struct NetStack {
     /// reports writability against its own limit, so these are checked
     /// after every poll and reported once they can take data again.
     send_blocked: Vec<SocketId>,
+    /// Polls so far (marks which sockets a poll already reported).
+    polls: u64,
     /// Sockets a segment arrived for, or the application used, since the
     /// last poll: reported as changed even when the engine saw no change
     /// (a new arrival is an edge for `EPOLLET`, see
@@ -573,6 +577,7 @@ impl NetStack {
             segs: Vec::new(),
             events: Vec::new(),
             send_blocked: Vec::new(),
+            polls: 0,
             rx_touched: Vec::new(),
             tcp_bytes: 0,
             tcp_bytes_at: None,
@@ -752,6 +757,7 @@ impl NetStack {
             poll_at: None,
             dirty: false,
             rx_gen: 0,
+            changed_in: 0,
         }
     }
 
@@ -947,8 +953,13 @@ impl NetStack {
         // ring stays full for good.
         nic.flush_tx();
 
-        changed.sort_unstable();
-        changed.dedup();
+        // Each socket once (marked with this poll's number: no sort).
+        self.polls += 1;
+        let this_poll = self.polls;
+        changed.retain(|id| match self.slots.get_mut(id.0 as usize) {
+            Some(Some(e)) => core::mem::replace(&mut e.changed_in, this_poll) != this_poll,
+            _ => true,
+        });
         let mut next = self.timers.first().map(|&(t, _)| t);
         let tcp_next = self.tcp.next_deadline().map(|us| us.div_ceil(1000));
         let txq_next = (!self.txq.is_empty()).then_some(now_ms + 1);

@@ -95,18 +95,28 @@ pub(crate) fn month_name(m: u32) -> &'static str {
 
 /// Appends the IMF-fixdate form of `t` to `out`.
 pub(crate) fn write_http_date(out: &mut impl Write, t: u64) {
+    // By hand, not through `core::fmt`: every response carries one or two.
     let c = civil(t);
-    let _ = write!(
-        out,
-        "{}, {:02} {} {:04} {:02}:{:02}:{:02} GMT",
-        WEEKDAYS[c.weekday],
-        c.day,
-        month_name(c.month),
-        c.year,
-        c.hour,
-        c.min,
-        c.sec
-    );
+    let mut b = *b"Thu, 01 Jan 1970 00:00:00 GMT";
+    b[..3].copy_from_slice(WEEKDAYS[c.weekday].as_bytes());
+    two(&mut b[5..7], c.day);
+    b[8..11].copy_from_slice(month_name(c.month).as_bytes());
+    let y = c.year.clamp(0, 9999) as u32;
+    two(&mut b[12..14], y / 100);
+    two(&mut b[14..16], y % 100);
+    two(&mut b[17..19], c.hour);
+    two(&mut b[20..22], c.min);
+    two(&mut b[23..25], c.sec);
+    if let Ok(s) = core::str::from_utf8(&b) {
+        let _ = out.write_str(s);
+    }
+}
+
+/// Two decimal digits of `v` (0..=99) into `out`.
+#[inline(never)]
+fn two(out: &mut [u8], v: u32) {
+    out[0] = b'0' + (v / 10 % 10) as u8;
+    out[1] = b'0' + (v % 10) as u8;
 }
 
 /// Formats a Unix timestamp as an IMF-fixdate, e.g. `Sun, 06 Nov 1994 08:49:37 GMT`.
@@ -265,6 +275,20 @@ mod tests {
             parse_http_date("  Thu, 01 Jan 1970 00:00:00 GMT\t"),
             Some(0)
         );
+    }
+
+    #[test]
+    fn formatted_dates_parse_back() {
+        let mut t: u64 = 1;
+        for _ in 0..20_000 {
+            t = t
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            let x = t % (MAX_HTTP_DATE + 1);
+            let s = format_http_date(x);
+            assert_eq!(s.len(), 29, "{s}");
+            assert_eq!(parse_http_date(&s), Some(x), "{s}");
+        }
     }
 
     #[test]

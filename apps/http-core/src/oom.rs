@@ -35,6 +35,26 @@ impl Out {
         }
     }
 
+    /// Appends `v` in base `radix` (10 or 16, lower-case), without
+    /// `core::fmt` (response heads carry several numbers).
+    #[inline(never)]
+    pub(crate) fn push_u64(&mut self, mut v: u64, radix: u64) {
+        let mut b = [0u8; 20];
+        let mut i = b.len();
+        loop {
+            let d = (v % radix) as u8;
+            i -= 1;
+            b[i] = if d < 10 { b'0' + d } else { b'a' + d - 10 };
+            v /= radix;
+            if v == 0 {
+                break;
+            }
+        }
+        if let Ok(s) = core::str::from_utf8(&b[i..]) {
+            self.push_str(s);
+        }
+    }
+
     pub(crate) fn push(&mut self, c: char) {
         self.push_str(c.encode_utf8(&mut [0; 4]));
     }
@@ -88,4 +108,28 @@ pub(crate) fn try_push<T>(v: &mut Vec<T>, item: T) -> Result<(), NoMemory> {
     v.try_reserve(1).map_err(|_| NoMemory)?;
     v.push(item);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Out;
+    use alloc::format;
+
+    #[test]
+    fn push_u64_matches_fmt() {
+        let mut x: u64 = 7;
+        for v in [0, 1, 9, 10, 15, 16, 255, u64::MAX]
+            .into_iter()
+            .chain((0..2000).map(|_| {
+                x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                x >> (x % 64)
+            }))
+        {
+            let mut o = Out::with_capacity(0);
+            o.push_u64(v, 10);
+            o.push_str(" ");
+            o.push_u64(v, 16);
+            assert_eq!(o.finish().unwrap(), format!("{v} {v:x}"));
+        }
+    }
 }

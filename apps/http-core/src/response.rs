@@ -208,7 +208,11 @@ impl Head {
     fn new(status: u16, now_unix: u64, info: &ServerInfo<'_>) -> Self {
         let status = status.clamp(100, 999);
         let mut h = Head(Out::with_capacity(256));
-        let _ = write!(h.0, "HTTP/1.1 {status} {}\r\n", reason_phrase(status));
+        h.0.push_str("HTTP/1.1 ");
+        h.0.push_u64(u64::from(status), 10);
+        h.0.push_str(" ");
+        h.0.push_str(reason_phrase(status));
+        h.0.push_str("\r\n");
         h.date("Date", now_unix);
         h.field("Server", info.server);
         for (n, v) in info.headers {
@@ -225,18 +229,27 @@ impl Head {
 
     /// Adds a field; silently skipped when the name is not a token or the
     /// value is empty or could break the framing (CR, LF, other controls).
+    #[inline(never)]
     fn field(&mut self, name: &str, value: &str) {
         if is_token(name) && !value.is_empty() && is_safe_value(value) {
-            let _ = write!(self.0, "{name}: {value}\r\n");
+            self.0.push_str(name);
+            self.0.push_str(": ");
+            self.0.push_str(value);
+            self.0.push_str("\r\n");
         }
     }
 
+    #[inline(never)]
     fn field_u64(&mut self, name: &str, value: u64) {
-        let _ = write!(self.0, "{name}: {value}\r\n");
+        self.0.push_str(name);
+        self.0.push_str(": ");
+        self.0.push_u64(value, 10);
+        self.0.push_str("\r\n");
     }
 
     fn date(&mut self, name: &str, t: u64) {
-        let _ = write!(self.0, "{name}: ");
+        self.0.push_str(name);
+        self.0.push_str(": ");
         write_http_date(&mut self.0, t);
         self.0.push_str("\r\n");
     }
@@ -550,7 +563,17 @@ fn representation_etag(meta: &FileMeta, enc: Encoding) -> Result<String, NoMemor
     let (len, mtime, seed) = (meta.len, meta.mtime_unix, meta.seed);
     let coding = enc.content_encoding().map_or("", |c| c);
     let dash = if coding.is_empty() { "" } else { "-" };
-    try_format(format_args!("\"{len:x}-{mtime:x}-{seed:x}{dash}{coding}\""))
+    let mut o = Out::with_capacity(64);
+    o.push_str("\"");
+    o.push_u64(len, 16);
+    o.push_str("-");
+    o.push_u64(mtime, 16);
+    o.push_str("-");
+    o.push_u64(seed, 16);
+    o.push_str(dash);
+    o.push_str(coding);
+    o.push_str("\"");
+    o.finish()
 }
 
 fn plan_file(

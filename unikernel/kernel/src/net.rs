@@ -106,6 +106,7 @@ fn poll_locked(net: &mut Net) -> bool {
 /// Polls for an application thread: the frames it queues wait for the
 /// doorbell, rung when the thread next waits for events or blocks
 /// ([`kick_held`]), or by the network thread when the CPU goes idle.
+#[inline(never)]
 fn app_poll(net: &mut Net) {
     net.nic.hold_tx_notify(true);
     poll_locked(net);
