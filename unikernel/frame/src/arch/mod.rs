@@ -10,4 +10,5 @@ pub mod idt;
 pub mod mem;
 pub mod paging;
 pub mod serial;
+pub mod simd;
 pub mod upcall;
