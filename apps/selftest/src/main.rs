@@ -489,9 +489,15 @@ fn simd_state() -> i32 {
         thread::sleep(Duration::from_millis(3));
     }
     let (ra, rb) = (a.join(), b.join());
+    let cycles = simd::irq_round_trip_cycles(100_000);
     println!(
-        "simd: xsave={} avx={} xcr0={:#x} area={} bytes",
-        info.xsave, info.avx, info.xcr0, info.area_size
+        "simd: xsave={} avx={} xcr0={:#x} area={} bytes; software interrupt round trip {} cycles ({} ns)",
+        info.xsave,
+        info.avx,
+        info.xcr0,
+        info.area_size,
+        cycles,
+        unikernel::time::cycles_to_us(cycles * 1000).unwrap_or(0)
     );
     for (name, r) in [("a", ra), ("b", rb)] {
         println!(

@@ -192,6 +192,15 @@ fn clobber_handler(_frame: &mut TrapFrame) {
     };
 }
 
+fn install_handler() {
+    if !HANDLER_SET.swap(true, Ordering::AcqRel) {
+        assert!(
+            crate::trap::register(SELFTEST_VECTOR, clobber_handler),
+            "SIMD self-test vector taken"
+        );
+    }
+}
+
 /// Result of [`hold_registers`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct HoldResult {
@@ -214,11 +223,8 @@ pub struct HoldResult {
 /// the register halves that changed. Any mismatch means a thread or a
 /// handler leaked into this thread's registers.
 pub fn hold_registers(pattern: u64, switches: u64, max_ms: u64, soft_irq: bool) -> HoldResult {
-    if soft_irq && !HANDLER_SET.swap(true, Ordering::AcqRel) {
-        assert!(
-            crate::trap::register(SELFTEST_VECTOR, clobber_handler),
-            "SIMD self-test vector taken"
-        );
+    if soft_irq {
+        install_handler();
     }
     let start = crate::sched::STATS.switches.load(Ordering::Relaxed);
     let target = start + switches;
@@ -476,4 +482,19 @@ pub fn hold_registers(pattern: u64, switches: u64, max_ms: u64, soft_irq: bool) 
         iterations,
         switches: crate::sched::STATS.switches.load(Ordering::Relaxed) - start,
     }
+}
+
+/// Average TSC cycles of one software interrupt to [`SELFTEST_VECTOR`] and
+/// back (entry stub, vector state save and restore, dispatch, the
+/// clobbering handler), over `n` of them: the cost of the save shows as the
+/// difference to a stub without it.
+pub fn irq_round_trip_cycles(n: u64) -> u64 {
+    install_handler();
+    let t = cpu::rdtsc();
+    for _ in 0..n {
+        // SAFETY: as in `hold_registers`: the handler registered above runs
+        // and returns with every register as it was.
+        unsafe { asm!("int {vec}", vec = const SELFTEST_VECTOR) };
+    }
+    (cpu::rdtsc() - t) / n.max(1)
 }
