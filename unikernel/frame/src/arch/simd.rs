@@ -41,6 +41,7 @@ use super::idt::TrapFrame;
 /// state there (XSAVE64 with the XSAVE header zeroed first, as XRSTOR
 /// requires, or FXSAVE64). Clobbers `rax`, `rdx` and the flags. Needs the
 /// operands `simd_size = sym AREA_SIZE`, `simd_xsave = sym USE_XSAVE`.
+#[cfg(feature = "simd")]
 macro_rules! save_asm {
     () => {
         r#"
@@ -70,6 +71,7 @@ macro_rules! save_asm {
 
 /// Assembly text: restores what [`save_asm`] saved and sets `rsp` back to
 /// `rbx`. Clobbers `rax`, `rdx` and the flags.
+#[cfg(feature = "simd")]
 macro_rules! restore_asm {
     () => {
         r#"
@@ -87,6 +89,30 @@ macro_rules! restore_asm {
     };
 }
 
+/// Without the `simd` feature nothing but the kernel's own assembly can
+/// touch vector registers (compiled Rust never does, see above, and no
+/// SIMD library is linked), so the stubs save nothing: they only align the
+/// stack for the call (the operands are named, as the stubs pass them, but
+/// unused).
+#[cfg(not(feature = "simd"))]
+macro_rules! save_asm {
+    () => {
+        r#"
+    and rsp, -16                 /* no vector state: {simd_size} {simd_xsave} unused */
+"#
+    };
+}
+
+/// Without the `simd` feature: sets `rsp` back to `rbx`.
+#[cfg(not(feature = "simd"))]
+macro_rules! restore_asm {
+    () => {
+        r#"
+    mov rsp, rbx
+"#
+    };
+}
+
 pub(crate) use {restore_asm, save_asm};
 
 /// Bytes of one save area (XSAVE size for the enabled features, or 512).
@@ -99,6 +125,9 @@ static XCR0: AtomicU64 = AtomicU64::new(0);
 /// Turns on XSAVE and AVX where the CPU has them. Called once on the boot
 /// CPU before interrupts are enabled or any thread exists.
 pub fn init() {
+    if !cfg!(feature = "simd") {
+        return;
+    }
     let l1 = cpu::cpuid(1, 0);
     let has_xsave = l1.ecx & (1 << 26) != 0;
     let has_avx = l1.ecx & (1 << 28) != 0;
@@ -134,6 +163,9 @@ pub fn init() {
 /// What [`init`] chose.
 #[derive(Debug, Clone, Copy)]
 pub struct SimdInfo {
+    /// Built with the `simd` feature: the interrupt entry and the fault
+    /// upcall save the vector state (else nothing below applies).
+    pub saved: bool,
     /// XSAVE64/XRSTOR64 (else FXSAVE64/FXRSTOR64).
     pub xsave: bool,
     /// The AVX (YMM) state is enabled.
@@ -148,6 +180,7 @@ pub struct SimdInfo {
 pub fn info() -> SimdInfo {
     let xcr0 = XCR0.load(Ordering::Relaxed);
     SimdInfo {
+        saved: cfg!(feature = "simd"),
         xsave: USE_XSAVE.load(Ordering::Relaxed) != 0,
         avx: xcr0 & 0b100 != 0,
         xcr0,
