@@ -291,10 +291,13 @@ usage: httpd [OPTIONS]
   --redirect 'FROM TO [S]' redirect paths matching FROM to TO (301, 302, 307, 308)
   --error-page S=/PATH     serve the file PATH as the body of status S (404=/404.html)
   --listing on|off         list directories that have no index file (off: 403)
-  --tls-cert FILE          PEM certificate chain: HTTPS on --tls-port (TLS builds)
-  --tls-key FILE           PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1)
-  --tls-port N             HTTPS port (443)
   --help                   this text";
+
+/// The HTTPS options (in TLS builds: `cargo uk build httpd --tls`).
+pub const USAGE_TLS: &str = "\
+  --tls-cert FILE          PEM certificate chain: HTTPS on --tls-port
+  --tls-key FILE           PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1)
+  --tls-port N             HTTPS port (443)";
 
 /// Parses a duration: `10s`, `500ms`, `2m`, or a plain number of seconds.
 /// Returns milliseconds; zero is refused.
@@ -472,8 +475,11 @@ pub fn parse_args<S: AsRef<str>>(args: &[S]) -> Result<Config, String> {
                     parse_error_page(v).ok_or_else(|| bad(v, "error page ('404=/404.html')"))?,
                 );
             }
+            #[cfg(feature = "tls")]
             "--tls-cert" => c.tls_cert = Some(value()?.to_string()),
+            #[cfg(feature = "tls")]
             "--tls-key" => c.tls_key = Some(value()?.to_string()),
+            #[cfg(feature = "tls")]
             "--tls-port" => {
                 let v = value()?;
                 c.tls_port = v
@@ -489,6 +495,14 @@ pub fn parse_args<S: AsRef<str>>(args: &[S]) -> Result<Config, String> {
             return Err(format!("{flag} takes no value"));
         }
     }
+    #[cfg(feature = "tls")]
+    check_tls(&c)?;
+    Ok(c)
+}
+
+/// The HTTPS options go together.
+#[cfg(feature = "tls")]
+fn check_tls(c: &Config) -> Result<(), String> {
     match (&c.tls_cert, &c.tls_key) {
         (Some(_), None) => return Err("--tls-cert needs --tls-key".into()),
         (None, Some(_)) => return Err("--tls-key needs --tls-cert".into()),
@@ -497,7 +511,7 @@ pub fn parse_args<S: AsRef<str>>(args: &[S]) -> Result<Config, String> {
     if c.tls_cert.is_some() && c.tls_port == c.port {
         return Err(format!("--tls-port {} is also the HTTP port", c.tls_port));
     }
-    Ok(c)
+    Ok(())
 }
 
 /// The file-system path of `path` under the document root `root` (as

@@ -23,6 +23,8 @@ use unikernel::time::{Instant, SystemTime};
 const LISTENER: u64 = u64::MAX;
 /// epoll token of the shutdown-request eventfd.
 const SHUTDOWN: u64 = u64::MAX - 1;
+/// epoll token of the HTTPS listener.
+const TLS_LISTENER: u64 = u64::MAX - 2;
 /// Reads a lingering connection may do per turn before others run.
 const LINGER_READS: usize = 16;
 /// Bytes per `pread`/`write` step of the read and mmap data paths.
@@ -130,7 +132,8 @@ impl Response {
 
     /// Writes until everything is sent (`Ok(true)`) or the socket is full
     /// (`Ok(false)`).
-    fn pump(&mut self, sock: i32, path: DataPath) -> Result<bool, Errno> {
+    fn pump(&mut self, sock: &mut Sink<'_>, path: DataPath) -> Result<bool, Errno> {
+        let path = sock.path(path);
         let Response {
             segs,
             file,
@@ -147,7 +150,7 @@ impl Response {
                         segs.pop_front();
                         continue;
                     }
-                    match fs::write(sock, &data[*pos..]) {
+                    match sock.write(&data[*pos..]) {
                         Ok(n) => {
                             *pos += n;
                             if *body {
@@ -168,7 +171,7 @@ impl Response {
                     let sent = match path {
                         DataPath::Sendfile => {
                             let count = usize::try_from(*left).unwrap_or(usize::MAX);
-                            match io::sendfile(sock, f.fd, off, count) {
+                            match io::sendfile(sock.fd, f.fd, off, count) {
                                 // The file shrank under us.
                                 Ok(0) => return Err(Errno::EIO),
                                 Ok(n) => {
@@ -191,7 +194,7 @@ impl Response {
                                 *off += n as u64;
                                 *left -= n as u64;
                             }
-                            let r = fs::write(sock, &f.chunk[f.chunk_pos..]);
+                            let r = sock.write(&f.chunk[f.chunk_pos..]);
                             if let Ok(n) = r {
                                 f.chunk_pos += n;
                             }
@@ -219,7 +222,7 @@ impl Response {
                             // unmapped only by `BodyFile::unmap`, after this
                             // slice is gone, and `start + n <= len`.
                             let bytes = unsafe { core::slice::from_raw_parts(addr.add(start), n) };
-                            let r = fs::write(sock, bytes);
+                            let r = sock.write(bytes);
                             if let Ok(k) = r {
                                 *off += k as u64;
                                 *left -= k as u64;
@@ -236,6 +239,50 @@ impl Response {
             }
         }
     }
+}
+
+/// Where a response's bytes go: the socket, or (HTTPS) the connection's
+/// TLS record layer in front of it.
+struct Sink<'a> {
+    fd: i32,
+    #[cfg(feature = "tls")]
+    tls: Option<&'a mut crate::tls::TlsConn>,
+    #[cfg(not(feature = "tls"))]
+    _tls: core::marker::PhantomData<&'a ()>,
+}
+
+impl Sink<'_> {
+    fn write(&mut self, data: &[u8]) -> Result<usize, Errno> {
+        #[cfg(feature = "tls")]
+        if let Some(t) = self.tls.as_deref_mut() {
+            return t.write(self.fd, data);
+        }
+        fs::write(self.fd, data)
+    }
+
+    /// The data path to use: TLS cannot send from the page cache (the
+    /// record layer encrypts), so `sendfile` becomes the mmap path there:
+    /// file pages are read once, by the encryption.
+    fn path(&self, path: DataPath) -> DataPath {
+        #[cfg(feature = "tls")]
+        if self.tls.is_some() && path == DataPath::Sendfile {
+            return DataPath::Mmap;
+        }
+        path
+    }
+}
+
+/// Reads from a connection: the socket, or decrypted bytes under TLS.
+fn conn_read(
+    fd: i32,
+    #[cfg(feature = "tls")] tls: Option<&mut crate::tls::TlsConn>,
+    buf: &mut [u8],
+) -> Result<usize, Errno> {
+    #[cfg(feature = "tls")]
+    if let Some(t) = tls {
+        return t.read(fd, buf);
+    }
+    fs::read(fd, buf)
 }
 
 /// What a connection waits for after a turn.
@@ -268,6 +315,9 @@ struct Conn {
     /// Shutting down: our FIN is sent after the last response; waiting for
     /// the client's, so the response is known to have arrived.
     lingering: bool,
+    /// HTTPS: the TLS record layer.
+    #[cfg(feature = "tls")]
+    tls: Option<alloc::boxed::Box<crate::tls::TlsConn>>,
 }
 
 /// A file found for a request.
@@ -313,6 +363,9 @@ pub struct Server {
     shutdown_fd: Option<i32>,
     /// Set once a shutdown was requested.
     stopping: Option<Stopping>,
+    /// HTTPS: the listener and the TLS configuration.
+    #[cfg(feature = "tls")]
+    tls: Option<(i32, alloc::sync::Arc<rustls::ServerConfig>)>,
 }
 
 /// Progress of a graceful shutdown.
@@ -374,7 +427,29 @@ impl Server {
             rbuf_cap,
             shutdown_fd,
             stopping: None,
+            #[cfg(feature = "tls")]
+            tls: None,
         })
+    }
+
+    /// Serves HTTPS on `listener` with `config` beside HTTP.
+    #[cfg(feature = "tls")]
+    pub fn add_tls_listener(
+        &mut self,
+        listener: i32,
+        config: alloc::sync::Arc<rustls::ServerConfig>,
+    ) -> Result<(), Errno> {
+        io::epoll_ctl(
+            self.ep,
+            EPOLL_CTL_ADD,
+            listener,
+            EpollEvent {
+                events: EPOLLIN,
+                data: TLS_LISTENER,
+            },
+        )?;
+        self.tls = Some((listener, config));
+        Ok(())
     }
 
     /// The configuration.
@@ -431,9 +506,9 @@ impl Server {
             for ev in &events[..n] {
                 if ev.data == SHUTDOWN {
                     self.begin_shutdown();
-                } else if ev.data == LISTENER {
+                } else if ev.data == LISTENER || ev.data == TLS_LISTENER {
                     if self.stopping.is_none() {
-                        self.accept_all();
+                        self.accept_all(ev.data == TLS_LISTENER);
                     }
                 } else {
                     let slot = (ev.data & 0xffff_ffff) as usize;
@@ -472,9 +547,16 @@ impl Server {
             return;
         }
         let source = unikernel::power::shutdown_source().map_or("unknown", |s| s.name());
-        self.accept_all();
+        self.accept_all(false);
         let _ = io::epoll_ctl(self.ep, EPOLL_CTL_DEL, self.listener, EpollEvent::default());
         let _ = fs::close(self.listener);
+        #[cfg(feature = "tls")]
+        if self.tls.is_some() {
+            self.accept_all(true);
+            let fd = self.tls_listener();
+            let _ = io::epoll_ctl(self.ep, EPOLL_CTL_DEL, fd, EpollEvent::default());
+            let _ = fs::close(fd);
+        }
         let timeout = self.cfg.shutdown_timeout_ms;
         println!(
             "httpd: shutdown requested ({source}): no new connections, finishing {} within {timeout} ms",
@@ -518,14 +600,22 @@ impl Server {
         self.again.clear();
     }
 
-    fn accept_all(&mut self) {
+    fn accept_all(&mut self, tls: bool) {
+        let listener = if tls {
+            self.tls_listener()
+        } else {
+            self.listener
+        };
         loop {
-            match io::accept4(self.listener, O_NONBLOCK) {
+            match io::accept4(listener, O_NONBLOCK) {
                 Ok((fd, peer)) => {
-                    if self.live >= self.cfg.max_conns {
+                    if tls && self.live >= self.cfg.max_conns {
+                        // No plain-text 503 into a TLS stream.
+                        let _ = fs::close(fd);
+                    } else if self.live >= self.cfg.max_conns {
                         self.refuse(fd, peer);
                     } else {
-                        self.add(fd, peer);
+                        self.add(fd, peer, tls);
                     }
                 }
                 Err(Errno::EAGAIN) => return,
@@ -535,6 +625,14 @@ impl Server {
                 }
             }
         }
+    }
+
+    fn tls_listener(&self) -> i32 {
+        #[cfg(feature = "tls")]
+        if let Some((fd, _)) = &self.tls {
+            return *fd;
+        }
+        self.listener
     }
 
     /// Over the connection limit: a small 503 and close (the FIN follows it).
@@ -558,7 +656,20 @@ impl Server {
         self.access_log(&peer, "", 503, plan.body_len(), None, None);
     }
 
-    fn add(&mut self, fd: i32, peer: SocketAddrV4) {
+    fn add(&mut self, fd: i32, peer: SocketAddrV4, tls: bool) {
+        #[cfg(feature = "tls")]
+        let tls = match (&self.tls, tls) {
+            (Some((_, config)), true) => match crate::tls::TlsConn::new(config) {
+                Ok(t) => Some(alloc::boxed::Box::new(t)),
+                Err(_) => {
+                    let _ = fs::close(fd);
+                    return;
+                }
+            },
+            _ => None,
+        };
+        #[cfg(not(feature = "tls"))]
+        let _ = tls;
         let slot = match self.free.pop() {
             Some(s) => s,
             None => {
@@ -599,6 +710,8 @@ impl Server {
             last_activity: now,
             deadline,
             lingering: false,
+            #[cfg(feature = "tls")]
+            tls,
         });
         self.live += 1;
         self.next_check = self.next_check.min(deadline);
@@ -634,6 +747,12 @@ impl Server {
                 self.conns[slot] = Some(conn);
             }
             Next::Wait(want) => {
+                #[cfg(feature = "tls")]
+                let want = if conn.tls.as_ref().is_some_and(|t| t.wants_write()) {
+                    want | EPOLLOUT
+                } else {
+                    want
+                };
                 conn.deadline = if let (true, Some(st)) = (conn.lingering, self.stopping) {
                     st.deadline
                 } else if conn.out.is_some() {
@@ -699,7 +818,14 @@ impl Server {
             }
             if let Some(resp) = conn.out.as_mut() {
                 let before = resp.body_sent;
-                let r = resp.pump(conn.fd, self.cfg.data_path);
+                let mut sink = Sink {
+                    fd: conn.fd,
+                    #[cfg(feature = "tls")]
+                    tls: conn.tls.as_deref_mut(),
+                    #[cfg(not(feature = "tls"))]
+                    _tls: core::marker::PhantomData,
+                };
+                let r = resp.pump(&mut sink, self.cfg.data_path);
                 if resp.body_sent != before {
                     conn.last_activity = now_ms();
                 }
@@ -788,7 +914,12 @@ impl Server {
             let old = conn.rbuf.len();
             let room = (self.rbuf_cap - old.min(self.rbuf_cap)).clamp(1, 16 * 1024);
             conn.rbuf.resize(old + room, 0);
-            let r = fs::read(conn.fd, &mut conn.rbuf[old..]);
+            let r = conn_read(
+                conn.fd,
+                #[cfg(feature = "tls")]
+                conn.tls.as_deref_mut(),
+                &mut conn.rbuf[old..],
+            );
             conn.rbuf.truncate(old + *r.as_ref().unwrap_or(&0));
             match r {
                 Ok(0) => conn.read_eof = true,
