@@ -151,6 +151,8 @@ pub fn load(cert: &str, key: &str) -> Result<Arc<ServerConfig>, String> {
 /// Most ciphertext buffered from the socket before records are processed
 /// (a record is at most 16 KiB + 256 bytes).
 const MAX_INCOMING: usize = 40 * 1024;
+/// Ciphertext read from the socket at a time.
+const READ_STEP: usize = 17 * 1024;
 /// Plaintext bytes encrypted per record.
 const RECORD: usize = 16 * 1024;
 
@@ -358,12 +360,12 @@ impl TlsConn {
                 return Err(Errno::ENOBUFS);
             }
             let old = self.inc.len();
-            self.inc.resize(MAX_INCOMING, 0);
+            // Room for one more full record (16 KiB + 256 + a header).
+            self.inc.resize(MAX_INCOMING.min(old + READ_STEP), 0);
             let r = fs::read(fd, &mut self.inc[old..]);
             self.inc.truncate(old + *r.as_ref().unwrap_or(&0));
-            match r? {
-                0 => return Ok(0),
-                _ => {}
+            if r? == 0 {
+                return Ok(0);
             }
         }
     }
@@ -381,8 +383,9 @@ impl TlsConn {
         let n = self.process(Some(data))?;
         self.flush(fd)?;
         if n == 0 {
-            // Not established yet (the request came before the handshake
-            // finished cannot happen; be safe).
+            // Not established: cannot happen (a response follows a request,
+            // which only arrives once the handshake is done), but never
+            // report progress that was not made.
             return Err(Errno::EAGAIN);
         }
         Ok(n)

@@ -1,12 +1,12 @@
 //! SSE/AVX: enabling it at boot and keeping each thread's vector registers.
 //!
 //! Compiled Rust never touches vector registers here: `x86_64-unknown-none`
-//! has a soft-float ABI, which rustc requires to stay on, and with it LLVM
-//! has no XMM register classes at all, even with `-C target-feature=+sse2`
-//! (checked: no `xmm` in the kernel's disassembly outside hand-written
-//! assembly). Vector code comes from assembly: inline `asm!` (which may use
-//! XMM registers without declaring them, as the compiler holds nothing
-//! there) and, later, the assembly of crypto crates such as `ring`. So
+//! has a soft-float ABI without SSE, and no crate is built with
+//! `-C target-feature=+sse2` (LLVM miscompiles soft-float plus SSE2; see
+//! "SIMD state" in docs/ARCHITECTURE.md). Vector code comes from assembly:
+//! inline `asm!` (which may use XMM registers without declaring them, as the
+//! compiler holds nothing there) and, in TLS images, ring's assembly and C.
+//! The save and restore below exist only with the `simd` feature. So
 //! interrupt handlers do not clobber vector state, but any thread may be
 //! interrupted, and preempted, in the middle of vector code. The
 //! boot code (`arch::boot`) clears CR0.EM and CR0.TS, sets CR0.MP and
