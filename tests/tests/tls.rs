@@ -109,6 +109,10 @@ fn site_or_skip(name: &str) -> Option<&'static Site> {
 }
 
 fn boot(site: &Site, cert: &str, key: &str, http: u16, https: u16) -> Guest {
+    boot_opts(site, cert, key, http, https, false)
+}
+
+fn boot_opts(site: &Site, cert: &str, key: &str, http: u16, https: u16, qmp: bool) -> Guest {
     let args = [
         "--root",
         "/www",
@@ -122,11 +126,15 @@ fn boot(site: &Site, cert: &str, key: &str, http: u16, https: u16) -> Guest {
         "httpd",
         tls_image(),
         Machine::Microvm,
-        BootOpts::args(&args)
-            .mem("128M")
-            .disk(&site.image)
-            .fwd(http, 80)
-            .fwd(https, 443),
+        (if qmp {
+            BootOpts::args(&args).qmp()
+        } else {
+            BootOpts::args(&args)
+        })
+        .mem("128M")
+        .disk(&site.image)
+        .fwd(http, 80)
+        .fwd(https, 443),
     )
 }
 
@@ -194,7 +202,7 @@ fn https_serves_files_over_tls13_and_tls12_and_survives_bad_input() {
         return;
     };
     let (http, https) = (free_port(), free_port());
-    let g = boot(site, "/tls/cert.pem", "/tls/key.pem", http, https);
+    let mut g = boot_opts(site, "/tls/cert.pem", "/tls/key.pem", http, https, true);
     g.expect("httpd: HTTPS on port 443");
     g.expect("httpd: serving");
     good_fetches(site, https);
@@ -221,6 +229,28 @@ fn https_serves_files_over_tls13_and_tls12_and_survives_bad_input() {
     // Still serving, byte for byte.
     good_fetches(site, https);
     assert!(!g.output().contains("panicked"), "{}", g.output());
+    // The record layer's copies are counted: four fetches of data.bin went
+    // through the encryption (the response heads add a little).
+    g.powerdown()
+        .unwrap_or_else(|e| panic!("{}", g.failure(&e)));
+    let copies = g
+        .wait_for("httpd: copies ", Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let count = |key: &str| -> u64 {
+        copies
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in {copies:?}"))
+    };
+    let body = 4 * site.data.len() as u64;
+    let app_to_tls = count("app_to_tls");
+    assert!(
+        (body..body + 4096).contains(&app_to_tls),
+        "app_to_tls={app_to_tls}, bodies {body}: {copies}"
+    );
+    assert!(count("tls_to_app") > 0, "{copies}");
+    g.expect_exit(0);
 }
 
 #[test]

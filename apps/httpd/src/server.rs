@@ -481,6 +481,9 @@ impl Server {
                         "httpd: stopped ({} connections finished, {} cut at the deadline)",
                         st.finished, st.cut
                     );
+                    // HTTPS: what the record layer copied (and the rest).
+                    #[cfg(feature = "tls")]
+                    println!("httpd: copies {}", io::copy_stats());
                     return 0;
                 }
             }
