@@ -12,20 +12,13 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use uk_cli::Flavor;
 use uk_cli::image::{ImageFormat, build_image_from_dir, pseudo_random_bytes, temp_path};
-use uk_cli::{Flavor, Profile};
 use uk_tests::{BootOpts, Guest, Machine, free_port, skip};
 
 /// The TLS image, built once per test process.
 fn tls_image() -> PathBuf {
-    static IMAGE: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    IMAGE
-        .get_or_init(|| {
-            uk_cli::build_image_flavor("httpd", Profile::Release, Flavor::Tls, true)
-                .map_err(|e| e.to_string())
-        })
-        .clone()
-        .unwrap_or_else(|e| panic!("cannot build httpd --tls:\n{e}"))
+    uk_tests::image_flavor("httpd", Flavor::Tls)
 }
 
 /// Writes into `dir`: `cert.pem`/`key.pem` (P-256, valid from yesterday for
@@ -98,6 +91,10 @@ fn site() -> Option<&'static Site> {
 }
 
 fn site_or_skip(name: &str) -> Option<&'static Site> {
+    if !uk_cli::build::have_c_compiler() {
+        skip(Some(name), "a C compiler (gcc) is needed to build ring");
+        return None;
+    }
     let s = site();
     if s.is_none() {
         skip(

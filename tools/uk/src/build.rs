@@ -32,7 +32,7 @@ impl Profile {
 /// Which image to build: the plain one, or the TLS flavour (the app's `tls`
 /// feature: rustls with the `ring` provider, and the kernel's `simd` feature
 /// that keeps vector state per thread for ring's assembly).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Flavor {
     /// The default image.
     #[default]
@@ -40,6 +40,9 @@ pub enum Flavor {
     /// With TLS: built into `target/tls/` (its own target directory, so the
     /// two flavours never overwrite or invalidate each other).
     Tls,
+    /// With the kernel's per-thread vector state only (the app's `simd`
+    /// feature; `selftest simd` tests it): built into `target/simd/`.
+    Simd,
 }
 
 /// C flags for ring's C code (compiled by the host's `cc`/gcc for the
@@ -52,6 +55,7 @@ pub fn flavor_target_dir(flavor: Flavor) -> PathBuf {
     match flavor {
         Flavor::Plain => target_dir(),
         Flavor::Tls => target_dir().join("tls"),
+        Flavor::Simd => target_dir().join("simd"),
     }
 }
 
@@ -73,9 +77,11 @@ pub fn build_command(app: &str, profile: Profile) -> Command {
 /// `-C target-feature`.
 pub fn build_command_flavor(app: &str, profile: Profile, flavor: Flavor) -> Command {
     let mut cmd = cargo();
+    if flavor != Flavor::Plain {
+        cmd.env("CARGO_TARGET_DIR", flavor_target_dir(flavor));
+    }
     if flavor == Flavor::Tls {
-        cmd.env("CARGO_TARGET_DIR", flavor_target_dir(flavor))
-            .env("RUSTC_WRAPPER", root().join("tools/uk/ring-cfg-wrapper"))
+        cmd.env("RUSTC_WRAPPER", root().join("tools/uk/ring-cfg-wrapper"))
             .env("CFLAGS_x86_64_unknown_none", TLS_CFLAGS);
     }
     cmd.current_dir(root())
@@ -84,8 +90,14 @@ pub fn build_command_flavor(app: &str, profile: Profile, flavor: Flavor) -> Comm
         Profile::Release => cmd.arg("--release"),
         Profile::Debug => cmd.args(["--profile", "dev"]),
     };
-    if flavor == Flavor::Tls {
-        cmd.args(["--features", "tls"]);
+    match flavor {
+        Flavor::Plain => {}
+        Flavor::Tls => {
+            cmd.args(["--features", "tls"]);
+        }
+        Flavor::Simd => {
+            cmd.args(["--features", "simd"]);
+        }
     }
     cmd
 }
@@ -104,7 +116,7 @@ pub fn image_path_flavor(app: &str, profile: Profile, flavor: Flavor) -> PathBuf
 }
 
 /// Whether a C compiler for ring's build is on `PATH` (`$CC`, `cc` or `gcc`).
-fn have_c_compiler() -> bool {
+pub fn have_c_compiler() -> bool {
     let candidates: Vec<std::ffi::OsString> = std::env::var_os("CC")
         .into_iter()
         .chain(["cc".into(), "gcc".into()])
@@ -160,10 +172,10 @@ pub fn build_image_flavor(
         cmd.stdout(Stdio::inherit()).stderr(Stdio::inherit());
         let what = format!(
             "building {app}{} for {TARGET} ({})",
-            if flavor == Flavor::Tls {
-                " with TLS"
-            } else {
-                ""
+            match flavor {
+                Flavor::Plain => "",
+                Flavor::Tls => " with TLS",
+                Flavor::Simd => " with vector state",
             },
             profile.dir()
         );
@@ -251,6 +263,17 @@ mod tests {
         assert!(
             image_path_flavor("httpd", Profile::Release, Flavor::Tls)
                 .starts_with(target_dir().join("tls"))
+        );
+    }
+
+    #[test]
+    fn simd_build_command() {
+        let cmd = build_command_flavor("selftest", Profile::Release, Flavor::Simd);
+        assert_eq!(args(&cmd)[5..], ["--release", "--features", "simd"]);
+        assert!(cmd.get_envs().all(|(k, _)| k != "RUSTC_WRAPPER"));
+        assert_eq!(
+            image_path_flavor("selftest", Profile::Release, Flavor::Simd),
+            target_dir().join("simd/x86_64-unknown-none/release/selftest")
         );
     }
 
