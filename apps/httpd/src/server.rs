@@ -142,7 +142,7 @@ impl Response {
         } = self;
         loop {
             let Some(seg) = segs.front_mut() else {
-                return Ok(true);
+                return sock.flushed();
             };
             match seg {
                 Seg::Bytes { data, pos, body } => {
@@ -258,6 +258,17 @@ impl Sink<'_> {
             return t.write(self.fd, data);
         }
         fs::write(self.fd, data)
+    }
+
+    /// Whether everything written has left for the socket (TLS keeps the
+    /// last records until the socket takes them: a response is complete,
+    /// and its connection may close, only then).
+    fn flushed(&mut self) -> Result<bool, Errno> {
+        #[cfg(feature = "tls")]
+        if let Some(t) = self.tls.as_deref_mut() {
+            return t.flush(self.fd);
+        }
+        Ok(true)
     }
 
     /// The data path to use: TLS cannot send from the page cache (the

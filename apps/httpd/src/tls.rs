@@ -2,7 +2,7 @@
 //!
 //! - [`load`] reads the PEM certificate chain and key from the guest's file
 //!   system and builds the server configuration: TLS 1.3 and 1.2, ALPN
-//!   `http/1.1`. It refuses a key that does not match the certificate and a
+//!   `http/1.1` (or `http/1.0`). It refuses a key that does not match the certificate and a
 //!   certificate outside its validity period (by the kernel's wall clock,
 //!   read from the CMOS RTC at boot).
 //! - [`TlsConn`] is one connection's record layer over a non-blocking
@@ -144,7 +144,8 @@ pub fn load(cert: &str, key: &str) -> Result<Arc<ServerConfig>, String> {
         .map_err(|e| format!("TLS versions: {e}"))?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(OneCert(Arc::new(certified))));
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // http/1.1, and http/1.0 for clients that offer only that (curl -0).
+    config.alpn_protocols = vec![b"http/1.1".to_vec(), b"http/1.0".to_vec()];
     Ok(Arc::new(config))
 }
 
@@ -198,7 +199,7 @@ impl TlsConn {
     }
 
     /// Sends buffered ciphertext; `Ok(true)` once all of it is out.
-    fn flush(&mut self, fd: i32) -> Result<bool, Errno> {
+    pub fn flush(&mut self, fd: i32) -> Result<bool, Errno> {
         while self.out_pos < self.out.len() {
             match fs::write(fd, &self.out[self.out_pos..]) {
                 Ok(n) => self.out_pos += n,
