@@ -204,6 +204,48 @@ fn send_and_wait_close(port: u16, bytes: &[u8], half_close: bool) {
     }
 }
 
+/// With the `openssl` CLI: a cipher suite the server does not offer gets a
+/// handshake_failure alert (not a bare close), and a response that ends
+/// the connection is followed by close_notify.
+fn openssl_sees_alerts(port: u16) {
+    if !Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        return;
+    }
+    let connect = format!("127.0.0.1:{port}");
+    let out = Command::new("timeout")
+        .args(["30", "openssl", "s_client", "-connect", &connect])
+        .args(["-tls1_2", "-cipher", "AES128-SHA"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run openssl");
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("alert handshake failure"), "{text}");
+    let mut child = Command::new("timeout")
+        .args(["30", "openssl", "s_client", "-connect", &connect])
+        .args(["-servername", "localhost", "-msg", "-quiet", "-ign_eof"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run openssl");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"GET /hello.txt HTTP/1.0\r\n\r\n").unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().expect("openssl output");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("hello over tls"), "{text}");
+    assert!(
+        text.contains("<<< TLS 1.3, Alert [length 0002], warning close_notify"),
+        "no close_notify from the server: {text}"
+    );
+}
+
 #[test]
 fn https_serves_files_over_tls13_and_tls12_and_survives_bad_input() {
     let Some(site) = site_or_skip("https_serves_files") else {
@@ -247,6 +289,7 @@ fn https_serves_files_over_tls13_and_tls12_and_survives_bad_input() {
         );
     }
     assert!(!g.output().contains("panicked"), "{}", g.output());
+    openssl_sees_alerts(https);
     // The record layer's copies are counted: six fetches of data.bin went
     // through the encryption (the response heads add a little).
     g.powerdown()

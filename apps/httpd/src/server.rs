@@ -740,6 +740,13 @@ impl Server {
     }
 
     fn release(&mut self, slot: usize, conn: Conn) {
+        // HTTPS: tell the client the stream ends here.
+        #[cfg(feature = "tls")]
+        let mut conn = conn;
+        #[cfg(feature = "tls")]
+        if let Some(t) = conn.tls.as_deref_mut() {
+            t.close_notify(conn.fd);
+        }
         let _ = io::epoll_ctl(self.ep, EPOLL_CTL_DEL, conn.fd, EpollEvent::default());
         let _ = fs::close(conn.fd);
         drop(conn);

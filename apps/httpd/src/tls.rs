@@ -154,6 +154,9 @@ pub fn load(cert: &str, key: &str) -> Result<Arc<ServerConfig>, String> {
 const MAX_INCOMING: usize = 40 * 1024;
 /// Ciphertext read from the socket at a time.
 const READ_STEP: usize = 17 * 1024;
+/// Room for one encrypted alert record (2 bytes of alert, a record
+/// header, the content type and an AEAD tag or explicit nonce).
+const ALERT_ROOM: usize = 64;
 /// Plaintext bytes encrypted per record.
 const RECORD: usize = 16 * 1024;
 
@@ -230,10 +233,24 @@ impl TlsConn {
         } = self;
         loop {
             let UnbufferedStatus { mut discard, state } = conn.process_tls_records(inc);
-            let state = state.map_err(|e| {
-                log::debug!("httpd: TLS: {e}");
-                Errno::ECONNRESET
-            })?;
+            let state = match state {
+                Ok(s) => s,
+                Err(e) => {
+                    log::debug!("httpd: TLS: {e}");
+                    // rustls queued the fatal alert: it comes out of the
+                    // next call; the caller sends it before closing.
+                    inc.drain(..discard);
+                    if let Ok(ConnectionState::EncodeTlsData(mut enc)) =
+                        conn.process_tls_records(inc).state
+                    {
+                        let at = out.len();
+                        out.resize(at + ALERT_ROOM, 0);
+                        let n = enc.encode(&mut out[at..]).unwrap_or(0);
+                        out.truncate(at + n);
+                    }
+                    return Err(Errno::ECONNRESET);
+                }
+            };
             // Whether rustls can make progress without new input.
             let mut more = false;
             let mut taken = None;
@@ -335,6 +352,24 @@ impl TlsConn {
         }
     }
 
+    /// Before the server closes the connection: a close_notify alert, so
+    /// the client knows the stream was not cut (best effort: whatever the
+    /// socket takes now).
+    pub fn close_notify(&mut self, fd: i32) {
+        if !self.established || self.peer_closed {
+            let _ = self.flush(fd);
+            return;
+        }
+        let TlsConn { conn, inc, out, .. } = self;
+        if let Ok(ConnectionState::WriteTraffic(mut wt)) = conn.process_tls_records(inc).state {
+            let at = out.len();
+            out.resize(at + ALERT_ROOM, 0);
+            let n = wt.queue_close_notify(&mut out[at..]).unwrap_or(0);
+            out.truncate(at + n);
+        }
+        let _ = self.flush(fd);
+    }
+
     /// Like `read` on the socket: decrypted bytes, `Ok(0)` at the end of the
     /// stream, `EAGAIN` when nothing is ready.
     pub fn read(&mut self, fd: i32, buf: &mut [u8]) -> Result<usize, Errno> {
@@ -352,7 +387,11 @@ impl TlsConn {
             if self.peer_closed {
                 return Ok(0);
             }
-            self.process(None)?;
+            if let Err(e) = self.process(None) {
+                // The fatal alert, if rustls made one.
+                let _ = self.flush(fd);
+                return Err(e);
+            }
             self.flush(fd)?;
             if self.plain_pos < self.plain.len() || self.peer_closed {
                 continue;
@@ -381,7 +420,13 @@ impl TlsConn {
         if !self.flush(fd)? {
             return Err(Errno::EAGAIN);
         }
-        let n = self.process(Some(data))?;
+        let n = match self.process(Some(data)) {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = self.flush(fd);
+                return Err(e);
+            }
+        };
         self.flush(fd)?;
         if n == 0 {
             // Not established: cannot happen (a response follows a request,
