@@ -114,6 +114,8 @@ fn boot_opts(site: &Site, cert: &str, key: &str, http: u16, https: u16, qmp: boo
         "--root",
         "/www",
         "--no-access-log",
+        "--max-conns",
+        "32",
         "--tls-cert",
         cert,
         "--tls-key",
@@ -274,6 +276,17 @@ fn https_serves_files_over_tls13_and_tls12_and_survives_bad_input() {
     hello.extend_from_slice(&[0x42; 29]);
     send_and_wait_close(https, &hello, true);
     send_and_wait_close(https, &hello, false);
+    // A flood: 40 connections (over the 32-connection limit of this boot)
+    // each holding a partial ClientHello, then all dropped at once.
+    let flood: Vec<TcpStream> = (0..40)
+        .filter_map(|_| {
+            let mut c = TcpStream::connect(("127.0.0.1", https)).ok()?;
+            c.write_all(&hello).ok()?;
+            Some(c)
+        })
+        .collect();
+    assert!(flood.len() >= 32, "only {} connections", flood.len());
+    drop(flood);
     // An oversized record header (length 0xffff).
     send_and_wait_close(https, &[0x17, 0x03, 0x03, 0xff, 0xff, 1, 2, 3], true);
     // Still serving, byte for byte.
