@@ -1676,6 +1676,13 @@ impl NetStack {
         }
     }
 
+    /// How many bytes the connection's send queue takes now (`WouldBlock`
+    /// when none, an error when it is closed for sending). `sendfile` asks
+    /// before pinning pages, so that it pins no more than will be queued.
+    pub fn tcp_send_room(&mut self, id: SocketId) -> Result<usize> {
+        self.send_room(id).map(|(_, room)| room)
+    }
+
     fn queue_payload(&mut self, conn: ConnId, data: TcpPayload) -> Result<()> {
         let now_us = self.now_us();
         self.tcp.send(now_us, conn, data).map_err(net_error)
@@ -1960,7 +1967,14 @@ impl NetStack {
                     bits |= EPOLLIN | EPOLLRDHUP;
                 }
                 let queued = self.tcp.get(t.conn).map_or(0, |c| c.send_queued());
-                if r.writable && !t.shut_wr && queued < t.tx_buffer {
+                // Writable once a quarter of the send queue is free (Linux
+                // waits for a third): a writer blocked on a full queue wakes
+                // for a batch, not for every acknowledged segment. A write
+                // still takes whatever room there is.
+                if r.writable
+                    && !t.shut_wr
+                    && t.tx_buffer - queued.min(t.tx_buffer) >= send_low_water(t.tx_buffer)
+                {
                     bits |= EPOLLOUT;
                 }
                 if error {
@@ -2075,4 +2089,9 @@ fn mac_to_u64(mac: EthernetAddress) -> u64 {
 fn mac_from_u64(v: u64) -> EthernetAddress {
     let b = v.to_le_bytes();
     EthernetAddress([b[0], b[1], b[2], b[3], b[4], b[5]])
+}
+
+/// The free send-queue bytes at which a socket reports `EPOLLOUT`.
+fn send_low_water(tx_buffer: usize) -> usize {
+    (tx_buffer / 4).max(1)
 }

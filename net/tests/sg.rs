@@ -377,3 +377,53 @@ fn references_queued_together_leave_in_one_frame() {
     ));
     assert!(got == data);
 }
+
+/// A writer blocked on a full send queue is told "writable" once a quarter
+/// of the queue is free, not for each acknowledged segment; a write still
+/// takes whatever room there is.
+#[test]
+fn epollout_waits_for_a_quarter_of_the_send_queue() {
+    let mut net = net_with_sg_on_a(64, false);
+    let (s, c) = accept_one(&mut net, 8081);
+    let tx_buffer = StackOptions::default().tcp.tx_buffer;
+    let chunk = vec![7u8; 4096];
+    let (mut low_room_seen, mut writable_seen, mut received) = (false, false, 0usize);
+    let mut sent = 0usize;
+    let total = 8 * tx_buffer;
+    assert!(
+        net.run_until(
+            |n| {
+                let room = n.a.tcp_send_room(s).unwrap_or(0);
+                let out = n.a.readiness(s) & uk_net::EPOLLOUT != 0;
+                assert!(
+                    !out || room >= tx_buffer / 4,
+                    "EPOLLOUT with {room} bytes free"
+                );
+                low_room_seen |= !out && room > 0;
+                writable_seen |= out && sent < total;
+                // Fill the queue, as a non-blocking writer does (after looking,
+                // as it would on its next wake-up).
+                while sent < total {
+                    match n.a.tcp_send(s, &chunk[..chunk.len().min(total - sent)]) {
+                        Ok(k) => sent += k,
+                        Err(NetError::WouldBlock) => break,
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+                // The reader drains a little at a time.
+                let mut b = [0u8; 2048];
+                if let Ok(k) = n.b.tcp_recv(c, &mut b) {
+                    received += k;
+                }
+                received == total
+            },
+            120_000
+        ),
+        "received {received} of {total}"
+    );
+    assert!(
+        low_room_seen,
+        "the queue never sat between empty and a quarter free"
+    );
+    assert!(writable_seen);
+}

@@ -43,6 +43,14 @@ machine_tests!(mmap64, |m| {
     g.expect_exit(0);
 });
 
+// `try_arc` (the kernel's fallible `Arc::new`) relies on the layout of
+// `Arc`'s block: every reservation must be the block `Arc::new` takes.
+machine_tests!(try_arc_uses_its_reservation, |m| {
+    let mut g = selftest(m, &["try-arc"]);
+    g.expect("try-arc: ok=true misses=0");
+    g.expect_exit(0);
+});
+
 machine_tests!(heapgrow, |m| {
     let mut g = selftest(m, &["heapgrow"]);
     let line = g.expect("heapgrow: arenas=");

@@ -516,15 +516,17 @@ fn check_tls(c: &Config) -> Result<(), String> {
 
 /// The file-system path of `path` under the document root `root` (as
 /// normalized by [`parse_args`]): `/www` + `/a/b.txt` → `/www/a/b.txt`. A
-/// trailing slash is dropped.
-pub fn fs_path(root: &str, path: &SafePath) -> String {
-    let mut out = String::from(root.trim_end_matches('/'));
+/// trailing slash is dropped. An error when memory runs out.
+pub fn fs_path(root: &str, path: &SafePath) -> Result<String, crate::NoMemory> {
+    let root = root.trim_end_matches('/');
+    let mut out = crate::oom::Out::with_capacity(root.len() + path.as_str().len() + 1);
+    out.push_str(root);
     for seg in path.segments() {
         out.push('/');
         out.push_str(seg);
     }
-    if out.is_empty() {
+    if out.s.is_empty() {
         out.push('/');
     }
-    out
+    out.finish()
 }

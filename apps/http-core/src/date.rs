@@ -94,7 +94,7 @@ pub(crate) fn month_name(m: u32) -> &'static str {
 }
 
 /// Appends the IMF-fixdate form of `t` to `out`.
-pub(crate) fn write_http_date(out: &mut String, t: u64) {
+pub(crate) fn write_http_date(out: &mut impl Write, t: u64) {
     let c = civil(t);
     let _ = write!(
         out,

@@ -30,6 +30,7 @@ mod encoding;
 mod fuzz;
 mod log;
 mod mime;
+mod oom;
 mod parse;
 mod path;
 mod precond;
@@ -40,8 +41,9 @@ pub mod x509;
 pub use date::{MAX_HTTP_DATE, format_http_date, parse_http_date};
 pub use encoding::{Encoding, choose_encoding};
 pub use fuzz::fuzz_one;
-pub use log::combined_log_line;
+pub use log::{LogLine, combined_log_line};
 pub use mime::{DEFAULT_MIME, mime_for};
+pub use oom::NoMemory;
 pub use parse::{ALLOW, Limits, Method, ParseOutcome, Request, StatusError, parse_request};
 pub use path::{SafePath, resolve_target};
 pub use precond::{
@@ -49,6 +51,7 @@ pub use precond::{
     evaluate_preconditions, if_range_allows, parse_range,
 };
 pub use response::{
-    BodyPart, FileInfo, ListingEntry, Resource, ResponsePlan, ServerInfo, error_response,
-    plan_error, plan_error_page, plan_listing, plan_redirect, plan_response, reason_phrase,
+    BodyPart, FileInfo, ListingEntry, OVERLOADED, Resource, ResponsePlan, ServerInfo,
+    error_response, plan_error, plan_error_page, plan_listing, plan_redirect, plan_response,
+    reason_phrase,
 };

@@ -25,98 +25,307 @@ pub fn mime_for(path: &str) -> &'static str {
     lookup(&buf[..ext.len()])
 }
 
-fn lookup(ext: &[u8]) -> &'static str {
-    match ext {
-        // Text and documents.
-        b"html" | b"htm" | b"shtml" => "text/html; charset=utf-8",
-        b"css" => "text/css; charset=utf-8",
-        b"js" | b"mjs" | b"cjs" => "text/javascript; charset=utf-8",
-        b"txt" | b"text" | b"log" | b"conf" | b"ini" => "text/plain; charset=utf-8",
-        b"csv" => "text/csv; charset=utf-8",
-        b"tsv" => "text/tab-separated-values; charset=utf-8",
-        b"md" | b"markdown" => "text/markdown; charset=utf-8",
-        b"ics" => "text/calendar; charset=utf-8",
-        b"vtt" => "text/vtt; charset=utf-8",
-        b"xml" | b"xsl" | b"xsd" => "text/xml; charset=utf-8",
-        b"json" | b"map" => "application/json",
-        b"jsonld" => "application/ld+json",
-        b"geojson" => "application/geo+json",
-        b"webmanifest" => "application/manifest+json",
-        b"xhtml" | b"xht" => "application/xhtml+xml",
-        b"rss" => "application/rss+xml",
-        b"atom" => "application/atom+xml",
-        b"yaml" | b"yml" => "application/yaml",
-        b"toml" => "application/toml",
-        b"pdf" => "application/pdf",
-        b"rtf" => "application/rtf",
-        b"epub" => "application/epub+zip",
-        b"doc" => "application/msword",
-        b"docx" => "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
-        b"xls" => "application/vnd.ms-excel",
-        b"xlsx" => "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-        b"ppt" => "application/vnd.ms-powerpoint",
-        b"pptx" => "application/vnd.openxmlformats-officedocument.presentationml.presentation",
-        b"odt" => "application/vnd.oasis.opendocument.text",
-        b"ods" => "application/vnd.oasis.opendocument.spreadsheet",
-        b"wasm" => "application/wasm",
-        // Images.
-        b"svg" | b"svgz" => "image/svg+xml",
-        b"png" => "image/png",
-        b"apng" => "image/apng",
-        b"jpg" | b"jpeg" | b"jpe" | b"jfif" => "image/jpeg",
-        b"gif" => "image/gif",
-        b"webp" => "image/webp",
-        b"avif" => "image/avif",
-        b"jxl" => "image/jxl",
-        b"heic" => "image/heic",
-        b"ico" | b"cur" => "image/x-icon",
-        b"bmp" => "image/bmp",
-        b"tif" | b"tiff" => "image/tiff",
-        // Fonts.
-        b"woff" => "font/woff",
-        b"woff2" => "font/woff2",
-        b"ttf" => "font/ttf",
-        b"otf" => "font/otf",
-        b"eot" => "application/vnd.ms-fontobject",
-        // Audio and video.
-        b"mp4" | b"m4v" => "video/mp4",
-        b"webm" => "video/webm",
-        b"ogv" => "video/ogg",
-        b"mov" => "video/quicktime",
-        b"avi" => "video/x-msvideo",
-        b"mpeg" | b"mpg" => "video/mpeg",
-        b"mkv" => "video/x-matroska",
-        b"ts" => "video/mp2t",
-        b"m3u8" => "application/vnd.apple.mpegurl",
-        b"ogg" | b"oga" => "audio/ogg",
-        b"opus" => "audio/opus",
-        b"mp3" => "audio/mpeg",
-        b"wav" => "audio/wav",
-        b"flac" => "audio/flac",
-        b"m4a" => "audio/mp4",
-        b"aac" => "audio/aac",
-        b"weba" => "audio/webm",
-        b"mid" | b"midi" => "audio/midi",
-        // 3D models.
-        b"gltf" => "model/gltf+json",
-        b"glb" => "model/gltf-binary",
-        // Archives.
-        b"zip" => "application/zip",
-        b"gz" | b"tgz" => "application/gzip",
-        b"tar" => "application/x-tar",
-        b"bz2" => "application/x-bzip2",
-        b"xz" => "application/x-xz",
-        b"zst" => "application/zstd",
-        b"7z" => "application/x-7z-compressed",
-        b"rar" => "application/vnd.rar",
-        b"jar" => "application/java-archive",
-        _ => DEFAULT_MIME,
+/// Extensions, space-separated, one line per media type of [`TYPES`]. The
+/// lookup uses [`TABLE`], made from this at compile time: a sorted table
+/// searched by halves is as fast as the `match` it replaced and a fraction
+/// of its code.
+const EXTS: &[u8] = b"\
+html htm shtml\n\
+css\n\
+js mjs cjs\n\
+txt text log conf ini\n\
+csv\n\
+tsv\n\
+md markdown\n\
+ics\n\
+vtt\n\
+xml xsl xsd\n\
+json map\n\
+jsonld\n\
+geojson\n\
+webmanifest\n\
+xhtml xht\n\
+rss\n\
+atom\n\
+yaml yml\n\
+toml\n\
+pdf\n\
+rtf\n\
+epub\n\
+doc\n\
+docx\n\
+xls\n\
+xlsx\n\
+ppt\n\
+pptx\n\
+odt\n\
+ods\n\
+wasm\n\
+svg svgz\n\
+png\n\
+apng\n\
+jpg jpeg jpe jfif\n\
+gif\n\
+webp\n\
+avif\n\
+jxl\n\
+heic\n\
+ico cur\n\
+bmp\n\
+tif tiff\n\
+woff\n\
+woff2\n\
+ttf\n\
+otf\n\
+eot\n\
+mp4 m4v\n\
+webm\n\
+ogv\n\
+mov\n\
+avi\n\
+mpeg mpg\n\
+mkv\n\
+ts\n\
+m3u8\n\
+ogg oga\n\
+opus\n\
+mp3\n\
+wav\n\
+flac\n\
+m4a\n\
+aac\n\
+weba\n\
+mid midi\n\
+gltf\n\
+glb\n\
+zip\n\
+gz tgz\n\
+tar\n\
+bz2\n\
+xz\n\
+zst\n\
+7z\n\
+rar\n\
+jar";
+
+/// The media type of each line of [`EXTS`], one a line.
+const TYPES: &str = "\
+text/html; charset=utf-8\n\
+text/css; charset=utf-8\n\
+text/javascript; charset=utf-8\n\
+text/plain; charset=utf-8\n\
+text/csv; charset=utf-8\n\
+text/tab-separated-values; charset=utf-8\n\
+text/markdown; charset=utf-8\n\
+text/calendar; charset=utf-8\n\
+text/vtt; charset=utf-8\n\
+text/xml; charset=utf-8\n\
+application/json\n\
+application/ld+json\n\
+application/geo+json\n\
+application/manifest+json\n\
+application/xhtml+xml\n\
+application/rss+xml\n\
+application/atom+xml\n\
+application/yaml\n\
+application/toml\n\
+application/pdf\n\
+application/rtf\n\
+application/epub+zip\n\
+application/msword\n\
+application/vnd.openxmlformats-officedocument.wordprocessingml.document\n\
+application/vnd.ms-excel\n\
+application/vnd.openxmlformats-officedocument.spreadsheetml.sheet\n\
+application/vnd.ms-powerpoint\n\
+application/vnd.openxmlformats-officedocument.presentationml.presentation\n\
+application/vnd.oasis.opendocument.text\n\
+application/vnd.oasis.opendocument.spreadsheet\n\
+application/wasm\n\
+image/svg+xml\n\
+image/png\n\
+image/apng\n\
+image/jpeg\n\
+image/gif\n\
+image/webp\n\
+image/avif\n\
+image/jxl\n\
+image/heic\n\
+image/x-icon\n\
+image/bmp\n\
+image/tiff\n\
+font/woff\n\
+font/woff2\n\
+font/ttf\n\
+font/otf\n\
+application/vnd.ms-fontobject\n\
+video/mp4\n\
+video/webm\n\
+video/ogg\n\
+video/quicktime\n\
+video/x-msvideo\n\
+video/mpeg\n\
+video/x-matroska\n\
+video/mp2t\n\
+application/vnd.apple.mpegurl\n\
+audio/ogg\n\
+audio/opus\n\
+audio/mpeg\n\
+audio/wav\n\
+audio/flac\n\
+audio/mp4\n\
+audio/aac\n\
+audio/webm\n\
+audio/midi\n\
+model/gltf+json\n\
+model/gltf-binary\n\
+application/zip\n\
+application/gzip\n\
+application/x-tar\n\
+application/x-bzip2\n\
+application/x-xz\n\
+application/zstd\n\
+application/x-7z-compressed\n\
+application/vnd.rar\n\
+application/java-archive";
+
+/// The longest extension in [`EXTS`].
+const EXT_MAX: usize = 11;
+const N_EXTS: usize = count(EXTS, true);
+const N_TYPES: usize = count(TYPES.as_bytes(), false);
+
+/// An extension padded with zeros, and the line of its type in [`TYPES`].
+type Entry = ([u8; EXT_MAX], u8);
+
+/// Every extension of [`EXTS`] with its type's line, sorted.
+static TABLE: [Entry; N_EXTS] = table();
+
+/// Where each line of [`TYPES`] starts (and one past the end).
+static STARTS: [u16; N_TYPES + 1] = starts();
+
+/// Words (separated by spaces and newlines) or, with `words` false, lines.
+const fn count(s: &[u8], words: bool) -> usize {
+    let (mut n, mut i, mut inside) = (0, 0, false);
+    while i < s.len() {
+        let gap = s[i] == b'\n' || (words && s[i] == b' ');
+        if !gap && !inside {
+            n += 1;
+        }
+        inside = !gap;
+        i += 1;
     }
+    n
+}
+
+const fn table() -> [Entry; N_EXTS] {
+    let mut out = [([0u8; EXT_MAX], 0u8); N_EXTS];
+    let (mut i, mut n, mut line, mut start) = (0, 0, 0u8, 0);
+    while i <= EXTS.len() {
+        let b = if i < EXTS.len() { EXTS[i] } else { b'\n' };
+        if b == b' ' || b == b'\n' {
+            if i > start {
+                assert!(i - start <= EXT_MAX, "extension too long");
+                let mut k = 0;
+                while k < i - start {
+                    out[n].0[k] = EXTS[start + k];
+                    k += 1;
+                }
+                out[n].1 = line;
+                n += 1;
+            }
+            start = i + 1;
+            if b == b'\n' {
+                line += 1;
+            }
+        }
+        i += 1;
+    }
+    // Insertion sort: about a hundred entries, once, at compile time.
+    let mut a = 1;
+    while a < N_EXTS {
+        let mut b = a;
+        while b > 0 && less(&out[b].0, &out[b - 1].0) {
+            let t = out[b];
+            out[b] = out[b - 1];
+            out[b - 1] = t;
+            b -= 1;
+        }
+        a += 1;
+    }
+    out
+}
+
+const fn less(x: &[u8; EXT_MAX], y: &[u8; EXT_MAX]) -> bool {
+    let mut i = 0;
+    while i < EXT_MAX {
+        if x[i] != y[i] {
+            return x[i] < y[i];
+        }
+        i += 1;
+    }
+    false
+}
+
+const fn starts() -> [u16; N_TYPES + 1] {
+    let s = TYPES.as_bytes();
+    let mut out = [0u16; N_TYPES + 1];
+    let (mut i, mut n) = (0, 1);
+    while i < s.len() {
+        if s[i] == b'\n' {
+            out[n] = (i + 1) as u16;
+            n += 1;
+        }
+        i += 1;
+    }
+    out[N_TYPES] = (s.len() + 1) as u16;
+    out
+}
+
+fn lookup(ext: &[u8]) -> &'static str {
+    let mut key = [0u8; EXT_MAX];
+    let Some(k) = key.get_mut(..ext.len()) else {
+        return DEFAULT_MIME;
+    };
+    k.copy_from_slice(ext);
+    let Ok(i) = TABLE.binary_search_by(|e| e.0.cmp(&key)) else {
+        return DEFAULT_MIME;
+    };
+    let line = usize::from(TABLE[i].1);
+    let (a, b) = (STARTS[line], STARTS[line + 1] - 1);
+    TYPES
+        .get(usize::from(a)..usize::from(b))
+        .unwrap_or(DEFAULT_MIME)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every extension of the table finds the type on its line, and one
+    /// letter more (before or after) finds nothing unless it is listed.
+    #[test]
+    fn every_listed_extension() {
+        let types: alloc::vec::Vec<&str> = TYPES.split('\n').collect();
+        assert_eq!(types.len(), N_TYPES);
+        let exts = core::str::from_utf8(EXTS).unwrap();
+        let listed = |e: &str| exts.split(['\n', ' ']).any(|x| x == e);
+        let mut n = 0;
+        for (line, names) in exts.split('\n').enumerate() {
+            for ext in names.split(' ') {
+                assert_eq!(lookup(ext.as_bytes()), types[line], "{ext}");
+                for other in [alloc::format!("{ext}q"), alloc::format!("q{ext}")] {
+                    if !listed(&other) {
+                        assert_eq!(lookup(other.as_bytes()), DEFAULT_MIME, "{other}");
+                    }
+                }
+                n += 1;
+            }
+        }
+        assert_eq!(n, N_EXTS);
+        assert!(
+            TABLE.windows(2).all(|w| w[0].0 < w[1].0),
+            "sorted, no duplicates"
+        );
+    }
 
     #[test]
     fn common_types() {

@@ -1,10 +1,9 @@
 //! Request-head parsing on a byte buffer (built on `httparse`).
 
-use alloc::borrow::Cow;
-use alloc::format;
 use alloc::string::String;
-use alloc::vec;
+use alloc::vec::Vec;
 
+use crate::oom::{NoMemory, Out, push_lossy, try_format, try_lossy, try_string};
 use crate::response::{ResponsePlan, ServerInfo, error_plan};
 
 /// Value of the `Allow` header sent with 405 responses.
@@ -114,14 +113,15 @@ pub struct Request {
 }
 
 impl Request {
-    /// The request line as it is reconstructed for logs: `GET /x HTTP/1.1`.
-    pub fn request_line(&self) -> String {
-        format!(
+    /// The request line as it is reconstructed for logs: `GET /x HTTP/1.1`
+    /// (an error when memory ran out).
+    pub fn request_line(&self) -> Result<String, NoMemory> {
+        try_format(format_args!(
             "{} {} HTTP/1.{}",
             self.method.as_str(),
             self.target,
             self.version_minor
-        )
+        ))
     }
 
     /// True for HEAD requests (the response carries no body).
@@ -183,13 +183,13 @@ impl StatusError {
 
     /// The error response for this error: small HTML body (none for HEAD),
     /// `Allow` for 405, `Connection: close` when [`StatusError::close`] is set
-    /// and `Connection: keep-alive` otherwise.
+    /// and `Connection: keep-alive` otherwise; [`ResponsePlan::overloaded`]
+    /// when memory runs out.
     pub fn response(&self, now_unix: u64, info: &ServerInfo<'_>) -> ResponsePlan {
-        let plan = error_plan(self.status, !self.close, None, now_unix, info, &[]);
-        if self.head_request {
-            plan.into_head_only()
-        } else {
-            plan
+        match error_plan(self.status, !self.close, None, now_unix, info, &[]) {
+            Ok(plan) if self.head_request => plan.into_head_only(),
+            Ok(plan) => plan,
+            Err(NoMemory) => ResponsePlan::overloaded(),
         }
     }
 }
@@ -227,7 +227,8 @@ pub enum ParseOutcome {
 /// 405 (respond with `Allow: GET, HEAD`); other methods → 501; any
 /// `Transfer-Encoding` → 501; `Content-Length` above [`Limits::max_body`] →
 /// 413. All of these close the connection except 405/501-for-method on a
-/// persistent connection with a small, `Content-Length`-framed body.
+/// persistent connection with a small, `Content-Length`-framed body. When
+/// memory runs out the result is a 503 that closes the connection.
 ///
 /// Up to one leading empty line sequence is skipped (RFC 9112 §2.2).
 pub fn parse_request(buf: &[u8], limits: &Limits) -> ParseOutcome {
@@ -261,14 +262,21 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> ParseOutcome {
     if line.len() > budget {
         return Error(StatusError::fatal(414, None, false));
     }
-    let request_line = Some(String::from_utf8_lossy(line).into_owned());
+    // Only for the log: left out when memory is short.
+    let request_line = try_lossy(line).ok();
     let head_request = line.starts_with(b"HEAD ");
     if unsupported_version(line) {
         return Error(StatusError::fatal(505, request_line, head_request));
     }
     let head_start = start + lf + 1;
 
-    let mut headers = vec![httparse::EMPTY_HEADER; limits.max_headers.min(MAX_HEADERS_CAP)];
+    let oom = |request_line| Error(StatusError::fatal(503, request_line, head_request));
+    let n_headers = limits.max_headers.min(MAX_HEADERS_CAP);
+    let mut headers = Vec::new();
+    if headers.try_reserve_exact(n_headers).is_err() {
+        return oom(request_line);
+    }
+    headers.resize(n_headers, httparse::EMPTY_HEADER);
     let mut req = httparse::Request::new(&mut headers);
     let consumed = match req.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
@@ -291,11 +299,15 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> ParseOutcome {
         return Error(StatusError::fatal(400, request_line, head_request));
     };
 
+    let Ok(target) = try_string(target) else {
+        return oom(request_line);
+    };
     let mut out = Request {
-        target: String::from(target),
+        target,
         version_minor: version,
         ..Request::default()
     };
+    let mut short = false;
     let mut host_count = 0usize;
     let mut conn_close = false;
     let mut conn_keep_alive = false;
@@ -316,7 +328,7 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> ParseOutcome {
             chunked_or_te = true;
         } else if is("host") {
             host_count += 1;
-            append(&mut out.host, value);
+            short |= append(&mut out.host, value);
         } else if is("connection") {
             for token in value.split(|&b| b == b',') {
                 let token = trim_ows(token);
@@ -327,26 +339,29 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> ParseOutcome {
                 }
             }
         } else if is("if-match") {
-            append(&mut out.if_match, value);
+            short |= append(&mut out.if_match, value);
         } else if is("if-none-match") {
-            append(&mut out.if_none_match, value);
+            short |= append(&mut out.if_none_match, value);
         } else if is("if-modified-since") {
-            append(&mut out.if_modified_since, value);
+            short |= append(&mut out.if_modified_since, value);
         } else if is("if-unmodified-since") {
-            append(&mut out.if_unmodified_since, value);
+            short |= append(&mut out.if_unmodified_since, value);
         } else if is("if-range") {
-            append(&mut out.if_range, value);
+            short |= append(&mut out.if_range, value);
         } else if is("range") {
-            append(&mut out.range, value);
+            short |= append(&mut out.range, value);
         } else if is("accept-encoding") {
-            append(&mut out.accept_encoding, value);
+            short |= append(&mut out.accept_encoding, value);
         } else if is("referer") {
-            append(&mut out.referer, value);
+            short |= append(&mut out.referer, value);
         } else if is("user-agent") {
-            append(&mut out.user_agent, value);
+            short |= append(&mut out.user_agent, value);
         }
     }
 
+    if short {
+        return oom(request_line);
+    }
     let persistent = if version == 1 {
         !conn_close
     } else {
@@ -471,13 +486,24 @@ fn parse_content_length(v: &[u8]) -> Option<u64> {
     result
 }
 
-fn append(slot: &mut Option<String>, value: &[u8]) {
-    let v: Cow<'_, str> = String::from_utf8_lossy(value);
-    match slot {
+/// Appends a field value (lossy UTF-8) to a joined list; true when memory
+/// ran out.
+fn append(slot: &mut Option<String>, value: &[u8]) -> bool {
+    let mut o = match slot.take() {
         Some(s) => {
-            s.push_str(", ");
-            s.push_str(&v);
+            let mut o = Out::with_capacity(0);
+            o.s = s;
+            o.push_str(", ");
+            o
         }
-        None => *slot = Some(v.into_owned()),
+        None => Out::with_capacity(value.len()),
+    };
+    push_lossy(&mut o, value);
+    match o.finish() {
+        Ok(s) => {
+            *slot = Some(s);
+            false
+        }
+        Err(NoMemory) => true,
     }
 }

@@ -4,6 +4,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt::Write;
 
+use crate::oom::{NoMemory, Out, try_push, try_string};
 use crate::parse::StatusError;
 
 /// A normalized, percent-decoded request path that cannot escape the document
@@ -56,9 +57,15 @@ impl SafePath {
     }
 
     /// The path re-encoded for use in a URI (e.g. a `Location` header):
-    /// characters outside RFC 3986 `pchar` are percent-encoded.
-    pub fn to_uri_path(&self) -> String {
-        let mut out = String::with_capacity(self.path.len() + 8);
+    /// characters outside RFC 3986 `pchar` are percent-encoded (an error
+    /// when memory runs out).
+    pub fn to_uri_path(&self) -> Result<String, NoMemory> {
+        let mut out = Out::with_capacity(self.path.len() + 8);
+        self.push_uri_path(&mut out);
+        out.finish()
+    }
+
+    fn push_uri_path(&self, out: &mut Out) {
         for b in self.path.bytes() {
             if b == b'/' || is_pchar(b) {
                 out.push(char::from(b));
@@ -66,14 +73,15 @@ impl SafePath {
                 let _ = write!(out, "%{b:02X}");
             }
         }
-        out
     }
 
     /// `Location` value for the directory redirect: the encoded path with a
-    /// trailing `/` added and the original query appended.
-    pub fn redirect_location(&self) -> String {
-        let mut loc = self.to_uri_path();
-        if !loc.ends_with('/') {
+    /// trailing `/` added and the original query appended (an error when
+    /// memory runs out).
+    pub fn redirect_location(&self) -> Result<String, NoMemory> {
+        let mut loc = Out::with_capacity(self.path.len() + 16);
+        self.push_uri_path(&mut loc);
+        if !loc.s.ends_with('/') {
             loc.push('/');
         }
         if let Some(q) = &self.query {
@@ -86,7 +94,7 @@ impl SafePath {
                 }
             }
         }
-        loc
+        loc.finish()
     }
 }
 
@@ -106,12 +114,14 @@ fn is_pchar(b: u8) -> bool {
 /// characters, encoded `/` or `\` (`%2F`, `%5C`), a literal backslash,
 /// non-UTF-8 after decoding, and `..` that would climb above the root (400
 /// like nginx, not 403, since it is a malformed request rather than a
-/// permission problem). `%2e%2e` is treated exactly like `..`.
+/// permission problem). `%2e%2e` is treated exactly like `..`. When memory
+/// runs out: 503.
 pub fn resolve_target(target: &str) -> Result<SafePath, StatusError> {
     let bad = || StatusError::new(400);
+    let oom = |NoMemory| StatusError::new(503);
     let target = target.split('#').next().unwrap_or("");
     let (raw_path, query) = match target.split_once('?') {
-        Some((p, q)) => (p, Some(String::from(q))),
+        Some((p, q)) => (p, Some(try_string(q).map_err(oom)?)),
         None => (target, None),
     };
     let raw_path = strip_absolute_form(raw_path).ok_or_else(bad)?;
@@ -122,7 +132,7 @@ pub fn resolve_target(target: &str) -> Result<SafePath, StatusError> {
     let mut segments: Vec<String> = Vec::new();
     let mut trailing = false;
     for raw in rel.split('/') {
-        let seg = decode_segment(raw).ok_or_else(bad)?;
+        let seg = decode_segment(raw).map_err(StatusError::new)?;
         match seg.as_str() {
             "" | "." => trailing = true,
             ".." => {
@@ -132,7 +142,7 @@ pub fn resolve_target(target: &str) -> Result<SafePath, StatusError> {
                 trailing = true;
             }
             _ => {
-                segments.push(seg);
+                try_push(&mut segments, seg).map_err(oom)?;
                 trailing = false;
             }
         }
@@ -140,7 +150,7 @@ pub fn resolve_target(target: &str) -> Result<SafePath, StatusError> {
     if segments.is_empty() {
         trailing = true;
     }
-    let mut path = String::with_capacity(rel.len() + 1);
+    let mut path = Out::with_capacity(rel.len() + 1);
     for s in &segments {
         path.push('/');
         path.push_str(s);
@@ -149,7 +159,7 @@ pub fn resolve_target(target: &str) -> Result<SafePath, StatusError> {
         path.push('/');
     }
     Ok(SafePath {
-        path,
+        path: path.finish().map_err(oom)?,
         trailing_slash: trailing,
         query,
     })
@@ -187,19 +197,21 @@ fn hex(b: u8) -> Option<u8> {
     }
 }
 
-fn decode_segment(raw: &str) -> Option<String> {
+/// One decoded segment, or the status to answer (400 malformed, 503 out of
+/// memory).
+fn decode_segment(raw: &str) -> Result<String, u16> {
     let bytes = raw.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
+    let mut out = Vec::new();
+    out.try_reserve_exact(bytes.len()).map_err(|_| 503u16)?;
     let mut i = 0;
+    let byte = |i: usize| bytes.get(i).and_then(|&b| hex(b)).ok_or(400u16);
     while i < bytes.len() {
         let b = match bytes[i] {
             b'%' => {
-                let hi = hex(*bytes.get(i + 1)?)?;
-                let lo = hex(*bytes.get(i + 2)?)?;
+                let d = (byte(i + 1)? << 4) | byte(i + 2)?;
                 i += 3;
-                let d = (hi << 4) | lo;
                 if d == b'/' {
-                    return None;
+                    return Err(400);
                 }
                 d
             }
@@ -209,9 +221,9 @@ fn decode_segment(raw: &str) -> Option<String> {
             }
         };
         if b == b'\\' || b < 0x20 || b == 0x7f {
-            return None;
+            return Err(400);
         }
         out.push(b);
     }
-    String::from_utf8(out).ok()
+    String::from_utf8(out).map_err(|_| 400)
 }

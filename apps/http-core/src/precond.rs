@@ -164,7 +164,8 @@ pub enum RangeOutcome {
 ///
 /// Invalid syntax (other units, `b < a`, non-digits, empty set) and more than
 /// `max_ranges` elements → [`RangeOutcome::Full`]: RFC 9110 §14.2 allows
-/// ignoring the Range header, which defuses many-ranges amplification.
+/// ignoring the Range header, which defuses many-ranges amplification. So
+/// does running out of memory for the list.
 pub fn parse_range(header: &str, len: u64, max_ranges: usize) -> RangeOutcome {
     let Some((unit, set)) = header.trim_matches([' ', '\t']).split_once('=') else {
         return RangeOutcome::Full;
@@ -172,7 +173,15 @@ pub fn parse_range(header: &str, len: u64, max_ranges: usize) -> RangeOutcome {
     if !unit.eq_ignore_ascii_case("bytes") {
         return RangeOutcome::Full;
     }
+    // Room for every element up front (no growth below); without it the
+    // header is ignored like an oversized one.
     let mut ranges: Vec<ByteRange> = Vec::new();
+    if ranges
+        .try_reserve_exact((set.bytes().filter(|&b| b == b',').count() + 1).min(max_ranges))
+        .is_err()
+    {
+        return RangeOutcome::Full;
+    }
     let mut count = 0usize;
     for spec in set.split(',') {
         let spec = spec.trim_matches([' ', '\t']);
@@ -223,14 +232,15 @@ pub fn parse_range(header: &str, len: u64, max_ranges: usize) -> RangeOutcome {
         return RangeOutcome::Unsatisfiable;
     }
     crate::sort::heapsort_by(&mut ranges, |a, b| a.first.cmp(&b.first));
-    let mut merged: Vec<ByteRange> = Vec::with_capacity(ranges.len());
-    for r in ranges {
-        match merged.last_mut() {
-            Some(m) if r.first <= m.last.saturating_add(1) => m.last = m.last.max(r.last),
-            _ => merged.push(r),
+    // Merged in place: `r` joins the kept range `m` before it.
+    ranges.dedup_by(|r, m| {
+        let joins = r.first <= m.last.saturating_add(1);
+        if joins {
+            m.last = m.last.max(r.last);
         }
-    }
-    RangeOutcome::Partial(merged)
+        joins
+    });
+    RangeOutcome::Partial(ranges)
 }
 
 /// `1*DIGIT`, saturating on overflow.

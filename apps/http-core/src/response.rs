@@ -1,14 +1,14 @@
 //! Response planning: status, header block and body parts.
 
-use alloc::format;
+use alloc::borrow::Cow;
 use alloc::string::String;
-use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt::Write;
 
 use crate::date::write_http_date;
 use crate::encoding::{Encoding, choose_encoding};
 use crate::mime::DEFAULT_MIME;
+use crate::oom::{NoMemory, Out, try_format, try_push};
 use crate::parse::{ALLOW, Method, Request};
 use crate::path::SafePath;
 use crate::precond::{
@@ -78,8 +78,9 @@ impl BodyPart {
 pub struct ResponsePlan {
     /// Status code.
     pub status: u16,
-    /// The complete header block: status line, fields, final empty line.
-    pub head: Vec<u8>,
+    /// The complete header block: status line, fields, final empty line
+    /// (static for [`ResponsePlan::overloaded`]).
+    pub head: Cow<'static, [u8]>,
     /// Body parts in order (empty for HEAD, 304 and zero-length files).
     pub body: Vec<BodyPart>,
     /// Whether the connection stays open after this response.
@@ -89,7 +90,24 @@ pub struct ResponsePlan {
     pub encoding: Encoding,
 }
 
+/// The 503 sent when memory ran out while planning a response: no `Date`
+/// (optional for 5xx, RFC 9110 §6.6.1), no body, the connection closed.
+pub const OVERLOADED: &[u8] =
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+
 impl ResponsePlan {
+    /// The response when memory ran out: [`OVERLOADED`]; making it
+    /// allocates nothing.
+    pub fn overloaded() -> Self {
+        ResponsePlan {
+            status: 503,
+            head: Cow::Borrowed(OVERLOADED),
+            body: Vec::new(),
+            keep_alive: false,
+            encoding: Encoding::Identity,
+        }
+    }
+
     /// Total body bytes to write (for the access log).
     pub fn body_len(&self) -> u64 {
         self.body
@@ -182,18 +200,16 @@ fn is_token(v: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
-/// Header block under construction.
-struct Head(String);
+/// Header block under construction (see [`Out`]: the first failed
+/// allocation makes [`Head::finish`] fail).
+struct Head(Out);
 
 impl Head {
     fn new(status: u16, now_unix: u64, info: &ServerInfo<'_>) -> Self {
         let status = status.clamp(100, 999);
-        let mut h = Head(format!(
-            "HTTP/1.1 {status} {}\r\nDate: ",
-            reason_phrase(status)
-        ));
-        write_http_date(&mut h.0, now_unix);
-        h.0.push_str("\r\n");
+        let mut h = Head(Out::with_capacity(256));
+        let _ = write!(h.0, "HTTP/1.1 {status} {}\r\n", reason_phrase(status));
+        h.date("Date", now_unix);
         h.field("Server", info.server);
         for (n, v) in info.headers {
             // Framing fields are the server's own.
@@ -235,19 +251,26 @@ impl Head {
         }
     }
 
-    fn finish(mut self) -> Vec<u8> {
+    fn finish(mut self) -> Result<Cow<'static, [u8]>, NoMemory> {
         self.0.push_str("\r\n");
-        self.0.into_bytes()
+        Ok(Cow::Owned(self.0.finish()?.into_bytes()))
     }
 }
 
-fn error_body(status: u16) -> Vec<u8> {
+/// A body of one part, fallibly.
+fn one(part: BodyPart) -> Result<Vec<BodyPart>, NoMemory> {
+    let mut v = Vec::new();
+    try_push(&mut v, part)?;
+    Ok(v)
+}
+
+fn error_body(status: u16) -> Result<Vec<u8>, NoMemory> {
     let reason = reason_phrase(status);
-    format!(
+    Ok(try_format(format_args!(
         "<!DOCTYPE html>\n<html><head><title>{status} {reason}</title></head>\
          <body><h1>{status} {reason}</h1></body></html>\n"
-    )
-    .into_bytes()
+    ))?
+    .into_bytes())
 }
 
 pub(crate) fn error_plan(
@@ -257,8 +280,8 @@ pub(crate) fn error_plan(
     now_unix: u64,
     info: &ServerInfo<'_>,
     extra: &[(&str, &str)],
-) -> ResponsePlan {
-    let body = error_body(status);
+) -> Result<ResponsePlan, NoMemory> {
+    let body = error_body(status)?;
     let mut h = Head::new(status, now_unix, info);
     h.field("Content-Type", "text/html; charset=utf-8");
     h.field_u64("Content-Length", body.len() as u64);
@@ -271,12 +294,22 @@ pub(crate) fn error_plan(
         }
     }
     h.connection(keep_alive, version_minor);
-    ResponsePlan {
+    Ok(ResponsePlan {
         status,
-        head: h.finish(),
-        body: vec![BodyPart::Bytes(body)],
+        head: h.finish()?,
+        body: one(BodyPart::Bytes(body))?,
         keep_alive,
         encoding: Encoding::Identity,
+    })
+}
+
+/// The plan, or [`ResponsePlan::overloaded`] when memory ran out; the body
+/// dropped for HEAD.
+fn or_overloaded(plan: Result<ResponsePlan, NoMemory>, head_only: bool) -> ResponsePlan {
+    match plan {
+        Ok(p) if head_only => p.into_head_only(),
+        Ok(p) => p,
+        Err(NoMemory) => ResponsePlan::overloaded(),
     }
 }
 
@@ -294,7 +327,10 @@ pub fn error_response(
     info: &ServerInfo<'_>,
     extra: &[(&str, &str)],
 ) -> ResponsePlan {
-    error_plan(status, keep_alive, None, now_unix, info, extra)
+    or_overloaded(
+        error_plan(status, keep_alive, None, now_unix, info, extra),
+        false,
+    )
 }
 
 /// Error response for an accepted request (e.g. a [`crate::StatusError`] from
@@ -306,19 +342,25 @@ pub fn plan_error(
     now_unix: u64,
     info: &ServerInfo<'_>,
 ) -> ResponsePlan {
-    let plan = error_plan(
+    or_overloaded(req_error(req, status, now_unix, info, &[]), req.is_head())
+}
+
+/// [`error_plan`] for `req` (body kept for HEAD too).
+fn req_error(
+    req: &Request,
+    status: u16,
+    now_unix: u64,
+    info: &ServerInfo<'_>,
+    extra: &[(&str, &str)],
+) -> Result<ResponsePlan, NoMemory> {
+    error_plan(
         status,
         req.keep_alive,
         Some(req.version_minor),
         now_unix,
         info,
-        &[],
-    );
-    if req.is_head() {
-        plan.into_head_only()
-    } else {
-        plan
-    }
+        extra,
+    )
 }
 
 /// A redirect (301, 302, 307 or 308; anything else is sent as 302) to
@@ -339,19 +381,10 @@ pub fn plan_redirect(
     if location.is_empty() || !is_safe_value(location) {
         return plan_error(req, 500, now_unix, info);
     }
-    let plan = error_plan(
-        status,
-        req.keep_alive,
-        Some(req.version_minor),
-        now_unix,
-        info,
-        &[("Location", location)],
-    );
-    if req.is_head() {
-        plan.into_head_only()
-    } else {
-        plan
-    }
+    or_overloaded(
+        req_error(req, status, now_unix, info, &[("Location", location)]),
+        req.is_head(),
+    )
 }
 
 /// A custom error page: status `status` (e.g. 404) with the whole file
@@ -377,21 +410,24 @@ pub fn plan_error_page(
         h.field("Allow", ALLOW);
     }
     h.connection(req.keep_alive, Some(req.version_minor));
-    let body = if req.is_head() || page.meta.len == 0 {
-        vec![]
-    } else {
-        vec![BodyPart::File {
-            offset: 0,
-            len: page.meta.len,
-        }]
-    };
-    ResponsePlan {
-        status,
-        head: h.finish(),
-        body,
-        keep_alive: req.keep_alive,
-        encoding: Encoding::Identity,
-    }
+    let plan = (|| {
+        let body = if req.is_head() || page.meta.len == 0 {
+            Vec::new()
+        } else {
+            one(BodyPart::File {
+                offset: 0,
+                len: page.meta.len,
+            })?
+        };
+        Ok(ResponsePlan {
+            status,
+            head: h.finish()?,
+            body,
+            keep_alive: req.keep_alive,
+            encoding: Encoding::Identity,
+        })
+    })();
+    or_overloaded(plan, false)
 }
 
 /// One entry of a directory listing.
@@ -403,7 +439,7 @@ pub struct ListingEntry {
     pub dir: bool,
 }
 
-fn html_escape(out: &mut String, s: &str) {
+fn html_escape(out: &mut Out, s: &str) {
     for c in s.chars() {
         match c {
             '&' => out.push_str("&amp;"),
@@ -416,7 +452,7 @@ fn html_escape(out: &mut String, s: &str) {
     }
 }
 
-fn href_escape(out: &mut String, s: &str) {
+fn href_escape(out: &mut Out, s: &str) {
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
             out.push(b as char);
@@ -436,8 +472,8 @@ pub fn plan_listing(
     now_unix: u64,
     info: &ServerInfo<'_>,
 ) -> ResponsePlan {
-    let mut body =
-        String::from("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Index of ");
+    let mut body = Out::with_capacity(1024);
+    body.push_str("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Index of ");
     html_escape(&mut body, dir);
     body.push_str("</title></head><body><h1>Index of ");
     html_escape(&mut body, dir);
@@ -459,22 +495,22 @@ pub fn plan_listing(
         body.push_str("</a></li>\n");
     }
     body.push_str("</ul></body></html>\n");
-    let mut h = Head::new(200, now_unix, info);
-    h.field("Content-Type", "text/html; charset=utf-8");
-    h.field_u64("Content-Length", body.len() as u64);
-    h.field("Cache-Control", "no-cache");
-    h.connection(req.keep_alive, Some(req.version_minor));
-    ResponsePlan {
-        status: 200,
-        head: h.finish(),
-        body: if req.is_head() {
-            vec![]
-        } else {
-            vec![BodyPart::Bytes(body.into_bytes())]
-        },
-        keep_alive: req.keep_alive,
-        encoding: Encoding::Identity,
-    }
+    let plan = (|| {
+        let body = body.finish()?;
+        let mut h = Head::new(200, now_unix, info);
+        h.field("Content-Type", "text/html; charset=utf-8");
+        h.field_u64("Content-Length", body.len() as u64);
+        h.field("Cache-Control", "no-cache");
+        h.connection(req.keep_alive, Some(req.version_minor));
+        Ok(ResponsePlan {
+            status: 200,
+            head: h.finish()?,
+            body: one(BodyPart::Bytes(body.into_bytes()))?,
+            keep_alive: req.keep_alive,
+            encoding: Encoding::Identity,
+        })
+    })();
+    or_overloaded(plan, req.is_head())
 }
 
 /// Plans the response to a GET/HEAD request for `path`, given what the server
@@ -496,39 +532,25 @@ pub fn plan_response(
     now_unix: u64,
     info: &ServerInfo<'_>,
 ) -> ResponsePlan {
-    match resource {
-        Resource::NotFound => plan_error(req, 404, now_unix, info),
-        Resource::Forbidden => plan_error(req, 403, now_unix, info),
-        Resource::Directory if path.trailing_slash() => plan_error(req, 403, now_unix, info),
-        Resource::Directory => {
-            let location = path.redirect_location();
-            let plan = error_plan(
-                301,
-                req.keep_alive,
-                Some(req.version_minor),
-                now_unix,
-                info,
-                &[("Location", &location)],
-            );
-            if req.is_head() {
-                plan.into_head_only()
-            } else {
-                plan
-            }
-        }
+    let plan = match resource {
+        Resource::NotFound => req_error(req, 404, now_unix, info, &[]),
+        Resource::Forbidden => req_error(req, 403, now_unix, info, &[]),
+        Resource::Directory if path.trailing_slash() => req_error(req, 403, now_unix, info, &[]),
+        Resource::Directory => path
+            .redirect_location()
+            .and_then(|location| req_error(req, 301, now_unix, info, &[("Location", &location)])),
         Resource::File(file) => plan_file(req, file, now_unix, info),
-    }
+    };
+    or_overloaded(plan, req.is_head())
 }
 
 /// ETag of the selected representation: compressed siblings get a distinct
 /// suffix so caches never confuse them with the identity file.
-fn representation_etag(meta: &FileMeta, enc: Encoding) -> String {
-    let mut tag = crate::precond::etag(meta);
-    if let Some(coding) = enc.content_encoding() {
-        tag.pop();
-        let _ = write!(tag, "-{coding}\"");
-    }
-    tag
+fn representation_etag(meta: &FileMeta, enc: Encoding) -> Result<String, NoMemory> {
+    let (len, mtime, seed) = (meta.len, meta.mtime_unix, meta.seed);
+    let coding = enc.content_encoding().map_or("", |c| c);
+    let dash = if coding.is_empty() { "" } else { "-" };
+    try_format(format_args!("\"{len:x}-{mtime:x}-{seed:x}{dash}{coding}\""))
 }
 
 fn plan_file(
@@ -536,7 +558,7 @@ fn plan_file(
     file: &FileInfo<'_>,
     now_unix: u64,
     info: &ServerInfo<'_>,
-) -> ResponsePlan {
+) -> Result<ResponsePlan, NoMemory> {
     let has_siblings = file.gzip.is_some() || file.brotli.is_some();
     let chosen = choose_encoding(
         req.accept_encoding.as_deref(),
@@ -548,7 +570,7 @@ fn plan_file(
         (Encoding::Gzip, _, Some(m)) => (Encoding::Gzip, m),
         _ => (Encoding::Identity, file.meta),
     };
-    let tag = representation_etag(&meta, encoding);
+    let tag = representation_etag(&meta, encoding)?;
     let content_type = if !file.content_type.is_empty() && is_safe_value(file.content_type) {
         file.content_type
     } else {
@@ -566,18 +588,18 @@ fn plan_file(
     };
 
     match evaluate_preconditions(req, &tag, meta.mtime_unix) {
-        Precondition::Failed => return plan_error(req, 412, now_unix, info),
+        Precondition::Failed => return req_error(req, 412, now_unix, info, &[]),
         Precondition::NotModified => {
             let mut h = Head::new(304, now_unix, info);
             validators(&mut h);
             h.connection(req.keep_alive, Some(req.version_minor));
-            return ResponsePlan {
+            return Ok(ResponsePlan {
                 status: 304,
-                head: h.finish(),
+                head: h.finish()?,
                 body: Vec::new(),
                 keep_alive: req.keep_alive,
                 encoding,
-            };
+            });
         }
         Precondition::Proceed => {}
     }
@@ -603,26 +625,21 @@ fn plan_file(
 
     let (status, body, content_length) = match outcome {
         RangeOutcome::Unsatisfiable => {
-            let cr = format!("bytes */{}", meta.len);
-            let mut plan = error_plan(
+            let cr = try_format(format_args!("bytes */{}", meta.len))?;
+            return req_error(
+                req,
                 416,
-                req.keep_alive,
-                Some(req.version_minor),
                 now_unix,
                 info,
                 &[("Content-Range", &cr), ("Accept-Ranges", "bytes")],
             );
-            if req.is_head() {
-                plan = plan.into_head_only();
-            }
-            return plan;
         }
         RangeOutcome::Full => {
             let body = if meta.len > 0 {
-                vec![BodyPart::File {
+                one(BodyPart::File {
                     offset: 0,
                     len: meta.len,
-                }]
+                })?
             } else {
                 Vec::new()
             };
@@ -630,20 +647,20 @@ fn plan_file(
         }
         RangeOutcome::Partial(ranges) if ranges.len() == 1 => {
             let r = ranges[0];
-            let body = vec![BodyPart::File {
+            let body = one(BodyPart::File {
                 offset: r.first,
                 len: r.len(),
-            }];
+            })?;
             (206, body, r.len())
         }
         RangeOutcome::Partial(ranges) => {
-            let boundary = boundary_for(&tag, now_unix);
-            let body = multipart_body(&ranges, meta.len, content_type, &boundary);
+            let boundary = boundary_for(&tag, now_unix)?;
+            let body = multipart_body(&ranges, meta.len, content_type, &boundary)?;
             let total = body.iter().fold(0u64, |acc, p| acc.saturating_add(p.len()));
             let mut h = Head::new(206, now_unix, info);
-            h.field(
-                "Content-Type",
-                &format!("multipart/byteranges; boundary={boundary}"),
+            let _ = write!(
+                h.0,
+                "Content-Type: multipart/byteranges; boundary={boundary}\r\n"
             );
             h.field_u64("Content-Length", total);
             h.field("Accept-Ranges", "bytes");
@@ -682,24 +699,24 @@ fn finish_file_plan(
     h: Head,
     body: Vec<BodyPart>,
     encoding: Encoding,
-) -> ResponsePlan {
-    ResponsePlan {
+) -> Result<ResponsePlan, NoMemory> {
+    Ok(ResponsePlan {
         status,
-        head: h.finish(),
-        body: if req.is_head() { Vec::new() } else { body },
+        head: h.finish()?,
+        body,
         keep_alive: req.keep_alive,
         encoding,
-    }
+    })
 }
 
 /// Deterministic boundary: 64-bit FNV-1a of the ETag and time, in hex.
-fn boundary_for(tag: &str, now_unix: u64) -> String {
+fn boundary_for(tag: &str, now_unix: u64) -> Result<String, NoMemory> {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in tag.bytes().chain(now_unix.to_le_bytes()) {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
-    format!("uk-http-{h:016x}")
+    try_format(format_args!("uk-http-{h:016x}"))
 }
 
 /// `multipart/byteranges` body (RFC 9110 §14.6): per range a boundary line,
@@ -710,22 +727,24 @@ fn multipart_body(
     len: u64,
     content_type: &str,
     boundary: &str,
-) -> Vec<BodyPart> {
-    let mut parts = Vec::with_capacity(ranges.len() * 2 + 1);
+) -> Result<Vec<BodyPart>, NoMemory> {
+    let mut parts = Vec::new();
+    parts
+        .try_reserve_exact(ranges.len() * 2 + 1)
+        .map_err(|_| NoMemory)?;
     for (i, r) in ranges.iter().enumerate() {
         let sep = if i == 0 { "" } else { "\r\n" };
-        let header = format!(
+        let header = try_format(format_args!(
             "{sep}--{boundary}\r\nContent-Type: {content_type}\r\nContent-Range: bytes {}-{}/{len}\r\n\r\n",
             r.first, r.last
-        );
+        ))?;
         parts.push(BodyPart::Bytes(header.into_bytes()));
         parts.push(BodyPart::File {
             offset: r.first,
             len: r.len(),
         });
     }
-    parts.push(BodyPart::Bytes(
-        format!("\r\n--{boundary}--\r\n").into_bytes(),
-    ));
-    parts
+    let end = try_format(format_args!("\r\n--{boundary}--\r\n"))?;
+    parts.push(BodyPart::Bytes(end.into_bytes()));
+    Ok(parts)
 }

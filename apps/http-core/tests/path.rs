@@ -142,16 +142,19 @@ fn traversal_attacks() {
 #[test]
 fn uri_reencoding_and_redirect() {
     let p = ok("/a%20b/%C3%A9?q=%20x");
-    assert_eq!(p.to_uri_path(), "/a%20b/%C3%A9");
-    assert_eq!(p.redirect_location(), "/a%20b/%C3%A9/?q=%20x");
-    assert_eq!(ok("/dir").redirect_location(), "/dir/");
-    assert_eq!(ok("/dir?a=1&b").redirect_location(), "/dir/?a=1&b");
-    assert_eq!(ok("/a%3Fb%23c").to_uri_path(), "/a%3Fb%23c");
+    assert_eq!(p.to_uri_path().unwrap(), "/a%20b/%C3%A9");
+    assert_eq!(p.redirect_location().unwrap(), "/a%20b/%C3%A9/?q=%20x");
+    assert_eq!(ok("/dir").redirect_location().unwrap(), "/dir/");
+    assert_eq!(ok("/dir?a=1&b").redirect_location().unwrap(), "/dir/?a=1&b");
+    assert_eq!(ok("/a%3Fb%23c").to_uri_path().unwrap(), "/a%3Fb%23c");
     assert_eq!(ok("/a%3Fb").as_str(), "/a?b");
     // Round trip.
     for t in ["/a%20b/%C3%A9", "/x/y/", "/%25", "/a%3Fb%23c"] {
         let p = ok(t);
-        assert_eq!(ok(&p.to_uri_path()), SafePath::clone(&ok(&p.to_uri_path())));
-        assert_eq!(ok(&p.to_uri_path()).as_str(), p.as_str());
+        assert_eq!(
+            ok(&p.to_uri_path().unwrap()),
+            SafePath::clone(&ok(&p.to_uri_path().unwrap()))
+        );
+        assert_eq!(ok(&p.to_uri_path().unwrap()).as_str(), p.as_str());
     }
 }

@@ -37,7 +37,7 @@ impl Resp {
 }
 
 fn decode(plan: ResponsePlan) -> Resp {
-    let text = String::from_utf8(plan.head.clone()).unwrap();
+    let text = String::from_utf8(plan.head.to_vec()).unwrap();
     let block = text.strip_suffix("\r\n\r\n").expect("terminated");
     let mut lines = block.split("\r\n");
     let status_line = lines.next().unwrap().to_string();
@@ -481,14 +481,15 @@ fn log_line_from_request() {
     let req = get("Referer: https://ex/\r\nUser-Agent: Mozilla \"5\"\r\n");
     let r = serve(&req, file());
     let line = combined_log_line(
-        "198.51.100.7",
-        &req.request_line(),
+        &"198.51.100.7",
+        &req.request_line().unwrap(),
         r.plan.status,
         r.plan.body_len(),
         req.referer.as_deref(),
         req.user_agent.as_deref(),
         NOW,
-    );
+    )
+    .to_string();
     assert_eq!(
         line,
         "198.51.100.7 - - [14/Nov/2023:22:13:20 +0000] \"GET /f.txt HTTP/1.1\" 200 1000 \"https://ex/\" \"Mozilla \\\"5\\\"\""

@@ -1,16 +1,17 @@
 //! The event loop, connections and the response writer.
 
+use alloc::borrow::Cow;
 use alloc::collections::VecDeque;
-use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::net::SocketAddrV4;
 
 use uk_http::config::{Config, DataPath, fs_path};
 use uk_http::{
-    BodyPart, FileInfo, FileMeta, ListingEntry, ParseOutcome, Request, Resource, ResponsePlan,
-    SafePath, ServerInfo, StatusError, combined_log_line, error_response, mime_for, parse_request,
-    plan_error, plan_error_page, plan_listing, plan_redirect, plan_response, resolve_target,
+    BodyPart, FileInfo, FileMeta, ListingEntry, NoMemory, OVERLOADED, ParseOutcome, Request,
+    Resource, ResponsePlan, SafePath, ServerInfo, StatusError, combined_log_line, error_response,
+    mime_for, parse_request, plan_error, plan_error_page, plan_listing, plan_redirect,
+    plan_response, resolve_target,
 };
 use unikernel::fs::{self, Errno, FileKind, Flags, Stat};
 use unikernel::io::{
@@ -56,7 +57,7 @@ enum Seg {
     /// Literal bytes (the header block, error bodies, multipart boundaries);
     /// `body` is false for the header block.
     Bytes {
-        data: Vec<u8>,
+        data: Cow<'static, [u8]>,
         pos: usize,
         body: bool,
     },
@@ -100,8 +101,12 @@ struct Response {
 }
 
 impl Response {
-    fn new(plan: ResponsePlan, file: Option<BodyFile>, log: LogInfo) -> Response {
-        let mut segs = VecDeque::with_capacity(plan.body.len() + 1);
+    /// The response to send; an error when memory ran out (the caller then
+    /// sends [`OVERLOADED`] and closes).
+    fn new(plan: ResponsePlan, file: Option<BodyFile>, log: LogInfo) -> Result<Response, NoMemory> {
+        let mut segs = VecDeque::new();
+        segs.try_reserve_exact(plan.body.len() + 1)
+            .map_err(|_| NoMemory)?;
         segs.push_back(Seg::Bytes {
             data: plan.head,
             pos: 0,
@@ -110,7 +115,7 @@ impl Response {
         for part in plan.body {
             segs.push_back(match part {
                 BodyPart::Bytes(data) => Seg::Bytes {
-                    data,
+                    data: Cow::Owned(data),
                     pos: 0,
                     body: true,
                 },
@@ -120,14 +125,14 @@ impl Response {
                 },
             });
         }
-        Response {
+        Ok(Response {
             segs,
             file,
             status: plan.status,
             keep_alive: plan.keep_alive,
             body_sent: 0,
             log,
-        }
+        })
     }
 
     /// Writes until everything is sent (`Ok(true)`) or the socket is full
@@ -184,6 +189,8 @@ impl Response {
                         DataPath::Read => {
                             if f.chunk_pos == f.chunk.len() {
                                 let want = (*left).min(CHUNK as u64) as usize;
+                                f.chunk.clear();
+                                f.chunk.try_reserve_exact(want).map_err(|_| Errno::ENOMEM)?;
                                 f.chunk.resize(want, 0);
                                 let n = fs::pread(f.fd, &mut f.chunk, *off)?;
                                 if n == 0 {
@@ -649,6 +656,14 @@ impl Server {
         self.listener
     }
 
+    /// Out of memory for a connection or a response: the static 503 (no
+    /// allocation), logged; the caller closes.
+    fn overloaded(&self, fd: i32, peer: &SocketAddrV4) {
+        let _ = fs::write(fd, OVERLOADED);
+        log::warn!("httpd: {peer}: out of memory, answered 503 and closed");
+        self.access_log(peer, "", 503, 0, None, None);
+    }
+
     /// Over the connection limit: a small 503 and close (the FIN follows it).
     fn refuse(&mut self, fd: i32, peer: SocketAddrV4) {
         let plan = error_response(
@@ -687,6 +702,17 @@ impl Server {
         let slot = match self.free.pop() {
             Some(s) => s,
             None => {
+                // Room for the slot, and for it in the free and run-again
+                // lists (so that releasing or requeueing never allocates).
+                let n = self.conns.len() + 1;
+                let grown = self.conns.try_reserve(1).is_ok()
+                    && self.free.try_reserve(n - self.free.len()).is_ok()
+                    && self.again.try_reserve(n - self.again.len()).is_ok();
+                if !grown {
+                    self.overloaded(fd, &peer);
+                    let _ = fs::close(fd);
+                    return;
+                }
                 self.conns.push(None);
                 self.conns.len() - 1
             }
@@ -910,20 +936,32 @@ impl Server {
                         conn.rbuf.drain(..consumed);
                         conn.discard = request.body_len;
                         conn.head_started = None;
-                        conn.out = Some(self.respond(&request));
+                        let Ok(resp) = self.respond(&mut request) else {
+                            self.overloaded(conn.fd, &conn.peer);
+                            return Next::Close;
+                        };
+                        conn.out = Some(resp);
                         continue;
                     }
-                    ParseOutcome::Error(e) => {
-                        conn.out = Some(self.reject(conn, &e));
+                    ParseOutcome::Error(mut e) => {
                         conn.head_started = None;
+                        let Ok(resp) = self.reject(conn, &mut e) else {
+                            self.overloaded(conn.fd, &conn.peer);
+                            return Next::Close;
+                        };
+                        conn.out = Some(resp);
                         continue;
                     }
                     ParseOutcome::Partial if conn.rbuf.len() >= self.rbuf_cap => {
-                        let e = StatusError {
+                        let mut e = StatusError {
                             close: true,
                             ..StatusError::new(431)
                         };
-                        conn.out = Some(self.reject(conn, &e));
+                        let Ok(resp) = self.reject(conn, &mut e) else {
+                            self.overloaded(conn.fd, &conn.peer);
+                            return Next::Close;
+                        };
+                        conn.out = Some(resp);
                         continue;
                     }
                     ParseOutcome::Partial => {}
@@ -934,6 +972,10 @@ impl Server {
             }
             let old = conn.rbuf.len();
             let room = (self.rbuf_cap - old.min(self.rbuf_cap)).clamp(1, 16 * 1024);
+            if conn.rbuf.try_reserve(room).is_err() {
+                self.overloaded(conn.fd, &conn.peer);
+                return Next::Close;
+            }
             conn.rbuf.resize(old + room, 0);
             let r = conn_read(
                 conn.fd,
@@ -968,7 +1010,7 @@ impl Server {
     }
 
     /// The response to a request head that cannot be served.
-    fn reject(&self, conn: &mut Conn, e: &StatusError) -> Response {
+    fn reject(&self, conn: &mut Conn, e: &mut StatusError) -> Result<Response, NoMemory> {
         let plan = e.response(unix_now(), &self.info());
         if e.close {
             // The byte stream is out of step: read nothing more.
@@ -980,22 +1022,25 @@ impl Server {
             conn.discard = e.body_len;
         }
         let log = LogInfo {
-            request_line: e.request_line.clone().unwrap_or_default(),
+            request_line: e.request_line.take().unwrap_or_default(),
             referer: None,
             user_agent: None,
         };
         Response::new(plan, None, log)
     }
 
-    /// Plans and prepares the response to an accepted request.
-    fn respond(&self, req: &Request) -> Response {
+    /// Plans and prepares the response to an accepted request (the log's
+    /// fields are moved out of `req`); an error when memory ran out.
+    fn respond(&self, req: &mut Request) -> Result<Response, NoMemory> {
         let now = unix_now();
         let info = self.info();
         let log = LogInfo {
-            request_line: req.request_line(),
-            referer: req.referer.clone(),
-            user_agent: req.user_agent.clone(),
+            // Only the log line loses it when memory is short.
+            request_line: req.request_line().unwrap_or_default(),
+            referer: req.referer.take(),
+            user_agent: req.user_agent.take(),
         };
+        let req = &*req;
         let path = match resolve_target(&req.target) {
             Ok(p) => p,
             Err(e) => return Response::new(plan_error(req, e.status, now, &info), None, log),
@@ -1008,7 +1053,7 @@ impl Server {
             cache_control: self.cfg.cache_control_for(path.as_str()),
             ..info
         };
-        let mut found = self.lookup(&path);
+        let mut found = self.lookup(&path)?;
         let resource = match &found {
             Lookup::File(f) => Resource::File(FileInfo {
                 meta: f.meta,
@@ -1020,8 +1065,10 @@ impl Server {
             Lookup::NotFound => Resource::NotFound,
             Lookup::Forbidden => Resource::Forbidden,
             Lookup::Failed(e) => {
-                log::error!("httpd: {}: {e}", fs_path(&self.cfg.root, &path));
-                return Response::new(plan_error(req, 500, now, &info), None, log);
+                let root = self.cfg.root.trim_end_matches('/');
+                log::error!("httpd: {root}{}: {e}", path.as_str());
+                let status = if *e == Errno::ENOMEM { 503 } else { 500 };
+                return Response::new(plan_error(req, status, now, &info), None, log);
             }
         };
         // A directory without an index, asked for with its slash: a listing
@@ -1029,17 +1076,18 @@ impl Server {
         if self.cfg.listing
             && matches!(found, Lookup::Directory)
             && path.as_str().ends_with('/')
-            && let Ok(mut names) = fs::read_dir(&fs_path(&self.cfg.root, &path))
+            && let Ok(mut names) = fs::read_dir(&fs_path(&self.cfg.root, &path)?)
         {
             // Names in a directory are unique: an unstable sort is exact.
             uk_http::sort::heapsort_by(&mut names, |a, b| a.0.cmp(&b.0));
-            let entries: Vec<ListingEntry> = names
-                .into_iter()
-                .map(|(name, kind)| ListingEntry {
-                    name,
-                    dir: kind == FileKind::Directory,
-                })
-                .collect();
+            let mut entries: Vec<ListingEntry> = Vec::new();
+            entries
+                .try_reserve_exact(names.len())
+                .map_err(|_| NoMemory)?;
+            entries.extend(names.into_iter().map(|(name, kind)| ListingEntry {
+                name,
+                dir: kind == FileKind::Directory,
+            }));
             let plan = plan_listing(req, path.as_str(), &entries, now, &info);
             return Response::new(plan, None, log);
         }
@@ -1047,7 +1095,7 @@ impl Server {
         // A custom page for an error status (uk.toml's error_pages).
         if let Some(page) = self.cfg.error_page(plan.status)
             && let Ok(p) = resolve_target(page)
-            && let Lookup::File(f) = self.lookup(&p)
+            && let Lookup::File(f) = self.lookup(&p)?
         {
             let page_info = FileInfo {
                 meta: f.meta,
@@ -1066,7 +1114,12 @@ impl Server {
         if !needs_file {
             return Response::new(plan, None, log);
         }
-        let file_path = format!("{}{}", f.path, plan.encoding.file_suffix());
+        let mut file_path = f.path;
+        let suffix = plan.encoding.file_suffix();
+        file_path
+            .try_reserve_exact(suffix.len())
+            .map_err(|_| NoMemory)?;
+        file_path.push_str(suffix);
         match fs::open(&file_path, Flags::O_RDONLY, 0) {
             Ok(fd) => {
                 let file = BodyFile {
@@ -1086,11 +1139,15 @@ impl Server {
 
     /// Finds what `path` names under the document root. Symbolic links and
     /// dotfiles are refused (403): nothing outside the root is ever served.
-    fn lookup(&self, path: &SafePath) -> Lookup {
+    /// An error when memory ran out.
+    fn lookup(&self, path: &SafePath) -> Result<Lookup, NoMemory> {
         if path.has_hidden_segment() {
-            return Lookup::Forbidden;
+            return Ok(Lookup::Forbidden);
         }
-        let full = fs_path(&self.cfg.root, path);
+        let mut full = fs_path(&self.cfg.root, path)?;
+        // Room for the longest name made from it below (no reallocation).
+        let extra = self.cfg.index.len() + 4;
+        full.try_reserve_exact(extra).map_err(|_| NoMemory)?;
         // Every component below the root must be a real directory or file.
         let root_len = self.cfg.root.trim_end_matches('/').len();
         let mut end = root_len;
@@ -1099,52 +1156,54 @@ impl Server {
                 .find('/')
                 .map_or(full.len(), |i| end + 1 + i);
             match fs::lstat(&full[..next]) {
-                Ok(st) if st.kind == FileKind::Symlink => return Lookup::Forbidden,
+                Ok(st) if st.kind == FileKind::Symlink => return Ok(Lookup::Forbidden),
                 Ok(_) => {}
-                Err(e) => return not_found_or(e),
+                Err(e) => return Ok(not_found_or(e)),
             }
             end = next;
         }
-        let st = match fs::stat(&full) {
+        let mut st = match fs::stat(&full) {
             Ok(st) => st,
-            Err(e) => return not_found_or(e),
+            Err(e) => return Ok(not_found_or(e)),
         };
-        let (file_path, st) = match st.kind {
+        match st.kind {
             FileKind::Regular if path.trailing_slash() && !path.is_root() => {
-                return Lookup::NotFound;
+                return Ok(Lookup::NotFound);
             }
-            FileKind::Regular => (full, st),
+            FileKind::Regular => {}
             FileKind::Directory => {
                 if !path.trailing_slash() {
-                    return Lookup::Directory;
+                    return Ok(Lookup::Directory);
                 }
-                let index = if full.ends_with('/') {
-                    format!("{full}{}", self.cfg.index)
-                } else {
-                    format!("{full}/{}", self.cfg.index)
-                };
-                match fs::lstat(&index) {
-                    Ok(st) if st.kind == FileKind::Regular => (index, st),
-                    Ok(st) if st.kind == FileKind::Symlink => return Lookup::Forbidden,
-                    _ => return Lookup::Directory,
+                if !full.ends_with('/') {
+                    full.push('/');
+                }
+                full.push_str(&self.cfg.index);
+                match fs::lstat(&full) {
+                    Ok(s) if s.kind == FileKind::Regular => st = s,
+                    Ok(s) if s.kind == FileKind::Symlink => return Ok(Lookup::Forbidden),
+                    _ => return Ok(Lookup::Directory),
                 }
             }
-            _ => return Lookup::Forbidden,
-        };
-        let sibling = |suffix: &str| {
-            fs::lstat(&format!("{file_path}{suffix}"))
-                .ok()
+            _ => return Ok(Lookup::Forbidden),
+        }
+        let mut sibling = |suffix: &str| {
+            let len = full.len();
+            full.push_str(suffix);
+            let st = fs::lstat(&full);
+            full.truncate(len);
+            st.ok()
                 .filter(|s| s.kind == FileKind::Regular)
                 .map(|s| meta_of(&s))
         };
         let gzip = sibling(".gz");
         let brotli = sibling(".br");
-        Lookup::File(Found {
+        Ok(Lookup::File(Found {
             meta: meta_of(&st),
-            path: file_path,
+            path: full,
             gzip,
             brotli,
-        })
+        }))
     }
 
     /// Closes connections whose deadline passed: a partial request head gets
@@ -1210,9 +1269,8 @@ impl Server {
         user_agent: Option<&str>,
     ) {
         if self.cfg.access_log {
-            let ip = format!("{}", peer.ip());
             let line = combined_log_line(
-                &ip,
+                peer.ip(),
                 request_line,
                 status,
                 bytes,

@@ -31,6 +31,7 @@ fn main() -> i32 {
         "null" => null_read(),
         "mmap64" => mmap64(),
         "heapgrow" => heapgrow(),
+        "try-arc" => try_arc(),
         "fresh-stack" => fresh_stack(),
         "large" => large(),
         "textwrite" => textwrite(),
@@ -209,6 +210,29 @@ fn heapgrow() -> i32 {
         s.heap_arenas, s.heap_in_use
     );
     if ok && s.heap_arenas >= 2 { 0 } else { 1 }
+}
+
+/// `mem::try_arc` for values of several sizes and alignments: each `Arc`
+/// holds its value and `Arc::new` took every reserved block (none missed:
+/// the layout `try_arc` assumes for `Arc`'s block is the real one).
+fn try_arc() -> i32 {
+    #[repr(align(64))]
+    struct Wide([u8; 100]);
+    let a = mem::try_arc(7u8).ok();
+    let b = mem::try_arc([3u64; 5]).ok();
+    let c = mem::try_arc(Wide([9; 100])).ok();
+    let d = mem::try_arc(alloc::string::String::from("try")).ok();
+    let e: Option<Arc<dyn Fn() -> u32 + Send + Sync>> = mem::try_arc(|| 42u32)
+        .ok()
+        .map(|f| f as Arc<dyn Fn() -> u32 + Send + Sync>);
+    let ok = a.is_some_and(|a| *a == 7 && Arc::strong_count(&a) == 1)
+        && b.is_some_and(|b| *b == [3; 5])
+        && c.is_some_and(|c| c.0 == [9; 100] && (Arc::as_ptr(&c) as usize).is_multiple_of(64))
+        && d.is_some_and(|d| d.as_str() == "try")
+        && e.is_some_and(|e| e() == 42);
+    let misses = mem::reserve_misses();
+    println!("try-arc: ok={ok} misses={misses}");
+    if ok && misses == 0 { 0 } else { 1 }
 }
 
 /// Levels [`descend`] goes down: well past a few pages of a 64 KiB stack.

@@ -128,6 +128,12 @@ pub struct VirtioNet {
     /// Free large transmit buffers.
     tso_free: Vec<DmaBuffer>,
     tx_pending_notify: bool,
+    /// Whether the device interrupts when it finishes with a transmit
+    /// chain: only while the ring is full (someone must poll again when it
+    /// drains); otherwise finished chains are taken back at the next flush.
+    tx_interrupts: bool,
+    /// While set, `flush_tx` leaves the device's doorbell for [`VirtioNet::kick_tx`].
+    hold_notify: bool,
     hdr: usize,
     /// The device completes TCP/UDP checksums (VIRTIO_NET_F_CSUM).
     csum_offload: bool,
@@ -194,6 +200,8 @@ impl VirtioNet {
             tx_free,
             tso_free: tso_free.unwrap_or_default(),
             tx_pending_notify: false,
+            tx_interrupts: true,
+            hold_notify: false,
             hdr,
             csum_offload: features.contains(Features::CSUM),
             mac,
@@ -201,7 +209,64 @@ impl VirtioNet {
             tx_tso_frames: 0,
         };
         dev.refill();
+        dev.update_tx_interrupts();
         Ok(dev)
+    }
+
+    /// Turns receive interrupts off while the caller polls (they would only
+    /// repeat what the poll finds) and back on before it sleeps. After
+    /// turning them on, check [`VirtioNet::rx_pending`]: a frame that came
+    /// in between raised no interrupt.
+    pub fn set_rx_interrupts(&mut self, on: bool) {
+        self.rx.set_interrupts(on);
+    }
+
+    /// Holds (or stops holding) the transmit doorbell: while held, frames
+    /// queued by a poll wait in the ring until [`VirtioNet::kick_tx`], so
+    /// that the responses of one pass of an event loop cost the device one
+    /// notification (each is an exit to the hypervisor).
+    pub fn hold_tx_notify(&mut self, on: bool) {
+        self.hold_notify = on;
+    }
+
+    /// Whether queued frames wait for the doorbell.
+    pub fn tx_notify_held(&self) -> bool {
+        self.tx_pending_notify
+    }
+
+    /// Rings the transmit doorbell for frames queued while it was held.
+    pub fn kick_tx(&mut self) {
+        if self.tx_pending_notify {
+            self.tx_pending_notify = false;
+            if self.tx.should_notify() {
+                self.transport.notify(QUEUE_TX);
+            }
+        }
+    }
+
+    /// Whether a received frame waits in the ring.
+    pub fn rx_pending(&self) -> bool {
+        self.rx.has_used()
+    }
+
+    /// Transmit-completion interrupts on exactly while the ring is full:
+    /// then the interrupt is what makes the stack poll (and send what it
+    /// held back) once the device drains the ring.
+    fn update_tx_interrupts(&mut self) {
+        let full = self.tx_full();
+        if full != self.tx_interrupts {
+            self.tx_interrupts = full;
+            self.tx.set_interrupts(full);
+            if full {
+                // A chain finished before the device saw the flag raised no
+                // interrupt: take it back now.
+                self.reclaim_tx();
+                if !self.tx_full() {
+                    self.tx_interrupts = false;
+                    self.tx.set_interrupts(false);
+                }
+            }
+        }
     }
 
     /// Acknowledges the device's interrupt (reads its ISR status).
@@ -295,8 +360,15 @@ impl VirtioNet {
         slot: DmaBuffer,
         head_len: usize,
         frags: &[Fragment<TcpPayload>],
+        pieces_total: usize,
     ) -> bool {
-        let mut chain = Chain::new(slot, head_len);
+        let mut chain = match Chain::try_with_capacity(slot, head_len, pieces_total) {
+            Ok(c) => c,
+            Err(slot) => {
+                self.free_tx_slot(slot);
+                return false;
+            }
+        };
         for f in frags {
             for (start, n) in pieces(f) {
                 let Some(piece) = PayloadPiece::new(&f.data, start, n) else {
@@ -505,17 +577,15 @@ impl Nic for VirtioNet {
             }
             self.tx_tso_frames += 1;
         }
-        self.post_chain(slot, hdr + header.len(), payload)
+        self.post_chain(slot, hdr + header.len(), payload, needed - 1)
     }
 
     fn flush_tx(&mut self) {
-        if self.tx_pending_notify {
-            self.tx_pending_notify = false;
-            if self.tx.should_notify() {
-                self.transport.notify(QUEUE_TX);
-            }
+        if !self.hold_notify {
+            self.kick_tx();
         }
         self.reclaim_tx();
+        self.update_tx_interrupts();
     }
 }
 

@@ -2,8 +2,10 @@
 //! allocations of [`LARGE_ALLOC`] bytes or more straight from `mmap` (glibc's
 //! M_MMAP_THRESHOLD), so that big buffers give their memory back on free.
 
+use alloc::sync::Arc;
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 use talc::base::Talc;
 use talc::base::binning::Binning;
@@ -159,6 +161,9 @@ unsafe impl GlobalAlloc for KernelAllocator {
     /// Failure returns null: `try_reserve`-style callers get an error,
     /// infallible ones end in the alloc error handler (a panic).
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if let Some(p) = take_reserved(layout) {
+            return p;
+        }
         let large = layout.size() >= LARGE_ALLOC;
         let attempt = || {
             NonNull::new(if large {
@@ -211,6 +216,87 @@ unsafe impl GlobalAlloc for KernelAllocator {
         }
         new
     }
+}
+
+/// The block [`try_arc`] set aside for `Arc::new`'s one allocation
+/// (0: none), and its size and alignment.
+static RESERVED: AtomicUsize = AtomicUsize::new(0);
+static RESERVED_SIZE: AtomicUsize = AtomicUsize::new(0);
+static RESERVED_ALIGN: AtomicUsize = AtomicUsize::new(0);
+/// Reservations `Arc::new` did not take (its block is not laid out as
+/// [`try_arc`] assumes); 0 unless the standard library changed.
+static RESERVE_MISSES: AtomicUsize = AtomicUsize::new(0);
+
+/// The reserved block, if one is set aside for exactly `layout`.
+fn take_reserved(layout: Layout) -> Option<*mut u8> {
+    let at = RESERVED.load(Ordering::Relaxed);
+    if at == 0
+        || RESERVED_SIZE.load(Ordering::Relaxed) != layout.size()
+        || RESERVED_ALIGN.load(Ordering::Relaxed) != layout.align()
+    {
+        return None;
+    }
+    RESERVED.store(0, Ordering::Relaxed);
+    Some(at as *mut u8)
+}
+
+/// `Arc::new(value)`, or `value` back when memory is short (stable Rust has
+/// no `Arc::try_new`). The block is allocated first, fallibly, with the
+/// layout of `Arc`'s `#[repr(C)]` inner struct (two counters, then `T`),
+/// and set aside for `Arc::new`'s one allocation, which the allocator
+/// serves from it. Interrupts are off in between, so no other allocation
+/// on this CPU (the only one) can take it.
+pub fn try_arc<T>(value: T) -> Result<Arc<T>, T> {
+    let Ok((layout, _)) = Layout::new::<[AtomicUsize; 2]>().extend(Layout::new::<T>()) else {
+        return Err(value);
+    };
+    let layout = layout.pad_to_align();
+    let Some(irq_was_enabled) = reserve(layout) else {
+        return Err(value);
+    };
+    let arc = Arc::new(value);
+    unreserve(layout, irq_was_enabled);
+    Ok(arc)
+}
+
+/// Allocates a block of `layout` and sets it aside for the next allocation
+/// of that layout, with interrupts off; returns whether they were on, or
+/// `None` (nothing changed) when memory is short.
+#[inline(never)]
+fn reserve(layout: Layout) -> Option<bool> {
+    // SAFETY: `layout` has a non-zero size (the two counters).
+    let block = unsafe { ALLOCATOR.alloc(layout) };
+    if block.is_null() {
+        return None;
+    }
+    let irq_was_enabled = x86_64::instructions::interrupts::are_enabled();
+    x86_64::instructions::interrupts::disable();
+    RESERVED_SIZE.store(layout.size(), Ordering::Relaxed);
+    RESERVED_ALIGN.store(layout.align(), Ordering::Relaxed);
+    RESERVED.store(block as usize, Ordering::Relaxed);
+    Some(irq_was_enabled)
+}
+
+/// Ends a [`reserve`]: interrupts back as they were, the block freed if the
+/// allocation it was meant for did not take it.
+#[inline(never)]
+fn unreserve(layout: Layout, irq_was_enabled: bool) {
+    let left = RESERVED.swap(0, Ordering::Relaxed);
+    if irq_was_enabled {
+        x86_64::instructions::interrupts::enable();
+    }
+    if left != 0 {
+        RESERVE_MISSES.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: `left` is the block `reserve` allocated with `layout`, not
+        // handed out (the reservation was still set).
+        unsafe { ALLOCATOR.dealloc(left as *mut u8, layout) };
+    }
+}
+
+/// How many [`try_arc`] reservations `Arc::new` did not use (each then
+/// allocated the usual, infallible way).
+pub fn reserve_misses() -> usize {
+    RESERVE_MISSES.load(Ordering::Relaxed)
 }
 
 /// Adds the heap's figures to `s`.

@@ -26,6 +26,7 @@ pub mod dma;
 pub mod entry;
 pub mod hal;
 mod heap;
+pub use heap::{reserve_misses, try_arc};
 pub mod irq;
 pub mod mm;
 pub mod mmio;

@@ -17,6 +17,9 @@ use uk_vfs::{FileId, Inode, Locking, PageCache, PageFrames};
 
 use crate::mm::{PAGE, PageFrame};
 
+/// The most pages [`CachePin::pin_resident`] pins under one lock.
+pub const PIN_BATCH: usize = 16;
+
 /// One pinned page of a page cache, readable.
 pub struct CachePin<L: Locking, F: PageFrames<Page = PageFrame>> {
     cache: Arc<PageCache<L, F>>,
@@ -34,13 +37,42 @@ impl<L: Locking, F: PageFrames<Page = PageFrame>> CachePin<L, F> {
         inode: &dyn Inode,
         index: u64,
     ) -> uk_vfs::Result<Self> {
-        let pin = cache.pin(file, inode, index)?;
-        let pa = cache.with_pinned(&pin, |p| p.phys());
+        let (pin, pa) = cache.pin_with(file, inode, index, |p| p.phys())?;
         Ok(CachePin {
             cache: cache.clone(),
             pin: Some(pin),
             pa,
         })
+    }
+
+    /// Pins the resident pages `index, index + 1, ...` of `file` (at most
+    /// `max`, and at most [`PIN_BATCH`]) under one lock, then hands each to
+    /// `f` after the lock is released (`f` may allocate, and dropping a pin
+    /// takes the lock again); returns how many. Stops at the first page
+    /// that is not resident (pin that one with [`CachePin::pin`], which
+    /// reads it).
+    pub fn pin_resident(
+        cache: &Arc<PageCache<L, F>>,
+        file: FileId,
+        index: u64,
+        max: u64,
+        mut f: impl FnMut(Self),
+    ) -> u64 {
+        let mut got: [Option<(uk_vfs::PinnedPage, u64)>; PIN_BATCH] =
+            core::array::from_fn(|_| None);
+        let mut k = 0;
+        let n = cache.pin_resident(file, index, max.min(PIN_BATCH as u64), |pin, page| {
+            got[k] = Some((pin, page.phys()));
+            k += 1;
+        });
+        for (pin, pa) in got.iter_mut().filter_map(Option::take) {
+            f(CachePin {
+                cache: cache.clone(),
+                pin: Some(pin),
+                pa,
+            });
+        }
+        n
     }
 
     /// The page's bytes.

@@ -16,7 +16,7 @@
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use uk_sched::{
     JoinResult, Priority, RunQueue, SlicePolicy, ThreadId, ThreadState, ThreadTable, TimerId,
@@ -151,9 +151,17 @@ impl Sched {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        if next != self.armed {
+        // Lazy: the timer is rewritten only when it must fire earlier than
+        // it is set to. A deadline that moved later or went away leaves the
+        // armed one in place; when it fires early, `on_timer` finds nothing
+        // due and arms the real one. Each rewrite is a device access (an
+        // exit under a hypervisor, a BQL round trip under TCG), and a busy
+        // server cancels and re-arms its deadlines several times a request.
+        if let Some(n) = next
+            && self.armed.is_none_or(|a| n < a)
+        {
             self.armed = next;
-            apic::set_timer(next.map(ns_to_tsc));
+            apic::set_timer(Some(ns_to_tsc(n)));
         }
     }
 
@@ -350,6 +358,29 @@ pub(crate) fn end_idle() {
     }
 }
 
+static IDLE_HOOK: AtomicUsize = AtomicUsize::new(0);
+
+/// Registers the idle hook: called with interrupts off each time the CPU is
+/// about to halt for want of a runnable thread. It may wake threads (as an
+/// interrupt handler would) and returns true when it did, so the CPU runs
+/// them instead of halting. It must not block. A driver that polls while
+/// the CPU is busy and takes interrupts only when it is idle uses it to
+/// take its last look before the halt.
+pub fn set_idle_hook(hook: fn() -> bool) {
+    IDLE_HOOK.store(hook as usize, Ordering::Release);
+}
+
+fn run_idle_hook() -> bool {
+    let h = IDLE_HOOK.load(Ordering::Acquire);
+    if h == 0 {
+        return false;
+    }
+    // SAFETY: only `set_idle_hook` stores non-zero values, and it stores
+    // `fn() -> bool` pointers.
+    let hook: fn() -> bool = unsafe { core::mem::transmute::<usize, fn() -> bool>(h) };
+    hook()
+}
+
 fn idle_loop() -> ! {
     loop {
         interrupts::disable();
@@ -359,6 +390,9 @@ fn idle_loop() -> ! {
             continue;
         }
         drop(g);
+        if run_idle_hook() {
+            continue;
+        }
         STATS.idle_halts.fetch_add(1, Ordering::Relaxed);
         // `sti; hlt` is atomic: an interrupt arriving after sti wakes the hlt.
         IDLE_SINCE.store(crate::arch::cpu::rdtsc(), Ordering::Relaxed);

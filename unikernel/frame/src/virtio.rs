@@ -182,13 +182,33 @@ impl<H: Stable, F: Stable> Chain<H, F> {
         }
     }
 
+    /// As [`Chain::new`], with room for `fragments` fragments reserved at
+    /// once (no reallocation per [`Chain::push`]). Gives `head` back when
+    /// that memory is not available.
+    pub fn try_with_capacity(head: H, head_len: usize, fragments: usize) -> Result<Self, H> {
+        let mut v = Vec::new();
+        if v.try_reserve_exact(fragments.min(MAX_FRAGMENTS)).is_err() {
+            return Err(head);
+        }
+        let head_len = head_len.min(head.bytes().len());
+        Ok(Chain {
+            head,
+            head_len,
+            fragments: v,
+        })
+    }
+
     /// Appends bytes `start..start + len` of `buf`; gives `buf` back when the
-    /// range is outside it or the chain is full.
+    /// range is outside it, the chain is full or memory is short.
     pub fn push(&mut self, buf: F, start: usize, len: usize) -> Result<(), F> {
         let fits = start
             .checked_add(len)
             .is_some_and(|end| end <= buf.bytes().len());
-        if !fits || len == 0 || self.fragments.len() == MAX_FRAGMENTS {
+        if !fits
+            || len == 0
+            || self.fragments.len() == MAX_FRAGMENTS
+            || self.fragments.try_reserve(1).is_err()
+        {
             return Err(buf);
         }
         self.fragments.push((buf, start, len));
@@ -338,6 +358,13 @@ impl<T: Buffers, const N: usize> Queue<T, N> {
     /// Whether the device wants a notification for what was added.
     pub fn should_notify(&self) -> bool {
         self.vq.should_notify()
+    }
+
+    /// Asks the device to interrupt (or not) when it returns buffers on
+    /// this queue. A hint: the device may still interrupt, so a caller that
+    /// turns interrupts back on checks [`Queue::has_used`] afterwards.
+    pub fn set_interrupts(&mut self, on: bool) {
+        self.vq.set_dev_notify(on);
     }
 }
 

@@ -261,7 +261,13 @@ pub fn tcp_listen_with_buffers(
 fn listen(port: u16, backlog: usize, flags: u32, bufs: Option<(usize, usize)>) -> Result<i32> {
     let backlog = if backlog == 0 { 511 } else { backlog };
     let id = net::listen(port, backlog, bufs).map_err(errno_of)?;
-    fs::install(Arc::new(SocketFile::new(id, true, flags & O_NONBLOCK != 0)))
+    install_socket(SocketFile::new(id, true, flags & O_NONBLOCK != 0))
+}
+
+/// Gives the socket a descriptor; `ENOMEM` (the socket closed as the file
+/// is dropped) when memory is short.
+fn install_socket(file: SocketFile) -> Result<i32> {
+    fs::install(uk_frame::try_arc(file).map_err(|_| Errno::ENOMEM)?)
 }
 
 /// Accepts a connection; the new descriptor is non-blocking if `flags` holds
@@ -273,22 +279,15 @@ pub fn accept4(fd: i32, flags: u32) -> Result<(i32, SocketAddrV4)> {
         return Err(Errno::EINVAL);
     }
     let (id, peer) = net::accept(l.id, l.nb()).map_err(errno_of)?;
-    let nfd = fs::install(Arc::new(SocketFile::new(
-        id,
-        false,
-        flags & O_NONBLOCK != 0,
-    )))?;
+    // Out of memory: the connection is closed and the error returned.
+    let nfd = install_socket(SocketFile::new(id, false, flags & O_NONBLOCK != 0))?;
     Ok((nfd, peer))
 }
 
 /// Connects a new TCP socket to `addr` (blocking until the handshake ends).
 pub fn tcp_connect(addr: SocketAddrV4, flags: u32) -> Result<i32> {
     let id = net::connect(addr, flags & O_NONBLOCK != 0).map_err(errno_of)?;
-    fs::install(Arc::new(SocketFile::new(
-        id,
-        false,
-        flags & O_NONBLOCK != 0,
-    )))
+    install_socket(SocketFile::new(id, false, flags & O_NONBLOCK != 0))
 }
 
 /// Closes the sending side of a connected socket (FIN after queued data).
@@ -559,14 +558,22 @@ pub fn epoll_ctl(epfd: i32, op: i32, fd: i32, event: EpollEvent) -> Result<()> {
             // one that came earlier is seen by the sample. Sampling before the
             // interest existed lost the event of data that arrived meanwhile
             // (a freshly accepted connection whose request then sat unread).
-            SOURCES
-                .lock()
-                .get_or_insert_with(key, || SourceState::new(Events::NONE))
-                .add_observer(Observer {
+            // Room in both lists first: out of memory is ENOMEM, not a panic.
+            if ep.watched.lock().try_reserve(1).is_err() {
+                return Err(Errno::ENOMEM);
+            }
+            {
+                let mut sources = SOURCES.lock();
+                let s = sources.get_or_insert_with(key, || SourceState::new(Events::NONE));
+                if !s.reserve_observer() {
+                    return Err(Errno::ENOMEM);
+                }
+                s.add_observer(Observer {
                     instance: ep.id,
                     key,
                     fd,
                 });
+            }
             let r =
                 ep.inner
                     .lock()
@@ -635,14 +642,16 @@ pub fn epoll_wait(epfd: i32, out: &mut [EpollEvent], timeout_ms: i32) -> Result<
     }
     let ep = epoll_file(epfd)?;
     let deadline = (timeout_ms > 0).then(|| time::since_boot_ns() + timeout_ms as u64 * 1_000_000);
-    let mut ready = Vec::with_capacity(out.len().min(64));
+    // On the stack: waiting allocates nothing (with the heap exhausted,
+    // the event loop must still learn which connections can go on).
+    let mut ready = [uk_readiness::EpollEvent::default(); 64];
+    let max = out.len().min(ready.len());
     loop {
         let seen = ep.seq.load(Ordering::Acquire);
-        ready.clear();
         let n = net::with_readiness(|sock| {
-            ep.inner.lock().wait(out.len(), &mut ready, |key, _fd| {
-                Events(readiness_of(key, sock))
-            })
+            ep.inner
+                .lock()
+                .wait(max, &mut ready, |key, _fd| Events(readiness_of(key, sock)))
         });
         if n > 0 {
             for (o, r) in out.iter_mut().zip(&ready[..n]) {
@@ -745,7 +754,26 @@ pub fn sendfile(out_fd: i32, in_fd: i32, offset: &mut u64, count: usize) -> Resu
     let mut refs = VecDeque::new();
     while *offset < end {
         if refs.is_empty() {
-            let chunk = CHUNK.min(end - *offset);
+            // Pin no more than the send queue takes now: pages pinned past
+            // its room would only be unpinned again, unsent.
+            let room = match net::send_room(sock.id) {
+                Ok(room) => room as u64,
+                Err(e) => {
+                    let e = match e {
+                        uk_net::NetError::WouldBlock => Errno::EAGAIN,
+                        e => errno_of(e),
+                    };
+                    match e {
+                        Errno::EAGAIN if !sock.nb() => {
+                            net::wait_writable(sock.id);
+                            continue;
+                        }
+                        _ if *offset > start => break,
+                        e => return Err(e),
+                    }
+                }
+            };
+            let chunk = CHUNK.min(end - *offset).min(room);
             // Disk reads (and readahead) happen here, outside the network lock.
             let pinned = src
                 .prefetch(*offset, chunk)

@@ -120,6 +120,7 @@ pub mod process {
 /// Memory for applications: anonymous mappings and statistics.
 pub mod mem {
     pub use uk_core::vma::{Prot, VmError as MemError};
+    pub use uk_frame::{reserve_misses, try_arc};
 
     /// Maps `len` bytes of zeroed anonymous memory, filled on first touch.
     pub fn mmap(len: usize, prot: Prot) -> Result<*mut u8, MemError> {

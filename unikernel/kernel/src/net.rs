@@ -78,9 +78,11 @@ fn on_irq(_frame: &mut crate::arch::idt::TrapFrame) {
     NET_THREAD_WQ.wake_one();
 }
 
-/// Polls the stack and wakes whoever its events concern. Call with the lock held.
-fn poll_locked(net: &mut Net) {
+/// Polls the stack and wakes whoever its events concern. Call with the lock
+/// held. True when a socket's readiness changed (someone may have work).
+fn poll_locked(net: &mut Net) -> bool {
     let r = net.stack.poll(now_ms(), &mut net.nic);
+    let busy = !r.readiness_changed.is_empty();
     NEXT_POLL_MS.store(r.next_poll_ms.unwrap_or(u64::MAX), Ordering::Release);
     for id in r.readiness_changed {
         let w = WAITERS.lock().get(id.as_u32().into()).cloned();
@@ -98,20 +100,97 @@ fn poll_locked(net: &mut Net) {
         IRQ_PENDING.store(true, Ordering::Release);
         NET_THREAD_WQ.wake_one();
     }
+    busy
+}
+
+/// Polls for an application thread: the frames it queues wait for the
+/// doorbell, rung when the thread next waits for events or blocks
+/// ([`kick_held`]), or by the network thread when the CPU goes idle.
+fn app_poll(net: &mut Net) {
+    net.nic.hold_tx_notify(true);
+    poll_locked(net);
+    net.nic.hold_tx_notify(false);
+    if net.nic.tx_notify_held() {
+        TX_HELD.store(true, Ordering::Release);
+    }
+}
+
+/// Set while transmitted frames wait for the device's doorbell.
+static TX_HELD: AtomicBool = AtomicBool::new(false);
+
+/// Rings the transmit doorbell held by [`app_poll`]s of this thread or
+/// others; call with the lock held.
+fn kick_locked(net: &mut Net) {
+    if TX_HELD.swap(false, Ordering::AcqRel) {
+        net.nic.kick_tx();
+    }
+}
+
+/// Rings the held transmit doorbell before the caller blocks.
+fn kick_held() {
+    if TX_HELD.load(Ordering::Acquire)
+        && let Some(net) = NET.lock().as_mut()
+    {
+        kick_locked(net);
+    }
+}
+
+/// Set while receive interrupts are off because the CPU is busy with what
+/// the last poll woke; the idle hook (or `RX_DEFER_NS`) brings the network
+/// thread back to poll before they go on again.
+static RX_DEFERRED: AtomicBool = AtomicBool::new(false);
+
+/// The longest a busy CPU goes without polling for received frames while
+/// their interrupts are off.
+const RX_DEFER_NS: u64 = 2_000_000;
+
+/// Runs when the CPU is about to halt: if receive interrupts were left off,
+/// the network thread polls once more (and turns them on if it finds
+/// nothing) instead.
+fn on_idle() -> bool {
+    if RX_DEFERRED.swap(false, Ordering::AcqRel) | TX_HELD.load(Ordering::Acquire) {
+        IRQ_PENDING.store(true, Ordering::Release);
+        NET_THREAD_WQ.wake_one();
+        return true;
+    }
+    false
 }
 
 fn net_thread() {
     loop {
-        let deadline = NEXT_POLL_MS.load(Ordering::Acquire);
+        let mut deadline = match NEXT_POLL_MS.load(Ordering::Acquire) {
+            u64::MAX => None,
+            ms => Some(ms.saturating_mul(1_000_000)),
+        };
+        if RX_DEFERRED.load(Ordering::Acquire) {
+            let bound = time::since_boot_ns() + RX_DEFER_NS;
+            deadline = Some(deadline.map_or(bound, |d| d.min(bound)));
+        }
         let cond = || IRQ_PENDING.swap(false, Ordering::AcqRel).then_some(());
-        if deadline == u64::MAX {
-            NET_THREAD_WQ.wait_until(cond);
-        } else {
-            let _ = NET_THREAD_WQ.wait_until_deadline(cond, deadline.saturating_mul(1_000_000));
+        match deadline {
+            None => NET_THREAD_WQ.wait_until(cond),
+            Some(ns) => {
+                let _ = NET_THREAD_WQ.wait_until_deadline(cond, ns);
+            }
         }
         let mut g = NET.lock();
         if let Some(net) = g.as_mut() {
-            poll_locked(net);
+            // Poll while busy, take interrupts while idle: receive
+            // interrupts stay off while the threads this poll woke run (and
+            // poll inline); the CPU's idle hook brings this thread back for
+            // a last poll, and only a poll that finds nothing to do turns
+            // them on again before the CPU halts.
+            net.nic.set_rx_interrupts(false);
+            TX_HELD.store(false, Ordering::Release);
+            if poll_locked(net) {
+                RX_DEFERRED.store(true, Ordering::Release);
+            } else {
+                RX_DEFERRED.store(false, Ordering::Release);
+                net.nic.set_rx_interrupts(true);
+                if net.nic.rx_pending() {
+                    IRQ_PENDING.store(true, Ordering::Release);
+                }
+            }
         }
     }
 }
@@ -177,6 +256,7 @@ pub fn init() {
             found.location
         ),
     }
+    crate::sched::set_idle_hook(on_idle);
     let _ = crate::sched::spawn_with(32 * 1024, crate::sched::ThreadPriority::High, net_thread);
     // Kick the first poll (DHCP discover / gateway ARP).
     IRQ_PENDING.store(true, Ordering::Release);
@@ -195,7 +275,7 @@ fn with_stack<T>(f: impl FnOnce(&mut NetStack) -> Result<T>) -> Result<T> {
     let net = g.as_mut().ok_or(NetError::NotConnected)?;
     let r = f(&mut net.stack);
     if net.stack.needs_poll() {
-        poll_locked(net);
+        app_poll(net);
     }
     r
 }
@@ -208,15 +288,21 @@ fn blocking<T>(
     timeout: Option<Duration>,
     mut op: impl FnMut(&mut NetStack) -> Result<T>,
 ) -> Result<T> {
+    // A non-blocking call never waits: no wait state is made for it (so
+    // serving a non-blocking socket allocates nothing here).
+    if nonblocking {
+        return with_stack(&mut op);
+    }
     let w = waiter(id);
     let deadline = timeout
         .map(|t| time::since_boot_ns().saturating_add(t.as_nanos().min(u64::MAX as u128) as u64));
     loop {
         let seen = w.seq.load(Ordering::Acquire);
         match with_stack(&mut op) {
-            Err(NetError::WouldBlock) if !nonblocking => {}
+            Err(NetError::WouldBlock) => {}
             r => return r,
         }
+        kick_held();
         let moved = || (w.seq.load(Ordering::Acquire) != seen).then_some(());
         match deadline {
             None => w.wq.wait_until(moved),
@@ -628,10 +714,15 @@ pub(crate) fn readiness(id: SocketId) -> u32 {
 
 /// Runs `f` with a function giving sockets' readiness, under the stack lock
 /// (epoll re-checks its ready list with it).
+/// Also rings the transmit doorbell held since the caller's last wait: an
+/// event loop's pass ends here.
 pub(crate) fn with_readiness<R>(f: impl FnOnce(&dyn Fn(SocketId) -> u32) -> R) -> R {
-    let g = NET.lock();
-    match g.as_ref() {
-        Some(n) => f(&|id| n.stack.readiness(id)),
+    let mut g = NET.lock();
+    match g.as_mut() {
+        Some(n) => {
+            kick_locked(n);
+            f(&|id| n.stack.readiness(id))
+        }
         None => f(&|_| EPOLLERR | EPOLLHUP),
     }
 }
@@ -646,9 +737,16 @@ pub(crate) fn send_with<T>(
     let net = g.as_mut().ok_or(crate::fs::Errno::ENOTCONN)?;
     let r = f(&mut net.stack, id);
     if net.stack.needs_poll() {
-        poll_locked(net);
+        app_poll(net);
     }
     r
+}
+
+/// How many bytes socket `id`'s send queue takes now.
+pub(crate) fn send_room(id: SocketId) -> Result<usize> {
+    let mut g = NET.lock();
+    let net = g.as_mut().ok_or(NetError::NotConnected)?;
+    net.stack.tcp_send_room(id)
 }
 
 /// Blocks until socket `id` can take more data (or has failed).
@@ -659,6 +757,7 @@ pub(crate) fn wait_writable(id: SocketId) {
         if readiness(id) & (EPOLLOUT | EPOLLERR | EPOLLHUP) != 0 {
             return;
         }
+        kick_held();
         w.wq.wait_until(|| (w.seq.load(Ordering::Acquire) != seen).then_some(()));
     }
 }

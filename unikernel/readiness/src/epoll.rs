@@ -108,6 +108,8 @@ pub enum EpollError {
     /// `ELOOP`: the addition would create a cycle of epoll instances or nest
     /// them too deeply.
     Loop,
+    /// `ENOMEM`: no memory for the interest.
+    NoMemory,
 }
 
 impl EpollError {
@@ -117,6 +119,7 @@ impl EpollError {
             EpollError::Perm => 1,
             EpollError::NotFound => 2,
             EpollError::BadFd => 9,
+            EpollError::NoMemory => 12,
             EpollError::Exists => 17,
             EpollError::Invalid => 22,
             EpollError::Loop => 40,
@@ -133,6 +136,7 @@ impl fmt::Display for EpollError {
             EpollError::BadFd => "EBADF: bad file descriptor",
             EpollError::Perm => "EPERM: target does not support polling",
             EpollError::Loop => "ELOOP: epoll nesting loop or too deep",
+            EpollError::NoMemory => "ENOMEM: no memory for the interest",
         })
     }
 }
@@ -340,6 +344,11 @@ impl EpollInstance {
         if self.index.contains_key(&wk) {
             return Err(EpollError::Exists);
         }
+        if self.index.try_reserve(1).is_err()
+            || (self.free.is_empty() && self.slots.try_reserve(1).is_err())
+        {
+            return Err(EpollError::NoMemory);
+        }
         let entry = Entry {
             key: wk,
             events: events | Events::ALWAYS,
@@ -472,18 +481,16 @@ impl EpollInstance {
     /// `maxevents <= 0` with `EINVAL` before getting here). `poll_now` must
     /// not block and is called once per popped entry, never for interests
     /// that are not queued.
-    pub fn wait<F>(
-        &mut self,
-        max_events: usize,
-        out: &mut Vec<EpollEvent>,
-        mut poll_now: F,
-    ) -> usize
+    ///
+    /// The events go to `out[..n]` (at most `out.len()` of them): waiting
+    /// allocates nothing.
+    pub fn wait<F>(&mut self, max_events: usize, out: &mut [EpollEvent], mut poll_now: F) -> usize
     where
         F: FnMut(SourceKey, i32) -> Events,
     {
+        let max_events = max_events.min(out.len());
         let mut budget = self.ready_len;
         let mut reported = 0;
-        out.reserve(max_events.min(budget));
         while reported < max_events && budget > 0 {
             budget -= 1;
             let idx = self.pop_front();
@@ -492,10 +499,10 @@ impl EpollInstance {
             if revents.is_empty() {
                 continue;
             }
-            out.push(EpollEvent {
+            out[reported] = EpollEvent {
                 events: revents,
                 data: e.data,
-            });
+            };
             reported += 1;
             if e.events.contains(Events::ONESHOT) {
                 e.events &= Events::PRIVATE;

@@ -71,7 +71,7 @@
 //!     ep.notify(o.key, o.fd, fanout.events);
 //! }
 //!
-//! let mut out = Vec::new();
+//! let mut out = [EpollEvent::default(); 16];
 //! let n = ep.wait(16, &mut out, |_key, _fd| sock.events());
 //! assert_eq!(n, 1);
 //! assert_eq!(out[0], EpollEvent { events: Events::IN, data: 0xabc });

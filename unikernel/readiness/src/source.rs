@@ -97,6 +97,13 @@ impl SourceState {
         self.events -= events;
     }
 
+    /// Makes room for one more observer, so that the next
+    /// [`add_observer`](Self::add_observer) does not allocate; false when
+    /// memory is short.
+    pub fn reserve_observer(&mut self) -> bool {
+        self.observers.try_reserve(1).is_ok()
+    }
+
     /// Adds an observer (on `EPOLL_CTL_ADD`, before sampling the readiness
     /// passed as `current`). Returns `false` if it was already present.
     pub fn add_observer(&mut self, observer: Observer) -> bool {

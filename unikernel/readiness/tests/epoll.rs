@@ -557,7 +557,7 @@ fn nested_epoll_as_a_source() {
             assert!(outer.notify(100, 5, IN));
         }
     }
-    let mut out = Vec::new();
+    let mut out = [EpollEvent::default(); 8];
     let n = outer.wait(8, &mut out, |k, _| {
         assert_eq!(k, 100);
         inner.poll_self(|_, _| sock.events())
@@ -570,7 +570,7 @@ fn nested_epoll_as_a_source() {
             data: 500
         }
     );
-    out.clear();
+    out = [EpollEvent::default(); 8];
     assert_eq!(inner.wait(8, &mut out, |_, _| sock.events()), 1);
     assert_eq!(out[0].data, 70);
 }

@@ -77,8 +77,13 @@ impl FdTable {
             .ok_or(VfsError::EBADF)
     }
 
-    fn place(&mut self, i: usize, slot: Slot) -> Option<Arc<dyn FileOps>> {
+    /// Puts `slot` at `i`, returning what was there; `ENOMEM` when the table
+    /// cannot grow.
+    fn place(&mut self, i: usize, slot: Slot) -> Result<Option<Arc<dyn FileOps>>> {
         if self.slots.len() <= i {
+            self.slots
+                .try_reserve(i + 1 - self.slots.len())
+                .map_err(|_| VfsError::ENOMEM)?;
             self.slots.resize_with(i + 1, || None);
         }
         let old = self.slots[i].replace(slot);
@@ -91,7 +96,7 @@ impl FdTable {
                 self.lowest_free += 1;
             }
         }
-        old.map(|s| s.file)
+        Ok(old.map(|s| s.file))
     }
 
     /// Installs `file` at the lowest free descriptor `>= min_fd`
@@ -114,7 +119,7 @@ impl FdTable {
         if i >= self.limit {
             return Err(VfsError::EMFILE);
         }
-        self.place(i, Slot { file, cloexec });
+        self.place(i, Slot { file, cloexec })?;
         Ok(i as i32)
     }
 
@@ -200,7 +205,7 @@ impl FdTable {
         if new >= self.limit {
             return Err(VfsError::EBADF);
         }
-        let old = self.place(new, Slot { file, cloexec });
+        let old = self.place(new, Slot { file, cloexec })?;
         Ok((new_fd, old))
     }
 

@@ -118,6 +118,30 @@ impl<K: Hash + Eq + Clone + TryClone, V> LruMap<K, V> {
         self.linked += 1;
     }
 
+    /// The slab index of `key`, for the `*_at` operations: one hash lookup
+    /// for several operations on the same entry (valid until it is removed).
+    pub(crate) fn index_of<Q: Hash + Equivalent<K> + ?Sized>(&self, key: &Q) -> Option<u32> {
+        self.map.get(key).copied()
+    }
+
+    /// The value at slab index `i` (from [`LruMap::index_of`]).
+    pub(crate) fn value_at_mut(&mut self, i: u32) -> &mut V {
+        &mut self.node_mut(i).value
+    }
+
+    /// Takes the entry at `i` off the recency list (no-op if it is off).
+    pub(crate) fn detach_at(&mut self, i: u32) {
+        self.unlink(i);
+    }
+
+    /// Puts the entry at `i` back on the recency list as most recently used
+    /// (no-op if it is on).
+    pub(crate) fn attach_at(&mut self, i: u32) {
+        if !self.node(i).linked {
+            self.push_front(i);
+        }
+    }
+
     /// Whether `key` is present.
     pub(crate) fn contains<Q: Hash + Equivalent<K> + ?Sized>(&self, key: &Q) -> bool {
         self.map.contains_key(key)
@@ -233,31 +257,6 @@ impl<K: Hash + Eq + Clone + TryClone, V> LruMap<K, V> {
         Some(self.take(i))
     }
 
-    /// Takes `key` off the recency list (it stays in the map). Returns
-    /// whether the key exists.
-    pub(crate) fn detach<Q: Hash + Equivalent<K> + ?Sized>(&mut self, key: &Q) -> bool {
-        match self.map.get(key) {
-            Some(&i) => {
-                self.unlink(i);
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Puts a detached `key` back on the recency list as most recently used.
-    pub(crate) fn attach<Q: Hash + Equivalent<K> + ?Sized>(&mut self, key: &Q) -> bool {
-        match self.map.get(key) {
-            Some(&i) => {
-                if !self.node(i).linked {
-                    self.push_front(i);
-                }
-                true
-            }
-            None => false,
-        }
-    }
-
     /// Keys from least to most recently used (linked entries only).
     #[cfg(test)]
     pub(crate) fn keys_lru_order(&self) -> Vec<K> {
@@ -299,15 +298,21 @@ mod tests {
         assert_eq!(m.keys_lru_order(), [0, 1, 2, 3, 4]);
         assert_eq!(m.get_mut(&1).copied(), Some(10));
         assert_eq!(m.keys_lru_order(), [0, 2, 3, 4, 1]);
-        assert!(m.detach(&0));
+        let at = m.index_of(&0).unwrap();
+        m.detach_at(at);
+        m.detach_at(at); // twice is harmless
         assert_eq!(m.linked_len(), 4);
         assert_eq!(m.len(), 5);
         assert_eq!(m.pop_lru(), Some((2, 20)));
         // Detached entries are still found but not evicted or reordered.
         assert_eq!(m.get_mut(&0).copied(), Some(0));
         assert_eq!(m.keys_lru_order(), [3, 4, 1]);
-        assert!(m.attach(&0));
+        m.attach_at(at);
+        m.attach_at(at);
         assert_eq!(m.keys_lru_order(), [3, 4, 1, 0]);
+        *m.value_at_mut(at) = 5;
+        assert_eq!(m.peek(&0), Some(&5));
+        assert_eq!(m.index_of(&9), None);
         assert_eq!(m.remove(&4), Some(40));
         m.insert(7, 70); // reuses a free slot
         assert_eq!(m.keys_lru_order(), [3, 1, 0, 7]);

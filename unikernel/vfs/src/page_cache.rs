@@ -410,17 +410,23 @@ impl<L: Locking, F: PageFrames> PageCache<L, F> {
     ) -> u64 {
         let mut n = 0;
         let mut index = range.start;
-        let wanted = |index: u64| !skip.contains(&index) && !self.contains(PageKey { file, index });
+        let wanted = |i: &Inner<F>, index: u64| {
+            !skip.contains(&index) && !i.map.contains(&PageKey { file, index })
+        };
         while index < range.end {
-            if !wanted(index) {
-                index += 1;
-                continue;
-            }
-            let start = index;
-            let mut end = start + 1;
-            while end < range.end && end - start < READAHEAD_BATCH && wanted(end) {
-                end += 1;
-            }
+            // The next run of missing pages, found under one lock (a sequential
+            // reader asks for a window that is mostly resident already).
+            let run = self.inner.with(|i| {
+                let start = (index..range.end).find(|&x| wanted(i, x))?;
+                let mut end = start + 1;
+                while end < range.end && end - start < READAHEAD_BATCH && wanted(i, end) {
+                    end += 1;
+                }
+                Some((start, end))
+            });
+            let Some((start, end)) = run else {
+                break;
+            };
             // Readahead is optional: without memory for its bookkeeping it
             // stops, and the demand read goes on page by page.
             let mut pages = Vec::new();
@@ -537,24 +543,84 @@ impl<L: Locking, F: PageFrames> PageCache<L, F> {
     /// Pins page `index` of `file` (reading it if needed): it will not be
     /// evicted until [`PageCache::unpin`].
     pub fn pin(&self, file: FileId, inode: &dyn Inode, index: u64) -> Result<PinnedPage> {
+        self.pin_with(file, inode, index, |_| ())
+            .map(|(pin, ())| pin)
+    }
+
+    /// As [`PageCache::pin`], and runs `f` on the pinned page under the same
+    /// lock (the kernel takes the frame's address here). A resident page
+    /// costs one lock and one lookup.
+    pub fn pin_with<R>(
+        &self,
+        file: FileId,
+        inode: &dyn Inode,
+        index: u64,
+        f: impl FnOnce(&F::Page) -> R,
+    ) -> Result<(PinnedPage, R)> {
         let key = PageKey { file, index };
+        let mut f = Some(f);
+        let mut pin_at = |i: &mut Inner<F>, at: u32| {
+            i.map.detach_at(at);
+            let e = i.map.value_at_mut(at);
+            e.pins += 1;
+            (f.take().expect("called once"))(&e.page)
+        };
+        let hit = self.inner.with(|i| {
+            let at = i.map.index_of(&key)?;
+            i.stats.hits += 1;
+            Some(pin_at(i, at))
+        });
+        if let Some(r) = hit {
+            return Ok((PinnedPage { key }, r));
+        }
         // Retry if a concurrent write kept the fill out of the cache.
         for _ in 0..8 {
             let pinned = self.fetch(key, inode, true, |i, fresh| {
                 if fresh.is_some() {
-                    return false;
+                    return None;
                 }
-                if let Some(e) = i.map.peek_mut(&key) {
-                    e.pins += 1;
-                }
-                i.map.detach(&key);
-                true
+                let at = i.map.index_of(&key)?;
+                Some(pin_at(i, at))
             })?;
-            if pinned {
-                return Ok(PinnedPage { key });
+            if let Some(r) = pinned {
+                return Ok((PinnedPage { key }, r));
             }
         }
         Err(VfsError::EAGAIN)
+    }
+
+    /// Pins the resident pages `index, index + 1, ...` of `file`, at most
+    /// `max`, under one lock, stopping at the first page that is not
+    /// resident; runs `f` on each (pin and page) and returns how many it
+    /// pinned. Use [`PageCache::pin_with`] for a page that must be read.
+    /// `f` runs under the cache's lock: it must not allocate (the heap's
+    /// memory-pressure hook evicts from this cache) or use the cache.
+    pub fn pin_resident(
+        &self,
+        file: FileId,
+        index: u64,
+        max: u64,
+        mut f: impl FnMut(PinnedPage, &F::Page),
+    ) -> u64 {
+        self.inner.with(|i| {
+            let mut n = 0;
+            while n < max {
+                let key = PageKey {
+                    file,
+                    index: index + n,
+                };
+                let Some(at) = i.map.index_of(&key) else {
+                    break;
+                };
+                i.map.detach_at(at);
+                let e = i.map.value_at_mut(at);
+                e.pins += 1;
+                f(PinnedPage { key }, &e.page);
+                n += 1;
+            }
+            i.stats.hits += n;
+            n
+        })
     }
 
     /// Runs `f` on a pinned page (the kernel can take the frame's physical
@@ -567,9 +633,10 @@ impl<L: Locking, F: PageFrames> PageCache<L, F> {
     /// its last pin goes, or is freed if it was invalidated meanwhile.
     pub fn unpin(&self, pin: PinnedPage) {
         self.inner.with(|i| {
-            let Some(e) = i.map.peek_mut(&pin.key) else {
+            let Some(at) = i.map.index_of(&pin.key) else {
                 return;
             };
+            let e = i.map.value_at_mut(at);
             e.pins -= 1;
             if e.pins == 0 {
                 if e.stale {
@@ -577,7 +644,7 @@ impl<L: Locking, F: PageFrames> PageCache<L, F> {
                         i.frames.free(e.page);
                     }
                 } else {
-                    i.map.attach(&pin.key);
+                    i.map.attach_at(at);
                 }
             }
         });

@@ -35,7 +35,11 @@ pub fn normalize_at(cwd: &str, path: &str) -> Result<String> {
     if path.is_empty() {
         return Err(VfsError::ENOENT);
     }
-    let mut out = String::with_capacity(cwd.len() + path.len() + 1);
+    // Room for the longest result ('/', the components of both with their
+    // separators): the pushes below never reallocate.
+    let mut out = String::new();
+    out.try_reserve_exact(cwd.len() + path.len() + 2)
+        .map_err(|_| VfsError::ENOMEM)?;
     out.push('/');
     if !path.starts_with('/') {
         check_raw(cwd)?;

@@ -279,6 +279,17 @@ fn symlinks_are_followed() {
     m.root().create("inside", 0o644).unwrap();
     vfs.symlink("/", "/mnt", "/to_mnt").unwrap();
     assert_eq!(vfs.stat("/", "/to_mnt/inside", true).unwrap().dev, dev);
+    // Relative links resolve against their own directory, in a middle
+    // component (the rest of the path follows the target) and in a mount.
+    vfs.symlink("/", "b", "/a/rb").unwrap();
+    assert_eq!(vfs.lookup("/a/rb/c").unwrap().ino(), c);
+    assert_eq!(vfs.lookup("/a/rb/../rb/c").unwrap().ino(), c);
+    m.root().mkdir("d", 0o755).unwrap();
+    vfs.symlink("/", "../inside", "/mnt/d/up").unwrap();
+    let inside = vfs.lookup("/mnt/inside").unwrap().ino();
+    assert_eq!(vfs.lookup("/mnt/d/up").unwrap().ino(), inside);
+    assert_eq!(vfs.stat("/", "/to_mnt/d/up", true).unwrap().dev, dev);
+    assert_eq!(vfs.lookup("/a/rb/c/x").err(), Some(VfsError::ENOTDIR));
 }
 
 // ---------------------------------------------------------------- fd table
@@ -643,6 +654,39 @@ fn pinned_pages_are_never_evicted() {
     pc.unpin(pin7);
     assert_eq!(pc.stats().resident, 0);
     assert_eq!(pc.with_frames(|f| f.live()), 0);
+}
+
+#[test]
+fn pin_resident_pins_a_run_of_resident_pages_under_one_lock() {
+    let (_fs, inode, id) = file_with_pages(8);
+    let pc = cache(8);
+    for i in [0, 1, 2, 4] {
+        pc.with_page(id, &*inode, i, |_| ()).unwrap();
+    }
+    let mut pins = Vec::new();
+    // Stops at page 3, which is not resident.
+    let n = pc.pin_resident(id, 0, 8, |pin, page| pins.push((pin, page.bytes()[1])));
+    assert_eq!(n, 3);
+    assert_eq!(
+        pins.iter().map(|(_, b)| *b).collect::<Vec<_>>(),
+        [pat(1), pat(4096 + 1), pat(2 * 4096 + 1)]
+    );
+    assert_eq!(pc.stats().pinned, 3);
+    // `max` bounds the run; nothing resident at the start pins nothing.
+    let mut more = Vec::new();
+    assert_eq!(pc.pin_resident(id, 4, 1, |pin, _| more.push(pin)), 1);
+    assert_eq!(pc.pin_resident(id, 5, 3, |pin, _| more.push(pin)), 0);
+    // Pinned pages stay when the cache must make room; unpinning frees them.
+    pc.set_capacity(4);
+    assert_eq!(pc.evict(10), 0);
+    for (pin, _) in pins {
+        pc.unpin(pin);
+    }
+    for pin in more {
+        pc.unpin(pin);
+    }
+    assert_eq!(pc.stats().pinned, 0);
+    assert_eq!(pc.evict(10), 4);
 }
 
 #[test]
@@ -1073,4 +1117,47 @@ fn dcache_insert_failure_is_not_cached() {
     }
     assert!(matches!(d.lookup(1, 2, "warm"), DcacheLookup::Negative));
     assert_eq!(d.stats().entries, 2);
+}
+
+/// A descriptor table that cannot grow refuses the file with `ENOMEM` (the
+/// caller keeps it, to drop), changes nothing, and grows once memory is
+/// back; `dup2` past the end likewise.
+#[test]
+fn fd_table_growth_failure_is_enomem() {
+    let mut t = FdTable::new(1024);
+    let sock: Arc<dyn FileOps> = Arc::new(FakeSocket);
+    let (r, rep) = inject(Plan::From(0), || t.insert(sock.clone()));
+    assert_eq!(r, Err(VfsError::ENOMEM));
+    assert_eq!(rep.failed, 1);
+    assert_eq!(t.len(), 0);
+    assert_eq!(Arc::strong_count(&sock), 1, "the refused file was dropped");
+    assert_eq!(t.insert(sock.clone()), Ok(0));
+    let (r, _) = inject(Plan::From(0), || t.dup2(0, 900).map(|(fd, _)| fd));
+    assert_eq!(r.err(), Some(VfsError::ENOMEM));
+    assert_eq!(t.len(), 1);
+    assert_eq!(t.dup2(0, 900).map(|(fd, _)| fd), Ok(900));
+    assert_eq!(t.len(), 2);
+}
+
+/// Resolving a path (`stat`) and opening a file as a description (the
+/// kernel wraps it in an `Arc` with `uk_frame::try_arc`) fail with `ENOMEM`
+/// or succeed, for every allocation failing in turn: none aborts.
+#[test]
+fn open_description_survives_every_failed_allocation() {
+    let (fs, vfs) = setup();
+    fs.root().create("f", 0o644).unwrap();
+    fs.root().mkdir("d", 0o755).unwrap();
+    let cache: Arc<Cache> = Arc::new(PageCache::new(HeapFrames::unlimited(), 64));
+    for n in 0.. {
+        let (r, rep) = inject(Plan::Nth(n), || {
+            vfs.stat("/", "/d/../f", false)?;
+            vfs.open_description("/", "/f", OpenFlags::O_RDONLY, 0, &cache)
+                .map(|_| ())
+        });
+        if rep.failed == 0 {
+            assert_eq!(r, Ok(()));
+            break;
+        }
+        assert!(matches!(r, Ok(()) | Err(VfsError::ENOMEM)), "{n}: {r:?}");
+    }
 }

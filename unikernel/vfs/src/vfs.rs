@@ -28,9 +28,7 @@ use crate::error::{Result, VfsError};
 use crate::file::{FileDescription, OpenFlags};
 use crate::inode::{FileKind, FsRef, InodeRef, Stat, StatFs};
 use crate::page_cache::{FileId, PageCache, PageFrames};
-use crate::path::{
-    components, has_trailing_slash, is_within, normalize_at, split_parent, validate_name,
-};
+use crate::path::{has_trailing_slash, is_within, normalize_at, split_parent, validate_name};
 use crate::sync::{Locking, Mutex};
 
 /// Maximum symbolic-link expansions in one walk (Linux `MAXSYMLINKS`).
@@ -222,39 +220,42 @@ impl<L: Locking> Vfs<L> {
         let mut links = 0;
         'restart: loop {
             let mount = self.mount_for(&full);
-            let rest = if mount.path == "/" {
-                &full[..]
+            // `full` is normalized ("/a/b", no empty or dot components), so
+            // the directory reached so far is always its prefix `full[..at]`
+            // ("/" while `at` is 0): no per-component allocation.
+            let mut at = if mount.path == "/" {
+                0
             } else {
-                &full[mount.path.len()..]
+                mount.path.len()
             };
-            let comps: Vec<&str> = components(rest).collect();
             let mut cur = mount.root.clone();
-            let mut cur_path = mount.path.clone();
-            for (i, name) in comps.iter().enumerate() {
+            loop {
+                let rest = &full[at..];
+                let Some(tail) = rest.strip_prefix('/').filter(|t| !t.is_empty()) else {
+                    break;
+                };
+                let (name, after) = tail.split_at(tail.find('/').unwrap_or(tail.len()));
                 if cur.kind() != FileKind::Directory {
                     return Err(VfsError::ENOTDIR);
                 }
                 let child = self.lookup_child(mount.dev, &cur, name)?;
-                let last = i + 1 == comps.len();
+                let last = after.is_empty();
                 if child.kind() == FileKind::Symlink && (!last || follow || trailing) {
                     links += 1;
                     if links > MAX_SYMLINKS {
                         return Err(VfsError::ELOOP);
                     }
                     let mut target = child.readlink()?;
-                    for c in &comps[i + 1..] {
-                        target.push('/');
-                        target.push_str(c);
-                    }
-                    let next = normalize_at(&cur_path, &target)?;
-                    full = next;
+                    target
+                        .try_reserve_exact(after.len())
+                        .map_err(|_| VfsError::ENOMEM)?;
+                    target.push_str(after);
+                    let dir = if at == 0 { "/" } else { &full[..at] };
+                    full = normalize_at(dir, &target)?;
                     continue 'restart;
                 }
                 cur = child;
-                if !cur_path.ends_with('/') {
-                    cur_path.push('/');
-                }
-                cur_path.push_str(name);
+                at += 1 + name.len();
             }
             if trailing && cur.kind() != FileKind::Directory {
                 return Err(VfsError::ENOTDIR);
@@ -394,6 +395,20 @@ impl<L: Locking> Vfs<L> {
         perm: u32,
         cache: &Arc<PageCache<L, F>>,
     ) -> Result<Arc<FileDescription<L, F>>> {
+        self.open_description(cwd, path, flags, perm, cache)
+            .map(Arc::new)
+    }
+
+    /// [`open`](Self::open) without the `Arc` (whose allocation cannot fail
+    /// softly on stable Rust: the kernel makes it with `uk_frame::try_arc`).
+    pub fn open_description<F: PageFrames>(
+        &self,
+        cwd: &str,
+        path: &str,
+        flags: OpenFlags,
+        perm: u32,
+        cache: &Arc<PageCache<L, F>>,
+    ) -> Result<FileDescription<L, F>> {
         let follow = !flags.contains(OpenFlags::O_NOFOLLOW);
         let creat = flags.contains(OpenFlags::O_CREAT);
         let loc = match self.resolve(cwd, path, follow) {
@@ -435,11 +450,6 @@ impl<L: Locking> Vfs<L> {
             loc.inode.truncate(0)?;
             cache.truncate(id, 0);
         }
-        Ok(Arc::new(FileDescription::new(
-            id,
-            loc.inode,
-            cache.clone(),
-            flags,
-        )))
+        Ok(FileDescription::new(id, loc.inode, cache.clone(), flags))
     }
 }

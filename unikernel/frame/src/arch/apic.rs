@@ -40,6 +40,8 @@ static TSC_DEADLINE: AtomicBool = AtomicBool::new(false);
 static APIC_ID: AtomicU32 = AtomicU32::new(0);
 /// Local APIC timer ticks per millisecond (one-shot mode, divide by 16).
 static TICKS_PER_MS: AtomicU64 = AtomicU64::new(0);
+/// Whether the timer's vector entry is unmasked in one-shot mode.
+static LVT_ARMED: AtomicBool = AtomicBool::new(false);
 
 fn read(reg: u32) -> u32 {
     if X2APIC.load(Ordering::Relaxed) {
@@ -164,7 +166,9 @@ pub fn set_timer(deadline: Option<u64>) {
         return;
     };
     if has_tsc_deadline() {
-        write(REG_LVT_TIMER, (0b10 << 17) | TIMER_VECTOR as u32);
+        if !LVT_ARMED.swap(true, Ordering::Relaxed) {
+            write(REG_LVT_TIMER, (0b10 << 17) | TIMER_VECTOR as u32);
+        }
         // SAFETY: arms the TSC-deadline timer; its only effect is an interrupt.
         unsafe { Msr::new(IA32_TSC_DEADLINE).write(deadline.max(1)) };
     } else {
@@ -176,7 +180,11 @@ pub fn set_timer(deadline: Option<u64>) {
         // only re-arms the timer for the small remainder, while a late one
         // would make every sleep late.
         let ticks = (cycles as u128 * per_ms as u128 * 970 / hz as u128).clamp(1, u32::MAX as u128);
-        write(REG_LVT_TIMER, TIMER_VECTOR as u32);
+        // The vector entry is written once: `init` leaves it masked, the
+        // first arming unmasks it, and one-shot mode never changes it again.
+        if !LVT_ARMED.swap(true, Ordering::Relaxed) {
+            write(REG_LVT_TIMER, TIMER_VECTOR as u32);
+        }
         write(REG_TIMER_INIT, ticks as u32);
     }
 }

@@ -114,11 +114,13 @@ fn stat_of(info: &InodeInfo, block_size: u32) -> Stat {
 fn inode_ref(fs: &Arc<Fs>, ino: InodeNum) -> Result<InodeRef> {
     let info = fs.inode(ino).map_err(errno)?;
     let stat = stat_of(&info, fs.block_size());
-    Ok(Arc::new(Ext4Inode {
+    let inode = Ext4Inode {
         fs: fs.clone(),
         info,
         stat,
-    }))
+    };
+    let inode: InodeRef = uk_frame::try_arc(inode).map_err(|_| VfsError::ENOMEM)?;
+    Ok(inode)
 }
 
 impl Ext4Fs {

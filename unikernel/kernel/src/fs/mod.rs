@@ -308,8 +308,8 @@ pub fn file_ops(fd: i32) -> Result<Arc<dyn FileOps>> {
 /// with `perm` under `O_CREAT`.
 pub fn open(path: &str, flags: OpenFlags, perm: u32) -> Result<i32> {
     let f = fs()?;
-    let file = f.vfs.open("/", path, flags, perm, &f.cache)?;
-    install(file)
+    let file = f.vfs.open_description("/", path, flags, perm, &f.cache)?;
+    install(uk_frame::try_arc(file).map_err(|_| Errno::ENOMEM)?)
 }
 
 /// Reads at the file offset.
@@ -370,8 +370,18 @@ impl SendSource {
             f.cache
                 .readahead(self.file.id(), &**self.file.inode(), window, 0..0);
         }
-        f.cache
-            .readahead(self.file.id(), &**self.file.inode(), first..last + 1, 0..0);
+        // The demanded pages, batched into few disk reads. A resident last
+        // page means the reader's readahead already brought the range in:
+        // then skip the scan (a page evicted meanwhile is read on its own
+        // when it is pinned).
+        let last_key = uk_vfs::PageKey {
+            file: self.file.id(),
+            index: last,
+        };
+        if !f.cache.contains(last_key) {
+            f.cache
+                .readahead(self.file.id(), &**self.file.inode(), first..last + 1, 0..0);
+        }
         Ok(())
     }
 
@@ -381,7 +391,8 @@ impl SendSource {
     /// stack drops it once the bytes are acknowledged and the device has
     /// read them). Nothing is copied. Reads pages evicted since
     /// [`prefetch`](Self::prefetch) again (blocks on the disk: call without
-    /// the network lock). Returns the bytes referenced.
+    /// the network lock). Returns the bytes referenced; when memory runs
+    /// out, a short count (`ENOMEM` if nothing was referenced).
     pub(crate) fn pin_pages(
         &self,
         offset: u64,
@@ -391,22 +402,41 @@ impl SendSource {
         let fsys = fs()?;
         let end = self.size.min(offset.saturating_add(len));
         let mut pos = offset;
+        // Appends the part of `page` that `[pos, end)` covers (ENOMEM when
+        // there is no memory for the reference; the pin is dropped then).
+        let mut queue = |pos: &mut u64, page: CachePin<KernelLocking, KernelFrames>| {
+            let in_page = (*pos % PAGE) as usize;
+            let n = (PAGE as usize - in_page).min((end - *pos) as usize);
+            out.try_reserve(1).map_err(|_| Errno::ENOMEM)?;
+            let page: Arc<dyn uk_net::SharedBytes> =
+                uk_frame::try_arc(page).map_err(|_| Errno::ENOMEM)?;
+            let p = uk_net::TcpPayload::shared(page, in_page, n).ok_or(Errno::EINVAL)?;
+            out.push_back(p);
+            *pos += n as u64;
+            Ok(())
+        };
         while pos < end {
             let index = pos / PAGE;
-            let in_page = (pos % PAGE) as usize;
-            let n = (PAGE as usize - in_page).min((end - pos) as usize);
-            let page = match CachePin::pin(&fsys.cache, self.file.id(), &**self.file.inode(), index)
-            {
-                Ok(p) => p,
+            let pages = (end - 1) / PAGE + 1 - index;
+            // The resident pages in one go (one lock), then a missing one
+            // read on its own.
+            let mut failed = None;
+            let n = CachePin::pin_resident(&fsys.cache, self.file.id(), index, pages, |page| {
+                if failed.is_none() {
+                    failed = queue(&mut pos, page).err();
+                }
+            });
+            let r = match failed {
+                Some(e) => Err(e),
+                None if n > 0 => continue,
+                None => CachePin::pin(&fsys.cache, self.file.id(), &**self.file.inode(), index)
+                    .and_then(|page| queue(&mut pos, page)),
+            };
+            match r {
+                Ok(()) => {}
                 Err(e) if pos == offset => return Err(e),
                 Err(_) => break,
-            };
-            let page: Arc<dyn uk_net::SharedBytes> = Arc::new(page);
-            match uk_net::TcpPayload::shared(page, in_page, n) {
-                Some(p) => out.push_back(p),
-                None => break,
             }
-            pos += n as u64;
         }
         Ok(pos - offset)
     }
@@ -435,6 +465,12 @@ pub fn stat(path: &str) -> Result<Stat> {
 /// Metadata of `path` itself: a final symbolic link is not followed.
 pub fn lstat(path: &str) -> Result<Stat> {
     fs()?.vfs.stat("/", path, false)
+}
+
+/// Whether `path` lies on a read-only file system (and what it names, or
+/// anything below it, can never change while the system runs).
+pub fn read_only(path: &str) -> Result<bool> {
+    Ok(fs()?.vfs.resolve("/", path, true)?.read_only)
 }
 
 /// Creates a directory.
@@ -469,20 +505,33 @@ pub fn set_random_access(fd: i32, random: bool) -> Result<()> {
     Ok(())
 }
 
-/// Lists the directory at `path`: (name, kind) pairs without `.` and `..`.
+/// Lists the directory at `path`: (name, kind) pairs without `.` and `..`;
+/// `ENOMEM` when memory runs out.
 pub fn read_dir(path: &str) -> Result<Vec<(String, FileKind)>> {
     let fd = open(path, OpenFlags::O_RDONLY | OpenFlags::O_DIRECTORY, 0)?;
     let file = get(fd);
     let mut out = Vec::new();
     let res = file.and_then(|f| {
         loop {
+            let mut short = false;
             let mut sink = |e: DirEntry<'_>| {
                 if e.name != "." && e.name != ".." {
-                    out.push((String::from(e.name), e.kind));
+                    let mut name = String::new();
+                    if out.try_reserve(1).is_err() || name.try_reserve_exact(e.name.len()).is_err()
+                    {
+                        short = true;
+                        return false;
+                    }
+                    name.push_str(e.name);
+                    out.push((name, e.kind));
                 }
                 true
             };
-            if f.getdents(&mut sink)? == 0 {
+            let n = f.getdents(&mut sink)?;
+            if short {
+                break Err(Errno::ENOMEM);
+            }
+            if n == 0 {
                 break Ok(());
             }
         }

@@ -110,14 +110,14 @@ impl Harness {
     }
 
     pub fn wait(&mut self, inst: usize, max: usize) -> Vec<EpollEvent> {
-        let mut out = Vec::new();
+        let mut out = vec![EpollEvent::default(); max];
         let sources = &self.sources;
         let polls = &self.polls;
         let n = self.instances[inst].wait(max, &mut out, |k, _fd| {
             polls.set(polls.get() + 1);
             sources.get(&k).map_or(Events::NONE, SourceState::events)
         });
-        assert_eq!(n, out.len());
+        out.truncate(n);
         out
     }
 
