@@ -58,6 +58,25 @@ pub fn image(app: &str) -> PathBuf {
     result.unwrap_or_else(|e| panic!("cannot build app '{app}':\n{e}"))
 }
 
+/// Builds `app` in `flavor` (release profile) once per test process and
+/// returns its image (as [`image`]; flavours build into their own target
+/// directories).
+pub fn image_flavor(app: &str, flavor: uk_cli::Flavor) -> PathBuf {
+    type Built = HashMap<(String, uk_cli::Flavor), Result<PathBuf, String>>;
+    static BUILT: OnceLock<Mutex<Built>> = OnceLock::new();
+    let result = {
+        let mut built = lock(BUILT.get_or_init(Default::default));
+        built
+            .entry((app.to_string(), flavor))
+            .or_insert_with(|| {
+                uk_cli::build_image_flavor(app, Profile::Release, flavor, true)
+                    .map_err(|e| e.to_string())
+            })
+            .clone()
+    };
+    result.unwrap_or_else(|e| panic!("cannot build app '{app}' ({flavor:?}):\n{e}"))
+}
+
 /// Builds (once per test process and app) a bootable raw disk image of
 /// `app` with the folder `site` (`cargo uk image APP --site SITE --format
 /// raw`) and returns its path. Installs the image tools when root.

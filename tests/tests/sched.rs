@@ -41,6 +41,16 @@ machine_tests!(thousand_threads_spawned_joined_and_freed, |m| {
     g.assert_output_contains("threads: 1000 alive at once");
 });
 
+// Two threads keep their own XMM0-15 values across timer preemptions and
+// across an interrupt handler that overwrites every XMM register.
+machine_tests!(simd_registers_survive_switches_and_interrupts, |m| {
+    // The vector state is kept only with the `simd` feature.
+    let image = uk_tests::image_flavor("selftest", uk_cli::Flavor::Simd);
+    let mut g = Guest::boot_image("selftest", image, m, BootOpts::args(&["simd"]));
+    g.expect_exit(0);
+    g.assert_output_contains("simd: registers kept");
+});
+
 machine_tests!(spinning_thread_does_not_starve_a_sleeper, |m| {
     let mut g = selftest(m, &["spin"]);
     let line = g.expect("spin: slept 50 ms");

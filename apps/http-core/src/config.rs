@@ -100,6 +100,13 @@ pub struct Config {
     /// Directory listings for directories without an index file (default
     /// off: 403).
     pub listing: bool,
+    /// PEM certificate chain for HTTPS (`--tls-cert FILE`, a path in the
+    /// guest's file system; needs a TLS build and `--tls-key`).
+    pub tls_cert: Option<String>,
+    /// PEM private key matching `tls_cert` (`--tls-key FILE`).
+    pub tls_key: Option<String>,
+    /// HTTPS port (default 443), served beside `port`.
+    pub tls_port: u16,
     /// `--help` was given.
     pub help: bool,
 }
@@ -250,6 +257,9 @@ impl Default for Config {
             redirects: Vec::new(),
             error_pages: Vec::new(),
             listing: false,
+            tls_cert: None,
+            tls_key: None,
+            tls_port: 443,
             help: false,
         }
     }
@@ -282,6 +292,12 @@ usage: httpd [OPTIONS]
   --error-page S=/PATH     serve the file PATH as the body of status S (404=/404.html)
   --listing on|off         list directories that have no index file (off: 403)
   --help                   this text";
+
+/// The HTTPS options (in TLS builds: `cargo uk build httpd --tls`).
+pub const USAGE_TLS: &str = "\
+  --tls-cert FILE          PEM certificate chain: HTTPS on --tls-port
+  --tls-key FILE           PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1)
+  --tls-port N             HTTPS port (443)";
 
 /// Parses a duration: `10s`, `500ms`, `2m`, or a plain number of seconds.
 /// Returns milliseconds; zero is refused.
@@ -459,6 +475,19 @@ pub fn parse_args<S: AsRef<str>>(args: &[S]) -> Result<Config, String> {
                     parse_error_page(v).ok_or_else(|| bad(v, "error page ('404=/404.html')"))?,
                 );
             }
+            #[cfg(feature = "tls")]
+            "--tls-cert" => c.tls_cert = Some(value()?.to_string()),
+            #[cfg(feature = "tls")]
+            "--tls-key" => c.tls_key = Some(value()?.to_string()),
+            #[cfg(feature = "tls")]
+            "--tls-port" => {
+                let v = value()?;
+                c.tls_port = v
+                    .parse()
+                    .ok()
+                    .filter(|&p| p != 0)
+                    .ok_or_else(|| bad(v, "port"))?;
+            }
             "--help" | "-h" => c.help = true,
             _ => return Err(format!("unknown argument '{arg}'")),
         }
@@ -466,7 +495,23 @@ pub fn parse_args<S: AsRef<str>>(args: &[S]) -> Result<Config, String> {
             return Err(format!("{flag} takes no value"));
         }
     }
+    #[cfg(feature = "tls")]
+    check_tls(&c)?;
     Ok(c)
+}
+
+/// The HTTPS options go together.
+#[cfg(feature = "tls")]
+fn check_tls(c: &Config) -> Result<(), String> {
+    match (&c.tls_cert, &c.tls_key) {
+        (Some(_), None) => return Err("--tls-cert needs --tls-key".into()),
+        (None, Some(_)) => return Err("--tls-key needs --tls-cert".into()),
+        _ => {}
+    }
+    if c.tls_cert.is_some() && c.tls_port == c.port {
+        return Err(format!("--tls-port {} is also the HTTP port", c.tls_port));
+    }
+    Ok(())
 }
 
 /// The file-system path of `path` under the document root `root` (as

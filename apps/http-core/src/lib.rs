@@ -36,6 +36,7 @@ mod path;
 mod precond;
 mod response;
 pub mod sort;
+pub mod x509;
 
 pub use date::{MAX_HTTP_DATE, format_http_date, parse_http_date};
 pub use encoding::{Encoding, choose_encoding};

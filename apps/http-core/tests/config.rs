@@ -193,3 +193,25 @@ fn site_rules() {
         assert!(parse_args(bad).is_err(), "{bad:?} accepted");
     }
 }
+
+#[test]
+fn tls_options() {
+    let c = parse_args::<&str>(&[]).unwrap();
+    assert_eq!((c.tls_cert, c.tls_key, c.tls_port), (None, None, 443));
+    let c = parse_args(&[
+        "--tls-cert",
+        "/c.pem",
+        "--tls-key=/k.pem",
+        "--tls-port",
+        "8443",
+    ])
+    .unwrap();
+    assert_eq!(c.tls_cert.as_deref(), Some("/c.pem"));
+    assert_eq!(c.tls_key.as_deref(), Some("/k.pem"));
+    assert_eq!(c.tls_port, 8443);
+    let e = |a: &[&str]| parse_args(a).unwrap_err();
+    assert!(e(&["--tls-cert", "/c.pem"]).contains("--tls-key"));
+    assert!(e(&["--tls-key", "/k.pem"]).contains("--tls-cert"));
+    assert!(e(&["--tls-cert", "/c", "--tls-key", "/k", "--tls-port", "80"]).contains("HTTP port"));
+    assert!(e(&["--tls-port", "0"]).contains("port"));
+}

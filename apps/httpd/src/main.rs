@@ -13,6 +13,8 @@
 extern crate alloc;
 
 mod server;
+#[cfg(feature = "tls")]
+mod tls;
 
 use uk_http::config::{self, LogLevel};
 use unikernel::fs::{self, FileKind};
@@ -32,6 +34,8 @@ fn main() -> i32 {
     };
     if cfg.help {
         println!("{}", config::USAGE);
+        #[cfg(feature = "tls")]
+        println!("{}", config::USAGE_TLS);
         return 0;
     }
     if let Some(level) = cfg.log_level {
@@ -67,6 +71,25 @@ fn main() -> i32 {
             return 1;
         }
     };
+    // HTTPS: a key that does not match the certificate, or a certificate
+    // out of its validity period, refuses the start.
+    #[cfg(feature = "tls")]
+    let tls = match (&cfg.tls_cert, &cfg.tls_key) {
+        (Some(cert), Some(key)) => match tls::load(cert, key) {
+            Ok(config) => match io::tcp_listen(cfg.tls_port, cfg.backlog, io::O_NONBLOCK) {
+                Ok(fd) => Some((fd, config)),
+                Err(e) => {
+                    println!("httpd: cannot listen on port {}: {e}", cfg.tls_port);
+                    return 1;
+                }
+            },
+            Err(e) => {
+                println!("httpd: TLS: {e}; not starting");
+                return 1;
+            }
+        },
+        _ => None,
+    };
     let mut srv = match server::Server::new(cfg, listener) {
         Ok(s) => s,
         Err(e) => {
@@ -74,6 +97,17 @@ fn main() -> i32 {
             return 1;
         }
     };
+    #[cfg(feature = "tls")]
+    if let Some((fd, config)) = tls {
+        if let Err(e) = srv.add_tls_listener(fd, config) {
+            println!("httpd: cannot set up epoll: {e}");
+            return 1;
+        }
+        println!(
+            "httpd: HTTPS on port {} (TLS 1.3, 1.2)",
+            srv.config().tls_port
+        );
+    }
     let c = srv.config();
     println!(
         "httpd: serving {} on port {} (data path {}, max {} connections, access log {})",

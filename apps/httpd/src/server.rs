@@ -24,6 +24,8 @@ use unikernel::time::{Instant, SystemTime};
 const LISTENER: u64 = u64::MAX;
 /// epoll token of the shutdown-request eventfd.
 const SHUTDOWN: u64 = u64::MAX - 1;
+/// epoll token of the HTTPS listener.
+const TLS_LISTENER: u64 = u64::MAX - 2;
 /// Reads a lingering connection may do per turn before others run.
 const LINGER_READS: usize = 16;
 /// Bytes per `pread`/`write` step of the read and mmap data paths.
@@ -135,7 +137,8 @@ impl Response {
 
     /// Writes until everything is sent (`Ok(true)`) or the socket is full
     /// (`Ok(false)`).
-    fn pump(&mut self, sock: i32, path: DataPath) -> Result<bool, Errno> {
+    fn pump(&mut self, sock: &mut Sink<'_>, path: DataPath) -> Result<bool, Errno> {
+        let path = sock.path(path);
         let Response {
             segs,
             file,
@@ -144,7 +147,7 @@ impl Response {
         } = self;
         loop {
             let Some(seg) = segs.front_mut() else {
-                return Ok(true);
+                return sock.flushed();
             };
             match seg {
                 Seg::Bytes { data, pos, body } => {
@@ -152,7 +155,7 @@ impl Response {
                         segs.pop_front();
                         continue;
                     }
-                    match fs::write(sock, &data[*pos..]) {
+                    match sock.write(&data[*pos..]) {
                         Ok(n) => {
                             *pos += n;
                             if *body {
@@ -173,7 +176,7 @@ impl Response {
                     let sent = match path {
                         DataPath::Sendfile => {
                             let count = usize::try_from(*left).unwrap_or(usize::MAX);
-                            match io::sendfile(sock, f.fd, off, count) {
+                            match io::sendfile(sock.fd, f.fd, off, count) {
                                 // The file shrank under us.
                                 Ok(0) => return Err(Errno::EIO),
                                 Ok(n) => {
@@ -198,7 +201,7 @@ impl Response {
                                 *off += n as u64;
                                 *left -= n as u64;
                             }
-                            let r = fs::write(sock, &f.chunk[f.chunk_pos..]);
+                            let r = sock.write(&f.chunk[f.chunk_pos..]);
                             if let Ok(n) = r {
                                 f.chunk_pos += n;
                             }
@@ -226,7 +229,7 @@ impl Response {
                             // unmapped only by `BodyFile::unmap`, after this
                             // slice is gone, and `start + n <= len`.
                             let bytes = unsafe { core::slice::from_raw_parts(addr.add(start), n) };
-                            let r = fs::write(sock, bytes);
+                            let r = sock.write(bytes);
                             if let Ok(k) = r {
                                 *off += k as u64;
                                 *left -= k as u64;
@@ -243,6 +246,61 @@ impl Response {
             }
         }
     }
+}
+
+/// Where a response's bytes go: the socket, or (HTTPS) the connection's
+/// TLS record layer in front of it.
+struct Sink<'a> {
+    fd: i32,
+    #[cfg(feature = "tls")]
+    tls: Option<&'a mut crate::tls::TlsConn>,
+    #[cfg(not(feature = "tls"))]
+    _tls: core::marker::PhantomData<&'a ()>,
+}
+
+impl Sink<'_> {
+    fn write(&mut self, data: &[u8]) -> Result<usize, Errno> {
+        #[cfg(feature = "tls")]
+        if let Some(t) = self.tls.as_deref_mut() {
+            return t.write(self.fd, data);
+        }
+        fs::write(self.fd, data)
+    }
+
+    /// Whether everything written has left for the socket (TLS keeps the
+    /// last records until the socket takes them: a response is complete,
+    /// and its connection may close, only then).
+    fn flushed(&mut self) -> Result<bool, Errno> {
+        #[cfg(feature = "tls")]
+        if let Some(t) = self.tls.as_deref_mut() {
+            return t.flush(self.fd);
+        }
+        Ok(true)
+    }
+
+    /// The data path to use: TLS cannot send from the page cache (the
+    /// record layer encrypts), so `sendfile` becomes the mmap path there:
+    /// file pages are read once, by the encryption.
+    fn path(&self, path: DataPath) -> DataPath {
+        #[cfg(feature = "tls")]
+        if self.tls.is_some() && path == DataPath::Sendfile {
+            return DataPath::Mmap;
+        }
+        path
+    }
+}
+
+/// Reads from a connection: the socket, or decrypted bytes under TLS.
+fn conn_read(
+    fd: i32,
+    #[cfg(feature = "tls")] tls: Option<&mut crate::tls::TlsConn>,
+    buf: &mut [u8],
+) -> Result<usize, Errno> {
+    #[cfg(feature = "tls")]
+    if let Some(t) = tls {
+        return t.read(fd, buf);
+    }
+    fs::read(fd, buf)
 }
 
 /// What a connection waits for after a turn.
@@ -275,6 +333,9 @@ struct Conn {
     /// Shutting down: our FIN is sent after the last response; waiting for
     /// the client's, so the response is known to have arrived.
     lingering: bool,
+    /// HTTPS: the TLS record layer.
+    #[cfg(feature = "tls")]
+    tls: Option<alloc::boxed::Box<crate::tls::TlsConn>>,
 }
 
 /// A file found for a request.
@@ -372,6 +433,9 @@ pub struct Server {
     stopping: Option<Stopping>,
     /// Files found on read-only file systems.
     lookups: core::cell::RefCell<LookupCache>,
+    /// HTTPS: the listener and the TLS configuration.
+    #[cfg(feature = "tls")]
+    tls: Option<(i32, alloc::sync::Arc<rustls::ServerConfig>)>,
 }
 
 /// Progress of a graceful shutdown.
@@ -436,7 +500,29 @@ impl Server {
             lookups: core::cell::RefCell::new(LookupCache {
                 entries: Vec::new(),
             }),
+            #[cfg(feature = "tls")]
+            tls: None,
         })
+    }
+
+    /// Serves HTTPS on `listener` with `config` beside HTTP.
+    #[cfg(feature = "tls")]
+    pub fn add_tls_listener(
+        &mut self,
+        listener: i32,
+        config: alloc::sync::Arc<rustls::ServerConfig>,
+    ) -> Result<(), Errno> {
+        io::epoll_ctl(
+            self.ep,
+            EPOLL_CTL_ADD,
+            listener,
+            EpollEvent {
+                events: EPOLLIN,
+                data: TLS_LISTENER,
+            },
+        )?;
+        self.tls = Some((listener, config));
+        Ok(())
     }
 
     /// The configuration.
@@ -468,6 +554,9 @@ impl Server {
                         "httpd: stopped ({} connections finished, {} cut at the deadline)",
                         st.finished, st.cut
                     );
+                    // HTTPS: what the record layer copied (and the rest).
+                    #[cfg(feature = "tls")]
+                    println!("httpd: copies {}", io::copy_stats());
                     return 0;
                 }
             }
@@ -493,9 +582,9 @@ impl Server {
             for ev in &events[..n] {
                 if ev.data == SHUTDOWN {
                     self.begin_shutdown();
-                } else if ev.data == LISTENER {
+                } else if ev.data == LISTENER || ev.data == TLS_LISTENER {
                     if self.stopping.is_none() {
-                        self.accept_all();
+                        self.accept_all(ev.data == TLS_LISTENER);
                     }
                 } else {
                     let slot = (ev.data & 0xffff_ffff) as usize;
@@ -534,9 +623,16 @@ impl Server {
             return;
         }
         let source = unikernel::power::shutdown_source().map_or("unknown", |s| s.name());
-        self.accept_all();
+        self.accept_all(false);
         let _ = io::epoll_ctl(self.ep, EPOLL_CTL_DEL, self.listener, EpollEvent::default());
         let _ = fs::close(self.listener);
+        #[cfg(feature = "tls")]
+        if self.tls.is_some() {
+            self.accept_all(true);
+            let fd = self.tls_listener();
+            let _ = io::epoll_ctl(self.ep, EPOLL_CTL_DEL, fd, EpollEvent::default());
+            let _ = fs::close(fd);
+        }
         let timeout = self.cfg.shutdown_timeout_ms;
         println!(
             "httpd: shutdown requested ({source}): no new connections, finishing {} within {timeout} ms",
@@ -580,14 +676,22 @@ impl Server {
         self.again.clear();
     }
 
-    fn accept_all(&mut self) {
+    fn accept_all(&mut self, tls: bool) {
+        let listener = if tls {
+            self.tls_listener()
+        } else {
+            self.listener
+        };
         loop {
-            match io::accept4(self.listener, O_NONBLOCK) {
+            match io::accept4(listener, O_NONBLOCK) {
                 Ok((fd, peer)) => {
-                    if self.live >= self.cfg.max_conns {
+                    if tls && self.live >= self.cfg.max_conns {
+                        // No plain-text 503 into a TLS stream.
+                        let _ = fs::close(fd);
+                    } else if self.live >= self.cfg.max_conns {
                         self.refuse(fd, peer);
                     } else {
-                        self.add(fd, peer);
+                        self.add(fd, peer, tls);
                     }
                 }
                 Err(Errno::EAGAIN) => return,
@@ -597,6 +701,14 @@ impl Server {
                 }
             }
         }
+    }
+
+    fn tls_listener(&self) -> i32 {
+        #[cfg(feature = "tls")]
+        if let Some((fd, _)) = &self.tls {
+            return *fd;
+        }
+        self.listener
     }
 
     /// Out of memory for a connection or a response: the static 503 (no
@@ -628,7 +740,20 @@ impl Server {
         self.access_log(&peer, "", 503, plan.body_len(), None, None);
     }
 
-    fn add(&mut self, fd: i32, peer: SocketAddrV4) {
+    fn add(&mut self, fd: i32, peer: SocketAddrV4, tls: bool) {
+        #[cfg(feature = "tls")]
+        let tls = match (&self.tls, tls) {
+            (Some((_, config)), true) => match crate::tls::TlsConn::new(config) {
+                Ok(t) => Some(alloc::boxed::Box::new(t)),
+                Err(_) => {
+                    let _ = fs::close(fd);
+                    return;
+                }
+            },
+            _ => None,
+        };
+        #[cfg(not(feature = "tls"))]
+        let _ = tls;
         let slot = match self.free.pop() {
             Some(s) => s,
             None => {
@@ -680,6 +805,8 @@ impl Server {
             last_activity: now,
             deadline,
             lingering: false,
+            #[cfg(feature = "tls")]
+            tls,
         });
         self.live += 1;
         self.next_check = self.next_check.min(deadline);
@@ -694,6 +821,13 @@ impl Server {
     }
 
     fn release(&mut self, slot: usize, conn: Conn) {
+        // HTTPS: tell the client the stream ends here.
+        #[cfg(feature = "tls")]
+        let mut conn = conn;
+        #[cfg(feature = "tls")]
+        if let Some(t) = conn.tls.as_deref_mut() {
+            t.close_notify(conn.fd);
+        }
         let _ = io::epoll_ctl(self.ep, EPOLL_CTL_DEL, conn.fd, EpollEvent::default());
         let _ = fs::close(conn.fd);
         drop(conn);
@@ -715,6 +849,12 @@ impl Server {
                 self.conns[slot] = Some(conn);
             }
             Next::Wait(want) => {
+                #[cfg(feature = "tls")]
+                let want = if conn.tls.as_ref().is_some_and(|t| t.wants_write()) {
+                    want | EPOLLOUT
+                } else {
+                    want
+                };
                 conn.deadline = if let (true, Some(st)) = (conn.lingering, self.stopping) {
                     st.deadline
                 } else if conn.out.is_some() {
@@ -780,7 +920,14 @@ impl Server {
             }
             if let Some(resp) = conn.out.as_mut() {
                 let before = resp.body_sent;
-                let r = resp.pump(conn.fd, self.cfg.data_path);
+                let mut sink = Sink {
+                    fd: conn.fd,
+                    #[cfg(feature = "tls")]
+                    tls: conn.tls.as_deref_mut(),
+                    #[cfg(not(feature = "tls"))]
+                    _tls: core::marker::PhantomData,
+                };
+                let r = resp.pump(&mut sink, self.cfg.data_path);
                 if resp.body_sent != before {
                     conn.last_activity = now_ms();
                 }
@@ -885,7 +1032,12 @@ impl Server {
                 return Next::Close;
             }
             conn.rbuf.resize(old + room, 0);
-            let r = fs::read(conn.fd, &mut conn.rbuf[old..]);
+            let r = conn_read(
+                conn.fd,
+                #[cfg(feature = "tls")]
+                conn.tls.as_deref_mut(),
+                &mut conn.rbuf[old..],
+            );
             conn.rbuf.truncate(old + *r.as_ref().unwrap_or(&0));
             match r {
                 Ok(0) => conn.read_eof = true,

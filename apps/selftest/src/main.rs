@@ -54,6 +54,7 @@ fn main() -> i32 {
         "pingpong" => pingpong(),
         "threads" => many_threads(),
         "spin" => spinner_does_not_starve(),
+        "simd" => simd_state(),
         "idle" => {
             let secs: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(10);
             println!("idle: sleeping {secs} s");
@@ -481,6 +482,62 @@ fn spinner_does_not_starve() -> i32 {
         spins.load(Relaxed)
     );
     if spins.load(Relaxed) > 0 { 0 } else { 1 }
+}
+
+/// Two threads hold their own values in XMM0-15 while the timer preempts them
+/// (and the main thread sleeps and wakes), and while a software interrupt
+/// whose handler overwrites every XMM register fires on each spin. Neither
+/// the other thread nor the handler may show through.
+fn simd_state() -> i32 {
+    use unikernel::arch::simd;
+    const ROUNDS: u64 = 20;
+    let info = simd::info();
+    let spawn = |pattern: u64| {
+        thread::spawn(move || {
+            let mut total = simd::HoldResult::default();
+            for round in 0..ROUNDS {
+                // Each round waits for 4 more switches, at most 2 s.
+                let r = simd::hold_registers(pattern ^ (round << 8), 4, 2000, round % 2 == 0);
+                total.mismatches += r.mismatches;
+                total.soft_irqs += r.soft_irqs;
+                total.iterations += r.iterations;
+                total.switches += r.switches;
+            }
+            total
+        })
+    };
+    let a = spawn(0x1111_1111_0000_0000);
+    let b = spawn(0x2222_2222_0000_0000);
+    // Some timer wake-ups of this thread in between.
+    for _ in 0..10 {
+        thread::sleep(Duration::from_millis(3));
+    }
+    let (ra, rb) = (a.join(), b.join());
+    let cycles = simd::irq_round_trip_cycles(100_000);
+    println!(
+        "simd: xsave={} avx={} xcr0={:#x} area={} bytes; software interrupt round trip {} cycles ({} ns)",
+        info.xsave,
+        info.avx,
+        info.xcr0,
+        info.area_size,
+        cycles,
+        unikernel::time::cycles_to_us(cycles * 1000).unwrap_or(0)
+    );
+    for (name, r) in [("a", ra), ("b", rb)] {
+        println!(
+            "simd: thread {name} mismatches={} switches={} soft_irqs={} iterations={}",
+            r.mismatches, r.switches, r.soft_irqs, r.iterations
+        );
+    }
+    let switched = ra.switches >= ROUNDS && rb.switches >= ROUNDS;
+    let interrupted = ra.soft_irqs > 0 && rb.soft_irqs > 0;
+    if ra.mismatches + rb.mismatches == 0 && switched && interrupted {
+        println!("simd: registers kept");
+        0
+    } else {
+        println!("simd: FAILED (registers leaked, or too few switches/interrupts)");
+        1
+    }
 }
 
 fn bench_sched() -> i32 {

@@ -29,6 +29,36 @@ impl Profile {
     }
 }
 
+/// Which image to build: the plain one, or the TLS flavour (the app's `tls`
+/// feature: rustls with the `ring` provider, and the kernel's `simd` feature
+/// that keeps vector state per thread for ring's assembly).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Flavor {
+    /// The default image.
+    #[default]
+    Plain,
+    /// With TLS: built into `target/tls/` (its own target directory, so the
+    /// two flavours never overwrite or invalidate each other).
+    Tls,
+    /// With the kernel's per-thread vector state only (the app's `simd`
+    /// feature; `selftest simd` tests it): built into `target/simd/`.
+    Simd,
+}
+
+/// C flags for ring's C code (compiled by the host's `cc`/gcc for the
+/// kernel): no red zone (interrupts arrive on the running stack), no stack
+/// protector (there is no `%fs` canary in the kernel), freestanding.
+pub const TLS_CFLAGS: &str = "-ffreestanding -fno-stack-protector -mno-red-zone";
+
+/// The target directory of a flavour.
+pub fn flavor_target_dir(flavor: Flavor) -> PathBuf {
+    match flavor {
+        Flavor::Plain => target_dir(),
+        Flavor::Tls => target_dir().join("tls"),
+        Flavor::Simd => target_dir().join("simd"),
+    }
+}
+
 /// The cargo binary: `$CARGO` (set when run by cargo) or `cargo`.
 pub fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
@@ -37,19 +67,68 @@ pub fn cargo() -> Command {
 /// `cargo build --package APP --target x86_64-unknown-none --release`
 /// (or `--profile dev`), run in the workspace root.
 pub fn build_command(app: &str, profile: Profile) -> Command {
+    build_command_flavor(app, profile, Flavor::Plain)
+}
+
+/// [`build_command`] for a flavour. The TLS flavour adds `--features tls`,
+/// its own target directory, the C flags for ring ([`TLS_CFLAGS`]) and
+/// `tools/uk/ring-cfg-wrapper` as the rustc wrapper, which tells ring (only
+/// ring) that SSE2 is there; see the script for why it is not
+/// `-C target-feature`.
+pub fn build_command_flavor(app: &str, profile: Profile, flavor: Flavor) -> Command {
     let mut cmd = cargo();
+    if flavor != Flavor::Plain {
+        cmd.env("CARGO_TARGET_DIR", flavor_target_dir(flavor));
+    }
+    if flavor == Flavor::Tls {
+        cmd.env("RUSTC_WRAPPER", root().join("tools/uk/ring-cfg-wrapper"))
+            .env("CFLAGS_x86_64_unknown_none", TLS_CFLAGS);
+    }
     cmd.current_dir(root())
         .args(["build", "--package", app, "--target", TARGET]);
     match profile {
         Profile::Release => cmd.arg("--release"),
         Profile::Debug => cmd.args(["--profile", "dev"]),
     };
+    match flavor {
+        Flavor::Plain => {}
+        Flavor::Tls => {
+            cmd.args(["--features", "tls"]);
+        }
+        Flavor::Simd => {
+            cmd.args(["--features", "simd"]);
+        }
+    }
     cmd
 }
 
 /// Where the image of `app` lands.
 pub fn image_path(app: &str, profile: Profile) -> PathBuf {
-    target_dir().join(TARGET).join(profile.dir()).join(app)
+    image_path_flavor(app, profile, Flavor::Plain)
+}
+
+/// Where the image of `app` in `flavor` lands.
+pub fn image_path_flavor(app: &str, profile: Profile, flavor: Flavor) -> PathBuf {
+    flavor_target_dir(flavor)
+        .join(TARGET)
+        .join(profile.dir())
+        .join(app)
+}
+
+/// Whether a C compiler for ring's build is on `PATH` (`$CC`, `cc` or `gcc`).
+pub fn have_c_compiler() -> bool {
+    let candidates: Vec<std::ffi::OsString> = std::env::var_os("CC")
+        .into_iter()
+        .chain(["cc".into(), "gcc".into()])
+        .collect();
+    candidates.iter().any(|c| {
+        Command::new(c)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
 }
 
 /// Builds `app` and returns its image path.
@@ -58,9 +137,26 @@ pub fn image_path(app: &str, profile: Profile) -> PathBuf {
 /// with `capture` true it is captured and returned in the error on failure
 /// (for the test harness).
 pub fn build_image(app: &str, profile: Profile, capture: bool) -> Result<PathBuf, Error> {
+    build_image_flavor(app, profile, Flavor::Plain, capture)
+}
+
+/// [`build_image`] for a flavour.
+pub fn build_image_flavor(
+    app: &str,
+    profile: Profile,
+    flavor: Flavor,
+    capture: bool,
+) -> Result<PathBuf, Error> {
     check_app(app)?;
     crate::toolchain::ensure_target()?;
-    let mut cmd = build_command(app, profile);
+    if flavor == Flavor::Tls && !have_c_compiler() {
+        return Err(Error::Failed(
+            "a TLS image needs a C compiler for ring's C code: install gcc \
+             (Debian/Ubuntu: apt-get install gcc) or set CC"
+                .into(),
+        ));
+    }
+    let mut cmd = build_command_flavor(app, profile, flavor);
     cmd.stdin(Stdio::null());
     let (ok, out) = if capture {
         let out = cmd
@@ -74,7 +170,15 @@ pub fn build_image(app: &str, profile: Profile, capture: bool) -> Result<PathBuf
         // On a terminal cargo draws its own progress bar; in logs a line
         // says what is built and how long it took.
         cmd.stdout(Stdio::inherit()).stderr(Stdio::inherit());
-        let what = format!("building {app} for {TARGET} ({})", profile.dir());
+        let what = format!(
+            "building {app}{} for {TARGET} ({})",
+            match flavor {
+                Flavor::Plain => "",
+                Flavor::Tls => " with TLS",
+                Flavor::Simd => " with vector state",
+            },
+            profile.dir()
+        );
         let plain = !crate::progress::interactive();
         let start = std::time::Instant::now();
         if plain {
@@ -97,7 +201,7 @@ pub fn build_image(app: &str, profile: Profile, capture: bool) -> Result<PathBuf
             if out.is_empty() { "" } else { ":\n" }
         )));
     }
-    let image = image_path(app, profile);
+    let image = image_path_flavor(app, profile, flavor);
     if !image.is_file() {
         return Err(Error::Failed(format!(
             "cargo succeeded but the image {} does not exist",
@@ -132,6 +236,45 @@ mod tests {
             ]
         );
         assert_eq!(cmd.get_current_dir(), Some(root()));
+    }
+
+    #[test]
+    fn tls_build_command() {
+        let cmd = build_command_flavor("httpd", Profile::Release, Flavor::Tls);
+        assert_eq!(args(&cmd)[5..], ["--release", "--features", "tls"]);
+        let env: Vec<_> = cmd
+            .get_envs()
+            .map(|(k, v)| (k.to_string_lossy().into_owned(), v.map(|v| v.to_owned())))
+            .collect();
+        let get = |k: &str| {
+            env.iter()
+                .find(|(n, _)| n == k)
+                .and_then(|(_, v)| v.clone())
+        };
+        assert_eq!(
+            get("RUSTC_WRAPPER"),
+            Some(root().join("tools/uk/ring-cfg-wrapper").into())
+        );
+        assert_eq!(
+            get("CARGO_TARGET_DIR"),
+            Some(target_dir().join("tls").into())
+        );
+        assert!(root().join("tools/uk/ring-cfg-wrapper").is_file());
+        assert!(
+            image_path_flavor("httpd", Profile::Release, Flavor::Tls)
+                .starts_with(target_dir().join("tls"))
+        );
+    }
+
+    #[test]
+    fn simd_build_command() {
+        let cmd = build_command_flavor("selftest", Profile::Release, Flavor::Simd);
+        assert_eq!(args(&cmd)[5..], ["--release", "--features", "simd"]);
+        assert!(cmd.get_envs().all(|(k, _)| k != "RUSTC_WRAPPER"));
+        assert_eq!(
+            image_path_flavor("selftest", Profile::Release, Flavor::Simd),
+            target_dir().join("simd/x86_64-unknown-none/release/selftest")
+        );
     }
 
     #[test]

@@ -174,6 +174,10 @@ pub enum Cmd {
         /// Build with the dev profile
         #[arg(long)]
         debug: bool,
+        /// Build the TLS flavour (the app's `tls` feature: rustls + ring;
+        /// needs gcc), into target/tls/
+        #[arg(long)]
+        tls: bool,
     },
     /// Build and boot APP under QEMU; exit with the app's status
     #[command(
@@ -441,13 +445,18 @@ pub fn main(args: &[String]) -> i32 {
 /// Executes a parsed command; returns the exit status.
 pub fn execute(cmd: Cmd) -> Result<i32, Error> {
     match cmd {
-        Cmd::Build { app, debug } => {
+        Cmd::Build { app, debug, tls } => {
             let profile = if debug {
                 Profile::Debug
             } else {
                 Profile::Release
             };
-            let image = build_image(&app, profile, false)?;
+            let flavor = if tls {
+                crate::build::Flavor::Tls
+            } else {
+                crate::build::Flavor::Plain
+            };
+            let image = crate::build::build_image_flavor(&app, profile, flavor, false)?;
             let size = file_size(&image)?;
             let stripped = crate::elf::stripped_size(&image)?;
             println!(
@@ -1094,14 +1103,24 @@ mod tests {
             p(&["build", "hello"]).unwrap(),
             Cmd::Build {
                 app: "hello".into(),
-                debug: false
+                debug: false,
+                tls: false
             }
         );
         assert_eq!(
             p(&["build", "--debug", "selftest"]).unwrap(),
             Cmd::Build {
                 app: "selftest".into(),
-                debug: true
+                debug: true,
+                tls: false
+            }
+        );
+        assert_eq!(
+            p(&["build", "httpd", "--tls"]).unwrap(),
+            Cmd::Build {
+                app: "httpd".into(),
+                debug: false,
+                tls: true
             }
         );
         usage_err(&["build"]);

@@ -32,7 +32,10 @@ pub mod workspace;
 use std::fmt;
 
 pub use bootdisk::{Firmware, disk_boot_command, firecracker_style_command};
-pub use build::{Profile, build_command, build_image, image_path};
+pub use build::{
+    Flavor, Profile, build_command, build_command_flavor, build_image, build_image_flavor,
+    image_path, image_path_flavor,
+};
 pub use image::{ImageFormat, TempImage, build_image_from_dir};
 pub use qemu::{
     Accel, DiskBus, Exit, Machine, MemSize, NET_APPS, PortFwd, QEMU, VmConfig, ensure_qemu,

@@ -210,6 +210,7 @@ pub fn config() -> &'static KernelConfig {
 /// with `ebx` and `eax` as they were at entry.
 pub extern "C" fn kernel_start(start_info: u32, entry_eax: u32) -> ! {
     console::init();
+    crate::arch::simd::init();
     crate::arch::mem::init();
     // SAFETY: single-threaded boot; nothing else refers to BOOT_INFO yet.
     let info = unsafe { &mut *BOOT_INFO.get() };

@@ -29,6 +29,11 @@ pub enum Stage {
     DeviceToSocket = 4,
     /// Socket receive buffer → application buffer.
     SocketToApp = 5,
+    /// Application bytes → a TLS record (the record layer's encryption
+    /// writes them into the record buffer; file bytes included).
+    AppToTls = 6,
+    /// A decrypted TLS record → the application's buffer.
+    TlsToApp = 7,
 }
 
 /// Copies `src` into `dst` (equal lengths) and adds the bytes to `count`.
@@ -58,7 +63,7 @@ pub fn drain_front(count: &mut u64, v: &mut Vec<u8>, n: usize) {
 }
 
 /// Number of stages.
-pub const STAGES: usize = 6;
+pub const STAGES: usize = 8;
 
 impl Stage {
     /// Every stage, in counter order.
@@ -69,6 +74,8 @@ impl Stage {
         Stage::SocketToDevice,
         Stage::DeviceToSocket,
         Stage::SocketToApp,
+        Stage::AppToTls,
+        Stage::TlsToApp,
     ];
 
     /// The counter's name in stats lines.
@@ -80,6 +87,8 @@ impl Stage {
             Stage::SocketToDevice => "socket_to_device",
             Stage::DeviceToSocket => "device_to_socket",
             Stage::SocketToApp => "socket_to_app",
+            Stage::AppToTls => "app_to_tls",
+            Stage::TlsToApp => "tls_to_app",
         }
     }
 }
@@ -113,6 +122,14 @@ impl CopyCounters {
         self.0[stage as usize].fetch_add(n, Ordering::Relaxed);
     }
 
+    /// Counts `n` bytes that a library copied itself under `stage`, where
+    /// the copy cannot go through [`copy`](Self::copy): rustls' record
+    /// encryption writes the plaintext into the record buffer. `n` is the
+    /// exact length the library reported taking for that copy.
+    pub fn count(&self, stage: Stage, n: usize) {
+        self.0[stage as usize].fetch_add(n as u64, Ordering::Relaxed);
+    }
+
     /// A snapshot.
     pub fn snapshot(&self) -> CopyStats {
         CopyStats(core::array::from_fn(|i| self.0[i].load(Ordering::Relaxed)))
@@ -144,7 +161,10 @@ impl CopyStats {
     /// Payload copies on the transmit path above the device (what the data
     /// path chooses: read, write, a copying sendfile).
     pub fn path_copies(&self) -> u64 {
-        self.get(Stage::CacheToApp) + self.get(Stage::AppToSocket) + self.get(Stage::CacheToSocket)
+        self.get(Stage::CacheToApp)
+            + self.get(Stage::AppToSocket)
+            + self.get(Stage::CacheToSocket)
+            + self.get(Stage::AppToTls)
     }
 
     /// Transmit-path copies, the device stage included.
@@ -190,7 +210,10 @@ mod tests {
         assert_eq!(t.since(&s), s);
         assert_eq!(
             alloc::format!("{s}"),
-            "cache_to_app=0 app_to_socket=5 cache_to_socket=0 socket_to_device=0 device_to_socket=4 socket_to_app=0"
+            "cache_to_app=0 app_to_socket=5 cache_to_socket=0 socket_to_device=0 device_to_socket=4 socket_to_app=0 app_to_tls=0 tls_to_app=0"
         );
+        c.count(Stage::AppToTls, 7);
+        assert_eq!(c.snapshot().get(Stage::AppToTls), 7);
+        assert_eq!(c.snapshot().path_copies(), 12);
     }
 }

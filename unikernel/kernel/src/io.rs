@@ -69,8 +69,15 @@ fn errno_of(e: uk_net::NetError) -> Errno {
 /// `sendfile` over a scatter-gather NIC adds nothing: the device reads the
 /// page-cache pages.
 pub fn copy_stats() -> CopyStats {
-    crate::fs::copy_stats().plus(&net::copy_stats())
+    crate::fs::copy_stats()
+        .plus(&net::copy_stats())
+        .plus(&APP_COPIES.snapshot())
 }
+
+/// Copies made in the application's own libraries (httpd's TLS record
+/// layer: `app_to_tls`, `tls_to_app`), counted there and summed into
+/// [`copy_stats`].
+pub static APP_COPIES: uk_core::copy::CopyCounters = uk_core::copy::CopyCounters::new();
 
 pub use uk_core::copy::{CopyStats, Stage as CopyStage};
 

@@ -138,7 +138,7 @@ pvh_start:
     mov dword ptr [uk_boot_pml4], eax
 
     mov eax, cr4
-    or eax, 0x20                 /* PAE */
+    or eax, 0x620                /* PAE | OSFXSR | OSXMMEXCPT: SSE on (arch::simd) */
     mov cr4, eax
     mov eax, offset uk_boot_pml4
     mov cr3, eax
@@ -147,7 +147,8 @@ pvh_start:
     or eax, 0x900                /* LME | NXE */
     wrmsr
     mov eax, cr0
-    or eax, 0x80010001           /* PG | WP | PE */
+    and eax, 0xfffffff3          /* clear EM and TS: no x87/SSE emulation or traps */
+    or eax, 0x80010003           /* PG | WP | MP | PE */
     mov cr0, eax
 
     lgdt [uk_gdt64_ptr]
@@ -166,6 +167,7 @@ uk_long_mode:
     mov fs, ax
     mov gs, ax
     lea rsp, [rip + uk_boot_stack_top]
+    fninit                       /* x87 control word 0x37f; MXCSR resets to 0x1f80 */
     xor ebp, ebp
     mov edi, esi                 /* first argument: hvm_start_info or MBI */
     mov esi, dword ptr [rip + uk_boot_eax] /* second: eax at entry */

@@ -1,7 +1,8 @@
 //! The interrupt descriptor table and the assembly entry stubs for all 256
 //! vectors. Every stub pushes the vector (and a zero error code where the CPU
-//! pushes none), saves the general registers into a [`TrapFrame`] and calls
-//! [`crate::trap::dispatch`].
+//! pushes none), saves the general registers into a [`TrapFrame`], saves
+//! the vector state below it (`arch::simd`: handlers are Rust compiled with
+//! SSE and may use any XMM register) and calls [`crate::trap::dispatch`].
 
 use core::arch::global_asm;
 
@@ -70,9 +71,16 @@ uk_isr_common:
     push r13
     push r14
     push r15
-    mov rdi, rsp
+    mov rbx, rsp
+"#,
+    super::simd::save_asm!(),
+    r#"
+    mov rdi, rbx
     cld
     call {dispatch}
+"#,
+    super::simd::restore_asm!(),
+    r#"
     pop r15
     pop r14
     pop r13
@@ -92,6 +100,8 @@ uk_isr_common:
     iretq
 "#,
     dispatch = sym crate::trap::dispatch,
+    simd_size = sym super::simd::AREA_SIZE,
+    simd_xsave = sym super::simd::USE_XSAVE,
 );
 
 unsafe extern "C" {

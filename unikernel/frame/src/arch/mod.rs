@@ -9,5 +9,7 @@ pub mod gdt;
 pub mod idt;
 pub mod mem;
 pub mod paging;
+pub mod rand;
 pub mod serial;
+pub mod simd;
 pub mod upcall;

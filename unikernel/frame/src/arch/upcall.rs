@@ -5,8 +5,9 @@
 //! handler instead rewrites the interrupted context so that, on `iretq`, the
 //! thread "calls" [`uk_fault_upcall`]: two words go on the thread's stack
 //! (the fault address and the interrupted RIP as a return address) and RIP
-//! points at the trampoline. The trampoline saves every caller-saved register
-//! and the flags, calls the file system's fault hook (`set_file_fault_hook`) with `addr` — which may block like
+//! points at the trampoline. The trampoline saves every caller-saved register,
+//! the flags and the vector state (`arch::simd`: the interrupted code may
+//! have live XMM registers), calls the file system's fault hook (`set_file_fault_hook`) with `addr` — which may block like
 //! any thread — restores everything and returns to the faulting instruction,
 //! which now finds its page mapped. The target has no red zone, so the words
 //! below the interrupted stack pointer are free.
@@ -35,9 +36,13 @@ uk_fault_upcall:
     push rbx
     mov rdi, [rsp + 88]
     mov rbx, rsp
-    and rsp, -16
+"#,
+    super::simd::save_asm!(),
+    r#"
     call {resolve}
-    mov rsp, rbx
+"#,
+    super::simd::restore_asm!(),
+    r#"
     pop rbx
     pop r11
     pop r10
@@ -53,6 +58,8 @@ uk_fault_upcall:
     ret
 "#,
     resolve = sym resolve_file_fault,
+    simd_size = sym super::simd::AREA_SIZE,
+    simd_xsave = sym super::simd::USE_XSAVE,
 );
 
 unsafe extern "C" {

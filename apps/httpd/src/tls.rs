@@ -1,0 +1,439 @@
+//! HTTPS (feature `tls`): rustls 0.23 (no_std) with the ring provider.
+//!
+//! - [`load`] reads the PEM certificate chain and key from the guest's file
+//!   system and builds the server configuration: TLS 1.3 and 1.2, ALPN
+//!   `http/1.1` (or `http/1.0`). It refuses a key that does not match the certificate and a
+//!   certificate outside its validity period (by the kernel's wall clock,
+//!   read from the CMOS RTC at boot).
+//! - [`TlsConn`] is one connection's record layer over a non-blocking
+//!   socket, on rustls' unbuffered API (the buffered `ServerConnection`
+//!   needs std): [`TlsConn::read`] and [`TlsConn::write`] behave like
+//!   `read`/`write` on the socket, returning `EAGAIN` when the socket is.
+//!   Ciphertext waiting to go out stays in the connection
+//!   ([`TlsConn::wants_write`]) until the socket takes it.
+//! - Randomness for ring and rustls: `getrandom`'s custom backend on
+//!   RDSEED/RDRAND (`unikernel::arch::rand`); with neither, [`load`] fails
+//!   with a clear error instead of serving with predictable keys.
+//!
+//! Copies: the record layer cannot encrypt in the page cache, so TLS
+//! responses take the mmap data path (file pages → record buffer, the
+//! encryption's one copy, counted as `app_to_tls`), and received records are
+//! decrypted in place and copied once into the request buffer
+//! (`tls_to_app`).
+
+use alloc::format;
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec;
+use alloc::vec::Vec;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::server::UnbufferedServerConnection;
+use rustls::time_provider::TimeProvider;
+use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, UnbufferedStatus};
+use rustls::{ServerConfig, version};
+use uk_http::x509;
+use unikernel::fs::{self, Errno};
+use unikernel::io::{APP_COPIES as TLS_COPIES, CopyStage};
+use unikernel::time::SystemTime;
+
+/// The wall clock for rustls (certificate validity).
+#[derive(Debug)]
+struct KernelClock;
+
+impl TimeProvider for KernelClock {
+    fn current_time(&self) -> Option<UnixTime> {
+        Some(UnixTime::since_unix_epoch(core::time::Duration::from_secs(
+            SystemTime::now().unix_secs(),
+        )))
+    }
+}
+
+fn hardware_random(buf: &mut [u8]) -> Result<(), getrandom::Error> {
+    unikernel::arch::rand::fill(buf).map_err(|e| {
+        log::error!("httpd: no random numbers for TLS: {e}");
+        getrandom::Error::UNSUPPORTED
+    })
+}
+
+getrandom::register_custom_getrandom!(hardware_random);
+
+/// The one certificate, whatever the client asks for (SNI).
+#[derive(Debug)]
+struct OneCert(Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::server::ResolvesServerCert for OneCert {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}
+
+/// Largest file read for a certificate or key.
+const MAX_PEM: usize = 1 << 20;
+
+fn read_file(path: &str) -> Result<Vec<u8>, String> {
+    let st = fs::stat(path).map_err(|e| format!("{path}: {e}"))?;
+    if st.size > MAX_PEM as u64 {
+        return Err(format!("{path}: larger than {MAX_PEM} bytes"));
+    }
+    let fd = fs::open(path, fs::Flags::O_RDONLY, 0).map_err(|e| format!("{path}: {e}"))?;
+    let mut buf = vec![0u8; st.size as usize];
+    let mut at = 0;
+    let r = loop {
+        if at == buf.len() {
+            break Ok(());
+        }
+        match fs::read(fd, &mut buf[at..]) {
+            Ok(0) => break Ok(()),
+            Ok(n) => at += n,
+            Err(e) => break Err(format!("{path}: {e}")),
+        }
+    };
+    let _ = fs::close(fd);
+    r?;
+    buf.truncate(at);
+    Ok(buf)
+}
+
+/// Reads `cert` and `key` (PEM) and builds the server configuration; the
+/// error says what is wrong, for the console.
+pub fn load(cert: &str, key: &str) -> Result<Arc<ServerConfig>, String> {
+    let mut probe = [0u8; 8];
+    unikernel::arch::rand::fill(&mut probe).map_err(|e| format!("no random numbers: {e}"))?;
+    let pem = read_file(cert)?;
+    let chain = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{cert}: bad PEM certificate: {e:?}"))?;
+    let Some(leaf) = chain.first() else {
+        return Err(format!("{cert}: no certificate in the file"));
+    };
+    let v = x509::validity(leaf.as_ref()).map_err(|e| format!("{cert}: {e}"))?;
+    let now = i64::try_from(SystemTime::now().unix_secs()).unwrap_or(i64::MAX);
+    if now > v.not_after {
+        return Err(format!(
+            "{cert}: the certificate expired ({} < now {})",
+            uk_http::format_http_date(v.not_after.max(0) as u64),
+            uk_http::format_http_date(now as u64)
+        ));
+    }
+    if now < v.not_before {
+        return Err(format!(
+            "{cert}: the certificate is not valid yet (from {}, now {})",
+            uk_http::format_http_date(v.not_before.max(0) as u64),
+            uk_http::format_http_date(now as u64)
+        ));
+    }
+    let key_pem = read_file(key)?;
+    let key_der = PrivateKeyDer::from_pem_slice(&key_pem)
+        .map_err(|e| format!("{key}: bad PEM private key: {e:?}"))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let signing = provider
+        .key_provider
+        .load_private_key(key_der)
+        .map_err(|e| format!("{key}: unusable private key: {e}"))?;
+    let certified = rustls::sign::CertifiedKey::new(chain, signing);
+    certified
+        .keys_match()
+        .map_err(|e| format!("{key} does not match {cert}: {e}"))?;
+    let mut config = ServerConfig::builder_with_details(provider, Arc::new(KernelClock))
+        .with_protocol_versions(&[&version::TLS13, &version::TLS12])
+        .map_err(|e| format!("TLS versions: {e}"))?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(OneCert(Arc::new(certified))));
+    // http/1.1, and http/1.0 for clients that offer only that (curl -0).
+    config.alpn_protocols = vec![b"http/1.1".to_vec(), b"http/1.0".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Most ciphertext buffered from the socket before records are processed
+/// (a record is at most 16 KiB + 256 bytes).
+const MAX_INCOMING: usize = 40 * 1024;
+/// Ciphertext read from the socket at a time.
+const READ_STEP: usize = 17 * 1024;
+/// Room for one encrypted alert record (2 bytes of alert, a record
+/// header, the content type and an AEAD tag or explicit nonce).
+const ALERT_ROOM: usize = 64;
+/// Plaintext bytes encrypted per record.
+const RECORD: usize = 16 * 1024;
+
+/// One TLS connection's state over a non-blocking socket.
+pub struct TlsConn {
+    conn: UnbufferedServerConnection,
+    /// Ciphertext received and not yet processed.
+    inc: Vec<u8>,
+    /// Ciphertext to send, from `out_pos`.
+    out: Vec<u8>,
+    out_pos: usize,
+    /// Decrypted bytes not yet read, from `plain_pos`.
+    plain: Vec<u8>,
+    plain_pos: usize,
+    /// The handshake is complete.
+    established: bool,
+    /// close_notify received (or the connection is closed).
+    peer_closed: bool,
+}
+
+impl TlsConn {
+    /// A connection with `config`.
+    pub fn new(config: &Arc<ServerConfig>) -> Result<TlsConn, Errno> {
+        let conn = UnbufferedServerConnection::new(config.clone()).map_err(|e| {
+            log::error!("httpd: TLS connection: {e}");
+            Errno::ENOMEM
+        })?;
+        Ok(TlsConn {
+            conn,
+            inc: Vec::new(),
+            out: Vec::new(),
+            out_pos: 0,
+            plain: Vec::new(),
+            plain_pos: 0,
+            established: false,
+            peer_closed: false,
+        })
+    }
+
+    /// Ciphertext is waiting for room in the socket.
+    pub fn wants_write(&self) -> bool {
+        self.out_pos < self.out.len()
+    }
+
+    /// Sends buffered ciphertext; `Ok(true)` once all of it is out.
+    pub fn flush(&mut self, fd: i32) -> Result<bool, Errno> {
+        while self.out_pos < self.out.len() {
+            match fs::write(fd, &self.out[self.out_pos..]) {
+                Ok(n) => self.out_pos += n,
+                Err(Errno::EAGAIN) => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+        self.out.clear();
+        self.out_pos = 0;
+        Ok(true)
+    }
+
+    /// Runs rustls over the received ciphertext: decrypted data goes to
+    /// `plain`, handshake messages to `out`. With `data`, once the
+    /// connection can carry application data, encrypts a record of it into
+    /// `out` and returns how many of its bytes it took (0 without `data` or
+    /// when the handshake is not complete).
+    fn process(&mut self, data: Option<&[u8]>) -> Result<usize, Errno> {
+        let TlsConn {
+            conn,
+            inc,
+            out,
+            plain,
+            plain_pos,
+            established,
+            peer_closed,
+            ..
+        } = self;
+        loop {
+            let UnbufferedStatus { mut discard, state } = conn.process_tls_records(inc);
+            let state = match state {
+                Ok(s) => s,
+                Err(e) => {
+                    log::debug!("httpd: TLS: {e}");
+                    // rustls queued the fatal alert: it comes out of the
+                    // next call; the caller sends it before closing.
+                    inc.drain(..discard);
+                    if let Ok(ConnectionState::EncodeTlsData(mut enc)) =
+                        conn.process_tls_records(inc).state
+                    {
+                        let at = out.len();
+                        out.resize(at + ALERT_ROOM, 0);
+                        let n = enc.encode(&mut out[at..]).unwrap_or(0);
+                        out.truncate(at + n);
+                    }
+                    return Err(Errno::ECONNRESET);
+                }
+            };
+            // Whether rustls can make progress without new input.
+            let mut more = false;
+            let mut taken = None;
+            match state {
+                ConnectionState::ReadTraffic(mut rt) => {
+                    while let Some(rec) = rt.next_record() {
+                        let rec = rec.map_err(|e| {
+                            log::debug!("httpd: TLS: {e}");
+                            Errno::ECONNRESET
+                        })?;
+                        discard += rec.discard;
+                        if *plain_pos == plain.len() {
+                            plain.clear();
+                            *plain_pos = 0;
+                        }
+                        TLS_COPIES.append(CopyStage::TlsToApp, plain, rec.payload);
+                    }
+                    more = true;
+                }
+                ConnectionState::ReadEarlyData(mut ed) => {
+                    // Not enabled in the configuration; drained if it comes.
+                    while let Some(rec) = ed.next_record() {
+                        let rec = rec.map_err(|_| Errno::ECONNRESET)?;
+                        discard += rec.discard;
+                    }
+                    more = true;
+                }
+                ConnectionState::EncodeTlsData(mut enc) => {
+                    let mut room = 4096;
+                    loop {
+                        let at = out.len();
+                        out.resize(at + room, 0);
+                        match enc.encode(&mut out[at..]) {
+                            Ok(n) => {
+                                out.truncate(at + n);
+                                break;
+                            }
+                            Err(EncodeError::InsufficientSize(s)) => {
+                                out.truncate(at);
+                                room = s.required_size;
+                            }
+                            Err(e) => {
+                                out.truncate(at);
+                                log::debug!("httpd: TLS: {e}");
+                                return Err(Errno::ECONNRESET);
+                            }
+                        }
+                    }
+                    more = true;
+                }
+                ConnectionState::TransmitTlsData(t) => {
+                    // `out` keeps it until the socket takes it.
+                    t.done();
+                    more = true;
+                }
+                ConnectionState::BlockedHandshake => {}
+                ConnectionState::WriteTraffic(mut wt) => {
+                    *established = true;
+                    if let Some(d) = data {
+                        let d = &d[..d.len().min(RECORD)];
+                        let mut room = d.len() + 64;
+                        loop {
+                            let at = out.len();
+                            out.resize(at + room, 0);
+                            match wt.encrypt(d, &mut out[at..]) {
+                                Ok(n) => {
+                                    out.truncate(at + n);
+                                    TLS_COPIES.count(CopyStage::AppToTls, d.len());
+                                    taken = Some(d.len());
+                                    break;
+                                }
+                                Err(EncryptError::InsufficientSize(s)) => {
+                                    out.truncate(at);
+                                    room = s.required_size;
+                                }
+                                Err(e) => {
+                                    out.truncate(at);
+                                    log::debug!("httpd: TLS: {e}");
+                                    return Err(Errno::ECONNRESET);
+                                }
+                            }
+                        }
+                    }
+                }
+                ConnectionState::PeerClosed => {
+                    *peer_closed = true;
+                    more = true;
+                }
+                ConnectionState::Closed => *peer_closed = true,
+                _ => {}
+            }
+            inc.drain(..discard);
+            if let Some(n) = taken {
+                return Ok(n);
+            }
+            if !more && discard == 0 {
+                return Ok(0);
+            }
+        }
+    }
+
+    /// Before the server closes the connection: a close_notify alert, so
+    /// the client knows the stream was not cut (best effort: whatever the
+    /// socket takes now).
+    pub fn close_notify(&mut self, fd: i32) {
+        if !self.established || self.peer_closed {
+            let _ = self.flush(fd);
+            return;
+        }
+        let TlsConn { conn, inc, out, .. } = self;
+        if let Ok(ConnectionState::WriteTraffic(mut wt)) = conn.process_tls_records(inc).state {
+            let at = out.len();
+            out.resize(at + ALERT_ROOM, 0);
+            let n = wt.queue_close_notify(&mut out[at..]).unwrap_or(0);
+            out.truncate(at + n);
+        }
+        let _ = self.flush(fd);
+    }
+
+    /// Like `read` on the socket: decrypted bytes, `Ok(0)` at the end of the
+    /// stream, `EAGAIN` when nothing is ready.
+    pub fn read(&mut self, fd: i32, buf: &mut [u8]) -> Result<usize, Errno> {
+        loop {
+            if self.plain_pos < self.plain.len() {
+                let n = buf.len().min(self.plain.len() - self.plain_pos);
+                TLS_COPIES.copy(
+                    CopyStage::TlsToApp,
+                    &mut buf[..n],
+                    &self.plain[self.plain_pos..self.plain_pos + n],
+                );
+                self.plain_pos += n;
+                return Ok(n);
+            }
+            if self.peer_closed {
+                return Ok(0);
+            }
+            if let Err(e) = self.process(None) {
+                // The fatal alert, if rustls made one.
+                let _ = self.flush(fd);
+                return Err(e);
+            }
+            self.flush(fd)?;
+            if self.plain_pos < self.plain.len() || self.peer_closed {
+                continue;
+            }
+            if self.inc.len() >= MAX_INCOMING {
+                return Err(Errno::ENOBUFS);
+            }
+            let old = self.inc.len();
+            // Room for one more full record (16 KiB + 256 + a header).
+            self.inc.resize(MAX_INCOMING.min(old + READ_STEP), 0);
+            let r = fs::read(fd, &mut self.inc[old..]);
+            self.inc.truncate(old + *r.as_ref().unwrap_or(&0));
+            if r? == 0 {
+                return Ok(0);
+            }
+        }
+    }
+
+    /// Like `write` on the socket: takes up to one record of `data`
+    /// (encrypted into the connection's buffer, sent as far as the socket
+    /// takes it); `EAGAIN` while earlier ciphertext is still waiting.
+    pub fn write(&mut self, fd: i32, data: &[u8]) -> Result<usize, Errno> {
+        if data.is_empty() {
+            return Ok(0);
+        }
+        if !self.flush(fd)? {
+            return Err(Errno::EAGAIN);
+        }
+        let n = match self.process(Some(data)) {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = self.flush(fd);
+                return Err(e);
+            }
+        };
+        self.flush(fd)?;
+        if n == 0 {
+            // Not established: cannot happen (a response follows a request,
+            // which only arrives once the handshake is done), but never
+            // report progress that was not made.
+            return Err(Errno::EAGAIN);
+        }
+        Ok(n)
+    }
+}
