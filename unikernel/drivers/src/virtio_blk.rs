@@ -394,7 +394,7 @@ fn init_one(found: Found) -> Option<&'static Disk> {
     let (sectors, queue) = match queue {
         Ok(v) => v,
         Err(e) => {
-            log::warn!("virtio-blk at {location}: {e}");
+            log::warn!("virtio-blk at {location}: {}", uk_frame::virtio::error_str(&e));
             return None;
         }
     };

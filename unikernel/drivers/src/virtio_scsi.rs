@@ -260,7 +260,11 @@ impl Host {
             .map(|(m, p)| match p {
                 Ok(_) => parse_resp(&m.resp),
                 Err(e) => {
-                    log::warn!("virtio-scsi {}: cannot queue a command: {e}", self.location);
+                    log::warn!(
+                        "virtio-scsi {}: cannot queue a command: {}",
+                        self.location,
+                        uk_frame::virtio::error_str(&e)
+                    );
                     Err(Fail::Queue)
                 }
             })
@@ -487,7 +491,10 @@ fn init_one(found: Found) {
     let (control, event, req) = match queues {
         Ok(q) => q,
         Err(e) => {
-            log::warn!("virtio-scsi at {location}: cannot set up the queues: {e}");
+            log::warn!(
+                "virtio-scsi at {location}: cannot set up the queues: {}",
+                uk_frame::virtio::error_str(&e)
+            );
             return;
         }
     };

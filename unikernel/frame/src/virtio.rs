@@ -35,6 +35,25 @@ use crate::mmio::Mmio;
 
 pub use virtio_drivers::Error;
 
+/// A short description of a virtio error, for the console. (virtio-drivers'
+/// `Display` carries long messages for its socket device, which this kernel
+/// does not drive: formatting through it would put them all in the image.)
+pub fn error_str(e: &Error) -> &'static str {
+    match e {
+        Error::QueueFull => "queue full",
+        Error::NotReady => "device not ready",
+        Error::WrongToken => "unexpected descriptor chain",
+        Error::AlreadyUsed => "queue already in use",
+        Error::InvalidParam => "invalid parameter",
+        Error::DmaError => "no DMA memory",
+        Error::IoError => "I/O error",
+        Error::Unsupported => "not supported by the device",
+        Error::ConfigSpaceTooSmall => "config space too small",
+        Error::ConfigSpaceMissing => "no config space",
+        _ => "device error",
+    }
+}
+
 /// Memory whose address does not change when the value owning it moves,
 /// that stays valid while the value lives, and that nothing else reaches
 /// while a queue owns the value.

@@ -188,7 +188,10 @@ impl<const N: usize> LendingQueue<N> {
                     // The device may still hold the buffers: their lender
                     // must never get them back, so its result is never
                     // filed (it stays blocked) and the queue stops.
-                    log::error!("virtio: the device broke the used ring ({e}); queue stopped");
+                    log::error!(
+                        "virtio: the device broke the used ring ({}); queue stopped",
+                        super::error_str(&e)
+                    );
                     self.broken = true;
                 }
             }
