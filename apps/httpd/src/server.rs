@@ -365,24 +365,20 @@ impl LookupCache {
     /// memory for the copy).
     fn get(&self, path: &str) -> Option<Found> {
         let (_, f) = self.entries.iter().rev().find(|(p, _)| p == path)?;
-        let mut copy = String::new();
-        copy.try_reserve_exact(f.path.len()).ok()?;
-        copy.push_str(&f.path);
-        Some(Found { path: copy, ..*f })
+        Some(Found {
+            path: try_copy(&f.path)?,
+            ..*f
+        })
     }
 
     /// Remembers `found` for `path` if memory allows.
     fn put(&mut self, path: &str, found: &Found) {
-        let mut key = String::new();
-        let mut copy = String::new();
-        if key.try_reserve_exact(path.len()).is_err()
-            || copy.try_reserve_exact(found.path.len()).is_err()
-            || self.entries.try_reserve(1).is_err()
-        {
+        let (Some(key), Some(copy)) = (try_copy(path), try_copy(&found.path)) else {
+            return;
+        };
+        if self.entries.try_reserve(1).is_err() {
             return;
         }
-        key.push_str(path);
-        copy.push_str(&found.path);
         if self.entries.len() >= LOOKUP_CACHE_ENTRIES {
             self.entries.remove(0);
         }
@@ -394,6 +390,14 @@ impl LookupCache {
             },
         ));
     }
+}
+
+/// A copy of `s`, or `None` without the memory for it.
+fn try_copy(s: &str) -> Option<String> {
+    let mut c = String::new();
+    c.try_reserve_exact(s.len()).ok()?;
+    c.push_str(s);
+    Some(c)
 }
 
 enum Lookup {

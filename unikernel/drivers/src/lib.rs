@@ -206,7 +206,13 @@ pub fn init() {
     discover_mmio();
     discover_pci();
     for d in FOUND.lock().iter() {
-        log::debug!("found {:?} at {}", d.kind(), d.location);
+        let kind = match d.kind() {
+            DeviceType::Network => "Network",
+            DeviceType::Block => "Block",
+            DeviceType::ScsiHost => "ScsiHost",
+            _ => "another device",
+        };
+        log::debug!("found {kind} at {}", d.location);
     }
 }
 

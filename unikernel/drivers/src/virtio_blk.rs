@@ -394,7 +394,10 @@ fn init_one(found: Found) -> Option<&'static Disk> {
     let (sectors, queue) = match queue {
         Ok(v) => v,
         Err(e) => {
-            log::warn!("virtio-blk at {location}: {}", uk_frame::virtio::error_str(&e));
+            log::warn!(
+                "virtio-blk at {location}: {}",
+                uk_frame::virtio::error_str(&e)
+            );
             return None;
         }
     };

@@ -479,7 +479,7 @@ fn init_one(found: Found) {
     }
     let mut transport = NoEventIdx(transport);
     let features = transport.begin_init(Features::VERSION_1);
-    log::debug!("virtio-scsi {location}: features {features:?}");
+    log::debug!("virtio-scsi {location}: features {:#x}", features.bits());
     let max_sectors = transport.read_config_space::<u32>(8).unwrap_or(0);
     let max_target = transport.read_config_space::<u16>(30).unwrap_or(0);
     let queues = (|| {

@@ -239,7 +239,7 @@ pub extern "C" fn kernel_start(start_info: u32, entry_eax: u32) -> ! {
         log::warn!("{w}");
     }
     log::debug!(
-        "boot protocol: {:?}; command line: {text:?}",
+        "boot protocol: {:?}; command line: \"{text}\"",
         boot_protocol()
     );
     log::debug!("tsc: {} Hz; memory: {}", time::tsc_hz(), mm::stats());

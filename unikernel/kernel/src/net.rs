@@ -247,10 +247,18 @@ pub fn init() {
     *IRQ_SOURCE.lock() = Some(found.irq);
     match drivers::connect_irq(found.irq, on_irq) {
         Ok(v) => log::debug!(
-            "net: {} mac {:02x?}, vector {v:#x}, {:?}",
+            "net: {} mac {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}, vector {v:#x}, {}",
             found.location,
-            mac,
-            ipcfg
+            mac[0],
+            mac[1],
+            mac[2],
+            mac[3],
+            mac[4],
+            mac[5],
+            match ipcfg {
+                NetConfig::Dhcp => "DHCP",
+                NetConfig::Static { .. } => "static address",
+            }
         ),
         Err(e) => log::error!(
             "net: cannot connect the interrupt of {}: {e:?}",
