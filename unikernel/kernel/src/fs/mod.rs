@@ -80,6 +80,10 @@ impl Locking for KernelLocking {
 /// [`mm::PageFrame`]).
 pub type FramePage = mm::PageFrame;
 
+/// Pages the page cache may always hold, whatever the reserve (as long as
+/// the frame allocator has them).
+const CACHE_MIN_PAGES: u64 = 32;
+
 /// Frames for the page cache from the kernel's frame allocator.
 pub struct KernelFrames {
     live: u64,
@@ -91,7 +95,11 @@ impl PageFrames for KernelFrames {
     type Page = FramePage;
 
     fn alloc(&mut self) -> Option<FramePage> {
-        if mm::free_bytes() < self.reserve_bytes + PAGE {
+        // Below the reserve the cache lives on its own pages (it evicts and
+        // reuses them), but always gets a few: after a load grew the heap
+        // (whose arenas are kept), free memory may stay under the reserve
+        // for good, and a cache with no page at all could not serve a read.
+        if mm::free_bytes() < self.reserve_bytes + PAGE && self.live >= CACHE_MIN_PAGES {
             return None;
         }
         let page = FramePage::alloc()?;
