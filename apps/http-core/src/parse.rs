@@ -3,7 +3,7 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use crate::oom::{NoMemory, Out, push_lossy, try_format, try_lossy, try_string};
+use crate::oom::{NoMemory, Out, push_lossy, try_lossy, try_string};
 use crate::response::{ResponsePlan, ServerInfo, error_plan};
 
 /// Value of the `Allow` header sent with 405 responses.
@@ -116,12 +116,14 @@ impl Request {
     /// The request line as it is reconstructed for logs: `GET /x HTTP/1.1`
     /// (an error when memory ran out).
     pub fn request_line(&self) -> Result<String, NoMemory> {
-        try_format(format_args!(
-            "{} {} HTTP/1.{}",
-            self.method.as_str(),
-            self.target,
-            self.version_minor
-        ))
+        let method = self.method.as_str();
+        let mut o = Out::with_capacity(method.len() + self.target.len() + 11);
+        o.push_str(method);
+        o.push_str(" ");
+        o.push_str(&self.target);
+        o.push_str(" HTTP/1.");
+        o.push_u64(u64::from(self.version_minor), 10);
+        o.finish()
     }
 
     /// True for HEAD requests (the response carries no body).

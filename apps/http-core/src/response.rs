@@ -207,7 +207,7 @@ struct Head(Out);
 impl Head {
     fn new(status: u16, now_unix: u64, info: &ServerInfo<'_>) -> Self {
         let status = status.clamp(100, 999);
-        let mut h = Head(Out::with_capacity(256));
+        let mut h = Head(Out::with_capacity(384));
         h.0.push_str("HTTP/1.1 ");
         h.0.push_u64(u64::from(status), 10);
         h.0.push_str(" ");

@@ -1030,7 +1030,10 @@ impl Server {
                 return Next::Close;
             }
             let old = conn.rbuf.len();
-            let room = (self.rbuf_cap - old.min(self.rbuf_cap)).clamp(1, 16 * 1024);
+            // The room is zero-filled before each read (safe Rust reads into
+            // initialized bytes): 4 KiB holds a typical request head many
+            // times over, and a longer one takes another turn.
+            let room = (self.rbuf_cap - old.min(self.rbuf_cap)).clamp(1, 4 * 1024);
             if conn.rbuf.try_reserve(room).is_err() {
                 self.overloaded(conn.fd, &conn.peer);
                 return Next::Close;
