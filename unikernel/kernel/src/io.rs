@@ -90,7 +90,66 @@ const KIND_EPOLL: u64 = 3 << 56;
 const KIND_MASK: u64 = 0xff << 56;
 
 /// Observers of each source, by source key.
-static SOURCES: IrqMutex<IdMap<SourceState>> = IrqMutex::new(IdMap::new());
+static SOURCES: IrqMutex<Sources> = IrqMutex::new(Sources {
+    sockets: Vec::new(),
+    others: IdMap::new(),
+});
+
+/// The source table. Sockets (the sources a server adds and drops with
+/// every connection) are kept by their slot number, which the stack
+/// reuses: a lookup is an index, and adding one grows the table fallibly
+/// (`ENOMEM` from `epoll_ctl`, not the end of the VM). Eventfds and epoll
+/// instances are kept by key.
+struct Sources {
+    /// By socket slot: the state and the arrival counter last seen (see
+    /// [`notify_socket`]).
+    sockets: Vec<Option<(SourceState, u64)>>,
+    others: IdMap<SourceState>,
+}
+
+impl Sources {
+    fn slot(key: u64) -> Option<usize> {
+        (key & KIND_MASK == KIND_SOCKET).then_some((key & 0xffff_ffff) as usize)
+    }
+
+    fn get(&self, key: u64) -> Option<&SourceState> {
+        match Self::slot(key) {
+            Some(i) => self.sockets.get(i)?.as_ref().map(|(s, _)| s),
+            None => self.others.get(key),
+        }
+    }
+
+    fn get_mut(&mut self, key: u64) -> Option<&mut SourceState> {
+        match Self::slot(key) {
+            Some(i) => self.sockets.get_mut(i)?.as_mut().map(|(s, _)| s),
+            None => self.others.get_mut(key),
+        }
+    }
+
+    /// The state of `key`, made if there is none; `None` without memory.
+    fn get_or_insert(&mut self, key: u64) -> Option<&mut SourceState> {
+        let Some(i) = Self::slot(key) else {
+            return Some(
+                self.others
+                    .get_or_insert_with(key, || SourceState::new(Events::NONE)),
+            );
+        };
+        if i >= self.sockets.len() {
+            let more = i + 1 - self.sockets.len();
+            self.sockets.try_reserve(more).ok()?;
+            self.sockets.resize_with(i + 1, || None);
+        }
+        let e = self.sockets[i].get_or_insert_with(|| (SourceState::new(Events::NONE), 0));
+        Some(&mut e.0)
+    }
+
+    fn remove(&mut self, key: u64) -> Option<SourceState> {
+        match Self::slot(key) {
+            Some(i) => self.sockets.get_mut(i)?.take().map(|(s, _)| s),
+            None => self.others.remove(key),
+        }
+    }
+}
 /// Live epoll instances, by id.
 static INSTANCES: IrqMutex<IdMap<Weak<EpollFile>>> = IrqMutex::new(IdMap::new());
 /// Live eventfds, by key.
@@ -119,9 +178,6 @@ fn notify(key: u64, events: u32) {
     }
 }
 
-/// Arrival counters of watched sockets, as last seen (see [`notify_socket`]).
-static SOCKET_GEN: IrqMutex<IdMap<u64>> = IrqMutex::new(IdMap::new());
-
 /// Called by the network layer for each socket whose readiness may have
 /// changed, with its current readiness and arrival counter. New events are
 /// the bits that became set, plus the readable bits whenever something new
@@ -131,12 +187,11 @@ pub(crate) fn notify_socket(id: SocketId, events: u32, rx_gen: u64) {
     let key = socket_key(id);
     let new = {
         let mut sources = SOURCES.lock();
-        let Some(state) = sources.get_mut(key) else {
+        let Some(Some((state, seen))) = sources.sockets.get_mut(id.as_u32() as usize) else {
             return;
         };
         let mut new = state.set(Events(events)).events.0;
-        let mut gens = SOCKET_GEN.lock();
-        let last = gens.insert(key, rx_gen).unwrap_or(0);
+        let last = core::mem::replace(seen, rx_gen);
         if rx_gen != last {
             new |= events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR);
         }
@@ -151,7 +206,6 @@ pub(crate) fn notify_socket(id: SocketId, events: u32, rx_gen: u64) {
 /// every epoll set that watched it.
 fn forget_source(key: u64) {
     let state = SOURCES.lock().remove(key);
-    SOCKET_GEN.lock().remove(key);
     let Some(state) = state else { return };
     for o in state.observers() {
         let inst = INSTANCES.lock().get(o.instance).and_then(Weak::upgrade);
@@ -564,7 +618,9 @@ pub fn epoll_ctl(epfd: i32, op: i32, fd: i32, event: EpollEvent) -> Result<()> {
             }
             {
                 let mut sources = SOURCES.lock();
-                let s = sources.get_or_insert_with(key, || SourceState::new(Events::NONE));
+                let Some(s) = sources.get_or_insert(key) else {
+                    return Err(Errno::ENOMEM);
+                };
                 if !s.reserve_observer() {
                     return Err(Errno::ENOMEM);
                 }
@@ -765,8 +821,13 @@ pub fn sendfile(out_fd: i32, in_fd: i32, offset: &mut u64, count: usize) -> Resu
                     };
                     match e {
                         Errno::EAGAIN if !sock.nb() => {
-                            net::wait_writable(sock.id);
-                            continue;
+                            if net::wait_writable(sock.id) {
+                                continue;
+                            }
+                            if *offset > start {
+                                break;
+                            }
+                            return Err(Errno::ENOMEM);
                         }
                         _ if *offset > start => break,
                         e => return Err(e),
@@ -806,7 +867,14 @@ pub fn sendfile(out_fd: i32, in_fd: i32, offset: &mut u64, count: usize) -> Resu
                 }
                 return Err(Errno::EAGAIN);
             }
-            Err(Errno::EAGAIN) => net::wait_writable(sock.id),
+            Err(Errno::EAGAIN) => {
+                if !net::wait_writable(sock.id) {
+                    if *offset > start {
+                        break;
+                    }
+                    return Err(Errno::ENOMEM);
+                }
+            }
             Err(e) => {
                 if *offset > start {
                     break;

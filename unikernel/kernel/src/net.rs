@@ -15,7 +15,7 @@ use core::net::{Ipv4Addr, SocketAddrV4};
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use core::time::Duration;
 
-use uk_core::idmap::IdMap;
+use alloc::vec::Vec;
 
 use crate::drivers::DeviceType;
 use uk_net::{NetConfig, NetStack, SocketId, StackOptions};
@@ -52,18 +52,31 @@ struct SockWait {
     seq: AtomicU64,
 }
 
-static WAITERS: IrqMutex<IdMap<Arc<SockWait>>> = IrqMutex::new(IdMap::new());
+/// Wait state of the sockets a blocking call waited on, by socket slot (the
+/// stack reuses slots, so the table stays as long as the most sockets open
+/// at once).
+static WAITERS: IrqMutex<Vec<Option<Arc<SockWait>>>> = IrqMutex::new(Vec::new());
 
-fn waiter(id: SocketId) -> Arc<SockWait> {
-    WAITERS
-        .lock()
-        .get_or_insert_with(id.as_u32().into(), || {
-            Arc::new(SockWait {
-                wq: WaitQueue::new(),
-                seq: AtomicU64::new(0),
-            })
-        })
-        .clone()
+/// The wait state of socket `id`, made if there is none; `None` when there
+/// is no memory for it.
+fn waiter(id: SocketId) -> Option<Arc<SockWait>> {
+    let i = id.as_u32() as usize;
+    let mut w = WAITERS.lock();
+    if let Some(Some(s)) = w.get(i) {
+        return Some(s.clone());
+    }
+    if i >= w.len() {
+        let more = i + 1 - w.len();
+        w.try_reserve(more).ok()?;
+        w.resize_with(i + 1, || None);
+    }
+    let s = uk_frame::try_arc(SockWait {
+        wq: WaitQueue::new(),
+        seq: AtomicU64::new(0),
+    })
+    .ok()?;
+    w[i] = Some(s.clone());
+    Some(s)
 }
 
 fn now_ms() -> u64 {
@@ -85,7 +98,7 @@ fn poll_locked(net: &mut Net) -> bool {
     let busy = !r.readiness_changed.is_empty();
     NEXT_POLL_MS.store(r.next_poll_ms.unwrap_or(u64::MAX), Ordering::Release);
     for id in r.readiness_changed {
-        let w = WAITERS.lock().get(id.as_u32().into()).cloned();
+        let w = WAITERS.lock().get(id.as_u32() as usize).cloned().flatten();
         if let Some(w) = w {
             w.seq.fetch_add(1, Ordering::AcqRel);
             w.wq.wake_all();
@@ -302,7 +315,9 @@ fn blocking<T>(
     if nonblocking {
         return with_stack(&mut op);
     }
-    let w = waiter(id);
+    let Some(w) = waiter(id) else {
+        return Err(NetError::NoBufs);
+    };
     let deadline = timeout
         .map(|t| time::since_boot_ns().saturating_add(t.as_nanos().min(u64::MAX as u128) as u64));
     loop {
@@ -325,7 +340,9 @@ fn blocking<T>(
 }
 
 fn forget(id: SocketId) {
-    WAITERS.lock().remove(id.as_u32().into());
+    if let Some(w) = WAITERS.lock().get_mut(id.as_u32() as usize) {
+        *w = None;
+    }
 }
 
 /// The current IPv4 configuration, once there is one.
@@ -758,13 +775,16 @@ pub(crate) fn send_room(id: SocketId) -> Result<usize> {
     net.stack.tcp_send_room(id)
 }
 
-/// Blocks until socket `id` can take more data (or has failed).
-pub(crate) fn wait_writable(id: SocketId) {
-    let w = waiter(id);
+/// Blocks until socket `id` can take more data (or has failed). False,
+/// at once, when there is no memory for the wait.
+pub(crate) fn wait_writable(id: SocketId) -> bool {
+    let Some(w) = waiter(id) else {
+        return false;
+    };
     loop {
         let seen = w.seq.load(Ordering::Acquire);
         if readiness(id) & (EPOLLOUT | EPOLLERR | EPOLLHUP) != 0 {
-            return;
+            return true;
         }
         kick_held();
         w.wq.wait_until(|| (w.seq.load(Ordering::Acquire) != seen).then_some(()));
