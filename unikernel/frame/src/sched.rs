@@ -16,7 +16,7 @@
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use uk_sched::{
     JoinResult, Priority, RunQueue, SlicePolicy, ThreadId, ThreadState, ThreadTable, TimerId,
@@ -358,7 +358,7 @@ pub(crate) fn end_idle() {
     }
 }
 
-static IDLE_HOOK: AtomicUsize = AtomicUsize::new(0);
+static IDLE_HOOK: IrqMutex<Option<fn() -> bool>> = IrqMutex::new(None);
 
 /// Registers the idle hook: called with interrupts off each time the CPU is
 /// about to halt for want of a runnable thread. It may wake threads (as an
@@ -367,18 +367,13 @@ static IDLE_HOOK: AtomicUsize = AtomicUsize::new(0);
 /// the CPU is busy and takes interrupts only when it is idle uses it to
 /// take its last look before the halt.
 pub fn set_idle_hook(hook: fn() -> bool) {
-    IDLE_HOOK.store(hook as usize, Ordering::Release);
+    *IDLE_HOOK.lock() = Some(hook);
 }
 
 fn run_idle_hook() -> bool {
-    let h = IDLE_HOOK.load(Ordering::Acquire);
-    if h == 0 {
-        return false;
-    }
-    // SAFETY: only `set_idle_hook` stores non-zero values, and it stores
-    // `fn() -> bool` pointers.
-    let hook: fn() -> bool = unsafe { core::mem::transmute::<usize, fn() -> bool>(h) };
-    hook()
+    // Copied out first: the hook wakes threads, which takes other locks.
+    let hook = *IDLE_HOOK.lock();
+    hook.is_some_and(|h| h())
 }
 
 fn idle_loop() -> ! {

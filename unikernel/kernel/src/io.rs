@@ -809,78 +809,57 @@ pub fn sendfile(out_fd: i32, in_fd: i32, offset: &mut u64, count: usize) -> Resu
     // References to the pages from `*offset` on, pinned but not queued yet.
     let mut refs = VecDeque::new();
     while *offset < end {
-        if refs.is_empty() {
+        let step = if refs.is_empty() {
             // Pin no more than the send queue takes now: pages pinned past
             // its room would only be unpinned again, unsent.
-            let room = match net::send_room(sock.id) {
-                Ok(room) => room as u64,
-                Err(e) => {
-                    let e = match e {
-                        uk_net::NetError::WouldBlock => Errno::EAGAIN,
-                        e => errno_of(e),
-                    };
-                    match e {
-                        Errno::EAGAIN if !sock.nb() => {
-                            if net::wait_writable(sock.id) {
-                                continue;
-                            }
-                            if *offset > start {
-                                break;
-                            }
-                            return Err(Errno::ENOMEM);
-                        }
-                        _ if *offset > start => break,
-                        e => return Err(e),
-                    }
-                }
-            };
-            let chunk = CHUNK.min(end - *offset).min(room);
-            // Disk reads (and readahead) happen here, outside the network lock.
-            let pinned = src
-                .prefetch(*offset, chunk)
-                .and_then(|()| src.pin_pages(*offset, chunk, &mut refs));
-            match pinned {
-                Ok(n) if n > 0 => {}
-                Ok(_) => break,
-                Err(_) if *offset > start => break,
-                Err(e) => return Err(e),
-            }
-        }
-        let sent = net::send_with(sock.id, |stack, id| {
-            match stack.tcp_send_refs(id, &mut refs) {
-                Ok(n) if n > 0 => Ok(n),
-                Ok(_) | Err(uk_net::NetError::WouldBlock) => {
-                    if stack.readiness(id) & (EPOLLERR | EPOLLHUP) != 0 {
-                        Err(Errno::EPIPE)
-                    } else {
-                        Err(Errno::EAGAIN)
+            match net::send_room(sock.id) {
+                Ok(room) => {
+                    let chunk = CHUNK.min(end - *offset).min(room as u64);
+                    // Disk reads (and readahead) happen here, outside the
+                    // network lock.
+                    let pinned = src
+                        .prefetch(*offset, chunk)
+                        .and_then(|()| src.pin_pages(*offset, chunk, &mut refs));
+                    match pinned {
+                        Ok(n) if n > 0 => continue,
+                        Ok(_) => break,
+                        Err(_) if *offset > start => break,
+                        Err(e) => return Err(e),
                     }
                 }
                 Err(e) => Err(errno_of(e)),
             }
-        });
-        match sent {
-            Ok(n) => *offset += n as u64,
-            Err(Errno::EAGAIN) if sock.nb() => {
-                if *offset > start {
-                    break;
-                }
-                return Err(Errno::EAGAIN);
-            }
-            Err(Errno::EAGAIN) => {
-                if !net::wait_writable(sock.id) {
-                    if *offset > start {
-                        break;
+        } else {
+            net::send_with(sock.id, |stack, id| {
+                match stack.tcp_send_refs(id, &mut refs) {
+                    Ok(n) if n > 0 => Ok(n),
+                    Ok(_) | Err(uk_net::NetError::WouldBlock) => {
+                        if stack.readiness(id) & (EPOLLERR | EPOLLHUP) != 0 {
+                            Err(Errno::EPIPE)
+                        } else {
+                            Err(Errno::EAGAIN)
+                        }
                     }
-                    return Err(Errno::ENOMEM);
+                    Err(e) => Err(errno_of(e)),
                 }
-            }
-            Err(e) => {
+            })
+            .map(|n| *offset += n as u64)
+        };
+        // No room, or nothing taken: a blocking socket waits; anything else
+        // ends the call (with what was sent so far, if anything).
+        match step {
+            Ok(()) => {}
+            Err(Errno::EAGAIN) if !sock.nb() => {
+                if net::wait_writable(sock.id) {
+                    continue;
+                }
                 if *offset > start {
                     break;
                 }
-                return Err(e);
+                return Err(Errno::ENOMEM);
             }
+            Err(_) if *offset > start => break,
+            Err(e) => return Err(e),
         }
     }
     Ok((*offset - start) as usize)

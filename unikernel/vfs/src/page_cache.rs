@@ -197,6 +197,16 @@ struct Inner<F: PageFrames> {
 }
 
 impl<F: PageFrames> Inner<F> {
+    /// Pins the resident page `key` (off the recency list, one more pin)
+    /// and returns it; `None` if it is not resident.
+    fn pin_resident(&mut self, key: &PageKey) -> Option<&F::Page> {
+        let at = self.map.index_of(key)?;
+        self.map.detach_at(at);
+        let e = self.map.value_at_mut(at);
+        e.pins += 1;
+        Some(&e.page)
+    }
+
     fn evict_one(&mut self) -> bool {
         match self.map.pop_lru() {
             Some((_, e)) => {
@@ -559,16 +569,14 @@ impl<L: Locking, F: PageFrames> PageCache<L, F> {
     ) -> Result<(PinnedPage, R)> {
         let key = PageKey { file, index };
         let mut f = Some(f);
-        let mut pin_at = |i: &mut Inner<F>, at: u32| {
-            i.map.detach_at(at);
-            let e = i.map.value_at_mut(at);
-            e.pins += 1;
-            (f.take().expect("called once"))(&e.page)
+        let mut pin = |i: &mut Inner<F>| {
+            let page = i.pin_resident(&key)?;
+            Some((f.take().expect("called once"))(page))
         };
         let hit = self.inner.with(|i| {
-            let at = i.map.index_of(&key)?;
+            let r = pin(i)?;
             i.stats.hits += 1;
-            Some(pin_at(i, at))
+            Some(r)
         });
         if let Some(r) = hit {
             return Ok((PinnedPage { key }, r));
@@ -579,8 +587,7 @@ impl<L: Locking, F: PageFrames> PageCache<L, F> {
                 if fresh.is_some() {
                     return None;
                 }
-                let at = i.map.index_of(&key)?;
-                Some(pin_at(i, at))
+                pin(i)
             })?;
             if let Some(r) = pinned {
                 return Ok((PinnedPage { key }, r));
@@ -609,13 +616,10 @@ impl<L: Locking, F: PageFrames> PageCache<L, F> {
                     file,
                     index: index + n,
                 };
-                let Some(at) = i.map.index_of(&key) else {
+                let Some(page) = i.pin_resident(&key) else {
                     break;
                 };
-                i.map.detach_at(at);
-                let e = i.map.value_at_mut(at);
-                e.pins += 1;
-                f(PinnedPage { key }, &e.page);
+                f(PinnedPage { key }, page);
                 n += 1;
             }
             i.stats.hits += n;
