@@ -37,7 +37,7 @@
 //! cookies and no state is kept). [`StackOptions::buffer_budget`] is an
 //! admission limit on the bytes the TCP engine holds (see there).
 
-use alloc::collections::{BTreeSet, VecDeque};
+use alloc::collections::VecDeque;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::mem;
@@ -59,6 +59,7 @@ use crate::error::{NetError, Result};
 use crate::nic::{DropReason, ETH_HEADER_LEN, FrameDevice, Nic, NicCounters, TxInfo};
 use crate::payload::TcpPayload;
 use uk_core::copy::{CopyCounters, CopyStats, Stage};
+use uk_core::pairs::PairSet;
 
 /// Readable (or a pending connection can be accepted).
 pub const EPOLLIN: u32 = 0x1;
@@ -372,7 +373,7 @@ pub struct NetStack {
     udp_ports: HashMap<u64, SocketId>,
     next_tcp_port: u16,
     next_udp_port: u16,
-    timers: BTreeSet<(u64, u64)>,
+    timers: PairSet,
     dirty: Vec<SocketId>,
     control: SocketSet<'static>,
     control_dirty: bool,
@@ -553,7 +554,7 @@ impl NetStack {
             udp_ports: HashMap::new(),
             next_tcp_port: EPHEMERAL_FIRST,
             next_udp_port: EPHEMERAL_FIRST,
-            timers: BTreeSet::new(),
+            timers: PairSet::new(),
             dirty: Vec::new(),
             control,
             control_dirty: true,
@@ -919,7 +920,7 @@ impl NetStack {
         }
         let more_rx = n >= self.opts.max_rx_per_poll;
 
-        while let Some(&(t, raw)) = self.timers.first() {
+        while let Some((t, raw)) = self.timers.first() {
             if t > now_ms {
                 break;
             }
@@ -960,7 +961,7 @@ impl NetStack {
             Some(Some(e)) => core::mem::replace(&mut e.changed_in, this_poll) != this_poll,
             _ => true,
         });
-        let mut next = self.timers.first().map(|&(t, _)| t);
+        let mut next = self.timers.first().map(|(t, _)| t);
         let tcp_next = self.tcp.next_deadline().map(|us| us.div_ceil(1000));
         let txq_next = (!self.txq.is_empty()).then_some(now_ms + 1);
         for t in [self.control_poll_at, self.arp_probe_at, tcp_next, txq_next]
