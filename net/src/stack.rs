@@ -731,13 +731,34 @@ impl NetStack {
     /// True when socket calls queued work that only `poll` performs (send
     /// data, window updates, FIN): the kernel should call `poll` soon.
     pub fn needs_poll(&self) -> bool {
+        self.needs_output() || !self.rx_touched.is_empty()
+    }
+
+    /// True when socket calls queued output (send data, window updates,
+    /// FIN, UDP or control work): [`NetStack::needs_poll`] less the
+    /// sockets whose readiness only needs reporting.
+    pub fn needs_output(&self) -> bool {
         !self.dirty.is_empty()
-            || !self.rx_touched.is_empty()
             || self.control_dirty
             || self
                 .tcp
                 .next_deadline()
                 .is_some_and(|t| t <= self.now_ms.saturating_mul(1000))
+    }
+
+    /// The sockets the application moved data through since the last poll,
+    /// for a caller that has no output to send ([`NetStack::needs_output`]
+    /// false) and only has to report their readiness: what `poll` would
+    /// report for them, without receiving or transmitting anything.
+    pub fn take_touched(&mut self) -> Vec<SocketId> {
+        let mut touched = mem::take(&mut self.rx_touched);
+        self.polls += 1;
+        let this_poll = self.polls;
+        touched.retain(|id| match self.slots.get_mut(id.0 as usize) {
+            Some(Some(e)) => core::mem::replace(&mut e.changed_in, this_poll) != this_poll,
+            _ => false,
+        });
+        touched
     }
 
     // ----- slab -------------------------------------------------------------
