@@ -153,6 +153,14 @@ fn parse_conns(s: &str) -> Result<u32, String> {
         .ok_or_else(|| format!("bad count '{s}' (1 to 10000)"))
 }
 
+/// A `--hs-clients N` count (1 to 256).
+fn parse_hs_clients(s: &str) -> Result<u32, String> {
+    s.parse()
+        .ok()
+        .filter(|&n| n > 0 && n <= 256)
+        .ok_or_else(|| format!("bad count '{s}' (1 to 256)"))
+}
+
 /// A `--rounds R` count (1 to 20).
 fn parse_rounds(s: &str) -> Result<u32, String> {
     s.parse()
@@ -421,6 +429,9 @@ pub enum BenchCmd {
         /// Rounds (each measures everything on both systems)
         #[arg(long, short = 'r', default_value = "3", value_parser = parse_rounds, value_name = "R")]
         rounds: u32,
+        /// Concurrent clients of the handshake measurement
+        #[arg(long, default_value = "32", value_parser = parse_hs_clients, value_name = "N")]
+        hs_clients: u32,
         /// The machine both guests run on: microvm or q35
         #[arg(long, short = 'M', default_value = "microvm", value_name = "MACHINE")]
         machine: Machine,
@@ -607,12 +618,14 @@ fn bench_cmd(b: BenchCmd) -> Result<i32, Error> {
             secs,
             conns,
             rounds,
+            hs_clients,
             machine,
             accel,
         } => crate::tlsbench::bench_tls(&crate::tlsbench::TlsArgs {
             secs,
             conns,
             rounds,
+            hs_clients,
             machine,
             accel: accel.get(),
         }),
@@ -1343,6 +1356,7 @@ mod tests {
                 secs: 5,
                 conns: 64,
                 rounds: 3,
+                hs_clients: 32,
                 machine: Machine::Microvm,
                 accel: acc(false, false)
             })
@@ -1356,6 +1370,8 @@ mod tests {
                 "-c",
                 "16",
                 "--rounds=1",
+                "--hs-clients",
+                "8",
                 "-M",
                 "q35",
                 "--tcg"
@@ -1365,12 +1381,14 @@ mod tests {
                 secs: 2,
                 conns: 16,
                 rounds: 1,
+                hs_clients: 8,
                 machine: Machine::Q35,
                 accel: acc(false, true)
             })
         );
         assert!(usage_err(&["bench", "tls", "--rounds", "0"]).contains("(1 to 20)"));
         assert!(usage_err(&["bench", "tls", "--rounds", "21"]).contains("(1 to 20)"));
+        assert!(usage_err(&["bench", "tls", "--hs-clients", "0"]).contains("(1 to 256)"));
         assert_eq!(
             p(&["bench", "paths", "--runs", "20", "--machine=q35", "--kvm"]).unwrap(),
             Cmd::Bench(BenchCmd::Paths {

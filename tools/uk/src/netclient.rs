@@ -448,7 +448,7 @@ pub fn main(args: &[String]) -> Result<i32, Error> {
                     addr,
                     cfg,
                     path,
-                    n("workers")?.clamp(1, 64),
+                    n("workers")?.clamp(1, 256),
                     n("secs")?.clamp(1, 600),
                     n("max")?,
                 )

@@ -13,7 +13,7 @@
 //! waits. Per system and round:
 //! - full TLS 1.3 handshakes per second with ECDHE P-256 and with X25519:
 //!   the `tls-hs` load generator of `uk __netclient` ([`crate::tlsclient`]),
-//!   [`HS_WORKERS`] loops of new connection, handshake (no resumption),
+//!   `--hs-clients` ([`HS_CLIENTS`]) loops of new connection, handshake (no resumption),
 //!   `GET /1k.bin` with `Connection: close`, response checked; only checked
 //!   exchanges count;
 //! - 1 KiB requests/s over kept-alive TLS and 16 MiB MB/s: the `tls-ka`
@@ -48,8 +48,10 @@ use crate::tlsclient::{Certs, Group, HsResult, KaResult, make_certs, parse_hs, p
 
 /// The files served: URL path and size.
 pub const TLS_FILES: [(&str, usize); 2] = [("/1k.bin", 1 << 10), ("/16m.bin", 16 << 20)];
-/// The handshake measurement's concurrent clients.
-pub const HS_WORKERS: u64 = 8;
+/// The handshake measurement's concurrent clients by default: enough to
+/// keep either server busy on a loaded 2-core host (with 8, httpd idled a
+/// quarter of the time).
+pub const HS_CLIENTS: u32 = 32;
 /// At most this many handshakes per measurement.
 pub const HS_MAX: u64 = 200_000;
 /// The connections of the 16 MiB measurement.
@@ -85,6 +87,8 @@ pub struct TlsArgs {
     pub conns: u32,
     /// Rounds (each measures every metric on both systems).
     pub rounds: u32,
+    /// Concurrent clients of the handshake measurement.
+    pub hs_clients: u32,
     /// The machine both guests run on.
     pub machine: Machine,
     /// Forced accelerator.
@@ -97,6 +101,7 @@ impl Default for TlsArgs {
             secs: 5,
             conns: 64,
             rounds: 3,
+            hs_clients: HS_CLIENTS,
             machine: Machine::Microvm,
             accel: None,
         }
@@ -124,12 +129,16 @@ impl Metric {
     ];
 
     /// The row label.
-    pub fn label(self, conns: u32) -> String {
+    pub fn label(self, args: &TlsArgs) -> String {
         match self {
             Metric::Handshakes(g) => {
-                format!("full handshakes/s, {} ({HS_WORKERS} clients)", g.label())
+                format!(
+                    "full handshakes/s, {} ({} clients)",
+                    g.label(),
+                    args.hs_clients
+                )
             }
-            Metric::Requests1k => format!("1 KiB requests/s, keep-alive ({conns} conns)"),
+            Metric::Requests1k => format!("1 KiB requests/s, keep-alive ({} conns)", args.conns),
             Metric::Bulk16m => format!("16 MiB MB/s, keep-alive ({BULK_CONNS} conns)"),
         }
     }
@@ -435,13 +444,8 @@ struct Files {
 }
 
 /// Measures `metric` on `live` (1 s warm-up, then `secs`), then probes.
-fn measure(
-    live: &Live,
-    files: &Files,
-    metric: Metric,
-    secs: u64,
-    conns: u32,
-) -> Result<Cell, String> {
+fn measure(live: &Live, files: &Files, metric: Metric, args: &TlsArgs) -> Result<Cell, String> {
+    let (secs, conns) = (args.secs, args.conns);
     let common = |g: Group, secs: u64| {
         vec![
             format!("addr={GUEST_IP}:443"),
@@ -455,7 +459,7 @@ fn measure(
             let args = |secs: u64| {
                 let mut a = common(g, secs);
                 a.extend([
-                    format!("workers={HS_WORKERS}"),
+                    format!("workers={}", args.hs_clients),
                     format!("max={HS_MAX}"),
                     format!("path={}", TLS_FILES[0].0),
                 ]);
@@ -612,10 +616,10 @@ pub fn bench_tls(args: &TlsArgs) -> Result<i32, Error> {
                     "[{k}/{total}] round {}: {}: {} ({} s + 1 s warm-up)",
                     round + 1,
                     sys.label(),
-                    metric.label(args.conns),
+                    metric.label(args),
                     args.secs
                 ));
-                let r = measure(live, &files, metric, args.secs, args.conns);
+                let r = measure(live, &files, metric, args);
                 step.finish(r.is_ok());
                 match r {
                     Ok(c) => cells[m][s][round as usize] = Some(c),
@@ -623,7 +627,7 @@ pub fn bench_tls(args: &TlsArgs) -> Result<i32, Error> {
                         failed.push(format!(
                             "{} {} (round {}): {e}\n--- guest console (last lines) ---\n{}",
                             live.sys.label(),
-                            metric.label(args.conns),
+                            metric.label(args),
                             round + 1,
                             console_tail(&live.guest.output(), 40)
                         ));
@@ -657,7 +661,7 @@ pub fn bench_tls(args: &TlsArgs) -> Result<i32, Error> {
                 .collect();
             let mut row = vec![
                 if s == 0 {
-                    metric.label(args.conns)
+                    metric.label(args)
                 } else {
                     String::new()
                 },
@@ -710,7 +714,7 @@ pub fn bench_tls(args: &TlsArgs) -> Result<i32, Error> {
                 let (ok, ratio) = verdict(u, n, t);
                 verdicts.push(format!(
                     "  {} >= {t}x nginx: {} / {} = {ratio:.2}x: {}",
-                    metric.label(args.conns),
+                    metric.label(args),
                     fmt_value(metric, u),
                     fmt_value(metric, n),
                     met(ok)
@@ -720,14 +724,14 @@ pub fn bench_tls(args: &TlsArgs) -> Result<i32, Error> {
             (Some(t), _, _) => {
                 verdicts.push(format!(
                     "  {} >= {t}x nginx: not measured",
-                    metric.label(args.conns)
+                    metric.label(args)
                 ));
                 format!(">= {t}x: not measured")
             }
             (None, ..) => "none".into(),
         };
         rows.push(vec![
-            metric.label(args.conns),
+            metric.label(args),
             f(sum.uk),
             f(sum.nginx),
             sum.ratio.map_or_else(|| "-".into(), |r| format!("{r:.2}x")),
@@ -752,7 +756,7 @@ pub fn bench_tls(args: &TlsArgs) -> Result<i32, Error> {
             println!(
                 "  {} / {}: {}",
                 sys.label(),
-                metric.label(args.conns),
+                metric.label(args),
                 n.map_or_else(
                     || "not measured".into(),
                     |n| format!("{} {} {}", n.version, n.suite, n.group)
@@ -840,12 +844,10 @@ mod tests {
         assert_eq!(Metric::Handshakes(Group::P256).target(), Some(1.0));
         assert_eq!(Metric::Bulk16m.target(), Some(1.0));
         assert_eq!(Metric::Requests1k.target(), None);
-        assert!(Metric::Requests1k.label(64).contains("64 conns"));
-        assert!(
-            Metric::Handshakes(Group::X25519)
-                .label(64)
-                .contains("X25519")
-        );
+        let a = TlsArgs::default();
+        assert!(Metric::Requests1k.label(&a).contains("64 conns"));
+        let hs = Metric::Handshakes(Group::X25519).label(&a);
+        assert!(hs.contains("X25519") && hs.contains("(32 clients)"));
     }
 
     #[test]
