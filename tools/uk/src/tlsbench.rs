@@ -283,11 +283,12 @@ pub fn nginx_overlay(certs: &Certs) -> Vec<u8> {
     c.finish()
 }
 
-/// One running system.
+/// One running system (the guest is declared first: it is dropped, so
+/// killed, before its namespace is deleted).
 struct Live {
+    guest: LiveGuest,
     sys: System,
     ns: Netns,
-    guest: LiveGuest,
     /// Why it stopped being measured.
     stalled: Option<String>,
     hangs: u32,
@@ -381,9 +382,9 @@ impl Setup {
             ));
         }
         Ok(Live {
+            guest,
             sys,
             ns,
-            guest,
             stalled: None,
             hangs,
         })
