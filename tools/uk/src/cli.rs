@@ -153,6 +153,22 @@ fn parse_conns(s: &str) -> Result<u32, String> {
         .ok_or_else(|| format!("bad count '{s}' (1 to 10000)"))
 }
 
+/// A `--hs-clients N` count (1 to 256).
+fn parse_hs_clients(s: &str) -> Result<u32, String> {
+    s.parse()
+        .ok()
+        .filter(|&n| n > 0 && n <= 256)
+        .ok_or_else(|| format!("bad count '{s}' (1 to 256)"))
+}
+
+/// A `--rounds R` count (1 to 20).
+fn parse_rounds(s: &str) -> Result<u32, String> {
+    s.parse()
+        .ok()
+        .filter(|&n| n > 0 && n <= 20)
+        .ok_or_else(|| format!("bad number of rounds '{s}' (1 to 20)"))
+}
+
 /// A shell for `completions`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Shell {
@@ -233,7 +249,7 @@ pub enum Cmd {
         )]
         extra: Vec<String>,
     },
-    /// Benchmarks (boot, sched, idle, fs, net, paths, epoll, http, compare)
+    /// Benchmarks (boot, sched, idle, fs, net, paths, epoll, http, compare, tls)
     #[command(subcommand)]
     Bench(BenchCmd),
     /// List the VMs started with 'cargo uk run -d' (name, app, ports, memory, uptime)
@@ -385,6 +401,40 @@ pub enum BenchCmd {
         /// Skip the memory probe
         #[arg(long)]
         no_mem: bool,
+        /// Forced accelerator.
+        #[command(flatten)]
+        accel: AccelArg,
+    },
+    /// HTTPS: httpd --tls next to Linux + nginx + OpenSSL in the same QEMU, alternated (root)
+    #[command(
+        long_about = "HTTPS from httpd's TLS flavour (rustls + ring) and from Linux + nginx + \
+                      OpenSSL (Debian packages) in the same QEMU, both guests running, each in \
+                      a network namespace of its own (root), with the same ECDSA P-256 \
+                      certificate and TLS 1.3 suite: full handshakes/s with ECDHE P-256 and \
+                      X25519 (new connection per request, no resumption), 1 KiB requests/s over \
+                      kept-alive TLS and 16 MiB MB/s (connections opened before the clock \
+                      starts), in R rounds that alternate which \
+                      system goes first; prints medians, ratios, the targets (handshakes/s and \
+                      bulk MB/s >= nginx; a missed one never fails the run) and the stripped \
+                      image size with and without TLS. A guest that stalls fails the run with \
+                      its console tail."
+    )]
+    Tls {
+        /// Seconds per measurement
+        #[arg(long, short = 's', default_value = "5", value_parser = parse_secs, value_name = "S")]
+        secs: u64,
+        /// Kept-alive connections of the 1 KiB measurement
+        #[arg(long, short = 'c', default_value = "64", value_parser = parse_conns, value_name = "N")]
+        conns: u32,
+        /// Rounds (each measures everything on both systems)
+        #[arg(long, short = 'r', default_value = "3", value_parser = parse_rounds, value_name = "R")]
+        rounds: u32,
+        /// Concurrent clients of the handshake measurement
+        #[arg(long, default_value = "32", value_parser = parse_hs_clients, value_name = "N")]
+        hs_clients: u32,
+        /// The machine both guests run on: microvm or q35
+        #[arg(long, short = 'M', default_value = "microvm", value_name = "MACHINE")]
+        machine: Machine,
         /// Forced accelerator.
         #[command(flatten)]
         accel: AccelArg,
@@ -563,6 +613,21 @@ fn bench_cmd(b: BenchCmd) -> Result<i32, Error> {
             machine,
             accel: accel.get(),
             no_mem,
+        }),
+        BenchCmd::Tls {
+            secs,
+            conns,
+            rounds,
+            hs_clients,
+            machine,
+            accel,
+        } => crate::tlsbench::bench_tls(&crate::tlsbench::TlsArgs {
+            secs,
+            conns,
+            rounds,
+            hs_clients,
+            machine,
+            accel: accel.get(),
         }),
     }
 }
@@ -1285,6 +1350,45 @@ mod tests {
                 accel: acc(false, false)
             })
         );
+        assert_eq!(
+            p(&["bench", "tls"]).unwrap(),
+            Cmd::Bench(BenchCmd::Tls {
+                secs: 5,
+                conns: 64,
+                rounds: 3,
+                hs_clients: 32,
+                machine: Machine::Microvm,
+                accel: acc(false, false)
+            })
+        );
+        assert_eq!(
+            p(&[
+                "bench",
+                "tls",
+                "-s",
+                "2",
+                "-c",
+                "16",
+                "--rounds=1",
+                "--hs-clients",
+                "8",
+                "-M",
+                "q35",
+                "--tcg"
+            ])
+            .unwrap(),
+            Cmd::Bench(BenchCmd::Tls {
+                secs: 2,
+                conns: 16,
+                rounds: 1,
+                hs_clients: 8,
+                machine: Machine::Q35,
+                accel: acc(false, true)
+            })
+        );
+        assert!(usage_err(&["bench", "tls", "--rounds", "0"]).contains("(1 to 20)"));
+        assert!(usage_err(&["bench", "tls", "--rounds", "21"]).contains("(1 to 20)"));
+        assert!(usage_err(&["bench", "tls", "--hs-clients", "0"]).contains("(1 to 256)"));
         assert_eq!(
             p(&["bench", "paths", "--runs", "20", "--machine=q35", "--kvm"]).unwrap(),
             Cmd::Bench(BenchCmd::Paths {

@@ -25,6 +25,8 @@ pub mod qemu;
 pub mod serial;
 pub mod siteconfig;
 pub mod soakbench;
+pub mod tlsbench;
+pub mod tlsclient;
 pub mod toolchain;
 pub mod vms;
 pub mod workspace;

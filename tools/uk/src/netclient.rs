@@ -27,6 +27,10 @@
 //!   fetch; prints `get bytes=B ok=1`.
 //! - `udp-stats addr=A:P`: sends `stats\n` over UDP and prints the reply
 //!   (the echo app's network counters) as `udp-stats <reply>`.
+//! - `tls-hs addr=A:P ca=FILE group=x25519|p256 workers=N secs=S max=M
+//!   path=F`: full TLS 1.3 handshakes, each fetching F; `tls-ka addr=A:P
+//!   ca=FILE group=G conns=N secs=S path=F warm=W`: N kept-alive TLS
+//!   connections fetching F again and again ([`crate::tlsclient`]).
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -65,14 +69,14 @@ impl ClientArgs {
         Ok(ClientArgs(m))
     }
 
-    fn str(&self, k: &str) -> Result<&str, String> {
+    pub(crate) fn str(&self, k: &str) -> Result<&str, String> {
         self.0
             .get(k)
             .map(String::as_str)
             .ok_or_else(|| format!("missing {k}="))
     }
 
-    fn num(&self, k: &str) -> Result<u64, String> {
+    pub(crate) fn num(&self, k: &str) -> Result<u64, String> {
         let v = self.str(k)?;
         v.parse().map_err(|_| format!("{k}: bad number '{v}'"))
     }
@@ -113,7 +117,8 @@ fn pattern_chunk() -> Vec<u8> {
     (0..251 * 261).map(|i| (i % 251) as u8).collect()
 }
 
-fn connect(addr: &SocketAddr) -> std::io::Result<TcpStream> {
+/// A connection with [`CONNECT_TIMEOUT`] and [`IO_TIMEOUT`].
+pub(crate) fn connect(addr: &SocketAddr) -> std::io::Result<TcpStream> {
     let s = TcpStream::connect_timeout(addr, CONNECT_TIMEOUT)?;
     s.set_read_timeout(Some(IO_TIMEOUT))?;
     s.set_write_timeout(Some(IO_TIMEOUT))?;
@@ -390,7 +395,7 @@ pub fn main(args: &[String]) -> Result<i32, Error> {
     let fail = |e: String| Error::Failed(format!("{SUBCOMMAND}: {e}"));
     let Some((mode, rest)) = args.split_first() else {
         return Err(fail(
-            "needs a mode: stream, cps, fetch, get or udp-stats".into(),
+            "needs a mode: stream, cps, fetch, get, udp-stats, tls-hs or tls-ka".into(),
         ));
     };
     let a = ClientArgs::parse(rest).map_err(fail)?;
@@ -430,6 +435,34 @@ pub fn main(args: &[String]) -> Result<i32, Error> {
         )
         .map_err(fail)?,
         "udp-stats" => udp_stats(addr).map_err(fail)?,
+        "tls-hs" | "tls-ka" => {
+            let ca = a.str("ca").map_err(fail)?;
+            let pem = std::fs::read(ca).map_err(|e| fail(format!("{ca}: {e}")))?;
+            let group = a.str("group").map_err(fail)?;
+            let group = crate::tlsclient::Group::parse(group)
+                .ok_or_else(|| fail(format!("unknown group '{group}' (p256, x25519)")))?;
+            let cfg = crate::tlsclient::client_config(&pem, group).map_err(fail)?;
+            let path = a.str("path").map_err(fail)?;
+            if mode == "tls-hs" {
+                crate::tlsclient::handshakes(
+                    addr,
+                    cfg,
+                    path,
+                    n("workers")?.clamp(1, 256),
+                    n("secs")?.clamp(1, 600),
+                    n("max")?,
+                )
+            } else {
+                crate::tlsclient::keepalive(
+                    addr,
+                    cfg,
+                    path,
+                    a.str("warm").map_err(fail)?,
+                    n("conns")?.clamp(1, 256),
+                    n("secs")?.clamp(1, 600),
+                )
+            }
+        }
         other => return Err(fail(format!("unknown mode '{other}'"))),
     };
     println!("{out}");

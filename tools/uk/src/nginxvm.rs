@@ -27,7 +27,7 @@ use crate::Error;
 use crate::qemu::{Machine, VmConfig, is_root, qemu_command};
 
 /// Bumped when the build changes in a way the generated texts do not show.
-pub const RECIPE_VERSION: u32 = 1;
+pub const RECIPE_VERSION: u32 = 2;
 
 /// The serial line `/init` prints once nginx listens (the 1 KiB file exists).
 pub const LISTENING: &str = "nginx-vm: listening";
@@ -62,7 +62,8 @@ pub const MODULES: [&str; 9] = [
 ];
 
 /// The guest's nginx configuration: one worker (the guest has one vCPU),
-/// sendfile, `tcp_nopush`/`tcp_nodelay`, keep-alive, no access log.
+/// sendfile, `tcp_nopush`/`tcp_nodelay`, keep-alive, no access log, and
+/// whatever `/etc/nginx/conf.d/*.conf` an overlay adds.
 pub const NGINX_CONF: &str = "\
 user root root;
 worker_processes 1;
@@ -83,6 +84,9 @@ http {
         listen 80 default_server backlog=511;
         root /www;
     }
+    # More servers from an overlay archive: `cargo uk bench tls` adds its
+    # HTTPS server here.
+    include /etc/nginx/conf.d/*.conf;
 }
 ";
 
@@ -402,6 +406,7 @@ pub fn build() -> Result<NginxVm, Error> {
         "dev",
         "etc",
         "etc/nginx",
+        "etc/nginx/conf.d",
         "lib",
         "lib/modules",
         "lib/x86_64-linux-gnu",
@@ -499,6 +504,22 @@ pub fn build() -> Result<NginxVm, Error> {
     let mpath = dir.join("manifest.txt");
     io(&mpath, std::fs::write(&mpath, manifest))?;
     read_manifest(&dir).ok_or_else(|| Error::Failed("the manifest did not read back".into()))
+}
+
+/// Writes `base` (the cached [`NginxVm::initrd`]) followed by `overlay`
+/// (another newc archive, e.g. a [`Cpio`] adding files under `/etc/nginx`)
+/// to `out`: Linux unpacks concatenated archives in order, later files
+/// replacing earlier ones, so a run adds its own files without rebuilding
+/// the cached guest.
+pub fn overlay_initrd(base: &Path, overlay: &[u8], out: &Path) -> Result<(), Error> {
+    let mut all = io(base, std::fs::read(base))?;
+    // Each newc archive ends 4-aligned (the kernel skips zero padding
+    // between archives).
+    while !all.len().is_multiple_of(4) {
+        all.push(0);
+    }
+    all.extend_from_slice(overlay);
+    io(out, std::fs::write(out, all))
 }
 
 /// The machine argument for Linux: microvm needs its option ROMs (the
