@@ -109,6 +109,37 @@ fn boot(site: &Site, cert: &str, key: &str, http: u16, https: u16) -> Guest {
     boot_opts(site, cert, key, http, https, false)
 }
 
+/// Boots the TLS image on `site` with `/tls/cert.pem`, `/tls/key.pem`,
+/// the document root `/www` and `args`, forwarding `http` to port 80 and
+/// `https` to port 443.
+fn boot_with(site: &Site, args: &[&str], http: u16, https: u16) -> Guest {
+    boot_ports(site, args, http, (https, 443))
+}
+
+/// As [`boot_with`], forwarding host port `https.0` to guest port `https.1`.
+fn boot_ports(site: &Site, args: &[&str], http: u16, https: (u16, u16)) -> Guest {
+    let mut all = vec![
+        "--root",
+        "/www",
+        "--no-access-log",
+        "--tls-cert",
+        "/tls/cert.pem",
+        "--tls-key",
+        "/tls/key.pem",
+    ];
+    all.extend_from_slice(args);
+    Guest::boot_image(
+        "httpd",
+        tls_image(),
+        Machine::Microvm,
+        BootOpts::args(&all)
+            .mem("128M")
+            .disk(&site.image)
+            .fwd(http, 80)
+            .fwd(https.0, https.1),
+    )
+}
+
 fn boot_opts(site: &Site, cert: &str, key: &str, http: u16, https: u16, qmp: bool) -> Guest {
     let args = [
         "--root",
@@ -359,4 +390,188 @@ fn expired_certificate_refuses_to_start() {
     g.expect_exit(1);
     g.assert_output_contains("the certificate expired");
     g.assert_output_contains("not starting");
+}
+
+fn have_openssl() -> bool {
+    Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// One `openssl s_client` connection that fetches /hello.txt, saving its
+/// session to `sess_out` or resuming the one in `sess_in`; its output.
+fn s_client(port: u16, extra: &[&str], sess: (&str, &std::path::Path)) -> String {
+    let mut child = Command::new("timeout")
+        .args(["60", "openssl", "s_client", "-connect"])
+        .arg(format!("127.0.0.1:{port}"))
+        .args(["-servername", "localhost", "-ign_eof"])
+        .args(extra)
+        .arg(sess.0)
+        .arg(sess.1)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run openssl");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(b"GET /hello.txt HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().expect("openssl output");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("hello over tls"), "{text}");
+    text
+}
+
+/// Python's `ssl`: a second connection with the first one's session
+/// reports `session_reused` (TLS 1.3 tickets).
+const PY_RESUME: &str = r#"
+import socket, ssl, sys
+port, cafile = int(sys.argv[1]), sys.argv[2]
+ctx = ssl.create_default_context(cafile=cafile)
+ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+def fetch(session):
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as raw:
+        with ctx.wrap_socket(raw, server_hostname="localhost", session=session) as s:
+            s.sendall(b"GET /hello.txt HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            data = b""
+            while True:
+                d = s.recv(4096)
+                if not d:
+                    break
+                data += d
+            assert b"hello over tls" in data, data
+            return s.session, s.session_reused, s.version()
+sess, reused, v = fetch(None)
+assert not reused and v == "TLSv1.3", (reused, v)
+_, reused, v = fetch(sess)
+print(f"reused={reused} version={v}")
+"#;
+
+/// A client that saved its session resumes it, over TLS 1.3 (tickets) and
+/// TLS 1.2 (tickets, and session IDs when the client asks for no ticket);
+/// openssl says "Reused", Python's `session_reused` is true.
+#[test]
+fn sessions_resume_over_tls13_and_tls12() {
+    let Some(site) = site_or_skip("sessions_resume") else {
+        return;
+    };
+    if !have_openssl() {
+        skip(Some("sessions_resume"), "the openssl CLI is needed");
+        return;
+    }
+    let (http, https) = (free_port(), free_port());
+    let mut g = boot_with(site, &[], http, https);
+    g.expect("httpd: serving");
+    for (what, extra, version) in [
+        ("TLS 1.3 ticket", &["-tls1_3"][..], "TLSv1.3"),
+        ("TLS 1.2 ticket", &["-tls1_2"][..], "TLSv1.2"),
+        (
+            "TLS 1.2 session ID",
+            &["-tls1_2", "-no_ticket"][..],
+            "TLSv1.2",
+        ),
+    ] {
+        let sess = temp_path("tls-sess");
+        let first = s_client(https, extra, ("-sess_out", &sess));
+        assert!(
+            first.contains(&format!("New, {version}")),
+            "{what}: {first}"
+        );
+        let second = s_client(https, extra, ("-sess_in", &sess));
+        let _ = std::fs::remove_file(&sess);
+        assert!(
+            second.contains(&format!("Reused, {version}")),
+            "{what}: not resumed:\n{second}"
+        );
+        if what.contains("session ID") {
+            // Resumed by ID: no ticket in the saved session.
+            assert!(!second.contains("TLS session ticket:"), "{what}: {second}");
+        }
+    }
+    let out = Command::new("python3")
+        .args(["-c", PY_RESUME, &https.to_string()])
+        .arg(&site.cert)
+        .output()
+        .expect("run python3");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("reused=True version=TLSv1.3"), "{text}");
+    assert!(!g.output().contains("panicked"), "{}", g.output());
+    g.kill();
+}
+
+/// Sends `req` on a new connection and returns everything until the close.
+fn raw_http(port: u16, req: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `--redirect-https=308 --hsts 600`: plain HTTP answers 308 to the same
+/// path and query on HTTPS, a bad Host gets 400 (not reflected); HTTPS
+/// responses carry Strict-Transport-Security, plain ones never.
+#[test]
+fn http_redirects_to_https_and_hsts_only_on_https() {
+    let Some(site) = site_or_skip("redirect_https") else {
+        return;
+    };
+    // The guest's HTTPS port is the host's, so the Location is usable.
+    let (http, https) = (free_port(), free_port());
+    let port = https.to_string();
+    let mut g = boot_ports(
+        site,
+        &["--redirect-https=308", "--hsts", "600", "--tls-port", &port],
+        http,
+        (https, https),
+    );
+    g.expect("httpd: serving");
+    let r = raw_http(
+        http,
+        "GET /hello.txt?a=1&b=%2F HTTP/1.1\r\nHost: example.com:8080\r\nConnection: close\r\n\r\n",
+    );
+    assert!(r.starts_with("HTTP/1.1 308 "), "{r}");
+    assert!(
+        r.contains(&format!(
+            "\r\nLocation: https://example.com:{https}/hello.txt?a=1&b=%2F\r\n"
+        )),
+        "{r}"
+    );
+    assert!(!r.contains("Strict-Transport-Security"), "{r}");
+    // HEAD, HTTP/1.0 with a Host, an IPv6 literal.
+    let r = raw_http(http, "HEAD / HTTP/1.0\r\nHost: [::1]:80\r\n\r\n");
+    assert!(r.starts_with("HTTP/1.1 308 "), "{r}");
+    assert!(
+        r.contains(&format!("\r\nLocation: https://[::1]:{https}/\r\n")),
+        "{r}"
+    );
+    // Bad hosts: 400, and nothing of them comes back.
+    for host in ["evil.com/x", "\"><script>", "a b", "x@evil.com", "h:99999"] {
+        let r = raw_http(
+            http,
+            &format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+        );
+        assert!(r.starts_with("HTTP/1.1 400 "), "{host}: {r}");
+        assert!(
+            !r.contains("Location") && !r.contains("evil") && !r.contains("script"),
+            "{r}"
+        );
+    }
+    let r = raw_http(http, "GET / HTTP/1.0\r\n\r\n");
+    assert!(r.starts_with("HTTP/1.1 400 "), "{r}");
+    // HTTPS: the file, with HSTS.
+    let (_, err) = curl(site, https, "1.3", "/hello.txt");
+    assert!(
+        err.contains("Strict-Transport-Security: max-age=600"),
+        "{err}"
+    );
+    assert!(!g.output().contains("panicked"), "{}", g.output());
+    g.kill();
 }
