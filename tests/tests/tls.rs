@@ -575,3 +575,155 @@ fn http_redirects_to_https_and_hsts_only_on_https() {
     assert!(!g.output().contains("panicked"), "{}", g.output());
     g.kill();
 }
+
+/// The guest's heap in use (small and large allocations), from the
+/// diagnostic dump that Ctrl-\ on the serial console asks for.
+fn heap_in_use(g: &mut Guest) -> u64 {
+    const DUMP_KEY: u8 = 0x1c;
+    let mark = g.mark();
+    g.send(&[DUMP_KEY]).expect("write to the serial console");
+    let line = g
+        .wait_for_from("uk: dump: mem:", mark, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("no diagnostic dump: {e}"));
+    let kv = uk_tests::parse_kv(&line);
+    kv["heap_in_use"] + kv["large_alloc_bytes"]
+}
+
+/// A real ClientHello (TLS 1.3 and 1.2 offered) from Python's `ssl`.
+fn client_hello() -> Vec<u8> {
+    const PY: &str = r#"
+import ssl, sys
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+i, o = ssl.MemoryBIO(), ssl.MemoryBIO()
+s = ctx.wrap_bio(i, o, server_hostname="localhost")
+try:
+    s.do_handshake()
+except ssl.SSLWantReadError:
+    pass
+sys.stdout.write(o.read().hex())
+"#;
+    let out = Command::new("python3")
+        .args(["-c", PY])
+        .output()
+        .expect("run python3");
+    assert!(out.status.success(), "{out:?}");
+    let hex = String::from_utf8(out.stdout).unwrap();
+    (0..hex.len() / 2)
+        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
+        .collect()
+}
+
+/// 200 connections that send a ClientHello and never finish the
+/// handshake, 500 garbage and truncated ones, oversized and undecryptable
+/// records: the guest keeps serving, byte for byte, and once the
+/// connections are gone its heap is back near where it was before.
+#[test]
+fn client_hello_flood_and_garbage_leave_the_heap_as_it_was() {
+    let Some(site) = site_or_skip("client_hello_flood") else {
+        return;
+    };
+    let (http, https) = (free_port(), free_port());
+    let mut g = boot_with(
+        site,
+        &["--max-conns", "256", "--header-timeout", "5s"],
+        http,
+        https,
+    );
+    g.expect("httpd: serving");
+    let hello = client_hello();
+    assert_eq!(hello[0], 0x16, "not a handshake record");
+    good_fetches(site, https);
+    let before = heap_in_use(&mut g);
+    eprintln!("flood: heap before {before}");
+    // 200 ClientHellos, each answered (the server's first flight) and left
+    // hanging.
+    let mut flood: Vec<TcpStream> = (0..200)
+        .filter_map(|_| {
+            let mut c = TcpStream::connect(("127.0.0.1", https)).ok()?;
+            c.write_all(&hello).ok()?;
+            Some(c)
+        })
+        .collect();
+    assert!(flood.len() >= 190, "only {} connections", flood.len());
+    eprintln!("flood: {} connections sent a ClientHello", flood.len());
+    // Each is answered with a handshake record (the ServerHello); all
+    // within two minutes.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let mut answered = 0;
+    for c in &mut flood {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        c.set_read_timeout(Some(left.max(Duration::from_millis(10))))
+            .unwrap();
+        let mut b = [0u8; 5];
+        if c.read_exact(&mut b).is_ok() && b[0] == 0x16 {
+            answered += 1;
+        }
+    }
+    eprintln!("flood: {answered} answered");
+    assert!(
+        answered >= 190,
+        "only {answered} ServerHellos:\n{}",
+        g.output()
+    );
+    let during = heap_in_use(&mut g);
+    // 500 garbage and truncated connections, 50 at a time, each closed by
+    // the client after sending.
+    for batch in 0..10u64 {
+        let conns: Vec<TcpStream> = (0..50u64)
+            .filter_map(|i| {
+                let n = batch * 50 + i;
+                let mut c = TcpStream::connect(("127.0.0.1", https)).ok()?;
+                let bytes = match n % 3 {
+                    0 => pseudo_random_bytes(n, 1 + (n as usize * 37) % 3000),
+                    1 => hello[..1 + (n as usize * 13) % (hello.len() - 1)].to_vec(),
+                    _ => {
+                        // A whole ClientHello, then a record of garbage.
+                        let mut b = hello.clone();
+                        b.extend_from_slice(&[0x17, 0x03, 0x03, 0x00, 0x40]);
+                        b.extend_from_slice(&pseudo_random_bytes(n, 64));
+                        b
+                    }
+                };
+                let _ = c.write_all(&bytes);
+                let _ = c.shutdown(std::net::Shutdown::Write);
+                Some(c)
+            })
+            .collect();
+        drop(conns);
+    }
+    // Oversized records after a ClientHello: a header announcing more than
+    // 16 KiB + 2 KiB, and a long run of full-size undecryptable records.
+    let mut big = hello.clone();
+    big.extend_from_slice(&[0x16, 0x03, 0x03, 0x48, 0x01]);
+    big.extend_from_slice(&[0u8; 1024]);
+    send_and_wait_close(https, &big, false);
+    let mut run = hello.clone();
+    for i in 0..64u64 {
+        run.extend_from_slice(&[0x17, 0x03, 0x03, 0x40, 0x00]);
+        run.extend_from_slice(&pseudo_random_bytes(i, 0x4000));
+    }
+    send_and_wait_close(https, &run, false);
+    drop(flood);
+    good_fetches(site, https);
+    // The flood's connections close as the guest sees their FINs (or at
+    // its 5 s header timeout): wait for the heap to come back, at most a
+    // minute.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut after = heap_in_use(&mut g);
+    while after > before + 256 * 1024 && std::time::Instant::now() < deadline {
+        after = heap_in_use(&mut g);
+    }
+    eprintln!("heap in use: before {before}, during the flood {during}, after {after}");
+    assert!(
+        during > before,
+        "the flood cost nothing? {before} -> {during}"
+    );
+    assert!(
+        after <= before + 256 * 1024,
+        "heap {before} before the flood, {after} after (during {during})"
+    );
+    assert!(!g.output().contains("panicked"), "{}", g.output());
+    g.kill();
+}

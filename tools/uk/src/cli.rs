@@ -109,6 +109,12 @@ pub struct RunArgs {
     /// The name of a background VM (default: APP-N)
     #[arg(long, requires = "detach")]
     pub name: Option<String>,
+    /// httpd over HTTPS too: the TLS build, 127.0.0.1:8443 forwarded to the
+    /// guest's port 443, and (without --tls-cert/--tls-key or uk.toml's
+    /// tls_cert/tls_key) a self-signed certificate for localhost and
+    /// 127.0.0.1 made on the host (kept in target/uk-tls/)
+    #[arg(long)]
+    pub tls: bool,
     /// httpd's site settings (also read from DIR/uk.toml).
     #[command(flatten, next_help_heading = "Site (httpd; the same keys as uk.toml)")]
     pub site_args: crate::siteconfig::SiteArgs,
@@ -479,8 +485,17 @@ pub fn execute(cmd: Cmd) -> Result<i32, Error> {
             check_app(&app)?;
             let sc = site_config(&app, Some(&site), &site_args)?;
             let args = sc.as_ref().map(|c| c.httpd_args()).unwrap_or_default();
+            let files = sc.as_ref().map(|c| c.disk_files()).unwrap_or_default();
+            // HTTPS files: the TLS build of httpd serves them.
+            let flavor = if sc.as_ref().is_some_and(|c| c.tls.is_some()) {
+                crate::build::Flavor::Tls
+            } else {
+                crate::build::Flavor::Plain
+            };
             if format != crate::image::ImageFormat::Ext4 {
-                return crate::bootdisk::image_command(&app, &site, &out, format, &args);
+                return crate::bootdisk::image_command(
+                    &app, &site, &out, format, &args, &files, flavor,
+                );
             }
             let size = crate::progress::step(
                 &format!(
@@ -488,8 +503,11 @@ pub fn execute(cmd: Cmd) -> Result<i32, Error> {
                     display_path(&site),
                     display_path(&out)
                 ),
-                || crate::image::build_image_from_dir(&site, &out, format),
+                || crate::image::build_image_with(&site, &out, format, &files),
             )?;
+            for (host, guest) in &files {
+                println!("{} -> {guest} on the disk", display_path(host));
+            }
             println!(
                 "{}  {size} bytes ({:.1} MiB, ext4 of {})",
                 display_path(&out),
@@ -497,13 +515,19 @@ pub fn execute(cmd: Cmd) -> Result<i32, Error> {
                 display_path(&site)
             );
             // The kernel that serves it, and how to boot the pair.
-            let kernel = build_image(&app, Profile::Release, false)?;
+            let kernel = crate::build::build_image_flavor(&app, Profile::Release, flavor, false)?;
             let mut cfg = VmConfig::new(&kernel);
             cfg.disk = Some(out.clone());
             cfg.args = args;
             cfg.apply_app_defaults(&app);
             if let Some(port) = sc.as_ref().and_then(|c| c.port) {
                 forward_default_to(&mut cfg, port);
+            }
+            if flavor == crate::build::Flavor::Tls {
+                cfg.fwds.push(crate::qemu::PortFwd {
+                    host: crate::tls::LOCAL_HTTPS_PORT,
+                    guest: 443,
+                });
             }
             println!("{}  ({app} kernel)", display_path(&kernel));
             println!("boot: {}", render_command(&qemu_command(&cfg)));
@@ -592,12 +616,33 @@ fn run(r: RunArgs) -> Result<i32, Error> {
     } else {
         Profile::Release
     };
-    let image = build_image(&app, profile, false)?;
+    if r.tls && app != "httpd" {
+        return Err(Error::Usage(format!("--tls is httpd's, not {app}'s")));
+    }
     // httpd without --site serves the built-in demo site.
     let site = r
         .site
         .clone()
         .or_else(|| (app == "httpd").then(crate::workspace::demo_site));
+    let mut sc = site_config(&app, site.as_deref(), &r.site_args)?;
+    if r.tls && sc.as_ref().is_none_or(|c| c.tls.is_none()) {
+        let (files, made) = crate::tls::local_cert()?;
+        eprintln!(
+            "uk: {} self-signed certificate for localhost and 127.0.0.1: {} (trust it with \
+             curl --cacert {})",
+            if made { "made a" } else { "using the" },
+            display_path(&files.cert),
+            display_path(&files.cert)
+        );
+        sc.get_or_insert_default().tls = Some(files);
+    }
+    let tls = sc.as_ref().is_some_and(|c| c.tls.is_some());
+    let flavor = if tls {
+        crate::build::Flavor::Tls
+    } else {
+        crate::build::Flavor::Plain
+    };
+    let image = crate::build::build_image_flavor(&app, profile, flavor, false)?;
     let mut cfg = VmConfig {
         image,
         machine: r.machine,
@@ -613,7 +658,6 @@ fn run(r: RunArgs) -> Result<i32, Error> {
         disk: None,
         disk_bus: crate::qemu::DiskBus::Blk,
     };
-    let sc = site_config(&app, site.as_deref(), &r.site_args)?;
     if let Some(sc) = &sc {
         // The site's settings first, the user's own arguments after them.
         let mut args = sc.httpd_args();
@@ -626,11 +670,26 @@ fn run(r: RunArgs) -> Result<i32, Error> {
     {
         forward_default_to(&mut cfg, port);
     }
+    // HTTPS: 127.0.0.1:8443 to the guest's 443, beside the defaults.
+    if tls && r.fwds.is_empty() {
+        cfg.fwds.push(crate::qemu::PortFwd {
+            host: crate::tls::LOCAL_HTTPS_PORT,
+            guest: 443,
+        });
+    }
+    let files = sc.as_ref().map(|c| c.disk_files()).unwrap_or_default();
     if r.detach {
-        return crate::vms::start(&app, r.name.as_deref(), cfg, site.as_deref(), r.verbose);
+        return crate::vms::start(
+            &app,
+            r.name.as_deref(),
+            cfg,
+            site.as_deref(),
+            &files,
+            r.verbose,
+        );
     }
     let disk = match &site {
-        Some(dir) => Some(crate::image::TempImage::from_dir(dir)?),
+        Some(dir) => Some(crate::image::TempImage::from_dir_with(dir, &files)?),
         None => None,
     };
     cfg.disk = disk.as_ref().map(|d| d.path.clone());
@@ -652,6 +711,9 @@ fn run(r: RunArgs) -> Result<i32, Error> {
         let port = sc.as_ref().and_then(|c| c.port).unwrap_or(80);
         if let Some(f) = cfg.fwds.iter().find(|f| f.guest == port) {
             println!("http://127.0.0.1:{}/", f.host);
+        }
+        if tls && let Some(f) = cfg.fwds.iter().find(|f| f.guest == 443) {
+            println!("https://localhost:{}/", f.host);
         }
     }
     // QEMU dies with the CLI; SIGINT, SIGTERM and SIGHUP stop it first.
