@@ -739,10 +739,15 @@ fn client_hello_flood_and_garbage_leave_the_heap_as_it_was() {
     good_fetches(site, https);
     eprintln!("flood: served at {:?}", t0.elapsed());
     // The flood's connections close as the guest sees their FINs: wait
-    // for the heap to come back, at most a minute.
+    // for the heap to come back, at most a minute. What may stay is sized
+    // by the peak, not by the bytes that went through: the connection
+    // slots (256), the socket tables and the TIME-WAIT records of the
+    // 700 connections (about 240 KiB measured), so 512 KiB against the
+    // flood's 4-6 MiB.
+    const NEAR: u64 = 512 * 1024;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let mut after = heap_in_use(&mut g);
-    while after > before + 256 * 1024 && std::time::Instant::now() < deadline {
+    while after > before + NEAR && std::time::Instant::now() < deadline {
         after = heap_in_use(&mut g);
     }
     eprintln!("heap in use: before {before}, during the flood {during}, after {after}");
@@ -751,7 +756,11 @@ fn client_hello_flood_and_garbage_leave_the_heap_as_it_was() {
         "the flood cost nothing? {before} -> {during}"
     );
     assert!(
-        after <= before + 256 * 1024,
+        during > before + 10 * NEAR,
+        "a small flood? {before} -> {during}"
+    );
+    assert!(
+        after <= before + NEAR,
         "heap {before} before the flood, {after} after (during {during})"
     );
     assert!(!g.output().contains("panicked"), "{}", g.output());
@@ -788,7 +797,15 @@ fn testssl_finds_nothing_vulnerable() {
     let json = temp_path("testssl").with_extension("json");
     let started = std::time::Instant::now();
     let out = Command::new("timeout")
-        .args(["300", "testssl", "--quiet", "--color", "0", "--warnings", "off"])
+        .args([
+            "300",
+            "testssl",
+            "--quiet",
+            "--color",
+            "0",
+            "--warnings",
+            "off",
+        ])
         .args(["--connect-timeout", "10", "--openssl-timeout", "10"])
         .args(["-p", "-s", "-f", "-U", "--jsonfile"])
         .arg(&json)
@@ -818,7 +835,11 @@ fn testssl_finds_nothing_vulnerable() {
         })
         .map(|f| format!("{} [{}]: {}", f["id"], f["severity"], f["finding"]))
         .collect();
-    assert!(bad.is_empty(), "testssl findings:\n{}\n\n{text}", bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "testssl findings:\n{}\n\n{text}",
+        bad.join("\n")
+    );
     // The checks ran against a TLS 1.3 and 1.2 server.
     let find = |id: &str| {
         parsed
@@ -833,4 +854,73 @@ fn testssl_finds_nothing_vulnerable() {
     assert!(find("TLS1_1").starts_with("not offered"), "{text}");
     assert!(!g.output().contains("panicked"), "{}", g.output());
     g.kill();
+}
+
+/// What `cargo uk image --tls-cert/--tls-key` and `cargo uk run --tls`
+/// make: a self-signed certificate from the host (rcgen) written to
+/// /.uk/tls/ on the site disk; httpd serves HTTPS with it (curl trusts it
+/// for localhost and 127.0.0.1) and never serves the key.
+#[test]
+fn certificate_put_on_the_disk_by_the_image_builder() {
+    if !uk_cli::build::have_c_compiler() {
+        skip(
+            Some("image_tls_files"),
+            "a C compiler (gcc) is needed to build ring",
+        );
+        return;
+    }
+    let dir = temp_path("tls-image");
+    let site = dir.join("site");
+    std::fs::create_dir_all(&site).unwrap();
+    std::fs::write(site.join("index.html"), b"<p>over tls</p>\n").unwrap();
+    let files = uk_cli::tls::make_local_cert(&dir.join("tls")).expect("make a certificate");
+    uk_cli::tls::check(&files.cert, &files.key).expect("the certificate checks out");
+    let image = temp_path("tls-image").with_extension("img");
+    uk_cli::image::build_image_with(&site, &image, ImageFormat::Ext4, &files.disk_files())
+        .expect("build the image");
+    let mut args: Vec<String> = uk_cli::tls::TlsFiles::httpd_args().to_vec();
+    args.push("--no-access-log".into());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (http, https) = (free_port(), free_port());
+    let mut g = Guest::boot_image(
+        "httpd",
+        tls_image(),
+        Machine::Microvm,
+        BootOpts::args(&args)
+            .mem("64M")
+            .disk(&image)
+            .fwd(http, 80)
+            .fwd(https, 443),
+    );
+    g.expect("httpd: HTTPS on port 443");
+    g.expect("httpd: serving");
+    for host in ["localhost", "127.0.0.1"] {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "60", "--cacert"])
+            .arg(&files.cert)
+            .args(["--resolve", &format!("localhost:{https}:127.0.0.1")])
+            .arg(format!("https://{host}:{https}/"))
+            .output()
+            .expect("run curl");
+        assert!(
+            out.status.success(),
+            "{host}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.stdout, b"<p>over tls</p>\n");
+    }
+    for path in ["/.uk/tls/key.pem", "/.uk/tls/cert.pem", "/.uk/"] {
+        let r = raw_http(
+            http,
+            &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        );
+        assert!(
+            r.starts_with("HTTP/1.1 403 ") || r.starts_with("HTTP/1.1 404 "),
+            "{path}: {r}"
+        );
+        assert!(!r.contains("PRIVATE KEY"), "{r}");
+    }
+    g.kill();
+    let _ = std::fs::remove_file(&image);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -427,6 +427,47 @@ mod tests {
     }
 
     #[test]
+    fn debugfs_scripts_make_folders_once() {
+        let files = [
+            (PathBuf::from("/h/c.pem"), "/.uk/tls/cert.pem".to_string()),
+            (PathBuf::from("/h/k.pem"), "/.uk/tls/key.pem".to_string()),
+        ];
+        assert_eq!(
+            debugfs_script(&files),
+            "mkdir /.uk\nmkdir /.uk/tls\nrm /.uk/tls/cert.pem\nwrite /h/c.pem /.uk/tls/cert.pem\n\
+             rm /.uk/tls/key.pem\nwrite /h/k.pem /.uk/tls/key.pem\n"
+        );
+        assert_eq!(debugfs_script(&[]), "");
+    }
+
+    #[test]
+    fn files_are_added_to_images() {
+        if !crate::qemu::in_path("mkfs.ext4") || !crate::qemu::in_path("debugfs") {
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("uk-image-files-{}", std::process::id()));
+        let site = dir.join("site");
+        std::fs::create_dir_all(site.join(".uk")).unwrap();
+        std::fs::write(site.join("index.html"), b"hi").unwrap();
+        // An old file at the same place is replaced.
+        std::fs::write(site.join(".uk/old"), b"x").unwrap();
+        std::fs::write(dir.join("a.pem"), b"AAAA\n").unwrap();
+        let img = dir.join("x.img");
+        let files = [(dir.join("a.pem"), "/.uk/tls/cert.pem".to_string())];
+        build_image_with(&site, &img, ImageFormat::Ext4, &files).unwrap();
+        let out = Command::new("debugfs")
+            .args(["-R", "cat /.uk/tls/cert.pem"])
+            .arg(&img)
+            .output()
+            .unwrap();
+        assert_eq!(out.stdout, b"AAAA\n");
+        // A host file that is not there fails the build.
+        let files = [(dir.join("none.pem"), "/.uk/tls/cert.pem".to_string())];
+        assert!(build_image_with(&site, &img, ImageFormat::Ext4, &files).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn mkfs_arguments() {
         let cmd = mkfs_command(Path::new("/site"), Path::new("/o.img"), 12 << 20);
         let args: Vec<_> = cmd

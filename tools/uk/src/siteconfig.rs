@@ -168,7 +168,9 @@ impl SiteConfig {
                 .find(|a| *a == "--redirect-https" || *a == "--hsts")
         {
             return Err(format!(
-                "{a} needs HTTPS: a certificate and key (tls_cert and tls_key in uk.toml, or                  --tls-cert and --tls-key)"
+                "{a} (uk.toml: {}) needs HTTPS: a certificate and key (tls_cert and tls_key \
+                 in uk.toml, or --tls-cert and --tls-key)",
+                a.trim_start_matches("--").replace('-', "_")
             ));
         }
         Ok(())
@@ -554,6 +556,81 @@ status = 302
             combine(None, &SiteArgs::default()).unwrap(),
             SiteConfig::default()
         );
+    }
+
+    #[test]
+    fn tls_settings() {
+        let dir = std::env::temp_dir().join(format!("uk-siteconfig-tls-{}", std::process::id()));
+        let site = dir.join("site");
+        std::fs::create_dir_all(&site).unwrap();
+        let files = crate::tls::make_local_cert(&dir.join("tls")).unwrap();
+        let write = |text: &str| std::fs::write(site.join(FILE_NAME), text).unwrap();
+        let flags = SiteArgs::default();
+        // Paths relative to the site folder; the files on the disk.
+        write(
+            "tls_cert = \"../tls/cert.pem\"\ntls_key = \"../tls/key.pem\"\nredirect_https = true\nhsts = 600\n",
+        );
+        let c = for_site(Some(&site), &flags).unwrap().unwrap();
+        assert_eq!(c.tls.as_ref().unwrap().key, site.join("../tls/key.pem"));
+        let a = c.httpd_args();
+        assert_eq!(
+            a,
+            [
+                "--tls-cert",
+                crate::tls::GUEST_CERT,
+                "--tls-key",
+                crate::tls::GUEST_KEY,
+                "--redirect-https",
+                "--hsts",
+                "600"
+            ]
+        );
+        let httpd = uk_http::config::parse_args(&a).unwrap();
+        assert_eq!((httpd.redirect_https, httpd.hsts), (Some(301), Some(600)));
+        assert_eq!(c.disk_files().len(), 2);
+        // One without the other, a bad file, a key in the site, HTTPS
+        // options without a certificate, a bad max-age.
+        write("\ntls_cert = \"../tls/cert.pem\"\n");
+        let e = for_site(Some(&site), &flags).unwrap_err().message();
+        assert!(
+            e.contains("uk.toml:2: tls:") && e.contains("needs its key"),
+            "{e}"
+        );
+        write("tls_cert = \"../tls/key.pem\"\ntls_key = \"../tls/key.pem\"\n");
+        let e = for_site(Some(&site), &flags).unwrap_err().message();
+        assert!(e.contains("no PEM certificate"), "{e}");
+        std::fs::copy(&files.key, site.join("key.pem")).unwrap();
+        write("tls_cert = \"../tls/cert.pem\"\ntls_key = \"key.pem\"\n");
+        let e = for_site(Some(&site), &flags).unwrap_err().message();
+        assert!(e.contains("would be served"), "{e}");
+        write("redirect_https = true\n");
+        let e = for_site(Some(&site), &flags).unwrap_err().message();
+        assert!(
+            e.contains("redirect_https") && e.contains("needs HTTPS"),
+            "{e}"
+        );
+        write("hsts = -5\n");
+        let e = for_site(Some(&site), &flags).unwrap_err().message();
+        assert!(e.contains("uk.toml:1: hsts:"), "{e}");
+        // The flags give the files: the file's HTTPS options are then fine.
+        write("redirect_https = true\n");
+        let flags = SiteArgs {
+            tls_cert: Some(files.cert.clone()),
+            tls_key: Some(files.key.clone()),
+            hsts: Some(60),
+            ..Default::default()
+        };
+        let c = for_site(Some(&site), &flags).unwrap().unwrap();
+        assert!(c.httpd_args().contains(&"--redirect-https".to_string()));
+        assert!(c.httpd_args().contains(&"60".to_string()));
+        let flags = SiteArgs {
+            tls_cert: Some(files.cert.clone()),
+            tls_key: Some(site.join("key.pem")),
+            ..Default::default()
+        };
+        let e = for_site(Some(&site), &flags).unwrap_err().message();
+        assert!(e.contains("would be served"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
