@@ -73,9 +73,10 @@ impl SessionStore {
             self.remove_at(i);
         }
         while self.entries.len() >= self.max_entries || self.bytes + size > self.max_bytes {
-            self.entries
-                .pop_front()
-                .map(|(k, v)| self.bytes -= k.len() + v.len());
+            let Some((k, v)) = self.entries.pop_front() else {
+                break;
+            };
+            self.bytes -= k.len() + v.len();
         }
         if self.entries.try_reserve(1).is_err() {
             return false;

@@ -788,19 +788,22 @@ fn test(extra: &[String]) -> Result<i32, Error> {
         eprintln!("uk: warning: {e} (the disk-boot tests will fail)");
     }
     // The HTTP tests use curl as a real client; the namespace tests use ip;
-    // the SYN-flood test uses hping3.
-    let missing: Vec<&str> = [("curl", "curl"), ("iproute2", "ip"), ("hping3", "hping3")]
+    // the SYN-flood test uses hping3; the HTTPS test testssl.sh.
+    let tools = [
+        ("curl", "curl"),
+        ("iproute2", "ip"),
+        ("hping3", "hping3"),
+        ("testssl.sh", "testssl"),
+    ];
+    let missing: Vec<&str> = tools
         .iter()
         .filter(|(_, bin)| !crate::qemu::in_path(bin))
         .map(|(pkg, _)| *pkg)
         .collect();
     if !missing.is_empty() {
-        let present = || {
-            crate::qemu::in_path("curl")
-                && crate::qemu::in_path("ip")
-                && crate::qemu::in_path("hping3")
-        };
-        if let Err(e) = crate::qemu::apt_install(&missing, "test tools (curl, ip, hping3)", present)
+        let present = || tools.iter().all(|(_, bin)| crate::qemu::in_path(bin));
+        if let Err(e) =
+            crate::qemu::apt_install(&missing, "test tools (curl, ip, hping3, testssl)", present)
         {
             eprintln!("uk: warning: {e}");
         }
