@@ -1276,6 +1276,36 @@ mod tests {
         usage_err(&["run", "-x"]);
         usage_err(&["run", "--kvm", "--tcg"]);
         usage_err(&["run", "--name", "x"]);
+        // The TLS files go together.
+        assert!(usage_err(&["run", "--tls-cert", "c.pem"]).contains("--tls-key"));
+        assert!(
+            usage_err(&["image", "--site", "s", "-o", "o", "--tls-key", "k"])
+                .contains("--tls-cert")
+        );
+    }
+
+    #[test]
+    fn run_tls_flags() {
+        let r = run_args(&["--tls"]);
+        assert!(r.tls);
+        let r = run_args(&[
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--redirect-https",
+            "--hsts",
+            "60",
+        ]);
+        assert!(!r.tls);
+        assert_eq!(r.site_args.tls_cert.as_deref(), Some(Path::new("c.pem")));
+        assert_eq!(r.site_args.tls_key.as_deref(), Some(Path::new("k.pem")));
+        assert!(r.site_args.redirect_https);
+        assert_eq!(r.site_args.hsts, Some(60));
+        // Not a file that exists: refused before anything is built.
+        let e = site_config("httpd", None, &r.site_args).unwrap_err();
+        assert!(e.message().contains("c.pem"), "{}", e.message());
+        assert_eq!(e.exit_code(), 2);
     }
 
     #[test]
