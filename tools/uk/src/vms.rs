@@ -243,10 +243,11 @@ pub fn start(
             "uk: {name}: 127.0.0.1:{} -> guest port {}{}",
             f.host,
             f.guest,
-            if f.guest == 80 {
-                format!(" (http://127.0.0.1:{}/)", f.host)
-            } else {
-                String::new()
+            match f.guest {
+                80 => format!(" (http://127.0.0.1:{}/)", f.host),
+                // HTTPS files on the disk: the TLS image serves 443.
+                443 if !files.is_empty() => format!(" (https://localhost:{}/)", f.host),
+                _ => String::new(),
             }
         );
     }
