@@ -1,9 +1,13 @@
 //! HTTPS: the TLS flavour of httpd (`cargo uk build httpd --tls`) serves the
-//! site over TLS 1.3 and 1.2 beside HTTP, survives garbage and truncated
-//! handshakes, and refuses to start with a key that does not match its
-//! certificate or with an expired certificate. Certificates are made on the
-//! host with Python's `cryptography` (skipped without it) and put on the
-//! site disk.
+//! site over TLS 1.3 and 1.2 beside HTTP, resumes sessions (tickets and
+//! TLS 1.2 session IDs), redirects plain HTTP with `--redirect-https` and
+//! sends HSTS on HTTPS only, survives garbage, truncated handshakes, a
+//! ClientHello flood and oversized records without keeping the memory,
+//! passes testssl.sh's checks, and refuses to start with a key that does
+//! not match its certificate or with an expired certificate. Certificates
+//! are made on the host with Python's `cryptography` (skipped without it)
+//! or, as `cargo uk image --tls-cert` and `cargo uk run --tls` do, with
+//! rcgen, and put on the site disk.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
