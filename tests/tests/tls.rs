@@ -645,8 +645,9 @@ fn client_hello_flood_and_garbage_leave_the_heap_as_it_was() {
     // hanging.
     let t0 = std::time::Instant::now();
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], https));
-    // Ten clients at a time: each connection costs the guest a handshake,
-    // and under TCG a sequential loop mostly waits.
+    // Ten clients at a time: QEMU's user networking listens with a backlog
+    // of one, so back-to-back connects that read nothing often lose their
+    // SYN and wait a second for the retry (a loop of 200 took 87 s).
     let connect = |bytes: &[u8]| -> std::io::Result<TcpStream> {
         let mut c = TcpStream::connect_timeout(&addr, Duration::from_secs(20))?;
         c.write_all(bytes)?;
