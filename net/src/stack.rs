@@ -37,7 +37,7 @@
 //! cookies and no state is kept). [`StackOptions::buffer_budget`] is an
 //! admission limit on the bytes the TCP engine holds (see there).
 
-use alloc::collections::{BTreeSet, VecDeque};
+use alloc::collections::VecDeque;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::mem;
@@ -59,6 +59,7 @@ use crate::error::{NetError, Result};
 use crate::nic::{DropReason, ETH_HEADER_LEN, FrameDevice, Nic, NicCounters, TxInfo};
 use crate::payload::TcpPayload;
 use uk_core::copy::{CopyCounters, CopyStats, Stage};
+use uk_core::pairs::PairSet;
 
 /// Readable (or a pending connection can be accepted).
 pub const EPOLLIN: u32 = 0x1;
@@ -372,7 +373,7 @@ pub struct NetStack {
     udp_ports: HashMap<u64, SocketId>,
     next_tcp_port: u16,
     next_udp_port: u16,
-    timers: BTreeSet<(u64, u64)>,
+    timers: PairSet,
     dirty: Vec<SocketId>,
     control: SocketSet<'static>,
     control_dirty: bool,
@@ -553,7 +554,7 @@ impl NetStack {
             udp_ports: HashMap::new(),
             next_tcp_port: EPHEMERAL_FIRST,
             next_udp_port: EPHEMERAL_FIRST,
-            timers: BTreeSet::new(),
+            timers: PairSet::new(),
             dirty: Vec::new(),
             control,
             control_dirty: true,
@@ -730,13 +731,34 @@ impl NetStack {
     /// True when socket calls queued work that only `poll` performs (send
     /// data, window updates, FIN): the kernel should call `poll` soon.
     pub fn needs_poll(&self) -> bool {
+        self.needs_output() || !self.rx_touched.is_empty()
+    }
+
+    /// True when socket calls queued output (send data, window updates,
+    /// FIN, UDP or control work): [`NetStack::needs_poll`] less the
+    /// sockets whose readiness only needs reporting.
+    pub fn needs_output(&self) -> bool {
         !self.dirty.is_empty()
-            || !self.rx_touched.is_empty()
             || self.control_dirty
             || self
                 .tcp
                 .next_deadline()
                 .is_some_and(|t| t <= self.now_ms.saturating_mul(1000))
+    }
+
+    /// The sockets the application moved data through since the last poll,
+    /// for a caller that has no output to send ([`NetStack::needs_output`]
+    /// false) and only has to report their readiness: what `poll` would
+    /// report for them, without receiving or transmitting anything.
+    pub fn take_touched(&mut self) -> Vec<SocketId> {
+        let mut touched = mem::take(&mut self.rx_touched);
+        self.polls += 1;
+        let this_poll = self.polls;
+        touched.retain(|id| match self.slots.get_mut(id.0 as usize) {
+            Some(Some(e)) => core::mem::replace(&mut e.changed_in, this_poll) != this_poll,
+            _ => false,
+        });
+        touched
     }
 
     // ----- slab -------------------------------------------------------------
@@ -919,7 +941,7 @@ impl NetStack {
         }
         let more_rx = n >= self.opts.max_rx_per_poll;
 
-        while let Some(&(t, raw)) = self.timers.first() {
+        while let Some((t, raw)) = self.timers.first() {
             if t > now_ms {
                 break;
             }
@@ -960,7 +982,7 @@ impl NetStack {
             Some(Some(e)) => core::mem::replace(&mut e.changed_in, this_poll) != this_poll,
             _ => true,
         });
-        let mut next = self.timers.first().map(|&(t, _)| t);
+        let mut next = self.timers.first().map(|(t, _)| t);
         let tcp_next = self.tcp.next_deadline().map(|us| us.div_ceil(1000));
         let txq_next = (!self.txq.is_empty()).then_some(now_ms + 1);
         for t in [self.control_poll_at, self.arp_probe_at, tcp_next, txq_next]

@@ -107,8 +107,20 @@ impl NewReno {
     /// New data acknowledged outside loss recovery.
     pub fn on_ack(&mut self, bytes: u32) {
         if self.cwnd < self.ssthresh {
-            // Slow start, appropriate byte counting with L = 2 SMSS (RFC 3465).
-            self.cwnd = self.cwnd.saturating_add(bytes.min(2 * self.mss));
+            // Slow start, counting every byte acknowledged (as Linux does
+            // since 3.9), not RFC 3465's limit of L = 2 SMSS per ACK: a
+            // receiver behind segmentation and receive offload (a virtio
+            // NIC, GRO) acknowledges a 64 KiB super-segment with one ACK,
+            // and L = 2 would then grow the window by 2 segments per 44,
+            // turning slow start nearly linear. The window still at most
+            // doubles per round trip (it grows by what was acknowledged),
+            // and stops at ssthresh.
+            let grown = self.cwnd.saturating_add(bytes);
+            self.cwnd = if self.ssthresh == u32::MAX {
+                grown
+            } else {
+                grown.min(self.ssthresh.max(self.cwnd))
+            };
         } else {
             self.acked = self.acked.saturating_add(bytes);
             if self.acked >= self.cwnd {
@@ -176,5 +188,27 @@ mod tests {
         assert_eq!(c.cwnd, 11_000, "one MSS per window in congestion avoidance");
         c.on_timeout(8000);
         assert_eq!((c.cwnd, c.ssthresh), (1000, 4000));
+    }
+
+    #[test]
+    fn slow_start_counts_stretch_acks_in_full() {
+        // One ACK for a 44-segment super-segment grows the window by 44
+        // segments, not 2: the window doubles per round trip however the
+        // receiver batches its ACKs.
+        let mut c = NewReno::new(1000);
+        c.on_ack(10_000);
+        assert_eq!(c.cwnd, 20_000);
+        c.on_ack(20_000);
+        assert_eq!(c.cwnd, 40_000);
+        // Slow start ends at ssthresh, not past it.
+        c.on_loss(30_000);
+        assert_eq!((c.cwnd, c.ssthresh), (15_000, 15_000));
+        c.on_timeout(15_000);
+        assert_eq!((c.cwnd, c.ssthresh), (1000, 7500));
+        c.on_ack(50_000);
+        assert_eq!(c.cwnd, 7500);
+        // Then congestion avoidance: one segment per window.
+        c.on_ack(7500);
+        assert_eq!(c.cwnd, 8500);
     }
 }

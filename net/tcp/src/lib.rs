@@ -125,8 +125,10 @@
 //! doubled on each expiry, Karn's rule when there are no timestamps).
 //!
 //! The congestion controller is **NewReno** ([`cc::NewReno`]): initial
-//! window 10 segments (RFC 6928), slow start with appropriate byte
-//! counting (L = 2 SMSS, RFC 3465), congestion avoidance adding one SMSS per
+//! window 10 segments (RFC 6928), slow start growing by every byte
+//! acknowledged (as Linux does; not RFC 3465's L = 2 SMSS per ACK, which
+//! behind receive offload, one ACK per 64 KiB, makes slow start nearly
+//! linear), congestion avoidance adding one SMSS per
 //! window of acknowledged bytes (RFC 5681). Loss recovery:
 //!
 //! - *Fast retransmit* on the third duplicate ACK, or as soon as SACK

@@ -29,8 +29,13 @@ pub const FILES: [(&str, u64, u64); 4] = [
 pub const PATHS: [&str; 3] = ["read", "mmap", "sendfile"];
 /// The port `iotest serve` listens on.
 pub const PORT: u16 = 7000;
-/// Each size × path stops fetching after this long (at least one fetch).
+/// Each size × path stops fetching after this long per round (at least
+/// one fetch).
 pub const CELL_SECS: u64 = 3;
+/// Rounds per size: each round runs every path once, in an order that
+/// rotates from round to round, so a slow spell of a noisy host falls on
+/// every path alike; a cell sums its rounds.
+pub const ROUNDS: usize = 3;
 /// The sendfile/read throughput target at 1 MiB.
 pub const TARGET_SPEEDUP: f64 = 1.5;
 
@@ -64,6 +69,25 @@ pub struct Cell {
 }
 
 impl Cell {
+    /// This cell and `other` (the same size and path, measured in another
+    /// round) as one: counts, times and counter deltas added.
+    pub fn merged(mut self, other: &Cell) -> Cell {
+        self.fetches += other.fetches;
+        self.bytes += other.bytes;
+        self.ns += other.ns;
+        self.bad += other.bad;
+        self.busy_cycles += other.busy_cycles;
+        self.uptime_cycles += other.uptime_cycles;
+        for (k, v) in &other.copies {
+            *self.copies.entry(k.clone()).or_insert(0) += v;
+        }
+        self.qemu_cpu_ns = match (self.qemu_cpu_ns, other.qemu_cpu_ns) {
+            (Some(a), Some(b)) => Some(a + b),
+            _ => None,
+        };
+        self
+    }
+
     /// Host-side throughput, MB/s.
     pub fn mb_per_s(&self) -> f64 {
         mb_per_s(self.bytes, self.ns)
@@ -472,8 +496,9 @@ fn boot(cfg: &VmConfig) -> Result<LiveGuest, String> {
     Ok(guest)
 }
 
-/// Measures every size × path; a cell that fails (a guest that stops
-/// answering) is recorded and the remaining cells get a fresh guest.
+/// Measures every size × path in [`ROUNDS`] rounds (the paths' order
+/// rotating); a cell that fails (a guest that stops answering) is recorded,
+/// skipped in later rounds, and the remaining cells get a fresh guest.
 fn measure(
     ns: &Netns,
     cfg: &VmConfig,
@@ -482,66 +507,100 @@ fn measure(
     let mut guest = boot(cfg)?;
     let mut cells = Vec::new();
     for (name, size, seed) in FILES {
-        for path in PATHS {
-            let args = [
-                format!("addr={GUEST_IP}:{PORT}"),
-                format!("path={name}"),
-                format!("mode={path}"),
-                format!("size={size}"),
-                format!("seed={seed}"),
-                format!("count={runs}"),
-                format!("secs={CELL_SECS}"),
-            ];
-            let limit = Duration::from_secs(CELL_SECS);
-            let step = crate::progress::Step::start(&format!("{name} through {path}"));
-            let r = run_client(ns, "get", &args, limit)
-                .and_then(|_| {
-                    let cpu0 = process_cpu_time(guest.pid()).ok();
-                    let out = run_client(ns, "fetch", &with_warm0(&args), limit)?;
-                    let cpu1 = process_cpu_time(guest.pid()).ok();
-                    let mut c = parse_fetch(size, path, &out)?;
-                    if let (Some(a), Some(b)) = (cpu0, cpu1) {
-                        c.qemu_cpu_ns = Some(b.saturating_sub(a).as_nanos() as u64);
+        let mut acc: Vec<Option<Result<Cell, FailedCell>>> = vec![None; PATHS.len()];
+        for round in 0..ROUNDS {
+            for k in 0..PATHS.len() {
+                let pi = (k + round) % PATHS.len();
+                if matches!(acc[pi], Some(Err(_))) {
+                    continue;
+                }
+                let path = PATHS[pi];
+                let r = measure_once(ns, &guest, name, size, seed, path, runs, round);
+                match r {
+                    Ok(c) => {
+                        acc[pi] = Some(Ok(match acc[pi].take() {
+                            Some(Ok(a)) => a.merged(&c),
+                            _ => c,
+                        }));
                     }
-                    Ok(c)
-                })
-                .and_then(|c| {
-                    if c.bad > 0 {
-                        Err(format!(
-                            "{} of {} fetches had the wrong length",
-                            c.bad, c.fetches
-                        ))
-                    } else {
-                        Ok(c)
+                    Err(why) => {
+                        let out = guest.output();
+                        let after: Vec<&str> = out
+                            .lines()
+                            .skip_while(|l| !l.contains("serve: listening"))
+                            .skip(1)
+                            .collect();
+                        let mut why = why.trim().to_string();
+                        if !after.is_empty() {
+                            why.push_str(&format!("; guest output:\n{}", after.join("\n")));
+                        }
+                        acc[pi] = Some(Err(FailedCell {
+                            size,
+                            path: path.to_string(),
+                            why,
+                        }));
+                        guest.kill();
+                        guest = boot(cfg)?;
                     }
-                });
-            step.finish(r.is_ok());
-            match r {
-                Ok(c) => cells.push(Ok(c)),
-                Err(why) => {
-                    let out = guest.output();
-                    let after: Vec<&str> = out
-                        .lines()
-                        .skip_while(|l| !l.contains("serve: listening"))
-                        .skip(1)
-                        .collect();
-                    let mut why = why.trim().to_string();
-                    if !after.is_empty() {
-                        why.push_str(&format!("; guest output:\n{}", after.join("\n")));
-                    }
-                    cells.push(Err(FailedCell {
-                        size,
-                        path: path.to_string(),
-                        why,
-                    }));
-                    guest.kill();
-                    guest = boot(cfg)?;
                 }
             }
         }
+        cells.extend(acc.into_iter().flatten());
     }
     guest.kill();
     Ok(cells)
+}
+
+/// One round of one size × path: a checked warm-up fetch, then timed
+/// fetches between two `STATS` requests.
+#[allow(clippy::too_many_arguments)]
+fn measure_once(
+    ns: &Netns,
+    guest: &LiveGuest,
+    name: &str,
+    size: u64,
+    seed: u64,
+    path: &str,
+    runs: usize,
+    round: usize,
+) -> Result<Cell, String> {
+    let args = [
+        format!("addr={GUEST_IP}:{PORT}"),
+        format!("path={name}"),
+        format!("mode={path}"),
+        format!("size={size}"),
+        format!("seed={seed}"),
+        format!("count={runs}"),
+        format!("secs={CELL_SECS}"),
+    ];
+    let limit = Duration::from_secs(CELL_SECS);
+    let step = crate::progress::Step::start(&format!(
+        "{name} through {path} (round {}/{ROUNDS})",
+        round + 1
+    ));
+    let r = run_client(ns, "get", &args, limit)
+        .and_then(|_| {
+            let cpu0 = process_cpu_time(guest.pid()).ok();
+            let out = run_client(ns, "fetch", &with_warm0(&args), limit)?;
+            let cpu1 = process_cpu_time(guest.pid()).ok();
+            let mut c = parse_fetch(size, path, &out)?;
+            if let (Some(a), Some(b)) = (cpu0, cpu1) {
+                c.qemu_cpu_ns = Some(b.saturating_sub(a).as_nanos() as u64);
+            }
+            Ok(c)
+        })
+        .and_then(|c| {
+            if c.bad > 0 {
+                Err(format!(
+                    "{} of {} fetches had the wrong length",
+                    c.bad, c.fetches
+                ))
+            } else {
+                Ok(c)
+            }
+        });
+    step.finish(r.is_ok());
+    r
 }
 
 /// Runs `bench paths` and prints the table, the verdict and the plot's path;
@@ -554,8 +613,9 @@ pub fn bench_paths(runs: usize, machine: Machine, accel: Option<Accel>) -> Resul
     let ns = Netns::create("bench-paths")?;
     println!(
         "paths benchmark: iotest serve on {machine} over a TAP device in network namespace {} \
-         (guest {GUEST_IP}), files of 4 KiB, 64 KiB, 1 MiB and 16 MiB on ext4, up to {runs} \
-         fetches or {CELL_SECS} s per size and path after one warm-up fetch, accel {accel}",
+         (guest {GUEST_IP}), files of 4 KiB, 64 KiB, 1 MiB and 16 MiB on ext4; per size \
+         {ROUNDS} rounds, each path once per round in a rotating order, up to {runs} fetches \
+         or {CELL_SECS} s each after one warm-up fetch; accel {accel}",
         ns.name()
     );
     let mut cfg = VmConfig::new(&image);
@@ -621,6 +681,37 @@ mod tests {
             copies: copies.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
             qemu_cpu_ns: None,
         }
+    }
+
+    #[test]
+    fn rounds_merge_into_one_cell() {
+        let a = cell(
+            1 << 20,
+            "read",
+            100 << 20,
+            1_000_000_000,
+            &[("cache_to_app", 100 << 20)],
+        );
+        let mut b = cell(
+            1 << 20,
+            "read",
+            50 << 20,
+            1_000_000_000,
+            &[("cache_to_app", 50 << 20)],
+        );
+        b.copies.insert("app_to_socket".into(), 7);
+        let m = a.clone().merged(&b);
+        assert_eq!((m.fetches, m.bytes, m.ns), (150, 150 << 20, 2_000_000_000));
+        assert_eq!(m.copies["cache_to_app"], 150 << 20);
+        assert_eq!(m.copies["app_to_socket"], 7);
+        assert_eq!((m.busy_cycles, m.uptime_cycles), (4_000_000, 8_000_000));
+        // Throughput over both rounds, not the mean of the two rates.
+        assert!((m.mb_per_s() - (150u64 << 20) as f64 / 2e6).abs() < 1e-6);
+        assert_eq!(m.qemu_cpu_ns, None);
+        let (mut x, mut y) = (a.clone(), a);
+        x.qemu_cpu_ns = Some(5);
+        y.qemu_cpu_ns = Some(7);
+        assert_eq!(x.merged(&y).qemu_cpu_ns, Some(12));
     }
 
     #[test]

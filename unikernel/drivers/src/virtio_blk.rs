@@ -205,8 +205,13 @@ impl Disk {
     /// Runs `reqs` (with all of them in flight at once, as many as the
     /// queue holds); each result says whether the request was posted (its
     /// status byte says how it went).
-    fn run(&self, reqs: &mut [Lend<'_>]) -> Vec<Result<u32, virtio_drivers::Error>> {
-        let res = lend(&self.inner, reqs, &mut |c| self.wait(c));
+    /// Each request's result; `Err` (nothing posted) without memory for
+    /// the bookkeeping.
+    fn run(
+        &self,
+        reqs: &mut [Lend<'_>],
+    ) -> Result<Vec<Result<u32, virtio_drivers::Error>>, VfsError> {
+        let res = lend(&self.inner, reqs, &mut |c| self.wait(c)).map_err(|_| VfsError::ENOMEM);
         // Others may be waiting for a free slot.
         self.wq.wake_all();
         res
@@ -257,19 +262,23 @@ impl Disk {
         for (sector, buf) in reqs.iter() {
             self.check(*sector, buf.len())?;
         }
-        let mut mems: Vec<ReqMem> = reqs.iter().map(|(s, _)| ReqMem::new(T_IN, *s)).collect();
-        let mut lends: Vec<Lend<'_>> = mems
-            .iter_mut()
-            .zip(reqs.iter_mut())
-            .map(|(m, (_, buf))| {
-                Lend::new()
-                    .reads(&m.header)
-                    .writes(buf)
-                    .writes(&mut m.status)
-            })
-            .collect();
+        let mut mems: Vec<ReqMem> = Vec::new();
+        let mut lends: Vec<Lend<'_>> = Vec::new();
+        if mems.try_reserve_exact(reqs.len()).is_err()
+            || lends.try_reserve_exact(reqs.len()).is_err()
+        {
+            return Err(VfsError::ENOMEM);
+        }
+        mems.extend(reqs.iter().map(|(s, _)| ReqMem::new(T_IN, *s)));
+        lends.extend(mems.iter_mut().zip(reqs.iter_mut()).map(|(m, (_, buf))| {
+            Lend::new()
+                .reads(&m.header)
+                .writes(buf)
+                .writes(&mut m.status)
+        }));
         let posted = self.run(&mut lends);
         drop(lends);
+        let posted = posted?;
         let mut res = Ok(());
         for ((m, (_, buf)), p) in mems.iter().zip(reqs.iter()).zip(posted) {
             let r = self.account(p, m.status[0], buf.len(), false);
@@ -298,7 +307,7 @@ impl Disk {
             .reads(buf)
             .writes(&mut m.status)];
         let posted = self
-            .run(&mut lends)
+            .run(&mut lends)?
             .pop()
             .unwrap_or(Err(virtio_drivers::Error::IoError));
         self.account(posted, m.status[0], buf.len(), true)
@@ -312,7 +321,7 @@ impl Disk {
         let mut m = ReqMem::new(T_FLUSH, 0);
         let mut lends = [Lend::new().reads(&m.header).writes(&mut m.status)];
         let posted = self
-            .run(&mut lends)
+            .run(&mut lends)?
             .pop()
             .unwrap_or(Err(virtio_drivers::Error::IoError));
         posted.map_err(posted_err).and_then(|_| {

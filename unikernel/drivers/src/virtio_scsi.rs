@@ -255,17 +255,26 @@ impl Host {
         drop(lends);
         // Others may be waiting for room in the queue.
         self.wq.wake_all();
+        // Without memory for lend's bookkeeping nothing was posted: every
+        // command fails as one the queue refused.
+        let posted = posted.unwrap_or_default();
         mems.iter()
-            .zip(posted)
-            .map(|(m, p)| match p {
-                Ok(_) => parse_resp(&m.resp),
-                Err(e) => {
-                    log::warn!(
-                        "virtio-scsi {}: cannot queue a command: {}",
-                        self.location,
-                        uk_frame::virtio::error_str(&e)
-                    );
-                    Err(Fail::Queue)
+            .enumerate()
+            .map(|(i, m)| {
+                match posted
+                    .get(i)
+                    .copied()
+                    .unwrap_or(Err(virtio_drivers::Error::DmaError))
+                {
+                    Ok(_) => parse_resp(&m.resp),
+                    Err(e) => {
+                        log::warn!(
+                            "virtio-scsi {}: cannot queue a command: {}",
+                            self.location,
+                            uk_frame::virtio::error_str(&e)
+                        );
+                        Err(Fail::Queue)
+                    }
                 }
             })
             .collect()

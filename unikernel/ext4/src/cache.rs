@@ -119,7 +119,9 @@ impl BlockCache {
             self.map.remove(victim);
             self.stats.evictions += 1;
         }
-        self.map.insert(block, (buf.clone(), tick));
+        // Without memory for the entry the block is simply not cached: the
+        // caller has its copy, and the next reader reads it again.
+        let _ = self.map.try_insert(block, (buf.clone(), tick));
         buf
     }
 

@@ -44,6 +44,20 @@ impl DmaBuffer {
         })
     }
 
+    /// As [`DmaBuffer::alloc`], asking the page cache for memory back when
+    /// there is none free (for short-lived buffers on a request's path).
+    pub fn alloc_reclaiming(pages: u64) -> Option<DmaBuffer> {
+        let len = u32::try_from(pages * PAGE).ok()?;
+        let pa = crate::hal::alloc_dma_reclaiming(pages).ok()?;
+        // SAFETY: as in `alloc`.
+        unsafe { core::ptr::write_bytes(pa as *mut u8, 0, len as usize) };
+        Some(DmaBuffer {
+            pa,
+            len,
+            pages: pages as u32,
+        })
+    }
+
     /// Cuts the buffer into buffers of `size` bytes each (a trailing part
     /// shorter than `size` is not handed out). The parts never free their
     /// frames.

@@ -1,8 +1,11 @@
 //! The `virtio-drivers` HAL: DMA memory from the kernel's frame allocator
-//! (identity mapped, so physical = virtual), MMIO through the identity map,
-//! and buffer sharing that hands the device the buffer's own frames when they
-//! are physically contiguous (page-cache frames, statics) and a bounce buffer
-//! otherwise (heap buffers in the mmap window may span scattered frames).
+//! (identity mapped, so physical = virtual; none left is `DmaError` for the
+//! queue being set up), MMIO through the identity map, and buffer sharing
+//! that hands the device the buffer's own frames when they are physically
+//! contiguous (page-cache frames, statics) and a bounce buffer otherwise
+//! (heap buffers in the mmap window may span scattered frames; the kernel's
+//! queues bounce those themselves, fallibly, before posting: see
+//! `virtio::lend`).
 
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -17,13 +20,13 @@ pub struct KernelHal;
 /// Bytes that went through bounce buffers (copied by the CPU for DMA).
 pub static BOUNCED_BYTES: AtomicU64 = AtomicU64::new(0);
 
-fn pages_for(len: usize) -> u64 {
+pub(crate) fn pages_for(len: usize) -> u64 {
     (len as u64).div_ceil(PAGE).max(1)
 }
 
 /// The physical address of `[va, va+len)` if it is backed by one contiguous
 /// run of frames.
-fn contiguous_phys(va: u64, len: u64) -> Option<u64> {
+pub(crate) fn contiguous_phys(va: u64, len: u64) -> Option<u64> {
     let pa0 = mm::virt_to_phys(va)?;
     let mut page = (va & !(PAGE - 1)) + PAGE;
     while page < va + len {
@@ -36,10 +39,8 @@ fn contiguous_phys(va: u64, len: u64) -> Option<u64> {
 }
 
 /// DMA frames, asking the page cache for memory back when there are none
-/// free. virtio-drivers' `Hal` has no way to report failure, so a request
-/// that still finds nothing ends in a panic naming it; reclaim makes that
-/// the case only when the memory is really gone (pinned or in use).
-fn alloc_dma_reclaiming(pages: u64) -> Result<u64, mm::MemError> {
+/// free.
+pub(crate) fn alloc_dma_reclaiming(pages: u64) -> Result<u64, mm::MemError> {
     for _ in 0..4 {
         match mm::alloc_dma(pages) {
             Ok(pa) => return Ok(pa),
@@ -57,12 +58,19 @@ fn alloc_dma_reclaiming(pages: u64) -> Result<u64, mm::MemError> {
 // for as long as the sharing lasts.
 unsafe impl Hal for KernelHal {
     fn dma_alloc(pages: usize, _dir: BufferDirection) -> (PhysAddr, NonNull<u8>) {
-        let pa = alloc_dma_reclaiming(pages as u64)
-            .unwrap_or_else(|_| panic!("out of memory for {pages} DMA pages"));
-        (
-            pa,
-            NonNull::new(pa as *mut u8).expect("frame 0 is never allocated"),
-        )
+        // virtio-drivers' `Dma::new` takes physical address 0 as failure
+        // (`Error::DmaError`, which queue setup returns); frame 0 is never
+        // allocated, so 0 cannot be a real answer.
+        match alloc_dma_reclaiming(pages as u64) {
+            Ok(pa) => match NonNull::new(pa as *mut u8) {
+                Some(va) => (pa, va),
+                None => (0, NonNull::dangling()),
+            },
+            Err(_) => {
+                log::error!("virtio: no memory for {pages} DMA pages");
+                (0, NonNull::dangling())
+            }
+        }
     }
 
     unsafe fn dma_dealloc(paddr: PhysAddr, _vaddr: NonNull<u8>, pages: usize) -> i32 {
@@ -83,6 +91,12 @@ unsafe impl Hal for KernelHal {
         if let Some(pa) = contiguous_phys(va, len) {
             return pa;
         }
+        // Not reached from this kernel's queues: `Queue` posts only
+        // physically contiguous memory (`Stable`: DMA buffers, page-cache
+        // frames, payload pieces cut at page boundaries) and `lend` bounces
+        // other buffers itself, fallibly, before posting. `share` cannot
+        // report failure, so a caller that did reach this with no memory
+        // left would stop here.
         let pages = pages_for(buffer.len());
         let bounce = alloc_dma_reclaiming(pages)
             .unwrap_or_else(|_| panic!("out of memory for a {len}-byte bounce buffer"));

@@ -1,24 +1,26 @@
-//! [`IdMap`]: a map from `u64` keys to values of any type that shares its
-//! ordered index among all value types.
+//! [`IdMap`]: a map from `u64` keys to values of any type, ordered by key,
+//! whose inserts can fail cleanly when memory runs out.
 //!
-//! A `BTreeMap<u64, V>` compiles the whole B-tree (insert, split, merge,
-//! steal, search) once for every `V`: about 4.5 KiB of code each. The
-//! kernel keeps many small maps keyed by ids and addresses; an `IdMap<V>`
-//! keeps its keys in one `BTreeSet<(u64, u64)>` of (key, slot) pairs (the
-//! same instance for every `V`, and the one the timer queues use) and its
-//! values in a slab `Vec`, whose code is small. Lookups by key (one descent
-//! to the first pair at or above `(key, 0)`), ordered iteration and
-//! "greatest key at or below" cost the same as the B-tree's plus one slab
-//! index.
+//! The keys live in one [`PairSet`] of (key, slot) pairs (a sorted `Vec`)
+//! and the values in a slab `Vec`. A lookup is a binary search plus one
+//! slab index; an insert or remove shifts the pairs above it (16 bytes
+//! each), which for the kernel's maps (a few thousand entries at most:
+//! mappings, epoll instances, cached blocks) is a short `memmove`. Unlike a
+//! `BTreeMap`, every allocation an insert makes is a `try_reserve`:
+//! [`IdMap::try_insert`] hands the value back instead of aborting, so the
+//! paths that network input drives (an `mmap` per response, a block read
+//! per lookup) fail one request with `ENOMEM`. Only the slab's code is
+//! generic; the index is one piece of code for every map.
 
-use alloc::collections::BTreeSet;
 use alloc::vec::Vec;
+
+use crate::pairs::PairSet;
 
 /// A map from `u64` keys to `V`, ordered by key (see the module docs).
 #[derive(Clone)]
 pub struct IdMap<V> {
     /// (key, slot index in `slots`), one pair per key.
-    index: BTreeSet<(u64, u64)>,
+    index: PairSet,
     /// The values with their keys; `None` slots are free (listed in `free`).
     slots: Vec<Option<(u64, V)>>,
     /// Free slot indices, reused before the slab grows.
@@ -37,11 +39,21 @@ impl<V> Default for IdMap<V> {
     }
 }
 
+/// Position of `key` in the index: `Ok(i)` where it is, `Err(i)` where it
+/// would go.
+fn search(index: &PairSet, key: u64) -> Result<usize, usize> {
+    let i = index.lower_bound(key);
+    match index.as_slice().get(i) {
+        Some(&(k, _)) if k == key => Ok(i),
+        _ => Err(i),
+    }
+}
+
 impl<V> IdMap<V> {
     /// An empty map; allocates nothing.
     pub const fn new() -> Self {
         Self {
-            index: BTreeSet::new(),
+            index: PairSet::new(),
             slots: Vec::new(),
             free: Vec::new(),
         }
@@ -58,10 +70,8 @@ impl<V> IdMap<V> {
     }
 
     fn slot(&self, key: u64) -> Option<usize> {
-        match self.index.range((key, 0)..).next() {
-            Some(&(k, s)) if k == key => Some(s as usize),
-            _ => None,
-        }
+        let i = search(&self.index, key).ok()?;
+        Some(self.index.as_slice()[i].1 as usize)
     }
 
     /// The value of `key`.
@@ -82,70 +92,111 @@ impl<V> IdMap<V> {
     }
 
     /// Sets the value of `key`, returning the one it replaced.
+    ///
+    /// # Panics
+    ///
+    /// When memory for a new entry cannot be had (as `BTreeMap::insert`
+    /// would); paths that must survive that use [`IdMap::try_insert`].
     pub fn insert(&mut self, key: u64, value: V) -> Option<V> {
-        match self.slot(key) {
-            Some(s) => self.slots[s].replace((key, value)).map(|(_, v)| v),
-            None => {
-                self.put(key, value);
-                None
-            }
+        match self.try_insert(key, value) {
+            Ok(old) => old,
+            Err(_) => panic!("IdMap: out of memory"),
         }
     }
 
-    /// Stores `value` under `key`, which has none; returns its slot.
-    fn put(&mut self, key: u64, value: V) -> usize {
-        let s = match self.free.pop() {
-            Some(s) => {
-                self.slots[s as usize] = Some((key, value));
-                s as usize
+    /// Sets the value of `key`, returning the one it replaced; gives `value`
+    /// back, and changes nothing, when memory for a new entry cannot be had.
+    pub fn try_insert(&mut self, key: u64, value: V) -> Result<Option<V>, V> {
+        match search(&self.index, key) {
+            Ok(i) => {
+                let s = self.index.as_slice()[i].1 as usize;
+                Ok(self.slots[s].replace((key, value)).map(|(_, v)| v))
             }
+            Err(at) => self.put(at, key, value).map(|_| None),
+        }
+    }
+
+    /// Stores `value` under `key`, which has none and belongs at index
+    /// position `at`; returns its slot, or `value` back (nothing changed)
+    /// without memory for it.
+    fn put(&mut self, at: usize, key: u64, value: V) -> Result<usize, V> {
+        let s = match self.free.last() {
+            Some(&s) => s as usize,
             None => {
-                self.slots.push(Some((key, value)));
-                self.slots.len() - 1
+                if self.slots.try_reserve(1).is_err() {
+                    return Err(value);
+                }
+                self.slots.len()
             }
         };
-        self.index.insert((key, s as u64));
-        s
+        if self.index.insert_at(at, (key, s as u64)).is_err() {
+            return Err(value);
+        }
+        if s == self.slots.len() {
+            self.slots.push(Some((key, value)));
+        } else {
+            self.free.pop();
+            self.slots[s] = Some((key, value));
+        }
+        Ok(s)
     }
 
     /// The value of `key`, inserting `f()` first if there is none.
+    ///
+    /// # Panics
+    ///
+    /// As [`IdMap::insert`], when memory for a new entry cannot be had.
     pub fn get_or_insert_with(&mut self, key: u64, f: impl FnOnce() -> V) -> &mut V {
-        let s = match self.slot(key) {
-            Some(s) => s,
-            None => self.put(key, f()),
+        match self.try_get_or_insert_with(key, f) {
+            Some(v) => v,
+            None => panic!("IdMap: out of memory"),
+        }
+    }
+
+    /// The value of `key`, inserting `f()` first if there is none; `None`
+    /// when memory for a new entry cannot be had.
+    pub fn try_get_or_insert_with(&mut self, key: u64, f: impl FnOnce() -> V) -> Option<&mut V> {
+        let s = match search(&self.index, key) {
+            Ok(i) => self.index.as_slice()[i].1 as usize,
+            Err(at) => self.put(at, key, f()).ok()?,
         };
-        &mut self.slots[s]
-            .as_mut()
-            .expect("IdMap: an indexed slot is free")
-            .1
+        self.slots[s].as_mut().map(|(_, v)| v)
     }
 
     /// Removes `key`, returning its value.
     pub fn remove(&mut self, key: u64) -> Option<V> {
-        let s = self.slot(key)? as u64;
-        self.index.remove(&(key, s));
+        let i = search(&self.index, key).ok()?;
+        let (_, s) = self.index.remove_at(i);
         let taken = self.slots[s as usize].take().map(|(_, v)| v);
         if s as usize + 1 == self.slots.len() {
             self.slots.pop();
-        } else {
+        } else if self.free.try_reserve(1).is_ok() {
             self.free.push(s);
         }
+        // (Without room in `free` the slot is simply not reused: it stays
+        // `None`, which iteration skips.)
         if self.index.is_empty() {
-            self.slots.clear();
-            self.free.clear();
+            self.slots = Vec::new();
+            self.free = Vec::new();
         }
         taken
     }
 
     /// The entry with the greatest key at or below `key`.
     pub fn last_at_or_below(&self, key: u64) -> Option<(u64, &V)> {
-        let &(_, s) = self.index.range(..=(key, u64::MAX)).next_back()?;
+        let i = match search(&self.index, key) {
+            Ok(i) => i,
+            Err(0) => return None,
+            Err(i) => i - 1,
+        };
+        let (_, s) = self.index.as_slice()[i];
         self.slots[s as usize].as_ref().map(|(k, v)| (*k, v))
     }
 
     /// The entries in key order.
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = (u64, &V)> + '_ {
         self.index
+            .as_slice()
             .iter()
             .filter_map(|&(_, s)| self.slots[s as usize].as_ref().map(|(k, v)| (*k, v)))
     }
@@ -230,5 +281,52 @@ mod tests {
         assert_eq!(m.last_at_or_below(99), Some((7, &7)));
         assert_eq!(m.last_at_or_below(4), Some((4, &4)));
         assert_eq!(m.last_at_or_below(3), Some((2, &2)));
+    }
+
+    /// Failing each allocation an insert makes, in turn, leaves the map as
+    /// it was and hands the value back; the insert works once memory is
+    /// back. Replacing a key's value and removing never allocate.
+    #[test]
+    fn try_insert_failure_changes_nothing() {
+        use uk_failalloc::{Plan, inject};
+        let mut m: IdMap<std::string::String> = IdMap::new();
+        let mut failures = 0;
+        for k in 0..200u64 {
+            // Keys out of order, so inserts land in the middle.
+            let key = (k * 7919) % 1009;
+            let before: Vec<_> = m.iter().map(|(k, v)| (k, v.clone())).collect();
+            let mut n = 0;
+            loop {
+                let v = std::format!("v{key}");
+                let (r, rep) = inject(Plan::Nth(n), || m.try_insert(key, v));
+                if rep.failed == 0 {
+                    assert_eq!(r, Ok(None));
+                    break;
+                }
+                failures += 1;
+                assert_eq!(r, Err(std::format!("v{key}")), "value handed back");
+                let now: Vec<_> = m.iter().map(|(k, v)| (k, v.clone())).collect();
+                assert_eq!(now, before, "a failed insert changed the map");
+                n += 1;
+            }
+            assert_eq!(
+                m.get(key).map(|s| s.as_str()),
+                Some(std::format!("v{key}").as_str())
+            );
+        }
+        assert!(failures > 10, "the growth allocations were not exercised");
+        let zero = std::string::String::from("zero");
+        let (r, rep) = inject(Plan::From(0), || m.try_insert(0, zero));
+        assert_eq!(rep.attempts, 0, "replacing allocated: {rep:?}");
+        assert_eq!(r, Ok(Some("v0".into())));
+        // Removal works with no memory at all (a slot it cannot list as
+        // free is left unused), and the map stays consistent.
+        let gone = 7919 % 1009;
+        let (r, _) = inject(Plan::From(0), || m.remove(gone));
+        assert_eq!(r, Some(std::format!("v{gone}")));
+        assert!(!m.contains_key(gone));
+        assert_eq!(m.len(), 199);
+        assert_eq!(m.try_insert(gone, "back".into()), Ok(None));
+        assert_eq!(m.iter().count(), 200);
     }
 }

@@ -18,7 +18,8 @@
 //! * [`reclaim`] is the allocators' out-of-memory policy: reclaim, retry,
 //!   fail as an error, never recurse.
 //!
-//! Only [`cmdline`] needs `alloc`; the other modules work without a heap.
+//! Only [`cmdline`], [`idmap`] and [`pairs`] need `alloc`; the other modules work
+//! without a heap.
 #![no_std]
 #![forbid(unsafe_code)]
 
@@ -27,6 +28,11 @@ extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
+// Host tests make allocations fail on demand (`uk_failalloc::inject`).
+#[cfg(test)]
+#[global_allocator]
+static TEST_ALLOC: uk_failalloc::FailAlloc = uk_failalloc::FailAlloc;
+
 pub mod acpi;
 pub mod cmdline;
 pub mod copy;
@@ -34,6 +40,7 @@ pub mod frame;
 pub mod idmap;
 pub mod kbd;
 pub mod multiboot2;
+pub mod pairs;
 pub mod partition;
 pub mod reclaim;
 pub mod stats;

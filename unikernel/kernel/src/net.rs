@@ -91,6 +91,16 @@ fn on_irq(_frame: &mut crate::arch::idt::TrapFrame) {
     NET_THREAD_WQ.wake_one();
 }
 
+/// Wakes a blocked caller of socket `id` and reports its readiness to epoll.
+fn notify_changed(net: &mut Net, id: SocketId) {
+    let w = WAITERS.lock().get(id.as_u32() as usize).cloned().flatten();
+    if let Some(w) = w {
+        w.seq.fetch_add(1, Ordering::AcqRel);
+        w.wq.wake_all();
+    }
+    crate::io::notify_socket(id, net.stack.readiness(id), net.stack.rx_generation(id));
+}
+
 /// Polls the stack and wakes whoever its events concern. Call with the lock
 /// held. True when a socket's readiness changed (someone may have work).
 fn poll_locked(net: &mut Net) -> bool {
@@ -98,12 +108,7 @@ fn poll_locked(net: &mut Net) -> bool {
     let busy = !r.readiness_changed.is_empty();
     NEXT_POLL_MS.store(r.next_poll_ms.unwrap_or(u64::MAX), Ordering::Release);
     for id in r.readiness_changed {
-        let w = WAITERS.lock().get(id.as_u32() as usize).cloned().flatten();
-        if let Some(w) = w {
-            w.seq.fetch_add(1, Ordering::AcqRel);
-            w.wq.wake_all();
-        }
-        crate::io::notify_socket(id, net.stack.readiness(id), net.stack.rx_generation(id));
+        notify_changed(net, id);
     }
     if r.config_changed {
         CONFIG_SEQ.fetch_add(1, Ordering::AcqRel);
@@ -296,8 +301,15 @@ fn with_stack<T>(f: impl FnOnce(&mut NetStack) -> Result<T>) -> Result<T> {
     let mut g = NET.lock();
     let net = g.as_mut().ok_or(NetError::NotConnected)?;
     let r = f(&mut net.stack);
-    if net.stack.needs_poll() {
+    if net.stack.needs_output() {
         app_poll(net);
+    } else if net.stack.needs_poll() {
+        // Only readiness to report (a read that sent nothing): no full poll
+        // (received frames wait for the next one, the network thread's or
+        // the reply's).
+        for id in net.stack.take_touched() {
+            notify_changed(net, id);
+        }
     }
     r
 }

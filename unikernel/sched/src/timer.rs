@@ -1,7 +1,7 @@
 //! One-shot timers ordered by deadline.
 
-use alloc::collections::BTreeSet;
 use uk_core::idmap::IdMap;
+use uk_core::pairs::PairSet;
 
 /// Handle of a timer in a [`TimerQueue`], returned by
 /// [`TimerQueue::insert`] and used to cancel it.
@@ -23,9 +23,10 @@ impl TimerId {
 /// a payload `T` (e.g. the thread to wake).
 ///
 /// Timers fire in deadline order; timers with equal deadlines fire in
-/// insertion order. [`insert`](Self::insert), [`cancel`](Self::cancel) and
-/// popping one expired timer are O(log n); [`next_deadline`](Self::next_deadline)
-/// is O(log n) worst case (first entry of a B-tree).
+/// insertion order. [`insert`](Self::insert) and [`cancel`](Self::cancel)
+/// are a binary search and a `memmove` of the timers after it (a CPU has a
+/// handful pending: one per sleeping thread at most);
+/// [`next_deadline`](Self::next_deadline) is O(1).
 ///
 /// One queue per CPU; the kernel programs its one-shot timer hardware for
 /// the earlier of [`next_deadline`](Self::next_deadline) and the slice
@@ -34,8 +35,8 @@ impl TimerId {
 pub struct TimerQueue<T> {
     /// Pending timers as (deadline, sequence): sequence breaks ties in FIFO
     /// order. (A set of `u64` pairs and an [`IdMap`] rather than a map to
-    /// `T`: the image then holds one B-tree instance for both.)
-    by_deadline: BTreeSet<(u64, u64)>,
+    /// `T`: the image then holds one copy of the ordered-set code.)
+    by_deadline: PairSet,
     /// Sequence -> (deadline, payload).
     by_id: IdMap<(u64, T)>,
     next_seq: u64,
@@ -52,7 +53,7 @@ impl<T> TimerQueue<T> {
     #[must_use]
     pub const fn new() -> Self {
         Self {
-            by_deadline: BTreeSet::new(),
+            by_deadline: PairSet::new(),
             by_id: IdMap::new(),
             next_seq: 0,
         }
@@ -86,7 +87,7 @@ impl<T> TimerQueue<T> {
     /// Earliest pending deadline, or `None` if no timer is pending.
     #[must_use]
     pub fn next_deadline(&self) -> Option<u64> {
-        self.by_deadline.first().map(|&(d, _)| d)
+        self.by_deadline.first().map(|(d, _)| d)
     }
 
     /// Removes and returns the earliest timer if its deadline is `<= now_ns`.
@@ -94,7 +95,7 @@ impl<T> TimerQueue<T> {
     /// Unlike [`expire`](Self::expire) this releases the borrow between
     /// timers, so the caller may insert or cancel timers while handling one.
     pub fn pop_expired(&mut self, now_ns: u64) -> Option<(TimerId, T)> {
-        let &(deadline, seq) = self.by_deadline.first()?;
+        let (deadline, seq) = self.by_deadline.first()?;
         if deadline > now_ns {
             return None;
         }

@@ -12,6 +12,14 @@
 //! call), and the queue touches them only to hand them back
 //! (`VirtQueue::pop_used`, which copies a bounce buffer into place).
 //!
+//! A lent buffer that is not physically contiguous (a heap buffer spread
+//! over scattered frames, say) is bounced before it is posted: [`lend`]
+//! copies it into DMA memory of its own (and back, for a buffer the device
+//! writes, when the request is reaped), allocated outside the device's
+//! lock. When that memory cannot be had the request fails with
+//! `Error::DmaError`, an I/O error for one caller; the HAL's own bounce
+//! path (which can only panic on failure) is never reached from here.
+//!
 //! Several threads may lend at once: each posts under the device's
 //! [`IrqMutex`], sleeps, and on waking reaps every completion in used-ring
 //! order (whoever's it is) and looks for its own; a request's result waits
@@ -25,7 +33,9 @@ use virtio_drivers::queue::VirtQueue;
 use virtio_drivers::transport::Transport;
 
 use super::Error;
-use crate::hal::KernelHal;
+use crate::dma::DmaBuffer;
+use crate::hal::{BOUNCED_BYTES, KernelHal, contiguous_phys, pages_for};
+use crate::mm;
 use crate::sync::IrqMutex;
 
 /// The most buffers of each direction in one lent request.
@@ -89,13 +99,106 @@ impl<'a> Lend<'a> {
 }
 
 /// A posted request's buffers, as the queue keeps them until the device is
-/// done: the same pointers and lengths as were posted.
+/// done: the same pointers and lengths as were posted (the caller's own, or
+/// the bounce buffers standing in for them).
 struct Lent {
     ins: [*const [u8]; MAX_LENT],
     n_in: usize,
     outs: [*mut [u8]; MAX_LENT],
     n_out: usize,
     id: u64,
+    /// Bounce buffers posted for device-readable buffers, freed when reaped.
+    bounce_in: [Option<DmaBuffer>; MAX_LENT],
+    /// Bounce buffers posted for device-writable buffers, with the caller's
+    /// buffer each is copied back into when reaped.
+    bounce_out: [Option<(DmaBuffer, *mut [u8])>; MAX_LENT],
+}
+
+impl Lent {
+    /// The buffers of `req` as they will be posted: each physically
+    /// contiguous one as it is, each other one replaced by a bounce buffer
+    /// (a device-readable one filled from it). Allocates, so it runs
+    /// outside the device's lock; `DmaError` (nothing kept) when the bounce
+    /// memory cannot be had.
+    fn prepare(req: &mut Lend<'_>) -> Result<Lent, Error> {
+        let mut lent = Lent {
+            ins: [&[] as &[u8]; MAX_LENT].map(|s| s as *const [u8]),
+            n_in: req.n_in,
+            outs: [core::ptr::slice_from_raw_parts_mut(core::ptr::null_mut(), 0); MAX_LENT],
+            n_out: req.n_out,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            bounce_in: [None, None, None],
+            bounce_out: [None, None, None],
+        };
+        for (i, buf) in req.ins[..req.n_in].iter().enumerate() {
+            lent.ins[i] = match bounce_for(buf, false) {
+                None => *buf as *const [u8],
+                Some(Ok(mut b)) => {
+                    let posted = &mut b.as_mut_slice()[..buf.len()];
+                    posted.copy_from_slice(buf);
+                    BOUNCED_BYTES.fetch_add(buf.len() as u64, Ordering::Relaxed);
+                    let p = posted as *const [u8];
+                    lent.bounce_in[i] = Some(b);
+                    p
+                }
+                Some(Err(e)) => {
+                    lent.free_bounces();
+                    return Err(e);
+                }
+            };
+        }
+        for (i, buf) in req.outs[..req.n_out].iter_mut().enumerate() {
+            lent.outs[i] = match bounce_for(buf, true) {
+                None => &mut **buf as *mut [u8],
+                Some(Ok(mut b)) => {
+                    let p = &mut b.as_mut_slice()[..buf.len()] as *mut [u8];
+                    lent.bounce_out[i] = Some((b, &mut **buf as *mut [u8]));
+                    p
+                }
+                Some(Err(e)) => {
+                    lent.free_bounces();
+                    return Err(e);
+                }
+            };
+        }
+        Ok(lent)
+    }
+
+    /// Copies what the device wrote into bounce buffers back into the
+    /// caller's buffers, and frees every bounce buffer. Only once the
+    /// device has given the request back.
+    fn unbounce(&mut self) {
+        for (b, orig) in self.bounce_out.iter_mut().filter_map(Option::take) {
+            // SAFETY: `orig` is a buffer of the blocked lender (see `reap`),
+            // reached by nothing else until its result is filed; the bounce
+            // buffer is at least as long (made for it in `prepare`).
+            let dst = unsafe { &mut *orig };
+            dst.copy_from_slice(&b.as_slice()[..dst.len()]);
+            BOUNCED_BYTES.fetch_add(dst.len() as u64, Ordering::Relaxed);
+            b.free();
+        }
+        self.free_bounces();
+    }
+
+    fn free_bounces(&mut self) {
+        for b in self.bounce_in.iter_mut().filter_map(Option::take) {
+            b.free();
+        }
+        for (b, _) in self.bounce_out.iter_mut().filter_map(Option::take) {
+            b.free();
+        }
+    }
+}
+
+/// A bounce buffer for `buf` when the device cannot reach it in place (not
+/// physically contiguous once present): `None` when it can.
+fn bounce_for(buf: &[u8], device_writes: bool) -> Option<Result<DmaBuffer, Error>> {
+    let (va, len) = (buf.as_ptr() as u64, buf.len() as u64);
+    mm::prepare_for_dma(va, len, device_writes);
+    if contiguous_phys(va, len).is_some() {
+        return None;
+    }
+    Some(DmaBuffer::alloc_reclaiming(pages_for(buf.len())).ok_or(Error::DmaError))
 }
 
 // SAFETY: the pointers are dereferenced only by `LendingQueue::reap`, under
@@ -154,7 +257,7 @@ impl<const N: usize> LendingQueue<N> {
             let Some(token) = self.vq.peek_used() else {
                 break;
             };
-            let Some(l) = self.lent.get_mut(token as usize).and_then(Option::take) else {
+            let Some(mut l) = self.lent.get_mut(token as usize).and_then(Option::take) else {
                 log::error!("virtio: completion for unknown token {token}");
                 self.broken = true;
                 break;
@@ -181,6 +284,7 @@ impl<const N: usize> LendingQueue<N> {
             };
             match popped {
                 Ok(len) => {
+                    l.unbounce();
                     self.done.push((l.id, len));
                     n += 1;
                 }
@@ -199,41 +303,46 @@ impl<const N: usize> LendingQueue<N> {
         n
     }
 
-    /// Posts `req`; returns its id. `req`'s buffers must stay borrowed and
-    /// untouched until `take` has returned that id (`lend` sees to it).
-    fn add(&mut self, req: &mut Lend<'_>) -> Result<u64, Error> {
+    /// Posts the request in `pending` (from [`Lent::prepare`]) and takes it
+    /// out; returns its id, or why it was not posted (leaving it there).
+    /// Its buffers must stay borrowed and untouched until `take` has
+    /// returned that id (`lend` sees to it).
+    fn add(&mut self, pending: &mut Option<Lent>) -> Result<u64, Error> {
+        let Some(lent) = pending.as_mut() else {
+            return Err(Error::InvalidParam);
+        };
         if self.broken {
             return Err(Error::IoError);
         }
-        let ins = &req.ins[..req.n_in];
-        let outs = &mut req.outs[..req.n_out];
-        let mut lent = Lent {
-            ins: [&[] as &[u8]; MAX_LENT].map(|s| s as *const [u8]),
-            n_in: ins.len(),
-            outs: [core::ptr::slice_from_raw_parts_mut(core::ptr::null_mut(), 0); MAX_LENT],
-            n_out: outs.len(),
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+        // SAFETY: each pointer is a buffer of `lend`'s caller (borrowed by
+        // it for longer than the device may hold it: `lend` does not return
+        // before `reap` has popped this token and filed `lent.id`, and it
+        // neither reads nor writes them meanwhile) or a bounce buffer that
+        // `lent` owns until then. The slices made here end with this call;
+        // `lent` records the same pointers for `pop_used`.
+        let r = unsafe {
+            let ins: [&[u8]; MAX_LENT] =
+                core::array::from_fn(|i| if i < lent.n_in { &*lent.ins[i] } else { &[] });
+            let mut outs: [&mut [u8]; MAX_LENT] = core::array::from_fn(|i| {
+                if i < lent.n_out {
+                    &mut *lent.outs[i]
+                } else {
+                    &mut []
+                }
+            });
+            self.vq.add(&ins[..lent.n_in], &mut outs[..lent.n_out])
         };
-        for (d, s) in lent.ins.iter_mut().zip(ins.iter()) {
-            *d = *s as *const [u8];
-        }
-        for (d, s) in lent.outs.iter_mut().zip(outs.iter_mut()) {
-            *d = &mut **s as *mut [u8];
-        }
-        // SAFETY: the buffers are borrowed by `lend`'s caller for longer than
-        // the device may hold them: `lend` does not return before `reap` has
-        // popped this token (the device gave them back) and filed `lent.id`,
-        // and it neither reads nor writes them meanwhile. `lent` records the
-        // same buffers for `pop_used`.
-        let token = unsafe { self.vq.add(ins, outs) }?;
+        let token = r?;
         let id = lent.id;
         match self.lent.get_mut(token as usize) {
-            Some(slot) => *slot = Some(lent),
+            Some(slot) => *slot = pending.take(),
             None => {
                 // Cannot happen (tokens are descriptor indices); were it to,
                 // the request could never be reaped: stop the queue, which
-                // keeps the lender blocked.
+                // keeps the lender blocked. Its bounce buffers are left to
+                // the device (a dropped `DmaBuffer` keeps its frames).
                 self.broken = true;
+                *pending = None;
             }
         }
         Ok(id)
@@ -280,11 +389,20 @@ impl Drop for NoUnwind {
 /// wait queue, woken by its interrupt, or polling) until `cond()` holds;
 /// `lend` checks the condition again itself, so a `wait` that returns early
 /// only costs another round.
+///
+/// `Err(DmaError)`, with nothing posted, when there is no memory for the
+/// bookkeeping of `reqs.len()` requests.
 pub fn lend<D: LendingDevice<N>, const N: usize>(
     dev: &IrqMutex<D>,
     reqs: &mut [Lend<'_>],
     wait: &mut dyn FnMut(&mut dyn FnMut() -> bool),
-) -> Vec<Result<u32, Error>> {
+) -> Result<Vec<Result<u32, Error>>, Error> {
+    let mut ids: Vec<Result<u64, Error>> = Vec::new();
+    let mut results: Vec<Result<u32, Error>> = Vec::new();
+    if ids.try_reserve_exact(reqs.len()).is_err() || results.try_reserve_exact(reqs.len()).is_err()
+    {
+        return Err(Error::DmaError);
+    }
     let mut until = |cond: &mut dyn FnMut() -> bool| {
         let mut hit = false;
         while !hit {
@@ -295,54 +413,68 @@ pub fn lend<D: LendingDevice<N>, const N: usize>(
         }
     };
     let guard = NoUnwind;
-    let mut ids: Vec<Result<u64, Error>> = Vec::with_capacity(reqs.len());
     for req in reqs.iter_mut() {
         if let Some(Err(e)) = ids.last() {
             let e = *e;
             ids.push(Err(e));
             continue;
         }
+        let mut pending = match Lent::prepare(req) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                ids.push(Err(e));
+                continue;
+            }
+        };
         let mut got = None;
         until(&mut || {
+            if pending.is_none() {
+                return true;
+            }
             let mut g = dev.lock();
             let d = &mut *g;
             let q = d.queue();
             q.reap();
-            let r = q.add(req);
+            let r = q.add(&mut pending);
             let in_flight = q.in_flight();
             let notify = q.vq.should_notify();
             match r {
                 Err(Error::QueueFull) => false,
-                r => {
-                    if r.is_ok() {
-                        d.posted(in_flight);
-                        if notify {
-                            d.notify();
-                        }
+                Err(e) => {
+                    if let Some(mut lent) = pending.take() {
+                        lent.free_bounces();
                     }
-                    got = Some(r);
+                    got = Some(Err(e));
+                    true
+                }
+                Ok(id) => {
+                    d.posted(in_flight);
+                    if notify {
+                        d.notify();
+                    }
+                    got = Some(Ok(id));
                     true
                 }
             }
         });
         ids.push(got.unwrap_or(Err(Error::IoError)));
     }
-    let results = ids
-        .into_iter()
-        .map(|id| {
-            let id = id?;
-            let mut len = None;
-            until(&mut || {
-                let mut g = dev.lock();
-                let q = g.queue();
-                q.reap();
-                len = q.take(id);
-                len.is_some()
-            });
-            Ok(len.unwrap_or(0))
-        })
-        .collect();
+    for id in ids {
+        let Ok(id) = id else {
+            results.push(id.map(|_| 0));
+            continue;
+        };
+        let mut len = None;
+        until(&mut || {
+            let mut g = dev.lock();
+            let q = g.queue();
+            q.reap();
+            len = q.take(id);
+            len.is_some()
+        });
+        results.push(Ok(len.unwrap_or(0)));
+    }
     // Every posted request has been reaped: the buffers are back.
     core::mem::forget(guard);
-    results
+    Ok(results)
 }

@@ -580,15 +580,17 @@ pub fn mmap_file(fd: i32, len: usize, offset: u64) -> Result<*const u8> {
     let id = NEXT_MAP_ID.fetch_add(1, Ordering::Relaxed);
     let kind = VmaKind::File { file: id, offset };
     let va = mm::mmap_kind(pages * PAGE, Prot::READ, kind).map_err(|_| Errno::ENOMEM)?;
-    MAPPINGS.lock().insert(
-        va,
-        Mapping {
-            len: pages * PAGE,
-            file,
-            first_page: offset / PAGE,
-            pins: VecDeque::new(),
-        },
-    );
+    let m = Mapping {
+        len: pages * PAGE,
+        file,
+        first_page: offset / PAGE,
+        pins: VecDeque::new(),
+    };
+    if MAPPINGS.lock().try_insert(va, m).is_err() {
+        // Nothing was mapped yet (pages fault in later): the range goes back.
+        let _ = mm::unmap_keep_frames(va, pages * PAGE);
+        return Err(Errno::ENOMEM);
+    }
     Ok(va as *const u8)
 }
 
