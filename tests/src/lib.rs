@@ -93,7 +93,7 @@ pub fn boot_disk_image(app: &str, site: &std::path::Path) -> PathBuf {
                 std::fs::create_dir_all(p).map_err(|e| e.to_string())?;
             }
             let cmdline = uk_cli::bootdisk::disk_cmdline("", &[]);
-            uk_cli::bootdisk::build(uk_cli::ImageFormat::Raw, &kernel, site, &cmdline, &out)
+            uk_cli::bootdisk::build(uk_cli::ImageFormat::Raw, &kernel, site, &[], &cmdline, &out)
                 .map(|_| out)
                 .map_err(|e| e.to_string())
         })

@@ -107,6 +107,12 @@ pub struct Config {
     pub tls_key: Option<String>,
     /// HTTPS port (default 443), served beside `port`.
     pub tls_port: u16,
+    /// Plain HTTP requests get this status (301 or 308) to the same URL on
+    /// HTTPS (`--redirect-https[=308]`; needs `--tls-cert`).
+    pub redirect_https: Option<u16>,
+    /// `Strict-Transport-Security: max-age=N` on HTTPS responses
+    /// (`--hsts N`; needs `--tls-cert`).
+    pub hsts: Option<u64>,
     /// `--help` was given.
     pub help: bool,
 }
@@ -260,6 +266,8 @@ impl Default for Config {
             tls_cert: None,
             tls_key: None,
             tls_port: 443,
+            redirect_https: None,
+            hsts: None,
             help: false,
         }
     }
@@ -297,7 +305,9 @@ usage: httpd [OPTIONS]
 pub const USAGE_TLS: &str = "\
   --tls-cert FILE          PEM certificate chain: HTTPS on --tls-port
   --tls-key FILE           PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1)
-  --tls-port N             HTTPS port (443)";
+  --tls-port N             HTTPS port (443)
+  --redirect-https[=308]   answer plain HTTP with 301 (or 308) to https://HOST[:PORT]/PATH
+  --hsts SECONDS           Strict-Transport-Security: max-age=SECONDS on HTTPS responses";
 
 /// Parses a duration: `10s`, `500ms`, `2m`, or a plain number of seconds.
 /// Returns milliseconds; zero is refused.
@@ -488,6 +498,26 @@ pub fn parse_args<S: AsRef<str>>(args: &[S]) -> Result<Config, String> {
                     .filter(|&p| p != 0)
                     .ok_or_else(|| bad(v, "port"))?;
             }
+            #[cfg(feature = "tls")]
+            "--redirect-https" => {
+                c.redirect_https = Some(match inline.take() {
+                    None => 301,
+                    Some("301") => 301,
+                    Some("308") => 308,
+                    Some(v) => return Err(bad(v, "redirect status (301, 308)")),
+                });
+            }
+            #[cfg(feature = "tls")]
+            "--hsts" => {
+                let v = value()?;
+                // Browsers cap it (Chrome: one year); two years is plenty.
+                c.hsts = Some(
+                    v.parse::<u64>()
+                        .ok()
+                        .filter(|&s| s <= 2 * 365 * 86_400)
+                        .ok_or_else(|| bad(v, "max-age (seconds, at most two years)"))?,
+                );
+            }
             "--help" | "-h" => c.help = true,
             _ => return Err(format!("unknown argument '{arg}'")),
         }
@@ -510,6 +540,14 @@ fn check_tls(c: &Config) -> Result<(), String> {
     }
     if c.tls_cert.is_some() && c.tls_port == c.port {
         return Err(format!("--tls-port {} is also the HTTP port", c.tls_port));
+    }
+    if c.tls_cert.is_none() {
+        if c.redirect_https.is_some() {
+            return Err("--redirect-https needs --tls-cert and --tls-key".into());
+        }
+        if c.hsts.is_some() {
+            return Err("--hsts needs --tls-cert and --tls-key".into());
+        }
     }
     Ok(())
 }

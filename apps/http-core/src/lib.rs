@@ -28,6 +28,8 @@ pub mod config;
 mod date;
 mod encoding;
 mod fuzz;
+#[cfg(feature = "tls")]
+pub mod https;
 mod log;
 mod mime;
 mod oom;
@@ -35,6 +37,8 @@ mod parse;
 mod path;
 mod precond;
 mod response;
+#[cfg(feature = "tls")]
+pub mod session;
 pub mod sort;
 pub mod x509;
 

@@ -215,3 +215,37 @@ fn tls_options() {
     assert!(e(&["--tls-cert", "/c", "--tls-key", "/k", "--tls-port", "80"]).contains("HTTP port"));
     assert!(e(&["--tls-port", "0"]).contains("port"));
 }
+
+#[test]
+fn https_redirect_and_hsts_options() {
+    let tls = ["--tls-cert", "/c", "--tls-key", "/k"];
+    let with = |extra: &[&str]| {
+        let mut a: Vec<&str> = tls.to_vec();
+        a.extend_from_slice(extra);
+        parse_args(&a)
+    };
+    let c = with(&[]).unwrap();
+    assert_eq!((c.redirect_https, c.hsts), (None, None));
+    let c = with(&["--redirect-https", "--hsts", "31536000"]).unwrap();
+    assert_eq!((c.redirect_https, c.hsts), (Some(301), Some(31_536_000)));
+    // The flag takes no separate value: the next argument is a flag.
+    let c = with(&["--redirect-https=308", "--hsts=0"]).unwrap();
+    assert_eq!((c.redirect_https, c.hsts), (Some(308), Some(0)));
+    assert!(
+        with(&["--redirect-https=302"])
+            .unwrap_err()
+            .contains("301, 308")
+    );
+    assert!(with(&["--hsts", "-1"]).unwrap_err().contains("max-age"));
+    assert!(with(&["--hsts", "1y"]).unwrap_err().contains("max-age"));
+    assert!(
+        with(&["--hsts", "999999999"])
+            .unwrap_err()
+            .contains("max-age")
+    );
+    assert!(with(&["--hsts"]).unwrap_err().contains("needs a value"));
+    // Both need HTTPS.
+    let e = |a: &[&str]| parse_args(a).unwrap_err();
+    assert!(e(&["--redirect-https"]).contains("needs --tls-cert"));
+    assert!(e(&["--hsts", "60"]).contains("needs --tls-cert"));
+}

@@ -173,3 +173,32 @@ fn request_path_survives_every_failed_allocation() {
     }
     assert!(overloaded > 100, "{overloaded} plans ended in a 503");
 }
+
+/// The TLS session store and the HTTPS redirect under failing
+/// allocations: a session is not stored (`false`), a lookup misses, a
+/// redirect is a 503; nothing aborts, and it all works once memory is back.
+#[test]
+fn session_store_and_https_redirect_refuse_rather_than_abort() {
+    use uk_http::https::https_location;
+    use uk_http::session::SessionStore;
+    let mut store = SessionStore::new(8, 4096);
+    // Room for the first entry is the only allocation a put makes.
+    let (key, value) = (vec![1; 32], vec![2; 100]);
+    let (stored, rep) = inject(Plan::From(0), || store.put(key, value));
+    assert!(!stored && rep.failed > 0);
+    assert!(store.is_empty());
+    assert!(store.put(vec![1; 32], vec![2; 100]));
+    let (got, _) = inject(Plan::From(0), || store.get(&[1; 32]));
+    assert_eq!(got, None);
+    assert_eq!(store.get(&[1; 32]), Some(vec![2; 100]));
+    let (_, n) = count(|| https_location(Some("example.com"), "/a?b", 8443));
+    for i in 0..n {
+        for plan in [Plan::Nth(i), Plan::From(i)] {
+            let (r, _) = inject(plan, || https_location(Some("example.com"), "/a?b", 8443));
+            assert!(
+                r.as_deref() == Ok("https://example.com:8443/a?b") || r == Err(503),
+                "{r:?}"
+            );
+        }
+    }
+}

@@ -440,6 +440,21 @@ pub struct Server {
     /// HTTPS: the listener and the TLS configuration.
     #[cfg(feature = "tls")]
     tls: Option<(i32, alloc::sync::Arc<rustls::ServerConfig>)>,
+    /// HTTPS responses' extra fields: the site's, and
+    /// `Strict-Transport-Security` with `--hsts`.
+    #[cfg(feature = "tls")]
+    tls_headers: Vec<(String, String)>,
+}
+
+/// Whether the connection is HTTPS.
+#[cfg(feature = "tls")]
+fn is_tls(conn: &Conn) -> bool {
+    conn.tls.is_some()
+}
+
+#[cfg(not(feature = "tls"))]
+fn is_tls(_conn: &Conn) -> bool {
+    false
 }
 
 /// Progress of a graceful shutdown.
@@ -506,6 +521,8 @@ impl Server {
             }),
             #[cfg(feature = "tls")]
             tls: None,
+            #[cfg(feature = "tls")]
+            tls_headers: Vec::new(),
         })
     }
 
@@ -526,6 +543,13 @@ impl Server {
             },
         )?;
         self.tls = Some((listener, config));
+        self.tls_headers = self.cfg.headers.clone();
+        if let Some(max_age) = self.cfg.hsts {
+            self.tls_headers.push((
+                String::from("Strict-Transport-Security"),
+                uk_http::https::hsts_value(max_age),
+            ));
+        }
         Ok(())
     }
 
@@ -534,12 +558,24 @@ impl Server {
         &self.cfg
     }
 
-    fn info(&self) -> ServerInfo<'_> {
+    /// What responses carry; `tls`: on an HTTPS connection.
+    fn info(&self, tls: bool) -> ServerInfo<'_> {
+        #[cfg(feature = "tls")]
+        let headers = if tls {
+            &self.tls_headers
+        } else {
+            &self.cfg.headers
+        };
+        #[cfg(not(feature = "tls"))]
+        let headers = {
+            let _ = tls;
+            &self.cfg.headers
+        };
         ServerInfo {
             server: SERVER,
             max_ranges: self.cfg.max_ranges,
             cache_control: self.cfg.cache_control.as_deref(),
-            headers: &self.cfg.headers,
+            headers,
         }
     }
 
@@ -729,7 +765,7 @@ impl Server {
             503,
             false,
             unix_now(),
-            &self.info(),
+            &self.info(false),
             &[("Retry-After", "1")],
         );
         let _ = fs::write(fd, &plan.head);
@@ -995,7 +1031,7 @@ impl Server {
                         conn.rbuf.drain(..consumed);
                         conn.discard = request.body_len;
                         conn.head_started = None;
-                        let Ok(resp) = self.respond(&mut request) else {
+                        let Ok(resp) = self.respond(&mut request, is_tls(conn)) else {
                             self.overloaded(conn.fd, &conn.peer);
                             return Next::Close;
                         };
@@ -1073,7 +1109,7 @@ impl Server {
 
     /// The response to a request head that cannot be served.
     fn reject(&self, conn: &mut Conn, e: &mut StatusError) -> Result<Response, NoMemory> {
-        let plan = e.response(unix_now(), &self.info());
+        let plan = e.response(unix_now(), &self.info(is_tls(conn)));
         if e.close {
             // The byte stream is out of step: read nothing more.
             conn.read_eof = true;
@@ -1093,9 +1129,9 @@ impl Server {
 
     /// Plans and prepares the response to an accepted request (the log's
     /// fields are moved out of `req`); an error when memory ran out.
-    fn respond(&self, req: &mut Request) -> Result<Response, NoMemory> {
+    fn respond(&self, req: &mut Request, tls: bool) -> Result<Response, NoMemory> {
         let now = unix_now();
-        let info = self.info();
+        let info = self.info(tls);
         let log = LogInfo {
             // Only the log line loses it when memory is short.
             request_line: req.request_line().unwrap_or_default(),
@@ -1103,6 +1139,13 @@ impl Server {
             user_agent: req.user_agent.take(),
         };
         let req = &*req;
+        // --redirect-https: every plain HTTP request goes to HTTPS.
+        #[cfg(feature = "tls")]
+        if !tls && let Some(status) = self.cfg.redirect_https {
+            let plan =
+                uk_http::https::plan_https_redirect(req, status, self.cfg.tls_port, now, &info);
+            return Response::new(plan, None, log);
+        }
         let path = match resolve_target(&req.target) {
             Ok(p) => p,
             Err(e) => return Response::new(plan_error(req, e.status, now, &info), None, log),
@@ -1301,8 +1344,11 @@ impl Server {
             let conn = self.conns[slot].take().expect("a connection");
             if conn.out.is_some() {
                 log::debug!("httpd: {}: send timeout", conn.peer);
+            } else if is_tls(&conn) {
+                // No plain-text 408 into a TLS stream.
+                log::debug!("httpd: {}: TLS connection timed out", conn.peer);
             } else if conn.head_started.is_some() || !conn.rbuf.is_empty() || conn.discard > 0 {
-                let plan = error_response(408, false, unix_now(), &self.info(), &[]);
+                let plan = error_response(408, false, unix_now(), &self.info(false), &[]);
                 let _ = fs::write(conn.fd, &plan.head);
                 if let Some(BodyPart::Bytes(b)) = plan.body.first() {
                     let _ = fs::write(conn.fd, b);

@@ -15,6 +15,15 @@
 //!   RDSEED/RDRAND (`unikernel::arch::rand`); with neither, [`load`] fails
 //!   with a clear error instead of serving with predictable keys.
 //!
+//! - Resumption: TLS 1.3 and 1.2 session tickets sealed with AES-256-GCM
+//!   ([`Ticketer`]; keys from the hardware RNG, a new one every
+//!   [`TICKET_PERIOD_S`], the previous one still accepted, so a ticket
+//!   works for 12 to 24 hours and never after; the lifetime hint is 12 h),
+//!   and TLS 1.2 session IDs for clients without tickets ([`SessionCache`]:
+//!   at most [`SESSION_ENTRIES`] sessions and [`SESSION_BYTES`] bytes, the
+//!   oldest evicted first, nothing stored when memory runs out). Both
+//!   rotation and eviction logic live in `uk_http::session` (host tests).
+//!
 //! Copies: the record layer cannot encrypt in the page cache, so TLS
 //! responses take the mmap data path (file pages → record buffer, the
 //! encryption's one copy, counted as `app_to_tls`), and received records are
@@ -27,15 +36,19 @@ use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
 
+use core::sync::atomic::{AtomicU64, Ordering};
+use ring::aead;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use rustls::server::UnbufferedServerConnection;
 use rustls::time_provider::TimeProvider;
 use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, UnbufferedStatus};
 use rustls::{ServerConfig, version};
+use uk_http::session::{KEY_NAME_LEN, KeyRing, NamedKey, SessionStore};
 use uk_http::x509;
 use unikernel::fs::{self, Errno};
 use unikernel::io::{APP_COPIES as TLS_COPIES, CopyStage};
+use unikernel::sync::Mutex;
 use unikernel::time::SystemTime;
 
 /// The wall clock for rustls (certificate validity).
@@ -70,6 +83,147 @@ impl rustls::server::ResolvesServerCert for OneCert {
     ) -> Option<Arc<rustls::sign::CertifiedKey>> {
         Some(self.0.clone())
     }
+}
+
+/// TLS 1.2 session IDs kept for resumption.
+const SESSION_ENTRIES: usize = 512;
+/// Bytes of session IDs and session state kept (a TLS 1.2 session is about
+/// 150 bytes without client certificates).
+const SESSION_BYTES: usize = 192 * 1024;
+/// Ticket keys are replaced every this many seconds.
+const TICKET_PERIOD_S: u32 = 12 * 3600;
+
+/// Server-side session state for TLS 1.2 session IDs (and stateful TLS 1.3
+/// tickets, which rustls uses only when the ticketer cannot seal).
+struct SessionCache(Mutex<SessionStore>);
+
+impl core::fmt::Debug for SessionCache {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("SessionCache")
+    }
+}
+
+impl rustls::server::StoresServerSessions for SessionCache {
+    fn put(&self, key: Vec<u8>, value: Vec<u8>) -> bool {
+        self.0.lock().put(key, value)
+    }
+
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.0.lock().get(key)
+    }
+
+    fn take(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.0.lock().take(key)
+    }
+
+    fn can_cache(&self) -> bool {
+        true
+    }
+}
+
+/// One ticket key: AES-256-GCM, and the count of tickets it sealed (the
+/// nonce: never repeated under one key).
+struct TicketKey {
+    aead: aead::LessSafeKey,
+    sealed: AtomicU64,
+}
+
+/// Random name, random key: `None` without hardware randomness.
+fn new_ticket_key() -> Option<NamedKey<TicketKey>> {
+    let mut bytes = [0u8; 32 + KEY_NAME_LEN];
+    if let Err(e) = unikernel::arch::rand::fill(&mut bytes) {
+        log::error!("httpd: no random numbers for a ticket key: {e}");
+        return None;
+    }
+    let (key, name_bytes) = bytes.split_at(32);
+    let mut name = [0u8; KEY_NAME_LEN];
+    name.copy_from_slice(name_bytes);
+    let key = aead::UnboundKey::new(&aead::AES_256_GCM, key).ok()?;
+    bytes.fill(0);
+    Some(NamedKey {
+        name,
+        key: TicketKey {
+            aead: aead::LessSafeKey::new(key),
+            sealed: AtomicU64::new(0),
+        },
+    })
+}
+
+/// Seals and opens session tickets: `name (16) | nonce (12) | ciphertext |
+/// tag (16)`, the name as additional data.
+struct Ticketer(Mutex<KeyRing<TicketKey>>);
+
+impl core::fmt::Debug for Ticketer {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("Ticketer")
+    }
+}
+
+const NONCE_LEN: usize = 12;
+const TAG_LEN: usize = 16;
+
+impl rustls::server::ProducesTickets for Ticketer {
+    fn enabled(&self) -> bool {
+        true
+    }
+
+    fn lifetime(&self) -> u32 {
+        TICKET_PERIOD_S
+    }
+
+    fn encrypt(&self, plain: &[u8]) -> Option<Vec<u8>> {
+        let mut ring = self.0.lock();
+        let k = ring.sealing(now_ms(), &mut new_ticket_key)?;
+        let n = k.key.sealed.fetch_add(1, Ordering::Relaxed);
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce[4..].copy_from_slice(&n.to_be_bytes());
+        let mut out = Vec::new();
+        // All the room up front: sealing never reallocates (an allocation
+        // failure is no ticket, not an abort).
+        out.try_reserve_exact(KEY_NAME_LEN + NONCE_LEN + plain.len() + TAG_LEN)
+            .ok()?;
+        out.extend_from_slice(&k.name);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(plain);
+        let (head, body) = out.split_at_mut(KEY_NAME_LEN + NONCE_LEN);
+        let tag = k
+            .key
+            .aead
+            .seal_in_place_separate_tag(
+                aead::Nonce::assume_unique_for_key(nonce),
+                aead::Aad::from(&head[..KEY_NAME_LEN]),
+                body,
+            )
+            .ok()?;
+        out.extend_from_slice(tag.as_ref());
+        Some(out)
+    }
+
+    fn decrypt(&self, cipher: &[u8]) -> Option<Vec<u8>> {
+        if cipher.len() < KEY_NAME_LEN + NONCE_LEN + TAG_LEN {
+            return None;
+        }
+        let (name, rest) = cipher.split_at(KEY_NAME_LEN);
+        let (nonce, sealed) = rest.split_at(NONCE_LEN);
+        let mut ring = self.0.lock();
+        let k = ring.opening(now_ms(), name, &mut new_ticket_key)?;
+        let nonce = aead::Nonce::try_assume_unique_for_key(nonce).ok()?;
+        let mut out = Vec::new();
+        out.try_reserve_exact(sealed.len()).ok()?;
+        out.extend_from_slice(sealed);
+        let n = k
+            .key
+            .aead
+            .open_in_place(nonce, aead::Aad::from(name), &mut out)
+            .ok()?
+            .len();
+        out.truncate(n);
+        Some(out)
+    }
+}
+
+fn now_ms() -> u64 {
+    unikernel::time::Instant::now().as_nanos() / 1_000_000
 }
 
 /// Largest file read for a certificate or key.
@@ -146,6 +300,13 @@ pub fn load(cert: &str, key: &str) -> Result<Arc<ServerConfig>, String> {
         .with_cert_resolver(Arc::new(OneCert(Arc::new(certified))));
     // http/1.1, and http/1.0 for clients that offer only that (curl -0).
     config.alpn_protocols = vec![b"http/1.1".to_vec(), b"http/1.0".to_vec()];
+    config.session_storage = Arc::new(SessionCache(Mutex::new(SessionStore::new(
+        SESSION_ENTRIES,
+        SESSION_BYTES,
+    ))));
+    config.ticketer = Arc::new(Ticketer(Mutex::new(KeyRing::new(
+        u64::from(TICKET_PERIOD_S) * 1000,
+    ))));
     Ok(Arc::new(config))
 }
 

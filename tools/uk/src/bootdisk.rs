@@ -231,13 +231,20 @@ pub fn layout(esp_bytes: u64, root_bytes: u64) -> Layout {
 /// Builds the bootable raw disk `out` with `kernel` (a PVH/Multiboot2 ELF),
 /// the site folder `site` and the kernel command line `cmdline`. Returns
 /// the image size.
-pub fn build_raw(kernel: &Path, site: &Path, cmdline: &str, out: &Path) -> Result<u64, Error> {
+pub fn build_raw(
+    kernel: &Path,
+    site: &Path,
+    files: &[(PathBuf, String)],
+    cmdline: &str,
+    out: &Path,
+) -> Result<u64, Error> {
     ensure_tools()?;
     let tmp = Scratch::new("bootdisk")?;
     let t = |name: &str| tmp.0.join(name);
 
     let root_img = t("root.ext4");
-    let root_bytes = crate::image::build_image_from_dir(site, &root_img, crate::ImageFormat::Ext4)?;
+    let root_bytes =
+        crate::image::build_image_with(site, &root_img, crate::ImageFormat::Ext4, files)?;
 
     std::fs::write(t("grub.cfg"), grub_config(cmdline)).map_err(io_err(&t("grub.cfg")))?;
     run(&mut grub_mkimage(
@@ -381,6 +388,7 @@ pub fn build(
     format: crate::ImageFormat,
     kernel: &Path,
     site: &Path,
+    files: &[(PathBuf, String)],
     cmdline: &str,
     out: &Path,
 ) -> Result<Vec<String>, Error> {
@@ -390,13 +398,13 @@ pub fn build(
     let mib = |n: u64| format!("{:.1} MiB", n as f64 / MIB as f64);
     match format {
         F::Ext4 => {
-            let n = crate::image::build_image_from_dir(site, &out, F::Ext4)?;
+            let n = crate::image::build_image_with(site, &out, F::Ext4, files)?;
             Ok(vec![format!("{}  ext4, {}", out.display(), mib(n))])
         }
         F::Elf => {
             let disk = out.with_extension("ext4");
             std::fs::copy(kernel, &out).map_err(io_err(&out))?;
-            let n = crate::image::build_image_from_dir(site, &disk, F::Ext4)?;
+            let n = crate::image::build_image_with(site, &disk, F::Ext4, files)?;
             let k = std::fs::metadata(&out).map_err(io_err(&out))?.len();
             Ok(vec![
                 format!("{}  PVH ELF kernel, {}", out.display(), mib(k)),
@@ -404,7 +412,7 @@ pub fn build(
             ])
         }
         F::Raw => {
-            let n = build_raw(kernel, site, cmdline, &out)?;
+            let n = build_raw(kernel, site, files, cmdline, &out)?;
             Ok(vec![format!(
                 "{}  raw GPT disk (BIOS + UEFI), {}",
                 out.display(),
@@ -414,7 +422,7 @@ pub fn build(
         F::Qcow2 => {
             let tmp = Scratch::new("qcow2")?;
             let raw = tmp.0.join("disk.raw");
-            build_raw(kernel, site, cmdline, &raw)?;
+            build_raw(kernel, site, files, cmdline, &raw)?;
             let _ = std::fs::remove_file(&out);
             run(&mut qcow2_command(&raw, &out))?;
             let n = std::fs::metadata(&out).map_err(io_err(&out))?.len();
@@ -427,7 +435,7 @@ pub fn build(
         F::Gce => {
             let tmp = Scratch::new("gce")?;
             let raw = tmp.0.join("disk.raw");
-            build_raw(kernel, site, cmdline, &raw)?;
+            build_raw(kernel, site, files, cmdline, &raw)?;
             let _ = std::fs::remove_file(&out);
             run(&mut gce_tar_command(&tmp.0, &out))?;
             let n = std::fs::metadata(&out).map_err(io_err(&out))?.len();
@@ -448,10 +456,12 @@ pub fn image_command(
     out: &Path,
     format: crate::ImageFormat,
     args: &[String],
+    files: &[(PathBuf, String)],
+    flavor: crate::build::Flavor,
 ) -> Result<i32, Error> {
-    let kernel = crate::build_image(app, crate::Profile::Release, false)?;
+    let kernel = crate::build::build_image_flavor(app, crate::Profile::Release, flavor, false)?;
     let cmdline = disk_cmdline("", args);
-    for line in build(format, &kernel, site, &cmdline, out)? {
+    for line in build(format, &kernel, site, files, &cmdline, out)? {
         println!("{line}");
     }
     let out = std::path::absolute(out).unwrap_or_else(|_| out.to_path_buf());
@@ -672,7 +682,7 @@ pub fn bench_disk_rows(
     let site = tmp.0.join("site");
     std::fs::create_dir_all(&site).map_err(io_err(&site))?;
     let disk = tmp.0.join("disk.raw");
-    build_raw(kernel, &site, &disk_cmdline("", &[]), &disk)?;
+    build_raw(kernel, &site, &[], &disk_cmdline("", &[]), &disk)?;
     let size = std::fs::metadata(&disk).map_err(io_err(&disk))?.len();
     let mut rows = Vec::new();
     for fw in Firmware::ALL {

@@ -109,6 +109,12 @@ pub struct RunArgs {
     /// The name of a background VM (default: APP-N)
     #[arg(long, requires = "detach")]
     pub name: Option<String>,
+    /// httpd over HTTPS too: the TLS build, 127.0.0.1:8443 forwarded to the
+    /// guest's port 443, and (without --tls-cert/--tls-key or uk.toml's
+    /// tls_cert/tls_key) a self-signed certificate for localhost and
+    /// 127.0.0.1 made on the host (kept in target/uk-tls/)
+    #[arg(long)]
+    pub tls: bool,
     /// httpd's site settings (also read from DIR/uk.toml).
     #[command(flatten, next_help_heading = "Site (httpd; the same keys as uk.toml)")]
     pub site_args: crate::siteconfig::SiteArgs,
@@ -529,8 +535,17 @@ pub fn execute(cmd: Cmd) -> Result<i32, Error> {
             check_app(&app)?;
             let sc = site_config(&app, Some(&site), &site_args)?;
             let args = sc.as_ref().map(|c| c.httpd_args()).unwrap_or_default();
+            let files = sc.as_ref().map(|c| c.disk_files()).unwrap_or_default();
+            // HTTPS files: the TLS build of httpd serves them.
+            let flavor = if sc.as_ref().is_some_and(|c| c.tls.is_some()) {
+                crate::build::Flavor::Tls
+            } else {
+                crate::build::Flavor::Plain
+            };
             if format != crate::image::ImageFormat::Ext4 {
-                return crate::bootdisk::image_command(&app, &site, &out, format, &args);
+                return crate::bootdisk::image_command(
+                    &app, &site, &out, format, &args, &files, flavor,
+                );
             }
             let size = crate::progress::step(
                 &format!(
@@ -538,8 +553,11 @@ pub fn execute(cmd: Cmd) -> Result<i32, Error> {
                     display_path(&site),
                     display_path(&out)
                 ),
-                || crate::image::build_image_from_dir(&site, &out, format),
+                || crate::image::build_image_with(&site, &out, format, &files),
             )?;
+            for (host, guest) in &files {
+                println!("{} -> {guest} on the disk", display_path(host));
+            }
             println!(
                 "{}  {size} bytes ({:.1} MiB, ext4 of {})",
                 display_path(&out),
@@ -547,13 +565,19 @@ pub fn execute(cmd: Cmd) -> Result<i32, Error> {
                 display_path(&site)
             );
             // The kernel that serves it, and how to boot the pair.
-            let kernel = build_image(&app, Profile::Release, false)?;
+            let kernel = crate::build::build_image_flavor(&app, Profile::Release, flavor, false)?;
             let mut cfg = VmConfig::new(&kernel);
             cfg.disk = Some(out.clone());
             cfg.args = args;
             cfg.apply_app_defaults(&app);
             if let Some(port) = sc.as_ref().and_then(|c| c.port) {
                 forward_default_to(&mut cfg, port);
+            }
+            if flavor == crate::build::Flavor::Tls {
+                cfg.fwds.push(crate::qemu::PortFwd {
+                    host: crate::tls::LOCAL_HTTPS_PORT,
+                    guest: 443,
+                });
             }
             println!("{}  ({app} kernel)", display_path(&kernel));
             println!("boot: {}", render_command(&qemu_command(&cfg)));
@@ -657,12 +681,33 @@ fn run(r: RunArgs) -> Result<i32, Error> {
     } else {
         Profile::Release
     };
-    let image = build_image(&app, profile, false)?;
+    if r.tls && app != "httpd" {
+        return Err(Error::Usage(format!("--tls is httpd's, not {app}'s")));
+    }
     // httpd without --site serves the built-in demo site.
     let site = r
         .site
         .clone()
         .or_else(|| (app == "httpd").then(crate::workspace::demo_site));
+    let mut sc = site_config(&app, site.as_deref(), &r.site_args)?;
+    if r.tls && sc.as_ref().is_none_or(|c| c.tls.is_none()) {
+        let (files, made) = crate::tls::local_cert()?;
+        eprintln!(
+            "uk: {} self-signed certificate for localhost and 127.0.0.1: {} (trust it with \
+             curl --cacert {})",
+            if made { "made a" } else { "using the" },
+            display_path(&files.cert),
+            display_path(&files.cert)
+        );
+        sc.get_or_insert_default().tls = Some(files);
+    }
+    let tls = sc.as_ref().is_some_and(|c| c.tls.is_some());
+    let flavor = if tls {
+        crate::build::Flavor::Tls
+    } else {
+        crate::build::Flavor::Plain
+    };
+    let image = crate::build::build_image_flavor(&app, profile, flavor, false)?;
     let mut cfg = VmConfig {
         image,
         machine: r.machine,
@@ -678,7 +723,6 @@ fn run(r: RunArgs) -> Result<i32, Error> {
         disk: None,
         disk_bus: crate::qemu::DiskBus::Blk,
     };
-    let sc = site_config(&app, site.as_deref(), &r.site_args)?;
     if let Some(sc) = &sc {
         // The site's settings first, the user's own arguments after them.
         let mut args = sc.httpd_args();
@@ -691,11 +735,26 @@ fn run(r: RunArgs) -> Result<i32, Error> {
     {
         forward_default_to(&mut cfg, port);
     }
+    // HTTPS: 127.0.0.1:8443 to the guest's 443, beside the defaults.
+    if tls && r.fwds.is_empty() {
+        cfg.fwds.push(crate::qemu::PortFwd {
+            host: crate::tls::LOCAL_HTTPS_PORT,
+            guest: 443,
+        });
+    }
+    let files = sc.as_ref().map(|c| c.disk_files()).unwrap_or_default();
     if r.detach {
-        return crate::vms::start(&app, r.name.as_deref(), cfg, site.as_deref(), r.verbose);
+        return crate::vms::start(
+            &app,
+            r.name.as_deref(),
+            cfg,
+            site.as_deref(),
+            &files,
+            r.verbose,
+        );
     }
     let disk = match &site {
-        Some(dir) => Some(crate::image::TempImage::from_dir(dir)?),
+        Some(dir) => Some(crate::image::TempImage::from_dir_with(dir, &files)?),
         None => None,
     };
     cfg.disk = disk.as_ref().map(|d| d.path.clone());
@@ -717,6 +776,9 @@ fn run(r: RunArgs) -> Result<i32, Error> {
         let port = sc.as_ref().and_then(|c| c.port).unwrap_or(80);
         if let Some(f) = cfg.fwds.iter().find(|f| f.guest == port) {
             println!("http://127.0.0.1:{}/", f.host);
+        }
+        if tls && let Some(f) = cfg.fwds.iter().find(|f| f.guest == 443) {
+            println!("https://localhost:{}/", f.host);
         }
     }
     // QEMU dies with the CLI; SIGINT, SIGTERM and SIGHUP stop it first.
@@ -791,19 +853,22 @@ fn test(extra: &[String]) -> Result<i32, Error> {
         eprintln!("uk: warning: {e} (the disk-boot tests will fail)");
     }
     // The HTTP tests use curl as a real client; the namespace tests use ip;
-    // the SYN-flood test uses hping3.
-    let missing: Vec<&str> = [("curl", "curl"), ("iproute2", "ip"), ("hping3", "hping3")]
+    // the SYN-flood test uses hping3; the HTTPS test testssl.sh.
+    let tools = [
+        ("curl", "curl"),
+        ("iproute2", "ip"),
+        ("hping3", "hping3"),
+        ("testssl.sh", "testssl"),
+    ];
+    let missing: Vec<&str> = tools
         .iter()
         .filter(|(_, bin)| !crate::qemu::in_path(bin))
         .map(|(pkg, _)| *pkg)
         .collect();
     if !missing.is_empty() {
-        let present = || {
-            crate::qemu::in_path("curl")
-                && crate::qemu::in_path("ip")
-                && crate::qemu::in_path("hping3")
-        };
-        if let Err(e) = crate::qemu::apt_install(&missing, "test tools (curl, ip, hping3)", present)
+        let present = || tools.iter().all(|(_, bin)| crate::qemu::in_path(bin));
+        if let Err(e) =
+            crate::qemu::apt_install(&missing, "test tools (curl, ip, hping3, testssl)", present)
         {
             eprintln!("uk: warning: {e}");
         }
@@ -1276,6 +1341,36 @@ mod tests {
         usage_err(&["run", "-x"]);
         usage_err(&["run", "--kvm", "--tcg"]);
         usage_err(&["run", "--name", "x"]);
+        // The TLS files go together.
+        assert!(usage_err(&["run", "--tls-cert", "c.pem"]).contains("--tls-key"));
+        assert!(
+            usage_err(&["image", "--site", "s", "-o", "o", "--tls-key", "k"])
+                .contains("--tls-cert")
+        );
+    }
+
+    #[test]
+    fn run_tls_flags() {
+        let r = run_args(&["--tls"]);
+        assert!(r.tls);
+        let r = run_args(&[
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--redirect-https",
+            "--hsts",
+            "60",
+        ]);
+        assert!(!r.tls);
+        assert_eq!(r.site_args.tls_cert.as_deref(), Some(Path::new("c.pem")));
+        assert_eq!(r.site_args.tls_key.as_deref(), Some(Path::new("k.pem")));
+        assert!(r.site_args.redirect_https);
+        assert_eq!(r.site_args.hsts, Some(60));
+        // Not a file that exists: refused before anything is built.
+        let e = site_config("httpd", None, &r.site_args).unwrap_err();
+        assert!(e.message().contains("c.pem"), "{}", e.message());
+        assert_eq!(e.exit_code(), 2);
     }
 
     #[test]

@@ -110,6 +110,100 @@ pub fn mkfs_command(dir: &Path, out: &Path, size: u64) -> Command {
 /// its size. The image gets an empty `/tmp` (the tmpfs mount point) unless
 /// `dir` has one.
 pub fn build_image_from_dir(dir: &Path, out: &Path, format: ImageFormat) -> Result<u64, Error> {
+    build_image_with(dir, out, format, &[])
+}
+
+/// The `debugfs` commands that put `files` (host file, absolute guest
+/// path) into an image, creating their folders; an existing file at a
+/// guest path is replaced.
+pub fn debugfs_script(files: &[(PathBuf, String)]) -> String {
+    let mut script = String::new();
+    let mut made: Vec<String> = Vec::new();
+    for (host, guest) in files {
+        let mut at = String::new();
+        let parts: Vec<&str> = guest.split('/').filter(|p| !p.is_empty()).collect();
+        for dir in &parts[..parts.len().saturating_sub(1)] {
+            at.push('/');
+            at.push_str(dir);
+            if !made.contains(&at) {
+                script.push_str(&format!("mkdir {at}\n"));
+                made.push(at.clone());
+            }
+        }
+        script.push_str(&format!("rm {guest}\nwrite {} {guest}\n", host.display()));
+    }
+    script
+}
+
+/// [`build_image_from_dir`] plus `files` (host file, absolute guest path)
+/// written into the image afterwards (the HTTPS certificate and key under
+/// `/.uk/tls`), each read back and compared.
+pub fn build_image_with(
+    dir: &Path,
+    out: &Path,
+    format: ImageFormat,
+    files: &[(PathBuf, String)],
+) -> Result<u64, Error> {
+    let size = build_image_files(dir, out, format)?;
+    if files.is_empty() {
+        return Ok(size);
+    }
+    for (host, guest) in files {
+        let ok = guest.starts_with('/')
+            && !guest.contains(char::is_whitespace)
+            && !host.to_string_lossy().contains(char::is_whitespace);
+        if !ok {
+            return Err(Error::Failed(format!(
+                "cannot add {} to the image as {guest} (no spaces in the paths)",
+                host.display()
+            )));
+        }
+    }
+    let script = temp_path("debugfs").with_extension("txt");
+    if let Some(p) = script.parent() {
+        std::fs::create_dir_all(p).map_err(|e| Error::Failed(format!("{}: {e}", p.display())))?;
+    }
+    std::fs::write(&script, debugfs_script(files))
+        .map_err(|e| Error::Failed(format!("{}: {e}", script.display())))?;
+    let output = Command::new("debugfs")
+        .arg("-w")
+        .arg("-f")
+        .arg(&script)
+        .arg(out)
+        .output();
+    let _ = std::fs::remove_file(&script);
+    let output = output
+        .map_err(|e| Error::Failed(format!("cannot run debugfs: {e} (install e2fsprogs)")))?;
+    if !output.status.success() {
+        return Err(Error::Failed(format!(
+            "debugfs failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    // debugfs reports a failed command on stderr and still exits 0: read
+    // each file back.
+    for (host, guest) in files {
+        let want =
+            std::fs::read(host).map_err(|e| Error::Failed(format!("{}: {e}", host.display())))?;
+        let got = Command::new("debugfs")
+            .args(["-R", &format!("cat {guest}")])
+            .arg(out)
+            .output()
+            .map_err(|e| Error::Failed(format!("cannot run debugfs: {e}")))?;
+        if got.stdout != want {
+            return Err(Error::Failed(format!(
+                "{} did not arrive at {guest} in {}: {}",
+                host.display(),
+                out.display(),
+                String::from_utf8_lossy(&output.stderr).trim()
+            )));
+        }
+    }
+    Ok(size)
+}
+
+fn build_image_files(dir: &Path, out: &Path, format: ImageFormat) -> Result<u64, Error> {
     if format != ImageFormat::Ext4 {
         return Err(Error::Failed(format!(
             "format '{}' needs a kernel: use crate::bootdisk::build",
@@ -223,6 +317,11 @@ impl TempImage {
     /// Builds an ext4 image of `dir` in a temporary file, after reclaiming
     /// the temporary files of processes that are gone.
     pub fn from_dir(dir: &Path) -> Result<TempImage, Error> {
+        TempImage::from_dir_with(dir, &[])
+    }
+
+    /// [`TempImage::from_dir`] with `files` added ([`build_image_with`]).
+    pub fn from_dir_with(dir: &Path, files: &[(PathBuf, String)]) -> Result<TempImage, Error> {
         let path = temp_path("disk").with_extension("img");
         if let Some(p) = path.parent() {
             std::fs::create_dir_all(p)
@@ -232,7 +331,7 @@ impl TempImage {
         let img = TempImage { path };
         crate::progress::step(
             &format!("packing {} into an ext4 image", dir.display()),
-            || build_image_from_dir(dir, &img.path, ImageFormat::Ext4),
+            || build_image_with(dir, &img.path, ImageFormat::Ext4, files),
         )?;
         Ok(img)
     }
@@ -324,6 +423,47 @@ mod tests {
         assert!(dir.join(format!("disk-{me}-0.img")).exists());
         assert!(dir.join("keep.txt").exists());
         assert!(!dir.join(format!("disk-{dead}-0.img")).exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn debugfs_scripts_make_folders_once() {
+        let files = [
+            (PathBuf::from("/h/c.pem"), "/.uk/tls/cert.pem".to_string()),
+            (PathBuf::from("/h/k.pem"), "/.uk/tls/key.pem".to_string()),
+        ];
+        assert_eq!(
+            debugfs_script(&files),
+            "mkdir /.uk\nmkdir /.uk/tls\nrm /.uk/tls/cert.pem\nwrite /h/c.pem /.uk/tls/cert.pem\n\
+             rm /.uk/tls/key.pem\nwrite /h/k.pem /.uk/tls/key.pem\n"
+        );
+        assert_eq!(debugfs_script(&[]), "");
+    }
+
+    #[test]
+    fn files_are_added_to_images() {
+        if !crate::qemu::in_path("mkfs.ext4") || !crate::qemu::in_path("debugfs") {
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("uk-image-files-{}", std::process::id()));
+        let site = dir.join("site");
+        std::fs::create_dir_all(site.join(".uk")).unwrap();
+        std::fs::write(site.join("index.html"), b"hi").unwrap();
+        // An old file at the same place is replaced.
+        std::fs::write(site.join(".uk/old"), b"x").unwrap();
+        std::fs::write(dir.join("a.pem"), b"AAAA\n").unwrap();
+        let img = dir.join("x.img");
+        let files = [(dir.join("a.pem"), "/.uk/tls/cert.pem".to_string())];
+        build_image_with(&site, &img, ImageFormat::Ext4, &files).unwrap();
+        let out = Command::new("debugfs")
+            .args(["-R", "cat /.uk/tls/cert.pem"])
+            .arg(&img)
+            .output()
+            .unwrap();
+        assert_eq!(out.stdout, b"AAAA\n");
+        // A host file that is not there fails the build.
+        let files = [(dir.join("none.pem"), "/.uk/tls/cert.pem".to_string())];
+        assert!(build_image_with(&site, &img, ImageFormat::Ext4, &files).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -25,6 +25,7 @@ pub mod qemu;
 pub mod serial;
 pub mod siteconfig;
 pub mod soakbench;
+pub mod tls;
 pub mod tlsbench;
 pub mod tlsclient;
 pub mod toolchain;

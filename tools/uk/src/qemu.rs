@@ -538,7 +538,8 @@ pub(crate) fn run_output(cmd: &mut Command) -> Result<String, Error> {
     }
 }
 
-pub(crate) fn in_path(prog: &str) -> bool {
+/// Whether `prog` is a file in a folder of PATH.
+pub fn in_path(prog: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|p| std::env::split_paths(&p).any(|d| Path::new(&d).join(prog).is_file()))
 }

@@ -22,12 +22,22 @@
 //! from = "/old"
 //! to = "/new/"
 //! status = 301
+//!
+//! # HTTPS (a TLS build of httpd): PEM files, relative to this folder; put
+//! # on the disk under /.uk/tls/ (never served). The key must not be in the
+//! # site folder itself.
+//! tls_cert = "../tls/fullchain.pem"
+//! tls_key = "../tls/privkey.pem"
+//! redirect_https = true     # plain HTTP answers 301 to https://HOST/PATH
+//! hsts = 31536000           # Strict-Transport-Security max-age on HTTPS responses
 //! ```
 //!
 //! The file itself is packed into the image like any other file; httpd
 //! never reads it: its settings reach httpd as arguments on the kernel
 //! command line (`--port`, `--header`, `--cache-rule`, `--redirect`,
-//! `--error-page`, `--listing`), checked by the same parser httpd uses.
+//! `--error-page`, `--listing`, and `--tls-cert`/`--tls-key` naming the
+//! files on the disk, `--redirect-https`, `--hsts`), checked by the same
+//! parser httpd uses.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -62,6 +72,22 @@ pub struct SiteArgs {
     /// Directory listings on or off (uk.toml: listing)
     #[arg(long, value_name = "on|off", value_parser = ["on", "off"])]
     pub listing: Option<String>,
+    /// HTTPS: a PEM certificate chain, put on the disk at /.uk/tls/cert.pem
+    /// (uk.toml: tls_cert; needs --tls-key and the TLS build)
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// HTTPS: the certificate's PEM private key, put on the disk at
+    /// /.uk/tls/key.pem (uk.toml: tls_key)
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Plain HTTP answers 301 to the same URL on HTTPS (uk.toml:
+    /// redirect_https)
+    #[arg(long)]
+    pub redirect_https: bool,
+    /// Strict-Transport-Security: max-age=SECONDS on HTTPS responses
+    /// (uk.toml: hsts)
+    #[arg(long, value_name = "SECONDS")]
+    pub hsts: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -77,6 +103,10 @@ struct Raw {
     cache: Vec<Spanned<RawCache>>,
     #[serde(default)]
     redirects: Vec<Spanned<RawRedirect>>,
+    tls_cert: Option<Spanned<String>>,
+    tls_key: Option<Spanned<String>>,
+    redirect_https: Option<Spanned<bool>>,
+    hsts: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -99,20 +129,78 @@ struct RawRedirect {
 pub struct SiteConfig {
     /// The port httpd listens on, if not 80.
     pub port: Option<u16>,
-    /// The httpd arguments (without `--port`).
+    /// The httpd arguments (without `--port` and the TLS files).
     pub args: Vec<String>,
+    /// HTTPS: the certificate and key to put on the disk (checked).
+    pub tls: Option<crate::tls::TlsFiles>,
 }
 
 impl SiteConfig {
-    /// Every httpd argument, `--port` included.
+    /// Every httpd argument, `--port` and `--tls-cert`/`--tls-key` (the
+    /// files' paths on the disk) included.
     pub fn httpd_args(&self) -> Vec<String> {
         let mut v = Vec::new();
         if let Some(p) = self.port {
             v.extend(["--port".to_string(), p.to_string()]);
         }
+        if self.tls.is_some() {
+            v.extend(crate::tls::TlsFiles::httpd_args());
+        }
         v.extend(self.args.iter().cloned());
         v
     }
+
+    /// The files to add to the disk beside the site: (host file, guest
+    /// path).
+    pub fn disk_files(&self) -> Vec<(PathBuf, String)> {
+        self.tls
+            .as_ref()
+            .map(crate::tls::TlsFiles::disk_files)
+            .unwrap_or_default()
+    }
+
+    /// `--redirect-https` and `--hsts` need HTTPS.
+    fn check_https_options(&self) -> Result<(), String> {
+        if self.tls.is_none()
+            && let Some(a) = self
+                .args
+                .iter()
+                .find(|a| *a == "--redirect-https" || *a == "--hsts")
+        {
+            return Err(format!(
+                "{a} (uk.toml: {}) needs HTTPS: a certificate and key (tls_cert and tls_key \
+                 in uk.toml, or --tls-cert and --tls-key)",
+                a.trim_start_matches("--").replace('-', "_")
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The HTTPS files, both or neither, checked (PEM, validity, key match).
+fn tls_files(
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+) -> Result<Option<crate::tls::TlsFiles>, String> {
+    match (cert, key) {
+        (None, None) => Ok(None),
+        (Some(_), None) => Err("a TLS certificate needs its key (tls_key, --tls-key)".into()),
+        (None, Some(_)) => Err("a TLS key needs its certificate (tls_cert, --tls-cert)".into()),
+        (Some(cert), Some(key)) => {
+            crate::tls::check(&cert, &key).map_err(|e| e.message())?;
+            Ok(Some(crate::tls::TlsFiles { cert, key }))
+        }
+    }
+}
+
+/// Checks an HTTPS option with httpd's parser (with a certificate given,
+/// which it needs).
+fn check_https(flag: &str, value: Option<&str>) -> Result<(), String> {
+    let mut a = vec!["--tls-cert", "/c", "--tls-key", "/k", flag];
+    a.extend(value);
+    uk_http::config::parse_args(&a)
+        .map(drop)
+        .map_err(|e| e.trim_start_matches(&format!("{flag}: ")).to_string())
 }
 
 /// The 1-based line of byte `offset` in `text`.
@@ -197,6 +285,35 @@ pub fn parse(text: &str, path: &Path) -> Result<SiteConfig, Error> {
             if *l.get_ref() { "on" } else { "off" }.into(),
         ]);
     }
+    // Paths relative to the folder of the file.
+    let base = path.parent().unwrap_or(Path::new("."));
+    let rel = |s: &Spanned<String>| base.join(s.get_ref());
+    let span = raw
+        .tls_cert
+        .as_ref()
+        .or(raw.tls_key.as_ref())
+        .map(Spanned::span);
+    cfg.tls = tls_files(
+        raw.tls_cert.as_ref().map(rel),
+        raw.tls_key.as_ref().map(rel),
+    )
+    .map_err(|e| at(span.clone().unwrap_or(0..0), &format!("tls: {e}")))?;
+    if let Some(t) = &cfg.tls {
+        crate::tls::refuse_key_in_site(base, &t.key)
+            .map_err(|e| at(span.unwrap_or(0..0), &format!("tls_key: {}", e.message())))?;
+    }
+    if let Some(r) = &raw.redirect_https
+        && *r.get_ref()
+    {
+        cfg.args.push("--redirect-https".into());
+    }
+    if let Some(h) = &raw.hsts {
+        let v = h.get_ref().to_string();
+        check_https("--hsts", Some(&v)).map_err(|e| at(h.span(), &format!("hsts: {e}")))?;
+        cfg.args.extend(["--hsts".into(), v]);
+    }
+    // Whether --redirect-https and --hsts have HTTPS is checked once the
+    // flags are combined with the file (`combine`).
     Ok(cfg)
 }
 
@@ -234,6 +351,7 @@ pub fn combine(file: Option<SiteConfig>, flags: &SiteArgs) -> Result<SiteConfig,
     if let Some(f) = file {
         out.port = f.port;
         out.args.extend(f.args);
+        out.tls = f.tls;
     }
     if let Some(l) = &flags.listing {
         out.args.extend(["--listing".into(), l.clone()]);
@@ -244,6 +362,18 @@ pub fn combine(file: Option<SiteConfig>, flags: &SiteArgs) -> Result<SiteConfig,
         }
         out.port = (p != 80).then_some(p);
     }
+    if flags.tls_cert.is_some() || flags.tls_key.is_some() {
+        out.tls = tls_files(flags.tls_cert.clone(), flags.tls_key.clone()).map_err(Error::Usage)?;
+    }
+    if flags.redirect_https {
+        out.args.push("--redirect-https".into());
+    }
+    if let Some(h) = flags.hsts {
+        let v = h.to_string();
+        check_https("--hsts", Some(&v)).map_err(|e| flag_err("hsts", e))?;
+        out.args.extend(["--hsts".into(), v]);
+    }
+    out.check_https_options().map_err(Error::Usage)?;
     Ok(out)
 }
 
@@ -256,6 +386,9 @@ pub fn for_site(site: Option<&Path>, flags: &SiteArgs) -> Result<Option<SiteConf
     };
     let had_file = file.is_some();
     let c = combine(file, flags)?;
+    if let (Some(site), Some(t)) = (site, &c.tls) {
+        crate::tls::refuse_key_in_site(site, &t.key)?;
+    }
     Ok((had_file || c != SiteConfig::default()).then_some(c))
 }
 
@@ -388,6 +521,7 @@ status = 302
             redirects: vec!["/x /y 307".into()],
             error_pages: vec!["403=/403.html".into()],
             listing: Some("off".into()),
+            ..Default::default()
         };
         let c = combine(Some(p(FULL).unwrap()), &flags).unwrap();
         assert_eq!(c.port, Some(9000));
@@ -422,6 +556,81 @@ status = 302
             combine(None, &SiteArgs::default()).unwrap(),
             SiteConfig::default()
         );
+    }
+
+    #[test]
+    fn tls_settings() {
+        let dir = std::env::temp_dir().join(format!("uk-siteconfig-tls-{}", std::process::id()));
+        let site = dir.join("site");
+        std::fs::create_dir_all(&site).unwrap();
+        let files = crate::tls::make_local_cert(&dir.join("tls")).unwrap();
+        let write = |text: &str| std::fs::write(site.join(FILE_NAME), text).unwrap();
+        let flags = SiteArgs::default();
+        // Paths relative to the site folder; the files on the disk.
+        write(
+            "tls_cert = \"../tls/cert.pem\"\ntls_key = \"../tls/key.pem\"\nredirect_https = true\nhsts = 600\n",
+        );
+        let c = for_site(Some(&site), &flags).unwrap().unwrap();
+        assert_eq!(c.tls.as_ref().unwrap().key, site.join("../tls/key.pem"));
+        let a = c.httpd_args();
+        assert_eq!(
+            a,
+            [
+                "--tls-cert",
+                crate::tls::GUEST_CERT,
+                "--tls-key",
+                crate::tls::GUEST_KEY,
+                "--redirect-https",
+                "--hsts",
+                "600"
+            ]
+        );
+        let httpd = uk_http::config::parse_args(&a).unwrap();
+        assert_eq!((httpd.redirect_https, httpd.hsts), (Some(301), Some(600)));
+        assert_eq!(c.disk_files().len(), 2);
+        // One without the other, a bad file, a key in the site, HTTPS
+        // options without a certificate, a bad max-age.
+        write("\ntls_cert = \"../tls/cert.pem\"\n");
+        let e = for_site(Some(&site), &flags).unwrap_err().message();
+        assert!(
+            e.contains("uk.toml:2: tls:") && e.contains("needs its key"),
+            "{e}"
+        );
+        write("tls_cert = \"../tls/key.pem\"\ntls_key = \"../tls/key.pem\"\n");
+        let e = for_site(Some(&site), &flags).unwrap_err().message();
+        assert!(e.contains("no PEM certificate"), "{e}");
+        std::fs::copy(&files.key, site.join("key.pem")).unwrap();
+        write("tls_cert = \"../tls/cert.pem\"\ntls_key = \"key.pem\"\n");
+        let e = for_site(Some(&site), &flags).unwrap_err().message();
+        assert!(e.contains("would be served"), "{e}");
+        write("redirect_https = true\n");
+        let e = for_site(Some(&site), &flags).unwrap_err().message();
+        assert!(
+            e.contains("redirect_https") && e.contains("needs HTTPS"),
+            "{e}"
+        );
+        write("hsts = -5\n");
+        let e = for_site(Some(&site), &flags).unwrap_err().message();
+        assert!(e.contains("uk.toml:1: hsts:"), "{e}");
+        // The flags give the files: the file's HTTPS options are then fine.
+        write("redirect_https = true\n");
+        let flags = SiteArgs {
+            tls_cert: Some(files.cert.clone()),
+            tls_key: Some(files.key.clone()),
+            hsts: Some(60),
+            ..Default::default()
+        };
+        let c = for_site(Some(&site), &flags).unwrap().unwrap();
+        assert!(c.httpd_args().contains(&"--redirect-https".to_string()));
+        assert!(c.httpd_args().contains(&"60".to_string()));
+        let flags = SiteArgs {
+            tls_cert: Some(files.cert.clone()),
+            tls_key: Some(site.join("key.pem")),
+            ..Default::default()
+        };
+        let e = for_site(Some(&site), &flags).unwrap_err().message();
+        assert!(e.contains("would be served"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

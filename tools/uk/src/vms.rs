@@ -131,14 +131,15 @@ fn find(name: &str) -> Result<(PathBuf, VmRecord), Error> {
         .ok_or_else(|| Error::Failed(format!("no VM named '{name}' (see 'cargo uk ps')")))
 }
 
-/// `cargo uk run -d`: starts `cfg` (with the site `site` packed into the
-/// VM's folder) in the background, waits for the kernel's `uk: main`
+/// `cargo uk run -d`: starts `cfg` (with the site `site` and `files`
+/// packed into the VM's folder) in the background, waits for the kernel's `uk: main`
 /// marker, prints the VM's name and returns.
 pub fn start(
     app: &str,
     name: Option<&str>,
     mut cfg: VmConfig,
     site: Option<&Path>,
+    files: &[(std::path::PathBuf, String)],
     verbose: bool,
 ) -> Result<i32, Error> {
     let root = state_root();
@@ -179,7 +180,7 @@ pub fn start(
         let disk = dir.join("disk.img");
         crate::progress::step(
             &format!("packing {} into {}", site.display(), disk.display()),
-            || crate::image::build_image_from_dir(site, &disk, crate::ImageFormat::Ext4),
+            || crate::image::build_image_with(site, &disk, crate::ImageFormat::Ext4, files),
         )?;
         cfg.disk = Some(disk);
     }
@@ -242,10 +243,11 @@ pub fn start(
             "uk: {name}: 127.0.0.1:{} -> guest port {}{}",
             f.host,
             f.guest,
-            if f.guest == 80 {
-                format!(" (http://127.0.0.1:{}/)", f.host)
-            } else {
-                String::new()
+            match f.guest {
+                80 => format!(" (http://127.0.0.1:{}/)", f.host),
+                // HTTPS files on the disk: the TLS image serves 443.
+                443 if !files.is_empty() => format!(" (https://localhost:{}/)", f.host),
+                _ => String::new(),
             }
         );
     }
