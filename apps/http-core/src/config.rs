@@ -107,8 +107,28 @@ pub struct Config {
     pub tls_key: Option<String>,
     /// HTTPS port (default 443), served beside `port`.
     pub tls_port: u16,
+    /// ACME: obtain and renew a certificate for this domain
+    /// (`--acme-domain`, with `--acme-directory` and `--acme-ca`).
+    pub acme: Option<Acme>,
     /// `--help` was given.
     pub help: bool,
+}
+
+/// ACME (RFC 8555) settings: the certificate comes from the directory
+/// instead of `--tls-cert`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Acme {
+    /// The DNS name of the certificate (`--acme-domain`).
+    pub domain: String,
+    /// The directory URL, `https://...` (`--acme-directory`).
+    pub directory: String,
+    /// Contact address for the account (`--acme-email`, optional).
+    pub email: Option<String>,
+    /// PEM roots trusted for the directory's HTTPS (`--acme-ca`).
+    pub ca: String,
+    /// Where the account key and the certificate are kept (`--acme-state`,
+    /// default `/acme`).
+    pub state: String,
 }
 
 /// One redirect rule.
@@ -260,6 +280,7 @@ impl Default for Config {
             tls_cert: None,
             tls_key: None,
             tls_port: 443,
+            acme: None,
             help: false,
         }
     }
@@ -297,7 +318,12 @@ usage: httpd [OPTIONS]
 pub const USAGE_TLS: &str = "\
   --tls-cert FILE          PEM certificate chain: HTTPS on --tls-port
   --tls-key FILE           PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1)
-  --tls-port N             HTTPS port (443)";
+  --tls-port N             HTTPS port (443)
+  --acme-domain NAME       get (and renew) a certificate for NAME by ACME HTTP-01
+  --acme-directory URL     the ACME directory (https://...)
+  --acme-email ADDR        account contact (optional)
+  --acme-ca FILE           PEM root(s) trusted for the directory's HTTPS
+  --acme-state DIR         account key and certificate kept here (/acme)";
 
 /// Parses a duration: `10s`, `500ms`, `2m`, or a plain number of seconds.
 /// Returns milliseconds; zero is refused.
@@ -488,6 +514,22 @@ pub fn parse_args<S: AsRef<str>>(args: &[S]) -> Result<Config, String> {
                     .filter(|&p| p != 0)
                     .ok_or_else(|| bad(v, "port"))?;
             }
+            #[cfg(feature = "tls")]
+            "--acme-domain" => c.acme.get_or_insert_default().domain = value()?.to_string(),
+            #[cfg(feature = "tls")]
+            "--acme-directory" => {
+                c.acme.get_or_insert_default().directory = value()?.to_string();
+            }
+            #[cfg(feature = "tls")]
+            "--acme-email" => c.acme.get_or_insert_default().email = Some(value()?.to_string()),
+            #[cfg(feature = "tls")]
+            "--acme-ca" => c.acme.get_or_insert_default().ca = value()?.to_string(),
+            #[cfg(feature = "tls")]
+            "--acme-state" => {
+                let v = value()?;
+                c.acme.get_or_insert_default().state =
+                    parse_root(v).ok_or_else(|| bad(v, "absolute directory"))?;
+            }
             "--help" | "-h" => c.help = true,
             _ => return Err(format!("unknown argument '{arg}'")),
         }
@@ -497,6 +539,10 @@ pub fn parse_args<S: AsRef<str>>(args: &[S]) -> Result<Config, String> {
     }
     #[cfg(feature = "tls")]
     check_tls(&c)?;
+    #[cfg(feature = "tls")]
+    if let Some(a) = c.acme.as_mut().filter(|a| a.state.is_empty()) {
+        a.state = String::from("/acme");
+    }
     Ok(c)
 }
 
@@ -508,8 +554,49 @@ fn check_tls(c: &Config) -> Result<(), String> {
         (None, Some(_)) => return Err("--tls-key needs --tls-cert".into()),
         _ => {}
     }
-    if c.tls_cert.is_some() && c.tls_port == c.port {
+    if (c.tls_cert.is_some() || c.acme.is_some()) && c.tls_port == c.port {
         return Err(format!("--tls-port {} is also the HTTP port", c.tls_port));
+    }
+    if let Some(a) = &c.acme {
+        check_acme(a, c.tls_cert.is_some())?;
+    }
+    Ok(())
+}
+
+/// The ACME options go together: a valid domain, an `https://` directory,
+/// the roots to trust for it, and no `--tls-cert` beside them.
+#[cfg(feature = "tls")]
+fn check_acme(a: &Acme, tls_cert: bool) -> Result<(), String> {
+    if tls_cert {
+        return Err("--tls-cert and --acme-domain exclude each other".into());
+    }
+    if a.domain.is_empty() {
+        return Err("the --acme-* options need --acme-domain".into());
+    }
+    if !crate::acme::valid_domain(&a.domain) {
+        return Err(format!("--acme-domain: bad domain name '{}'", a.domain));
+    }
+    if a.directory.is_empty() {
+        return Err("--acme-domain needs --acme-directory URL".into());
+    }
+    if crate::acme::parse_url(&a.directory).is_none() {
+        return Err(format!(
+            "--acme-directory: bad URL '{}' (https://host[:port]/path)",
+            a.directory
+        ));
+    }
+    if a.ca.is_empty() {
+        return Err(
+            "--acme-domain needs --acme-ca FILE (PEM roots trusted for the directory)".into(),
+        );
+    }
+    if let Some(e) = &a.email {
+        let ok = e.split_once('@').is_some_and(|(u, d)| {
+            !u.is_empty() && !d.is_empty() && !e.contains(['\\', '"', ' ', ',']) && safe_value(e)
+        });
+        if !ok {
+            return Err(format!("--acme-email: bad address '{e}'"));
+        }
     }
     Ok(())
 }
