@@ -233,7 +233,12 @@ fn acme_options() {
     assert_eq!(a.email, None);
     assert_eq!(a.state, "/acme");
     let mut more = base.to_vec();
-    more.extend(["--acme-email", "ops@example.test", "--acme-state", "/data//acme/"]);
+    more.extend([
+        "--acme-email",
+        "ops@example.test",
+        "--acme-state",
+        "/data//acme/",
+    ]);
     let a = parse_args(&more).unwrap().acme.unwrap();
     assert_eq!(a.email.as_deref(), Some("ops@example.test"));
     assert_eq!(a.state, "/data/acme");

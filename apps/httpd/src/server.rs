@@ -26,6 +26,8 @@ const LISTENER: u64 = u64::MAX;
 const SHUTDOWN: u64 = u64::MAX - 1;
 /// epoll token of the HTTPS listener.
 const TLS_LISTENER: u64 = u64::MAX - 2;
+/// epoll token of the ACME thread's eventfd (a new certificate; TLS build).
+const ACME_WAKE: u64 = u64::MAX - 3;
 /// Reads a lingering connection may do per turn before others run.
 const LINGER_READS: usize = 16;
 /// Bytes per `pread`/`write` step of the read and mmap data paths.
@@ -529,6 +531,41 @@ impl Server {
         Ok(())
     }
 
+    /// ACME: watches the eventfd that says a new certificate is ready
+    /// ([`crate::acme::take_config`]).
+    #[cfg(feature = "tls")]
+    pub fn watch_acme(&mut self, fd: i32) -> Result<(), Errno> {
+        let ev = EpollEvent {
+            events: EPOLLIN,
+            data: ACME_WAKE,
+        };
+        io::epoll_ctl(self.ep, EPOLL_CTL_ADD, fd, ev)
+    }
+
+    /// ACME: serves the new certificate: opens the HTTPS port the first
+    /// time, then swaps the configuration (open connections keep theirs).
+    #[cfg(feature = "tls")]
+    fn acme_certificate(&mut self) {
+        let Some((config, what)) = crate::acme::take_config() else {
+            return;
+        };
+        if let Some((_, c)) = self.tls.as_mut() {
+            *c = config;
+            println!("httpd: HTTPS now with {what}");
+            return;
+        }
+        let port = self.cfg.tls_port;
+        let r = io::tcp_listen(port, self.cfg.backlog, O_NONBLOCK).and_then(|fd| {
+            self.add_tls_listener(fd, config).inspect_err(|_| {
+                let _ = fs::close(fd);
+            })
+        });
+        match r {
+            Ok(()) => println!("httpd: HTTPS on port {port} with {what}"),
+            Err(e) => log::error!("httpd: ACME: cannot listen on port {port}: {e}"),
+        }
+    }
+
     /// The configuration.
     pub fn config(&self) -> &Config {
         &self.cfg
@@ -586,6 +623,11 @@ impl Server {
             for ev in &events[..n] {
                 if ev.data == SHUTDOWN {
                     self.begin_shutdown();
+                } else if ev.data == ACME_WAKE {
+                    #[cfg(feature = "tls")]
+                    if self.stopping.is_none() {
+                        self.acme_certificate();
+                    }
                 } else if ev.data == LISTENER || ev.data == TLS_LISTENER {
                     if self.stopping.is_none() {
                         self.accept_all(ev.data == TLS_LISTENER);
@@ -1107,6 +1149,14 @@ impl Server {
             Ok(p) => p,
             Err(e) => return Response::new(plan_error(req, e.status, now, &info), None, log),
         };
+        // ACME HTTP-01: the key authorization of a challenge under way.
+        #[cfg(feature = "tls")]
+        if let Some(ka) =
+            uk_http::acme::challenge_token(path.as_str()).and_then(crate::acme::key_authorization)
+        {
+            let plan = uk_http::acme::plan_challenge(req, &ka, now, &info);
+            return Response::new(plan, None, log);
+        }
         // The site's rules (uk.toml): redirects, Cache-Control per path.
         if let Some(r) = self.cfg.redirect_for(path.as_str()) {
             return Response::new(plan_redirect(req, r.status, &r.to, now, &info), None, log);

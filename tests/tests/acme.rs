@@ -1,0 +1,377 @@
+//! ACME: the TLS flavour of httpd (`cargo uk build httpd --tls`) with
+//! `--acme-domain` gets its certificate from Debian's `pebble` (the ACME
+//! test server) by HTTP-01 and serves HTTPS with it, serving HTTP
+//! meanwhile. Everything runs inside a network namespace the test creates:
+//! pebble listens on the namespace's TAP address with a certificate of the
+//! test's own CA (which the guest trusts through `--acme-ca`), validates the
+//! challenge for real against the guest's port 80 (`PEBBLE_VA_NOSLEEP=1`,
+//! no `PEBBLE_VA_ALWAYS_VALID`), and finds the guest by the test domain
+//! through the namespace's `/etc/netns/<ns>/hosts`. Needs root, a C
+//! compiler (ring) and openssl; pebble is installed with apt-get if missing.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use uk_cli::Flavor;
+use uk_cli::image::{ImageFormat, build_image_from_dir, temp_path};
+use uk_tests::{Guest, Machine, Netns, skip};
+
+const DOMAIN: &str = "acme-test.example";
+/// How long the whole exchange may take under TCG (it takes a few seconds
+/// with KVM).
+const OBTAIN_TIMEOUT: Duration = Duration::from_secs(240);
+
+fn have(program: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program} >/dev/null")])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn openssl(args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA and, signed by it, pebble's certificate for `ip`, in `dir`:
+/// `ca.pem`, `pebble.pem`, `pebble-key.pem`.
+fn make_certs(dir: &Path, ip: &str) {
+    let p = |n: &str| dir.join(n).display().to_string();
+    let ext = dir.join("leaf.ext");
+    std::fs::write(
+        &ext,
+        format!(
+            "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:{ip}\n"
+        ),
+    )
+    .unwrap();
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &p("ca-key.pem"),
+        "-out",
+        &p("ca.pem"),
+        "-days",
+        "2",
+        "-subj",
+        "/CN=uk acme test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    openssl(&[
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &p("pebble-key.pem"),
+        "-out",
+        &p("pebble.csr"),
+        "-subj",
+        "/CN=pebble",
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &p("pebble.csr"),
+        "-CA",
+        &p("ca.pem"),
+        "-CAkey",
+        &p("ca-key.pem"),
+        "-CAcreateserial",
+        "-out",
+        &p("pebble.pem"),
+        "-days",
+        "2",
+        "-extfile",
+        &ext.display().to_string(),
+    ]);
+}
+
+/// What the test set up outside the guest; undone on drop.
+struct Env {
+    dir: PathBuf,
+    hosts_dir: PathBuf,
+    pebble: Option<Child>,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if let Some(mut p) = self.pebble.take() {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.hosts_dir);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Waits until `log` (pebble's output) contains `needle`.
+fn wait_log(log: &Path, needle: &str, timeout: Duration) -> Result<(), String> {
+    let start = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.contains(needle) {
+            return Ok(());
+        }
+        if start.elapsed() > timeout {
+            return Err(text);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn acme_certificate_from_pebble_over_http01() {
+    if uk_tests::skip_unless_root() {
+        return;
+    }
+    if !uk_cli::build::have_c_compiler() {
+        skip(None, "a C compiler (gcc) is needed to build ring");
+        return;
+    }
+    if !have("openssl") || !have("curl") {
+        skip(None, "openssl and curl are needed");
+        return;
+    }
+    if !have("pebble")
+        && uk_cli::qemu::apt_install(&["pebble"], "pebble (ACME test server)", || have("pebble"))
+            .is_err()
+    {
+        skip(None, "pebble is not installed (apt-get install pebble)");
+        return;
+    }
+    let ns = Netns::create("acme").expect("create the test namespace");
+    let dir = temp_path("acme-test");
+    let hosts_dir = PathBuf::from("/etc/netns").join(&ns.name);
+    let mut env = Env {
+        dir: dir.clone(),
+        hosts_dir: hosts_dir.clone(),
+        pebble: None,
+    };
+    std::fs::create_dir_all(&dir).unwrap();
+    make_certs(&dir, ns.host_ip);
+    // Inside the namespace (`ip netns exec` bind-mounts this over
+    // /etc/hosts), the test domain is the guest.
+    std::fs::create_dir_all(&hosts_dir).unwrap();
+    std::fs::write(
+        hosts_dir.join("hosts"),
+        format!("127.0.0.1 localhost\n{} {DOMAIN}\n", ns.guest_ip),
+    )
+    .unwrap();
+
+    // The site: a page, and the CA the guest trusts for pebble's HTTPS.
+    let site = dir.join("site");
+    std::fs::create_dir_all(site.join("www")).unwrap();
+    std::fs::create_dir_all(site.join("acme")).unwrap();
+    std::fs::write(site.join("www/index.html"), b"hello over acme\n").unwrap();
+    std::fs::copy(dir.join("ca.pem"), site.join("acme/ca.pem")).unwrap();
+    let image = dir.join("site.img");
+    build_image_from_dir(&site, &image, ImageFormat::Ext4).expect("build the ext4 image");
+
+    // The guest first: the directory is not up yet, so the first attempt
+    // fails, is logged and retried, and HTTP is served meanwhile.
+    let directory = format!("https://{}:14000/dir", ns.host_ip);
+    let g = Guest::boot_image(
+        "httpd",
+        uk_tests::image_flavor("httpd", Flavor::Tls),
+        Machine::Microvm,
+        ns.boot_opts(&[
+            "--root",
+            "/www",
+            "--acme-domain",
+            DOMAIN,
+            "--acme-directory",
+            &directory,
+            "--acme-ca",
+            "/acme/ca.pem",
+            "--acme-email",
+            "ops@acme-test.example",
+        ])
+        .disk(&image)
+        .mem("128M"),
+    );
+    g.expect("httpd: serving");
+    g.wait_for("trying again in 10 s", Duration::from_secs(120))
+        .unwrap_or_else(|e| {
+            panic!(
+                "no retry after a failed attempt: {e}\n{}",
+                g.failure("acme")
+            )
+        });
+    let out = ns
+        .command(
+            "curl",
+            &[
+                "-sS",
+                "--max-time",
+                "20",
+                &format!("http://{}/", ns.guest_ip),
+            ],
+        )
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hello over acme\n",
+        "HTTP while waiting: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!g.output().contains("HTTPS on port"));
+
+    // Now pebble, in the namespace.
+    let config = dir.join("pebble.json");
+    std::fs::write(
+        &config,
+        format!(
+            r#"{{"pebble": {{"listenAddress": "{ip}:14000", "managementListenAddress": "{ip}:15000",
+  "certificate": "{cert}", "privateKey": "{key}", "httpPort": 80, "tlsPort": 5001,
+  "ocspResponderURL": "", "externalAccountBindingRequired": false}}}}"#,
+            ip = ns.host_ip,
+            cert = dir.join("pebble.pem").display(),
+            key = dir.join("pebble-key.pem").display()
+        ),
+    )
+    .unwrap();
+    let log = dir.join("pebble.log");
+    let log_file = std::fs::File::create(&log).unwrap();
+    let child = ns
+        .command("pebble", &["-config", &config.display().to_string()])
+        .env("PEBBLE_VA_NOSLEEP", "1")
+        .env_remove("PEBBLE_VA_ALWAYS_VALID")
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone().unwrap())
+        .stderr(log_file)
+        .spawn()
+        .expect("start pebble");
+    env.pebble = Some(child);
+    if let Err(text) = wait_log(&log, "ACME directory available", Duration::from_secs(30)) {
+        panic!("pebble did not start:\n{text}");
+    }
+
+    let mark = g.wait_for(
+        "httpd: HTTPS on port 443 with the ACME certificate",
+        OBTAIN_TIMEOUT,
+    );
+    let pebble_log = || tail(&std::fs::read_to_string(&log).unwrap_or_default(), 40);
+    if let Err(e) = mark {
+        panic!(
+            "no certificate: {e}\n--- pebble ---\n{}\n{}",
+            pebble_log(),
+            g.failure("acme")
+        );
+    }
+    g.assert_output_contains("httpd: ACME: answering the HTTP-01 challenge for acme-test.example");
+    // pebble validated over HTTP for real.
+    let plog = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        plog.contains("http-01") || plog.contains("Pulled a task"),
+        "pebble log: {}",
+        pebble_log()
+    );
+
+    // pebble's issuing root, from its management port.
+    let root = dir.join("pebble-root.pem");
+    let ca = dir.join("ca.pem").display().to_string();
+    let out = ns
+        .command(
+            "curl",
+            &[
+                "-sS",
+                "--max-time",
+                "20",
+                "--cacert",
+                &ca,
+                "-o",
+                &root.display().to_string(),
+                &format!("https://{}:15000/roots/0", ns.host_ip),
+            ],
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "roots: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // HTTPS for the domain, verified against pebble's root.
+    let out = ns
+        .command(
+            "curl",
+            &[
+                "-sS",
+                "-v",
+                "--max-time",
+                "30",
+                "--cacert",
+                &root.display().to_string(),
+                "--resolve",
+                &format!("{DOMAIN}:443:{}", ns.guest_ip),
+                &format!("https://{DOMAIN}/index.html"),
+            ],
+        )
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "curl over HTTPS failed: {err}\n{}",
+        g.failure("acme")
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello over acme\n");
+    assert!(
+        err.contains(&format!("\"{DOMAIN}\" matched")) || err.contains(DOMAIN),
+        "{err}"
+    );
+    // The served certificate names the domain (and nothing else).
+    let out = ns
+        .command(
+            "sh",
+            &[
+                "-c",
+                &format!(
+                    "openssl s_client -connect {}:443 -servername {DOMAIN} </dev/null 2>/dev/null | openssl x509 -noout -ext subjectAltName -issuer",
+                    ns.guest_ip
+                ),
+            ],
+        )
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("DNS:{DOMAIN}")),
+        "certificate: {text}"
+    );
+    assert!(text.to_lowercase().contains("pebble"), "issuer: {text}");
+    for l in g.lines().iter().filter(|l| l.contains("ACME")) {
+        eprintln!("guest: {l}");
+    }
+    drop(g);
+    drop(env);
+}
