@@ -14,6 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use uk_cli::Flavor;
+use uk_cli::acme::AcmeArgs;
 use uk_cli::image::{ImageFormat, build_image_from_dir, temp_path};
 use uk_tests::{Guest, Machine, Netns, skip};
 
@@ -108,6 +109,36 @@ fn make_certs(dir: &Path, ip: &str) {
     ]);
 }
 
+/// Writes into `dir/acme` a stored ACME state for the second boot: an
+/// account key and a certificate for the domain signed by the test CA, valid
+/// from 20 days ago for 25 days (due for renewal: two thirds are past).
+const STORED_STATE: &str = r#"
+import datetime, sys
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+d, domain = sys.argv[1], sys.argv[2]
+ca_key = serialization.load_pem_private_key(open(f"{d}/ca-key.pem", "rb").read(), None)
+ca = x509.load_pem_x509_certificate(open(f"{d}/ca.pem", "rb").read())
+now = datetime.datetime.now(datetime.timezone.utc)
+day = datetime.timedelta(days=1)
+key = ec.generate_private_key(ec.SECP256R1())
+cert = (x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, domain)]))
+        .issuer_name(ca.subject).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - 20 * day).not_valid_after(now + 5 * day)
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(domain)]), False)
+        .sign(ca_key, hashes.SHA256()))
+pk = lambda k: k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                               serialization.NoEncryption())
+out = f"{d}/site2/acme"
+open(f"{out}/{domain}.crt.pem", "wb").write(cert.public_bytes(serialization.Encoding.PEM))
+open(f"{out}/{domain}.key.pem", "wb").write(pk(key))
+open(f"{out}/account.key.pem", "wb").write(pk(ec.generate_private_key(ec.SECP256R1())))
+"#;
+
 /// What the test set up outside the guest; undone on drop.
 struct Env {
     dir: PathBuf,
@@ -144,6 +175,24 @@ fn wait_log(log: &Path, needle: &str, timeout: Duration) -> Result<(), String> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// The SAN and issuer of the certificate the guest serves on 443.
+fn served_cert(ns: &Netns) -> String {
+    let out = ns
+        .command(
+            "sh",
+            &[
+                "-c",
+                &format!(
+                    "openssl s_client -connect {}:443 -servername {DOMAIN} </dev/null 2>/dev/null | openssl x509 -noout -ext subjectAltName -issuer",
+                    ns.guest_ip
+                ),
+            ],
+        )
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]
@@ -185,36 +234,32 @@ fn acme_certificate_from_pebble_over_http01() {
     )
     .unwrap();
 
-    // The site: a page, and the CA the guest trusts for pebble's HTTPS.
+    // The site: a page; the CA the guest trusts for pebble's HTTPS goes in
+    // the way `cargo uk image --acme-ca` puts it there.
     let site = dir.join("site");
     std::fs::create_dir_all(site.join("www")).unwrap();
-    std::fs::create_dir_all(site.join("acme")).unwrap();
     std::fs::write(site.join("www/index.html"), b"hello over acme\n").unwrap();
-    std::fs::copy(dir.join("ca.pem"), site.join("acme/ca.pem")).unwrap();
     let image = dir.join("site.img");
     build_image_from_dir(&site, &image, ImageFormat::Ext4).expect("build the ext4 image");
+    let directory = format!("https://{}:14000/dir", ns.host_ip);
+    let acme = AcmeArgs {
+        domain: Some(DOMAIN.into()),
+        directory: Some(directory),
+        email: Some("ops@acme-test.example".into()),
+        ca: Some(dir.join("ca.pem")),
+    };
+    acme.add_to_image(&image).expect("put the CA in the image");
+    let mut args = vec!["--root".to_string(), "/www".to_string()];
+    args.extend(acme.httpd_args().expect("the image's httpd arguments"));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
 
     // The guest first: the directory is not up yet, so the first attempt
     // fails, is logged and retried, and HTTP is served meanwhile.
-    let directory = format!("https://{}:14000/dir", ns.host_ip);
     let g = Guest::boot_image(
         "httpd",
         uk_tests::image_flavor("httpd", Flavor::Tls),
         Machine::Microvm,
-        ns.boot_opts(&[
-            "--root",
-            "/www",
-            "--acme-domain",
-            DOMAIN,
-            "--acme-directory",
-            &directory,
-            "--acme-ca",
-            "/acme/ca.pem",
-            "--acme-email",
-            "ops@acme-test.example",
-        ])
-        .disk(&image)
-        .mem("128M"),
+        ns.boot_opts(&args).disk(&image).mem("128M"),
     );
     g.expect("httpd: serving");
     g.wait_for("trying again in 10 s", Duration::from_secs(120))
@@ -349,21 +394,8 @@ fn acme_certificate_from_pebble_over_http01() {
         err.contains(&format!("\"{DOMAIN}\" matched")) || err.contains(DOMAIN),
         "{err}"
     );
-    // The served certificate names the domain (and nothing else).
-    let out = ns
-        .command(
-            "sh",
-            &[
-                "-c",
-                &format!(
-                    "openssl s_client -connect {}:443 -servername {DOMAIN} </dev/null 2>/dev/null | openssl x509 -noout -ext subjectAltName -issuer",
-                    ns.guest_ip
-                ),
-            ],
-        )
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    // The served certificate names the domain, issued by pebble.
+    let text = served_cert(&ns);
     assert!(
         text.contains(&format!("DNS:{DOMAIN}")),
         "certificate: {text}"
@@ -371,6 +403,86 @@ fn acme_certificate_from_pebble_over_http01() {
     assert!(text.to_lowercase().contains("pebble"), "issuer: {text}");
     for l in g.lines().iter().filter(|l| l.contains("ACME")) {
         eprintln!("guest: {l}");
+    }
+    drop(g);
+
+    // Next boot with a stored state (what a writable disk keeps): the
+    // stored certificate is served at once, and as it is due it is renewed
+    // with the stored account key, the new one replacing it.
+    std::fs::create_dir_all(dir.join("site2/acme")).unwrap();
+    std::fs::create_dir_all(dir.join("site2/www")).unwrap();
+    std::fs::write(dir.join("site2/www/index.html"), b"hello over acme\n").unwrap();
+    let made = Command::new("python3")
+        .args(["-c", STORED_STATE])
+        .arg(&dir)
+        .arg(DOMAIN)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !made {
+        skip(
+            Some("acme stored state"),
+            "python3 with `cryptography` is needed for the stored-state part",
+        );
+        return;
+    }
+    let image2 = dir.join("site2.img");
+    build_image_from_dir(&dir.join("site2"), &image2, ImageFormat::Ext4)
+        .expect("build the ext4 image");
+    acme.add_to_image(&image2).expect("put the CA in the image");
+    let g = Guest::boot_image(
+        "httpd",
+        uk_tests::image_flavor("httpd", Flavor::Tls),
+        Machine::Microvm,
+        ns.boot_opts(&args).disk(&image2).mem("128M"),
+    );
+    g.wait_for(
+        "httpd: HTTPS on port 443 with the ACME certificate for acme-test.example (loaded from the disk",
+        Duration::from_secs(60),
+    )
+    .unwrap_or_else(|e| panic!("stored certificate not served: {e}\n{}", g.failure("acme")));
+    g.wait_for(
+        "httpd: HTTPS now with the ACME certificate for acme-test.example (obtained",
+        OBTAIN_TIMEOUT,
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "no renewal: {e}\n--- pebble ---\n{}\n{}",
+            pebble_log(),
+            g.failure("acme")
+        )
+    });
+    g.assert_output_contains("httpd: ACME: account key loaded from /acme/account.key.pem");
+    // The private keys are not served, from the state directory or the
+    // tmpfs fallback.
+    for path in [
+        "/acme/account.key.pem",
+        "/tmp/acme/acme-test.example.key.pem",
+    ] {
+        let out = ns
+            .command(
+                "curl",
+                &[
+                    "-s",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    "--max-time",
+                    "20",
+                    &format!("http://{}{path}", ns.guest_ip),
+                ],
+            )
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "404", "{path}");
+    }
+    let text = served_cert(&ns);
+    assert!(
+        text.to_lowercase().contains("pebble"),
+        "not renewed: {text}"
+    );
+    for l in g.lines().iter().filter(|l| l.contains("ACME")) {
+        eprintln!("guest 2: {l}");
     }
     drop(g);
     drop(env);

@@ -717,6 +717,19 @@ pub fn plan_challenge(
     }
 }
 
+/// Where httpd keeps ACME state when the state directory is not writable
+/// (tmpfs, lost when the VM stops).
+pub const FALLBACK_STATE: &str = "/tmp/acme";
+
+/// Whether the file-system path `p` is ACME state (the account key, the
+/// certificate's private key) that must never be served: under `state` or
+/// [`FALLBACK_STATE`].
+pub fn is_private(p: &str, state: &str) -> bool {
+    [state.trim_end_matches('/'), FALLBACK_STATE]
+        .iter()
+        .any(|d| p == *d || p.strip_prefix(d).is_some_and(|r| r.starts_with('/')))
+}
+
 // ---------------------------------------------------------------------------
 // Timing
 
@@ -1063,6 +1076,17 @@ mod tests {
         assert!(p.keep_alive);
         let p = plan_challenge(&req("HEAD"), "t.abc", 0, &info);
         assert!(p.body.is_empty());
+    }
+
+    #[test]
+    fn private_paths() {
+        assert!(is_private("/acme", "/acme"));
+        assert!(is_private("/acme/account.key.pem", "/acme"));
+        assert!(is_private("/tmp/acme/a.test.key.pem", "/acme"));
+        assert!(is_private("/data/acme/x", "/data/acme/"));
+        assert!(!is_private("/acmex/x", "/acme"));
+        assert!(!is_private("/www/acme/x", "/acme"));
+        assert!(!is_private("/tmp/acme2", "/acme"));
     }
 
     #[test]

@@ -224,11 +224,12 @@ impl Store {
         let p = self.path(name);
         match write_file(&p, data) {
             Ok(()) => Ok(p),
-            Err(e) if self.dir != "/tmp/acme" => {
+            Err(e) if self.dir != proto::FALLBACK_STATE => {
                 println!(
-                    "httpd: ACME: cannot write {p} ({e}): keeping the account key and certificate in /tmp/acme, until the VM stops"
+                    "httpd: ACME: cannot write {p} ({e}): keeping the account key and certificate in {}, until the VM stops",
+                    proto::FALLBACK_STATE
                 );
-                self.dir = "/tmp/acme".into();
+                self.dir = proto::FALLBACK_STATE.into();
                 self.save(name, data)
             }
             Err(e) => Err(format!("{p}: {e}")),
@@ -287,7 +288,9 @@ fn run(cfg: &Acme, dir_url: Url, client: Arc<ClientConfig>) {
         }
         match r {
             Ok(r) => {
-                renew = r;
+                // A new certificate already due (a short lifetime, or a
+                // clock off): not renewed again for an hour.
+                renew = r.max(now() as i64 + 3600);
                 failures = 0;
             }
             Err(e) => {
@@ -300,8 +303,10 @@ fn run(cfg: &Acme, dir_url: Url, client: Arc<ClientConfig>) {
     }
 }
 
-/// Loads the certificate and key with the checks of `--tls-cert` and hands
-/// the configuration to the event loop; returns the renewal time.
+/// Loads the certificate and key with the checks of `--tls-cert` (an
+/// expired certificate is refused) and hands the configuration to the event
+/// loop; returns the renewal time (in the past: renew now, serving this one
+/// meanwhile).
 fn install(crt: &str, key: &str, domain: &str, how: &str) -> Result<i64, String> {
     let config = crate::tls::load(crt, key)?;
     let pem_data = read_file(crt)?;
@@ -311,9 +316,6 @@ fn install(crt: &str, key: &str, domain: &str, how: &str) -> Result<i64, String>
         .map_err(|e| format!("{crt}: {e:?}"))?;
     let v = x509::validity(leaf.as_ref()).map_err(|e| format!("{crt}: {e}"))?;
     let renew = proto::renew_at(v.not_before, v.not_after);
-    if renew <= now() as i64 {
-        return Err(format!("{crt}: due for renewal"));
-    }
     publish(
         config,
         format!(
@@ -497,7 +499,7 @@ impl AcmeClient {
             .header("location")
             .ok_or("newAccount: no Location")?
             .to_string();
-        log::info!("httpd: ACME: account {kid}");
+        println!("httpd: ACME: account {kid}");
         self.kid = Some(kid);
         // The order.
         let payload = format!(

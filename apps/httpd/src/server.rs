@@ -1149,13 +1149,19 @@ impl Server {
             Ok(p) => p,
             Err(e) => return Response::new(plan_error(req, e.status, now, &info), None, log),
         };
-        // ACME HTTP-01: the key authorization of a challenge under way.
+        // ACME HTTP-01: the key authorization of a challenge under way; the
+        // ACME state (private keys) is never served.
         #[cfg(feature = "tls")]
-        if let Some(ka) =
-            uk_http::acme::challenge_token(path.as_str()).and_then(crate::acme::key_authorization)
-        {
-            let plan = uk_http::acme::plan_challenge(req, &ka, now, &info);
-            return Response::new(plan, None, log);
+        if let Some(a) = &self.cfg.acme {
+            if let Some(ka) = uk_http::acme::challenge_token(path.as_str())
+                .and_then(crate::acme::key_authorization)
+            {
+                let plan = uk_http::acme::plan_challenge(req, &ka, now, &info);
+                return Response::new(plan, None, log);
+            }
+            if uk_http::acme::is_private(&fs_path(&self.cfg.root, &path)?, &a.state) {
+                return Response::new(plan_error(req, 404, now, &info), None, log);
+            }
         }
         // The site's rules (uk.toml): redirects, Cache-Control per path.
         if let Some(r) = self.cfg.redirect_for(path.as_str()) {

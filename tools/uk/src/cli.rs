@@ -215,6 +215,9 @@ pub enum Cmd {
         /// httpd's site settings (also read from DIR/uk.toml).
         #[command(flatten, next_help_heading = "Site (httpd; the same keys as uk.toml)")]
         site_args: crate::siteconfig::SiteArgs,
+        /// A certificate by ACME at boot (httpd's TLS build).
+        #[command(flatten, next_help_heading = "ACME (httpd with TLS; ext4 format)")]
+        acme: crate::acme::AcmeArgs,
     },
     /// Run the host tests (cargo test), then the QEMU tests (cargo test -p uk-tests)
     #[command(
@@ -474,11 +477,20 @@ pub fn execute(cmd: Cmd) -> Result<i32, Error> {
             out,
             format,
             site_args,
+            acme,
         } => {
             let app = app.unwrap_or_else(|| default_app().to_string());
             check_app(&app)?;
             let sc = site_config(&app, Some(&site), &site_args)?;
-            let args = sc.as_ref().map(|c| c.httpd_args()).unwrap_or_default();
+            let mut args = sc.as_ref().map(|c| c.httpd_args()).unwrap_or_default();
+            if acme.is_set() {
+                if app != "httpd" || format != crate::image::ImageFormat::Ext4 {
+                    return Err(Error::Usage(
+                        "--acme-* is for httpd with --format ext4".into(),
+                    ));
+                }
+                args.extend(acme.httpd_args()?);
+            }
             if format != crate::image::ImageFormat::Ext4 {
                 return crate::bootdisk::image_command(&app, &site, &out, format, &args);
             }
@@ -490,6 +502,7 @@ pub fn execute(cmd: Cmd) -> Result<i32, Error> {
                 ),
                 || crate::image::build_image_from_dir(&site, &out, format),
             )?;
+            acme.add_to_image(&out)?;
             println!(
                 "{}  {size} bytes ({:.1} MiB, ext4 of {})",
                 display_path(&out),
@@ -497,7 +510,16 @@ pub fn execute(cmd: Cmd) -> Result<i32, Error> {
                 display_path(&site)
             );
             // The kernel that serves it, and how to boot the pair.
-            let kernel = build_image(&app, Profile::Release, false)?;
+            let kernel = if acme.is_set() {
+                crate::build::build_image_flavor(
+                    &app,
+                    Profile::Release,
+                    crate::build::Flavor::Tls,
+                    false,
+                )?
+            } else {
+                build_image(&app, Profile::Release, false)?
+            };
             let mut cfg = VmConfig::new(&kernel);
             cfg.disk = Some(out.clone());
             cfg.args = args;

@@ -1,0 +1,280 @@
+//! `cargo uk image --acme-domain NAME --acme-directory URL --acme-ca FILE
+//! [--acme-email ADDR]`: an httpd TLS image that gets its own certificate by
+//! ACME (RFC 8555, HTTP-01) at boot. The CA file (the roots httpd trusts for
+//! the directory's HTTPS) goes into the image at [`CA_PATH`]; the options
+//! become httpd's `--acme-*` arguments, checked with httpd's own parser.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::Error;
+
+/// Where the image keeps the directory's CA (httpd does not serve
+/// `--acme-state`, `/acme` by default).
+pub const CA_PATH: &str = "/acme/ca.pem";
+
+/// The ACME flags of `cargo uk image`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
+pub struct AcmeArgs {
+    /// Get (and renew) a certificate for NAME at boot by ACME HTTP-01 (a TLS
+    /// image; needs --acme-directory and --acme-ca)
+    #[arg(long = "acme-domain", value_name = "NAME")]
+    pub domain: Option<String>,
+    /// The ACME directory, https://IP[:PORT]/PATH
+    #[arg(long = "acme-directory", value_name = "URL")]
+    pub directory: Option<String>,
+    /// Contact address of the ACME account
+    #[arg(long = "acme-email", value_name = "ADDR")]
+    pub email: Option<String>,
+    /// PEM root certificate(s) httpd trusts for the directory's HTTPS (put
+    /// in the image at /acme/ca.pem)
+    #[arg(long = "acme-ca", value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+}
+
+impl AcmeArgs {
+    /// Whether any ACME flag was given.
+    pub fn is_set(&self) -> bool {
+        *self != AcmeArgs::default()
+    }
+
+    /// httpd's arguments, checked; a usage error says what is missing or
+    /// wrong.
+    pub fn httpd_args(&self) -> Result<Vec<String>, Error> {
+        let usage = |m: String| Error::Usage(m);
+        let domain = self
+            .domain
+            .as_deref()
+            .ok_or_else(|| usage("the --acme-* options need --acme-domain".into()))?;
+        let directory = self
+            .directory
+            .as_deref()
+            .ok_or_else(|| usage("--acme-domain needs --acme-directory URL".into()))?;
+        let ca = self.ca.as_deref().ok_or_else(|| {
+            usage("--acme-domain needs --acme-ca FILE (the roots trusted for the directory)".into())
+        })?;
+        let pem = std::fs::read_to_string(ca)
+            .map_err(|e| usage(format!("--acme-ca {}: {e}", ca.display())))?;
+        if !pem.contains("-----BEGIN CERTIFICATE-----") {
+            return Err(usage(format!(
+                "--acme-ca {}: no PEM certificate in the file",
+                ca.display()
+            )));
+        }
+        let mut args: Vec<String> = vec![
+            "--acme-domain".into(),
+            domain.into(),
+            "--acme-directory".into(),
+            directory.into(),
+            "--acme-ca".into(),
+            CA_PATH.into(),
+        ];
+        if let Some(e) = &self.email {
+            args.extend(["--acme-email".into(), e.clone()]);
+        }
+        if args.iter().any(|a| a.contains(['"', '\\', '$', ' '])) {
+            return Err(usage(
+                "--acme-*: '\"', '\\', '$' and spaces cannot be passed on the kernel command line"
+                    .into(),
+            ));
+        }
+        uk_http::config::parse_args(&args).map_err(usage)?;
+        Ok(args)
+    }
+
+    /// Puts the CA file into the ext4 `image` at [`CA_PATH`].
+    pub fn add_to_image(&self, image: &Path) -> Result<(), Error> {
+        let Some(ca) = &self.ca else {
+            return Ok(());
+        };
+        let (dir, name) = CA_PATH[1..]
+            .split_once('/')
+            .expect("a directory and a name");
+        let script = format!(
+            "mkdir {dir}\nrm {dir}/{name}\nwrite {} {dir}/{name}\n",
+            ca.display()
+        );
+        let out = Command::new("debugfs")
+            .args(["-w", "-f", "-"])
+            .arg(image)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin
+                    .take()
+                    .expect("stdin")
+                    .write_all(script.as_bytes())?;
+                c.wait_with_output()
+            })
+            .map_err(|e| Error::Failed(format!("cannot run debugfs: {e} (install e2fsprogs)")))?;
+        if !out.status.success() {
+            return Err(Error::Failed(format!(
+                "debugfs: cannot write {CA_PATH}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        // debugfs reports a failed write on stderr with a zero status.
+        let check = Command::new("debugfs")
+            .args(["-R", &format!("cat {}", &CA_PATH[1..])])
+            .arg(image)
+            .output()
+            .map_err(|e| Error::Failed(format!("cannot run debugfs: {e}")))?;
+        let want =
+            std::fs::read(ca).map_err(|e| Error::Failed(format!("{}: {e}", ca.display())))?;
+        if check.stdout != want {
+            return Err(Error::Failed(format!(
+                "{CA_PATH} in {} does not hold {} (image full?)",
+                image.display(),
+                ca.display()
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::{ImageFormat, build_image_from_dir, temp_path};
+
+    const PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+
+    fn args(ca: Option<PathBuf>) -> AcmeArgs {
+        AcmeArgs {
+            domain: Some("www.example.test".into()),
+            directory: Some("https://10.0.0.1:14000/dir".into()),
+            email: Some("ops@example.test".into()),
+            ca,
+        }
+    }
+
+    #[test]
+    fn httpd_arguments_are_checked() {
+        let ca = temp_path("acme-ca").with_extension("pem");
+        std::fs::write(&ca, PEM).unwrap();
+        let a = args(Some(ca.clone()));
+        assert!(a.is_set());
+        assert!(!AcmeArgs::default().is_set());
+        assert_eq!(
+            a.httpd_args().unwrap(),
+            [
+                "--acme-domain",
+                "www.example.test",
+                "--acme-directory",
+                "https://10.0.0.1:14000/dir",
+                "--acme-ca",
+                "/acme/ca.pem",
+                "--acme-email",
+                "ops@example.test"
+            ]
+        );
+        let err = |a: AcmeArgs| match a.httpd_args() {
+            Err(Error::Usage(m)) => m,
+            r => panic!("{r:?}"),
+        };
+        assert!(err(args(None)).contains("--acme-ca"));
+        assert!(
+            err(AcmeArgs {
+                domain: None,
+                ..args(Some(ca.clone()))
+            })
+            .contains("--acme-domain")
+        );
+        assert!(
+            err(AcmeArgs {
+                directory: None,
+                ..args(Some(ca.clone()))
+            })
+            .contains("--acme-directory")
+        );
+        assert!(
+            err(AcmeArgs {
+                domain: Some("bad_name".into()),
+                ..args(Some(ca.clone()))
+            })
+            .contains("domain")
+        );
+        assert!(
+            err(AcmeArgs {
+                directory: Some("http://x/".into()),
+                ..args(Some(ca.clone()))
+            })
+            .contains("URL")
+        );
+        assert!(
+            err(AcmeArgs {
+                email: Some("a\"b@c".into()),
+                ..args(Some(ca.clone()))
+            })
+            .contains("kernel command line")
+        );
+        let not_pem = temp_path("acme-ca").with_extension("txt");
+        std::fs::write(&not_pem, "hello").unwrap();
+        assert!(err(args(Some(not_pem.clone()))).contains("no PEM"));
+        let _ = std::fs::remove_file(&ca);
+        let _ = std::fs::remove_file(&not_pem);
+    }
+
+    #[test]
+    fn flags_parse() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct T {
+            #[command(flatten)]
+            a: AcmeArgs,
+        }
+        let t = T::try_parse_from([
+            "t",
+            "--acme-domain",
+            "a.test",
+            "--acme-directory=https://1.2.3.4/d",
+            "--acme-ca",
+            "ca.pem",
+            "--acme-email",
+            "x@a.test",
+        ])
+        .unwrap();
+        assert_eq!(t.a.domain.as_deref(), Some("a.test"));
+        assert_eq!(t.a.directory.as_deref(), Some("https://1.2.3.4/d"));
+        assert_eq!(t.a.ca, Some(PathBuf::from("ca.pem")));
+        assert_eq!(t.a.email.as_deref(), Some("x@a.test"));
+        assert!(!T::try_parse_from(["t"]).unwrap().a.is_set());
+    }
+
+    #[test]
+    fn the_ca_goes_into_the_image() {
+        let have = |p: &str| {
+            Command::new("sh")
+                .args(["-c", &format!("command -v {p} >/dev/null")])
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if !have("mkfs.ext4") || !have("debugfs") {
+            eprintln!("skipped: mkfs.ext4 and debugfs (e2fsprogs) are needed");
+            return;
+        }
+        let dir = temp_path("acme-site");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("index.html"), "hi").unwrap();
+        let ca = temp_path("acme-ca").with_extension("pem");
+        std::fs::write(&ca, PEM.repeat(20)).unwrap();
+        let img = temp_path("acme-img").with_extension("img");
+        build_image_from_dir(&dir, &img, ImageFormat::Ext4).unwrap();
+        args(Some(ca.clone())).add_to_image(&img).unwrap();
+        let out = Command::new("debugfs")
+            .args(["-R", "cat acme/ca.pem"])
+            .arg(&img)
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), PEM.repeat(20));
+        // Again over an image that already has the directory and the file.
+        std::fs::write(&ca, PEM).unwrap();
+        args(Some(ca.clone())).add_to_image(&img).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_file(&ca);
+        let _ = std::fs::remove_file(&img);
+    }
+}
