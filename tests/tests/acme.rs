@@ -19,6 +19,35 @@ use uk_cli::image::{ImageFormat, build_image_from_dir, temp_path};
 use uk_tests::{Guest, Machine, Netns, skip};
 
 const DOMAIN: &str = "acme-test.example";
+/// The directory's host name, resolved by the guest through [`DNS`].
+const DIR_HOST: &str = "acme-dir.test";
+
+/// A DNS responder for the namespace (`python3 -c DNS ADDR`): A records for
+/// acme-dir.test (ADDR), NXDOMAIN for anything else; prints `ready` once
+/// bound.
+const DNS: &str = r#"
+import socket, sys
+addr = sys.argv[1]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((addr, 53))
+print("ready", flush=True)
+while True:
+    q, peer = s.recvfrom(512)
+    if len(q) < 12:
+        continue
+    i, labels = 12, []
+    while i < len(q) and q[i] != 0:
+        labels.append(q[i + 1:i + 1 + q[i]].decode(errors="replace"))
+        i += 1 + q[i]
+    question = q[12:i + 5]
+    name = ".".join(labels).lower()
+    print("query", name, flush=True)
+    if name == "acme-dir.test":
+        ans = b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04" + socket.inet_aton(addr)
+        s.sendto(q[:2] + b"\x81\x80\x00\x01\x00\x01\x00\x00\x00\x00" + question + ans, peer)
+    else:
+        s.sendto(q[:2] + b"\x81\x83\x00\x01\x00\x00\x00\x00\x00\x00" + question, peer)
+"#;
 /// How long the whole exchange may take under TCG (it takes a few seconds
 /// with KVM).
 const OBTAIN_TIMEOUT: Duration = Duration::from_secs(240);
@@ -42,7 +71,8 @@ fn openssl(args: &[&str]) {
     );
 }
 
-/// A CA and, signed by it, pebble's certificate for `ip`, in `dir`:
+/// A CA and, signed by it, pebble's certificate for `ip` and
+/// [`DIR_HOST`], in `dir`:
 /// `ca.pem`, `pebble.pem`, `pebble-key.pem`.
 fn make_certs(dir: &Path, ip: &str) {
     let p = |n: &str| dir.join(n).display().to_string();
@@ -50,7 +80,7 @@ fn make_certs(dir: &Path, ip: &str) {
     std::fs::write(
         &ext,
         format!(
-            "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:{ip}\n"
+            "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:{ip},DNS:{DIR_HOST}\n"
         ),
     )
     .unwrap();
@@ -144,13 +174,14 @@ struct Env {
     dir: PathBuf,
     hosts_dir: PathBuf,
     pebble: Option<Child>,
+    dns: Option<Child>,
 }
 
 impl Drop for Env {
     fn drop(&mut self) {
-        if let Some(mut p) = self.pebble.take() {
-            let _ = p.kill();
-            let _ = p.wait();
+        for mut c in [self.pebble.take(), self.dns.take()].into_iter().flatten() {
+            let _ = c.kill();
+            let _ = c.wait();
         }
         let _ = std::fs::remove_dir_all(&self.hosts_dir);
         let _ = std::fs::remove_dir_all(&self.dir);
@@ -222,6 +253,7 @@ fn acme_certificate_from_pebble_over_http01() {
         dir: dir.clone(),
         hosts_dir: hosts_dir.clone(),
         pebble: None,
+        dns: None,
     };
     std::fs::create_dir_all(&dir).unwrap();
     make_certs(&dir, ns.host_ip);
@@ -241,12 +273,28 @@ fn acme_certificate_from_pebble_over_http01() {
     std::fs::write(site.join("www/index.html"), b"hello over acme\n").unwrap();
     let image = dir.join("site.img");
     build_image_from_dir(&site, &image, ImageFormat::Ext4).expect("build the ext4 image");
-    let directory = format!("https://{}:14000/dir", ns.host_ip);
+    // The directory by name: the guest resolves it with the namespace's
+    // DNS responder (its static address comes with no DNS server).
+    let dns_log = dir.join("dns.log");
+    let dns_out = std::fs::File::create(&dns_log).unwrap();
+    env.dns = Some(
+        ns.command("python3", &["-c", DNS, ns.host_ip])
+            .stdin(Stdio::null())
+            .stdout(dns_out.try_clone().unwrap())
+            .stderr(dns_out)
+            .spawn()
+            .expect("start the DNS responder"),
+    );
+    if let Err(text) = wait_log(&dns_log, "ready", Duration::from_secs(20)) {
+        panic!("the DNS responder did not start:\n{text}");
+    }
+    let directory = format!("https://{DIR_HOST}:14000/dir");
     let acme = AcmeArgs {
         domain: Some(DOMAIN.into()),
         directory: Some(directory),
         email: Some("ops@acme-test.example".into()),
         ca: Some(dir.join("ca.pem")),
+        dns: Some(ns.host_ip.parse().unwrap()),
     };
     acme.add_to_image(&image).expect("put the CA in the image");
     let mut args = vec!["--root".to_string(), "/www".to_string()];
@@ -332,6 +380,8 @@ fn acme_certificate_from_pebble_over_http01() {
         );
     }
     g.assert_output_contains("httpd: ACME: answering the HTTP-01 challenge for acme-test.example");
+    let dlog = std::fs::read_to_string(&dns_log).unwrap_or_default();
+    assert!(dlog.contains("query acme-dir.test"), "no DNS query: {dlog}");
     // pebble validated over HTTP for real.
     let plog = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(

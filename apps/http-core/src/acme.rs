@@ -674,6 +674,117 @@ fn dechunk(mut b: &[u8]) -> Result<Vec<u8>, BadResponse> {
 }
 
 // ---------------------------------------------------------------------------
+// DNS (the directory's address): one A query over UDP (RFC 1035)
+
+/// A query for the A records of `name` with `id`, recursion desired; `None`
+/// for a name that is not a valid host name.
+pub fn dns_query(id: u16, name: &str) -> Option<Vec<u8>> {
+    let name = name.trim_end_matches('.');
+    if name.is_empty()
+        || name.len() > 253
+        || name.split('.').any(|l| {
+            l.is_empty()
+                || l.len() > 63
+                || !l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+    {
+        return None;
+    }
+    let mut q = Vec::with_capacity(18 + name.len());
+    q.extend_from_slice(&id.to_be_bytes());
+    // RD; one question.
+    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for l in name.split('.') {
+        q.push(l.len() as u8);
+        q.extend_from_slice(l.as_bytes());
+    }
+    // Root, QTYPE A, QCLASS IN.
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    Some(q)
+}
+
+/// Why a DNS answer gave no address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DnsError {
+    /// Not an answer to our query (other id, not a response, truncated
+    /// or malformed).
+    Malformed,
+    /// The server answered with this RCODE (3: no such name).
+    Rcode(u8),
+    /// No A record in the answer.
+    NoAddress,
+}
+
+impl core::fmt::Display for DnsError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            DnsError::Malformed => f.write_str("malformed DNS answer"),
+            DnsError::Rcode(3) => f.write_str("no such name (NXDOMAIN)"),
+            DnsError::Rcode(c) => write!(f, "DNS error (RCODE {c})"),
+            DnsError::NoAddress => f.write_str("no IPv4 address in the DNS answer"),
+        }
+    }
+}
+
+/// Skips a (possibly compressed) name at `at`; the offset after it.
+fn skip_name(m: &[u8], mut at: usize) -> Result<usize, DnsError> {
+    for _ in 0..128 {
+        let &len = m.get(at).ok_or(DnsError::Malformed)?;
+        match len {
+            0 => return Ok(at + 1),
+            0xc0..=0xff => {
+                m.get(at + 1).ok_or(DnsError::Malformed)?;
+                return Ok(at + 2);
+            }
+            0x40..=0xbf => return Err(DnsError::Malformed),
+            _ => at += 1 + usize::from(len),
+        }
+    }
+    Err(DnsError::Malformed)
+}
+
+/// The IPv4 addresses (A records) in the answer `m` to the query with `id`.
+pub fn dns_answer(m: &[u8], id: u16) -> Result<Vec<[u8; 4]>, DnsError> {
+    if m.len() < 12 || m[..2] != id.to_be_bytes() || m[2] & 0x80 == 0 {
+        return Err(DnsError::Malformed);
+    }
+    if m[2] & 0x02 != 0 {
+        // Truncated: no TCP fallback (an A answer fits in 512 bytes).
+        return Err(DnsError::Malformed);
+    }
+    let rcode = m[3] & 0x0f;
+    if rcode != 0 {
+        return Err(DnsError::Rcode(rcode));
+    }
+    let qd = u16::from_be_bytes([m[4], m[5]]);
+    let an = u16::from_be_bytes([m[6], m[7]]);
+    let mut at = 12;
+    for _ in 0..qd {
+        at = skip_name(m, at)? + 4;
+    }
+    let mut out = Vec::new();
+    for _ in 0..an {
+        at = skip_name(m, at)?;
+        let h = m.get(at..at + 10).ok_or(DnsError::Malformed)?;
+        let (typ, class) = (
+            u16::from_be_bytes([h[0], h[1]]),
+            u16::from_be_bytes([h[2], h[3]]),
+        );
+        let len = usize::from(u16::from_be_bytes([h[8], h[9]]));
+        let data = m.get(at + 10..at + 10 + len).ok_or(DnsError::Malformed)?;
+        if typ == 1 && class == 1 && len == 4 {
+            out.push([data[0], data[1], data[2], data[3]]);
+        }
+        at += 10 + len;
+    }
+    if out.is_empty() {
+        Err(DnsError::NoAddress)
+    } else {
+        Ok(out)
+    }
+}
+
+// ---------------------------------------------------------------------------
 // The HTTP-01 responder
 
 /// The path prefix of HTTP-01 challenges.
@@ -1076,6 +1187,43 @@ mod tests {
         assert!(p.keep_alive);
         let p = plan_challenge(&req("HEAD"), "t.abc", 0, &info);
         assert!(p.body.is_empty());
+    }
+
+    #[test]
+    fn dns() {
+        let q = dns_query(0x1234, "acme.example.org").unwrap();
+        assert_eq!(
+            q,
+            b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x04acme\x07example\x03org\x00\x00\x01\x00\x01"
+        );
+        assert!(dns_query(1, "a..b").is_none());
+        assert!(dns_query(1, "a b").is_none());
+        assert!(dns_query(1, "").is_none());
+        // An answer: the question, a CNAME, then two A records with
+        // compressed names.
+        let mut a = vec![0x12, 0x34, 0x81, 0x80, 0, 1, 0, 3, 0, 0, 0, 0];
+        a.extend_from_slice(&q[12..]);
+        a.extend_from_slice(&[0xc0, 12, 0, 5, 0, 1, 0, 0, 0, 60, 0, 4, 1, b'x', 0xc0, 12]);
+        a.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 10, 77, 0, 1]);
+        a.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 10, 77, 0, 9]);
+        assert_eq!(
+            dns_answer(&a, 0x1234),
+            Ok(vec![[10, 77, 0, 1], [10, 77, 0, 9]])
+        );
+        assert_eq!(dns_answer(&a, 0x1235), Err(DnsError::Malformed));
+        for n in 0..a.len() {
+            assert!(dns_answer(&a[..n], 0x1234).is_err());
+        }
+        let mut nx = a[..12].to_vec();
+        nx[3] = 0x83;
+        assert_eq!(dns_answer(&nx, 0x1234), Err(DnsError::Rcode(3)));
+        let mut none = a[..12 + q.len() - 12].to_vec();
+        none[7] = 0;
+        assert_eq!(dns_answer(&none, 0x1234), Err(DnsError::NoAddress));
+        // A name that points at itself forever is refused.
+        let mut lp = vec![0x12, 0x34, 0x81, 0x80, 0, 1, 0, 0, 0, 0, 0, 0];
+        lp.extend_from_slice(&[1, b'a'].repeat(200));
+        assert_eq!(dns_answer(&lp, 0x1234), Err(DnsError::Malformed));
     }
 
     #[test]

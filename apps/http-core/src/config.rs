@@ -129,6 +129,9 @@ pub struct Acme {
     /// Where the account key and the certificate are kept (`--acme-state`,
     /// default `/acme`).
     pub state: String,
+    /// The DNS server that resolves the directory's host name when DHCP
+    /// gave none (`--acme-dns`).
+    pub dns: Option<core::net::Ipv4Addr>,
 }
 
 /// One redirect rule.
@@ -323,7 +326,8 @@ pub const USAGE_TLS: &str = "\
   --acme-directory URL     the ACME directory (https://...)
   --acme-email ADDR        account contact (optional)
   --acme-ca FILE           PEM root(s) trusted for the directory's HTTPS
-  --acme-state DIR         account key and certificate kept here (/acme)";
+  --acme-state DIR         account key and certificate kept here (/acme)
+  --acme-dns IP            DNS server for the directory's name (DHCP's)";
 
 /// Parses a duration: `10s`, `500ms`, `2m`, or a plain number of seconds.
 /// Returns milliseconds; zero is refused.
@@ -524,6 +528,12 @@ pub fn parse_args<S: AsRef<str>>(args: &[S]) -> Result<Config, String> {
             "--acme-email" => c.acme.get_or_insert_default().email = Some(value()?.to_string()),
             #[cfg(feature = "tls")]
             "--acme-ca" => c.acme.get_or_insert_default().ca = value()?.to_string(),
+            #[cfg(feature = "tls")]
+            "--acme-dns" => {
+                let v = value()?;
+                c.acme.get_or_insert_default().dns =
+                    Some(v.parse().map_err(|_| bad(v, "IPv4 address"))?);
+            }
             #[cfg(feature = "tls")]
             "--acme-state" => {
                 let v = value()?;

@@ -268,6 +268,7 @@ fn acme_options() {
     assert!(e(&["--acme-email", "nobody"], None).contains("address"));
     assert!(e(&["--acme-email", "a b@c"], None).contains("address"));
     assert!(e(&["--acme-state", "rel"], None).contains("directory"));
+    assert!(e(&["--acme-dns", "name"], None).contains("IPv4"));
     assert!(e(&["--tls-port", "80"], None).contains("HTTP port"));
     assert!(e(&["--tls-cert", "/c", "--tls-key", "/k"], None).contains("exclude"));
 }

@@ -117,12 +117,6 @@ pub fn start(cfg: &Acme) -> Result<i32, String> {
     let mut probe = [0u8; 8];
     unikernel::arch::rand::fill(&mut probe).map_err(|e| format!("no random numbers: {e}"))?;
     let url = parse_url(&cfg.directory).ok_or("bad --acme-directory URL")?;
-    if url.host.parse::<Ipv4Addr>().is_err() {
-        return Err(format!(
-            "--acme-directory: the host must be an IPv4 address (no DNS resolver yet): {}",
-            url.host
-        ));
-    }
     let pem_roots = read_file(&cfg.ca)?;
     let mut roots = RootCertStore::empty();
     for c in CertificateDer::pem_slice_iter(&pem_roots) {
@@ -271,6 +265,8 @@ fn run(cfg: &Acme, dir_url: Url, client: Arc<ClientConfig>) {
                 let mut c = AcmeClient {
                     tls: client.clone(),
                     dir_url: dir_url.clone(),
+                    addr: None,
+                    dns: cfg.dns,
                     nonce: None,
                     account: a,
                     kid: None,
@@ -377,6 +373,10 @@ impl Account {
 struct AcmeClient {
     tls: Arc<ClientConfig>,
     dir_url: Url,
+    /// The directory's address, resolved once per attempt.
+    addr: Option<Ipv4Addr>,
+    /// `--acme-dns`: the resolver when DHCP gave none.
+    dns: Option<Ipv4Addr>,
     nonce: Option<String>,
     account: Account,
     kid: Option<String>,
@@ -409,11 +409,17 @@ impl AcmeClient {
     ) -> Result<HttpResponse, String> {
         let u = parse_url(url).ok_or_else(|| format!("bad URL from the server: {url}"))?;
         if (u.host.as_str(), u.port) != (self.dir_url.host.as_str(), self.dir_url.port) {
-            // Everything stays on the directory's server (one trusted
-            // address; no DNS resolver).
+            // Everything stays on the directory's server (resolved once).
             return Err(format!("{url}: not on the directory's server"));
         }
-        let ip: Ipv4Addr = u.host.parse().map_err(|_| format!("{url}: host"))?;
+        let ip = match self.addr {
+            Some(ip) => ip,
+            None => {
+                let ip = resolve(&u.host, self.dns)?;
+                self.addr = Some(ip);
+                ip
+            }
+        };
         let req = proto::http_request(method, &u, body);
         let raw = exchange(&self.tls, &u.host, SocketAddrV4::new(ip, u.port), &req)
             .map_err(|e| format!("{method} {url}: {e}"))?;
@@ -638,6 +644,67 @@ impl AcmeClient {
             "{name}: authorization still pending after {POLLS} polls"
         ))
     }
+}
+
+// ---------------------------------------------------------------------------
+// DNS
+
+/// Tries per DNS server, and the wait for each answer.
+const DNS_TRIES: u32 = 3;
+const DNS_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The IPv4 address of `host`: itself when it is one, else an A query to
+/// the DHCP lease's DNS servers or `dns`.
+fn resolve(host: &str, dns: Option<Ipv4Addr>) -> Result<Ipv4Addr, String> {
+    if let Ok(ip) = host.parse::<Ipv4Addr>() {
+        return Ok(ip);
+    }
+    let mut servers: Vec<Ipv4Addr> = unikernel::net::ip_info().map(|i| i.dns).unwrap_or_default();
+    if let Some(d) = dns {
+        servers.insert(0, d);
+    }
+    if servers.is_empty() {
+        return Err(format!(
+            "cannot resolve {host}: no DNS server (none from DHCP; give --acme-dns IP)"
+        ));
+    }
+    let mut last = String::new();
+    for server in servers {
+        for _ in 0..DNS_TRIES {
+            match dns_once(host, server) {
+                Ok(ip) => return Ok(ip),
+                Err(e) => last = e,
+            }
+        }
+    }
+    Err(format!("cannot resolve {host}: {last}"))
+}
+
+fn dns_once(host: &str, server: Ipv4Addr) -> Result<Ipv4Addr, String> {
+    let mut idb = [0u8; 2];
+    unikernel::arch::rand::fill(&mut idb).map_err(|e| format!("{e}"))?;
+    let id = u16::from_ne_bytes(idb);
+    let q = proto::dns_query(id, host).ok_or("not a host name")?;
+    let mut sock = unikernel::net::UdpSocket::bind(0).map_err(|e| format!("udp: {e:?}"))?;
+    sock.set_read_timeout(Some(DNS_TIMEOUT));
+    let to = SocketAddrV4::new(server, 53);
+    sock.send_to(&q, to).map_err(|e| format!("{to}: {e:?}"))?;
+    let mut buf = [0u8; 1500];
+    // Datagrams from elsewhere, or with another id, are ignored.
+    for _ in 0..8 {
+        let (n, from) = sock
+            .recv_from(&mut buf)
+            .map_err(|e| format!("{to}: {e:?}"))?;
+        if from != to {
+            continue;
+        }
+        match proto::dns_answer(&buf[..n], id) {
+            Ok(a) => return Ok(Ipv4Addr::from(a[0])),
+            Err(proto::DnsError::Malformed) => continue,
+            Err(e) => return Err(format!("{to}: {e}")),
+        }
+    }
+    Err(format!("{to}: no answer"))
 }
 
 // ---------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 //! `cargo uk image --acme-domain NAME --acme-directory URL --acme-ca FILE
-//! [--acme-email ADDR]`: an httpd TLS image that gets its own certificate by
+//! [--acme-email ADDR] [--acme-dns IP]`: an httpd TLS image that gets its own certificate by
 //! ACME (RFC 8555, HTTP-01) at boot. The CA file (the roots httpd trusts for
 //! the directory's HTTPS) goes into the image at [`CA_PATH`]; the options
 //! become httpd's `--acme-*` arguments, checked with httpd's own parser.
@@ -30,6 +30,9 @@ pub struct AcmeArgs {
     /// in the image at /acme/ca.pem)
     #[arg(long = "acme-ca", value_name = "FILE")]
     pub ca: Option<PathBuf>,
+    /// DNS server for the directory's host name when DHCP gives none
+    #[arg(long = "acme-dns", value_name = "IP")]
+    pub dns: Option<std::net::Ipv4Addr>,
 }
 
 impl AcmeArgs {
@@ -71,6 +74,9 @@ impl AcmeArgs {
         ];
         if let Some(e) = &self.email {
             args.extend(["--acme-email".into(), e.clone()]);
+        }
+        if let Some(d) = self.dns {
+            args.extend(["--acme-dns".into(), d.to_string()]);
         }
         if args.iter().any(|a| a.contains(['"', '\\', '$', ' '])) {
             return Err(usage(
@@ -148,6 +154,7 @@ mod tests {
             directory: Some("https://10.0.0.1:14000/dir".into()),
             email: Some("ops@example.test".into()),
             ca,
+            dns: None,
         }
     }
 
@@ -235,12 +242,15 @@ mod tests {
             "ca.pem",
             "--acme-email",
             "x@a.test",
+            "--acme-dns",
+            "10.0.0.53",
         ])
         .unwrap();
         assert_eq!(t.a.domain.as_deref(), Some("a.test"));
         assert_eq!(t.a.directory.as_deref(), Some("https://1.2.3.4/d"));
         assert_eq!(t.a.ca, Some(PathBuf::from("ca.pem")));
         assert_eq!(t.a.email.as_deref(), Some("x@a.test"));
+        assert_eq!(t.a.dns, Some(std::net::Ipv4Addr::new(10, 0, 0, 53)));
         assert!(!T::try_parse_from(["t"]).unwrap().a.is_set());
     }
 
