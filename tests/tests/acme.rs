@@ -367,9 +367,14 @@ fn acme_certificate_from_pebble_over_http01() {
         panic!("pebble did not start:\n{text}");
     }
 
+    let started = Instant::now();
     let mark = g.wait_for(
         "httpd: HTTPS on port 443 with the ACME certificate",
         OBTAIN_TIMEOUT,
+    );
+    eprintln!(
+        "acme: certificate served {:.1} s after pebble was up (the guest's next try comes within 10 s)",
+        started.elapsed().as_secs_f64()
     );
     let pebble_log = || tail(&std::fs::read_to_string(&log).unwrap_or_default(), 40);
     if let Err(e) = mark {
@@ -490,6 +495,7 @@ fn acme_certificate_from_pebble_over_http01() {
         Duration::from_secs(60),
     )
     .unwrap_or_else(|e| panic!("stored certificate not served: {e}\n{}", g.failure("acme")));
+    let started = Instant::now();
     g.wait_for(
         "httpd: HTTPS now with the ACME certificate for acme-test.example (obtained",
         OBTAIN_TIMEOUT,
@@ -501,6 +507,10 @@ fn acme_certificate_from_pebble_over_http01() {
             g.failure("acme")
         )
     });
+    eprintln!(
+        "acme: renewed {:.1} s after the stored certificate was served",
+        started.elapsed().as_secs_f64()
+    );
     g.assert_output_contains("httpd: ACME: account key loaded from /acme/account.key.pem");
     // The private keys are not served, from the state directory or the
     // tmpfs fallback.

@@ -546,9 +546,14 @@ impl Server {
     /// time, then swaps the configuration (open connections keep theirs).
     #[cfg(feature = "tls")]
     fn acme_certificate(&mut self) {
+        // Taking it drains the eventfd (level-triggered), also when the
+        // certificate comes too late to be used.
         let Some((config, what)) = crate::acme::take_config() else {
             return;
         };
+        if self.stopping.is_some() {
+            return;
+        }
         if let Some((_, c)) = self.tls.as_mut() {
             *c = config;
             println!("httpd: HTTPS now with {what}");
@@ -625,9 +630,7 @@ impl Server {
                     self.begin_shutdown();
                 } else if ev.data == ACME_WAKE {
                     #[cfg(feature = "tls")]
-                    if self.stopping.is_none() {
-                        self.acme_certificate();
-                    }
+                    self.acme_certificate();
                 } else if ev.data == LISTENER || ev.data == TLS_LISTENER {
                     if self.stopping.is_none() {
                         self.accept_all(ev.data == TLS_LISTENER);
