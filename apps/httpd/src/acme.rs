@@ -74,6 +74,8 @@ const MAX_RESPONSE: usize = 1 << 20;
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
 /// Status polls of an authorization or an order before giving up.
 const POLLS: u32 = 60;
+/// Clock difference waited out for a certificate not valid yet (s).
+const MAX_SKEW: i64 = 600;
 /// Requests retried after a `badNonce` error.
 const NONCE_RETRIES: u32 = 5;
 
@@ -128,8 +130,14 @@ pub fn start(cfg: &Acme) -> Result<i32, String> {
     if roots.is_empty() {
         return Err(format!("{}: no certificate in the file", cfg.ca));
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let client = ClientConfig::builder_with_details(provider, Arc::new(Clock))
+    // Key exchange on P-256 only: ring's X25519 on CPUs with ADX/BMI2
+    // (fiat_curve25519_adx_mul/square) keeps callee-saved registers in the
+    // red zone below rsp, which an interrupt frame on the same stack
+    // overwrites (the kernel takes interrupts on the current stack); seen
+    // here as a page fault in x25519_scalar_mult_adx under TCG `-cpu max`.
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.kx_groups = vec![rustls::crypto::ring::kx_group::SECP256R1];
+    let client = ClientConfig::builder_with_details(Arc::new(provider), Arc::new(Clock))
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS versions: {e}"))?
         .with_root_certificates(roots)
@@ -304,13 +312,21 @@ fn run(cfg: &Acme, dir_url: Url, client: Arc<ClientConfig>) {
 /// loop; returns the renewal time (in the past: renew now, serving this one
 /// meanwhile).
 fn install(crt: &str, key: &str, domain: &str, how: &str) -> Result<i64, String> {
-    let config = crate::tls::load(crt, key)?;
     let pem_data = read_file(crt)?;
     let leaf = CertificateDer::pem_slice_iter(&pem_data)
         .next()
         .ok_or_else(|| format!("{crt}: no certificate"))?
         .map_err(|e| format!("{crt}: {e:?}"))?;
     let v = x509::validity(leaf.as_ref()).map_err(|e| format!("{crt}: {e}"))?;
+    // A certificate that starts a little after our clock (a CA that does
+    // not backdate, a guest clock behind): wait for its start rather than
+    // refuse it.
+    let early = v.not_before - now() as i64;
+    if (1..=MAX_SKEW).contains(&early) {
+        println!("httpd: ACME: {crt} is valid {early} s from now by our clock: waiting");
+        unikernel::thread::sleep(Duration::from_secs(early as u64 + 1));
+    }
+    let config = crate::tls::load(crt, key)?;
     let renew = proto::renew_at(v.not_before, v.not_after);
     publish(
         config,
@@ -533,6 +549,27 @@ impl AcmeClient {
             .unwrap_or_default();
         for a in &authzs {
             self.authorize(&new_nonce, a)?;
+        }
+        // The order turns ready once its authorizations are valid (at once
+        // with pebble; a CA may take a moment).
+        let mut status = order.str_of("status").unwrap_or("").to_string();
+        let mut polls = 0;
+        while status == "pending" {
+            polls += 1;
+            if polls > POLLS {
+                return Err("order not ready after its authorizations".into());
+            }
+            let r = self.post(&new_nonce, &order_url, None)?;
+            status = json(&r, "order")?
+                .str_of("status")
+                .unwrap_or("")
+                .to_string();
+            if status == "pending" {
+                unikernel::thread::sleep(Duration::from_secs(1));
+            }
+        }
+        if status == "invalid" {
+            return Err("order invalid".into());
         }
         // Finalize with a fresh key's request.
         let key_der = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &self.rng)
