@@ -113,8 +113,31 @@ pub struct Config {
     /// `Strict-Transport-Security: max-age=N` on HTTPS responses
     /// (`--hsts N`; needs `--tls-cert`).
     pub hsts: Option<u64>,
+    /// ACME: obtain and renew a certificate for this domain
+    /// (`--acme-domain`, with `--acme-directory` and `--acme-ca`).
+    pub acme: Option<Acme>,
     /// `--help` was given.
     pub help: bool,
+}
+
+/// ACME (RFC 8555) settings: the certificate comes from the directory
+/// instead of `--tls-cert`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Acme {
+    /// The DNS name of the certificate (`--acme-domain`).
+    pub domain: String,
+    /// The directory URL, `https://...` (`--acme-directory`).
+    pub directory: String,
+    /// Contact address for the account (`--acme-email`, optional).
+    pub email: Option<String>,
+    /// PEM roots trusted for the directory's HTTPS (`--acme-ca`).
+    pub ca: String,
+    /// Where the account key and the certificate are kept (`--acme-state`,
+    /// default `/acme`).
+    pub state: String,
+    /// The DNS server that resolves the directory's host name when DHCP
+    /// gave none (`--acme-dns`).
+    pub dns: Option<core::net::Ipv4Addr>,
 }
 
 /// One redirect rule.
@@ -268,6 +291,7 @@ impl Default for Config {
             tls_port: 443,
             redirect_https: None,
             hsts: None,
+            acme: None,
             help: false,
         }
     }
@@ -307,7 +331,13 @@ pub const USAGE_TLS: &str = "\
   --tls-key FILE           PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1)
   --tls-port N             HTTPS port (443)
   --redirect-https[=308]   answer plain HTTP with 301 (or 308) to https://HOST[:PORT]/PATH
-  --hsts SECONDS           Strict-Transport-Security: max-age=SECONDS on HTTPS responses";
+  --hsts SECONDS           Strict-Transport-Security: max-age=SECONDS on HTTPS responses
+  --acme-domain NAME       get (and renew) a certificate for NAME by ACME HTTP-01
+  --acme-directory URL     the ACME directory (https://...)
+  --acme-email ADDR        account contact (optional)
+  --acme-ca FILE           PEM root(s) trusted for the directory's HTTPS
+  --acme-state DIR         account key and certificate kept here (/acme)
+  --acme-dns IP            DNS server for the directory's name (DHCP's)";
 
 /// Parses a duration: `10s`, `500ms`, `2m`, or a plain number of seconds.
 /// Returns milliseconds; zero is refused.
@@ -518,6 +548,28 @@ pub fn parse_args<S: AsRef<str>>(args: &[S]) -> Result<Config, String> {
                         .ok_or_else(|| bad(v, "max-age (seconds, at most two years)"))?,
                 );
             }
+            #[cfg(feature = "tls")]
+            "--acme-domain" => c.acme.get_or_insert_default().domain = value()?.to_string(),
+            #[cfg(feature = "tls")]
+            "--acme-directory" => {
+                c.acme.get_or_insert_default().directory = value()?.to_string();
+            }
+            #[cfg(feature = "tls")]
+            "--acme-email" => c.acme.get_or_insert_default().email = Some(value()?.to_string()),
+            #[cfg(feature = "tls")]
+            "--acme-ca" => c.acme.get_or_insert_default().ca = value()?.to_string(),
+            #[cfg(feature = "tls")]
+            "--acme-dns" => {
+                let v = value()?;
+                c.acme.get_or_insert_default().dns =
+                    Some(v.parse().map_err(|_| bad(v, "IPv4 address"))?);
+            }
+            #[cfg(feature = "tls")]
+            "--acme-state" => {
+                let v = value()?;
+                c.acme.get_or_insert_default().state =
+                    parse_root(v).ok_or_else(|| bad(v, "absolute directory"))?;
+            }
             "--help" | "-h" => c.help = true,
             _ => return Err(format!("unknown argument '{arg}'")),
         }
@@ -527,6 +579,10 @@ pub fn parse_args<S: AsRef<str>>(args: &[S]) -> Result<Config, String> {
     }
     #[cfg(feature = "tls")]
     check_tls(&c)?;
+    #[cfg(feature = "tls")]
+    if let Some(a) = c.acme.as_mut().filter(|a| a.state.is_empty()) {
+        a.state = String::from("/acme");
+    }
     Ok(c)
 }
 
@@ -538,15 +594,56 @@ fn check_tls(c: &Config) -> Result<(), String> {
         (None, Some(_)) => return Err("--tls-key needs --tls-cert".into()),
         _ => {}
     }
-    if c.tls_cert.is_some() && c.tls_port == c.port {
+    if (c.tls_cert.is_some() || c.acme.is_some()) && c.tls_port == c.port {
         return Err(format!("--tls-port {} is also the HTTP port", c.tls_port));
     }
-    if c.tls_cert.is_none() {
+    if c.tls_cert.is_none() && c.acme.is_none() {
         if c.redirect_https.is_some() {
-            return Err("--redirect-https needs --tls-cert and --tls-key".into());
+            return Err("--redirect-https needs --tls-cert and --tls-key, or --acme-domain".into());
         }
         if c.hsts.is_some() {
-            return Err("--hsts needs --tls-cert and --tls-key".into());
+            return Err("--hsts needs --tls-cert and --tls-key, or --acme-domain".into());
+        }
+    }
+    if let Some(a) = &c.acme {
+        check_acme(a, c.tls_cert.is_some())?;
+    }
+    Ok(())
+}
+
+/// The ACME options go together: a valid domain, an `https://` directory,
+/// the roots to trust for it, and no `--tls-cert` beside them.
+#[cfg(feature = "tls")]
+fn check_acme(a: &Acme, tls_cert: bool) -> Result<(), String> {
+    if tls_cert {
+        return Err("--tls-cert and --acme-domain exclude each other".into());
+    }
+    if a.domain.is_empty() {
+        return Err("the --acme-* options need --acme-domain".into());
+    }
+    if !crate::acme::valid_domain(&a.domain) {
+        return Err(format!("--acme-domain: bad domain name '{}'", a.domain));
+    }
+    if a.directory.is_empty() {
+        return Err("--acme-domain needs --acme-directory URL".into());
+    }
+    if crate::acme::parse_url(&a.directory).is_none() {
+        return Err(format!(
+            "--acme-directory: bad URL '{}' (https://host[:port]/path)",
+            a.directory
+        ));
+    }
+    if a.ca.is_empty() {
+        return Err(
+            "--acme-domain needs --acme-ca FILE (PEM roots trusted for the directory)".into(),
+        );
+    }
+    if let Some(e) = &a.email {
+        let ok = e.split_once('@').is_some_and(|(u, d)| {
+            !u.is_empty() && !d.is_empty() && !e.contains(['\\', '"', ' ', ',']) && safe_value(e)
+        });
+        if !ok {
+            return Err(format!("--acme-email: bad address '{e}'"));
         }
     }
     Ok(())

@@ -24,6 +24,8 @@
 
 extern crate alloc;
 
+#[cfg(feature = "tls")]
+pub mod acme;
 pub mod config;
 mod date;
 mod encoding;

@@ -248,4 +248,74 @@ fn https_redirect_and_hsts_options() {
     let e = |a: &[&str]| parse_args(a).unwrap_err();
     assert!(e(&["--redirect-https"]).contains("needs --tls-cert"));
     assert!(e(&["--hsts", "60"]).contains("needs --tls-cert"));
+    // ACME's certificate counts too.
+    let acme = [
+        "--acme-domain",
+        "www.example.test",
+        "--acme-directory",
+        "https://10.77.0.1:14000/dir",
+        "--acme-ca=/acme/ca.pem",
+        "--redirect-https",
+        "--hsts",
+        "60",
+    ];
+    let c = parse_args(&acme).unwrap();
+    assert_eq!((c.redirect_https, c.hsts), (Some(301), Some(60)));
+}
+
+#[test]
+fn acme_options() {
+    let base = [
+        "--acme-domain",
+        "www.example.test",
+        "--acme-directory",
+        "https://10.77.0.1:14000/dir",
+        "--acme-ca=/acme/ca.pem",
+    ];
+    let c = parse_args(&base).unwrap();
+    let a = c.acme.unwrap();
+    assert_eq!(a.domain, "www.example.test");
+    assert_eq!(a.directory, "https://10.77.0.1:14000/dir");
+    assert_eq!(a.ca, "/acme/ca.pem");
+    assert_eq!(a.email, None);
+    assert_eq!(a.state, "/acme");
+    let mut more = base.to_vec();
+    more.extend([
+        "--acme-email",
+        "ops@example.test",
+        "--acme-state",
+        "/data//acme/",
+    ]);
+    let a = parse_args(&more).unwrap().acme.unwrap();
+    assert_eq!(a.email.as_deref(), Some("ops@example.test"));
+    assert_eq!(a.state, "/data/acme");
+    let e = |extra: &[&str], drop: Option<&str>| {
+        let mut v: Vec<&str> = Vec::new();
+        let mut i = 0;
+        while i < base.len() {
+            if Some(base[i]) == drop {
+                i += 2;
+                continue;
+            }
+            if drop.is_some_and(|d| base[i].starts_with(&format!("{d}="))) {
+                i += 1;
+                continue;
+            }
+            v.push(base[i]);
+            i += 1;
+        }
+        v.extend_from_slice(extra);
+        parse_args(&v).unwrap_err()
+    };
+    assert!(e(&[], Some("--acme-directory")).contains("--acme-directory"));
+    assert!(e(&[], Some("--acme-ca")).contains("--acme-ca"));
+    assert!(e(&[], Some("--acme-domain")).contains("--acme-domain"));
+    assert!(e(&["--acme-domain", "bad_name"], None).contains("domain"));
+    assert!(e(&["--acme-directory", "http://a/dir"], None).contains("URL"));
+    assert!(e(&["--acme-email", "nobody"], None).contains("address"));
+    assert!(e(&["--acme-email", "a b@c"], None).contains("address"));
+    assert!(e(&["--acme-state", "rel"], None).contains("directory"));
+    assert!(e(&["--acme-dns", "name"], None).contains("IPv4"));
+    assert!(e(&["--tls-port", "80"], None).contains("HTTP port"));
+    assert!(e(&["--tls-cert", "/c", "--tls-key", "/k"], None).contains("exclude"));
 }

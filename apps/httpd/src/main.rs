@@ -12,6 +12,8 @@
 
 extern crate alloc;
 
+#[cfg(feature = "tls")]
+mod acme;
 mod server;
 #[cfg(feature = "tls")]
 mod tls;
@@ -90,6 +92,25 @@ fn main() -> i32 {
         },
         _ => None,
     };
+    // ACME: the certificate comes later, from a background thread; HTTP is
+    // served meanwhile (and answers its HTTP-01 challenges).
+    #[cfg(feature = "tls")]
+    let acme = match &cfg.acme {
+        Some(a) => match acme::start(a) {
+            Ok(fd) => {
+                println!(
+                    "httpd: ACME: getting a certificate for {} from {}",
+                    a.domain, a.directory
+                );
+                Some(fd)
+            }
+            Err(e) => {
+                println!("httpd: ACME: {e}; not starting");
+                return 1;
+            }
+        },
+        None => None,
+    };
     let mut srv = match server::Server::new(cfg, listener) {
         Ok(s) => s,
         Err(e) => {
@@ -97,6 +118,13 @@ fn main() -> i32 {
             return 1;
         }
     };
+    #[cfg(feature = "tls")]
+    if let Some(fd) = acme
+        && let Err(e) = srv.watch_acme(fd)
+    {
+        println!("httpd: cannot set up epoll: {e}");
+        return 1;
+    }
     #[cfg(feature = "tls")]
     if let Some((fd, config)) = tls {
         if let Err(e) = srv.add_tls_listener(fd, config) {

@@ -26,6 +26,8 @@ const LISTENER: u64 = u64::MAX;
 const SHUTDOWN: u64 = u64::MAX - 1;
 /// epoll token of the HTTPS listener.
 const TLS_LISTENER: u64 = u64::MAX - 2;
+/// epoll token of the ACME thread's eventfd (a new certificate; TLS build).
+const ACME_WAKE: u64 = u64::MAX - 3;
 /// Reads a lingering connection may do per turn before others run.
 const LINGER_READS: usize = 16;
 /// Bytes per `pread`/`write` step of the read and mmap data paths.
@@ -553,6 +555,46 @@ impl Server {
         Ok(())
     }
 
+    /// ACME: watches the eventfd that says a new certificate is ready
+    /// ([`crate::acme::take_config`]).
+    #[cfg(feature = "tls")]
+    pub fn watch_acme(&mut self, fd: i32) -> Result<(), Errno> {
+        let ev = EpollEvent {
+            events: EPOLLIN,
+            data: ACME_WAKE,
+        };
+        io::epoll_ctl(self.ep, EPOLL_CTL_ADD, fd, ev)
+    }
+
+    /// ACME: serves the new certificate: opens the HTTPS port the first
+    /// time, then swaps the configuration (open connections keep theirs).
+    #[cfg(feature = "tls")]
+    fn acme_certificate(&mut self) {
+        // Taking it drains the eventfd (level-triggered), also when the
+        // certificate comes too late to be used.
+        let Some((config, what)) = crate::acme::take_config() else {
+            return;
+        };
+        if self.stopping.is_some() {
+            return;
+        }
+        if let Some((_, c)) = self.tls.as_mut() {
+            *c = config;
+            println!("httpd: HTTPS now with {what}");
+            return;
+        }
+        let port = self.cfg.tls_port;
+        let r = io::tcp_listen(port, self.cfg.backlog, O_NONBLOCK).and_then(|fd| {
+            self.add_tls_listener(fd, config).inspect_err(|_| {
+                let _ = fs::close(fd);
+            })
+        });
+        match r {
+            Ok(()) => println!("httpd: HTTPS on port {port} with {what}"),
+            Err(e) => log::error!("httpd: ACME: cannot listen on port {port}: {e}"),
+        }
+    }
+
     /// The configuration.
     pub fn config(&self) -> &Config {
         &self.cfg
@@ -622,6 +664,9 @@ impl Server {
             for ev in &events[..n] {
                 if ev.data == SHUTDOWN {
                     self.begin_shutdown();
+                } else if ev.data == ACME_WAKE {
+                    #[cfg(feature = "tls")]
+                    self.acme_certificate();
                 } else if ev.data == LISTENER || ev.data == TLS_LISTENER {
                     if self.stopping.is_none() {
                         self.accept_all(ev.data == TLS_LISTENER);
@@ -1139,9 +1184,24 @@ impl Server {
             user_agent: req.user_agent.take(),
         };
         let req = &*req;
-        // --redirect-https: every plain HTTP request goes to HTTPS.
+        // ACME HTTP-01 (before the redirect: the CA asks over plain HTTP):
+        // the key authorization of a challenge under way.
         #[cfg(feature = "tls")]
-        if !tls && let Some(status) = self.cfg.redirect_https {
+        if self.cfg.acme.is_some()
+            && let Ok(p) = resolve_target(&req.target)
+            && let Some(ka) =
+                uk_http::acme::challenge_token(p.as_str()).and_then(crate::acme::key_authorization)
+        {
+            let plan = uk_http::acme::plan_challenge(req, &ka, now, &info);
+            return Response::new(plan, None, log);
+        }
+        // --redirect-https: every plain HTTP request goes to HTTPS, once it
+        // is served (with ACME, from the first certificate on).
+        #[cfg(feature = "tls")]
+        if !tls
+            && let Some(status) = self.cfg.redirect_https
+            && self.tls.is_some()
+        {
             let plan =
                 uk_http::https::plan_https_redirect(req, status, self.cfg.tls_port, now, &info);
             return Response::new(plan, None, log);
@@ -1150,6 +1210,13 @@ impl Server {
             Ok(p) => p,
             Err(e) => return Response::new(plan_error(req, e.status, now, &info), None, log),
         };
+        // The ACME state (private keys) is never served.
+        #[cfg(feature = "tls")]
+        if let Some(a) = &self.cfg.acme
+            && uk_http::acme::is_private(&fs_path(&self.cfg.root, &path)?, &a.state)
+        {
+            return Response::new(plan_error(req, 404, now, &info), None, log);
+        }
         // The site's rules (uk.toml): redirects, Cache-Control per path.
         if let Some(r) = self.cfg.redirect_for(path.as_str()) {
             return Response::new(plan_redirect(req, r.status, &r.to, now, &info), None, log);

@@ -237,6 +237,9 @@ pub enum Cmd {
         /// httpd's site settings (also read from DIR/uk.toml).
         #[command(flatten, next_help_heading = "Site (httpd; the same keys as uk.toml)")]
         site_args: crate::siteconfig::SiteArgs,
+        /// A certificate by ACME at boot (httpd's TLS build).
+        #[command(flatten, next_help_heading = "ACME (httpd with TLS; ext4 format)")]
+        acme: crate::acme::AcmeArgs,
     },
     /// Run the host tests (cargo test), then the QEMU tests (cargo test -p uk-tests)
     #[command(
@@ -530,14 +533,22 @@ pub fn execute(cmd: Cmd) -> Result<i32, Error> {
             out,
             format,
             site_args,
+            acme,
         } => {
             let app = app.unwrap_or_else(|| default_app().to_string());
             check_app(&app)?;
             let sc = site_config(&app, Some(&site), &site_args)?;
-            let args = sc.as_ref().map(|c| c.httpd_args()).unwrap_or_default();
-            let files = sc.as_ref().map(|c| c.disk_files()).unwrap_or_default();
-            // HTTPS files: the TLS build of httpd serves them.
-            let flavor = if sc.as_ref().is_some_and(|c| c.tls.is_some()) {
+            let mut args = sc.as_ref().map(|c| c.httpd_args()).unwrap_or_default();
+            let mut files = sc.as_ref().map(|c| c.disk_files()).unwrap_or_default();
+            if acme.is_set() {
+                if app != "httpd" {
+                    return Err(Error::Usage("--acme-* is for httpd".into()));
+                }
+                args.extend(acme.httpd_args()?);
+                files.extend(acme.disk_files());
+            }
+            // HTTPS (files or ACME): the TLS build of httpd serves it.
+            let flavor = if sc.as_ref().is_some_and(|c| c.tls.is_some()) || acme.is_set() {
                 crate::build::Flavor::Tls
             } else {
                 crate::build::Flavor::Plain

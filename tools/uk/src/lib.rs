@@ -5,6 +5,7 @@
 //! QEMU test harness (`uk-tests`) reuses [`build_image`], [`VmConfig`] and
 //! [`qemu_command`] so that tests boot exactly what `cargo uk run` boots.
 
+pub mod acme;
 pub mod bench;
 pub mod bootdisk;
 pub mod build;
