@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use uk_cli::Flavor;
 use uk_cli::acme::AcmeArgs;
-use uk_cli::image::{ImageFormat, build_image_from_dir, temp_path};
+use uk_cli::image::{ImageFormat, build_image_with, temp_path};
 use uk_tests::{Guest, Machine, Netns, skip};
 
 const DOMAIN: &str = "acme-test.example";
@@ -281,7 +281,6 @@ fn acme_certificate_from_pebble_over_http01() {
     std::fs::create_dir_all(site.join("www")).unwrap();
     std::fs::write(site.join("www/index.html"), b"hello over acme\n").unwrap();
     let image = dir.join("site.img");
-    build_image_from_dir(&site, &image, ImageFormat::Ext4).expect("build the ext4 image");
     // The directory by name: the guest resolves it with the namespace's
     // DNS responder (its static address comes with no DNS server).
     let dns_log = dir.join("dns.log");
@@ -305,7 +304,9 @@ fn acme_certificate_from_pebble_over_http01() {
         ca: Some(dir.join("ca.pem")),
         dns: Some(ns.host_ip.parse().unwrap()),
     };
-    acme.add_to_image(&image).expect("put the CA in the image");
+    // The image with the CA file at /acme/ca.pem, as `cargo uk image --acme-ca` makes it.
+    build_image_with(&site, &image, ImageFormat::Ext4, &acme.disk_files())
+        .expect("build the ext4 image");
     let mut args = vec!["--root".to_string(), "/www".to_string()];
     args.extend(acme.httpd_args().expect("the image's httpd arguments"));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -497,9 +498,13 @@ fn acme_certificate_from_pebble_over_http01() {
         return;
     }
     let image2 = dir.join("site2.img");
-    build_image_from_dir(&dir.join("site2"), &image2, ImageFormat::Ext4)
-        .expect("build the ext4 image");
-    acme.add_to_image(&image2).expect("put the CA in the image");
+    build_image_with(
+        &dir.join("site2"),
+        &image2,
+        ImageFormat::Ext4,
+        &acme.disk_files(),
+    )
+    .expect("build the ext4 image");
     let g = Guest::boot_image(
         "httpd",
         uk_tests::image_flavor("httpd", Flavor::Tls),
