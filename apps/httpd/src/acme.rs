@@ -130,13 +130,9 @@ pub fn start(cfg: &Acme) -> Result<i32, String> {
     if roots.is_empty() {
         return Err(format!("{}: no certificate in the file", cfg.ca));
     }
-    // Key exchange on P-256 only: ring's X25519 on CPUs with ADX/BMI2
-    // (fiat_curve25519_adx_mul/square) keeps callee-saved registers in the
-    // red zone below rsp, which an interrupt frame on the same stack
-    // overwrites (the kernel takes interrupts on the current stack); seen
-    // here as a page fault in x25519_scalar_mult_adx under TCG `-cpu max`.
-    let mut provider = rustls::crypto::ring::default_provider();
-    provider.kx_groups = vec![rustls::crypto::ring::kx_group::SECP256R1];
+    // (ring's X25519 on ADX/BMI2 CPUs keeps registers in the red zone below
+    // rsp; the kernel's interrupt entry leaves it alone: `arch::idt`.)
+    let provider = rustls::crypto::ring::default_provider();
     let client = ClientConfig::builder_with_details(Arc::new(provider), Arc::new(Clock))
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS versions: {e}"))?

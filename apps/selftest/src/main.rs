@@ -55,6 +55,7 @@ fn main() -> i32 {
         "threads" => many_threads(),
         "spin" => spinner_does_not_starve(),
         "simd" => simd_state(),
+        "redzone" => red_zone(),
         "idle" => {
             let secs: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(10);
             println!("idle: sleeping {secs} s");
@@ -482,6 +483,22 @@ fn spinner_does_not_starve() -> i32 {
         spins.load(Relaxed)
     );
     if spins.load(Relaxed) > 0 { 0 } else { 1 }
+}
+
+/// The 128 bytes below the stack pointer survive interrupts (code linked
+/// into the kernel may keep data there), over 10,000 software interrupts
+/// and a stretch with the timer and the other threads running.
+fn red_zone() -> i32 {
+    use unikernel::arch::simd;
+    let mut changed = simd::red_zone_mismatches(10_000);
+    let spinner = thread::spawn(|| simd::red_zone_mismatches(10_000));
+    for _ in 0..10 {
+        thread::sleep(Duration::from_millis(2));
+        changed += simd::red_zone_mismatches(100);
+    }
+    changed += spinner.join();
+    println!("redzone: words changed by interrupts: {changed}");
+    i32::from(changed != 0)
 }
 
 /// Two threads hold their own values in XMM0-15 while the timer preempts them

@@ -15,9 +15,14 @@ pub const IST_PAGE_FAULT: u16 = 0;
 pub const IST_DOUBLE_FAULT: u16 = 1;
 /// IST slot for NMIs and machine checks.
 pub const IST_NMI: u16 = 2;
+/// IST slot every other vector enters on: its stub moves the CPU's frame to
+/// the interrupted stack below its 128-byte red zone and goes on there
+/// (`arch::idt`), so the CPU never pushes into the red zone of the code it
+/// interrupts.
+pub const IST_ENTRY: u16 = 3;
 
-const IST_SIZES: [usize; 3] = [16 * 1024, 8 * 1024, 4 * 1024];
-const IST_TOTAL: usize = IST_SIZES[0] + IST_SIZES[1] + IST_SIZES[2];
+const IST_SIZES: [usize; 4] = [16 * 1024, 8 * 1024, 4 * 1024, 4 * 1024];
+const IST_TOTAL: usize = IST_SIZES[0] + IST_SIZES[1] + IST_SIZES[2] + IST_SIZES[3];
 
 #[repr(C, align(4096))]
 struct IstStacks([u8; IST_TOTAL]);

@@ -3,10 +3,22 @@
 //! pushes none), saves the general registers into a [`TrapFrame`], saves
 //! the vector state below it (`arch::simd`: handlers are Rust compiled with
 //! SSE and may use any XMM register) and calls [`crate::trap::dispatch`].
+//!
+//! The red zone. The kernel's Rust has none (the target disables it), but
+//! code linked into it may use the 128 bytes below its stack pointer as
+//! scratch, as the SysV ABI allows: ring's X25519 assembly (the ADX/BMI2
+//! path) keeps callee-saved registers there. An interrupt taken on the
+//! current stack would push its frame over them. So every vector enters on
+//! an IST stack: page faults, double faults, NMIs and machine checks on
+//! their own (they stay there), every other vector on `IST_ENTRY`, whose
+//! stub (`uk_isr_move`, interrupts still off) copies the CPU's frame to the
+//! interrupted stack 128 bytes below its pointer and goes on there exactly
+//! as if the CPU had pushed it there, so handlers may block and switch
+//! threads as before.
 
 use core::arch::global_asm;
 
-use super::gdt::{IST_DOUBLE_FAULT, IST_NMI, IST_PAGE_FAULT, KERNEL_CS};
+use super::gdt::{IST_DOUBLE_FAULT, IST_ENTRY, IST_NMI, IST_PAGE_FAULT, KERNEL_CS};
 
 /// The registers saved on entry, lowest address first.
 #[repr(C)]
@@ -51,9 +63,47 @@ uk_isr_table:
     push 0
     .endif
     push vec
-    jmp uk_isr_common
+    .if (vec == 2) || (vec == 8) || (vec == 14) || (vec == 18)
+    jmp uk_isr_common            /* stays on its own IST stack */
+    .else
+    jmp uk_isr_move
+    .endif
     .set vec, vec + 1
     .endr
+
+/* On the IST_ENTRY stack, interrupts off: vector, error, rip, cs, rflags,
+   rsp, ss. Copy them (and the two scratch registers) below the interrupted
+   stack's red zone, switch to the copy, and go on as if the CPU had pushed
+   the frame there (the same alignment: 8 mod 16 at the vector). */
+uk_isr_move:
+    push rax
+    push rcx
+    mov rax, [rsp + 56]
+    sub rax, 128
+    and rax, -16
+    sub rax, 72
+    mov rcx, [rsp + 64]
+    mov [rax + 64], rcx
+    mov rcx, [rsp + 56]
+    mov [rax + 56], rcx
+    mov rcx, [rsp + 48]
+    mov [rax + 48], rcx
+    mov rcx, [rsp + 40]
+    mov [rax + 40], rcx
+    mov rcx, [rsp + 32]
+    mov [rax + 32], rcx
+    mov rcx, [rsp + 24]
+    mov [rax + 24], rcx
+    mov rcx, [rsp + 16]
+    mov [rax + 16], rcx
+    mov rcx, [rsp + 8]
+    mov [rax + 8], rcx
+    mov rcx, [rsp]
+    mov [rax], rcx
+    mov rsp, rax
+    pop rcx
+    pop rax
+    jmp uk_isr_common
 
 uk_isr_common:
     push rax
@@ -130,7 +180,8 @@ fn gate(handler: u64, ist: Option<u16>) -> Gate {
 }
 
 /// Fills and loads the IDT: every vector goes to its stub; page faults,
-/// double faults, NMIs and machine checks run on their own IST stacks.
+/// double faults, NMIs and machine checks run on their own IST stacks, every
+/// other vector enters on `IST_ENTRY` (see the module docs: the red zone).
 pub fn init() {
     let base = &raw const uk_isr_table as u64;
     // SAFETY: called once on the boot CPU with interrupts disabled; nothing
@@ -141,7 +192,7 @@ pub fn init() {
             14 => Some(IST_PAGE_FAULT),
             8 => Some(IST_DOUBLE_FAULT),
             2 | 18 => Some(IST_NMI),
-            _ => None,
+            _ => Some(IST_ENTRY),
         };
         *g = gate(base + 16 * v as u64, ist);
     }

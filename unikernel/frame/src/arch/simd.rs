@@ -517,6 +517,52 @@ pub fn hold_registers(pattern: u64, switches: u64, max_ms: u64, soft_irq: bool) 
     }
 }
 
+/// Fills the 128 bytes below the stack pointer (the SysV red zone, which
+/// code linked into the kernel, such as ring's X25519 assembly, may use) with
+/// a pattern, takes a software interrupt to [`SELFTEST_VECTOR`] (delivered
+/// like a device interrupt: the CPU pushes the frame wherever its vector's
+/// stack is), and counts the words of the red zone that changed, over `n`
+/// rounds. The interrupt entry must leave them all as they were (see
+/// `arch::idt`: every vector enters on an IST stack).
+pub fn red_zone_mismatches(n: u64) -> u64 {
+    install_handler();
+    let mut bad: u64 = 0;
+    for round in 0..n {
+        let pattern = 0x5a5a_0000_0000_0000 ^ round;
+        // SAFETY: the block writes only the 128 bytes below the stack
+        // pointer, which this target's compiled code never uses (it has no
+        // red zone) and which hold nothing of the caller's; the handler
+        // registered above runs and returns with every register as it was.
+        unsafe {
+            asm!(
+                "lea rdi, [rsp - 128]",
+                "mov ecx, 16",
+                "2:",
+                "mov [rdi], {p}",
+                "add rdi, 8",
+                "dec ecx",
+                "jnz 2b",
+                "int {vec}",
+                "lea rdi, [rsp - 128]",
+                "mov ecx, 16",
+                "3:",
+                "cmp [rdi], {p}",
+                "je 4f",
+                "add {bad}, 1",
+                "4:",
+                "add rdi, 8",
+                "dec ecx",
+                "jnz 3b",
+                p = in(reg) pattern,
+                vec = const SELFTEST_VECTOR,
+                bad = inout(reg) bad,
+                out("rdi") _, out("rcx") _,
+            )
+        };
+    }
+    bad
+}
+
 /// Average TSC cycles of one software interrupt to [`SELFTEST_VECTOR`] and
 /// back (entry stub, vector state save and restore, dispatch, the
 /// clobbering handler), over `n` of them: the cost of the save shows as the

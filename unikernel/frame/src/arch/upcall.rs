@@ -9,8 +9,10 @@
 //! the flags and the vector state (`arch::simd`: the interrupted code may
 //! have live XMM registers), calls the file system's fault hook (`set_file_fault_hook`) with `addr` — which may block like
 //! any thread — restores everything and returns to the faulting instruction,
-//! which now finds its page mapped. The target has no red zone, so the words
-//! below the interrupted stack pointer are free.
+//! which now finds its page mapped. The two words go below the interrupted
+//! stack pointer's 128-byte red zone (code linked into the kernel may keep
+//! data there, see `arch::idt`), and the trampoline returns with `ret 128`,
+//! which leaves the stack pointer where it was.
 
 use core::arch::global_asm;
 use core::sync::atomic::{AtomicUsize, Ordering};
@@ -55,7 +57,7 @@ uk_fault_upcall:
     pop rax
     popfq
     lea rsp, [rsp + 8]
-    ret
+    ret 128
 "#,
     resolve = sym resolve_file_fault,
     simd_size = sym super::simd::AREA_SIZE,
@@ -67,6 +69,10 @@ unsafe extern "C" {
 }
 
 static FILE_FAULT_HOOK: AtomicUsize = AtomicUsize::new(0);
+
+/// Bytes below the stack pointer that interrupted code may still use (the
+/// SysV red zone); `ret 128` in the trampoline must match.
+const RED_ZONE: u64 = 128;
 
 /// Registers the file-fault hook: `hook(addr)` runs in the faulting thread
 /// (it may block) and must leave the page at `addr` mapped or end the VM. The
@@ -91,15 +97,16 @@ extern "C" fn resolve_file_fault(addr: u64) {
 /// Redirects the interrupted thread to resolve the fault at `addr` itself.
 /// Returns false if its stack cannot take the two words.
 pub fn redirect(frame: &mut TrapFrame, addr: u64) -> bool {
-    let sp = frame.rsp.wrapping_sub(16);
+    // [sp] = addr, [sp + 8] = the return address, then the red zone.
+    let sp = frame.rsp.wrapping_sub(RED_ZONE + 16);
     for word in [sp, sp + 8] {
         if !crate::mm::is_writable(word) && crate::mm::handle_page_fault(word, 0b10).is_err() {
             return false;
         }
     }
     // SAFETY: [sp, sp+16) is mapped writable (checked/faulted in above) and
-    // lies just below the interrupted stack pointer, which no live data
-    // occupies (no red zone on this target).
+    // lies below the interrupted stack pointer and its red zone, which no
+    // live data occupies.
     unsafe {
         (sp as *mut u64).write(addr);
         ((sp + 8) as *mut u64).write(frame.rip);
