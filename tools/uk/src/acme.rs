@@ -117,6 +117,8 @@ mod tests {
     #[test]
     fn httpd_arguments_are_checked() {
         let ca = temp_path("acme-ca").with_extension("pem");
+        // (On a fresh clone the temporary folder does not exist yet.)
+        std::fs::create_dir_all(ca.parent().unwrap()).unwrap();
         std::fs::write(&ca, PEM).unwrap();
         let a = args(Some(ca.clone()));
         assert!(a.is_set());
