@@ -475,9 +475,11 @@ pub fn keepalive(
             })
         })
         .collect();
-    // Everyone has connected (or failed): the clock starts.
-    barrier.wait();
+    // Everyone has connected (or failed): the clock starts. It is read
+    // before this thread releases the barrier, so every connection's
+    // deadline (taken after it) is at least `secs` past it.
     let start = Instant::now();
+    barrier.wait();
     let mut lat = Vec::new();
     let (mut bytes, mut fails) = (0, 0);
     for h in handles {
