@@ -27,7 +27,6 @@
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::sync::Arc;
-use alloc::vec;
 use alloc::vec::Vec;
 use core::net::{Ipv4Addr, SocketAddrV4};
 use core::time::Duration;
@@ -40,7 +39,7 @@ use rustls::client::UnbufferedClientConnection;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::time_provider::TimeProvider;
-use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, UnbufferedStatus};
+use rustls::unbuffered::{ConnectionState, UnbufferedStatus};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use uk_http::acme::{
     self as proto, HttpResponse, Json, Signer, Url, b64url, csr_p256, jwk_p256, jws,
@@ -792,22 +791,13 @@ fn exchange(
                 }
             }
             ConnectionState::EncodeTlsData(mut enc) => {
-                let mut room = 4096;
-                loop {
-                    let at = out.len();
-                    out.resize(at + room, 0);
-                    match enc.encode(&mut out[at..]) {
-                        Ok(n) => {
-                            out.truncate(at + n);
-                            break;
-                        }
-                        Err(EncodeError::InsufficientSize(sz)) => {
-                            out.truncate(at);
-                            room = sz.required_size;
-                        }
-                        Err(e) => return Err(format!("TLS: {e}")),
-                    }
-                }
+                crate::tls::append_grown(
+                    &mut out,
+                    4096,
+                    |b| enc.encode(b),
+                    crate::tls::encode_needs,
+                )
+                .map_err(|e| format!("TLS: {e}"))?;
             }
             ConnectionState::TransmitTlsData(t) => {
                 s.write_all(&out).map_err(|e| format!("write: {e:?}"))?;
@@ -822,18 +812,15 @@ fn exchange(
             }
             ConnectionState::WriteTraffic(mut wt) => {
                 if !sent {
-                    let mut buf = vec![0u8; request.len() + 1024];
-                    let n = loop {
-                        match wt.encrypt(request, &mut buf) {
-                            Ok(n) => break n,
-                            Err(EncryptError::InsufficientSize(sz)) => {
-                                buf.resize(sz.required_size, 0);
-                            }
-                            Err(e) => return Err(format!("TLS: {e}")),
-                        }
-                    };
-                    s.write_all(&buf[..n])
-                        .map_err(|e| format!("write: {e:?}"))?;
+                    let mut buf = Vec::new();
+                    crate::tls::append_grown(
+                        &mut buf,
+                        request.len() + 1024,
+                        |b| wt.encrypt(request, b),
+                        crate::tls::encrypt_needs,
+                    )
+                    .map_err(|e| format!("TLS: {e}"))?;
+                    s.write_all(&buf).map_err(|e| format!("write: {e:?}"))?;
                     sent = true;
                 } else {
                     if eof {

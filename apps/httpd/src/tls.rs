@@ -51,6 +51,48 @@ use unikernel::io::{APP_COPIES as TLS_COPIES, CopyStage};
 use unikernel::sync::Mutex;
 use unikernel::time::SystemTime;
 
+/// Appends what `write` puts into a new tail of `out`: first `room` bytes
+/// of room, then as many as `needs` says the error asks for, until it fits.
+/// The tail is dropped on another error. (rustls' unbuffered encoders report
+/// the size they want instead of growing a buffer.)
+pub(crate) fn append_grown<E>(
+    out: &mut Vec<u8>,
+    mut room: usize,
+    mut write: impl FnMut(&mut [u8]) -> Result<usize, E>,
+    needs: impl Fn(&E) -> Option<usize>,
+) -> Result<usize, E> {
+    loop {
+        let at = out.len();
+        out.resize(at + room, 0);
+        match write(&mut out[at..]) {
+            Ok(n) => {
+                out.truncate(at + n);
+                return Ok(n);
+            }
+            Err(e) => {
+                out.truncate(at);
+                room = needs(&e).ok_or(e)?;
+            }
+        }
+    }
+}
+
+/// The room an `EncodeError` asks for, if that is what it is.
+pub(crate) fn encode_needs(e: &EncodeError) -> Option<usize> {
+    match e {
+        EncodeError::InsufficientSize(s) => Some(s.required_size),
+        _ => None,
+    }
+}
+
+/// The room an `EncryptError` asks for, if that is what it is.
+pub(crate) fn encrypt_needs(e: &EncryptError) -> Option<usize> {
+    match e {
+        EncryptError::InsufficientSize(s) => Some(s.required_size),
+        _ => None,
+    }
+}
+
 /// The wall clock for rustls (certificate validity).
 #[derive(Debug)]
 struct KernelClock;
@@ -440,26 +482,10 @@ impl TlsConn {
                     more = true;
                 }
                 ConnectionState::EncodeTlsData(mut enc) => {
-                    let mut room = 4096;
-                    loop {
-                        let at = out.len();
-                        out.resize(at + room, 0);
-                        match enc.encode(&mut out[at..]) {
-                            Ok(n) => {
-                                out.truncate(at + n);
-                                break;
-                            }
-                            Err(EncodeError::InsufficientSize(s)) => {
-                                out.truncate(at);
-                                room = s.required_size;
-                            }
-                            Err(e) => {
-                                out.truncate(at);
-                                log::debug!("httpd: TLS: {e}");
-                                return Err(Errno::ECONNRESET);
-                            }
-                        }
-                    }
+                    append_grown(out, 4096, |b| enc.encode(b), encode_needs).map_err(|e| {
+                        log::debug!("httpd: TLS: {e}");
+                        Errno::ECONNRESET
+                    })?;
                     more = true;
                 }
                 ConnectionState::TransmitTlsData(t) => {
@@ -472,28 +498,13 @@ impl TlsConn {
                     *established = true;
                     if let Some(d) = data {
                         let d = &d[..d.len().min(RECORD)];
-                        let mut room = d.len() + 64;
-                        loop {
-                            let at = out.len();
-                            out.resize(at + room, 0);
-                            match wt.encrypt(d, &mut out[at..]) {
-                                Ok(n) => {
-                                    out.truncate(at + n);
-                                    TLS_COPIES.count(CopyStage::AppToTls, d.len());
-                                    taken = Some(d.len());
-                                    break;
-                                }
-                                Err(EncryptError::InsufficientSize(s)) => {
-                                    out.truncate(at);
-                                    room = s.required_size;
-                                }
-                                Err(e) => {
-                                    out.truncate(at);
-                                    log::debug!("httpd: TLS: {e}");
-                                    return Err(Errno::ECONNRESET);
-                                }
-                            }
-                        }
+                        append_grown(out, d.len() + 64, |b| wt.encrypt(d, b), encrypt_needs)
+                            .map_err(|e| {
+                                log::debug!("httpd: TLS: {e}");
+                                Errno::ECONNRESET
+                            })?;
+                        TLS_COPIES.count(CopyStage::AppToTls, d.len());
+                        taken = Some(d.len());
                     }
                 }
                 ConnectionState::PeerClosed => {

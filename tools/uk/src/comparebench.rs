@@ -683,7 +683,19 @@ pub fn bench_compare(args: &CompareArgs) -> Result<i32, Error> {
              calibration under TCG fails now and then, hanging the boot)"
         );
     }
-    for (sys, h) in System::ALL.iter().zip(hangs) {
+    Ok(report_hangs_and_failures(
+        System::ALL.into_iter().zip(hangs),
+        &failed,
+    ))
+}
+
+/// The end of a side-by-side run: the boots that hung (and were retried),
+/// then every failure; the exit status (1 when something failed).
+pub fn report_hangs_and_failures(
+    hangs: impl IntoIterator<Item = (System, u32)>,
+    failed: &[String],
+) -> i32 {
+    for (sys, h) in hangs {
         if h > 0 {
             println!(
                 "{}: {h} boot(s) hung without a marker and were not counted",
@@ -692,13 +704,13 @@ pub fn bench_compare(args: &CompareArgs) -> Result<i32, Error> {
         }
     }
     if failed.is_empty() {
-        Ok(0)
+        0
     } else {
         eprintln!();
-        for f in &failed {
+        for f in failed {
             eprintln!("uk: failed: {f}");
         }
-        Ok(1)
+        1
     }
 }
 

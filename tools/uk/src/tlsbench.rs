@@ -787,23 +787,9 @@ pub fn bench_tls(args: &TlsArgs) -> Result<i32, Error> {
     if let Some(k) = setup.tsc_khz {
         println!("Linux got tsc_early_khz={k} (see bench compare)");
     }
-    for (sys, h) in hangs {
-        if h > 0 {
-            println!(
-                "{}: {h} boot(s) hung without a marker and were not counted",
-                sys.label()
-            );
-        }
-    }
-    if failed.is_empty() {
-        Ok(0)
-    } else {
-        eprintln!();
-        for f in &failed {
-            eprintln!("uk: failed: {f}");
-        }
-        Ok(1)
-    }
+    Ok(crate::comparebench::report_hangs_and_failures(
+        hangs, &failed,
+    ))
 }
 
 #[cfg(test)]
