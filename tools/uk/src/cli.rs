@@ -392,18 +392,24 @@ pub enum BenchCmd {
     /// httpd next to Linux + nginx in the same QEMU: throughput, first 200, smallest -m
     #[command(
         long_about = "The same as 'bench http' for httpd and for Linux + nginx \
-                      (Debian packages, built into target/nginx-vm) in the same QEMU, side by \
-                      side, plus QEMU start -> first HTTP 200 and the smallest -m that serves \
-                      /1k.bin and survives a short Connection: close churn; prints the ratios \
-                      against the targets (never fails for a missed one)"
+                      (Debian packages, built into target/nginx-vm) in the same QEMU, both \
+                      guests running, each in a network namespace of its own (root), measured \
+                      in R rounds that alternate which system goes first; plus QEMU start -> \
+                      first HTTP 200 and the smallest -m that serves /1k.bin and survives a \
+                      short Connection: close churn; prints per-round figures, medians and \
+                      the ratios of the medians against the targets (never fails for a missed \
+                      one)"
     )]
     Compare {
-        /// wrk's duration per file
+        /// wrk's duration per file and round
         #[arg(long, short = 's', default_value = "10", value_parser = parse_secs, value_name = "S")]
         secs: u64,
         /// wrk's connections (a second run always uses 256)
         #[arg(long, short = 'c', default_value = "64", value_parser = parse_conns, value_name = "N")]
         conns: u32,
+        /// Rounds (each measures every file on both systems)
+        #[arg(long, short = 'r', default_value = "3", value_parser = parse_rounds, value_name = "R")]
+        rounds: u32,
         /// The machine both guests run on: microvm or q35
         #[arg(long, short = 'M', default_value = "microvm", value_name = "MACHINE")]
         machine: Machine,
@@ -639,12 +645,14 @@ fn bench_cmd(b: BenchCmd) -> Result<i32, Error> {
         BenchCmd::Compare {
             secs,
             conns,
+            rounds,
             machine,
             no_mem,
             accel,
         } => crate::comparebench::bench_compare(&crate::comparebench::CompareArgs {
             secs,
             conns,
+            rounds,
             machine,
             accel: accel.get(),
             no_mem,
@@ -1451,6 +1459,7 @@ mod tests {
             Cmd::Bench(BenchCmd::Compare {
                 secs: 3,
                 conns: 64,
+                rounds: 3,
                 machine: Machine::Q35,
                 no_mem: true,
                 accel: acc(false, false)

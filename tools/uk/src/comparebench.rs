@@ -1,13 +1,15 @@
 //! `cargo uk bench compare`: our `httpd` against Linux + nginx
 //! ([`crate::nginxvm`]) in the same QEMU, side by side: the same machine
 //! type, accelerator, CPU, one vCPU, memory and TAP link in a network
-//! namespace of our own ([`crate::netns`]).
+//! namespace of its own ([`crate::netns`]).
 //!
 //! Per system it measures (a) the time from spawning QEMU to the guest's
 //! serial marker and to the first `200` for `/1k.bin` (a bounded `curl` loop
 //! inside the namespace, started at the marker), (b) `bench http`'s wrk runs
 //! ([`crate::httpbench::measure_checked`]) for the 1 KiB, 64 KiB, 1 MiB and
-//! 16 MiB files at 256M, with the chosen connections (64) and with 256 (a
+//! 16 MiB files at 256M, with the chosen connections (64) and with 256, with
+//! both guests up (each in a namespace of its own) and measured in rounds
+//! that alternate which goes first, judged on the medians (a
 //! stalled guest fails its remaining cells, with its console tail), and (c)
 //! the smallest `-m` of [`MEM_STEPS`] at which the guest still serves
 //! `/1k.bin` (descending; the first failure ends the probe), and the
@@ -51,6 +53,8 @@ pub struct CompareArgs {
     pub secs: u64,
     /// wrk's connections.
     pub conns: u32,
+    /// Rounds: each measures every cell on both systems.
+    pub rounds: u32,
     /// The machine both guests run on.
     pub machine: Machine,
     /// Forced accelerator.
@@ -64,6 +68,7 @@ impl Default for CompareArgs {
         CompareArgs {
             secs: 10,
             conns: 64,
+            rounds: 3,
             machine: Machine::Microvm,
             accel: None,
             no_mem: false,
@@ -114,6 +119,68 @@ impl System {
             System::Uk => Duration::from_secs(60),
             System::Nginx => Duration::from_secs(60),
         }
+    }
+}
+
+/// The first system of round `round` (0-based): ABBA.
+pub fn round_order(round: u32) -> [System; 2] {
+    if round.is_multiple_of(2) {
+        [System::Uk, System::Nginx]
+    } else {
+        [System::Nginx, System::Uk]
+    }
+}
+
+/// The median of `v` (the mean of the middle two for an even count).
+pub fn median(v: &[f64]) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let m = s.len() / 2;
+    Some(if s.len().is_multiple_of(2) {
+        (s[m - 1] + s[m]) / 2.0
+    } else {
+        s[m]
+    })
+}
+
+/// One metric's result over the rounds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Summary {
+    /// Our median.
+    pub uk: Option<f64>,
+    /// nginx's median.
+    pub nginx: Option<f64>,
+    /// The ratio of the medians (ours / nginx's).
+    pub ratio: Option<f64>,
+    /// The smallest and largest ratio within one round (rounds where both
+    /// measured).
+    pub round_ratios: Option<(f64, f64)>,
+}
+
+/// Summarises per-round values (`None`: not measured in that round).
+pub fn summarize(uk: &[Option<f64>], nginx: &[Option<f64>]) -> Summary {
+    let flat = |v: &[Option<f64>]| v.iter().flatten().copied().collect::<Vec<_>>();
+    let (u, n) = (median(&flat(uk)), median(&flat(nginx)));
+    let ratios: Vec<f64> = uk
+        .iter()
+        .zip(nginx)
+        .filter_map(|(a, b)| Some(a.as_ref()? / b.as_ref().filter(|b| **b > 0.0)?))
+        .collect();
+    let round_ratios = ratios.iter().copied().fold(None, |acc, r| match acc {
+        None => Some((r, r)),
+        Some((lo, hi)) => Some((f64::min(lo, r), f64::max(hi, r))),
+    });
+    Summary {
+        uk: u,
+        nginx: n,
+        ratio: match (u, n) {
+            (Some(u), Some(n)) if n > 0.0 => Some(u / n),
+            _ => None,
+        },
+        round_ratios,
     }
 }
 
@@ -344,9 +411,16 @@ fn secs(d: Duration) -> String {
     format!("{:.2} s", d.as_secs_f64())
 }
 
-/// One system's throughput results, per file (an error text for a failed
-/// cell).
-type Cells = Vec<Result<WrkResult, String>>;
+/// One round of one cell: wrk's result, or why there is none.
+type CellResult = Result<WrkResult, String>;
+
+/// A guest that stays up for the rounds, in its own namespace.
+struct Live {
+    ns: Netns,
+    guest: LiveGuest,
+    /// Set when a measurement failed: the guest's remaining cells are skipped.
+    stalled: bool,
+}
 
 /// Runs the comparison and prints the tables.
 pub fn bench_compare(args: &CompareArgs) -> Result<i32, Error> {
@@ -373,8 +447,12 @@ pub fn bench_compare(args: &CompareArgs) -> Result<i32, Error> {
         conns: args.conns,
         tsc_khz: (accel == Accel::Tcg).then(nginxvm::host_tsc_khz).flatten(),
     };
-    let ns = Netns::create("bench-cmp")?;
     let levels = conn_levels(args.conns);
+    // Every cell: (connections, (path, size)), at each level every file.
+    let cell_list: Vec<(u32, (&str, usize))> = levels
+        .iter()
+        .flat_map(|&c| FILES.iter().map(move |f| (c, *f)))
+        .collect();
     let kernel_deb = setup
         .vm
         .debs
@@ -395,11 +473,13 @@ pub fn bench_compare(args: &CompareArgs) -> Result<i32, Error> {
     );
     println!(
         "both: {} ({} for Linux: its bzImage needs the option ROMs), accel {accel}, 1 vCPU, {}, \
-         virtio-net on tap0 in namespace {}; wrk -t2 -c{} -d{}s after a 1 s warm-up",
+         virtio-net on tap0, each in a network namespace of its own, both running; {} rounds, \
+         each measuring every cell on both systems, alternating which goes first; \
+         wrk -t2 -c{} -d{}s after a 1 s warm-up",
         setup.machine,
         nginxvm::linux_machine_arg(setup.machine),
         BENCH_MEM,
-        ns.name(),
+        args.rounds,
         levels
             .iter()
             .map(u32::to_string)
@@ -407,12 +487,20 @@ pub fn bench_compare(args: &CompareArgs) -> Result<i32, Error> {
             .join("|"),
         args.secs
     );
-    let ncells = levels.len() * FILES.len();
+    let ncells = cell_list.len();
+    let rounds = args.rounds.max(1) as usize;
     let mut failed = Vec::new();
     let mut boots: Vec<Option<(Duration, Duration)>> = Vec::new();
-    let mut cells: Vec<Cells> = Vec::new();
     let mut hangs = [0u32; 2];
+    // Both guests boot (ours first, alone, so its boot time is its own) and
+    // stay up: the rounds then alternate between them, so that a slow spell
+    // of the host falls on both.
+    let mut lives: Vec<Option<Live>> = Vec::new();
     for (i, sys) in System::ALL.into_iter().enumerate() {
+        let ns = Netns::create(match sys {
+            System::Uk => "cmp-uk",
+            System::Nginx => "cmp-nginx",
+        })?;
         let step = crate::progress::Step::start(&format!("{}: booting ({BENCH_MEM})", sys.label()));
         let booted = setup.boot(&ns, sys, BENCH_MEM, true, 3, &mut hangs[i]);
         step.finish(booted.is_ok());
@@ -421,51 +509,76 @@ pub fn bench_compare(args: &CompareArgs) -> Result<i32, Error> {
             Err(e) => {
                 failed.push(format!("{}: boot: {e}", sys.label()));
                 boots.push(None);
-                cells.push((0..ncells).map(|_| Err("no boot".into())).collect());
+                lives.push(None);
                 continue;
             }
         };
         boots.push(Some((boot.to_marker, boot.to_200)));
-        let mut row: Cells = Vec::new();
         if let Err(e) = boot.guest.wait_for(sys.ready(), sys.boot_timeout()) {
             failed.push(format!("{}: {e}", sys.label()));
-            cells.push((0..ncells).map(|_| Err("not ready".into())).collect());
             boot.guest.kill();
+            lives.push(None);
             continue;
         }
-        let mut stalled = false;
-        for (k, (c, (path, _))) in levels
-            .iter()
-            .flat_map(|&c| FILES.iter().map(move |f| (c, *f)))
-            .enumerate()
-        {
-            if stalled {
-                row.push(Err("skipped: the guest stalled".into()));
-                continue;
-            }
-            let step = crate::progress::Step::start(&format!(
-                "{}: [{}/{ncells}] wrk -c{c} {path} ({} s + 1 s warm-up)",
-                sys.label(),
-                k + 1,
-                args.secs
-            ));
-            let r = measure_checked(&ns, c, args.secs, path).map_err(|e| e.message());
-            step.finish(r.is_ok());
-            if let Err(e) = &r {
-                // A guest that stopped answering fails what is left of it.
-                stalled = true;
-                failed.push(format!(
-                    "{} {path} ({c} connections): {e}\n--- guest console (last lines) ---\n{}",
-                    sys.label(),
-                    console_tail(&boot.guest.output(), 40)
-                ));
-            }
-            row.push(r);
-        }
-        boot.guest.kill();
-        cells.push(row);
+        lives.push(Some(Live {
+            ns,
+            guest: boot.guest,
+            stalled: false,
+        }));
     }
+    // cells[system][cell][round]
+    let mut cells: Vec<Vec<Vec<CellResult>>> = (0..2)
+        .map(|_| {
+            (0..ncells)
+                .map(|_| (0..rounds).map(|_| Err("not measured".into())).collect())
+                .collect()
+        })
+        .collect();
+    let total = rounds * ncells * 2;
+    let mut k = 0;
+    for round in 0..args.rounds.max(1) {
+        let ri = round as usize;
+        for (cell, (c, (path, _))) in cell_list.iter().enumerate() {
+            for sys in round_order(round) {
+                k += 1;
+                let s = sys as usize;
+                let Some(live) = lives[s].as_mut() else {
+                    continue;
+                };
+                if live.stalled {
+                    cells[s][cell][ri] = Err("skipped: the guest stalled".into());
+                    continue;
+                }
+                let step = crate::progress::Step::start(&format!(
+                    "[{k}/{total}] round {}: {}: wrk -c{c} {path} ({} s + 1 s warm-up)",
+                    round + 1,
+                    sys.label(),
+                    args.secs
+                ));
+                let r = measure_checked(&live.ns, *c, args.secs, path).map_err(|e| e.message());
+                step.finish(r.is_ok());
+                if let Err(e) = &r {
+                    // A guest that stopped answering fails what is left of it.
+                    live.stalled = true;
+                    failed.push(format!(
+                        "{} {path} ({c} connections, round {}): {e}\n--- guest console (last lines) ---\n{}",
+                        sys.label(),
+                        round + 1,
+                        console_tail(&live.guest.output(), 40)
+                    ));
+                }
+                cells[s][cell][ri] = r;
+            }
+        }
+    }
+    // Guests first, then their namespaces.
+    for l in lives.iter_mut().flatten() {
+        l.guest.kill();
+    }
+    drop(lives);
     let mut mem: Vec<Option<MemProbe>> = Vec::new();
+    // The memory probe boots one guest at a time.
+    let ns = Netns::create("bench-cmp")?;
     if !args.no_mem {
         for (i, sys) in System::ALL.into_iter().enumerate() {
             let p = probe_mem(|mib| {
@@ -535,58 +648,38 @@ pub fn bench_compare(args: &CompareArgs) -> Result<i32, Error> {
     print!("{}", table(&rows));
     println!();
 
-    let mut rows = vec![
-        [
-            "conns",
-            "file",
-            "system",
-            "requests/s",
-            "MB/s",
-            "p50",
-            "p99",
-            "errors",
-        ]
-        .map(String::from)
-        .to_vec(),
-    ];
-    for (li, c) in levels.iter().enumerate() {
-        for (f, (path, size)) in FILES.iter().enumerate() {
-            for (s, sys) in System::ALL.iter().enumerate() {
-                let (conns, file) = if s == 0 {
-                    (c.to_string(), format!("{path} ({})", human(*size)))
-                } else {
-                    (String::new(), String::new())
-                };
-                match &cells[s][li * FILES.len() + f] {
-                    Ok(r) => rows.push(vec![
-                        conns,
-                        file,
-                        sys.label().into(),
-                        format!("{:.0}", r.requests_per_sec),
-                        format!("{:.1}", r.mb_per_sec()),
-                        fmt_latency(r.p50),
-                        fmt_latency(r.p99),
-                        r.errors.to_string(),
-                    ]),
-                    Err(e) => rows.push(vec![
-                        conns,
-                        file,
-                        sys.label().into(),
-                        if e.starts_with("skipped") {
-                            "skipped".into()
-                        } else {
-                            "failed".into()
-                        },
-                        String::new(),
-                        String::new(),
-                        String::new(),
-                        String::new(),
-                    ]),
-                }
-            }
+    let mut head: Vec<String> = ["conns", "file", "system"].map(String::from).to_vec();
+    head.extend((1..=rounds).map(|r| format!("round {r} req/s")));
+    head.extend(["median req/s", "median MB/s", "p50", "p99", "errors"].map(String::from));
+    let mut rows = vec![head];
+    for (cell, (c, (path, size))) in cell_list.iter().enumerate() {
+        for (s, sys) in System::ALL.iter().enumerate() {
+            let (conns, file) = if s == 0 {
+                (c.to_string(), format!("{path} ({})", human(*size)))
+            } else {
+                (String::new(), String::new())
+            };
+            let mut row = vec![conns, file, sys.label().into()];
+            let runs = &cells[s][cell];
+            row.extend(runs.iter().map(|r| match r {
+                Ok(r) => format!("{:.0}", r.requests_per_sec),
+                Err(e) if e.starts_with("skipped") => "skipped".into(),
+                Err(_) => "failed".into(),
+            }));
+            let ok: Vec<&WrkResult> = runs.iter().filter_map(|r| r.as_ref().ok()).collect();
+            let rps: Vec<f64> = ok.iter().map(|r| r.requests_per_sec).collect();
+            let mbs: Vec<f64> = ok.iter().map(|r| r.mb_per_sec()).collect();
+            let last = ok.last();
+            row.push(median(&rps).map_or_else(|| "-".into(), |v| format!("{v:.0}")));
+            row.push(median(&mbs).map_or_else(|| "-".into(), |v| format!("{v:.1}")));
+            row.push(last.map_or_else(|| "-".into(), |r| fmt_latency(r.p50)));
+            row.push(last.map_or_else(|| "-".into(), |r| fmt_latency(r.p99)));
+            row.push(ok.iter().map(|r| r.errors).sum::<u64>().to_string());
+            rows.push(row);
         }
     }
     print!("{}", table(&rows));
+    println!("(p50 and p99: the last round measured; errors: all rounds)");
     if !mem.is_empty() {
         println!();
         let mut rows = vec![vec![
@@ -618,34 +711,53 @@ pub fn bench_compare(args: &CompareArgs) -> Result<i32, Error> {
 
     println!();
     println!("targets (a missed target does not fail the run):");
-    // The targets are judged at the chosen connection count (the first level).
-    let rate = |s: usize, f: usize| cells[s][f].as_ref().ok().map(|r| r.requests_per_sec);
-    if let (Some(ours), Some(theirs)) = (rate(0, 0), rate(1, 0)) {
-        let (ok, ratio) = verdict(ours, theirs, TARGET_1K_RATIO);
-        println!(
-            "  1 KiB requests/s >= {TARGET_1K_RATIO}x nginx: {ours:.0} / {theirs:.0} = {ratio:.2}x: {}",
-            met(ok)
-        );
-    } else {
-        println!("  1 KiB requests/s >= {TARGET_1K_RATIO}x nginx: not measured");
-    }
+    // The targets are judged at the chosen connection count (the first
+    // level), on the medians of the rounds.
+    let per_round = |s: usize, cell: usize, f: fn(&WrkResult) -> f64| -> Vec<Option<f64>> {
+        cells[s][cell]
+            .iter()
+            .map(|r| r.as_ref().ok().map(f))
+            .collect()
+    };
+    let judge = |label: String, cell: usize, f: fn(&WrkResult) -> f64, target: f64, unit: &str| {
+        let sum = summarize(&per_round(0, cell, f), &per_round(1, cell, f));
+        match (sum.uk, sum.nginx) {
+            (Some(o), Some(t)) => {
+                let (ok, ratio) = verdict(o, t, target);
+                let range = sum.round_ratios.map_or_else(String::new, |(lo, hi)| {
+                    format!(" (per round {lo:.2}x..{hi:.2}x)")
+                });
+                println!(
+                    "  {label}: medians {o:.1} / {t:.1} {unit} = {ratio:.2}x{range}: {}",
+                    met(ok)
+                );
+            }
+            _ => println!("  {label}: not measured"),
+        }
+    };
+    judge(
+        format!("1 KiB requests/s >= {TARGET_1K_RATIO}x nginx"),
+        0,
+        |r| r.requests_per_sec,
+        TARGET_1K_RATIO,
+        "req/s",
+    );
     // Bulk throughput targets: the 1 MiB and 16 MiB files.
     for (f, (path, size)) in FILES
         .iter()
         .enumerate()
         .filter(|(_, (_, size))| *size >= 1 << 20)
     {
-        let label = format!("{} MB/s >= {TARGET_BULK_RATIO}x nginx", human(*size));
-        let mbs = |s: usize| cells[s][f].as_ref().ok().map(|r| r.mb_per_sec());
-        if let (Some(o), Some(t)) = (mbs(0), mbs(1)) {
-            let (ok, ratio) = verdict(o, t, TARGET_BULK_RATIO);
-            println!(
-                "  {label} ({path}): {o:.1} / {t:.1} = {ratio:.2}x: {}",
-                met(ok)
-            );
-        } else {
-            println!("  {label}: not measured");
-        }
+        judge(
+            format!(
+                "{} MB/s >= {TARGET_BULK_RATIO}x nginx ({path})",
+                human(*size)
+            ),
+            f,
+            WrkResult::mb_per_sec,
+            TARGET_BULK_RATIO,
+            "MB/s",
+        );
     }
     match (&boots[0], &boots[1]) {
         (Some(u), Some(n)) => {
@@ -717,6 +829,35 @@ pub fn report_hangs_and_failures(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn medians_and_summaries() {
+        assert_eq!(median(&[]), None);
+        assert_eq!(median(&[3.0]), Some(3.0));
+        assert_eq!(median(&[5.0, 1.0, 3.0]), Some(3.0));
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
+        let s = summarize(
+            &[Some(100.0), Some(120.0), Some(110.0)],
+            &[Some(200.0), Some(100.0), Some(220.0)],
+        );
+        assert_eq!(s.uk, Some(110.0));
+        assert_eq!(s.nginx, Some(200.0));
+        assert_eq!(s.ratio, Some(0.55));
+        assert_eq!(s.round_ratios, Some((0.5, 1.2)));
+        // A round one system missed has no per-round ratio.
+        let s = summarize(&[Some(10.0), None], &[Some(5.0), Some(7.0)]);
+        assert_eq!(s.round_ratios, Some((2.0, 2.0)));
+        assert_eq!(s.nginx, Some(6.0));
+        let s = summarize(&[None], &[Some(0.0)]);
+        assert_eq!((s.uk, s.ratio, s.round_ratios), (None, None, None));
+    }
+
+    #[test]
+    fn rounds_alternate() {
+        assert_eq!(round_order(0), [System::Uk, System::Nginx]);
+        assert_eq!(round_order(1), [System::Nginx, System::Uk]);
+        assert_eq!(round_order(2), round_order(0));
+    }
 
     #[test]
     fn verdicts() {

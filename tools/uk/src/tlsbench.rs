@@ -37,7 +37,7 @@ use std::time::Duration;
 use crate::Error;
 use crate::bench::{LiveGuest, table};
 use crate::build::{Flavor, Profile, build_image, build_image_flavor};
-use crate::comparebench::{BENCH_MEM, System, met, verdict};
+use crate::comparebench::{BENCH_MEM, System, median, met, round_order, summarize, verdict};
 use crate::httpbench::{console_tail, fmt_latency, guest_max_conns};
 use crate::image::{TempImage, pseudo_random_bytes, temp_path};
 use crate::netbench::run_client;
@@ -149,68 +149,6 @@ impl Metric {
             Metric::Handshakes(_) | Metric::Bulk16m => Some(1.0),
             Metric::Requests1k => None,
         }
-    }
-}
-
-/// The first system of round `round` (0-based): ABBA.
-pub fn round_order(round: u32) -> [System; 2] {
-    if round.is_multiple_of(2) {
-        [System::Uk, System::Nginx]
-    } else {
-        [System::Nginx, System::Uk]
-    }
-}
-
-/// The median of `v` (the mean of the middle two for an even count).
-pub fn median(v: &[f64]) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    let m = s.len() / 2;
-    Some(if s.len().is_multiple_of(2) {
-        (s[m - 1] + s[m]) / 2.0
-    } else {
-        s[m]
-    })
-}
-
-/// One metric's result over the rounds.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Summary {
-    /// Our median.
-    pub uk: Option<f64>,
-    /// nginx's median.
-    pub nginx: Option<f64>,
-    /// The ratio of the medians (ours / nginx's).
-    pub ratio: Option<f64>,
-    /// The smallest and largest ratio within one round (rounds where both
-    /// measured).
-    pub round_ratios: Option<(f64, f64)>,
-}
-
-/// Summarises per-round values (`None`: not measured in that round).
-pub fn summarize(uk: &[Option<f64>], nginx: &[Option<f64>]) -> Summary {
-    let flat = |v: &[Option<f64>]| v.iter().flatten().copied().collect::<Vec<_>>();
-    let (u, n) = (median(&flat(uk)), median(&flat(nginx)));
-    let ratios: Vec<f64> = uk
-        .iter()
-        .zip(nginx)
-        .filter_map(|(a, b)| Some(a.as_ref()? / b.as_ref().filter(|b| **b > 0.0)?))
-        .collect();
-    let round_ratios = ratios.iter().copied().fold(None, |acc, r| match acc {
-        None => Some((r, r)),
-        Some((lo, hi)) => Some((f64::min(lo, r), f64::max(hi, r))),
-    });
-    Summary {
-        uk: u,
-        nginx: n,
-        ratio: match (u, n) {
-            (Some(u), Some(n)) if n > 0.0 => Some(u / n),
-            _ => None,
-        },
-        round_ratios,
     }
 }
 
@@ -795,35 +733,6 @@ pub fn bench_tls(args: &TlsArgs) -> Result<i32, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn medians_and_summaries() {
-        assert_eq!(median(&[]), None);
-        assert_eq!(median(&[3.0]), Some(3.0));
-        assert_eq!(median(&[5.0, 1.0, 3.0]), Some(3.0));
-        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
-        let s = summarize(
-            &[Some(100.0), Some(120.0), Some(110.0)],
-            &[Some(200.0), Some(100.0), Some(220.0)],
-        );
-        assert_eq!(s.uk, Some(110.0));
-        assert_eq!(s.nginx, Some(200.0));
-        assert_eq!(s.ratio, Some(0.55));
-        assert_eq!(s.round_ratios, Some((0.5, 1.2)));
-        // A round one system missed has no per-round ratio.
-        let s = summarize(&[Some(10.0), None], &[Some(5.0), Some(7.0)]);
-        assert_eq!(s.round_ratios, Some((2.0, 2.0)));
-        assert_eq!(s.nginx, Some(6.0));
-        let s = summarize(&[None], &[Some(0.0)]);
-        assert_eq!((s.uk, s.ratio, s.round_ratios), (None, None, None));
-    }
-
-    #[test]
-    fn rounds_alternate() {
-        assert_eq!(round_order(0), [System::Uk, System::Nginx]);
-        assert_eq!(round_order(1), [System::Nginx, System::Uk]);
-        assert_eq!(round_order(2), round_order(0));
-    }
 
     #[test]
     fn metrics() {
