@@ -22,7 +22,8 @@ pub const IST_NMI: u16 = 2;
 pub const IST_ENTRY: u16 = 3;
 
 const IST_SIZES: [usize; 4] = [16 * 1024, 8 * 1024, 4 * 1024, 4 * 1024];
-const IST_TOTAL: usize = IST_SIZES[0] + IST_SIZES[1] + IST_SIZES[2] + IST_SIZES[3];
+/// Bytes of one CPU's interrupt stacks.
+pub const IST_TOTAL: usize = IST_SIZES[0] + IST_SIZES[1] + IST_SIZES[2] + IST_SIZES[3];
 
 #[repr(C, align(4096))]
 struct IstStacks([u8; IST_TOTAL]);
@@ -45,9 +46,27 @@ static CPU0: crate::sync::BootCell<CpuTables> = crate::sync::BootCell::new(CpuTa
 /// Builds and loads the boot CPU's GDT and TSS.
 pub fn init_boot_cpu() {
     // SAFETY: called once, on the boot CPU, before interrupts are enabled and
-    // before anything else refers to CPU0; afterwards CPU0 is never mutated.
-    let cpu: &'static mut CpuTables = unsafe { &mut *CPU0.get() };
-    let mut top = VirtAddr::from_ptr(IST0.get());
+    // before anything else refers to CPU0 or IST0; afterwards neither is
+    // mutated.
+    unsafe { load(CPU0.get(), IST0.get() as u64) }
+}
+
+/// Builds a GDT and TSS at `cpu`, whose interrupt stacks are the
+/// [`IST_TOTAL`] bytes at `ist`, and loads them on the calling CPU.
+///
+/// # Safety
+/// `cpu` and `[ist, ist + IST_TOTAL)` are 'static, writable, and belong to
+/// the calling CPU alone from now on; the CPU is not handling an interrupt.
+pub unsafe fn load(cpu: *mut CpuTables, ist: u64) {
+    // SAFETY: per the caller, `cpu` is ours, 'static and writable.
+    let cpu: &'static mut CpuTables = unsafe {
+        cpu.write(CpuTables {
+            gdt: GlobalDescriptorTable::new(),
+            tss: TaskStateSegment::new(),
+        });
+        &mut *cpu
+    };
+    let mut top = VirtAddr::new(ist);
     for (slot, size) in IST_SIZES.iter().enumerate() {
         top += *size as u64;
         cpu.tss.interrupt_stack_table[slot] = top;
