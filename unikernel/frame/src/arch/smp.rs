@@ -2,7 +2,7 @@
 //! ACPI MADT are started with INIT-SIPI-SIPI and parked.
 //!
 //! An AP starts in real mode at `page << 12`, where `page` is the SIPI
-//! vector, so the first instructions ([`uk_ap_tramp`], 32 bytes of 16-bit
+//! vector, so the first instructions ([`uk_ap_tramp`], 38 bytes of 16-bit
 //! code and data) are copied to a free RAM page below 1 MiB that the frame
 //! allocator gives up for good. They load a GDT from the kernel's rodata
 //! (`uk_ap_gdt`: 32-bit code, data, 64-bit code), turn on protection and jump
@@ -15,7 +15,8 @@
 //! [`ap_main`]: its own GDT and TSS, the shared IDT, GS base at its
 //! [`PerCpu`], the vector state the boot CPU chose, its local APIC enabled
 //! (x2APIC where the boot CPU uses it, every local interrupt masked), then it
-//! counts itself online and halts with interrupts off for good.
+//! reads its APIC id back through GS, counts itself online and halts with
+//! interrupts off for good.
 //!
 //! Parked APs run no code that takes a kernel lock: the kernel's locks and
 //! the scheduler still assume one CPU (docs/ARCHITECTURE.md, "Multiple
@@ -34,7 +35,7 @@ pub const MAX_CPUS: usize = 64;
 /// Stack of a parked AP (only `ap_main` runs on it).
 const AP_STACK: usize = 16 * 1024;
 /// How long the boot CPU waits for one AP after its second SIPI.
-const AP_TIMEOUT_MS: u64 = 1000;
+const AP_TIMEOUT_MS: u64 = 2000;
 
 /// One CPU's data, reached through its GS base (`gs:0` holds the block's
 /// own address).
@@ -225,7 +226,10 @@ extern "C" fn ap_main(block: u64, ticket: u64) -> ! {
     unsafe { set_percpu(&raw mut (*b).percpu, ticket as u32 + 1, apic_id) };
     simd::init_ap();
     apic::init_ap();
-    ONLINE.fetch_add(1, Ordering::Release);
+    // Online means its per-CPU data answers through GS.
+    if this_cpu().apic_id == apic_id {
+        ONLINE.fetch_add(1, Ordering::Release);
+    }
     cpu::halt_forever()
 }
 
@@ -284,11 +288,17 @@ fn start_aps(targets: &[u32]) {
     // Release: an AP that reads the count sees the blocks and CR3 above.
     UK_AP_COUNT.store(count as u32, Ordering::Release);
     let ms = crate::time::tsc_hz().max(1_000_000_000) / 1000;
+    let hypervisor = cpu::cpuid(1, 0).ecx & (1 << 31) != 0;
     for &id in &targets[..count] {
         let before = ONLINE.load(Ordering::Acquire);
         let up = || ONLINE.load(Ordering::Acquire) != before;
         apic::send_ipi(id, apic::ICR_INIT);
-        spin_until(cpu::rdtsc() + 10 * ms, || false);
+        // The 10 ms between INIT and SIPI that the MP specification asks of
+        // real hardware; a hypervisor handles INIT at once (Linux skips the
+        // wait on every modern CPU).
+        if !hypervisor {
+            spin_until(cpu::rdtsc() + 10 * ms, || false);
+        }
         apic::send_ipi(id, apic::ICR_STARTUP | (page >> 12) as u32);
         if !spin_until(cpu::rdtsc() + ms, up) {
             apic::send_ipi(id, apic::ICR_STARTUP | (page >> 12) as u32);
