@@ -106,6 +106,14 @@ pub fn platform() -> PlatformInfo {
     PLATFORM.lock().clone().unwrap_or_default()
 }
 
+/// The APIC ids of the other CPUs to start, at most `max`
+/// (`acpi::ap_targets` over the MADT's processors; none without a MADT).
+pub fn ap_targets(max: usize) -> Vec<u32> {
+    PLATFORM.lock().as_ref().map_or_else(Vec::new, |p| {
+        acpi::ap_targets(&p.cpus, apic::id(), apic::is_x2apic(), max)
+    })
+}
+
 /// Allocates a device vector and installs `handler` on it.
 pub fn claim_vector(handler: IrqHandler) -> Result<u8, IrqError> {
     loop {

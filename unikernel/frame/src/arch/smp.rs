@@ -233,14 +233,19 @@ extern "C" fn ap_main(block: u64, ticket: u64) -> ! {
     cpu::halt_forever()
 }
 
-fn spin_until(deadline: u64, done: impl Fn() -> bool) -> bool {
-    while cpu::rdtsc() < deadline {
-        if done() {
+/// Spins up to `cycles` TSC cycles for the online count to move from
+/// `before`; true if it did.
+fn wait_online(before: u32, cycles: u64) -> bool {
+    let end = cpu::rdtsc() + cycles;
+    loop {
+        if ONLINE.load(Ordering::Acquire) != before {
             return true;
+        }
+        if cpu::rdtsc() >= end {
+            return false;
         }
         core::hint::spin_loop();
     }
-    done()
 }
 
 /// Sets up the boot CPU's per-CPU data, starts the APs of the MADT and
@@ -249,12 +254,7 @@ pub fn start() {
     let bsp = apic::id();
     // SAFETY: boot, one CPU: BSP_CPU is the boot CPU's and written only here.
     unsafe { set_percpu(BSP_CPU.get(), 0, bsp) };
-    let targets = uk_core::acpi::ap_targets(
-        &crate::irq::platform().cpus,
-        bsp,
-        apic::is_x2apic(),
-        MAX_CPUS - 1,
-    );
+    let targets = crate::irq::ap_targets(MAX_CPUS - 1);
     if !targets.is_empty() {
         start_aps(&targets);
     }
@@ -263,7 +263,7 @@ pub fn start() {
 
 fn start_aps(targets: &[u32]) {
     let Some(page) = mm::take_low_page() else {
-        log::warn!("smp: no free page below 1 MiB for the AP trampoline");
+        crate::println!("smp: no free page below 1 MiB for the APs");
         return;
     };
     let tramp = &raw const uk_ap_tramp;
@@ -289,22 +289,23 @@ fn start_aps(targets: &[u32]) {
     UK_AP_COUNT.store(count as u32, Ordering::Release);
     let ms = crate::time::tsc_hz().max(1_000_000_000) / 1000;
     let hypervisor = cpu::cpuid(1, 0).ecx & (1 << 31) != 0;
-    for &id in &targets[..count] {
+    let sipi = apic::ICR_STARTUP | (page >> 12) as u32;
+    'cpus: for &id in &targets[..count] {
         let before = ONLINE.load(Ordering::Acquire);
-        let up = || ONLINE.load(Ordering::Acquire) != before;
         apic::send_ipi(id, apic::ICR_INIT);
         // The 10 ms between INIT and SIPI that the MP specification asks of
         // real hardware; a hypervisor handles INIT at once (Linux skips the
         // wait on every modern CPU).
         if !hypervisor {
-            spin_until(cpu::rdtsc() + 10 * ms, || false);
+            wait_online(before, 10 * ms);
         }
-        apic::send_ipi(id, apic::ICR_STARTUP | (page >> 12) as u32);
-        if !spin_until(cpu::rdtsc() + ms, up) {
-            apic::send_ipi(id, apic::ICR_STARTUP | (page >> 12) as u32);
-            if !spin_until(cpu::rdtsc() + AP_TIMEOUT_MS * ms, up) {
-                crate::println!("smp: CPU with APIC id {id} did not start; skipped");
+        // A second SIPI if the first was missed, as the specification says.
+        for wait_ms in [1, AP_TIMEOUT_MS] {
+            apic::send_ipi(id, sipi);
+            if wait_online(before, wait_ms * ms) {
+                continue 'cpus;
             }
         }
+        crate::println!("smp: CPU with APIC id {id} did not start; skipped");
     }
 }
