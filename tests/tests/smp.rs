@@ -1,11 +1,11 @@
 //! Multi-core bring-up (issue 16, first step): the kernel starts every vCPU
 //! of the MADT, counts it online and parks it; the boot CPU goes on as
 //! before. Booted with 1, 2 and 4 vCPUs on microvm and q35 (PVH), and with
-//! 2 through SeaBIOS and GRUB (Multiboot2).
+//! 2 through SeaBIOS or OVMF and GRUB (Multiboot2).
 
 use std::time::Duration;
 
-use uk_tests::{BootOpts, Firmware, Guest, Machine, boot_disk_image, machine_tests};
+use uk_tests::{BootOpts, Firmware, Guest, Machine, boot_disk_image, free_port, machine_tests};
 
 /// Boots `selftest pingpong` with `cpus` vCPUs: the console reports them
 /// all online before `main`, and the threads, wait queues and timer of the
@@ -38,10 +38,9 @@ machine_tests!(one_cpu, |m| { boot_with(m, 1) });
 machine_tests!(two_cpus, |m| { boot_with(m, 2) });
 machine_tests!(four_cpus, |m| { boot_with(m, 4) });
 
-/// The Multiboot2 path: the raw disk image through SeaBIOS and GRUB on q35
+/// The Multiboot2 path: the raw disk image through `fw` and GRUB on q35
 /// with 2 vCPUs; both come online and httpd starts serving.
-#[test]
-fn two_cpus_after_multiboot2() {
+fn two_cpus_after_multiboot2(fw: Firmware) {
     let site = uk_cli::image::temp_path("smp-site");
     std::fs::create_dir_all(&site).expect("site dir");
     std::fs::write(site.join("index.html"), "smp\n").expect("index.html");
@@ -52,7 +51,8 @@ fn two_cpus_after_multiboot2() {
         BootOpts::default()
             .mem("256M")
             .smp(2)
-            .firmware(Firmware::SeaBios, disk),
+            .firmware(fw, disk)
+            .fwd(free_port(), 80),
     );
     let wait = |needle: &str, secs: u64| {
         g.wait_for(needle, Duration::from_secs(secs))
@@ -61,4 +61,14 @@ fn two_cpus_after_multiboot2() {
     assert_online(&g, &wait("CPUs online", 120), 2);
     wait("uk: main after", 30);
     wait("httpd: serving", 60);
+}
+
+#[test]
+fn two_cpus_after_seabios_and_grub() {
+    two_cpus_after_multiboot2(Firmware::SeaBios);
+}
+
+#[test]
+fn two_cpus_after_ovmf_and_grub() {
+    two_cpus_after_multiboot2(Firmware::Ovmf);
 }
