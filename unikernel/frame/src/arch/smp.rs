@@ -290,6 +290,10 @@ fn start_aps(targets: &[u32]) {
     let ms = crate::time::tsc_hz().max(1_000_000_000) / 1000;
     let hypervisor = cpu::cpuid(1, 0).ecx & (1 << 31) != 0;
     let sipi = apic::ICR_STARTUP | (page >> 12) as u32;
+    // One AP at a time, by the online count: an AP given up on that comes
+    // up late (it still gets its own block: tickets) is taken for the next
+    // one, which is then reported as online without having been seen; the
+    // printed total counts every AP that came up by the end.
     'cpus: for &id in &targets[..count] {
         let before = ONLINE.load(Ordering::Acquire);
         apic::send_ipi(id, apic::ICR_INIT);
