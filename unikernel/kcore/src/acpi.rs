@@ -194,6 +194,21 @@ fn read_table(mem: &impl PhysRead, addr: u64) -> Result<Vec<u8>, AcpiError> {
     Ok(t)
 }
 
+/// Where an RSDP may sit when the loader passes none (ACPI 5.2.5.1): the
+/// BIOS read-only area, `[start, end)` physical. Firecracker, for one,
+/// puts it there.
+pub const BIOS_AREA: (u64, u64) = (0xe_0000, 0x10_0000);
+
+/// The physical address of the first RSDP in `area`, which starts at the
+/// 16-byte aligned physical address `base`: the signature on a 16-byte
+/// boundary and an ACPI 1.0 checksum that adds up.
+pub fn find_rsdp(area: &[u8], base: u64) -> Option<u64> {
+    (0..area.len().saturating_sub(19))
+        .step_by(16)
+        .find(|&o| &area[o..o + 8] == b"RSD PTR " && checksum_ok(&area[o..o + 20]))
+        .map(|o| base + o as u64)
+}
+
 /// Reads the platform description starting at the RSDP at `rsdp`.
 pub fn parse(mem: &impl PhysRead, rsdp: u64) -> Result<PlatformInfo, AcpiError> {
     let mut r = [0u8; 36];
@@ -577,6 +592,28 @@ mod tests {
         let mut info = PlatformInfo::default();
         parse_madt(&zero, &mut info);
         assert_eq!(info.cpus, vec![0, 1]);
+    }
+
+    #[test]
+    fn finds_the_rsdp_in_the_bios_area() {
+        let mut area = vec![0u8; 0x400];
+        // A valid RSDP off the 16-byte grid, and one on it whose checksum
+        // fails: both skipped.
+        let rsdp = platform(false).0[&0xe0000].clone();
+        area[0x28..0x28 + 20].copy_from_slice(&rsdp[..20]);
+        area[0x40..0x48].copy_from_slice(b"RSD PTR ");
+        area[0x48] = 1;
+        assert_eq!(find_rsdp(&area, 0xe0000), None);
+        area[0x100..0x100 + 20].copy_from_slice(&rsdp[..20]);
+        assert_eq!(find_rsdp(&area, 0xe0000), Some(0xe0100));
+        // The parser accepts what was found.
+        let info = parse(&platform(false), 0xe0000).unwrap();
+        assert_eq!(info.cpus, vec![0, 2, 0x100]);
+        // A signature too close to the end to hold 20 bytes: not read past it.
+        let mut short = vec![0u8; 0x20];
+        short[0x10..0x18].copy_from_slice(b"RSD PTR ");
+        assert_eq!(find_rsdp(&short, 0), None);
+        assert_eq!(find_rsdp(&[], 0), None);
     }
 
     #[test]
