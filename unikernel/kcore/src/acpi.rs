@@ -194,9 +194,9 @@ fn read_table(mem: &impl PhysRead, addr: u64) -> Result<Vec<u8>, AcpiError> {
     Ok(t)
 }
 
-/// Where an RSDP may sit when the loader passes none (ACPI 5.2.5.1): the
-/// BIOS read-only area, `[start, end)` physical. Firecracker, for one,
-/// puts it there.
+/// Where an RSDP may sit when the loader passes none (ACPI 5.2.5.1, "IA-PC
+/// systems"): the BIOS read-only area, `[start, end)` physical, where BIOS
+/// firmware and VMMs without a way to pass it leave it for a scan.
 pub const BIOS_AREA: (u64, u64) = (0xe_0000, 0x10_0000);
 
 /// The physical address of the first RSDP in `area`, which starts at the
