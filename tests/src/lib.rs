@@ -123,6 +123,8 @@ pub struct BootOpts {
     pub fwds: Vec<(u16, u16)>,
     /// Force an accelerator; `None` detects (TCG unless vmx/svm + /dev/kvm).
     pub accel: Option<Accel>,
+    /// Virtual CPUs (`-smp`).
+    pub smp: u32,
     /// Add a network device even without forwards.
     pub net: bool,
     /// Attach the network device to this TAP interface (see [`Netns`]).
@@ -156,6 +158,7 @@ impl Default for BootOpts {
             args: Vec::new(),
             fwds: Vec::new(),
             accel: None,
+            smp: 1,
             net: false,
             tap: None,
             netns: None,
@@ -181,6 +184,12 @@ impl BootOpts {
     /// Sets the kernel options.
     pub fn append(mut self, options: &str) -> BootOpts {
         self.append = options.to_string();
+        self
+    }
+
+    /// With this many virtual CPUs.
+    pub fn smp(mut self, cpus: u32) -> BootOpts {
+        self.smp = cpus;
         self
     }
 
@@ -377,6 +386,7 @@ impl Guest {
             machine,
             mem,
             accel: opts.accel.unwrap_or_else(|| *detected_accel()),
+            smp: opts.smp,
             append: opts.append,
             args: opts.args,
             fwds: opts

@@ -555,10 +555,7 @@ pub fn disk_boot_command(cfg: &crate::VmConfig, fw: Firmware) -> Command {
         None => Command::new(crate::QEMU),
     };
     cmd.args(["-M", "q35"]);
-    cmd.args(match cfg.accel {
-        crate::Accel::Kvm => ["-accel", "kvm", "-cpu", "host,-arch-capabilities"],
-        crate::Accel::Tcg => ["-accel", "tcg", "-cpu", "max"],
-    });
+    cmd.args(cfg.accel.vcpu_args(cfg.smp));
     if fw == Firmware::Ovmf {
         cmd.args(["-bios", OVMF]);
     }

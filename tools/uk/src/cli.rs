@@ -85,6 +85,11 @@ pub struct RunArgs {
     /// virtio-net device; httpd gets 8080:80 by default)
     #[arg(long = "fwd", value_name = "HOST:GUEST")]
     pub fwds: Vec<PortFwd>,
+    /// Virtual CPUs (QEMU -smp; with TCG, one host thread each). The extra
+    /// CPUs come online but do not run threads yet
+    #[arg(long, default_value_t = 1, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub smp: u32,
     /// Forced accelerator.
     #[command(flatten)]
     pub accel: AccelArg,
@@ -732,6 +737,7 @@ fn run(r: RunArgs) -> Result<i32, Error> {
         machine: r.machine,
         mem: r.mem,
         accel: r.accel.get().unwrap_or_else(Accel::detect),
+        smp: r.smp,
         append: r.append_line(),
         args: r.args.clone(),
         fwds: r.fwds.clone(),
@@ -1339,6 +1345,10 @@ mod tests {
         assert_eq!(r.accel.get(), Some(Accel::Kvm));
         assert_eq!(r.mem.0, 512 * 1024);
         assert_eq!(r.machine, Machine::Microvm);
+        assert_eq!(r.smp, 1);
+        assert_eq!(run_args(&["--smp", "4", "hello"]).smp, 4);
+        assert!(usage_err(&["run", "--smp", "0"]).contains("--smp"));
+        assert!(usage_err(&["run", "--smp=65"]).contains("--smp"));
         let r = run_args(&["--append", "a=1", "--append", "b=2"]);
         assert_eq!(r.append_line(), "a=1 b=2");
         let r = run_args(&["--", "--help"]);

@@ -139,6 +139,21 @@ impl Accel {
             Accel::Tcg => ["-accel", "tcg", "-cpu", "max"],
         }
     }
+
+    /// The accelerator, CPU model and vCPU count for QEMU: with more than
+    /// one vCPU, `-smp N`, and TCG runs one host thread per vCPU
+    /// (`-accel tcg,thread=multi`).
+    pub fn vcpu_args(self, smp: u32) -> Vec<String> {
+        let mut a: Vec<String> = self.args().iter().map(|s| s.to_string()).collect();
+        if smp > 1 {
+            if self == Accel::Tcg {
+                a[1] = "tcg,thread=multi".to_string();
+            }
+            a.push("-smp".to_string());
+            a.push(smp.to_string());
+        }
+        a
+    }
 }
 
 impl fmt::Display for Accel {
@@ -292,6 +307,8 @@ pub struct VmConfig {
     pub mem: MemSize,
     /// The accelerator.
     pub accel: Accel,
+    /// Virtual CPUs (`-smp`; 1 adds nothing to the command line).
+    pub smp: u32,
     /// Kernel options (`k=v ...`), before the ` -- `.
     pub append: String,
     /// App arguments, after the ` -- `.
@@ -326,6 +343,7 @@ impl VmConfig {
             machine: Machine::default(),
             mem: MemSize::default(),
             accel: Accel::detect(),
+            smp: 1,
             append: String::new(),
             args: Vec::new(),
             fwds: Vec::new(),
@@ -378,7 +396,7 @@ pub fn qemu_command(cfg: &VmConfig) -> Command {
         None => Command::new(QEMU),
     };
     cmd.args(["-M", cfg.machine.machine_arg()]);
-    cmd.args(cfg.accel.args());
+    cmd.args(cfg.accel.vcpu_args(cfg.smp));
     cmd.args([
         "-nodefaults",
         "-no-user-config",
@@ -612,6 +630,7 @@ mod tests {
             machine: Machine::Microvm,
             mem: MemSize::DEFAULT,
             accel: Accel::Tcg,
+            smp: 1,
             append: String::new(),
             args: vec![],
             fwds: vec![],
@@ -750,7 +769,23 @@ mod tests {
         );
         assert_eq!(values(&cmd, "-accel"), ["tcg"]);
         assert_eq!(values(&cmd, "-cpu"), ["max"]);
+        assert!(values(&cmd, "-smp").is_empty());
         assert!(values(&cmd, "-netdev").is_empty());
+    }
+
+    #[test]
+    fn smp_adds_vcpus_and_multithreaded_tcg() {
+        let mut c = cfg();
+        c.smp = 4;
+        let cmd = qemu_command(&c);
+        assert_eq!(values(&cmd, "-smp"), ["4"]);
+        assert_eq!(values(&cmd, "-accel"), ["tcg,thread=multi"]);
+        c.accel = Accel::Kvm;
+        let cmd = qemu_command(&c);
+        assert_eq!(values(&cmd, "-smp"), ["4"]);
+        assert_eq!(values(&cmd, "-accel"), ["kvm"]);
+        c.smp = 1;
+        assert!(values(&qemu_command(&c), "-smp").is_empty());
     }
 
     #[test]

@@ -8,7 +8,9 @@
 //! 5. heap (lazily, on first allocation), then parse the command line;
 //! 6. TSC frequency;
 //! 7. ACPI, local APIC and I/O APICs (`irq::init`);
-//! 8. the application's `__uk_app_start` (`unikernel::main!`): the kernel
+//! 8. the other CPUs of the MADT started and parked (`arch::smp`), then
+//!    `smp: N CPUs online`;
+//! 9. the application's `__uk_app_start` (`unikernel::main!`): the kernel
 //!    services start the drivers, then the scheduler with `main` as its first
 //!    thread (`unikernel::entry`).
 
@@ -235,6 +237,7 @@ pub extern "C" fn kernel_start(start_info: u32, entry_eax: u32) -> ! {
     time::stage("tsc");
     crate::irq::init(info.rsdp);
     time::stage("irq");
+    arch::smp::start();
     for w in &warnings {
         log::warn!("{w}");
     }

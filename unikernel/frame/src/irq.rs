@@ -56,8 +56,22 @@ impl acpi::PhysRead for FirmwareMem {
     }
 }
 
+/// The RSDP in the BIOS area, for loaders that pass none (0: not found).
+fn bios_rsdp() -> u64 {
+    let (start, end) = acpi::BIOS_AREA;
+    let len = end - start;
+    if crate::mm::map_firmware(start, len).is_err() || !crate::mm::is_readable(start, len) {
+        return 0;
+    }
+    // SAFETY: [start, end) is identity mapped and readable (checked just
+    // above): firmware memory or RAM that nothing writes during boot.
+    let area = unsafe { core::slice::from_raw_parts(start as *const u8, len as usize) };
+    acpi::find_rsdp(area, start).unwrap_or(0)
+}
+
 /// Reads ACPI, enables the local APIC and the I/O APICs.
 pub fn init(rsdp: u64) {
+    let rsdp = if rsdp != 0 { rsdp } else { bios_rsdp() };
     let mut info = if rsdp != 0 {
         match acpi::parse(&FirmwareMem, rsdp) {
             Ok(i) => i,
@@ -104,6 +118,14 @@ pub fn init(rsdp: u64) {
 /// The platform description read from ACPI.
 pub fn platform() -> PlatformInfo {
     PLATFORM.lock().clone().unwrap_or_default()
+}
+
+/// The APIC ids of the other CPUs to start, at most `max`
+/// (`acpi::ap_targets` over the MADT's processors; none without a MADT).
+pub fn ap_targets(max: usize) -> Vec<u32> {
+    PLATFORM.lock().as_ref().map_or_else(Vec::new, |p| {
+        acpi::ap_targets(&p.cpus, apic::id(), apic::is_x2apic(), max)
+    })
 }
 
 /// Allocates a device vector and installs `handler` on it.

@@ -71,7 +71,9 @@ pub struct EcamInfo {
 pub struct PlatformInfo {
     /// The local APIC's physical address.
     pub lapic_addr: u64,
-    /// APIC ids of enabled processors.
+    /// APIC ids of the processors that are enabled or online capable
+    /// (MADT Processor Local APIC and Processor Local x2APIC entries, flags
+    /// bit 0 or 1), in table order; may repeat an id listed in both forms.
     pub cpus: Vec<u32>,
     /// I/O APICs.
     pub ioapics: Vec<IoApicInfo>,
@@ -192,6 +194,21 @@ fn read_table(mem: &impl PhysRead, addr: u64) -> Result<Vec<u8>, AcpiError> {
     Ok(t)
 }
 
+/// Where an RSDP may sit when the loader passes none (ACPI 5.2.5.1, "IA-PC
+/// systems"): the BIOS read-only area, `[start, end)` physical, where BIOS
+/// firmware and VMMs without a way to pass it leave it for a scan.
+pub const BIOS_AREA: (u64, u64) = (0xe_0000, 0x10_0000);
+
+/// The physical address of the first RSDP in `area`, which starts at the
+/// 16-byte aligned physical address `base`: the signature on a 16-byte
+/// boundary and an ACPI 1.0 checksum that adds up.
+pub fn find_rsdp(area: &[u8], base: u64) -> Option<u64> {
+    (0..area.len().saturating_sub(19))
+        .step_by(16)
+        .find(|&o| &area[o..o + 8] == b"RSD PTR " && checksum_ok(&area[o..o + 20]))
+        .map(|o| base + o as u64)
+}
+
 /// Reads the platform description starting at the RSDP at `rsdp`.
 pub fn parse(mem: &impl PhysRead, rsdp: u64) -> Result<PlatformInfo, AcpiError> {
     let mut r = [0u8; 36];
@@ -234,6 +251,28 @@ pub fn parse(mem: &impl PhysRead, rsdp: u64) -> Result<PlatformInfo, AcpiError> 
     Ok(info)
 }
 
+/// MADT processor flags: enabled (bit 0) or online capable (bit 1, ACPI
+/// 6.3: disabled now but may be started by the OS).
+const CPU_USABLE: u32 = 0b11;
+
+/// The application processors to start: the MADT's processors (`cpus`)
+/// without the boot CPU (`bsp`), without repeats, without ids the local
+/// APIC cannot address (above 254 in xAPIC mode, the all-ones broadcast id
+/// in x2APIC mode), at most `max` of them, in table order.
+pub fn ap_targets(cpus: &[u32], bsp: u32, x2apic: bool, max: usize) -> Vec<u32> {
+    let limit = if x2apic { u32::MAX - 1 } else { 0xfe };
+    let mut out = Vec::new();
+    for &id in cpus {
+        if out.len() == max {
+            break;
+        }
+        if id != bsp && id <= limit && !out.contains(&id) {
+            out.push(id);
+        }
+    }
+    out
+}
+
 fn parse_madt(t: &[u8], info: &mut PlatformInfo) {
     if t.len() < 44 {
         return;
@@ -247,7 +286,7 @@ fn parse_madt(t: &[u8], info: &mut PlatformInfo) {
         }
         let e = &t[o..o + len];
         match kind {
-            0 if len >= 8 && u32_at(e, 4) & 1 != 0 => info.cpus.push(e[3] as u32),
+            0 if len >= 8 && u32_at(e, 4) & CPU_USABLE != 0 => info.cpus.push(e[3] as u32),
             1 if len >= 12 => info.ioapics.push(IoApicInfo {
                 id: e[2],
                 addr: u32_at(e, 4) as u64,
@@ -259,7 +298,7 @@ fn parse_madt(t: &[u8], info: &mut PlatformInfo) {
                 flags: u16_at(e, 8),
             }),
             5 if len >= 12 => info.lapic_addr = u64_at(e, 4),
-            9 if len >= 16 && u32_at(e, 8) & 1 != 0 => info.cpus.push(u32_at(e, 4)),
+            9 if len >= 16 && u32_at(e, 8) & CPU_USABLE != 0 => info.cpus.push(u32_at(e, 4)),
             _ => {}
         }
         o += len;
@@ -373,6 +412,16 @@ mod tests {
         b.extend_from_slice(&1u32.to_le_bytes());
         b.extend_from_slice(&[0, 8, 0, 0, 1, 0, 0, 0]); // cpu apic 0 enabled
         b.extend_from_slice(&[0, 8, 1, 1, 0, 0, 0, 0]); // cpu apic 1 disabled
+        b.extend_from_slice(&[0, 8, 2, 2, 2, 0, 0, 0]); // cpu apic 2 online capable
+        b.extend_from_slice(&[9, 16, 0, 0]); // x2APIC 0x100 enabled
+        b.extend_from_slice(&0x100u32.to_le_bytes());
+        b.extend_from_slice(&1u32.to_le_bytes());
+        b.extend_from_slice(&7u32.to_le_bytes());
+        b.extend_from_slice(&[9, 16, 0, 0]); // x2APIC 0x101 disabled
+        b.extend_from_slice(&0x101u32.to_le_bytes());
+        b.extend_from_slice(&0u32.to_le_bytes());
+        b.extend_from_slice(&8u32.to_le_bytes());
+        b.extend_from_slice(&[0, 4, 3, 3]); // too short for its flags: skipped
         b.extend_from_slice(&[1, 12, 0, 0]);
         b.extend_from_slice(&0xfec0_0000u32.to_le_bytes());
         b.extend_from_slice(&0u32.to_le_bytes());
@@ -484,7 +533,7 @@ mod tests {
         for xsdt in [false, true] {
             let info = parse(&platform(xsdt), 0xe0000).unwrap();
             assert_eq!(info.lapic_addr, 0xfee0_0000);
-            assert_eq!(info.cpus, vec![0]);
+            assert_eq!(info.cpus, vec![0, 2, 0x100]);
             assert_eq!(
                 info.ioapics,
                 vec![IoApicInfo {
@@ -508,6 +557,63 @@ mod tests {
             let f = info.fadt.unwrap();
             assert_eq!((f.sci_int, f.pm1a_evt), (9, 0x600));
         }
+    }
+
+    #[test]
+    fn ap_targets_skip_the_bsp_repeats_and_unaddressable_ids() {
+        let cpus = [0, 1, 2, 1, 0x100, 0xff, 0xffff_ffff, 3];
+        assert_eq!(ap_targets(&cpus, 0, false, 16), vec![1, 2, 3]);
+        assert_eq!(ap_targets(&cpus, 2, true, 16), vec![0, 1, 0x100, 0xff, 3]);
+        assert_eq!(ap_targets(&cpus, 0, true, 2), vec![1, 2]);
+        assert_eq!(ap_targets(&[0], 0, true, 16), Vec::<u32>::new());
+        assert_eq!(ap_targets(&[], 0, true, 16), Vec::<u32>::new());
+    }
+
+    #[test]
+    fn madt_entries_cut_short_end_the_list() {
+        // A processor entry whose length runs past the table: parsing
+        // stops there, keeping what came before.
+        let mut b = vec![];
+        b.extend_from_slice(&0xfee0_0000u32.to_le_bytes());
+        b.extend_from_slice(&1u32.to_le_bytes());
+        b.extend_from_slice(&[0, 8, 0, 0, 1, 0, 0, 0]);
+        b.extend_from_slice(&[0, 8, 1, 1, 1, 0, 0, 0]);
+        b.extend_from_slice(&[9, 16, 0, 0, 5, 0]);
+        let mut info = PlatformInfo::default();
+        let t = table(b"APIC", &b);
+        let n = t.len();
+        let mut cut = t.clone();
+        cut[n - 5] = 40; // the x2APIC entry claims 40 bytes
+        parse_madt(&cut, &mut info);
+        assert_eq!(info.cpus, vec![0, 1]);
+        // A zero-length entry would loop forever: it ends the walk too.
+        let mut zero = t;
+        zero[n - 5] = 0;
+        let mut info = PlatformInfo::default();
+        parse_madt(&zero, &mut info);
+        assert_eq!(info.cpus, vec![0, 1]);
+    }
+
+    #[test]
+    fn finds_the_rsdp_in_the_bios_area() {
+        let mut area = vec![0u8; 0x400];
+        // A valid RSDP off the 16-byte grid, and one on it whose checksum
+        // fails: both skipped.
+        let rsdp = platform(false).0[&0xe0000].clone();
+        area[0x28..0x28 + 20].copy_from_slice(&rsdp[..20]);
+        area[0x40..0x48].copy_from_slice(b"RSD PTR ");
+        area[0x48] = 1;
+        assert_eq!(find_rsdp(&area, 0xe0000), None);
+        area[0x100..0x100 + 20].copy_from_slice(&rsdp[..20]);
+        assert_eq!(find_rsdp(&area, 0xe0000), Some(0xe0100));
+        // The parser accepts what was found.
+        let info = parse(&platform(false), 0xe0000).unwrap();
+        assert_eq!(info.cpus, vec![0, 2, 0x100]);
+        // A signature too close to the end to hold 20 bytes: not read past it.
+        let mut short = vec![0u8; 0x20];
+        short[0x10..0x18].copy_from_slice(b"RSD PTR ");
+        assert_eq!(find_rsdp(&short, 0), None);
+        assert_eq!(find_rsdp(&[], 0), None);
     }
 
     #[test]

@@ -27,6 +27,8 @@ const REG_TPR: u32 = 0x80;
 const REG_EOI: u32 = 0xb0;
 const REG_SVR: u32 = 0xf0;
 const REG_ESR: u32 = 0x280;
+const REG_ICR_LOW: u32 = 0x300;
+const REG_ICR_HIGH: u32 = 0x310;
 const REG_LVT_TIMER: u32 = 0x320;
 const REG_LVT_LINT0: u32 = 0x350;
 const REG_LVT_LINT1: u32 = 0x360;
@@ -101,30 +103,67 @@ pub fn init_local() {
     let f = cpu::cpuid(1, 0);
     let has_x2 = f.ecx & (1 << 21) != 0;
     TSC_DEADLINE.store(f.ecx & (1 << 24) != 0, Ordering::Relaxed);
+    X2APIC.store(has_x2, Ordering::Relaxed);
+    if !has_x2 {
+        crate::mm::map_mmio(LAPIC_BASE, 4096).expect("map the local APIC");
+    }
+    enable(ERROR_VECTOR as u32);
+    let id = read(REG_ID);
+    APIC_ID.store(if has_x2 { id } else { id >> 24 }, Ordering::Relaxed);
+    write(REG_TIMER_DIV, 0x3); // divide by 16
+    if !has_tsc_deadline() {
+        calibrate_timer();
+    }
+}
+
+/// Enables an application processor's local APIC in the boot CPU's mode,
+/// every local interrupt masked (`arch::smp`: a parked CPU takes none).
+/// Touches no kernel lock: the xAPIC page is already mapped.
+pub fn init_ap() {
+    enable(1 << 16);
+}
+
+/// Enables the calling CPU's local APIC (x2APIC if [`init_local`] chose it):
+/// LINT0/1 and the timer masked, `lvt_error` as the error entry.
+fn enable(lvt_error: u32) {
     let mut base = Msr::new(IA32_APIC_BASE);
     // SAFETY: IA32_APIC_BASE exists on every x86_64 CPU; we only set the
     // global-enable bit (11) and, when supported, the x2APIC bit (10).
     unsafe {
         let v = base.read();
-        let v = v | (1 << 11) | if has_x2 { 1 << 10 } else { 0 };
-        base.write(v);
+        base.write(v | (1 << 11) | if is_x2apic() { 1 << 10 } else { 0 });
     }
-    X2APIC.store(has_x2, Ordering::Relaxed);
-    if !has_x2 {
-        crate::mm::map_mmio(LAPIC_BASE, 4096).expect("map the local APIC");
-    }
-    let id = read(REG_ID);
-    APIC_ID.store(if has_x2 { id } else { id >> 24 }, Ordering::Relaxed);
     write(REG_TPR, 0);
     write(REG_LVT_LINT0, 1 << 16);
     write(REG_LVT_LINT1, 1 << 16);
-    write(REG_LVT_ERROR, ERROR_VECTOR as u32);
+    write(REG_LVT_ERROR, lvt_error);
     write(REG_ESR, 0);
     write(REG_SVR, (1 << 8) | SPURIOUS_VECTOR as u32);
     write(REG_LVT_TIMER, 1 << 16);
-    write(REG_TIMER_DIV, 0x3); // divide by 16
-    if !has_tsc_deadline() {
-        calibrate_timer();
+}
+
+/// ICR command: INIT, level assert.
+pub const ICR_INIT: u32 = 0x4500;
+/// ICR command: start-up (SIPI); or in the start page number.
+pub const ICR_STARTUP: u32 = 0x4600;
+
+/// Sends the inter-processor interrupt `icr` (the ICR's low word) to the
+/// CPU with APIC id `dest`; in xAPIC mode, waits (bounded) until the APIC
+/// has sent it.
+pub fn send_ipi(dest: u32, icr: u32) {
+    if is_x2apic() {
+        // SAFETY: the x2APIC ICR (MSR 0x830) takes the destination in the
+        // high half; sending an IPI changes no memory.
+        unsafe { Msr::new(0x830).write(((dest as u64) << 32) | icr as u64) };
+    } else {
+        write(REG_ICR_HIGH, dest << 24);
+        write(REG_ICR_LOW, icr);
+        for _ in 0..1_000_000 {
+            if read(REG_ICR_LOW) & (1 << 12) == 0 {
+                break;
+            }
+            core::hint::spin_loop();
+        }
     }
 }
 

@@ -68,6 +68,7 @@ uk_gdt64_ptr:
 
     .section .bss.boot, "aw", @nobits
     .p2align 12
+    .global uk_boot_pml4         /* also the APs' first tables (arch::smp) */
 uk_boot_pml4:
     .skip 4096
 uk_boot_pdpt:

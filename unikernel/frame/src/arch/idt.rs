@@ -196,11 +196,17 @@ pub fn init() {
         };
         *g = gate(base + 16 * v as u64, ist);
     }
+    load();
+}
+
+/// Loads the IDT (filled by [`init`]) on the calling CPU: all CPUs share it.
+pub fn load() {
     let ptr = x86_64::structures::DescriptorTablePointer {
         limit: (core::mem::size_of::<Idt>() - 1) as u16,
-        base: x86_64::VirtAddr::new(idt as *const Idt as u64),
+        base: x86_64::VirtAddr::from_ptr(IDT.get()),
     };
-    // SAFETY: the table is 'static, fully initialised, and each gate points at
-    // a stub in uk_isr_table that saves state and calls the Rust dispatcher.
+    // SAFETY: the table is 'static, filled by `init` before any CPU loads
+    // it, and each gate points at a stub in uk_isr_table that saves state
+    // and calls the Rust dispatcher.
     unsafe { x86_64::instructions::tables::lidt(&ptr) };
 }

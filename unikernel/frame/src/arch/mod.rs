@@ -12,4 +12,5 @@ pub mod paging;
 pub mod rand;
 pub mod serial;
 pub mod simd;
+pub mod smp;
 pub mod upcall;

@@ -134,30 +134,45 @@ pub fn init() {
     if !has_xsave {
         return;
     }
-    // SAFETY: CPUID reports XSAVE, so CR4.OSXSAVE is a valid bit; setting it
-    // only makes XGETBV/XSETBV/XSAVE usable and changes no memory.
-    unsafe {
-        x86_64::registers::control::Cr4::update(|f| {
-            f.insert(x86_64::registers::control::Cr4Flags::OSXSAVE)
-        })
-    };
     let supported = cpu::cpuid(0xd, 0).eax as u64;
     let mut xcr0 = 0b11; // x87 | SSE
     if has_avx && supported & 0b100 != 0 {
         xcr0 |= 0b100;
     }
     xcr0 &= supported | 0b1;
-    // SAFETY: CR4.OSXSAVE is set, and XCR0 gets only the x87 bit (always
+    XCR0.store(xcr0, Ordering::Relaxed);
+    set_xcr0();
+    // EBX of leaf 0xD: the size XSAVE needs for the features now in XCR0.
+    let size = cpu::cpuid(0xd, 0).ebx as u64;
+    AREA_SIZE.store(size.max(576), Ordering::Relaxed);
+    USE_XSAVE.store(1, Ordering::Relaxed);
+}
+
+/// Turns on CR4.OSXSAVE and loads the XCR0 that [`init`] chose.
+fn set_xcr0() {
+    // SAFETY: only called when CPUID reports XSAVE (the boot CPU checked;
+    // every CPU of the VM has the same features), so CR4.OSXSAVE is a valid
+    // bit; setting it only makes XGETBV/XSETBV/XSAVE usable.
+    unsafe {
+        x86_64::registers::control::Cr4::update(|f| {
+            f.insert(x86_64::registers::control::Cr4Flags::OSXSAVE)
+        })
+    };
+    let xcr0 = XCR0.load(Ordering::Relaxed);
+    // SAFETY: CR4.OSXSAVE is set, and XCR0 has only the x87 bit (always
     // valid) plus bits CPUID 0xD reports as supported, SSE with AVX.
     unsafe {
         asm!("xsetbv", in("ecx") 0, in("eax") xcr0 as u32, in("edx") 0u32,
              options(nomem, nostack, preserves_flags))
     };
-    // EBX of leaf 0xD: the size XSAVE needs for the features now in XCR0.
-    let size = cpu::cpuid(0xd, 0).ebx as u64;
-    XCR0.store(xcr0, Ordering::Relaxed);
-    AREA_SIZE.store(size.max(576), Ordering::Relaxed);
-    USE_XSAVE.store(1, Ordering::Relaxed);
+}
+
+/// Gives an application processor the vector state configuration of the
+/// boot CPU (its entry code already enabled SSE as the boot CPU's did).
+pub fn init_ap() {
+    if USE_XSAVE.load(Ordering::Relaxed) != 0 {
+        set_xcr0();
+    }
 }
 
 /// What [`init`] chose.

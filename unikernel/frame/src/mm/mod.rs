@@ -741,6 +741,22 @@ pub fn alloc_dma(pages: u64) -> Result<u64, MemError> {
     Ok(pa)
 }
 
+/// Takes a free RAM page below 1 MiB out of the frame allocator for good
+/// (the APs' real-mode start page, `arch::smp`), highest first; like all
+/// RAM it is identity mapped.
+pub fn take_low_page() -> Option<u64> {
+    with_mm(|mm| {
+        let pa = (1..0x9f)
+            .rev()
+            .map(|f| f * PAGE)
+            .find(|&pa| mm.frames.is_free(pa))
+            .ok_or(VmError::NoMemory)?;
+        mm.frames.reserve(pa, pa + PAGE);
+        Ok(pa)
+    })
+    .ok()
+}
+
 /// Frees frames from [`alloc_dma`].
 pub fn free_dma(pa: u64, pages: u64) {
     let _ = with_mm(|mm| {

@@ -1,0 +1,315 @@
+//! Multiprocessor bring-up: the application processors (APs) listed in the
+//! ACPI MADT are started with INIT-SIPI-SIPI and parked.
+//!
+//! An AP starts in real mode at `page << 12`, where `page` is the SIPI
+//! vector, so the first instructions ([`uk_ap_tramp`], 38 bytes of 16-bit
+//! code and data) are copied to a free RAM page below 1 MiB that the frame
+//! allocator gives up for good. They load a GDT from the kernel's rodata
+//! (`uk_ap_gdt`: 32-bit code, data, 64-bit code), turn on protection and jump
+//! to `uk_ap_start32` in the kernel's text, which enables the same CR0/CR4/
+//! EFER bits as the boot CPU's entry (`arch::boot`), paging through the boot
+//! identity map of the first 4 GiB (`uk_boot_pml4`), and long mode. In
+//! 64-bit code the AP switches to the kernel's page tables, takes a ticket
+//! (an atomic counter) that selects its own [`ApBlock`] (interrupt stacks,
+//! a 16 KiB stack, its per-CPU data and descriptor tables), and calls
+//! [`ap_main`]: its own GDT and TSS, the shared IDT, GS base at its
+//! [`PerCpu`], the vector state the boot CPU chose, its local APIC enabled
+//! (x2APIC where the boot CPU uses it, every local interrupt masked), then it
+//! reads its APIC id back through GS, counts itself online and halts with
+//! interrupts off for good.
+//!
+//! Parked APs run no code that takes a kernel lock: the kernel's locks and
+//! the scheduler still assume one CPU (docs/ARCHITECTURE.md, "Multiple
+//! CPUs"). With one CPU in the MADT none of this runs.
+
+use core::arch::global_asm;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use super::gdt::{self, CpuTables, IST_TOTAL};
+use super::{apic, cpu, idt, simd};
+use crate::mm::{self, PAGE};
+use crate::sync::BootCell;
+
+/// Most CPUs brought up (the boot CPU included).
+pub const MAX_CPUS: usize = 64;
+/// Stack of a parked AP (only `ap_main` runs on it).
+const AP_STACK: usize = 16 * 1024;
+/// How long the boot CPU waits for one AP after its second SIPI.
+const AP_TIMEOUT_MS: u64 = 2000;
+
+/// One CPU's data, reached through its GS base (`gs:0` holds the block's
+/// own address).
+#[repr(C)]
+pub struct PerCpu {
+    this: u64,
+    /// 0 for the boot CPU, then 1.. in the order the APs came up.
+    pub index: u32,
+    /// The local APIC id.
+    pub apic_id: u32,
+}
+
+/// Everything an AP owns, in frames the boot CPU takes from the allocator
+/// (identity mapped, resident, never freed).
+#[repr(C)]
+struct ApBlock {
+    ist: [u8; IST_TOTAL],
+    stack: [u8; AP_STACK],
+    percpu: PerCpu,
+    tables: CpuTables,
+}
+
+/// The boot CPU's per-CPU data (.bss; filled by [`start`]).
+static BSP_CPU: BootCell<PerCpu> = BootCell::new(PerCpu {
+    this: 0,
+    index: 0,
+    apic_id: 0,
+});
+
+/// Read by the APs' entry code: the kernel's page-table root, how many
+/// [`ApBlock`]s exist, their addresses, and the next ticket.
+static UK_AP_CR3: AtomicU64 = AtomicU64::new(0);
+static UK_AP_COUNT: AtomicU32 = AtomicU32::new(0);
+static UK_AP_TICKET: AtomicU32 = AtomicU32::new(0);
+static UK_AP_BLOCKS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+/// APs that finished [`ap_main`]'s setup.
+static ONLINE: AtomicU32 = AtomicU32::new(0);
+
+global_asm!(
+    r#"
+    .section .rodata.uk_ap, "a"
+    .p2align 3
+uk_ap_gdt:
+    .quad 0
+    .quad 0x00cf9b000000ffff     /* 0x08: 32-bit code */
+    .quad 0x00cf93000000ffff     /* 0x10: data */
+    .quad 0x00af9b000000ffff     /* 0x18: 64-bit code */
+
+    /* Copied to the trampoline page; runs in real mode with cs = page << 8,
+       ip = 0. Hand-encoded: lgdt and ljmp with 32-bit operands. */
+    .p2align 4
+    .global uk_ap_tramp
+uk_ap_tramp:
+    .byte 0xfa, 0xfc             /* cli; cld */
+    .byte 0x8c, 0xc8             /* mov ax, cs */
+    .byte 0x8e, 0xd8             /* mov ds, ax */
+    .byte 0x66, 0x0f, 0x01, 0x16 /* lgdt dword [gdtr] */
+    .word 3f - uk_ap_tramp
+    .byte 0x0f, 0x20, 0xc0       /* mov eax, cr0 */
+    .byte 0x0c, 0x01             /* or al, 1 (PE) */
+    .byte 0x0f, 0x22, 0xc0       /* mov cr0, eax */
+    .byte 0x66, 0xff, 0x2e       /* ljmp dword [farptr] */
+    .word 4f - uk_ap_tramp
+    .p2align 1
+3:  .word 31                     /* gdtr: limit, base */
+    .long uk_ap_gdt
+4:  .long uk_ap_start32          /* farptr: offset, selector */
+    .word 0x08
+    .global uk_ap_tramp_end
+uk_ap_tramp_end:
+
+    .section .text.uk_ap, "ax"
+    .code32
+uk_ap_start32:
+    mov ax, 0x10
+    mov ds, ax
+    mov es, ax
+    mov ss, ax
+    mov eax, cr4
+    or eax, 0x620                /* PAE | OSFXSR | OSXMMEXCPT, as the BSP */
+    mov cr4, eax
+    mov eax, offset uk_boot_pml4
+    mov cr3, eax
+    mov ecx, 0xC0000080          /* EFER */
+    rdmsr
+    or eax, 0x900                /* LME | NXE */
+    wrmsr
+    mov eax, cr0
+    and eax, 0xfffffff3          /* clear EM and TS */
+    or eax, 0x80010003           /* PG | WP | MP | PE */
+    mov cr0, eax
+    .byte 0xea                   /* ljmp 0x18:uk_ap_start64 */
+    .long uk_ap_start64
+    .word 0x18
+
+    .code64
+uk_ap_start64:
+    mov ax, 0x10
+    mov ds, ax
+    mov es, ax
+    mov ss, ax
+    xor eax, eax
+    mov fs, ax
+    mov gs, ax
+    mov rax, qword ptr [rip + {cr3}]
+    mov cr3, rax                 /* the kernel's tables (may be above 4 GiB) */
+    mov eax, 1
+    lock xadd dword ptr [rip + {ticket}], eax
+    cmp eax, dword ptr [rip + {count}]
+    jae 2f                       /* no block for this CPU */
+    lea rcx, [rip + {blocks}]
+    mov rdi, qword ptr [rcx + rax * 8]
+    lea rsp, [rdi + {stack_top}]
+    mov esi, eax
+    fninit
+    xor ebp, ebp
+    call {main}
+2:
+    cli
+    hlt
+    jmp 2b
+"#,
+    cr3 = sym UK_AP_CR3,
+    ticket = sym UK_AP_TICKET,
+    count = sym UK_AP_COUNT,
+    blocks = sym UK_AP_BLOCKS,
+    stack_top = const core::mem::offset_of!(ApBlock, percpu),
+    main = sym ap_main,
+);
+
+unsafe extern "C" {
+    static uk_ap_tramp: u8;
+    static uk_ap_tramp_end: u8;
+}
+
+/// Sets GS base to `p` and fills in the block.
+///
+/// # Safety
+/// `p` is this CPU's own, 'static, writable [`PerCpu`].
+unsafe fn set_percpu(p: *mut PerCpu, index: u32, apic_id: u32) {
+    // SAFETY: per the caller, nobody else writes `p`.
+    unsafe {
+        p.write(PerCpu {
+            this: p as u64,
+            index,
+            apic_id,
+        })
+    };
+    // IA32_GS_BASE; GS is not otherwise used (no user mode, no swapgs).
+    let mut gs = x86_64::registers::model_specific::Msr::new(0xc000_0101);
+    // SAFETY: setting GS base changes no memory and nothing else reads it.
+    unsafe { gs.write(p as u64) };
+}
+
+/// This CPU's [`PerCpu`] (valid after [`start`] on the boot CPU, from the
+/// first instructions of [`ap_main`] on an AP).
+pub fn this_cpu() -> &'static PerCpu {
+    let p: u64;
+    // SAFETY: reads `gs:0`, the block's own address, which `set_percpu`
+    // stored before anything calls this.
+    unsafe {
+        core::arch::asm!("mov {}, gs:[0]", out(reg) p, options(nostack, readonly, preserves_flags))
+    };
+    // SAFETY: the block is 'static and only written before GS base pointed at it.
+    unsafe { &*(p as *const PerCpu) }
+}
+
+/// CPUs online, the boot CPU included.
+pub fn online() -> u32 {
+    ONLINE.load(Ordering::Acquire) + 1
+}
+
+/// The AP's Rust entry, on its own stack in its own block. Never returns.
+extern "C" fn ap_main(block: u64, ticket: u64) -> ! {
+    let b = block as *mut ApBlock;
+    // SAFETY: `block` is the ApBlock the ticket selected: zeroed, identity
+    // mapped, 'static (never freed) and used by this CPU alone (tickets are
+    // unique); its IST area is IST_TOTAL bytes.
+    unsafe { gdt::load(&raw mut (*b).tables, block) };
+    idt::load();
+    let apic_id = cpu::cpuid(1, 0).ebx >> 24;
+    let apic_id = if apic::is_x2apic() {
+        cpu::cpuid(0xb, 0).edx
+    } else {
+        apic_id
+    };
+    // SAFETY: as above, the block's PerCpu belongs to this CPU.
+    unsafe { set_percpu(&raw mut (*b).percpu, ticket as u32 + 1, apic_id) };
+    simd::init_ap();
+    apic::init_ap();
+    // Online means its per-CPU data answers through GS.
+    if this_cpu().apic_id == apic_id {
+        ONLINE.fetch_add(1, Ordering::Release);
+    }
+    cpu::halt_forever()
+}
+
+/// Spins up to `cycles` TSC cycles for the online count to move from
+/// `before`; true if it did.
+fn wait_online(before: u32, cycles: u64) -> bool {
+    let end = cpu::rdtsc() + cycles;
+    loop {
+        if ONLINE.load(Ordering::Acquire) != before {
+            return true;
+        }
+        if cpu::rdtsc() >= end {
+            return false;
+        }
+        core::hint::spin_loop();
+    }
+}
+
+/// Sets up the boot CPU's per-CPU data, starts the APs of the MADT and
+/// prints `smp: N CPUs online`. Called once at boot after `irq::init`.
+pub fn start() {
+    let bsp = apic::id();
+    // SAFETY: boot, one CPU: BSP_CPU is the boot CPU's and written only here.
+    unsafe { set_percpu(BSP_CPU.get(), 0, bsp) };
+    let targets = crate::irq::ap_targets(MAX_CPUS - 1);
+    if !targets.is_empty() {
+        start_aps(&targets);
+    }
+    crate::println!("smp: {} CPUs online", online());
+}
+
+fn start_aps(targets: &[u32]) {
+    let Some(page) = mm::take_low_page() else {
+        crate::println!("smp: no free page below 1 MiB for the APs");
+        return;
+    };
+    let tramp = &raw const uk_ap_tramp;
+    let len = &raw const uk_ap_tramp_end as usize - tramp as usize;
+    // SAFETY: `page` is a RAM page below 1 MiB, identity mapped writable and
+    // now owned by this code alone; the trampoline is a few dozen bytes.
+    unsafe { core::ptr::copy_nonoverlapping(tramp, page as *mut u8, len) };
+    UK_AP_CR3.store(
+        x86_64::registers::control::Cr3::read_raw()
+            .0
+            .start_address()
+            .as_u64(),
+        Ordering::Relaxed,
+    );
+    let pages = core::mem::size_of::<ApBlock>().div_ceil(PAGE as usize) as u64;
+    let mut count = 0;
+    for slot in UK_AP_BLOCKS.iter().take(targets.len()) {
+        let Ok(b) = mm::alloc_dma(pages) else { break };
+        slot.store(b, Ordering::Relaxed);
+        count += 1;
+    }
+    // Release: an AP that reads the count sees the blocks and CR3 above.
+    UK_AP_COUNT.store(count as u32, Ordering::Release);
+    let ms = crate::time::tsc_hz().max(1_000_000_000) / 1000;
+    let hypervisor = cpu::cpuid(1, 0).ecx & (1 << 31) != 0;
+    let sipi = apic::ICR_STARTUP | (page >> 12) as u32;
+    // One AP at a time, by the online count: an AP given up on that comes
+    // up late (it still gets its own block: tickets) is taken for the next
+    // one, which is then reported as online without having been seen; the
+    // printed total counts every AP that came up by the end.
+    'cpus: for &id in &targets[..count] {
+        let before = ONLINE.load(Ordering::Acquire);
+        apic::send_ipi(id, apic::ICR_INIT);
+        // The 10 ms between INIT and SIPI that the MP specification asks of
+        // real hardware; a hypervisor handles INIT at once (Linux skips the
+        // wait on every modern CPU).
+        if !hypervisor {
+            wait_online(before, 10 * ms);
+        }
+        // A second SIPI if the first was missed, as the specification says.
+        for wait_ms in [1, AP_TIMEOUT_MS] {
+            apic::send_ipi(id, sipi);
+            if wait_online(before, wait_ms * ms) {
+                continue 'cpus;
+            }
+        }
+        crate::println!("smp: CPU with APIC id {id} did not start; skipped");
+    }
+}
