@@ -109,9 +109,28 @@ impl<L: Locking> Vfs<L> {
         if target.inode.kind() != FileKind::Directory {
             return Err(VfsError::ENOTDIR);
         }
+        self.add_mount(target.path, fs)
+    }
+
+    /// Mounts `fs` at `path` like [`mount`](Self::mount), or, when `path`
+    /// does not exist, on a mount point of its own under the existing
+    /// directory that would hold it (a read-only root that has no such
+    /// directory): paths below it reach `fs`, but the parent's listing does
+    /// not show it.
+    pub fn mount_new(&self, path: &str, fs: FsRef) -> Result<u64> {
+        match self.resolve("/", path, true) {
+            Err(VfsError::ENOENT) => {
+                let (_, _, full) = self.parent_of("/", path)?;
+                self.add_mount(full, fs)
+            }
+            _ => self.mount(path, fs),
+        }
+    }
+
+    fn add_mount(&self, path: String, fs: FsRef) -> Result<u64> {
         let dev = self.next_dev.fetch_add(1, Ordering::Relaxed);
         let mount = Arc::new(Mount {
-            path: target.path,
+            path,
             dev,
             root: fs.root(),
             fs,
@@ -324,6 +343,10 @@ impl<L: Locking> Vfs<L> {
         op: impl FnOnce(&InodeRef, &str) -> Result<Option<InodeRef>>,
     ) -> Result<Located> {
         let (dir, name, full) = self.parent_of(cwd, path)?;
+        // A mount point (which may not exist below: `mount_new`).
+        if self.is_mount_point(&full) {
+            return Err(VfsError::EEXIST);
+        }
         if dir.read_only {
             return Err(VfsError::EROFS);
         }
