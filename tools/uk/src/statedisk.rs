@@ -117,6 +117,55 @@ pub fn check(path: &Path) -> Result<Outcome, Error> {
     Ok(Outcome::Existing(fs.generation(), files))
 }
 
+/// The contents of `file` (`"dir/name"`) on the state disk `path`.
+pub fn read_file(path: &Path, file: &str) -> Result<Vec<u8>, Error> {
+    let d = FileDisk::open(path, false)
+        .map_err(|e| Error::Failed(format!("{}: {e}", path.display())))?;
+    let (fs, _) =
+        StateFs::mount(d).map_err(|e| Error::Failed(format!("{}: {e}", path.display())))?;
+    let ino = fs
+        .resolve(file)
+        .map_err(|e| Error::Failed(format!("{}: {file}: {e}", path.display())))?;
+    let size = fs.meta(ino).map(|m| m.size).unwrap_or(0) as usize;
+    let mut buf = vec![0; size];
+    fs.read(ino, 0, &mut buf)
+        .map_err(|e| Error::Failed(format!("{}: {file}: {e}", path.display())))?;
+    Ok(buf)
+}
+
+/// Writes `file` (`"dir/name"`, directories made as needed) on the state
+/// disk `path`, replacing it whole (one record: crash safe as in the
+/// guest).
+pub fn write_file(path: &Path, file: &str, data: &[u8]) -> Result<(), Error> {
+    let fail = |e: statefs::Error| Error::Failed(format!("{}: {file}: {e}", path.display()));
+    let d = FileDisk::open(path, true)
+        .map_err(|e| Error::Failed(format!("{}: {e}", path.display())))?;
+    let (mut fs, _) = StateFs::mount(d).map_err(fail)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let parts: Vec<&str> = file.split('/').filter(|p| !p.is_empty()).collect();
+    let (name, dirs) = parts.split_last().ok_or(fail(statefs::Error::BadName))?;
+    let mut dir = statefs::ROOT;
+    for p in dirs {
+        dir = match fs.lookup(dir, p) {
+            Ok(i) => i,
+            Err(statefs::Error::NotFound) => fs.mkdir(dir, p, 0o700, now).map_err(fail)?,
+            Err(e) => return Err(fail(e)),
+        };
+    }
+    let ino = match fs.lookup(dir, name) {
+        Ok(i) => {
+            fs.truncate(i, 0, now).map_err(fail)?;
+            i
+        }
+        Err(statefs::Error::NotFound) => fs.create(dir, name, 0o600, now).map_err(fail)?,
+        Err(e) => return Err(fail(e)),
+    };
+    fs.write_at(ino, 0, data, now).map_err(fail)?;
+    fs.sync().map_err(fail)
+}
+
 /// [`ensure`], saying what it did on stderr.
 pub fn prepare(path: &Path) -> Result<(), Error> {
     match ensure(path)? {
@@ -169,6 +218,12 @@ mod tests {
             check(&p).unwrap(),
             Outcome::Existing(3, vec![("acme/k.pem".into(), 3)])
         );
+        assert_eq!(read_file(&p, "acme/k.pem").unwrap(), b"key");
+        write_file(&p, "acme/k.pem", b"other key").unwrap();
+        write_file(&p, "new/dir/f", b"").unwrap();
+        assert_eq!(read_file(&p, "acme/k.pem").unwrap(), b"other key");
+        assert_eq!(read_file(&p, "new/dir/f").unwrap(), b"");
+        assert!(read_file(&p, "acme/none").is_err());
         // Anything else is refused and left alone.
         let other = dir.join("other.img");
         std::fs::write(&other, vec![7u8; 4096]).unwrap();
