@@ -576,6 +576,9 @@ pub fn execute(cmd: Cmd) -> Result<i32, Error> {
             } else {
                 crate::build::Flavor::Plain
             };
+            if state_disk.is_some() && flavor != crate::build::Flavor::Tls {
+                eprintln!("{STATE_DISK_PLAIN}");
+            }
             if format != crate::image::ImageFormat::Ext4 {
                 return crate::bootdisk::image_command(
                     &app, &site, &out, format, &args, &files, flavor,
@@ -707,6 +710,10 @@ fn display_path(p: &Path) -> String {
         .to_string()
 }
 
+/// Said when a state disk goes with an image that does not mount it.
+const STATE_DISK_PLAIN: &str = "uk: note: only httpd's TLS image (--tls, --tls-cert, --acme-*) \
+                                mounts the state disk; this image leaves it alone";
+
 fn run(r: RunArgs) -> Result<i32, Error> {
     let app = r.app.clone().unwrap_or_else(|| default_app().to_string());
     check_app(&app)?;
@@ -761,6 +768,9 @@ fn run(r: RunArgs) -> Result<i32, Error> {
     };
     if let Some(f) = &r.state_disk {
         crate::statedisk::prepare(f)?;
+        if flavor != crate::build::Flavor::Tls {
+            eprintln!("{STATE_DISK_PLAIN}");
+        }
     }
     if let Some(sc) = &sc {
         // The site's settings first, the user's own arguments after them.
@@ -1386,6 +1396,20 @@ mod tests {
             usage_err(&["image", "--site", "s", "-o", "o", "--tls-key", "k"])
                 .contains("--tls-cert")
         );
+    }
+
+    #[test]
+    fn state_disk_flag() {
+        let r = run_args(&["--tls", "--state-disk", "s.img"]);
+        assert_eq!(r.state_disk.as_deref(), Some(Path::new("s.img")));
+        assert_eq!(run_args(&[]).state_disk, None);
+        match p(&["image", "--site", "s", "-o", "o", "--state-disk", "st.img"]).unwrap() {
+            Cmd::Image { state_disk, .. } => {
+                assert_eq!(state_disk.as_deref(), Some(Path::new("st.img")))
+            }
+            c => panic!("{c:?}"),
+        }
+        assert!(usage_err(&["run", "--state-disk"]).contains("FILE"));
     }
 
     #[test]
