@@ -251,6 +251,11 @@ fn mount_new_on_a_missing_directory() {
         vfs.mkdir("/", "/state", 0o700).err(),
         Some(VfsError::EEXIST)
     );
+    assert_eq!(
+        vfs.create("/", "/state", 0o600).err(),
+        Some(VfsError::EEXIST)
+    );
+    assert_eq!(vfs.unlink("/", "/state").err(), Some(VfsError::EISDIR));
     // Its parent must exist; an existing directory is mounted over as usual.
     assert_eq!(
         vfs.mount_new("/no/such", Arc::new(TmpFs::<L>::new())).err(),

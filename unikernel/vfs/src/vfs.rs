@@ -340,12 +340,18 @@ impl<L: Locking> Vfs<L> {
         &self,
         cwd: &str,
         path: &str,
+        creating: bool,
         op: impl FnOnce(&InodeRef, &str) -> Result<Option<InodeRef>>,
     ) -> Result<Located> {
         let (dir, name, full) = self.parent_of(cwd, path)?;
-        // A mount point (which may not exist below: `mount_new`).
+        // A mount point (which may not exist below: `mount_new`) is a
+        // directory of its own, whatever the parent holds.
         if self.is_mount_point(&full) {
-            return Err(VfsError::EEXIST);
+            return Err(if creating {
+                VfsError::EEXIST
+            } else {
+                VfsError::EISDIR
+            });
         }
         if dir.read_only {
             return Err(VfsError::EROFS);
@@ -372,17 +378,21 @@ impl<L: Locking> Vfs<L> {
         if has_trailing_slash(path) {
             return Err(VfsError::EISDIR);
         }
-        self.modify(cwd, path, |dir, name| dir.create(name, perm).map(Some))
+        self.modify(cwd, path, true, |dir, name| {
+            dir.create(name, perm).map(Some)
+        })
     }
 
     /// Creates a directory.
     pub fn mkdir(&self, cwd: &str, path: &str, perm: u32) -> Result<Located> {
-        self.modify(cwd, path, |dir, name| dir.mkdir(name, perm).map(Some))
+        self.modify(cwd, path, true, |dir, name| dir.mkdir(name, perm).map(Some))
     }
 
     /// Creates a symbolic link at `path` pointing at `target`.
     pub fn symlink(&self, cwd: &str, target: &str, path: &str) -> Result<Located> {
-        self.modify(cwd, path, |dir, name| dir.symlink(name, target).map(Some))
+        self.modify(cwd, path, true, |dir, name| {
+            dir.symlink(name, target).map(Some)
+        })
     }
 
     /// Removes a non-directory.
@@ -394,8 +404,10 @@ impl<L: Locking> Vfs<L> {
                 Err(e) => e,
             });
         }
-        self.modify(cwd, path, |dir, name| dir.unlink(name).map(|()| None))
-            .map(drop)
+        self.modify(cwd, path, false, |dir, name| {
+            dir.unlink(name).map(|()| None)
+        })
+        .map(drop)
     }
 
     /// Removes an empty directory. `EBUSY` for a mount point or `/`.
@@ -404,8 +416,10 @@ impl<L: Locking> Vfs<L> {
         if full == "/" || self.is_mount_point(&full) {
             return Err(VfsError::EBUSY);
         }
-        self.modify(cwd, &full, |dir, name| dir.rmdir(name).map(|()| None))
-            .map(drop)
+        self.modify(cwd, &full, false, |dir, name| {
+            dir.rmdir(name).map(|()| None)
+        })
+        .map(drop)
     }
 
     /// Opens `path` with `flags` (creating it with `perm` under `O_CREAT`)
