@@ -148,6 +148,8 @@ pub struct BootOpts {
     /// Give QEMU a QMP socket, for [`Guest::qmp`] (`system_powerdown`,
     /// `send-key`).
     pub qmp: bool,
+    /// A state disk (writable virtio-blk, `cargo uk run --state-disk`).
+    pub state_disk: Option<PathBuf>,
 }
 
 impl Default for BootOpts {
@@ -168,6 +170,7 @@ impl Default for BootOpts {
             firecracker: false,
             disk_bus: DiskBus::Blk,
             qmp: false,
+            state_disk: None,
         }
     }
 }
@@ -202,6 +205,12 @@ impl BootOpts {
     /// Attaches a raw disk image (read-only virtio-blk, the root fs).
     pub fn disk(mut self, image: impl Into<PathBuf>) -> BootOpts {
         self.disk = Some(image.into());
+        self
+    }
+
+    /// Attaches the state disk `file` (writable virtio-blk).
+    pub fn state_disk(mut self, file: impl Into<PathBuf>) -> BootOpts {
+        self.state_disk = Some(file.into());
         self
     }
 
@@ -400,6 +409,7 @@ impl Guest {
             dgram: opts.dgram,
             disk: opts.disk,
             disk_bus: opts.disk_bus,
+            state_disk: opts.state_disk,
         };
         cfg.apply_app_defaults(app);
         let mut cmd = match firmware {

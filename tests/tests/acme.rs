@@ -8,9 +8,13 @@
 //! no `PEBBLE_VA_ALWAYS_VALID`), and finds the guest by the test domain
 //! through the namespace's `/etc/netns/<ns>/hosts`. Failures on the way
 //! (the directory not up yet, a validation that cannot reach the guest) are
-//! logged and retried while HTTP is served; a second boot with a stored
-//! certificate that is due serves it and renews it. Needs root, a C
-//! compiler (ring) and openssl; pebble is installed with apt-get if missing.
+//! logged and retried while HTTP is served. These boots have a state disk
+//! (`--state-disk`): the second one serves the stored certificate with no
+//! new order, the third renews a due certificate put on the disk with the
+//! first boot's account. A last boot without a state disk, whose image
+//! holds a stored certificate that is due, serves it and renews it. Needs
+//! root, a C compiler (ring) and openssl; pebble is installed with apt-get
+//! if missing.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -229,6 +233,37 @@ fn served_cert(ns: &Netns) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The SHA-256 fingerprint of the certificate the guest serves on 443.
+fn served_fingerprint(ns: &Netns) -> String {
+    let out = ns
+        .command(
+            "sh",
+            &[
+                "-c",
+                &format!(
+                    "openssl s_client -connect {}:443 -servername {DOMAIN} </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256",
+                    ns.guest_ip
+                ),
+            ],
+        )
+        .output()
+        .unwrap();
+    let f = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(f.contains("Fingerprint="), "no certificate served: {f}");
+    f
+}
+
+/// How many times pebble's log says `needle`.
+fn pebble_says(log: &Path, needle: &str) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .matches(needle)
+        .count()
+}
+
+const CRT: &str = "acme/acme-test.example.crt.pem";
+const KEY: &str = "acme/acme-test.example.key.pem";
+
 #[test]
 fn acme_certificate_from_pebble_over_http01() {
     if uk_tests::skip_unless_root() {
@@ -310,6 +345,10 @@ fn acme_certificate_from_pebble_over_http01() {
     let mut args = vec!["--root".to_string(), "/www".to_string()];
     args.extend(acme.httpd_args().expect("the image's httpd arguments"));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    // A state disk, as `cargo uk run --state-disk` makes it: the account
+    // and the certificate are kept there across boots.
+    let state = dir.join("state.img");
+    uk_cli::statedisk::ensure(&state).expect("make the state disk");
 
     // The guest first: the directory is not up yet, so the first attempt
     // fails, is logged and retried, and HTTP is served meanwhile.
@@ -317,9 +356,14 @@ fn acme_certificate_from_pebble_over_http01() {
         "httpd",
         uk_tests::image_flavor("httpd", Flavor::Tls),
         Machine::Microvm,
-        ns.boot_opts(&args).disk(&image).mem("128M"),
+        ns.boot_opts(&args)
+            .disk(&image)
+            .state_disk(&state)
+            .mem("128M"),
     );
     g.expect("httpd: serving");
+    g.assert_output_contains("uk: fs: state disk on");
+    g.assert_output_contains("httpd: ACME: account key and certificates on the state disk");
     g.wait_for("trying again in 10 s", Duration::from_secs(120))
         .unwrap_or_else(|e| {
             panic!(
@@ -476,11 +520,77 @@ fn acme_certificate_from_pebble_over_http01() {
     for l in g.lines().iter().filter(|l| l.contains("ACME")) {
         eprintln!("guest: {l}");
     }
+    g.assert_output_contains("httpd: ACME: new account key in /state/acme/account.key.pem");
+    let first = served_fingerprint(&ns);
+    drop(g);
+    // The account, the certificate and its key are on the state disk.
+    let crt1 = uk_cli::statedisk::read_file(&state, CRT).expect("certificate on the state disk");
+    assert!(String::from_utf8_lossy(&crt1).contains("BEGIN CERTIFICATE"));
+    uk_cli::statedisk::read_file(&state, KEY).expect("key on the state disk");
+    uk_cli::statedisk::read_file(&state, "acme/account.key.pem")
+        .expect("account on the state disk");
+    let issued = pebble_says(&log, "Issued certificate serial");
+    assert_eq!(issued, 1, "pebble log: {}", pebble_log());
+    assert_eq!(pebble_says(&log, "There are now 1 accounts"), 1);
+
+    // Second boot with the same state disk: the stored certificate is
+    // served at once, with no new order.
+    let g = Guest::boot_image(
+        "httpd",
+        uk_tests::image_flavor("httpd", Flavor::Tls),
+        Machine::Microvm,
+        ns.boot_opts(&args)
+            .disk(&image)
+            .state_disk(&state)
+            .mem("128M"),
+    );
+    g.wait_for(
+        "httpd: HTTPS on port 443 with the ACME certificate for acme-test.example (loaded from the state disk",
+        Duration::from_secs(60),
+    )
+    .unwrap_or_else(|e| panic!("stored certificate not served: {e}\n{}", g.failure("acme")));
+    assert_eq!(served_fingerprint(&ns), first, "not the stored certificate");
+    let out = ns
+        .command(
+            "curl",
+            &[
+                "-sS",
+                "--max-time",
+                "30",
+                "--cacert",
+                &root.display().to_string(),
+                "--resolve",
+                &format!("{DOMAIN}:443:{}", ns.guest_ip),
+                &format!("https://{DOMAIN}/index.html"),
+            ],
+        )
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hello over acme\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = g.output();
+    assert!(!text.contains("answering the HTTP-01 challenge"), "{text}");
+    assert!(!text.contains("new account key"), "{text}");
+    assert_eq!(
+        pebble_says(&log, "Issued certificate serial"),
+        issued,
+        "a new order on the second boot"
+    );
+    for l in g
+        .lines()
+        .iter()
+        .filter(|l| l.contains("ACME") || l.contains("state disk"))
+    {
+        eprintln!("guest (state disk, boot 2): {l}");
+    }
     drop(g);
 
-    // Next boot with a stored state (what a writable disk keeps): the
-    // stored certificate is served at once, and as it is due it is renewed
-    // with the stored account key, the new one replacing it.
+    // The stored states of the next boots: a certificate for the domain
+    // signed by the test CA that is due for renewal.
     std::fs::create_dir_all(dir.join("site2/acme")).unwrap();
     std::fs::create_dir_all(dir.join("site2/www")).unwrap();
     std::fs::write(dir.join("site2/www/index.html"), b"hello over acme\n").unwrap();
@@ -497,6 +607,64 @@ fn acme_certificate_from_pebble_over_http01() {
         );
         return;
     }
+    // Third boot with the state disk holding that due certificate: served
+    // at once, renewed with the account of the first boot (pebble still
+    // knows one account), the new certificate kept on the state disk.
+    let due_crt = std::fs::read(dir.join("site2").join(CRT)).unwrap();
+    uk_cli::statedisk::write_file(&state, CRT, &due_crt).unwrap();
+    uk_cli::statedisk::write_file(
+        &state,
+        KEY,
+        &std::fs::read(dir.join("site2").join(KEY)).unwrap(),
+    )
+    .unwrap();
+    let g = Guest::boot_image(
+        "httpd",
+        uk_tests::image_flavor("httpd", Flavor::Tls),
+        Machine::Microvm,
+        ns.boot_opts(&args)
+            .disk(&image)
+            .state_disk(&state)
+            .mem("128M"),
+    );
+    g.wait_for(
+        "httpd: HTTPS on port 443 with the ACME certificate for acme-test.example (loaded from the state disk",
+        Duration::from_secs(60),
+    )
+    .unwrap_or_else(|e| panic!("stored certificate not served: {e}\n{}", g.failure("acme")));
+    g.wait_for(
+        "httpd: HTTPS now with the ACME certificate for acme-test.example (obtained",
+        OBTAIN_TIMEOUT,
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "no renewal: {e}\n--- pebble ---\n{}\n{}",
+            pebble_log(),
+            g.failure("acme")
+        )
+    });
+    g.assert_output_contains("httpd: ACME: account key loaded from /state/acme/account.key.pem");
+    assert_eq!(
+        pebble_says(&log, "There are now 2 accounts"),
+        0,
+        "a new account: {}",
+        pebble_log()
+    );
+    assert_eq!(pebble_says(&log, "Issued certificate serial"), issued + 1);
+    let renewed = served_fingerprint(&ns);
+    assert_ne!(renewed, first);
+    drop(g);
+    let crt3 = uk_cli::statedisk::read_file(&state, CRT).unwrap();
+    assert_ne!(
+        crt3, due_crt,
+        "the renewed certificate is not on the state disk"
+    );
+    assert_ne!(crt3, crt1);
+
+    // Without a state disk, a stored state put in the image (`--acme-state`,
+    // read only): the stored certificate is served at once, and as it is
+    // due it is renewed with the stored account key, the new one replacing
+    // it (in /tmp/acme).
     let image2 = dir.join("site2.img");
     build_image_with(
         &dir.join("site2"),

@@ -433,3 +433,62 @@ to = "/new/"
         std::panic::resume_unwind(e);
     }
 }
+
+/// `run --state-disk FILE`: a missing FILE is made and the TLS kernel
+/// mounts it writable at /state, with what the host wrote on it; a file
+/// that is not a state disk is refused (exit 2) and left as it was.
+#[test]
+fn state_disk_made_mounted_and_refused() {
+    let dir = uk_cli::image::temp_path("cli-state-disk");
+    std::fs::create_dir_all(&dir).unwrap();
+    let state = dir.join("state.img");
+    let state_arg = state.display().to_string();
+    let port = free_port();
+    let fwd = format!("{port}:80");
+    let run = [
+        "run",
+        "--tls",
+        "--state-disk",
+        &state_arg,
+        "--fwd",
+        &fwd,
+        "--tcg",
+    ];
+    let mut cli = Cli::spawn(&run);
+    cli.wait_for("httpd: serving", Duration::from_secs(600));
+    let out = cli.output();
+    assert!(out.contains("uk: made the state disk"), "{out}");
+    assert!(
+        out.contains("at /state (generation 1, 4 of 523744 bytes used)"),
+        "{out}"
+    );
+    cli.child.kill().unwrap();
+    cli.wait_exit(Duration::from_secs(10));
+    drop(cli);
+    // What the host writes, the guest finds (generation 2 the directory, 3
+    // the file with its contents).
+    uk_cli::statedisk::write_file(&state, "acme/x.pem", b"kept").unwrap();
+    let mut cli = Cli::spawn(&run);
+    cli.wait_for("httpd: serving", Duration::from_secs(300));
+    let out = cli.output();
+    assert!(out.contains("uk: state disk "), "{out}");
+    assert!(out.contains("1 file(s): acme/x.pem"), "{out}");
+    assert!(out.contains("at /state (generation 3,"), "{out}");
+    cli.child.kill().unwrap();
+    cli.wait_exit(Duration::from_secs(10));
+    drop(cli);
+    // Not a state disk: refused before anything boots, untouched.
+    let other = dir.join("other.img");
+    std::fs::write(&other, vec![0u8; 65536]).unwrap();
+    let (code, _, err) = uk_output(&[
+        "run",
+        "--tls",
+        "--state-disk",
+        &other.display().to_string(),
+        "--tcg",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("not a state disk"), "{err}");
+    assert_eq!(std::fs::read(&other).unwrap(), vec![0u8; 65536]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

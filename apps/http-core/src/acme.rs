@@ -832,11 +832,17 @@ pub fn plan_challenge(
 /// (tmpfs, lost when the VM stops).
 pub const FALLBACK_STATE: &str = "/tmp/acme";
 
+/// Where the kernel mounts a state disk (`unikernel::fs::state`); httpd
+/// keeps the ACME state in [`STATE_DISK_ACME`] on it.
+pub const STATE_DISK: &str = "/state";
+/// The ACME state on a state disk.
+pub const STATE_DISK_ACME: &str = "/state/acme";
+
 /// Whether the file-system path `p` is ACME state (the account key, the
-/// certificate's private key) that must never be served: under `state` or
-/// [`FALLBACK_STATE`].
+/// certificate's private key) that must never be served: under `state`,
+/// [`FALLBACK_STATE`] or on the state disk ([`STATE_DISK`]).
 pub fn is_private(p: &str, state: &str) -> bool {
-    [state.trim_end_matches('/'), FALLBACK_STATE]
+    [state.trim_end_matches('/'), FALLBACK_STATE, STATE_DISK]
         .iter()
         .any(|d| p == *d || p.strip_prefix(d).is_some_and(|r| r.starts_with('/')))
 }
@@ -1235,6 +1241,9 @@ mod tests {
         assert!(!is_private("/acmex/x", "/acme"));
         assert!(!is_private("/www/acme/x", "/acme"));
         assert!(!is_private("/tmp/acme2", "/acme"));
+        assert!(is_private("/state/acme/account.key.pem", "/acme"));
+        assert!(is_private("/state", "/acme"));
+        assert!(!is_private("/stately/x", "/acme"));
     }
 
     #[test]

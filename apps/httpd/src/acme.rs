@@ -18,11 +18,15 @@
 //! renewal time is served at once, and a stored account key is reused.
 //! Renewal is at two thirds of the certificate's lifetime. Every failure is
 //! logged (`httpd: ACME: ...`) and retried with a backoff from 10 s doubling
-//! to an hour. The root file system is read-only ext4 today, so the state
-//! directory is usually not writable: the files then go to `/tmp/acme`
-//! (tmpfs) and last until the VM stops; a state directory that already holds
-//! an account key and certificate (put there by `cargo uk image`, or a
-//! writable file system) is used as is.
+//! to an hour. With a state disk (`cargo uk run --state-disk FILE`: the
+//! kernel mounts it writable at `/state`) the files are kept in
+//! `/state/acme`, so the next boot serves the stored certificate at once
+//! and reuses the account; files missing there are read from
+//! `--acme-state` (the image may hold them). Without one, the root file
+//! system is read-only ext4, so the state directory is usually not
+//! writable: the files then go to `/tmp/acme` (tmpfs) and last until the
+//! VM stops; a state directory that already holds an account key and
+//! certificate (put there by `cargo uk image`) is used as is.
 
 use alloc::format;
 use alloc::string::{String, ToString};
@@ -203,15 +207,52 @@ fn write_file(path: &str, data: &[u8]) -> Result<(), Errno> {
     r
 }
 
-/// Where the files go: the state directory when it is writable, else
-/// `/tmp/acme`.
+/// Where the files go: on the state disk when the kernel mounted one
+/// (`/state/acme`, kept across boots); else the state directory when it is
+/// writable, else `/tmp/acme`.
 struct Store {
     dir: String,
+    /// Where a file missing from `dir` is read from: `--acme-state` (which
+    /// the image may hold) when `dir` is on the state disk.
+    seed: Option<String>,
+}
+
+fn join(dir: &str, name: &str) -> String {
+    format!("{}/{name}", dir.trim_end_matches('/'))
 }
 
 impl Store {
+    fn new(cfg: &Acme) -> Store {
+        if unikernel::fs::state::mounted().is_some() {
+            println!(
+                "httpd: ACME: account key and certificates on the state disk, in {}",
+                proto::STATE_DISK_ACME
+            );
+            Store {
+                dir: proto::STATE_DISK_ACME.into(),
+                seed: Some(cfg.state.clone()),
+            }
+        } else {
+            Store {
+                dir: cfg.state.clone(),
+                seed: None,
+            }
+        }
+    }
+
+    fn on_state_disk(&self) -> bool {
+        self.dir == proto::STATE_DISK_ACME
+    }
+
     fn path(&self, name: &str) -> String {
-        format!("{}/{name}", self.dir.trim_end_matches('/'))
+        join(&self.dir, name)
+    }
+
+    /// The directory that holds `name`: the store's, else the seed.
+    fn holding(&self, name: &str) -> Option<&str> {
+        core::iter::once(self.dir.as_str())
+            .chain(self.seed.as_deref())
+            .find(|d| fs::stat(&join(d, name)).is_ok())
     }
 
     /// Writes `name` in the state directory, or under `/tmp/acme` (said
@@ -238,16 +279,23 @@ impl Store {
 // The thread
 
 fn run(cfg: &Acme, dir_url: Url, client: Arc<ClientConfig>) {
-    let mut store = Store {
-        dir: cfg.state.clone(),
-    };
+    let mut store = Store::new(cfg);
     let crt_name = format!("{}.crt.pem", cfg.domain);
     let key_name = format!("{}.key.pem", cfg.domain);
     // A stored certificate: served at once, renewed when due.
     let mut renew = 0i64;
-    let (crt, key) = (store.path(&crt_name), store.path(&key_name));
-    if fs::stat(&crt).is_ok() {
-        match install(&crt, &key, &cfg.domain, "loaded from the disk") {
+    if let Some(dir) = store.holding(&crt_name) {
+        let how = if dir == store.dir && store.on_state_disk() {
+            "loaded from the state disk"
+        } else {
+            "loaded from the disk"
+        };
+        match install(
+            &join(dir, &crt_name),
+            &join(dir, &key_name),
+            &cfg.domain,
+            how,
+        ) {
             Ok(r) => renew = r,
             Err(e) => println!("httpd: ACME: stored certificate not used: {e}"),
         }
@@ -278,8 +326,11 @@ fn run(cfg: &Acme, dir_url: Url, client: Arc<ClientConfig>) {
                 c.obtain(cfg)
             })
             .and_then(|(chain, key_pem)| {
-                let crt = store.save(&crt_name, chain.as_bytes())?;
+                // Each file is replaced whole (on the state disk: one
+                // record each); a cut between the two leaves a pair that
+                // does not match, refused at boot, and a new order.
                 let key = store.save(&key_name, key_pem.as_bytes())?;
+                let crt = store.save(&crt_name, chain.as_bytes())?;
                 install(&crt, &key, &cfg.domain, "obtained")
             });
         if let Some(s) = SHARED.get() {
@@ -360,8 +411,9 @@ impl Account {
 
     /// The stored account key, or a new one (stored).
     fn load_or_create(store: &mut Store) -> Result<Account, String> {
-        let path = store.path("account.key.pem");
-        if let Ok(pem_data) = read_file(&path) {
+        const NAME: &str = "account.key.pem";
+        if let Some(path) = store.holding(NAME).map(|d| join(d, NAME)) {
+            let pem_data = read_file(&path)?;
             let der = rustls::pki_types::PrivatePkcs8KeyDer::from_pem_slice(&pem_data)
                 .map_err(|e| format!("{path}: {e:?}"))?;
             let a = Account::from_pkcs8(der.secret_pkcs8_der())?;
@@ -372,10 +424,7 @@ impl Account {
             EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
                 .map_err(|e| format!("account key: {e}"))?;
         let a = Account::from_pkcs8(der.as_ref())?;
-        let p = store.save(
-            "account.key.pem",
-            pem("PRIVATE KEY", der.as_ref()).as_bytes(),
-        )?;
+        let p = store.save(NAME, pem("PRIVATE KEY", der.as_ref()).as_bytes())?;
         println!("httpd: ACME: new account key in {p}");
         Ok(a)
     }

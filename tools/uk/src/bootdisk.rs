@@ -633,6 +633,7 @@ pub fn firecracker_style_command(cfg: &crate::VmConfig) -> Command {
         ..cfg.clone()
     });
     let devices = usize::from(cfg.disk.is_some())
+        + usize::from(cfg.state_disk.is_some())
         + usize::from(cfg.tap.is_some() || cfg.net || !cfg.fwds.is_empty());
     let mut opts = vec!["console=ttyS0 reboot=k panic=1 pci=off".to_string()];
     opts.extend(microvm_mmio_options(devices));

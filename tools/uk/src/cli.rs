@@ -120,6 +120,12 @@ pub struct RunArgs {
     /// 127.0.0.1 made on the host (kept in target/uk-tls/)
     #[arg(long)]
     pub tls: bool,
+    /// Attach FILE as the guest's writable state disk (mounted at /state;
+    /// httpd keeps its ACME account and certificates there). A missing FILE
+    /// is made (1 MiB, formatted); a file that is not a state disk is
+    /// refused
+    #[arg(long = "state-disk", value_name = "FILE")]
+    pub state_disk: Option<PathBuf>,
     /// httpd's site settings (also read from DIR/uk.toml).
     #[command(flatten, next_help_heading = "Site (httpd; the same keys as uk.toml)")]
     pub site_args: crate::siteconfig::SiteArgs,
@@ -245,6 +251,12 @@ pub enum Cmd {
         /// A certificate by ACME at boot (httpd's TLS build).
         #[command(flatten, next_help_heading = "ACME (httpd with TLS; ext4 format)")]
         acme: crate::acme::AcmeArgs,
+        /// Make FILE a state disk if it does not exist (1 MiB, formatted;
+        /// an existing one must be a state disk) and attach it in the
+        /// printed boot command: the guest mounts it writable at /state,
+        /// where httpd keeps its ACME account and certificates
+        #[arg(long = "state-disk", value_name = "FILE")]
+        state_disk: Option<PathBuf>,
     },
     /// Run the host tests (cargo test), then the QEMU tests (cargo test -p uk-tests)
     #[command(
@@ -545,9 +557,20 @@ pub fn execute(cmd: Cmd) -> Result<i32, Error> {
             format,
             site_args,
             acme,
+            state_disk,
         } => {
             let app = app.unwrap_or_else(|| default_app().to_string());
             check_app(&app)?;
+            if let Some(f) = &state_disk {
+                if format != crate::image::ImageFormat::Ext4 {
+                    return Err(Error::Usage(
+                        "--state-disk goes with the ext4 format (a -kernel boot); attach it \
+                         to other formats as a second virtio-blk disk"
+                            .into(),
+                    ));
+                }
+                crate::statedisk::prepare(f)?;
+            }
             let sc = site_config(&app, Some(&site), &site_args)?;
             let mut args = sc.as_ref().map(|c| c.httpd_args()).unwrap_or_default();
             let mut files = sc.as_ref().map(|c| c.disk_files()).unwrap_or_default();
@@ -564,6 +587,9 @@ pub fn execute(cmd: Cmd) -> Result<i32, Error> {
             } else {
                 crate::build::Flavor::Plain
             };
+            if state_disk.is_some() && flavor != crate::build::Flavor::Tls {
+                eprintln!("{STATE_DISK_PLAIN}");
+            }
             if format != crate::image::ImageFormat::Ext4 {
                 return crate::bootdisk::image_command(
                     &app, &site, &out, format, &args, &files, flavor,
@@ -590,6 +616,7 @@ pub fn execute(cmd: Cmd) -> Result<i32, Error> {
             let kernel = crate::build::build_image_flavor(&app, Profile::Release, flavor, false)?;
             let mut cfg = VmConfig::new(&kernel);
             cfg.disk = Some(out.clone());
+            cfg.state_disk = state_disk;
             cfg.args = args;
             cfg.apply_app_defaults(&app);
             if let Some(port) = sc.as_ref().and_then(|c| c.port) {
@@ -696,6 +723,10 @@ fn display_path(p: &Path) -> String {
         .to_string()
 }
 
+/// Said when a state disk goes with an image that does not mount it.
+const STATE_DISK_PLAIN: &str = "uk: note: only httpd's TLS image (--tls, --tls-cert, --acme-*) \
+                                mounts the state disk; this image leaves it alone";
+
 fn run(r: RunArgs) -> Result<i32, Error> {
     let app = r.app.clone().unwrap_or_else(|| default_app().to_string());
     check_app(&app)?;
@@ -747,7 +778,14 @@ fn run(r: RunArgs) -> Result<i32, Error> {
         dgram: None,
         disk: None,
         disk_bus: crate::qemu::DiskBus::Blk,
+        state_disk: r.state_disk.clone(),
     };
+    if let Some(f) = &r.state_disk {
+        crate::statedisk::prepare(f)?;
+        if flavor != crate::build::Flavor::Tls {
+            eprintln!("{STATE_DISK_PLAIN}");
+        }
+    }
     if let Some(sc) = &sc {
         // The site's settings first, the user's own arguments after them.
         let mut args = sc.httpd_args();
@@ -1376,6 +1414,20 @@ mod tests {
             usage_err(&["image", "--site", "s", "-o", "o", "--tls-key", "k"])
                 .contains("--tls-cert")
         );
+    }
+
+    #[test]
+    fn state_disk_flag() {
+        let r = run_args(&["--tls", "--state-disk", "s.img"]);
+        assert_eq!(r.state_disk.as_deref(), Some(Path::new("s.img")));
+        assert_eq!(run_args(&[]).state_disk, None);
+        match p(&["image", "--site", "s", "-o", "o", "--state-disk", "st.img"]).unwrap() {
+            Cmd::Image { state_disk, .. } => {
+                assert_eq!(state_disk.as_deref(), Some(Path::new("st.img")))
+            }
+            c => panic!("{c:?}"),
+        }
+        assert!(usage_err(&["run", "--state-disk"]).contains("FILE"));
     }
 
     #[test]

@@ -26,6 +26,7 @@ pub mod qemu;
 pub mod serial;
 pub mod siteconfig;
 pub mod soakbench;
+pub mod statedisk;
 pub mod tls;
 pub mod tlsbench;
 pub mod tlsclient;

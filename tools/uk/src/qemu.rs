@@ -63,6 +63,14 @@ impl Machine {
         }
     }
 
+    /// The state disk's device (drive `d1`).
+    fn state_blk_device(self) -> &'static str {
+        match self {
+            Machine::Microvm => "virtio-blk-device,drive=d1",
+            Machine::Q35 => "virtio-blk-pci,drive=d1",
+        }
+    }
+
     fn net_device(self) -> &'static str {
         match self {
             Machine::Microvm => "virtio-net-device,netdev=net0",
@@ -332,6 +340,9 @@ pub struct VmConfig {
     pub disk: Option<PathBuf>,
     /// The bus `disk` is attached on (virtio-blk by default).
     pub disk_bus: DiskBus,
+    /// A state disk (`cargo uk ... --state-disk`), attached writable as a
+    /// second virtio-blk device.
+    pub state_disk: Option<PathBuf>,
 }
 
 impl VmConfig {
@@ -353,6 +364,7 @@ impl VmConfig {
             dgram: None,
             disk: None,
             disk_bus: DiskBus::Blk,
+            state_disk: None,
         }
     }
 
@@ -419,6 +431,11 @@ pub fn qemu_command(cfg: &VmConfig) -> Command {
         for d in cfg.disk_bus.devices(cfg.machine, false) {
             cmd.arg("-device").arg(d);
         }
+    }
+    if let Some(state) = &cfg.state_disk {
+        cmd.arg("-drive")
+            .arg(format!("if=none,id=d1,file={},format=raw", state.display()));
+        cmd.arg("-device").arg(cfg.machine.state_blk_device());
     }
     if let Some((local, remote)) = cfg.dgram {
         cmd.arg("-netdev").arg(format!(
@@ -640,6 +657,7 @@ mod tests {
             dgram: None,
             disk: None,
             disk_bus: DiskBus::Blk,
+            state_disk: None,
         }
     }
 
@@ -816,6 +834,13 @@ mod tests {
         let cmd = qemu_command(&c);
         assert!(values(&cmd, "-device").contains(&"virtio-blk-pci,drive=d0".to_string()));
         assert!(values(&qemu_command(&cfg()), "-drive").is_empty());
+        c.state_disk = Some(PathBuf::from("/s.img"));
+        let cmd = qemu_command(&c);
+        assert!(
+            values(&cmd, "-drive").contains(&"if=none,id=d1,file=/s.img,format=raw".to_string())
+        );
+        assert!(values(&cmd, "-device").contains(&"virtio-blk-pci,drive=d1".to_string()));
+        c.state_disk = None;
         c.disk_bus = DiskBus::Scsi;
         let cmd = qemu_command(&c);
         let devs = values(&cmd, "-device");

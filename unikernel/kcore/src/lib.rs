@@ -43,6 +43,7 @@ pub mod multiboot2;
 pub mod pairs;
 pub mod partition;
 pub mod reclaim;
+pub mod statefs;
 pub mod stats;
 pub mod time;
 pub mod vma;

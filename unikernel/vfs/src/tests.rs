@@ -236,6 +236,44 @@ fn mount_crossing_and_umount() {
 }
 
 #[test]
+fn mount_new_on_a_missing_directory() {
+    let (rootfs, vfs) = setup();
+    let state = Arc::new(TmpFs::<L>::new());
+    // No /state below: a mount point of its own.
+    let dev = vfs.mount_new("/state", state.clone()).unwrap();
+    assert_eq!(rootfs.root().lookup("state").err(), Some(VfsError::ENOENT));
+    let st = vfs.stat("/", "/state", true).unwrap();
+    assert_eq!((st.dev, st.kind), (dev, FileKind::Directory));
+    vfs.mkdir("/", "/state/acme", 0o700).unwrap();
+    vfs.create("/", "/state/acme/k", 0o600).unwrap();
+    assert!(state.root().lookup("acme").unwrap().lookup("k").is_ok());
+    assert_eq!(
+        vfs.mkdir("/", "/state", 0o700).err(),
+        Some(VfsError::EEXIST)
+    );
+    assert_eq!(
+        vfs.create("/", "/state", 0o600).err(),
+        Some(VfsError::EEXIST)
+    );
+    assert_eq!(vfs.unlink("/", "/state").err(), Some(VfsError::EISDIR));
+    // Its parent must exist; an existing directory is mounted over as usual.
+    assert_eq!(
+        vfs.mount_new("/no/such", Arc::new(TmpFs::<L>::new())).err(),
+        Some(VfsError::ENOENT)
+    );
+    assert_eq!(
+        vfs.mount_new("/state", Arc::new(TmpFs::<L>::new())).err(),
+        Some(VfsError::EBUSY)
+    );
+    vfs.mkdir("/", "/d", 0o755).unwrap();
+    vfs.create("/", "/d/under", 0o644).unwrap();
+    vfs.mount_new("/d", Arc::new(TmpFs::<L>::new())).unwrap();
+    assert_eq!(vfs.lookup("/d/under").err(), Some(VfsError::ENOENT));
+    vfs.umount("/state").unwrap();
+    assert_eq!(vfs.lookup("/state").err(), Some(VfsError::ENOENT));
+}
+
+#[test]
 fn symlinks_are_followed() {
     let (_fs, vfs) = setup();
     vfs.mkdir("/", "/a", 0o755).unwrap();

@@ -109,9 +109,28 @@ impl<L: Locking> Vfs<L> {
         if target.inode.kind() != FileKind::Directory {
             return Err(VfsError::ENOTDIR);
         }
+        self.add_mount(target.path, fs)
+    }
+
+    /// Mounts `fs` at `path` like [`mount`](Self::mount), or, when `path`
+    /// does not exist, on a mount point of its own under the existing
+    /// directory that would hold it (a read-only root that has no such
+    /// directory): paths below it reach `fs`, but the parent's listing does
+    /// not show it.
+    pub fn mount_new(&self, path: &str, fs: FsRef) -> Result<u64> {
+        match self.resolve("/", path, true) {
+            Err(VfsError::ENOENT) => {
+                let (_, _, full) = self.parent_of("/", path)?;
+                self.add_mount(full, fs)
+            }
+            _ => self.mount(path, fs),
+        }
+    }
+
+    fn add_mount(&self, path: String, fs: FsRef) -> Result<u64> {
         let dev = self.next_dev.fetch_add(1, Ordering::Relaxed);
         let mount = Arc::new(Mount {
-            path: target.path,
+            path,
             dev,
             root: fs.root(),
             fs,
@@ -321,9 +340,19 @@ impl<L: Locking> Vfs<L> {
         &self,
         cwd: &str,
         path: &str,
+        creating: bool,
         op: impl FnOnce(&InodeRef, &str) -> Result<Option<InodeRef>>,
     ) -> Result<Located> {
         let (dir, name, full) = self.parent_of(cwd, path)?;
+        // A mount point (which may not exist below: `mount_new`) is a
+        // directory of its own, whatever the parent holds.
+        if self.is_mount_point(&full) {
+            return Err(if creating {
+                VfsError::EEXIST
+            } else {
+                VfsError::EISDIR
+            });
+        }
         if dir.read_only {
             return Err(VfsError::EROFS);
         }
@@ -349,17 +378,21 @@ impl<L: Locking> Vfs<L> {
         if has_trailing_slash(path) {
             return Err(VfsError::EISDIR);
         }
-        self.modify(cwd, path, |dir, name| dir.create(name, perm).map(Some))
+        self.modify(cwd, path, true, |dir, name| {
+            dir.create(name, perm).map(Some)
+        })
     }
 
     /// Creates a directory.
     pub fn mkdir(&self, cwd: &str, path: &str, perm: u32) -> Result<Located> {
-        self.modify(cwd, path, |dir, name| dir.mkdir(name, perm).map(Some))
+        self.modify(cwd, path, true, |dir, name| dir.mkdir(name, perm).map(Some))
     }
 
     /// Creates a symbolic link at `path` pointing at `target`.
     pub fn symlink(&self, cwd: &str, target: &str, path: &str) -> Result<Located> {
-        self.modify(cwd, path, |dir, name| dir.symlink(name, target).map(Some))
+        self.modify(cwd, path, true, |dir, name| {
+            dir.symlink(name, target).map(Some)
+        })
     }
 
     /// Removes a non-directory.
@@ -371,8 +404,10 @@ impl<L: Locking> Vfs<L> {
                 Err(e) => e,
             });
         }
-        self.modify(cwd, path, |dir, name| dir.unlink(name).map(|()| None))
-            .map(drop)
+        self.modify(cwd, path, false, |dir, name| {
+            dir.unlink(name).map(|()| None)
+        })
+        .map(drop)
     }
 
     /// Removes an empty directory. `EBUSY` for a mount point or `/`.
@@ -381,8 +416,10 @@ impl<L: Locking> Vfs<L> {
         if full == "/" || self.is_mount_point(&full) {
             return Err(VfsError::EBUSY);
         }
-        self.modify(cwd, &full, |dir, name| dir.rmdir(name).map(|()| None))
-            .map(drop)
+        self.modify(cwd, &full, false, |dir, name| {
+            dir.rmdir(name).map(|()| None)
+        })
+        .map(drop)
     }
 
     /// Opens `path` with `flags` (creating it with `perm` under `O_CREAT`)

@@ -25,6 +25,8 @@
 //! to give pages back before failing.
 
 pub mod ext4;
+#[cfg(feature = "statefs")]
+pub mod state;
 
 use alloc::boxed::Box;
 use alloc::collections::VecDeque;
@@ -172,6 +174,8 @@ pub(crate) fn init() {
         Ok(_) => log::debug!("fs: tmpfs on /tmp"),
         Err(e) => log::warn!("fs: no tmpfs on /tmp: {e}"),
     }
+    #[cfg(feature = "statefs")]
+    state::mount(&vfs);
     // A unikernel serves many connections: 65,536 descriptors.
     *FDS.lock() = Some(FdTable::new(65_536));
     if FS
