@@ -52,6 +52,7 @@ fn main() -> i32 {
         }
         "sleep" => sleep_accuracy(),
         "pingpong" => pingpong(),
+        "smp" => smp_stress(),
         "threads" => many_threads(),
         "spin" => spinner_does_not_starve(),
         "simd" => simd_state(),
@@ -399,6 +400,121 @@ fn pingpong() -> i32 {
         t.elapsed().as_micros()
     );
     if n == 2 * ROUNDS { 0 } else { 1 }
+}
+
+/// Threads on every CPU (`Placement::Any`): work, a shared sleeping mutex,
+/// condition-variable handoffs between pairs of threads (placed on
+/// different CPUs when there are several), sleeps, and mmap/munmap (TLB
+/// shootdown). The checksum does not depend on the order or the CPU count;
+/// a lost update under the mutex, a lost wake-up (a hang) or a stale TLB
+/// entry (a wrong pattern) breaks it. Prints the rounds each CPU ran.
+fn smp_stress() -> i32 {
+    const WORKERS: u64 = 8;
+    const ROUNDS: u64 = 400;
+    const MAX_CPUS: usize = 64;
+    fn mix(i: u64, r: u64) -> u64 {
+        let mut x = (i << 32 | r).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        for _ in 0..64 {
+            x ^= x >> 29;
+            x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        }
+        x
+    }
+    struct Shared {
+        total: Mutex<(u64, u64)>,
+        /// One token per pair: whose turn (0 or 1) and how many passes.
+        pairs: Vec<(Mutex<(u64, u64)>, Condvar)>,
+        per_cpu: [AtomicU64; MAX_CPUS],
+        bad_pattern: AtomicU64,
+    }
+    let cpus = thread::cpu_count();
+    let shared = Arc::new(Shared {
+        total: Mutex::new((0, 0)),
+        pairs: (0..WORKERS / 2)
+            .map(|_| (Mutex::new((0, 0)), Condvar::new()))
+            .collect(),
+        per_cpu: [const { AtomicU64::new(0) }; MAX_CPUS],
+        bad_pattern: AtomicU64::new(0),
+    });
+    let t = Instant::now();
+    let workers: Vec<_> = (0..WORKERS)
+        .map(|i| {
+            let s = shared.clone();
+            thread::spawn_on(
+                thread::Placement::Any,
+                32 * 1024,
+                thread::Priority::Normal,
+                move || {
+                    let (pair, side) = (&s.pairs[(i / 2) as usize], i % 2);
+                    for r in 0..ROUNDS {
+                        let h = mix(i, r);
+                        {
+                            let mut g = s.total.lock();
+                            let (sum, n) = *g;
+                            // A read-modify-write with room for a race.
+                            core::hint::black_box(mix(n, 1));
+                            *g = (sum.wrapping_add(h), n + 1);
+                        }
+                        // Hand the pair's token to the other side.
+                        {
+                            let (m, cv) = pair;
+                            let mut g = m.lock();
+                            while g.0 != side {
+                                g = cv.wait(g);
+                            }
+                            *g = (1 - side, g.1 + 1);
+                            cv.notify_all();
+                        }
+                        if r % 16 == 0 {
+                            thread::sleep(Duration::from_micros(200 + 50 * i));
+                        }
+                        if r % 8 == 0 {
+                            let len = 64 * 1024;
+                            let p = mem::mmap(len, Prot::READ | Prot::WRITE).expect("mmap");
+                            // SAFETY: a fresh private mapping of `len` bytes.
+                            let buf = unsafe { core::slice::from_raw_parts_mut(p, len) };
+                            for (k, b) in buf.iter_mut().enumerate().step_by(4096) {
+                                *b = (h as usize + k) as u8;
+                            }
+                            for (k, b) in buf.iter().enumerate().step_by(4096) {
+                                if *b != (h as usize + k) as u8 {
+                                    s.bad_pattern.fetch_add(1, Relaxed);
+                                }
+                            }
+                            mem::munmap(p, len).expect("munmap");
+                        }
+                        s.per_cpu[thread::cpu_index().min(MAX_CPUS - 1)].fetch_add(1, Relaxed);
+                    }
+                },
+            )
+            .expect("spawn")
+        })
+        .collect();
+    for w in workers {
+        w.join();
+    }
+    let (sum, n) = *shared.total.lock();
+    let expected = (0..WORKERS)
+        .flat_map(|i| (0..ROUNDS).map(move |r| mix(i, r)))
+        .fold(0u64, u64::wrapping_add);
+    let passes: u64 = shared.pairs.iter().map(|(m, _)| m.lock().1).sum();
+    let mut all_ran = true;
+    for c in 0..cpus {
+        let rounds = shared.per_cpu[c].load(Relaxed);
+        println!(
+            "smp: cpu {c} ran {rounds} rounds, {} thread switches",
+            thread::cpu_runs(c)
+        );
+        all_ran &= rounds > 0;
+    }
+    let bad = shared.bad_pattern.load(Relaxed);
+    println!(
+        "smp: {cpus} CPUs, {n} updates, {passes} handoffs, {bad} bad pages, checksum {sum:#018x} (expected {expected:#018x}) in {} ms",
+        t.elapsed().as_millis()
+    );
+    let ok = sum == expected && n == WORKERS * ROUNDS && passes == WORKERS * ROUNDS && bad == 0;
+    println!("smp: {}", if ok && all_ran { "ok" } else { "FAILED" });
+    if ok && all_ran { 0 } else { 1 }
 }
 
 fn many_threads() -> i32 {

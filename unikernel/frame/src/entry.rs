@@ -211,6 +211,7 @@ pub fn config() -> &'static KernelConfig {
 /// Called by the PVH/Multiboot2 entry code on the boot stack, in long mode,
 /// with `ebx` and `eax` as they were at entry.
 pub extern "C" fn kernel_start(start_info: u32, entry_eax: u32) -> ! {
+    arch::smp::init_boot_cpu();
     console::init();
     crate::arch::simd::init();
     crate::arch::mem::init();

@@ -218,25 +218,28 @@ unsafe impl GlobalAlloc for KernelAllocator {
     }
 }
 
-/// The block [`try_arc`] set aside for `Arc::new`'s one allocation
-/// (0: none), and its size and alignment.
-static RESERVED: AtomicUsize = AtomicUsize::new(0);
-static RESERVED_SIZE: AtomicUsize = AtomicUsize::new(0);
-static RESERVED_ALIGN: AtomicUsize = AtomicUsize::new(0);
 /// Reservations `Arc::new` did not take (its block is not laid out as
 /// [`try_arc`] assumes); 0 unless the standard library changed.
 static RESERVE_MISSES: AtomicUsize = AtomicUsize::new(0);
 
+/// The block [`try_arc`] set aside on this CPU (address, 0: none; size;
+/// alignment), in the CPU's `PerCpu`: only this CPU, with interrupts off,
+/// can take it.
+fn reservation() -> &'static [AtomicUsize; 3] {
+    &crate::arch::smp::this_cpu().reserved
+}
+
 /// The reserved block, if one is set aside for exactly `layout`.
 fn take_reserved(layout: Layout) -> Option<*mut u8> {
-    let at = RESERVED.load(Ordering::Relaxed);
+    let r = reservation();
+    let at = r[0].load(Ordering::Relaxed);
     if at == 0
-        || RESERVED_SIZE.load(Ordering::Relaxed) != layout.size()
-        || RESERVED_ALIGN.load(Ordering::Relaxed) != layout.align()
+        || r[1].load(Ordering::Relaxed) != layout.size()
+        || r[2].load(Ordering::Relaxed) != layout.align()
     {
         return None;
     }
-    RESERVED.store(0, Ordering::Relaxed);
+    r[0].store(0, Ordering::Relaxed);
     Some(at as *mut u8)
 }
 
@@ -244,8 +247,8 @@ fn take_reserved(layout: Layout) -> Option<*mut u8> {
 /// no `Arc::try_new`). The block is allocated first, fallibly, with the
 /// layout of `Arc`'s `#[repr(C)]` inner struct (two counters, then `T`),
 /// and set aside for `Arc::new`'s one allocation, which the allocator
-/// serves from it. Interrupts are off in between, so no other allocation
-/// on this CPU (the only one) can take it.
+/// serves from it. Interrupts are off in between and the reservation is
+/// per CPU, so no other allocation (on this CPU or another) can take it.
 pub fn try_arc<T>(value: T) -> Result<Arc<T>, T> {
     let Ok((layout, _)) = Layout::new::<[AtomicUsize; 2]>().extend(Layout::new::<T>()) else {
         return Err(value);
@@ -271,9 +274,10 @@ fn reserve(layout: Layout) -> Option<bool> {
     }
     let irq_was_enabled = x86_64::instructions::interrupts::are_enabled();
     x86_64::instructions::interrupts::disable();
-    RESERVED_SIZE.store(layout.size(), Ordering::Relaxed);
-    RESERVED_ALIGN.store(layout.align(), Ordering::Relaxed);
-    RESERVED.store(block as usize, Ordering::Relaxed);
+    let r = reservation();
+    r[1].store(layout.size(), Ordering::Relaxed);
+    r[2].store(layout.align(), Ordering::Relaxed);
+    r[0].store(block as usize, Ordering::Relaxed);
     Some(irq_was_enabled)
 }
 
@@ -281,7 +285,7 @@ fn reserve(layout: Layout) -> Option<bool> {
 /// allocation it was meant for did not take it.
 #[inline(never)]
 fn unreserve(layout: Layout, irq_was_enabled: bool) {
-    let left = RESERVED.swap(0, Ordering::Relaxed);
+    let left = reservation()[0].swap(0, Ordering::Relaxed);
     if irq_was_enabled {
         x86_64::instructions::interrupts::enable();
     }

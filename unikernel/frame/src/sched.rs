@@ -1,22 +1,38 @@
 //! Threads and the scheduler: the machine side of `uk-sched`'s policy.
 //!
-//! One run queue per CPU (one CPU for now) with three priority levels, round
-//! robin within a level; a one-shot timer (tickless) armed for the earliest of
-//! the next sleeping thread's deadline and the running thread's slice end; a
+//! One run queue per CPU with three priority levels, round robin within a
+//! level; a one-shot timer per CPU (tickless) armed for the earliest of the
+//! next sleeping thread's deadline and the running thread's slice end; a
 //! timer slice (`timeslice=` ms, default 10, 0 = cooperative) preempts a thread
-//! that never blocks. When nothing is runnable the CPU halts in the idle loop
-//! (the boot context) until the next interrupt.
+//! that never blocks. When nothing is runnable a CPU halts in its idle loop
+//! (the boot context on the boot CPU, the AP's own stack on the others) until
+//! the next interrupt.
 //!
-//! Locking: `SCHED` is an interrupt-disabling spinlock. Every path that
-//! switches threads disables interrupts first, takes the lock, picks the next
-//! thread, releases the lock and switches with interrupts still off; the
-//! resumed thread restores its own interrupt state. On one CPU nothing can run
-//! between a waiter's last check of its condition and its switch, so wake-ups
-//! are never lost. (A second CPU will need an on-CPU flag per thread.)
+//! Placement: a thread runs on its home CPU only (no migration, no stealing
+//! yet). A thread's home is the CPU that spawned it, unless it is spawned
+//! with [`Placement::Cpu`] or [`Placement::Any`] (the CPU with the fewest
+//! threads). So with more CPUs online, every thread of an application that
+//! never asks otherwise stays on the boot CPU, where the device interrupts
+//! are taken.
+//!
+//! Locking: `SCHED` is an interrupt-disabling spinlock over every CPU's
+//! state (one lock for now). Every path that switches threads disables
+//! interrupts first, takes the lock, picks the next thread, releases the lock
+//! and switches with interrupts still off; the resumed thread restores its
+//! own interrupt state. A thread's `on_cpu` flag is set by the CPU that
+//! switches to it and cleared by that CPU only after `switch_stack` saved the
+//! thread's registers (in `finish_switch`, on the next context): a CPU that
+//! picks a thread whose flag is still set waits for it, and a joiner that
+//! frees an exited thread's stack waits for it too. A wake-up for a thread
+//! that is still running on another CPU (between its waiter's registration
+//! and its block) is kept (`wake_pending`) and makes that block return at
+//! once. Waking a thread homed on another CPU that must reschedule (idle, or
+//! the woken thread outranks its current one) sends that CPU the IPI
+//! (`smp::IPI_VECTOR`), whose end of interrupt reschedules.
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use uk_sched::{
     JoinResult, Priority, RunQueue, SlicePolicy, ThreadId, ThreadState, ThreadTable, TimerId,
@@ -27,6 +43,7 @@ use x86_64::instructions::interrupts;
 use crate::arch::apic;
 use crate::arch::context::{prepare_stack, switch_stack};
 use crate::arch::idt::TrapFrame;
+use crate::arch::smp;
 use crate::sync::{IrqGuard, IrqMutex};
 use crate::{mm, time};
 
@@ -38,9 +55,39 @@ const IDLE: ThreadId = 0;
 pub const DEFAULT_STACK: u64 = 64 * 1024;
 
 /// A saved stack pointer, boxed so its address stays put while the thread
-/// table grows.
+/// table grows, and whether a CPU runs on (or is still switching away from)
+/// that stack.
 struct Ctx {
     rsp: u64,
+    on_cpu: AtomicBool,
+}
+
+impl Ctx {
+    fn new(rsp: u64) -> Box<Ctx> {
+        Box::new(Ctx {
+            rsp,
+            on_cpu: AtomicBool::new(false),
+        })
+    }
+
+    /// Waits until no CPU runs on this context any more.
+    fn wait_off_cpu(&self) {
+        while self.on_cpu.load(Ordering::Acquire) {
+            smp::service_tlb();
+            core::hint::spin_loop();
+        }
+    }
+}
+
+/// Where a new thread runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// The spawning thread's CPU (the default).
+    Here,
+    /// The CPU with this index (the last one if there are fewer).
+    Cpu(u32),
+    /// The CPU with the fewest live threads.
+    Any,
 }
 
 /// The kernel's per-thread data, kept in `uk-sched`'s thread table.
@@ -51,36 +98,71 @@ pub struct ThreadData {
     timer: Option<TimerId>,
     woken_by_timer: bool,
     detached: bool,
+    /// The home CPU's index: the only CPU that runs this thread.
+    cpu: usize,
+    /// A wake-up arrived while the thread was running on another CPU.
+    wake_pending: bool,
+}
+
+/// One CPU's part of the scheduler.
+struct CpuSched {
+    rq: RunQueue,
+    current: ThreadId,
+    idle_ctx: Box<Ctx>,
+    slice_start: u64,
+    need_resched: bool,
+    /// Exited detached threads, reaped by the next context this CPU runs.
+    zombies: Vec<ThreadId>,
+    armed: Option<u64>,
+    /// The context this CPU is switching away from (0: idle's, or none):
+    /// its `on_cpu` is cleared once the switch finished.
+    prev: usize,
+    /// Live threads homed here.
+    homed: usize,
+}
+
+impl CpuSched {
+    fn new() -> CpuSched {
+        CpuSched {
+            rq: RunQueue::new(),
+            current: IDLE,
+            idle_ctx: Ctx::new(0),
+            slice_start: 0,
+            need_resched: false,
+            zombies: Vec::new(),
+            armed: None,
+            prev: 0,
+            homed: 0,
+        }
+    }
 }
 
 struct Sched {
     threads: ThreadTable<ThreadData>,
-    rq: RunQueue,
     timers: TimerQueue<ThreadId>,
-    current: ThreadId,
-    idle_ctx: Box<Ctx>,
     policy: SlicePolicy,
-    slice_start: u64,
-    need_resched: bool,
-    /// Exited detached threads, reaped by the next thread to run.
-    zombies: Vec<ThreadId>,
-    armed: Option<u64>,
+    cpus: Vec<CpuSched>,
 }
+
+// SAFETY: `prev` is an address, not a reference; the rest is owned data.
+unsafe impl Send for CpuSched {}
 
 static SCHED: IrqMutex<Option<Sched>> = IrqMutex::new(None);
 
-/// The running thread's stack, `[bottom, top)`; 0 and 0 on the idle context
-/// (the boot stack, mapped in full). One CPU runs threads, so one value.
-static STACK_BOTTOM: AtomicU64 = AtomicU64::new(0);
-static STACK_TOP: AtomicU64 = AtomicU64::new(0);
+/// This CPU's index.
+#[inline]
+fn me() -> usize {
+    smp::this_cpu().index as usize
+}
 
 /// The running thread's (demand-paged) stack `[bottom, top)`, or `None` on
-/// the boot stack. For [`mm`], which makes the stack below its caller
-/// resident before it takes its lock.
+/// an idle context (the boot stack or an AP's, mapped in full). For [`mm`],
+/// which makes the stack below its caller resident before it takes its lock.
 pub fn current_stack() -> Option<(u64, u64)> {
+    let c = smp::this_cpu();
     match (
-        STACK_BOTTOM.load(Ordering::Relaxed),
-        STACK_TOP.load(Ordering::Relaxed),
+        c.stack_bottom.load(Ordering::Relaxed),
+        c.stack_top.load(Ordering::Relaxed),
     ) {
         (0, _) => None,
         r => Some(r),
@@ -119,13 +201,22 @@ fn ns_to_tsc(ns: u64) -> u64 {
 }
 
 impl Sched {
+    /// CPU `c`'s part (one bounds check site for all).
+    fn cs(&mut self, c: usize) -> &mut CpuSched {
+        &mut self.cpus[c]
+    }
+
+    fn csr(&self, c: usize) -> &CpuSched {
+        &self.cpus[c]
+    }
+
     fn prio(&self, t: ThreadId) -> Priority {
         self.threads.get(t).map_or(Priority::Low, |th| th.priority)
     }
 
-    fn ctx_ptr(&mut self, t: ThreadId) -> *mut u64 {
+    fn ctx(&mut self, c: usize, t: ThreadId) -> &mut Ctx {
         if t == IDLE {
-            &mut self.idle_ctx.rsp
+            &mut self.cs(c).idle_ctx
         } else {
             &mut self
                 .threads
@@ -133,21 +224,24 @@ impl Sched {
                 .expect("current thread exists")
                 .data
                 .ctx
-                .rsp
         }
     }
 
-    fn slice_deadline(&self) -> Option<u64> {
-        if self.current == IDLE || !self.policy.is_preemptive() {
+    fn slice_deadline(&self, c: usize) -> Option<u64> {
+        let cs = self.csr(c);
+        if cs.current == IDLE || !self.policy.is_preemptive() {
             return None;
         }
-        let waiting = self.rq.highest_waiting()?;
-        (waiting >= self.prio(self.current)).then(|| self.slice_start + self.policy.slice_ns)
+        let waiting = cs.rq.highest_waiting()?;
+        (waiting >= self.prio(cs.current)).then(|| cs.slice_start + self.policy.slice_ns)
     }
 
-    /// Arms the one-shot timer for the earliest pending deadline.
-    fn reprogram(&mut self) {
-        let next = match (self.timers.next_deadline(), self.slice_deadline()) {
+    /// Arms CPU `c`'s one-shot timer (`c` is the calling CPU) for the
+    /// earliest pending deadline: the sleepers' (a timer queue shared by
+    /// all CPUs: whichever CPU's timer fires first wakes them) and its own
+    /// slice end.
+    fn reprogram(&mut self, c: usize) {
+        let next = match (self.timers.next_deadline(), self.slice_deadline(c)) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
@@ -157,24 +251,32 @@ impl Sched {
         // due and arms the real one. Each rewrite is a device access (an
         // exit under a hypervisor, a BQL round trip under TCG), and a busy
         // server cancels and re-arms its deadlines several times a request.
+        let cs = self.cs(c);
         if let Some(n) = next
-            && self.armed.is_none_or(|a| n < a)
+            && cs.armed.is_none_or(|a| n < a)
         {
-            self.armed = next;
+            cs.armed = next;
             apic::set_timer(Some(ns_to_tsc(n)));
         }
     }
 
-    /// Makes a blocked or sleeping thread runnable.
+    /// Makes a blocked or sleeping thread runnable on its home CPU; sends
+    /// that CPU the IPI when it is another one that must reschedule.
     fn wake(&mut self, t: ThreadId, by_timer: bool) -> bool {
         let Some(th) = self.threads.get_mut(t) else {
             return false;
         };
-        if !matches!(
-            th.state(),
-            ThreadState::Blocked | ThreadState::Sleeping { .. }
-        ) {
-            return false;
+        let home = th.data.cpu;
+        match th.state() {
+            ThreadState::Blocked | ThreadState::Sleeping { .. } => {}
+            // Between registering as a waiter and blocking, on another CPU:
+            // its block returns at once. (Never with one CPU: a running
+            // thread is then the caller itself.)
+            ThreadState::Running if home != me() => {
+                th.data.wake_pending = true;
+                return true;
+            }
+            _ => return false,
         }
         th.data.woken_by_timer = by_timer;
         let timer = th.data.timer.take();
@@ -185,11 +287,23 @@ impl Sched {
             self.timers.cancel(id);
         }
         let _ = self.threads.set_state(t, ThreadState::Runnable);
-        self.rq.push(t, prio);
-        if self.current == IDLE || prio > self.prio(self.current) {
-            self.need_resched = true;
-        }
+        self.push(home, t, prio);
         true
+    }
+
+    /// Queues runnable thread `t` on CPU `c` and marks that CPU for a
+    /// reschedule when `t` should run first; a remote CPU newly so marked
+    /// gets the IPI.
+    fn push(&mut self, c: usize, t: ThreadId, prio: Priority) {
+        let cur_prio = self.prio(self.csr(c).current);
+        let cs = self.cs(c);
+        cs.rq.push(t, prio);
+        if cs.current == IDLE || prio > cur_prio {
+            let was = core::mem::replace(&mut cs.need_resched, true);
+            if !was && c != me() {
+                smp::kick(c);
+            }
+        }
     }
 }
 
@@ -197,7 +311,7 @@ impl Sched {
 /// current thread back at the tail of its queue. Interrupts must be disabled
 /// before the lock was taken; they stay disabled across the switch.
 fn switch_away(mut g: IrqGuard<'_, Option<Sched>>, requeue: bool) {
-    let in_handler = crate::trap::IN_HANDLER.load(Ordering::Relaxed);
+    let in_handler = crate::trap::in_handler();
     if in_handler != 0 {
         drop(g);
         panic!(
@@ -206,53 +320,91 @@ fn switch_away(mut g: IrqGuard<'_, Option<Sched>>, requeue: bool) {
         );
     }
     let s = g.as_mut().expect("scheduler running");
-    let cur = s.current;
+    let c = me();
+    let cur = s.cs(c).current;
     if requeue && cur != IDLE && s.threads.set_state(cur, ThreadState::Runnable).is_ok() {
         let p = s.prio(cur);
-        s.rq.push(cur, p);
+        s.cs(c).rq.push(cur, p);
     }
-    let next = s.rq.pop().map_or(IDLE, |(t, _)| t);
-    s.need_resched = false;
+    let cs = s.cs(c);
+    let next = cs.rq.pop().map_or(IDLE, |(t, _)| t);
+    cs.need_resched = false;
     if next == cur {
         if cur != IDLE {
             let _ = s.threads.set_state(cur, ThreadState::Running);
         }
-        s.slice_start = time::since_boot_ns();
-        s.reprogram();
+        s.cs(c).slice_start = time::since_boot_ns();
+        s.reprogram(c);
         return;
     }
     if next != IDLE {
         let _ = s.threads.set_state(next, ThreadState::Running);
     }
-    s.current = next;
-    s.slice_start = time::since_boot_ns();
-    s.reprogram();
-    let from = s.ctx_ptr(cur);
-    let (to, (bottom, top)) = if next == IDLE {
-        (s.idle_ctx.rsp, (0, 0))
+    s.cs(c).current = next;
+    s.cs(c).slice_start = time::since_boot_ns();
+    s.reprogram(c);
+    let from: *mut Ctx = s.ctx(c, cur);
+    let to: *mut Ctx = s.ctx(c, next);
+    let (bottom, top) = if next == IDLE {
+        (0, 0)
     } else {
         let data = &s.threads.get(next).expect("next exists").data;
-        (data.ctx.rsp, data.stack.unwrap_or((0, 0)))
+        data.stack.unwrap_or((0, 0))
     };
-    STACK_BOTTOM.store(bottom, Ordering::Relaxed);
-    STACK_TOP.store(top, Ordering::Relaxed);
+    // The context switched away from is released by the next context's
+    // `finish_switch`, once its registers are saved.
+    s.cs(c).prev = from as usize;
+    let cpu = smp::this_cpu();
+    cpu.stack_bottom.store(bottom, Ordering::Relaxed);
+    cpu.stack_top.store(top, Ordering::Relaxed);
+    cpu.current.store(next, Ordering::Relaxed);
+    if next != IDLE {
+        cpu.runs
+            .store(cpu.runs.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    }
     STATS.switches.fetch_add(1, Ordering::Relaxed);
     drop(g);
+    // SAFETY: `to` is this CPU's idle context or the boxed Ctx of `next`,
+    // which this CPU now runs (state Running, current): nothing frees it.
+    let to = unsafe { &*to };
+    // Only a thread that moved between CPUs could still be on its old
+    // CPU's stack here; no thread moves yet, so this never waits.
+    to.wait_off_cpu();
+    to.on_cpu.store(true, Ordering::Relaxed);
     // SAFETY: interrupts are off (the caller disabled them before locking);
-    // `from` points into a boxed Ctx that lives while the thread exists, and
-    // `to` was saved by switch_stack or prepared by prepare_stack.
-    unsafe { switch_stack(from, to) };
+    // `from` points into a boxed Ctx that lives while the thread exists (an
+    // exited thread's is freed only after `finish_switch` below cleared its
+    // `on_cpu`), and `to.rsp` was saved by switch_stack (its `on_cpu` was
+    // clear: the save finished) or prepared by prepare_stack.
+    unsafe { switch_stack(&raw mut (*from).rsp, to.rsp) };
     finish_switch();
 }
 
-/// Runs on the thread that was just switched to: reaps detached threads that
-/// exited (none of them runs on its stack any more) and frees their stacks.
+/// Runs on the context that was just switched to: releases the context
+/// this CPU switched away from (its registers are saved now), then reaps
+/// this CPU's detached threads that exited and frees their stacks.
 fn finish_switch() {
     loop {
         let data = {
             let mut g = SCHED.lock();
             let Some(s) = g.as_mut() else { return };
-            let Some(t) = s.zombies.pop() else { return };
+            let cs = s.cs(me());
+            let prev = core::mem::take(&mut cs.prev);
+            if prev != 0 {
+                // SAFETY: `prev` is the Ctx this CPU switched away from; it
+                // is freed only once this flag is clear (this CPU's zombies
+                // below, joiners and `detach` wait for it).
+                unsafe {
+                    (*(prev as *const Ctx))
+                        .on_cpu
+                        .store(false, Ordering::Release)
+                };
+            }
+            let Some(t) = cs.zombies.pop() else { return };
+            if let Some(th) = s.threads.get(t) {
+                let home = th.data.cpu;
+                s.cs(home).homed -= 1;
+            }
             s.threads.reap(t)
         };
         if let Some((bottom, top)) = data.and_then(|d| d.stack) {
@@ -272,7 +424,7 @@ fn with_irqs_off<R>(f: impl FnOnce() -> R) -> R {
 }
 
 fn current_id() -> ThreadId {
-    SCHED.lock().as_ref().map_or(IDLE, |s| s.current)
+    smp::this_cpu().current.load(Ordering::Relaxed)
 }
 
 /// The running thread's id (0 before the scheduler starts, and in idle).
@@ -287,32 +439,36 @@ fn on_timer(_frame: &mut TrapFrame) {
     let now = time::since_boot_ns();
     let mut g = SCHED.lock();
     let Some(s) = g.as_mut() else { return };
-    s.armed = None;
+    let c = me();
+    s.cs(c).armed = None;
     while let Some((_, t)) = s.timers.pop_expired(now) {
         if let Some(th) = s.threads.get_mut(t) {
             th.data.timer = None;
         }
         s.wake(t, true);
     }
-    if s.current != IDLE {
-        let p = s.prio(s.current);
-        if s.policy
-            .should_preempt(p, now.saturating_sub(s.slice_start), &s.rq)
-        {
-            s.need_resched = true;
+    let cur = s.cs(c).current;
+    if cur != IDLE {
+        let p = s.prio(cur);
+        let policy = s.policy;
+        let cs = s.cs(c);
+        if policy.should_preempt(p, now.saturating_sub(cs.slice_start), &cs.rq) {
+            cs.need_resched = true;
             STATS.preemptions.fetch_add(1, Ordering::Relaxed);
         }
-    } else if !s.rq.is_empty() {
-        s.need_resched = true;
+    } else if !s.cs(c).rq.is_empty() {
+        s.cs(c).need_resched = true;
     }
-    s.reprogram();
+    s.reprogram(c);
 }
 
 /// Called at the end of every device or timer interrupt, after the EOI:
 /// switches threads if the interrupt made that necessary.
 pub fn preempt_point() {
     let g = SCHED.lock();
-    if g.as_ref().is_some_and(|s| s.need_resched) {
+    if g.as_ref()
+        .is_some_and(|s| s.cpus.get(me()).is_some_and(|c| c.need_resched))
+    {
         switch_away(g, true);
     }
 }
@@ -321,35 +477,70 @@ pub fn preempt_point() {
 /// context becomes the idle loop. Never returns.
 pub fn start(main: impl FnOnce() + Send + 'static, main_stack: u64, timeslice_ms: u32) -> ! {
     interrupts::disable();
+    let cpus = smp::online() as usize;
     *SCHED.lock() = Some(Sched {
         threads: ThreadTable::new(),
-        rq: RunQueue::new(),
         timers: TimerQueue::new(),
-        current: IDLE,
-        idle_ctx: Box::new(Ctx { rsp: 0 }),
         policy: SlicePolicy::new(timeslice_ms as u64 * 1_000_000),
-        slice_start: 0,
-        need_resched: false,
-        zombies: Vec::new(),
-        armed: None,
+        cpus: (0..cpus).map(|_| CpuSched::new()).collect(),
     });
     assert!(
         crate::trap::register(apic::TIMER_VECTOR, on_timer),
         "timer vector taken"
     );
-    let id = spawn_raw(Box::new(main), main_stack, Priority::Normal)
-        .unwrap_or_else(|_| crate::fatal_early("no memory for the main thread"));
+    let id = spawn_raw(
+        Box::new(main),
+        main_stack,
+        Priority::Normal,
+        Placement::Here,
+    )
+    .unwrap_or_else(|_| crate::fatal_early("no memory for the main thread"));
     detach(id);
+    if cpus > 1 {
+        // The IPI only needs the end of interrupt (which reschedules) and a
+        // look at the TLB shootdown generation.
+        assert!(
+            crate::trap::register(smp::IPI_VECTOR, |_| smp::service_tlb()),
+            "IPI vector taken"
+        );
+        smp::set_active();
+        smp::release_aps();
+    }
     idle_loop()
 }
 
-/// When the CPU halted (TSC), 0 while it works.
-static IDLE_SINCE: AtomicU64 = AtomicU64::new(0);
+/// An AP's entry into the scheduler (from `smp::ap_main`, interrupts off,
+/// on the AP's own stack, which becomes its idle context). Never returns.
+pub fn ap_enter() -> ! {
+    interrupts::disable();
+    let known = SCHED.lock().as_ref().is_some_and(|s| me() < s.cpus.len());
+    if !known {
+        // Came up after the scheduler counted the CPUs: stays parked.
+        crate::arch::cpu::halt_forever();
+    }
+    smp::set_active();
+    idle_loop()
+}
+
+/// The number of CPUs the scheduler runs threads on.
+pub fn cpu_count() -> usize {
+    with_irqs_off(|| SCHED.lock().as_ref().map_or(1, |s| s.cpus.len()))
+}
+
+/// How many times CPU `i` switched to a thread (not to its idle loop).
+pub fn cpu_runs(i: usize) -> u64 {
+    smp::cpu(i).map_or(0, |c| c.runs.load(Ordering::Relaxed))
+}
+
+/// The index of the CPU the caller runs on (0: the boot CPU).
+pub fn cpu_index() -> usize {
+    me()
+}
 
 /// Ends an idle period, if one is running: called first thing by every
 /// interrupt, so the time the woken threads then run is not counted idle.
 pub(crate) fn end_idle() {
-    let t = IDLE_SINCE.swap(0, Ordering::Relaxed);
+    let t = smp::this_cpu().idle_since.swap(0, Ordering::Relaxed);
     if t != 0 {
         STATS.idle_cycles.fetch_add(
             crate::arch::cpu::rdtsc().saturating_sub(t),
@@ -377,20 +568,26 @@ fn run_idle_hook() -> bool {
 }
 
 fn idle_loop() -> ! {
+    let c = me();
     loop {
         interrupts::disable();
         let g = SCHED.lock();
-        if g.as_ref().is_some_and(|s| !s.rq.is_empty()) {
+        if g.as_ref().is_some_and(|s| !s.csr(c).rq.is_empty()) {
             switch_away(g, false);
             continue;
         }
         drop(g);
-        if run_idle_hook() {
+        // The hook polls devices, whose interrupts go to the boot CPU.
+        if c == 0 && run_idle_hook() {
             continue;
         }
         STATS.idle_halts.fetch_add(1, Ordering::Relaxed);
-        // `sti; hlt` is atomic: an interrupt arriving after sti wakes the hlt.
-        IDLE_SINCE.store(crate::arch::cpu::rdtsc(), Ordering::Relaxed);
+        // `sti; hlt` is atomic: an interrupt arriving after sti (the IPI of
+        // a wake-up that queued a thread here after the look above) wakes
+        // the hlt.
+        smp::this_cpu()
+            .idle_since
+            .store(crate::arch::cpu::rdtsc(), Ordering::Relaxed);
         interrupts::enable_and_hlt();
         end_idle();
     }
@@ -401,7 +598,7 @@ extern "C" fn thread_start() -> ! {
     let entry = {
         let mut g = SCHED.lock();
         let s = g.as_mut().expect("scheduler running");
-        let cur = s.current;
+        let cur = s.cs(me()).current;
         s.threads.get_mut(cur).and_then(|t| t.data.entry.take())
     };
     interrupts::enable();
@@ -422,28 +619,40 @@ fn spawn_raw(
     entry: Box<dyn FnOnce() + Send>,
     stack_size: u64,
     prio: Priority,
+    placement: Placement,
 ) -> Result<ThreadId, SpawnError> {
     let (bottom, top) = mm::map_stack(stack_size).map_err(|_| SpawnError::NoMemory)?;
     // The top page is touched right away by prepare_stack; the rest on demand.
     // SAFETY: [bottom, top) is a fresh stack mapping that nothing else uses.
     let rsp = unsafe { prepare_stack(top, thread_start) };
-    let data = ThreadData {
-        ctx: Box::new(Ctx { rsp }),
+    let mut data = ThreadData {
+        ctx: Ctx::new(rsp),
         stack: Some((bottom, top)),
         entry: Some(entry),
         timer: None,
         woken_by_timer: false,
         detached: false,
+        cpu: 0,
+        wake_pending: false,
     };
     let id = with_irqs_off(|| {
         let mut g = SCHED.lock();
         let s = g.as_mut().expect("scheduler running");
+        let here = me();
+        let home = match placement {
+            Placement::Here => here,
+            Placement::Cpu(i) => (i as usize).min(s.cpus.len() - 1),
+            Placement::Any => (0..s.cpus.len())
+                .min_by_key(|&i| s.csr(i).homed)
+                .unwrap_or(here),
+        };
+        data.cpu = home;
         let id = s.threads.spawn(prio, data);
-        s.rq.push(id, prio);
-        if prio > s.prio(s.current) || s.current == IDLE {
-            s.need_resched = true;
+        s.cs(home).homed += 1;
+        s.push(home, id, prio);
+        if home == here {
+            s.reprogram(here);
         }
-        s.reprogram();
         id
     });
     STATS.spawned.fetch_add(1, Ordering::Relaxed);
@@ -452,18 +661,22 @@ fn spawn_raw(
 
 /// Marks a thread as not joinable: its resources go when it exits.
 fn detach(id: ThreadId) {
-    let stack = with_irqs_off(|| {
+    let data = with_irqs_off(|| {
         let mut g = SCHED.lock();
         let s = g.as_mut()?;
         let th = s.threads.get_mut(id)?;
         th.data.detached = true;
         if th.state().is_exited() {
-            return s.threads.reap(id).and_then(|d| d.stack);
+            return s.threads.reap(id);
         }
         None
     });
-    if let Some((b, t)) = stack {
-        let _ = mm::unmap_stack(b, t);
+    if let Some(d) = data {
+        // Its CPU may still be switching away from its stack.
+        d.ctx.wait_off_cpu();
+        if let Some((b, t)) = d.stack {
+            let _ = mm::unmap_stack(b, t);
+        }
     }
 }
 
@@ -472,14 +685,19 @@ pub fn exit_current(code: i32) -> ! {
     interrupts::disable();
     let mut g = SCHED.lock();
     let s = g.as_mut().expect("scheduler running");
-    let cur = s.current;
+    let c = me();
+    let cur = s.cs(c).current;
     assert!(cur != IDLE, "the idle loop cannot exit");
     if let Some(j) = s.threads.exit(cur, code) {
         s.wake(j, false);
     }
     if s.threads.get(cur).is_some_and(|t| t.data.detached) {
-        // Reaped by the next thread, once nothing runs on this stack.
-        s.zombies.push(cur);
+        // Reaped by the next context on this CPU, once nothing runs on
+        // this stack.
+        s.cs(c).zombies.push(cur);
+    } else {
+        // Reaped by its joiner (or `detach`): it no longer counts here.
+        s.cs(c).homed -= 1;
     }
     switch_away(g, false);
     unreachable!("an exited thread was resumed")
@@ -502,9 +720,15 @@ pub fn block_current(deadline_ns: Option<u64>) -> bool {
     debug_assert!(!interrupts::are_enabled());
     let mut g = SCHED.lock();
     let s = g.as_mut().expect("scheduler running");
-    let cur = s.current;
+    let cur = s.cs(me()).current;
     if cur == IDLE {
         panic!("the idle loop cannot block");
+    }
+    if let Some(th) = s.threads.get_mut(cur)
+        && core::mem::take(&mut th.data.wake_pending)
+    {
+        // Woken (from another CPU) since it registered as a waiter.
+        return false;
     }
     let state = match deadline_ns {
         Some(d) => ThreadState::Sleeping { deadline_ns: d },
@@ -533,15 +757,18 @@ pub fn debug_line() -> alloc::string::String {
         let g = SCHED.lock();
         let Some(s) = g.as_ref() else { return };
         let now = time::since_boot_ns();
-        let _ = write!(
-            out,
-            "current={} runnable={} timers={} armed_in_us={:?} need_resched={} threads:",
-            s.current,
-            s.rq.len(),
-            s.timers.len(),
-            s.armed.map(|a| a.saturating_sub(now) / 1000),
-            s.need_resched
-        );
+        let _ = write!(out, "timers={}", s.timers.len());
+        for (i, c) in s.cpus.iter().enumerate() {
+            let _ = write!(
+                out,
+                " cpu{i}: current={} runnable={} armed_in_us={:?} need_resched={}",
+                c.current,
+                c.rq.len(),
+                c.armed.map(|a| a.saturating_sub(now) / 1000),
+                c.need_resched
+            );
+        }
+        let _ = write!(out, " threads:");
         for (id, t) in s.threads.iter() {
             let _ = write!(out, " {id}:{:?}", t.state());
         }
@@ -561,17 +788,18 @@ pub fn wake(t: ThreadId) -> bool {
     let was = interrupts::are_enabled();
     interrupts::disable();
     let mut g = SCHED.lock();
+    let c = me();
     let woken = g.as_mut().is_some_and(|s| {
         let w = s.wake(t, false);
         if w {
-            s.reprogram();
+            s.reprogram(c);
         }
         w
     });
     if was
         && woken
         && g.as_ref()
-            .is_some_and(|s| s.need_resched && s.current != IDLE)
+            .is_some_and(|s| s.csr(c).need_resched && s.csr(c).current != IDLE)
     {
         switch_away(g, true);
     } else {
@@ -630,11 +858,11 @@ impl<T> JoinHandle<T> {
     pub fn join_result(mut self) -> Result<T, i32> {
         let me = current_id();
         loop {
-            let (done, code, stack) = with_irqs_off(|| {
+            let (done, code, data) = with_irqs_off(|| {
                 let mut g = SCHED.lock();
                 let s = g.as_mut().expect("scheduler running");
                 match s.threads.join(me, self.id) {
-                    JoinResult::Done(code, data) => (true, code, data.stack),
+                    JoinResult::Done(code, data) => (true, code, Some(data)),
                     JoinResult::MustWait => {
                         let _ = s.threads.set_state(me, ThreadState::Blocked);
                         switch_away(g, false);
@@ -644,8 +872,12 @@ impl<T> JoinHandle<T> {
                 }
             });
             if done {
-                if let Some((b, t)) = stack {
-                    let _ = mm::unmap_stack(b, t);
+                if let Some(d) = data {
+                    // Its CPU may still be switching away from its stack.
+                    d.ctx.wait_off_cpu();
+                    if let Some((b, t)) = d.stack {
+                        let _ = mm::unmap_stack(b, t);
+                    }
                 }
                 self.joined = true;
                 return self.packet.lock().take().ok_or(code);
@@ -673,6 +905,16 @@ pub fn spawn_with<T: Send + 'static>(
     prio: Priority,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<JoinHandle<T>, SpawnError> {
+    spawn_on(Placement::Here, stack_size, prio, f)
+}
+
+/// Spawns a thread on the CPU `placement` picks (see [`Placement`]).
+pub fn spawn_on<T: Send + 'static>(
+    placement: Placement,
+    stack_size: u64,
+    prio: Priority,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<JoinHandle<T>, SpawnError> {
     let packet: Packet<T> = alloc::sync::Arc::new(IrqMutex::new(None));
     let p2 = packet.clone();
     let id = spawn_raw(
@@ -682,6 +924,7 @@ pub fn spawn_with<T: Send + 'static>(
         }),
         stack_size,
         prio,
+        placement,
     )?;
     Ok(JoinHandle {
         id,

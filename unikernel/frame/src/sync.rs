@@ -1,6 +1,7 @@
 //! The kernel's lowest-level lock: a spinlock that also disables interrupts
 //! while held, so an interrupt handler on the same CPU can never deadlock on a
-//! lock its own CPU holds.
+//! lock its own CPU holds. It excludes other CPUs by its atomic flag alone;
+//! lock order: docs/ARCHITECTURE.md, "Multiple CPUs".
 
 use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};
@@ -19,6 +20,19 @@ pub struct IrqMutex<T> {
 unsafe impl<T: Send> Sync for IrqMutex<T> {}
 // SAFETY: as above; the lock owns its value.
 unsafe impl<T: Send> Send for IrqMutex<T> {}
+
+/// Spins until `locked` is clear (the lock's contended path: never reached
+/// with one CPU). A waiter may have interrupts off (it holds another lock):
+/// it still answers a TLB shootdown, whose sender may hold the lock it
+/// waits for.
+#[cold]
+#[inline(never)]
+fn wait_unlocked(locked: &AtomicBool) {
+    while locked.load(Ordering::Relaxed) {
+        crate::arch::smp::service_tlb();
+        core::hint::spin_loop();
+    }
+}
 
 /// Proof of holding an [`IrqMutex`]; restores the interrupt flag on drop.
 pub struct IrqGuard<'a, T> {
@@ -41,9 +55,7 @@ impl<T> IrqMutex<T> {
             if let Some(g) = self.try_lock() {
                 return g;
             }
-            while self.locked.load(Ordering::Relaxed) {
-                core::hint::spin_loop();
-            }
+            wait_unlocked(&self.locked);
         }
     }
 
@@ -145,6 +157,14 @@ impl WaitQueue {
     }
 
     /// Checks `cond` with interrupts off and, if it does not hold, blocks once.
+    ///
+    /// The waiter registers itself *before* its last look at the condition:
+    /// a waker on another CPU that changes the condition after that look
+    /// finds it in the queue, and a wake-up that lands between the look and
+    /// the block is kept by the scheduler (`sched::wake` of a thread running
+    /// on another CPU), so the block returns at once. With one CPU nothing
+    /// runs in between (interrupts are off), so the second look is made only
+    /// when other CPUs run threads.
     fn wait_step<T>(
         &self,
         cond: &mut impl FnMut() -> Option<T>,
@@ -157,9 +177,16 @@ impl WaitQueue {
             None => {
                 let me = crate::sched::current();
                 self.waiters.lock().push(me);
-                crate::sched::block_current(deadline);
+                let r = if crate::arch::smp::multi() {
+                    cond()
+                } else {
+                    None
+                };
+                if r.is_none() {
+                    crate::sched::block_current(deadline);
+                }
                 self.waiters.lock().remove(me);
-                None
+                r
             }
         };
         if was {

@@ -2,7 +2,7 @@
 //! memory manager, handlers that drivers register for their vectors, and the
 //! fatal report (vector, error code, RIP, CR2, backtrace) for everything else.
 
-use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::arch::cpu;
 use crate::arch::idt::TrapFrame;
@@ -68,10 +68,15 @@ pub fn spurious_count() -> u64 {
     SPURIOUS.load(Ordering::Relaxed)
 }
 
-/// The vector (+1) whose handler runs now, 0 outside handlers: a thread
-/// switch while it is set would leave the vector in service (no EOI) and
-/// block every interrupt of its priority class.
-pub static IN_HANDLER: AtomicU32 = AtomicU32::new(0);
+/// The vector (+1) whose handler runs now on this CPU, 0 outside handlers
+/// (per CPU, in `smp::PerCpu`): a thread switch while it is set would leave
+/// the vector in service (no EOI) and block every interrupt of its priority
+/// class.
+pub fn in_handler() -> u32 {
+    crate::arch::smp::this_cpu()
+        .in_handler
+        .load(Ordering::Relaxed)
+}
 
 /// Called by the entry stubs with the saved state.
 pub extern "C" fn dispatch(frame: &mut TrapFrame) {
@@ -121,9 +126,10 @@ pub extern "C" fn dispatch(frame: &mut TrapFrame) {
     } else {
         // SAFETY: only `register` stores non-zero values, and it stores `IrqHandler`s.
         let handler: IrqHandler = unsafe { core::mem::transmute::<usize, IrqHandler>(h) };
-        IN_HANDLER.store(v as u32 + 1, Ordering::Relaxed);
+        let cpu = crate::arch::smp::this_cpu();
+        cpu.in_handler.store(v as u32 + 1, Ordering::Relaxed);
         handler(frame);
-        IN_HANDLER.store(0, Ordering::Relaxed);
+        cpu.in_handler.store(0, Ordering::Relaxed);
     }
     crate::arch::apic::eoi();
     crate::sched::preempt_point();

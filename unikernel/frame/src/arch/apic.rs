@@ -42,8 +42,6 @@ static TSC_DEADLINE: AtomicBool = AtomicBool::new(false);
 static APIC_ID: AtomicU32 = AtomicU32::new(0);
 /// Local APIC timer ticks per millisecond (one-shot mode, divide by 16).
 static TICKS_PER_MS: AtomicU64 = AtomicU64::new(0);
-/// Whether the timer's vector entry is unmasked in one-shot mode.
-static LVT_ARMED: AtomicBool = AtomicBool::new(false);
 
 fn read(reg: u32) -> u32 {
     if X2APIC.load(Ordering::Relaxed) {
@@ -117,10 +115,12 @@ pub fn init_local() {
 }
 
 /// Enables an application processor's local APIC in the boot CPU's mode,
-/// every local interrupt masked (`arch::smp`: a parked CPU takes none).
+/// every local interrupt masked (`arch::smp`: a parked CPU takes none; the
+/// scheduler arms its timer once it runs threads).
 /// Touches no kernel lock: the xAPIC page is already mapped.
 pub fn init_ap() {
     enable(1 << 16);
+    write(REG_TIMER_DIV, 0x3); // as the boot CPU's (the calibration is shared)
 }
 
 /// Enables the calling CPU's local APIC (x2APIC if [`init_local`] chose it):
@@ -193,7 +193,8 @@ pub fn eoi() {
     write(REG_EOI, 0);
 }
 
-/// Arms the timer to fire at TSC value `deadline` (or stops it with `None`).
+/// Arms this CPU's timer to fire at TSC value `deadline` (or stops it with
+/// `None`). Interrupts off (the per-CPU "armed" flag).
 pub fn set_timer(deadline: Option<u64>) {
     let Some(deadline) = deadline else {
         if has_tsc_deadline() {
@@ -205,7 +206,10 @@ pub fn set_timer(deadline: Option<u64>) {
         return;
     };
     if has_tsc_deadline() {
-        if !LVT_ARMED.swap(true, Ordering::Relaxed) {
+        if !super::smp::this_cpu()
+            .lvt_armed
+            .swap(true, Ordering::Relaxed)
+        {
             write(REG_LVT_TIMER, (0b10 << 17) | TIMER_VECTOR as u32);
         }
         // SAFETY: arms the TSC-deadline timer; its only effect is an interrupt.
@@ -221,7 +225,10 @@ pub fn set_timer(deadline: Option<u64>) {
         let ticks = (cycles as u128 * per_ms as u128 * 970 / hz as u128).clamp(1, u32::MAX as u128);
         // The vector entry is written once: `init` leaves it masked, the
         // first arming unmasks it, and one-shot mode never changes it again.
-        if !LVT_ARMED.swap(true, Ordering::Relaxed) {
+        if !super::smp::this_cpu()
+            .lvt_armed
+            .swap(true, Ordering::Relaxed)
+        {
             write(REG_LVT_TIMER, TIMER_VECTOR as u32);
         }
         write(REG_TIMER_INIT, ticks as u32);

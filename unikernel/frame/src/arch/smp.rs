@@ -23,7 +23,7 @@
 //! CPUs"). With one CPU in the MADT none of this runs.
 
 use core::arch::global_asm;
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use super::gdt::{self, CpuTables, IST_TOTAL};
 use super::{apic, cpu, idt, simd};
@@ -38,14 +38,53 @@ const AP_STACK: usize = 16 * 1024;
 const AP_TIMEOUT_MS: u64 = 2000;
 
 /// One CPU's data, reached through its GS base (`gs:0` holds the block's
-/// own address).
+/// own address). Written only by its own CPU (with interrupts off where an
+/// interrupt handler also writes it), except `tlb_gen`'s readers and the
+/// counters, which other CPUs read.
 #[repr(C)]
 pub struct PerCpu {
     this: u64,
     /// 0 for the boot CPU, then 1.. in the order the APs came up.
     pub index: u32,
     /// The local APIC id.
-    pub apic_id: u32,
+    pub apic_id: AtomicU32,
+    /// The vector (+1) whose handler runs now on this CPU, 0 outside
+    /// handlers (`trap::dispatch`).
+    pub in_handler: AtomicU32,
+    /// Whether this CPU's timer vector entry is unmasked (one-shot mode).
+    pub lvt_armed: AtomicBool,
+    /// The running thread's stack `[bottom, top)`, 0 and 0 in idle.
+    pub stack_bottom: AtomicU64,
+    pub stack_top: AtomicU64,
+    /// When this CPU halted (TSC), 0 while it works.
+    pub idle_since: AtomicU64,
+    /// The thread running on this CPU (0: idle).
+    pub current: AtomicU64,
+    /// The block `heap::try_arc` set aside on this CPU: address, size, align.
+    pub reserved: [AtomicUsize; 3],
+    /// The TLB shootdown generation this CPU has flushed up to.
+    pub tlb_gen: AtomicU64,
+    /// Switches to a thread (not idle) on this CPU.
+    pub runs: AtomicU64,
+}
+
+impl PerCpu {
+    const fn new(this: u64, index: u32, apic_id: u32) -> PerCpu {
+        PerCpu {
+            this,
+            index,
+            apic_id: AtomicU32::new(apic_id),
+            in_handler: AtomicU32::new(0),
+            lvt_armed: AtomicBool::new(false),
+            stack_bottom: AtomicU64::new(0),
+            stack_top: AtomicU64::new(0),
+            idle_since: AtomicU64::new(0),
+            current: AtomicU64::new(0),
+            reserved: [const { AtomicUsize::new(0) }; 3],
+            tlb_gen: AtomicU64::new(0),
+            runs: AtomicU64::new(0),
+        }
+    }
 }
 
 /// Everything an AP owns, in frames the boot CPU takes from the allocator
@@ -59,11 +98,7 @@ struct ApBlock {
 }
 
 /// The boot CPU's per-CPU data (.bss; filled by [`start`]).
-static BSP_CPU: BootCell<PerCpu> = BootCell::new(PerCpu {
-    this: 0,
-    index: 0,
-    apic_id: 0,
-});
+static BSP_CPU: BootCell<PerCpu> = BootCell::new(PerCpu::new(0, 0, 0));
 
 /// Read by the APs' entry code: the kernel's page-table root, how many
 /// [`ApBlock`]s exist, their addresses, and the next ticket.
@@ -73,6 +108,18 @@ static UK_AP_TICKET: AtomicU32 = AtomicU32::new(0);
 static UK_AP_BLOCKS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 /// APs that finished [`ap_main`]'s setup.
 static ONLINE: AtomicU32 = AtomicU32::new(0);
+/// Every CPU's [`PerCpu`] by index (0: not online).
+static CPUS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+/// Set by the scheduler when the APs may enter it ([`release_aps`]).
+static GO: AtomicBool = AtomicBool::new(false);
+/// CPUs running the scheduler, one bit per index: the ones that take IPIs
+/// and may hold TLB entries of the mmap window.
+static ACTIVE: AtomicU64 = AtomicU64::new(0);
+/// The TLB shootdown generation: raised by [`shootdown`].
+static TLB_GEN: AtomicU64 = AtomicU64::new(0);
+/// The vector of the inter-processor interrupt: a wake-up (the end of the
+/// interrupt reschedules) and a TLB shootdown request.
+pub const IPI_VECTOR: u8 = 0xf0;
 
 global_asm!(
     r#"
@@ -177,13 +224,10 @@ unsafe extern "C" {
 /// `p` is this CPU's own, 'static, writable [`PerCpu`].
 unsafe fn set_percpu(p: *mut PerCpu, index: u32, apic_id: u32) {
     // SAFETY: per the caller, nobody else writes `p`.
-    unsafe {
-        p.write(PerCpu {
-            this: p as u64,
-            index,
-            apic_id,
-        })
-    };
+    unsafe { p.write(PerCpu::new(p as u64, index, apic_id)) };
+    if let Some(slot) = CPUS.get(index as usize) {
+        slot.store(p as u64, Ordering::Release);
+    }
     // IA32_GS_BASE; GS is not otherwise used (no user mode, no swapgs).
     let mut gs = x86_64::registers::model_specific::Msr::new(0xc000_0101);
     // SAFETY: setting GS base changes no memory and nothing else reads it.
@@ -201,6 +245,93 @@ pub fn this_cpu() -> &'static PerCpu {
     };
     // SAFETY: the block is 'static and only written before GS base pointed at it.
     unsafe { &*(p as *const PerCpu) }
+}
+
+/// The [`PerCpu`] of the CPU with index `i`, once it is online.
+pub fn cpu(i: usize) -> Option<&'static PerCpu> {
+    let p = CPUS.get(i)?.load(Ordering::Acquire);
+    // SAFETY: only `set_percpu` stores non-zero values: 'static blocks.
+    (p != 0).then(|| unsafe { &*(p as *const PerCpu) })
+}
+
+/// Sets up the boot CPU's per-CPU block (GS base) before anything reads it:
+/// first thing at boot, one CPU, interrupts off.
+pub fn init_boot_cpu() {
+    // SAFETY: boot, one CPU: BSP_CPU is the boot CPU's and written only here.
+    unsafe { set_percpu(BSP_CPU.get(), 0, 0) };
+}
+
+/// Lets the parked APs enter the scheduler (`sched::ap_enter`); called by
+/// `sched::start` once the scheduler and the IPI handler exist.
+pub fn release_aps() {
+    GO.store(true, Ordering::Release);
+    for i in 1..MAX_CPUS {
+        if let Some(c) = cpu(i) {
+            apic::send_ipi(c.apic_id.load(Ordering::Relaxed), IPI_VECTOR as u32);
+        }
+    }
+}
+
+/// Marks the calling CPU as running the scheduler (it takes IPIs from now
+/// on) and flushes its TLB up to the current generation.
+pub fn set_active() {
+    ACTIVE.fetch_or(1 << this_cpu().index, Ordering::AcqRel);
+    service_tlb();
+}
+
+/// True once CPUs other than the boot CPU run the scheduler (never with
+/// one CPU).
+#[inline]
+pub fn multi() -> bool {
+    ACTIVE.load(Ordering::Relaxed) != 0
+}
+
+/// Sends the IPI to the CPU with index `i` (a wake-up).
+pub fn kick(i: usize) {
+    if let Some(c) = cpu(i) {
+        apic::send_ipi(c.apic_id.load(Ordering::Relaxed), IPI_VECTOR as u32);
+    }
+}
+
+/// Flushes this CPU's TLB if a [`shootdown`] asked for it since it last
+/// did. Called by the IPI handler and by every spinning lock waiter, so a
+/// CPU that waits for a lock with interrupts off still answers.
+#[inline(never)]
+pub fn service_tlb() {
+    let g = TLB_GEN.load(Ordering::Acquire);
+    let me = this_cpu();
+    if me.tlb_gen.load(Ordering::Relaxed) < g {
+        x86_64::instructions::tlb::flush_all();
+        me.tlb_gen.store(g, Ordering::Release);
+    }
+}
+
+/// After the memory manager narrowed or removed mappings (it flushed its own
+/// TLB already, and holds its lock, so the freed frames cannot be reused
+/// yet): makes every other CPU in the scheduler flush its TLB and waits
+/// until they did. Nothing to do while the other CPUs are parked (`-smp 1`).
+#[inline(never)]
+pub fn shootdown() {
+    let me = this_cpu().index;
+    let others = ACTIVE.load(Ordering::Acquire) & !(1u64 << me);
+    if others == 0 {
+        return;
+    }
+    let want = TLB_GEN.fetch_add(1, Ordering::AcqRel) + 1;
+    let cpus = || {
+        (0..MAX_CPUS)
+            .filter(move |i| others & (1 << i) != 0)
+            .filter_map(cpu)
+    };
+    for c in cpus() {
+        apic::send_ipi(c.apic_id.load(Ordering::Relaxed), IPI_VECTOR as u32);
+    }
+    for c in cpus() {
+        while c.tlb_gen.load(Ordering::Acquire) < want {
+            service_tlb();
+            core::hint::spin_loop();
+        }
+    }
 }
 
 /// CPUs online, the boot CPU included.
@@ -227,10 +358,18 @@ extern "C" fn ap_main(block: u64, ticket: u64) -> ! {
     simd::init_ap();
     apic::init_ap();
     // Online means its per-CPU data answers through GS.
-    if this_cpu().apic_id == apic_id {
-        ONLINE.fetch_add(1, Ordering::Release);
+    if this_cpu().apic_id.load(Ordering::Relaxed) != apic_id {
+        cpu::halt_forever();
     }
-    cpu::halt_forever()
+    ONLINE.fetch_add(1, Ordering::Release);
+    // Parked until the scheduler runs: nothing but `release_aps`' IPI
+    // targets this CPU (every local source is masked), and before the
+    // scheduler registered its handler that IPI is only counted.
+    while !GO.load(Ordering::Acquire) {
+        x86_64::instructions::interrupts::enable_and_hlt();
+        x86_64::instructions::interrupts::disable();
+    }
+    crate::sched::ap_enter()
 }
 
 /// Spins up to `cycles` TSC cycles for the online count to move from
@@ -251,9 +390,7 @@ fn wait_online(before: u32, cycles: u64) -> bool {
 /// Sets up the boot CPU's per-CPU data, starts the APs of the MADT and
 /// prints `smp: N CPUs online`. Called once at boot after `irq::init`.
 pub fn start() {
-    let bsp = apic::id();
-    // SAFETY: boot, one CPU: BSP_CPU is the boot CPU's and written only here.
-    unsafe { set_percpu(BSP_CPU.get(), 0, bsp) };
+    this_cpu().apic_id.store(apic::id(), Ordering::Relaxed);
     let targets = crate::irq::ap_targets(MAX_CPUS - 1);
     if !targets.is_empty() {
         start_aps(&targets);

@@ -278,6 +278,7 @@ impl Mm {
             let pa = e.addr().as_u64();
             e.set_unused();
             paging::flush(va);
+            mark_stale();
             if pa != zero {
                 let _ = frames.free(pa);
             }
@@ -298,6 +299,7 @@ impl Mm {
             };
             e.set_addr(pa, flags);
             paging::flush(va);
+            mark_stale();
         });
     }
 
@@ -414,6 +416,10 @@ impl Mm {
             // only happens after mprotect; the VMA allows the write now.
             entry.set_addr(x86_64::PhysAddr::new(old), flags);
         }
+        if old_flags.contains(F::PRESENT) {
+            // Another CPU may hold the old entry (the zero page, read-only).
+            mark_stale();
+        }
         paging::flush(page);
         Ok(())
     }
@@ -449,7 +455,7 @@ pub fn is_writable(addr: u64) -> bool {
 pub fn handle_page_fault(addr: u64, err: u64) -> Result<(), &'static str> {
     let mut retried = false;
     loop {
-        let Some(mut g) = MM.try_lock() else {
+        let Some(mut g) = lock_mm_unless_held() else {
             return Err("page fault inside the memory manager");
         };
         let res = match g.as_mut() {
@@ -589,9 +595,80 @@ fn touch_stack() {
     }
 }
 
-fn lock_mm() -> crate::sync::IrqGuard<'static, Option<Mm>> {
+/// The CPU (index + 1) holding the MM lock, 0 when free.
+static MM_OWNER: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+/// Set (under the MM lock) when a present mapping was removed, narrowed or
+/// pointed elsewhere: other CPUs may cache it, so the lock's release first
+/// makes them flush (`smp::shootdown`, nothing with one CPU).
+static STALE: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+fn mark_stale() {
+    STALE.store(true, core::sync::atomic::Ordering::Relaxed);
+}
+
+/// The MM lock, held.
+struct MmGuard(crate::sync::IrqGuard<'static, Option<Mm>>);
+
+impl MmGuard {
+    fn new(g: crate::sync::IrqGuard<'static, Option<Mm>>) -> MmGuard {
+        let me = crate::arch::smp::this_cpu().index + 1;
+        MM_OWNER.store(me, core::sync::atomic::Ordering::Relaxed);
+        MmGuard(g)
+    }
+}
+
+impl core::ops::Deref for MmGuard {
+    type Target = Option<Mm>;
+    fn deref(&self) -> &Option<Mm> {
+        &self.0
+    }
+}
+
+impl core::ops::DerefMut for MmGuard {
+    fn deref_mut(&mut self) -> &mut Option<Mm> {
+        &mut self.0
+    }
+}
+
+impl Drop for MmGuard {
+    fn drop(&mut self) {
+        use core::sync::atomic::Ordering::Relaxed;
+        // Before the lock goes (with it, the frames just freed could be
+        // handed out again): no CPU may still reach them through its TLB.
+        if STALE.load(Relaxed) {
+            shoot_stale();
+        }
+        MM_OWNER.store(0, Relaxed);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn shoot_stale() {
+    STALE.store(false, core::sync::atomic::Ordering::Relaxed);
+    crate::arch::smp::shootdown();
+}
+
+fn lock_mm() -> MmGuard {
     touch_stack();
-    MM.lock()
+    MmGuard::new(MM.lock())
+}
+
+/// The MM lock, or `None` when this CPU holds it already (a fault or an
+/// allocation from inside the memory manager). Another CPU holding it is
+/// waited for.
+fn lock_mm_unless_held() -> Option<MmGuard> {
+    let me = crate::arch::smp::this_cpu().index + 1;
+    loop {
+        if let Some(g) = MM.try_lock() {
+            return Some(MmGuard::new(g));
+        }
+        if MM_OWNER.load(core::sync::atomic::Ordering::Relaxed) == me {
+            return None;
+        }
+        crate::arch::smp::service_tlb();
+        core::hint::spin_loop();
+    }
 }
 
 fn with_mm<R>(f: impl FnOnce(&mut Mm) -> Result<R, VmError>) -> Result<R, VmError> {
@@ -700,7 +777,7 @@ pub fn populate(addr: u64, len: u64) -> Result<(), MemError> {
 /// Free RAM in bytes.
 pub fn free_bytes() -> u64 {
     touch_stack();
-    MM.try_lock()
+    lock_mm_unless_held()
         .and_then(|g| g.as_ref().map(|m| m.frames.free_frames() * PAGE))
         .unwrap_or(0)
 }
@@ -828,6 +905,7 @@ pub fn unmap_page_keep_vma(va: u64) {
         paging::for_each_leaf(mm.pml4, va, va + PAGE, |v, e| {
             e.set_unused();
             paging::flush(v);
+            mark_stale();
         });
         Ok(())
     });
@@ -842,6 +920,7 @@ pub fn unmap_keep_frames(addr: u64, len: u64) -> Result<(), MemError> {
         paging::for_each_leaf(mm.pml4, addr, addr + len, |va, e| {
             e.set_unused();
             paging::flush(va);
+            mark_stale();
         });
         Ok(())
     })
