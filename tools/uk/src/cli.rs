@@ -85,8 +85,9 @@ pub struct RunArgs {
     /// virtio-net device; httpd gets 8080:80 by default)
     #[arg(long = "fwd", value_name = "HOST:GUEST")]
     pub fwds: Vec<PortFwd>,
-    /// Virtual CPUs (QEMU -smp; with TCG, one host thread each). The extra
-    /// CPUs come online but do not run threads yet
+    /// Virtual CPUs (QEMU -smp; with TCG, one host thread each). Every CPU
+    /// runs threads; an app's threads stay on the boot CPU unless it places
+    /// them (thread::spawn_on)
     #[arg(long, default_value_t = 1, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..=64))]
     pub smp: u32,

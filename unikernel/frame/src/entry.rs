@@ -8,7 +8,7 @@
 //! 5. heap (lazily, on first allocation), then parse the command line;
 //! 6. TSC frequency;
 //! 7. ACPI, local APIC and I/O APICs (`irq::init`);
-//! 8. the other CPUs of the MADT started and parked (`arch::smp`), then
+//! 8. the other CPUs of the MADT started (`arch::smp`; they wait for the scheduler), then
 //!    `smp: N CPUs online`;
 //! 9. the application's `__uk_app_start` (`unikernel::main!`): the kernel
 //!    services start the drivers, then the scheduler with `main` as its first

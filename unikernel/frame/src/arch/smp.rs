@@ -1,5 +1,5 @@
 //! Multiprocessor bring-up: the application processors (APs) listed in the
-//! ACPI MADT are started with INIT-SIPI-SIPI and parked.
+//! ACPI MADT are started with INIT-SIPI-SIPI and enter the scheduler.
 //!
 //! An AP starts in real mode at `page << 12`, where `page` is the SIPI
 //! vector, so the first instructions ([`uk_ap_tramp`], 38 bytes of 16-bit
@@ -15,12 +15,13 @@
 //! [`ap_main`]: its own GDT and TSS, the shared IDT, GS base at its
 //! [`PerCpu`], the vector state the boot CPU chose, its local APIC enabled
 //! (x2APIC where the boot CPU uses it, every local interrupt masked), then it
-//! reads its APIC id back through GS, counts itself online and halts with
-//! interrupts off for good.
+//! reads its APIC id back through GS, counts itself online and waits for
+//! the scheduler.
 //!
-//! Parked APs run no code that takes a kernel lock: the kernel's locks and
-//! the scheduler still assume one CPU (docs/ARCHITECTURE.md, "Multiple
-//! CPUs"). With one CPU in the MADT none of this runs.
+//! Until the scheduler starts, an AP waits in `sti; hlt`; then it runs
+//! threads like the boot CPU (`sched::ap_enter`). Also here: the IPI that
+//! wakes a CPU and asks for a TLB flush ([`IPI_VECTOR`], [`shootdown`]).
+//! With one CPU in the MADT none of this runs.
 
 use core::arch::global_asm;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -32,7 +33,7 @@ use crate::sync::BootCell;
 
 /// Most CPUs brought up (the boot CPU included).
 pub const MAX_CPUS: usize = 64;
-/// Stack of a parked AP (only `ap_main` runs on it).
+/// Stack of an AP: `ap_main`, then its idle loop and the interrupts it takes there.
 const AP_STACK: usize = 16 * 1024;
 /// How long the boot CPU waits for one AP after its second SIPI.
 const AP_TIMEOUT_MS: u64 = 2000;
