@@ -320,7 +320,8 @@ fn switch_away(mut g: IrqGuard<'_, Option<Sched>>, requeue: bool) {
         );
     }
     let s = g.as_mut().expect("scheduler running");
-    let c = me();
+    let cpu = smp::this_cpu();
+    let c = cpu.index as usize;
     let cur = s.cs(c).current;
     if requeue && cur != IDLE && s.threads.set_state(cur, ThreadState::Runnable).is_ok() {
         let p = s.prio(cur);
@@ -344,17 +345,15 @@ fn switch_away(mut g: IrqGuard<'_, Option<Sched>>, requeue: bool) {
     s.cs(c).slice_start = time::since_boot_ns();
     s.reprogram(c);
     let from: *mut Ctx = s.ctx(c, cur);
-    let to: *mut Ctx = s.ctx(c, next);
-    let (bottom, top) = if next == IDLE {
-        (0, 0)
+    let (to, (bottom, top)): (*mut Ctx, _) = if next == IDLE {
+        (&mut *s.cs(c).idle_ctx, (0, 0))
     } else {
-        let data = &s.threads.get(next).expect("next exists").data;
-        data.stack.unwrap_or((0, 0))
+        let data = &mut s.threads.get_mut(next).expect("next exists").data;
+        (&mut *data.ctx, data.stack.unwrap_or((0, 0)))
     };
     // The context switched away from is released by the next context's
     // `finish_switch`, once its registers are saved.
     s.cs(c).prev = from as usize;
-    let cpu = smp::this_cpu();
     cpu.stack_bottom.store(bottom, Ordering::Relaxed);
     cpu.stack_top.store(top, Ordering::Relaxed);
     cpu.current.store(next, Ordering::Relaxed);

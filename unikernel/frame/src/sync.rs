@@ -24,7 +24,7 @@ unsafe impl<T: Send> Send for IrqMutex<T> {}
 /// Spins until `locked` is clear (the lock's contended path: never reached
 /// with one CPU). A waiter may have interrupts off (it holds another lock):
 /// it still answers a TLB shootdown, whose sender may hold the lock it
-/// waits for.
+/// waits for. Out of line: one copy, not one per lock type.
 #[cold]
 #[inline(never)]
 fn wait_unlocked(locked: &AtomicBool) {

@@ -297,7 +297,6 @@ pub fn kick(i: usize) {
 /// Flushes this CPU's TLB if a [`shootdown`] asked for it since it last
 /// did. Called by the IPI handler and by every spinning lock waiter, so a
 /// CPU that waits for a lock with interrupts off still answers.
-#[inline(never)]
 pub fn service_tlb() {
     let g = TLB_GEN.load(Ordering::Acquire);
     let me = this_cpu();
