@@ -271,10 +271,13 @@ impl Sched {
             ThreadState::Blocked | ThreadState::Sleeping { .. } => {}
             // Between registering as a waiter and blocking, on another CPU:
             // its block returns at once. (Never with one CPU: a running
-            // thread is then the caller itself.)
+            // thread is then the caller itself.) Reported as not woken, so
+            // `wake_one` also wakes the next waiter: the thread may be past
+            // its wait already (a timeout), and a spare wake-up only costs
+            // a re-check, where a lost one would cost a hang.
             ThreadState::Running if home != me() => {
                 th.data.wake_pending = true;
-                return true;
+                return false;
             }
             _ => return false,
         }
@@ -297,12 +300,17 @@ impl Sched {
     fn push(&mut self, c: usize, t: ThreadId, prio: Priority) {
         let cur_prio = self.prio(self.csr(c).current);
         let cs = self.cs(c);
+        let was_empty = cs.rq.is_empty();
         cs.rq.push(t, prio);
-        if cs.current == IDLE || prio > cur_prio {
-            let was = core::mem::replace(&mut cs.need_resched, true);
-            if !was && c != me() {
-                smp::kick(c);
-            }
+        let kick = if cs.current == IDLE || prio > cur_prio {
+            !core::mem::replace(&mut cs.need_resched, true)
+        } else {
+            // The first thread waiting behind a running one: that CPU's
+            // slice timer must be armed now (the IPI handler re-arms).
+            was_empty
+        };
+        if kick && c != me() {
+            smp::kick(c);
         }
     }
 }
@@ -496,16 +504,24 @@ pub fn start(main: impl FnOnce() + Send + 'static, main_stack: u64, timeslice_ms
     .unwrap_or_else(|_| crate::fatal_early("no memory for the main thread"));
     detach(id);
     if cpus > 1 {
-        // The IPI only needs the end of interrupt (which reschedules) and a
-        // look at the TLB shootdown generation.
         assert!(
-            crate::trap::register(smp::IPI_VECTOR, |_| smp::service_tlb()),
+            crate::trap::register(smp::IPI_VECTOR, on_ipi),
             "IPI vector taken"
         );
         smp::set_active();
         smp::release_aps();
     }
     idle_loop()
+}
+
+/// The IPI (several CPUs only): a TLB flush if one was asked for, and the
+/// slice timer armed if a thread now waits here; the end of the interrupt
+/// reschedules if a wake-up asked for it.
+fn on_ipi(_frame: &mut TrapFrame) {
+    smp::service_tlb();
+    if let Some(s) = SCHED.lock().as_mut() {
+        s.reprogram(me());
+    }
 }
 
 /// An AP's entry into the scheduler (from `smp::ap_main`, interrupts off,
