@@ -21,16 +21,45 @@ unsafe impl<T: Send> Sync for IrqMutex<T> {}
 // SAFETY: as above; the lock owns its value.
 unsafe impl<T: Send> Send for IrqMutex<T> {}
 
-/// Spins until `locked` is clear (the lock's contended path: never reached
-/// with one CPU). A waiter may have interrupts off (it holds another lock):
-/// it still answers a TLB shootdown, whose sender may hold the lock it
-/// waits for. Out of line: one copy, not one per lock type.
+/// Takes `locked` with interrupts off; returns whether they were on. One
+/// copy for every lock type; the uncontended path calls nothing (the
+/// contended one is a tail call), so it saves no registers.
+#[inline(never)]
+fn raw_lock(locked: &AtomicBool) -> bool {
+    let irq_was_enabled = interrupts::are_enabled();
+    interrupts::disable();
+    if locked
+        .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+        .is_ok()
+    {
+        return irq_was_enabled;
+    }
+    lock_contended(locked, irq_was_enabled)
+}
+
+/// The contended path of [`raw_lock`] (never reached with one CPU): spins
+/// with the caller's interrupt state until `locked` is clear, then takes it
+/// with interrupts off. A waiter may have interrupts off (it holds another
+/// lock): it still answers a TLB shootdown, whose sender may hold the lock
+/// it waits for.
 #[cold]
 #[inline(never)]
-fn wait_unlocked(locked: &AtomicBool) {
-    while locked.load(Ordering::Relaxed) {
-        crate::arch::smp::service_tlb();
-        core::hint::spin_loop();
+fn lock_contended(locked: &AtomicBool, irq_was_enabled: bool) -> bool {
+    loop {
+        if irq_was_enabled {
+            interrupts::enable();
+        }
+        while locked.load(Ordering::Relaxed) {
+            crate::arch::smp::service_tlb();
+            core::hint::spin_loop();
+        }
+        interrupts::disable();
+        if locked
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+        {
+            return irq_was_enabled;
+        }
     }
 }
 
@@ -51,11 +80,9 @@ impl<T> IrqMutex<T> {
 
     /// Spins until the lock is free.
     pub fn lock(&self) -> IrqGuard<'_, T> {
-        loop {
-            if let Some(g) = self.try_lock() {
-                return g;
-            }
-            wait_unlocked(&self.locked);
+        IrqGuard {
+            irq_was_enabled: raw_lock(&self.locked),
+            lock: self,
         }
     }
 
