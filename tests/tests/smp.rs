@@ -4,6 +4,8 @@
 //! on every CPU (`selftest smp`) share a mutex, hand tokens to each other,
 //! sleep and map memory, and end with the same checksum on 1, 2 and 4 CPUs.
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::time::Duration;
 
 use uk_tests::{BootOpts, Firmware, Guest, Machine, boot_disk_image, free_port, machine_tests};
@@ -84,12 +86,13 @@ machine_tests!(two_cpus, |m| { boot_with(m, 2) });
 machine_tests!(four_cpus, |m| { boot_with(m, 4) });
 
 /// The Multiboot2 path: the raw disk image through `fw` and GRUB on q35
-/// with 2 vCPUs; both come online and httpd starts serving.
+/// with 2 vCPUs; both come online and httpd serves.
 fn two_cpus_after_multiboot2(fw: Firmware) {
     let site = uk_cli::image::temp_path("smp-site");
     std::fs::create_dir_all(&site).expect("site dir");
     std::fs::write(site.join("index.html"), "smp\n").expect("index.html");
     let disk = boot_disk_image("httpd", &site);
+    let port = free_port();
     let g = Guest::boot(
         "httpd",
         Machine::Q35,
@@ -97,7 +100,7 @@ fn two_cpus_after_multiboot2(fw: Firmware) {
             .mem("256M")
             .smp(2)
             .firmware(fw, disk)
-            .fwd(free_port(), 80),
+            .fwd(port, 80),
     );
     let wait = |needle: &str, secs: u64| {
         g.wait_for(needle, Duration::from_secs(secs))
@@ -106,6 +109,29 @@ fn two_cpus_after_multiboot2(fw: Firmware) {
     assert_online(&g, &wait("CPUs online", 120), 2);
     wait("uk: main after", 30);
     wait("httpd: serving", 60);
+    // It serves (its threads and the network stack on the boot CPU, the
+    // other CPU idle in the scheduler): a few requests on one connection.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    for _ in 0..3 {
+        s.write_all(b"GET /index.html HTTP/1.1\r\nHost: smp\r\n\r\n")
+            .expect("send");
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !got.ends_with(b"\r\n\r\nsmp\n") {
+            let n = s
+                .read(&mut buf)
+                .unwrap_or_else(|e| panic!("{}", g.failure(&format!("read: {e}; got {got:?}"))));
+            assert!(n > 0, "{}", g.failure("connection closed"));
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert!(
+            got.starts_with(b"HTTP/1.1 200 "),
+            "{:?}",
+            String::from_utf8_lossy(&got)
+        );
+    }
 }
 
 #[test]
