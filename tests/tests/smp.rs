@@ -81,6 +81,24 @@ machine_tests!(stress_one_cpu, |m| { stress(m, 1) });
 machine_tests!(stress_two_cpus, |m| { stress(m, 2) });
 machine_tests!(stress_four_cpus, |m| { stress(m, 4) });
 
+/// `selftest smp-spin` with 2 vCPUs: a thread spinning on CPU 1 is
+/// preempted by CPU 1's own slice timer, so a thread there that sleeps and
+/// is woken from CPU 0 (a semaphore) runs all its 20 turns.
+fn spinner_on_cpu_1(m: Machine) {
+    let mut g = Guest::boot("selftest", m, BootOpts::args(&["smp-spin"]).smp(2));
+    let line = g
+        .wait_for("smp-spin: ", Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{}", g.failure(&e)));
+    assert!(
+        line.contains("smp-spin: 20 of 20 turns on cpu 1 ") && line.contains(" spins on cpu 1"),
+        "{line:?}:\n{}",
+        g.output()
+    );
+    g.expect_exit(0);
+}
+
+machine_tests!(spinner_on_an_ap, |m| { spinner_on_cpu_1(m) });
+
 machine_tests!(one_cpu, |m| { boot_with(m, 1) });
 machine_tests!(two_cpus, |m| { boot_with(m, 2) });
 machine_tests!(four_cpus, |m| { boot_with(m, 4) });

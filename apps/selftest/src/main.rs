@@ -53,6 +53,7 @@ fn main() -> i32 {
         "sleep" => sleep_accuracy(),
         "pingpong" => pingpong(),
         "smp" => smp_stress(),
+        "smp-spin" => smp_spin(),
         "threads" => many_threads(),
         "spin" => spinner_does_not_starve(),
         "simd" => simd_state(),
@@ -515,6 +516,63 @@ fn smp_stress() -> i32 {
     let ok = sum == expected && n == WORKERS * ROUNDS && passes == WORKERS * ROUNDS && bad == 0;
     println!("smp: {}", if ok && all_ran { "ok" } else { "FAILED" });
     if ok && all_ran { 0 } else { 1 }
+}
+
+/// A thread that never blocks spins on the last CPU; a second thread on
+/// the same CPU sleeps and takes semaphore permits released from the boot
+/// CPU. It runs only if that CPU's slice timer preempts the spinner, armed
+/// when a sleeper's deadline or a remote wake-up makes a thread wait there.
+fn smp_spin() -> i32 {
+    const TURNS: u64 = 20;
+    let last = thread::Placement::Cpu(u32::MAX);
+    let stop = Arc::new(AtomicBool::new(false));
+    let s2 = stop.clone();
+    let spinner = thread::spawn_on(last, 16 * 1024, thread::Priority::Normal, move || {
+        let mut n = 0u64;
+        while !s2.load(Relaxed) {
+            n += 1;
+            core::hint::spin_loop();
+        }
+        (thread::cpu_index(), n)
+    })
+    .expect("spawn");
+    let sem = Arc::new(Semaphore::new(0));
+    let done = Arc::new(AtomicU64::new(0));
+    let (sem2, done2) = (sem.clone(), done.clone());
+    let worker = thread::spawn_on(last, 16 * 1024, thread::Priority::Normal, move || {
+        for _ in 0..TURNS {
+            thread::sleep(Duration::from_millis(1));
+            sem2.acquire();
+            done2.fetch_add(1, Relaxed);
+        }
+        thread::cpu_index()
+    })
+    .expect("spawn");
+    let t = Instant::now();
+    for _ in 0..TURNS {
+        thread::sleep(Duration::from_millis(1));
+        sem.release();
+    }
+    while done.load(Relaxed) < TURNS && t.elapsed() < Duration::from_secs(5) {
+        thread::sleep(Duration::from_millis(1));
+    }
+    let turns = done.load(Relaxed);
+    stop.store(true, Relaxed);
+    let (spin_cpu, spins) = spinner.join();
+    let worker_cpu = if turns == TURNS {
+        worker.join()
+    } else {
+        usize::MAX
+    };
+    println!(
+        "smp-spin: {turns} of {TURNS} turns on cpu {worker_cpu} in {} ms next to {spins} spins on cpu {spin_cpu}",
+        t.elapsed().as_millis()
+    );
+    if turns == TURNS && spin_cpu == worker_cpu && spins > 0 {
+        0
+    } else {
+        1
+    }
 }
 
 fn many_threads() -> i32 {
