@@ -519,7 +519,9 @@ pub fn start(main: impl FnOnce() + Send + 'static, main_stack: u64, timeslice_ms
 /// reschedules if a wake-up asked for it.
 fn on_ipi(_frame: &mut TrapFrame) {
     smp::service_tlb();
-    if let Some(s) = SCHED.lock().as_mut() {
+    if let Some(s) = SCHED.lock().as_mut()
+        && me() < s.cpus.len()
+    {
         s.reprogram(me());
     }
 }
