@@ -169,7 +169,8 @@ pub fn current_stack() -> Option<(u64, u64)> {
     }
 }
 
-/// Counters for tests and benchmarks.
+/// Counters for tests and benchmarks, summed over all CPUs (per CPU:
+/// [`cpu_runs`]).
 pub struct SchedStats {
     /// Context switches.
     pub switches: AtomicU64,
@@ -179,9 +180,10 @@ pub struct SchedStats {
     pub preemptions: AtomicU64,
     /// Threads spawned.
     pub spawned: AtomicU64,
-    /// Times the CPU halted in the idle loop.
+    /// Times a CPU halted in its idle loop.
     pub idle_halts: AtomicU64,
-    /// TSC cycles spent halted (the rest of the time the CPU worked).
+    /// TSC cycles spent halted, all CPUs together (with one CPU, the rest
+    /// of the time it worked).
     pub idle_cycles: AtomicU64,
 }
 
