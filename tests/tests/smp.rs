@@ -99,6 +99,75 @@ fn spinner_on_cpu_1(m: Machine) {
 
 machine_tests!(spinner_on_an_ap, |m| { spinner_on_cpu_1(m) });
 
+/// `echo --spread` with 2 vCPUs: each connection's thread goes to the CPU
+/// with the fewest threads, so most run on CPU 1 and call the network stack
+/// (socket reads and writes, wake-ups of and by the network thread on CPU
+/// 0) from there. 12 connections, opened one after the other (user
+/// networking's backlog of one), then 256 KiB each echoed at once,
+/// byte-exact; the guest reports which CPU served each.
+fn echo_from_every_cpu(m: Machine) {
+    const CONNS: usize = 12;
+    const SIZE: usize = 256 * 1024;
+    let port = free_port();
+    let g = Guest::boot("echo", m, BootOpts::args(&["--spread"]).smp(2).fwd(port, 7));
+    g.wait_for("echo: listening on port 7", Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{}", g.failure(&e)));
+    let conns: Vec<(TcpStream, Vec<u8>)> = (0..CONNS)
+        .map(|i| {
+            let data: Vec<u8> = (0..SIZE)
+                .map(|k| (k * 7 + i * 13 + k / 251) as u8)
+                .collect();
+            let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+            s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+            s.write_all(&data[..1]).expect("first byte");
+            let mut b = [0u8; 1];
+            s.read_exact(&mut b).expect("first byte echoed");
+            assert_eq!(b[0], data[0], "connection {i}: first byte");
+            (s, data)
+        })
+        .collect();
+    let clients: Vec<_> = conns
+        .into_iter()
+        .enumerate()
+        .map(|(i, (mut s, data))| {
+            std::thread::spawn(move || {
+                let mut w = s.try_clone().expect("clone");
+                let rest = data[1..].to_vec();
+                let writer = std::thread::spawn(move || {
+                    w.write_all(&rest).expect("send");
+                    w.shutdown(std::net::Shutdown::Write).expect("shutdown");
+                });
+                let mut got = vec![data[0]];
+                s.read_to_end(&mut got).expect("read");
+                writer.join().expect("writer");
+                assert!(
+                    got == data,
+                    "connection {i}: echoed {} of {} bytes, or wrong ones",
+                    got.len(),
+                    data.len()
+                );
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().expect("client thread");
+    }
+    let done = |g: &Guest| g.output().matches(&format!(" echoed {SIZE} bytes")).count();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while done(&g) < CONNS && std::time::Instant::now() < deadline {
+        let _ = g.wait_for_from(" echoed ", g.mark(), Duration::from_secs(1));
+    }
+    assert_eq!(done(&g), CONNS, "{}", g.output());
+    assert!(
+        g.output()
+            .contains(&format!("echo: cpu 1 echoed {SIZE} bytes")),
+        "no connection served on CPU 1:\n{}",
+        g.output()
+    );
+}
+
+machine_tests!(echo_threads_on_every_cpu, |m| { echo_from_every_cpu(m) });
+
 machine_tests!(one_cpu, |m| { boot_with(m, 1) });
 machine_tests!(two_cpus, |m| { boot_with(m, 2) });
 machine_tests!(four_cpus, |m| { boot_with(m, 4) });

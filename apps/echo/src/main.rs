@@ -1,7 +1,10 @@
 //! A TCP and UDP echo server: every byte received is sent back.
 //!
-//! Arguments: `[--port N]` (default 7). One thread per TCP connection. A UDP
-//! datagram `stats\n` is answered with the network counters instead.
+//! Arguments: `[--port N]` (default 7) `[--spread]`. One thread per TCP
+//! connection: on the accepting CPU, or with `--spread` on the CPU with the
+//! fewest threads (`thread::Placement::Any`; a multi-core test of the
+//! network stack called from every CPU). A UDP datagram `stats\n` is
+//! answered with the network counters instead.
 #![no_std]
 #![no_main]
 
@@ -17,6 +20,7 @@ unikernel::main!(main);
 fn main() -> i32 {
     let args = unikernel::env::args();
     let mut port = 7u16;
+    let mut spread = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -27,8 +31,9 @@ fn main() -> i32 {
                     return 2;
                 }
             },
+            "--spread" => spread = true,
             other => {
-                println!("echo: unknown argument '{other}' (usage: echo [--port N])");
+                println!("echo: unknown argument '{other}' (usage: echo [--port N] [--spread])");
                 return 2;
             }
         }
@@ -59,31 +64,52 @@ fn main() -> i32 {
         match listener.accept() {
             Ok((stream, peer)) => {
                 log::debug!("echo: connection from {peer}");
-                thread::spawn(move || serve(stream));
+                if spread {
+                    let placed = thread::spawn_on(
+                        thread::Placement::Any,
+                        thread::DEFAULT_STACK,
+                        thread::Priority::Normal,
+                        move || {
+                            let n = serve(stream);
+                            println!("echo: cpu {} echoed {n} bytes", thread::cpu_index());
+                        },
+                    );
+                    if placed.is_err() {
+                        println!("echo: no memory for a connection thread");
+                    }
+                } else {
+                    thread::spawn(move || {
+                        serve(stream);
+                    });
+                }
             }
             Err(e) => println!("echo: accept failed: {e:?}"),
         }
     }
 }
 
-fn serve(mut s: TcpStream) {
+/// Echoes until the peer closes; returns the bytes echoed.
+fn serve(mut s: TcpStream) -> u64 {
     let mut buf = [0u8; 16 * 1024];
+    let mut total = 0u64;
     loop {
         match s.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => {
                 if let Err(e) = s.write_all(&buf[..n]) {
                     log::debug!("echo: write failed: {e:?}");
-                    return;
+                    return total;
                 }
+                total += n as u64;
             }
             Err(e) => {
                 log::debug!("echo: read failed: {e:?}");
-                return;
+                return total;
             }
         }
     }
     let _ = s.shutdown_write();
+    total
 }
 
 fn udp_echo(s: UdpSocket) {

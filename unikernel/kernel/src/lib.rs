@@ -98,8 +98,8 @@ pub mod env {
 /// Threads: spawn, join, sleep, yield.
 pub mod thread {
     pub use crate::sched::{
-        JoinHandle, Placement, SpawnError, ThreadPriority as Priority, cpu_count, cpu_index,
-        cpu_runs, current, sleep, spawn, spawn_on, spawn_with, yield_now,
+        DEFAULT_STACK, JoinHandle, Placement, SpawnError, ThreadPriority as Priority, cpu_count,
+        cpu_index, cpu_runs, current, sleep, spawn, spawn_on, spawn_with, yield_now,
     };
 
     /// Ends the calling thread with `code`. Its `JoinHandle::join_result`
