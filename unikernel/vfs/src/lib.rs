@@ -46,7 +46,7 @@ pub use inode::{
 };
 pub use page_cache::{
     FileId, HeapFrames, Page, PageCache, PageCacheStats, PageFrames, PageKey, PinnedPage,
-    READAHEAD_BATCH,
+    PinnedRun, READAHEAD_BATCH,
 };
 pub use path::{NAME_MAX, PATH_MAX, normalize, normalize_at};
 pub use readahead::{DEFAULT_INIT_PAGES, DEFAULT_MAX_PAGES, Readahead};
