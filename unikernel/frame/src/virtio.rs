@@ -267,11 +267,6 @@ impl<H: Stable, F: Stable> Chain<H, F> {
         Ok(())
     }
 
-    /// Descriptors the chain takes (the header's included).
-    pub fn descriptors(&self) -> usize {
-        1 + self.fragments.len() - self.joined.count_ones() as usize
-    }
-
     /// The header buffer.
     pub fn head(&self) -> &H {
         &self.head

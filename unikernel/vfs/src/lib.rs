@@ -42,7 +42,7 @@ pub use fdtable::{DEFAULT_FD_LIMIT, FdTable};
 pub use file::{FileDescription, FileOps, OpenFlags, PollEvents, Whence};
 pub use inode::{
     DirEntry, DirSink, FileKind, FileSystem, FsRef, Inode, InodeRef, PAGE_SIZE, Stat, StatFs,
-    Timespec,
+    Timespec, dot_entries,
 };
 pub use page_cache::{
     FileId, HeapFrames, Page, PageCache, PageCacheStats, PageFrames, PageKey, PinnedPage,
