@@ -412,6 +412,10 @@ pub struct NetStack {
     /// [`NetStack::rx_generation`]; a send that filled the queue cleared
     /// `EPOLLOUT`, which epoll must learn to see it rise again).
     rx_touched: Vec<SocketId>,
+    /// A socket list given back by the caller ([`NetStack::recycle`]), so
+    /// that the lists `poll` and `take_touched` return keep their memory
+    /// (each poll grew a fresh one from nothing).
+    spare: Vec<SocketId>,
     /// Last measured TCP engine memory, when, and SYNs admitted since.
     tcp_bytes: usize,
     tcp_bytes_at: Option<u64>,
@@ -580,6 +584,7 @@ impl NetStack {
             send_blocked: Vec::new(),
             polls: 0,
             rx_touched: Vec::new(),
+            spare: Vec::new(),
             tcp_bytes: 0,
             tcp_bytes_at: None,
             syns_since_measure: 0,
@@ -750,8 +755,10 @@ impl NetStack {
     /// for a caller that has no output to send ([`NetStack::needs_output`]
     /// false) and only has to report their readiness: what `poll` would
     /// report for them, without receiving or transmitting anything.
+    /// Give the list back with [`NetStack::recycle`] to keep its memory.
     pub fn take_touched(&mut self) -> Vec<SocketId> {
-        let mut touched = mem::take(&mut self.rx_touched);
+        let spare = mem::take(&mut self.spare);
+        let mut touched = mem::replace(&mut self.rx_touched, spare);
         self.polls += 1;
         let this_poll = self.polls;
         touched.retain(|id| match self.slots.get_mut(id.0 as usize) {
@@ -759,6 +766,16 @@ impl NetStack {
             _ => false,
         });
         touched
+    }
+
+    /// Takes back a list [`NetStack::poll`] or [`NetStack::take_touched`]
+    /// returned, for the next one (its memory is kept, its contents
+    /// dropped).
+    pub fn recycle(&mut self, mut list: Vec<SocketId>) {
+        list.clear();
+        if list.capacity() > self.spare.capacity() {
+            self.spare = list;
+        }
     }
 
     // ----- slab -------------------------------------------------------------
@@ -953,7 +970,7 @@ impl NetStack {
             self.mark_dirty(SocketId(raw));
         }
 
-        let mut changed = Vec::new();
+        let mut changed = mem::take(&mut self.spare);
         let dirty = mem::take(&mut self.dirty);
         for id in dirty {
             self.service_udp(nic, id, now, &mut changed);

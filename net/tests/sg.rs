@@ -36,18 +36,46 @@ impl Drop for Page {
     }
 }
 
-/// `data` as 4 KiB pages (references, as `sendfile` queues them).
+/// A run of "pages" in one object, each referenced on its own (as the
+/// kernel pins up to 16 page-cache pages at once); counted like [`Page`].
+struct Run {
+    pages: Vec<Vec<u8>>,
+    live: Arc<AtomicUsize>,
+}
+
+impl SharedBytes for Run {
+    fn bytes(&self) -> &[u8] {
+        self.part(0)
+    }
+    fn part(&self, i: usize) -> &[u8] {
+        self.pages.get(i).map_or(&[], |p| &p[..])
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        self.live.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// `data` as 4 KiB pages (references, as `sendfile` queues them): runs of
+/// 16 pages, one object each, one reference per page.
 fn pages(data: &[u8], live: &Arc<AtomicUsize>) -> VecDeque<TcpPayload> {
-    data.chunks(4096)
-        .map(|c| {
-            live.fetch_add(1, Ordering::SeqCst);
-            let p: Arc<dyn SharedBytes> = Arc::new(Page {
-                bytes: c.to_vec(),
-                live: live.clone(),
-            });
-            TcpPayload::shared(p, 0, c.len()).unwrap()
-        })
-        .collect()
+    let mut out = VecDeque::new();
+    for run in data.chunks(16 * 4096) {
+        live.fetch_add(1, Ordering::SeqCst);
+        let obj: Arc<dyn SharedBytes> = Arc::new(Run {
+            pages: run.chunks(4096).map(<[u8]>::to_vec).collect(),
+            live: live.clone(),
+        });
+        for (i, c) in run.chunks(4096).enumerate() {
+            out.push_back(TcpPayload::shared_part(obj.clone(), i, 0, c.len()).unwrap());
+        }
+        // Out of range: no such part, or past its end.
+        assert!(TcpPayload::shared_part(obj.clone(), 16, 0, 1).is_none());
+        assert!(TcpPayload::shared_part(obj, 0, 1, 4096).is_none());
+    }
+    out
 }
 
 fn net_with_sg_on_a(descriptors: usize, tso: bool) -> Net {

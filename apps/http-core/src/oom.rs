@@ -27,8 +27,12 @@ impl Out {
         Out { s, oom }
     }
 
+    #[inline(never)]
     pub(crate) fn push_str(&mut self, v: &str) {
-        if !self.oom && self.s.try_reserve(v.len()).is_ok() {
+        // Room already there (the usual case: heads start with capacity
+        // for their fields) needs no call into the allocator's reserve.
+        let room = self.s.capacity() - self.s.len() >= v.len();
+        if !self.oom && (room || self.s.try_reserve(v.len()).is_ok()) {
             self.s.push_str(v);
         } else {
             self.oom = true;

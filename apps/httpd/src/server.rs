@@ -418,6 +418,9 @@ fn meta_of(st: &Stat) -> FileMeta {
     }
 }
 
+/// The most one read takes into a connection's buffer.
+const READ_ROOM: usize = 4 * 1024;
+
 /// The server: configuration, listener, epoll instance, connections.
 pub struct Server {
     cfg: Config,
@@ -433,6 +436,10 @@ pub struct Server {
     next_check: u64,
     /// Size at which a read buffer without a complete head is refused.
     rbuf_cap: usize,
+    /// Where reads land first ([`READ_ROOM`] bytes, zeroed once): only
+    /// what arrived is kept in the connection's buffer, so no read zero-fills
+    /// room first, and a read that finds nothing allocates nothing.
+    scratch: alloc::boxed::Box<[u8; READ_ROOM]>,
     /// Becomes readable when the machine asks us to stop.
     shutdown_fd: Option<i32>,
     /// Set once a shutdown was requested.
@@ -516,6 +523,7 @@ impl Server {
             again: Vec::new(),
             next_check: u64::MAX,
             rbuf_cap,
+            scratch: alloc::boxed::Box::new([0; READ_ROOM]),
             shutdown_fd,
             stopping: None,
             lookups: core::cell::RefCell::new(LookupCache {
@@ -1111,22 +1119,24 @@ impl Server {
                 return Next::Close;
             }
             let old = conn.rbuf.len();
-            // The room is zero-filled before each read (safe Rust reads into
-            // initialized bytes): 4 KiB holds a typical request head many
-            // times over, and a longer one takes another turn.
-            let room = (self.rbuf_cap - old.min(self.rbuf_cap)).clamp(1, 4 * 1024);
-            if conn.rbuf.try_reserve(room).is_err() {
-                self.overloaded(conn.fd, &conn.peer);
-                return Next::Close;
-            }
-            conn.rbuf.resize(old + room, 0);
+            // 4 KiB holds a typical request head many times over, and a
+            // longer one takes another turn.
+            let room = (self.rbuf_cap - old.min(self.rbuf_cap)).clamp(1, READ_ROOM);
             let r = conn_read(
                 conn.fd,
                 #[cfg(feature = "tls")]
                 conn.tls.as_deref_mut(),
-                &mut conn.rbuf[old..],
+                &mut self.scratch[..room],
             );
-            conn.rbuf.truncate(old + *r.as_ref().unwrap_or(&0));
+            if let Ok(n @ 1..) = r
+                && let Some(got) = self.scratch.get(..n)
+            {
+                if conn.rbuf.try_reserve(n).is_err() {
+                    self.overloaded(conn.fd, &conn.peer);
+                    return Next::Close;
+                }
+                conn.rbuf.extend_from_slice(got);
+            }
             match r {
                 Ok(0) => conn.read_eof = true,
                 Ok(_) => {

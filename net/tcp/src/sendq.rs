@@ -94,6 +94,13 @@ impl<P: Payload> SendQueue<P> {
             .chunks
             .partition_point(|(s, _)| *s <= from)
             .saturating_sub(1);
+        // Room for every chunk the range touches, reserved once (a shorter
+        // range when there is no memory for the list).
+        let last = self.chunks.partition_point(|(s, _)| *s < end);
+        let mut room = last.saturating_sub(i);
+        while room > 0 && out.try_reserve(room).is_err() {
+            room /= 2;
+        }
         let mut pos = from;
         while pos < end {
             let Some((start, p)) = self.chunks.get(i) else {
@@ -101,7 +108,7 @@ impl<P: Payload> SendQueue<P> {
             };
             let off = (pos - start) as usize;
             let take = (p.len() - off).min((end - pos) as usize);
-            if out.try_reserve(1).is_err() {
+            if out.len() == out.capacity() && out.try_reserve(1).is_err() {
                 // No memory for the list: a shorter range.
                 break;
             }

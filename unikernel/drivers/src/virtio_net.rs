@@ -375,7 +375,7 @@ impl VirtioNet {
                     self.free_tx_slot(chain.into_parts().0);
                     return false;
                 };
-                if chain.push(piece, 0, n).is_err() {
+                if chain.push_joining(piece, 0, n).is_err() {
                     self.free_tx_slot(chain.into_parts().0);
                     return false;
                 }

@@ -5,7 +5,8 @@
 //! [`CachePin`] pins one page in a [`PageCache`] whose pages are
 //! [`PageFrame`]s (so it is neither evicted nor freed), gives read access to
 //! the frame's bytes, and unpins it when dropped (when the bytes are
-//! acknowledged and the device has read them).
+//! acknowledged and the device has read them). A [`PinRun`] does the same
+//! for up to [`PIN_BATCH`] resident pages at once.
 //!
 //! As with Linux's `sendfile`, a write to the file while its pages are
 //! queued changes the bytes that leave: the cache writes a pinned page in
@@ -17,7 +18,7 @@ use uk_vfs::{FileId, Inode, Locking, PageCache, PageFrames};
 
 use crate::mm::{PAGE, PageFrame};
 
-/// The most pages [`CachePin::pin_resident`] pins under one lock.
+/// The most pages [`PinRun::pin_resident`] pins under one lock.
 pub const PIN_BATCH: usize = 16;
 
 /// One pinned page of a page cache, readable.
@@ -45,36 +46,6 @@ impl<L: Locking, F: PageFrames<Page = PageFrame>> CachePin<L, F> {
         })
     }
 
-    /// Pins the resident pages `index, index + 1, ...` of `file` (at most
-    /// `max`, and at most [`PIN_BATCH`]) under one lock, then hands each to
-    /// `f` after the lock is released (`f` may allocate, and dropping a pin
-    /// takes the lock again); returns how many. Stops at the first page
-    /// that is not resident (pin that one with [`CachePin::pin`], which
-    /// reads it).
-    pub fn pin_resident(
-        cache: &Arc<PageCache<L, F>>,
-        file: FileId,
-        index: u64,
-        max: u64,
-        mut f: impl FnMut(Self),
-    ) -> u64 {
-        let mut got: [Option<(uk_vfs::PinnedPage, u64)>; PIN_BATCH] =
-            core::array::from_fn(|_| None);
-        let mut k = 0;
-        let n = cache.pin_resident(file, index, max.min(PIN_BATCH as u64), |pin, page| {
-            got[k] = Some((pin, page.phys()));
-            k += 1;
-        });
-        for (pin, pa) in got.iter_mut().filter_map(Option::take) {
-            f(CachePin {
-                cache: cache.clone(),
-                pin: Some(pin),
-                pa,
-            });
-        }
-        n
-    }
-
     /// The page's bytes.
     pub fn bytes(&self) -> &[u8] {
         // SAFETY: `pa` is the frame of the page this value pinned in
@@ -93,6 +64,100 @@ impl<L: Locking, F: PageFrames<Page = PageFrame>> Drop for CachePin<L, F> {
         if let Some(pin) = self.pin.take() {
             self.cache.unpin(pin);
         }
+    }
+}
+
+/// Up to [`PIN_BATCH`] consecutive resident pages of a file, pinned under
+/// one lock and released under one lock when the value is dropped: one
+/// allocation and two lock round trips for a run that `sendfile` hands out
+/// as one reference per page ([`uk_net::SharedBytes::part`]). The pages stay
+/// pinned until the last of those references is gone.
+pub struct PinRun<L: Locking, F: PageFrames<Page = PageFrame>> {
+    cache: Arc<PageCache<L, F>>,
+    /// `None` only while dropping.
+    pins: Option<uk_vfs::PinnedRun>,
+    /// The pinned frames' numbers (physical = virtual address / 4 KiB;
+    /// 32 bits cover 16 TiB and keep the value small: it is moved into its
+    /// `Arc` by copy).
+    pfn: [u32; PIN_BATCH],
+}
+
+impl<L: Locking, F: PageFrames<Page = PageFrame>> PinRun<L, F> {
+    /// Pins the resident pages `index, index + 1, ...` of `file` (at most
+    /// `max`, and at most [`PIN_BATCH`]); stops at the first page that is
+    /// not resident (pin that one with [`CachePin::pin`], which reads it).
+    /// `None` when the first page is not resident.
+    pub fn pin_resident(
+        cache: &Arc<PageCache<L, F>>,
+        file: FileId,
+        index: u64,
+        max: u64,
+    ) -> Option<Self> {
+        let mut pfn = [0u32; PIN_BATCH];
+        let mut fits = true;
+        let run =
+            cache.pin_resident_run(file, index, max.min(PIN_BATCH as u64) as u32, |k, page| {
+                let n = page.phys() / PAGE;
+                fits &= n <= u64::from(u32::MAX);
+                pfn[k] = n as u32;
+            });
+        if run.is_empty() || !fits {
+            cache.unpin_run(run);
+            return None;
+        }
+        Some(PinRun {
+            cache: cache.clone(),
+            pins: Some(run),
+            pfn,
+        })
+    }
+
+    /// How many pages the run holds.
+    pub fn len(&self) -> usize {
+        self.pins.as_ref().map_or(0, uk_vfs::PinnedRun::len)
+    }
+
+    /// Never true: an empty run is not made.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Page `i`'s bytes (empty past the last).
+    pub fn page(&self, i: usize) -> &[u8] {
+        if i >= self.len() {
+            return &[];
+        }
+        // SAFETY: `pfn[i]` is the frame of a page this run pinned in
+        // `self.cache` (taken under the same pin, which `drop` releases),
+        // and the cache never frees or reuses a pinned page's frame; RAM is
+        // identity mapped, so it is a valid, aligned 4 KiB region. The cache
+        // writes a pinned page only in place, as for [`CachePin`].
+        unsafe {
+            core::slice::from_raw_parts((u64::from(self.pfn[i]) * PAGE) as *const u8, PAGE as usize)
+        }
+    }
+}
+
+impl<L: Locking, F: PageFrames<Page = PageFrame>> Drop for PinRun<L, F> {
+    fn drop(&mut self) {
+        if let Some(run) = self.pins.take() {
+            self.cache.unpin_run(run);
+        }
+    }
+}
+
+impl<L, F> uk_net::SharedBytes for PinRun<L, F>
+where
+    L: Locking + Send + Sync,
+    F: PageFrames<Page = PageFrame> + Send + Sync,
+    PageCache<L, F>: Send + Sync,
+{
+    fn bytes(&self) -> &[u8] {
+        self.page(0)
+    }
+
+    fn part(&self, i: usize) -> &[u8] {
+        self.page(i)
     }
 }
 

@@ -182,12 +182,16 @@ impl<B: StableMut> Buffers for DeviceWrites<B> {
 pub const MAX_FRAGMENTS: usize = 23;
 
 /// A device-readable descriptor chain: `head[..head_len]`, then each
-/// fragment's byte range, in order.
+/// fragment's byte range, in order. Fragments added with
+/// [`Chain::push_joining`] that continue the previous one in identity-mapped
+/// RAM share its descriptor.
 #[derive(Debug)]
 pub struct Chain<H: Stable, F: Stable> {
     head: H,
     head_len: usize,
     fragments: Vec<(F, usize, usize)>,
+    /// Bit `i`: fragment `i` continues fragment `i - 1`'s descriptor.
+    joined: u32,
 }
 
 impl<H: Stable, F: Stable> Chain<H, F> {
@@ -198,6 +202,7 @@ impl<H: Stable, F: Stable> Chain<H, F> {
             head,
             head_len,
             fragments: Vec::new(),
+            joined: 0,
         }
     }
 
@@ -214,6 +219,7 @@ impl<H: Stable, F: Stable> Chain<H, F> {
             head,
             head_len,
             fragments: v,
+            joined: 0,
         })
     }
 
@@ -231,6 +237,33 @@ impl<H: Stable, F: Stable> Chain<H, F> {
             return Err(buf);
         }
         self.fragments.push((buf, start, len));
+        Ok(())
+    }
+
+    /// As [`Chain::push`]; when the range starts where the last fragment's
+    /// ends and both lie in identity-mapped RAM (below the mmap window, so
+    /// adjacent addresses are adjacent frames), it shares that fragment's
+    /// descriptor: the device reads both in one piece (consecutive
+    /// page-cache pages are usually consecutive frames, and a 64 KiB
+    /// segment then takes one or two descriptors instead of seventeen).
+    pub fn push_joining(&mut self, buf: F, start: usize, len: usize) -> Result<(), F> {
+        let at = self.fragments.len();
+        let joins = match (self.fragments.last(), buf.bytes().get(start..)) {
+            (Some((prev, ps, pl)), Some(this)) => {
+                let prev_start = prev.bytes()[*ps..].as_ptr() as u64;
+                let prev_end = prev_start + *pl as u64;
+                let here = this.as_ptr() as u64;
+                // The run's first byte and this range's last are both below
+                // the window: every byte between is identity-mapped RAM.
+                prev_end == here
+                    && crate::hal::is_identity(prev_start, here + len as u64 - prev_start)
+            }
+            _ => false,
+        };
+        self.push(buf, start, len)?;
+        if joins {
+            self.joined |= 1 << at;
+        }
         Ok(())
     }
 
@@ -256,10 +289,32 @@ impl<H: Stable, F: Stable> sealed::Sealed for Chain<H, F> {}
 impl<H: Stable, F: Stable> Buffers for Chain<H, F> {
     fn segments<'a>(&'a mut self, ins: &mut Segments<'a>) -> (usize, Option<&'a mut [u8]>) {
         ins[0] = &self.head.bytes()[..self.head_len];
-        for (i, (b, start, len)) in self.fragments.iter().enumerate() {
-            ins[i + 1] = &b.bytes()[*start..*start + *len];
+        let mut n = 1;
+        let mut i = 0;
+        while i < self.fragments.len() {
+            let (b, start, len) = &self.fragments[i];
+            let first = &b.bytes()[*start..*start + *len];
+            let mut total = first.len();
+            i += 1;
+            while i < self.fragments.len() && self.joined & (1 << i) != 0 {
+                total += self.fragments[i].2;
+                i += 1;
+            }
+            ins[n] = if total == first.len() {
+                first
+            } else {
+                // SAFETY: `push_joining` joined these fragments only where
+                // each starts at the byte after the previous one ends, all
+                // inside identity-mapped RAM (one region of physical memory,
+                // mapped once, never moved); each fragment's buffer is held
+                // by this chain and valid for reads of its range for as long
+                // as the chain (and so the returned borrow) lives. The
+                // ranges are read only, as `Stable::bytes` allows.
+                unsafe { core::slice::from_raw_parts(first.as_ptr(), total) }
+            };
+            n += 1;
         }
-        (1 + self.fragments.len(), None)
+        (n, None)
     }
 }
 

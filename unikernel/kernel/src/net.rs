@@ -107,9 +107,10 @@ fn poll_locked(net: &mut Net) -> bool {
     let r = net.stack.poll(now_ms(), &mut net.nic);
     let busy = !r.readiness_changed.is_empty();
     NEXT_POLL_MS.store(r.next_poll_ms.unwrap_or(u64::MAX), Ordering::Release);
-    for id in r.readiness_changed {
+    for &id in &r.readiness_changed {
         notify_changed(net, id);
     }
+    net.stack.recycle(r.readiness_changed);
     if r.config_changed {
         CONFIG_SEQ.fetch_add(1, Ordering::AcqRel);
         CONFIG_WQ.wake_all();
@@ -307,9 +308,11 @@ fn with_stack<T>(f: impl FnOnce(&mut NetStack) -> Result<T>) -> Result<T> {
         // Only readiness to report (a read that sent nothing): no full poll
         // (received frames wait for the next one, the network thread's or
         // the reply's).
-        for id in net.stack.take_touched() {
+        let touched = net.stack.take_touched();
+        for &id in &touched {
             notify_changed(net, id);
         }
+        net.stack.recycle(touched);
     }
     r
 }

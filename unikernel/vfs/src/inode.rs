@@ -185,6 +185,26 @@ pub struct DirEntry<'a> {
 /// Callback receiving directory entries; returns `false` to stop (buffer full).
 pub type DirSink<'a> = dyn FnMut(DirEntry<'_>) -> bool + 'a;
 
+/// Emits the `.` (offset 0, inode `ino`) and `..` (offset 1, inode
+/// `parent`) entries a directory listing starts with, those `offset` has
+/// not passed yet. `None` when `sink` asked to stop, else the offset the
+/// listing goes on from (at least 2).
+pub fn dot_entries(ino: u64, parent: u64, offset: u64, sink: &mut DirSink<'_>) -> Option<u64> {
+    for (at, name, ino) in [(0, ".", ino), (1, "..", parent)] {
+        if offset <= at
+            && !sink(DirEntry {
+                ino,
+                kind: FileKind::Directory,
+                name,
+                next_offset: at + 1,
+            })
+        {
+            return None;
+        }
+    }
+    Some(offset.max(2))
+}
+
 /// A mounted file system instance (Linux's `struct super_block`).
 pub trait FileSystem: Send + Sync {
     /// The root directory inode.

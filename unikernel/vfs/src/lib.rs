@@ -42,11 +42,11 @@ pub use fdtable::{DEFAULT_FD_LIMIT, FdTable};
 pub use file::{FileDescription, FileOps, OpenFlags, PollEvents, Whence};
 pub use inode::{
     DirEntry, DirSink, FileKind, FileSystem, FsRef, Inode, InodeRef, PAGE_SIZE, Stat, StatFs,
-    Timespec,
+    Timespec, dot_entries,
 };
 pub use page_cache::{
     FileId, HeapFrames, Page, PageCache, PageCacheStats, PageFrames, PageKey, PinnedPage,
-    READAHEAD_BATCH,
+    PinnedRun, READAHEAD_BATCH,
 };
 pub use path::{NAME_MAX, PATH_MAX, normalize, normalize_at};
 pub use readahead::{DEFAULT_INIT_PAGES, DEFAULT_MAX_PAGES, Readahead};

@@ -169,6 +169,28 @@ impl PinnedPage {
     }
 }
 
+/// Pins on `n` consecutive resident pages of a file, from `first`; release
+/// them with [`PageCache::unpin_run`].
+#[must_use = "pinned pages are never evicted until unpinned"]
+#[derive(Debug, PartialEq, Eq)]
+pub struct PinnedRun {
+    file: FileId,
+    first: u64,
+    n: u32,
+}
+
+impl PinnedRun {
+    /// How many pages the run pins.
+    pub fn len(&self) -> usize {
+        self.n as usize
+    }
+
+    /// Whether the run pins nothing.
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+}
+
 struct Entry<P> {
     page: P,
     pins: u32,
@@ -205,6 +227,23 @@ impl<F: PageFrames> Inner<F> {
         let e = self.map.value_at_mut(at);
         e.pins += 1;
         Some(&e.page)
+    }
+
+    fn unpin(&mut self, pin: PinnedPage) {
+        let Some(at) = self.map.index_of(&pin.key) else {
+            return;
+        };
+        let e = self.map.value_at_mut(at);
+        e.pins -= 1;
+        if e.pins == 0 {
+            if e.stale {
+                if let Some(e) = self.map.remove(&pin.key) {
+                    self.frames.free(e.page);
+                }
+            } else {
+                self.map.attach_at(at);
+            }
+        }
     }
 
     fn evict_one(&mut self) -> bool {
@@ -636,20 +675,47 @@ impl<L: Locking, F: PageFrames> PageCache<L, F> {
     /// Releases a pin; the page becomes evictable (most recently used) when
     /// its last pin goes, or is freed if it was invalidated meanwhile.
     pub fn unpin(&self, pin: PinnedPage) {
+        self.inner.with(|i| i.unpin(pin));
+    }
+
+    /// Pins the resident pages `index, index + 1, ...` of `file` (at most
+    /// `max`) under one lock, as [`PageCache::pin_resident`] does, as one
+    /// run; `f` sees each page with its place in the run. Stops at the first
+    /// page that is not resident.
+    pub fn pin_resident_run(
+        &self,
+        file: FileId,
+        index: u64,
+        max: u32,
+        mut f: impl FnMut(usize, &F::Page),
+    ) -> PinnedRun {
+        let mut n = 0u32;
+        let pinned = self.pin_resident(file, index, u64::from(max), |pin, page| {
+            // The run stands for these pins from now on (`unpin_run`
+            // releases them by key).
+            let PinnedPage { .. } = pin;
+            f(n as usize, page);
+            n += 1;
+        });
+        debug_assert_eq!(pinned, u64::from(n));
+        PinnedRun {
+            file,
+            first: index,
+            n,
+        }
+    }
+
+    /// Releases a run's pins under one lock, as [`PageCache::unpin`] does
+    /// each.
+    pub fn unpin_run(&self, run: PinnedRun) {
         self.inner.with(|i| {
-            let Some(at) = i.map.index_of(&pin.key) else {
-                return;
-            };
-            let e = i.map.value_at_mut(at);
-            e.pins -= 1;
-            if e.pins == 0 {
-                if e.stale {
-                    if let Some(e) = i.map.remove(&pin.key) {
-                        i.frames.free(e.page);
-                    }
-                } else {
-                    i.map.attach_at(at);
-                }
+            for index in run.first..run.first + u64::from(run.n) {
+                i.unpin(PinnedPage {
+                    key: PageKey {
+                        file: run.file,
+                        index,
+                    },
+                });
             }
         });
     }

@@ -728,6 +728,41 @@ fn pin_resident_pins_a_run_of_resident_pages_under_one_lock() {
 }
 
 #[test]
+fn a_pinned_run_holds_its_pages_until_released_under_one_lock() {
+    let (_fs, inode, id) = file_with_pages(8);
+    let pc = cache(8);
+    for i in [0, 1, 2, 4, 5] {
+        pc.with_page(id, &*inode, i, |_| ()).unwrap();
+    }
+    let mut seen = Vec::new();
+    // Stops at page 3, which is not resident.
+    let run = pc.pin_resident_run(id, 0, 8, |k, page| seen.push((k, page.bytes()[1])));
+    assert_eq!(run.len(), 3);
+    assert_eq!(
+        seen,
+        [(0, pat(1)), (1, pat(4096 + 1)), (2, pat(2 * 4096 + 1))]
+    );
+    // `max` bounds it; nothing resident at the start makes an empty run.
+    let short = pc.pin_resident_run(id, 4, 1, |_, _| ());
+    assert_eq!(short.len(), 1);
+    let none = pc.pin_resident_run(id, 6, 2, |_, _| ());
+    assert!(none.is_empty());
+    pc.unpin_run(none);
+    assert_eq!(pc.stats().pinned, 4);
+    // A second pin on page 0 outlives the run's.
+    let again = pc.pin(id, &*inode, 0).unwrap();
+    assert_eq!(pc.evict(10), 1); // page 5, the only one not pinned
+    pc.unpin_run(run);
+    assert_eq!(pc.stats().pinned, 2);
+    assert_eq!(pc.evict(10), 2); // pages 1 and 2
+    pc.unpin_run(short);
+    pc.unpin(again);
+    assert_eq!(pc.stats().pinned, 0);
+    assert_eq!(pc.evict(10), 2);
+    assert_eq!(pc.with_frames(|f| f.live()), 0);
+}
+
+#[test]
 fn frame_allocation_failure_evicts_instead_of_failing() {
     let (_fs, inode, id) = file_with_pages(16);
     // Capacity says 100 pages but the allocator only has 4 frames.

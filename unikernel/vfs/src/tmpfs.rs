@@ -410,29 +410,9 @@ impl<L: Locking> Inode for TmpInode<L> {
                 }
                 _ => Err(VfsError::ENOTDIR),
             })?;
-        let mut off = offset;
-        if off == 0 {
-            if !sink(DirEntry {
-                ino: self.ino,
-                kind: FileKind::Directory,
-                name: ".",
-                next_offset: 1,
-            }) {
-                return Ok(());
-            }
-            off = 1;
-        }
-        if off == 1 {
-            if !sink(DirEntry {
-                ino: parent,
-                kind: FileKind::Directory,
-                name: "..",
-                next_offset: 2,
-            }) {
-                return Ok(());
-            }
-            off = 2;
-        }
+        let Some(mut off) = crate::inode::dot_entries(self.ino, parent, offset, sink) else {
+            return Ok(());
+        };
         for (ino, kind, name) in &list {
             off += 1;
             if !sink(DirEntry {

@@ -50,7 +50,7 @@ pub use uk_vfs::{
 
 use crate::mm::{self, PAGE};
 use crate::sync::{IrqMutex, Once};
-use uk_frame::pagecache::CachePin;
+use uk_frame::pagecache::{CachePin, PinRun};
 
 /// Result of the file API: an errno on failure.
 pub type Result<T> = core::result::Result<T, Errno>;
@@ -399,9 +399,10 @@ impl SendSource {
 
     /// Appends to `out` references to the file's bytes `[offset, offset +
     /// len)` (at most to the end of the file): one per page-cache page,
-    /// each pinning its page until the reference is dropped (the network
-    /// stack drops it once the bytes are acknowledged and the device has
-    /// read them). Nothing is copied. Reads pages evicted since
+    /// the pages pinned in runs of up to `PIN_BATCH` (one allocation, one
+    /// lock to pin and one to unpin per run), each run until its last
+    /// reference is dropped (the network stack drops a reference once its
+    /// bytes are acknowledged and the device has read them). Nothing is copied. Reads pages evicted since
     /// [`prefetch`](Self::prefetch) again (blocks on the disk: call without
     /// the network lock). Returns the bytes referenced; when memory runs
     /// out, a short count (`ENOMEM` if nothing was referenced).
@@ -414,35 +415,38 @@ impl SendSource {
         let fsys = fs()?;
         let end = self.size.min(offset.saturating_add(len));
         let mut pos = offset;
-        // Appends the part of `page` that `[pos, end)` covers (ENOMEM when
-        // there is no memory for the reference; the pin is dropped then).
-        let mut queue = |pos: &mut u64, page: CachePin<KernelLocking, KernelFrames>| {
-            let in_page = (*pos % PAGE) as usize;
-            let n = (PAGE as usize - in_page).min((end - *pos) as usize);
-            out.try_reserve(1).map_err(|_| Errno::ENOMEM)?;
-            let page: Arc<dyn uk_net::SharedBytes> =
-                uk_frame::try_arc(page).map_err(|_| Errno::ENOMEM)?;
-            let p = uk_net::TcpPayload::shared(page, in_page, n).ok_or(Errno::EINVAL)?;
-            out.push_back(p);
-            *pos += n as u64;
+        // Appends the parts of `obj` (its pages, from `index` on) that
+        // `[pos, end)` covers, one reference each (ENOMEM when there is no
+        // memory for them; the pins are dropped then).
+        let mut queue = |pos: &mut u64, obj: Arc<dyn uk_net::SharedBytes>, pages: usize| {
+            out.try_reserve(pages).map_err(|_| Errno::ENOMEM)?;
+            for part in 0..pages {
+                let in_page = (*pos % PAGE) as usize;
+                let n = (PAGE as usize - in_page).min((end - *pos) as usize);
+                let p = uk_net::TcpPayload::shared_part(obj.clone(), part, in_page, n)
+                    .ok_or(Errno::EINVAL)?;
+                out.push_back(p);
+                *pos += n as u64;
+            }
             Ok(())
         };
         while pos < end {
             let index = pos / PAGE;
             let pages = (end - 1) / PAGE + 1 - index;
-            // The resident pages in one go (one lock), then a missing one
-            // read on its own.
-            let mut failed = None;
-            let n = CachePin::pin_resident(&fsys.cache, self.file.id(), index, pages, |page| {
-                if failed.is_none() {
-                    failed = queue(&mut pos, page).err();
+            // The resident pages in one go (one lock, one allocation), then
+            // a missing one read on its own.
+            let r = match PinRun::pin_resident(&fsys.cache, self.file.id(), index, pages) {
+                Some(run) => {
+                    let n = run.len();
+                    uk_frame::try_arc(run)
+                        .map_err(|_| Errno::ENOMEM)
+                        .and_then(|obj| queue(&mut pos, obj, n))
                 }
-            });
-            let r = match failed {
-                Some(e) => Err(e),
-                None if n > 0 => continue,
                 None => CachePin::pin(&fsys.cache, self.file.id(), &**self.file.inode(), index)
-                    .and_then(|page| queue(&mut pos, page)),
+                    .and_then(|page| {
+                        let obj = uk_frame::try_arc(page).map_err(|_| Errno::ENOMEM)?;
+                        queue(&mut pos, obj, 1)
+                    }),
             };
             match r {
                 Ok(()) => {}

@@ -168,29 +168,9 @@ impl Inode for Node {
     }
 
     fn readdir(&self, offset: u64, sink: &mut DirSink<'_>) -> Result<(), VfsError> {
-        let mut off = offset;
-        if off == 0 {
-            if !sink(DirEntry {
-                ino: self.ino,
-                kind: FileKind::Directory,
-                name: ".",
-                next_offset: 1,
-            }) {
-                return Ok(());
-            }
-            off = 1;
-        }
-        if off == 1 {
-            if !sink(DirEntry {
-                ino: self.ino,
-                kind: FileKind::Directory,
-                name: "..",
-                next_offset: 2,
-            }) {
-                return Ok(());
-            }
-            off = 2;
-        }
+        let Some(mut off) = uk_vfs::dot_entries(self.ino, self.ino, offset, sink) else {
+            return Ok(());
+        };
         loop {
             let e: Option<(String, u64, Kind)> = self
                 .shared
