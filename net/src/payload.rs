@@ -12,9 +12,9 @@ use uk_tcp::{Payload, SharedSlice};
 /// the kernel implements it for a run of pinned page-cache pages (released
 /// when the last reference is dropped: when the data is acknowledged and the
 /// device has finished reading it). It may have several parts that are not
-/// contiguous (one per page), each referenced on its own: one object (one
-/// allocation, one pin and one unpin under the cache's lock) then serves
-/// many references.
+/// contiguous (one per span of consecutive page frames), each referenced on
+/// its own: one object (one allocation, one pin and one unpin under the
+/// cache's lock) then serves many references.
 pub trait SharedBytes: Send + Sync {
     /// The bytes of part 0 (immutable while any reference exists).
     fn bytes(&self) -> &[u8];

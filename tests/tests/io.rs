@@ -144,6 +144,22 @@ machine_tests!(sendfile_16mib_byte_exact_and_zero_app_copies, |m| {
             "{mode}: payload copied to the device"
         );
     }
+    // Every page sendfile pinned is released once its bytes are
+    // acknowledged and the device has read them (the last acknowledgements
+    // and transmit completions may still be on their way: ask until a
+    // deadline).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let pinned = stats(port)["cache_pinned"];
+        if pinned == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{pinned} page-cache pages still pinned after the transfers"
+        );
+        std::thread::yield_now();
+    }
 });
 
 // The three data paths over a TAP device with a real Linux peer, 64 MiB

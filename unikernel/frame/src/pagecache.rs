@@ -70,8 +70,12 @@ impl<L: Locking, F: PageFrames<Page = PageFrame>> Drop for CachePin<L, F> {
 /// Up to [`PIN_BATCH`] consecutive resident pages of a file, pinned under
 /// one lock and released under one lock when the value is dropped: one
 /// allocation and two lock round trips for a run that `sendfile` hands out
-/// as one reference per page ([`uk_net::SharedBytes::part`]). The pages stay
-/// pinned until the last of those references is gone.
+/// as one reference per *span* ([`uk_net::SharedBytes::part`]): pages whose
+/// frames are consecutive too (most are: the cache fills a file's pages in
+/// order from a mostly free allocator) are one span, one slice of up to 64
+/// KiB in the identity map, so the network stack handles one payload and
+/// the device reads one descriptor where there were up to sixteen. The
+/// pages stay pinned until the last of those references is gone.
 pub struct PinRun<L: Locking, F: PageFrames<Page = PageFrame>> {
     cache: Arc<PageCache<L, F>>,
     /// `None` only while dropping.
@@ -80,6 +84,11 @@ pub struct PinRun<L: Locking, F: PageFrames<Page = PageFrame>> {
     /// 32 bits cover 16 TiB and keep the value small: it is moved into its
     /// `Arc` by copy).
     pfn: [u32; PIN_BATCH],
+    /// Span `i` is pages `start[i]..start[i + 1]` (the last one ends at the
+    /// run's length).
+    start: [u8; PIN_BATCH],
+    /// How many spans.
+    spans: u8,
 }
 
 impl<L: Locking, F: PageFrames<Page = PageFrame>> PinRun<L, F> {
@@ -105,10 +114,20 @@ impl<L: Locking, F: PageFrames<Page = PageFrame>> PinRun<L, F> {
             cache.unpin_run(run);
             return None;
         }
+        let mut start = [0u8; PIN_BATCH];
+        let mut spans = 1;
+        for k in 1..run.len() {
+            if pfn[k] != pfn[k - 1].wrapping_add(1) {
+                start[spans] = k as u8;
+                spans += 1;
+            }
+        }
         Some(PinRun {
             cache: cache.clone(),
             pins: Some(run),
             pfn,
+            start,
+            spans: spans as u8,
         })
     }
 
@@ -122,18 +141,35 @@ impl<L: Locking, F: PageFrames<Page = PageFrame>> PinRun<L, F> {
         self.len() == 0
     }
 
-    /// Page `i`'s bytes (empty past the last).
-    pub fn page(&self, i: usize) -> &[u8] {
-        if i >= self.len() {
+    /// How many spans of consecutive frames the run holds (its parts).
+    pub fn spans(&self) -> usize {
+        usize::from(self.spans)
+    }
+
+    /// Span `i`'s bytes: its pages, one slice (empty past the last span).
+    pub fn span(&self, i: usize) -> &[u8] {
+        if i >= self.spans() {
             return &[];
         }
-        // SAFETY: `pfn[i]` is the frame of a page this run pinned in
-        // `self.cache` (taken under the same pin, which `drop` releases),
-        // and the cache never frees or reuses a pinned page's frame; RAM is
-        // identity mapped, so it is a valid, aligned 4 KiB region. The cache
-        // writes a pinned page only in place, as for [`CachePin`].
+        let first = usize::from(self.start[i]);
+        let end = if i + 1 < self.spans() {
+            usize::from(self.start[i + 1])
+        } else {
+            self.len()
+        };
+        // SAFETY: `pfn[first..end]` are the frames of pages this run pinned
+        // in `self.cache` (taken under the same pins, which `drop` releases),
+        // and the cache never frees or reuses a pinned page's frame. They are
+        // consecutive frame numbers (`pin_resident` cut the spans where they
+        // are not), each a whole allocated RAM frame, and RAM is identity
+        // mapped: the span is one valid, aligned region of `end - first`
+        // pages. The cache writes a pinned page only in place, as for
+        // [`CachePin`].
         unsafe {
-            core::slice::from_raw_parts((u64::from(self.pfn[i]) * PAGE) as *const u8, PAGE as usize)
+            core::slice::from_raw_parts(
+                (u64::from(self.pfn[first]) * PAGE) as *const u8,
+                (end - first) * PAGE as usize,
+            )
         }
     }
 }
@@ -153,11 +189,11 @@ where
     PageCache<L, F>: Send + Sync,
 {
     fn bytes(&self) -> &[u8] {
-        self.page(0)
+        self.span(0)
     }
 
     fn part(&self, i: usize) -> &[u8] {
-        self.page(i)
+        self.span(i)
     }
 }
 

@@ -398,11 +398,12 @@ impl SendSource {
     }
 
     /// Appends to `out` references to the file's bytes `[offset, offset +
-    /// len)` (at most to the end of the file): one per page-cache page,
-    /// the pages pinned in runs of up to `PIN_BATCH` (one allocation, one
-    /// lock to pin and one to unpin per run), each run until its last
-    /// reference is dropped (the network stack drops a reference once its
-    /// bytes are acknowledged and the device has read them). Nothing is copied. Reads pages evicted since
+    /// len)` (at most to the end of the file): one per span of page-cache
+    /// pages in consecutive frames, the pages pinned in runs of up to
+    /// `PIN_BATCH` (one allocation, one lock to pin and one to unpin per
+    /// run), each run until its last reference is dropped (the network
+    /// stack drops a reference once its bytes are acknowledged and the
+    /// device has read them). Nothing is copied. Reads pages evicted since
     /// [`prefetch`](Self::prefetch) again (blocks on the disk: call without
     /// the network lock). Returns the bytes referenced; when memory runs
     /// out, a short count (`ENOMEM` if nothing was referenced).
@@ -415,18 +416,23 @@ impl SendSource {
         let fsys = fs()?;
         let end = self.size.min(offset.saturating_add(len));
         let mut pos = offset;
-        // Appends the parts of `obj` (its pages, from `index` on) that
-        // `[pos, end)` covers, one reference each (ENOMEM when there is no
-        // memory for them; the pins are dropped then).
-        let mut queue = |pos: &mut u64, obj: Arc<dyn uk_net::SharedBytes>, pages: usize| {
-            out.try_reserve(pages).map_err(|_| Errno::ENOMEM)?;
-            for part in 0..pages {
-                let in_page = (*pos % PAGE) as usize;
-                let n = (PAGE as usize - in_page).min((end - *pos) as usize);
-                let p = uk_net::TcpPayload::shared_part(obj.clone(), part, in_page, n)
+        // Appends the parts of `obj` (its pages, from `index` on, in spans
+        // of consecutive frames) that `[pos, end)` covers, one reference
+        // each (ENOMEM when there is no memory for them; the pins are dropped
+        // then). Only the first part starts inside a page.
+        let mut queue = |pos: &mut u64, obj: Arc<dyn uk_net::SharedBytes>, parts: usize| {
+            out.try_reserve(parts).map_err(|_| Errno::ENOMEM)?;
+            let mut in_part = (*pos % PAGE) as usize;
+            for part in 0..parts {
+                let n = (obj.part(part).len().saturating_sub(in_part)).min((end - *pos) as usize);
+                if n == 0 {
+                    break;
+                }
+                let p = uk_net::TcpPayload::shared_part(obj.clone(), part, in_part, n)
                     .ok_or(Errno::EINVAL)?;
                 out.push_back(p);
                 *pos += n as u64;
+                in_part = 0;
             }
             Ok(())
         };
@@ -437,7 +443,7 @@ impl SendSource {
             // a missing one read on its own.
             let r = match PinRun::pin_resident(&fsys.cache, self.file.id(), index, pages) {
                 Some(run) => {
-                    let n = run.len();
+                    let n = run.spans();
                     uk_frame::try_arc(run)
                         .map_err(|_| Errno::ENOMEM)
                         .and_then(|obj| queue(&mut pos, obj, n))
