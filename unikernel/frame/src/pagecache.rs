@@ -19,7 +19,7 @@ use uk_vfs::{FileId, Inode, Locking, PageCache, PageFrames};
 use crate::mm::{PAGE, PageFrame};
 
 /// The most pages [`PinRun::pin_resident`] pins under one lock.
-pub const PIN_BATCH: usize = 16;
+pub const PIN_BATCH: usize = uk_vfs::PIN_RUN_MAX;
 
 /// One pinned page of a page cache, readable.
 pub struct CachePin<L: Locking, F: PageFrames<Page = PageFrame>> {

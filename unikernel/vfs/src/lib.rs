@@ -45,8 +45,8 @@ pub use inode::{
     Timespec, dot_entries,
 };
 pub use page_cache::{
-    FileId, HeapFrames, Page, PageCache, PageCacheStats, PageFrames, PageKey, PinnedPage,
-    PinnedRun, READAHEAD_BATCH,
+    FileId, HeapFrames, PIN_RUN_MAX, Page, PageCache, PageCacheStats, PageFrames, PageKey,
+    PinnedPage, PinnedRun, READAHEAD_BATCH,
 };
 pub use path::{NAME_MAX, PATH_MAX, normalize, normalize_at};
 pub use readahead::{DEFAULT_INIT_PAGES, DEFAULT_MAX_PAGES, Readahead};

@@ -1,9 +1,16 @@
 //! An O(1) LRU map: a `hashbrown::HashMap` from key to slab index plus an
 //! intrusive doubly-linked list threaded through the slab by indices.
 //!
-//! Entries can be *detached* from the recency list while staying in the map
-//! (used for pinned pages, which must never be chosen for eviction); a
-//! detached entry is invisible to [`LruMap::pop_lru`].
+//! Entries can be *detached* from the recency list while staying in the map;
+//! a detached entry is invisible to [`LruMap::pop_lru`]. The page cache's
+//! pinned pages (never to be chosen for eviction) stay on the list while
+//! pinned: [`LruMap::pop_lru_where`] detaches the busy entries it meets,
+//! and the cache attaches them again on their last unpin.
+//!
+//! An entry can also be marked *referenced* ([`LruMap::mark_referenced_at`])
+//! instead of moved to the front: [`LruMap::pop_lru_where`] gives a
+//! referenced entry at the tail a second chance (moves it to the front,
+//! clears the mark), as a CLOCK does. Marking is a store; moving is six.
 
 use alloc::vec::Vec;
 use core::hash::Hash;
@@ -31,6 +38,7 @@ struct Node<K, V> {
     prev: u32,
     next: u32,
     linked: bool,
+    referenced: bool,
 }
 
 /// A hash map that remembers the recency of its entries.
@@ -63,6 +71,7 @@ impl<K: Hash + Eq + Clone + TryClone, V> LruMap<K, V> {
     }
 
     /// Number of entries on the recency list (evictable).
+    #[cfg(test)]
     pub(crate) fn linked_len(&self) -> usize {
         self.linked
     }
@@ -130,6 +139,7 @@ impl<K: Hash + Eq + Clone + TryClone, V> LruMap<K, V> {
     }
 
     /// Takes the entry at `i` off the recency list (no-op if it is off).
+    #[cfg(test)]
     pub(crate) fn detach_at(&mut self, i: u32) {
         self.unlink(i);
     }
@@ -140,6 +150,32 @@ impl<K: Hash + Eq + Clone + TryClone, V> LruMap<K, V> {
         if !self.node(i).linked {
             self.push_front(i);
         }
+    }
+
+    /// Whether the entry at `i` is on the recency list.
+    #[cfg(test)]
+    pub(crate) fn is_linked_at(&self, i: u32) -> bool {
+        self.node(i).linked
+    }
+
+    /// Whether slot `i` holds `key` (a slot remembered from
+    /// [`LruMap::index_of`] is checked with this before use).
+    pub(crate) fn holds_at(&self, i: u32, key: &K) -> bool {
+        self.slab
+            .get(i as usize)
+            .and_then(Option::as_ref)
+            .is_some_and(|n| n.key == *key)
+    }
+
+    /// Marks the entry at `i` used, without moving it: it gets a second
+    /// chance when [`LruMap::pop_lru_where`] reaches it.
+    pub(crate) fn mark_referenced_at(&mut self, i: u32) {
+        self.node_mut(i).referenced = true;
+    }
+
+    /// Removes slot `i`, returning its value.
+    pub(crate) fn remove_at(&mut self, i: u32) -> V {
+        self.take(i).1
     }
 
     /// Whether `key` is present.
@@ -214,6 +250,7 @@ impl<K: Hash + Eq + Clone + TryClone, V> LruMap<K, V> {
             prev: NIL,
             next: NIL,
             linked: false,
+            referenced: false,
         };
         let i = match self.free.pop() {
             Some(i) => {
@@ -255,6 +292,31 @@ impl<K: Hash + Eq + Clone + TryClone, V> LruMap<K, V> {
         }
         let i = self.tail;
         Some(self.take(i))
+    }
+
+    /// Removes and returns the least recently used linked entry that is
+    /// neither referenced nor `busy`: on the way, a busy entry is detached
+    /// (its owner attaches it again when it is no longer busy, so it is
+    /// looked at once, not on every eviction) and a referenced one moves to
+    /// the front with its mark cleared. Each step detaches an entry, clears
+    /// a mark or returns, so the walk ends.
+    pub(crate) fn pop_lru_where(&mut self, mut busy: impl FnMut(&V) -> bool) -> Option<(K, V)> {
+        loop {
+            let i = self.tail;
+            if i == NIL {
+                return None;
+            }
+            let n = self.node_mut(i);
+            if busy(&n.value) {
+                self.unlink(i);
+            } else if n.referenced {
+                n.referenced = false;
+                self.unlink(i);
+                self.push_front(i);
+            } else {
+                return Some(self.take(i));
+            }
+        }
     }
 
     /// Keys from least to most recently used (linked entries only).
@@ -328,6 +390,41 @@ mod tests {
 
     /// Eviction runs when memory is short (the memory-pressure hook), so
     /// removing entries must never allocate: the free list always has room.
+    #[test]
+    fn pop_lru_where_skips_busy_entries_and_gives_referenced_ones_a_second_chance() {
+        let mut m: LruMap<u32, u32> = LruMap::new();
+        for k in 0..5 {
+            m.insert(k, k);
+        }
+        // 0 is busy (pinned), 1 was used since (marked, not moved).
+        let one = m.index_of(&1).unwrap();
+        m.mark_referenced_at(one);
+        assert_eq!(m.keys_lru_order(), [0, 1, 2, 3, 4]);
+        assert_eq!(m.pop_lru_where(|v| *v == 0), Some((2, 2)));
+        // 0 left the list (looked at once), 1 moved to the front unmarked.
+        assert_eq!(m.keys_lru_order(), [3, 4, 1]);
+        assert!(!m.is_linked_at(m.index_of(&0).unwrap()));
+        assert_eq!(m.pop_lru_where(|v| *v == 0), Some((3, 3)));
+        assert_eq!(m.pop_lru_where(|v| *v == 0), Some((4, 4)));
+        assert_eq!(m.pop_lru_where(|v| *v == 0), Some((1, 1)));
+        // Only the busy entry is left, off the list: nothing to evict, and
+        // it comes back as most recently used when its owner attaches it.
+        assert_eq!(m.pop_lru_where(|_| true), None);
+        let zero = m.index_of(&0).unwrap();
+        assert!(m.holds_at(zero, &0) && !m.holds_at(zero, &1));
+        m.attach_at(zero);
+        assert_eq!(m.keys_lru_order(), [0]);
+        // Every entry busy: each is detached once, then the walk is empty.
+        for k in 1..4 {
+            m.insert(k, k);
+        }
+        assert_eq!(m.pop_lru_where(|_| true), None);
+        assert_eq!(m.linked_len(), 0);
+        assert_eq!(m.len(), 4);
+        assert_eq!(m.remove_at(zero), 0);
+        assert_eq!(m.len(), 3);
+    }
+
     #[test]
     fn removal_never_grows_the_free_list() {
         let mut m: LruMap<u32, u32> = LruMap::new();

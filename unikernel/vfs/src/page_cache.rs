@@ -169,6 +169,9 @@ impl PinnedPage {
     }
 }
 
+/// The most pages one [`PageCache::pin_resident_run`] pins.
+pub const PIN_RUN_MAX: usize = 16;
+
 /// Pins on `n` consecutive resident pages of a file, from `first`; release
 /// them with [`PageCache::unpin_run`].
 #[must_use = "pinned pages are never evicted until unpinned"]
@@ -177,6 +180,9 @@ pub struct PinnedRun {
     file: FileId,
     first: u64,
     n: u32,
+    /// Where each page's entry sits in the cache's map: the unpin needs no
+    /// lookup (a pinned entry stays in its slot; checked anyway).
+    slots: [u32; PIN_RUN_MAX],
 }
 
 impl PinnedRun {
@@ -212,6 +218,8 @@ impl<P> Entry<P> {
 struct Inner<F: PageFrames> {
     frames: F,
     map: LruMap<PageKey, Entry<F::Page>>,
+    /// Entries with at least one pin.
+    pinned: usize,
     capacity: usize,
     inflight: usize,
     generation: u64,
@@ -219,35 +227,50 @@ struct Inner<F: PageFrames> {
 }
 
 impl<F: PageFrames> Inner<F> {
-    /// Pins the resident page `key` (off the recency list, one more pin)
-    /// and returns it; `None` if it is not resident.
-    fn pin_resident(&mut self, key: &PageKey) -> Option<&F::Page> {
+    /// Pins the resident page `key` (one more pin; marked used, so that it
+    /// gets a second chance at eviction once unpinned) and returns its slot
+    /// in the map and the page; `None` if it is not resident. A pinned page
+    /// stays on the recency list: eviction detaches it when it reaches it
+    /// (see [`Inner::evict_one`]), which costs nothing here.
+    fn pin_resident(&mut self, key: &PageKey) -> Option<(u32, &F::Page)> {
         let at = self.map.index_of(key)?;
-        self.map.detach_at(at);
+        self.map.mark_referenced_at(at);
         let e = self.map.value_at_mut(at);
         e.pins += 1;
-        Some(&e.page)
+        if e.pins == 1 {
+            self.pinned += 1;
+        }
+        Some((at, &e.page))
     }
 
     fn unpin(&mut self, pin: PinnedPage) {
-        let Some(at) = self.map.index_of(&pin.key) else {
-            return;
-        };
+        if let Some(at) = self.map.index_of(&pin.key) {
+            self.unpin_at(at);
+        }
+    }
+
+    /// Drops a pin of the entry in slot `at`. On the last one the page is
+    /// freed if it was invalidated meanwhile, or goes back on the recency
+    /// list if eviction took it off.
+    fn unpin_at(&mut self, at: u32) {
         let e = self.map.value_at_mut(at);
         e.pins -= 1;
         if e.pins == 0 {
+            self.pinned -= 1;
             if e.stale {
-                if let Some(e) = self.map.remove(&pin.key) {
-                    self.frames.free(e.page);
-                }
+                let e = self.map.remove_at(at);
+                self.frames.free(e.page);
             } else {
                 self.map.attach_at(at);
             }
         }
     }
 
+    /// Evicts the least recently used page that is not pinned (a pinned one
+    /// met on the way leaves the recency list until its last unpin; one
+    /// marked used since it was last looked at gets a second chance).
     fn evict_one(&mut self) -> bool {
-        match self.map.pop_lru() {
+        match self.map.pop_lru_where(|e| e.pins > 0) {
             Some((_, e)) => {
                 self.frames.free(e.page);
                 self.stats.evictions += 1;
@@ -299,6 +322,7 @@ impl<L: Locking, F: PageFrames> PageCache<L, F> {
             inner: Mutex::new(Inner {
                 frames,
                 map: LruMap::new(),
+                pinned: 0,
                 capacity: capacity.max(1),
                 inflight: 0,
                 generation: 0,
@@ -318,7 +342,7 @@ impl<L: Locking, F: PageFrames> PageCache<L, F> {
     pub fn stats(&self) -> PageCacheStats {
         self.inner.with(|i| PageCacheStats {
             resident: i.map.len(),
-            pinned: i.map.len() - i.map.linked_len(),
+            pinned: i.pinned,
             capacity: i.capacity,
             ..i.stats
         })
@@ -609,7 +633,7 @@ impl<L: Locking, F: PageFrames> PageCache<L, F> {
         let key = PageKey { file, index };
         let mut f = Some(f);
         let mut pin = |i: &mut Inner<F>| {
-            let page = i.pin_resident(&key)?;
+            let (_, page) = i.pin_resident(&key)?;
             Some((f.take().expect("called once"))(page))
         };
         let hit = self.inner.with(|i| {
@@ -655,7 +679,7 @@ impl<L: Locking, F: PageFrames> PageCache<L, F> {
                     file,
                     index: index + n,
                 };
-                let Some(page) = i.pin_resident(&key) else {
+                let Some((_, page)) = i.pin_resident(&key) else {
                     break;
                 };
                 f(PinnedPage { key }, page);
@@ -679,9 +703,9 @@ impl<L: Locking, F: PageFrames> PageCache<L, F> {
     }
 
     /// Pins the resident pages `index, index + 1, ...` of `file` (at most
-    /// `max`) under one lock, as [`PageCache::pin_resident`] does, as one
-    /// run; `f` sees each page with its place in the run. Stops at the first
-    /// page that is not resident.
+    /// `max` and at most [`PIN_RUN_MAX`]) under one lock, as
+    /// [`PageCache::pin_resident`] does, as one run; `f` sees each page with
+    /// its place in the run. Stops at the first page that is not resident.
     pub fn pin_resident_run(
         &self,
         file: FileId,
@@ -689,33 +713,46 @@ impl<L: Locking, F: PageFrames> PageCache<L, F> {
         max: u32,
         mut f: impl FnMut(usize, &F::Page),
     ) -> PinnedRun {
-        let mut n = 0u32;
-        let pinned = self.pin_resident(file, index, u64::from(max), |pin, page| {
-            // The run stands for these pins from now on (`unpin_run`
-            // releases them by key).
-            let PinnedPage { .. } = pin;
-            f(n as usize, page);
-            n += 1;
-        });
-        debug_assert_eq!(pinned, u64::from(n));
-        PinnedRun {
+        let mut run = PinnedRun {
             file,
             first: index,
-            n,
-        }
+            n: 0,
+            slots: [0; PIN_RUN_MAX],
+        };
+        let max = (max as usize).min(PIN_RUN_MAX);
+        self.inner.with(|i| {
+            for (k, slot) in run.slots[..max].iter_mut().enumerate() {
+                let key = PageKey {
+                    file,
+                    index: index + k as u64,
+                };
+                let Some((at, page)) = i.pin_resident(&key) else {
+                    break;
+                };
+                f(k, page);
+                *slot = at;
+                run.n += 1;
+            }
+            i.stats.hits += u64::from(run.n);
+        });
+        run
     }
 
     /// Releases a run's pins under one lock, as [`PageCache::unpin`] does
-    /// each.
+    /// each (through the slots the run remembered: no lookup).
     pub fn unpin_run(&self, run: PinnedRun) {
         self.inner.with(|i| {
-            for index in run.first..run.first + u64::from(run.n) {
-                i.unpin(PinnedPage {
-                    key: PageKey {
-                        file: run.file,
-                        index,
-                    },
-                });
+            for (k, &at) in run.slots[..run.len()].iter().enumerate() {
+                let key = PageKey {
+                    file: run.file,
+                    index: run.first + k as u64,
+                };
+                if i.map.holds_at(at, &key) {
+                    i.unpin_at(at);
+                } else {
+                    debug_assert!(false, "a pinned page left its slot");
+                    i.unpin(PinnedPage { key });
+                }
             }
         });
     }

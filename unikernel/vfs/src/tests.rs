@@ -763,6 +763,43 @@ fn a_pinned_run_holds_its_pages_until_released_under_one_lock() {
 }
 
 #[test]
+fn a_page_sent_while_pinned_outlives_an_untouched_older_one() {
+    let (_fs, inode, id) = file_with_pages(8);
+    let pc = cache(4);
+    for i in 0..4 {
+        pc.with_page(id, &*inode, i, |_| ()).unwrap();
+    }
+    // Page 0, the least recently used, is pinned (sent) and released: it
+    // counts as used, so page 1 goes first, then page 0 after its second
+    // chance has put it behind pages 2 and 3.
+    let run = pc.pin_resident_run(id, 0, 1, |_, _| ());
+    pc.unpin_run(run);
+    pc.with_page(id, &*inode, 4, |_| ()).unwrap();
+    let resident = |i| pc.contains(PageKey { file: id, index: i });
+    assert!(resident(0) && !resident(1));
+    pc.with_page(id, &*inode, 5, |_| ()).unwrap();
+    pc.with_page(id, &*inode, 6, |_| ()).unwrap();
+    assert!(resident(0) && !resident(2) && !resident(3));
+    pc.with_page(id, &*inode, 7, |_| ()).unwrap();
+    assert!(!resident(0));
+    // A run pinned while eviction walks past it keeps its pages, and its
+    // slots still name them after other entries came and went.
+    let run = pc.pin_resident_run(id, 4, 4, |_, _| ());
+    assert_eq!(run.len(), 4);
+    assert_eq!(
+        pc.with_page(id, &*inode, 0, |_| ()).err(),
+        Some(VfsError::ENOMEM)
+    );
+    assert_eq!(pc.stats().pinned, 4);
+    pc.unpin_run(run);
+    assert_eq!(pc.stats().pinned, 0);
+    pc.with_page(id, &*inode, 0, |_| ()).unwrap();
+    assert_eq!(pc.stats().resident, 4);
+    assert_eq!(pc.evict(10), 4);
+    assert_eq!(pc.with_frames(|f| f.live()), 0);
+}
+
+#[test]
 fn frame_allocation_failure_evicts_instead_of_failing() {
     let (_fs, inode, id) = file_with_pages(16);
     // Capacity says 100 pages but the allocator only has 4 frames.
