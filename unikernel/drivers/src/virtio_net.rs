@@ -57,8 +57,9 @@ const TSO_BUF_PAGES: u64 = 17;
 /// TSO is negotiated only with at least this much RAM (a 64 MiB guest):
 /// the large buffers take 1.1 MiB, and small guests keep their memory.
 const TSO_MIN_RAM: u64 = 56 << 20;
-/// Fragments are cut where a 4 KiB page ends (each piece is then
-/// physically contiguous: heap buffers are only virtually contiguous).
+/// Fragments outside the identity map are cut where a 4 KiB page ends (each
+/// piece is then physically contiguous: mapped buffers are only virtually
+/// contiguous).
 const PIECE_ALIGN: usize = 4096;
 
 /// Payload the driver copies itself: a scatter-gather list too long for
@@ -677,16 +678,23 @@ fn chain_descriptors(frags: &[Fragment<TcpPayload>]) -> Option<usize> {
     Some(n + 1)
 }
 
-/// A fragment cut where a 4 KiB page ends: `(start in f.data, length)` of
-/// each physically contiguous piece, in order.
+/// A fragment as physically contiguous pieces, in order: `(start in
+/// f.data, length)` of each. In identity-mapped memory (page-cache spans,
+/// DMA buffers) it is one piece; elsewhere (the heap, mappings) it is cut
+/// where a 4 KiB page ends.
 fn pieces(f: &Fragment<TcpPayload>) -> impl Iterator<Item = (usize, usize)> {
     // The address of the fragment's first byte.
     let base = f.bytes().as_ptr() as usize;
     let (offset, len) = (f.offset, f.len);
+    let whole = uk_frame::hal::is_identity(base as u64, len as u64);
     let mut done = 0;
     core::iter::from_fn(move || {
         (done < len).then(|| {
-            let n = (PIECE_ALIGN - (base + done) % PIECE_ALIGN).min(len - done);
+            let n = if whole {
+                len - done
+            } else {
+                (PIECE_ALIGN - (base + done) % PIECE_ALIGN).min(len - done)
+            };
             let piece = (offset + done, n);
             done += n;
             piece

@@ -29,7 +29,7 @@ pub(crate) fn pages_for(len: usize) -> u64 {
 /// `va`, with no page-table walk (page-cache frames, DMA and transmit
 /// buffers live there; a walk per descriptor and completion cost about 200
 /// instructions per page sent).
-pub(crate) fn is_identity(va: u64, len: u64) -> bool {
+pub fn is_identity(va: u64, len: u64) -> bool {
     va >= PAGE && va.checked_add(len).is_some_and(|end| end <= mm::MMAP_BASE)
 }
 
@@ -98,6 +98,11 @@ unsafe impl Hal for KernelHal {
     unsafe fn share(buffer: NonNull<[u8]>, direction: BufferDirection) -> PhysAddr {
         let va = buffer.as_ptr() as *mut u8 as u64;
         let len = buffer.len() as u64;
+        // Identity-mapped RAM is mapped at boot and never paged: nothing to
+        // prepare, and the address is the physical one.
+        if is_identity(va, len) {
+            return va;
+        }
         let device_writes = direction != BufferDirection::DriverToDevice;
         mm::prepare_for_dma(va, len, device_writes);
         if let Some(pa) = contiguous_phys(va, len) {
@@ -105,7 +110,8 @@ unsafe impl Hal for KernelHal {
         }
         // Not reached from this kernel's queues: `Queue` posts only
         // physically contiguous memory (`Stable`: DMA buffers, page-cache
-        // frames, payload pieces cut at page boundaries) and `lend` bounces
+        // frames, payload pieces in the identity map or cut at page
+        // boundaries) and `lend` bounces
         // other buffers itself, fallibly, before posting. `share` cannot
         // report failure, so a caller that did reach this with no memory
         // left would stop here.
