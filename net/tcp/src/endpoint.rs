@@ -978,7 +978,6 @@ impl<P: Payload> Endpoint<P> {
             }
         }
         let (state, orphaned, error, tuple) = (c.state(), c.orphaned, c.error(), c.tuple());
-        let copies = c.stats();
         let ready = readiness_of(c, self.cfg.send_buffer);
         if ready != c.last_ready && !orphaned {
             c.last_ready = ready;
@@ -1007,6 +1006,7 @@ impl<P: Payload> Endpoint<P> {
                 if error.is_some() {
                     self.counters.failed += 1;
                 }
+                let copies = c.stats();
                 self.counters.bytes_copied_in += copies.bytes_copied_in;
                 self.counters.bytes_copied_out += copies.bytes_copied_out;
                 self.by_tuple.remove(&tuple);
