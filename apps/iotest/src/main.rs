@@ -399,18 +399,27 @@ fn write_all(fd: i32, mut b: &[u8]) -> Result<(), fs::Errno> {
 }
 
 fn serve_one(sock: i32) -> Result<(), fs::Errno> {
-    let mut line = Vec::new();
-    let mut b = [0u8; 1];
-    while line.len() < 512 {
-        if fs::read(sock, &mut b)? == 0 {
+    // The request is one line, and the client sends nothing more until the
+    // reply has ended: read whatever has arrived (a byte at a time cost a
+    // socket call per byte, the same for every data path).
+    let mut buf = [0u8; 512];
+    let mut have = 0;
+    let line_end = loop {
+        if let Some(i) = buf[..have].iter().position(|&c| c == b'\n') {
+            break i;
+        }
+        if have == buf.len() {
+            break have;
+        }
+        let n = fs::read(sock, &mut buf[have..])?;
+        if n == 0 {
             return Ok(());
         }
-        if b[0] == b'\n' {
-            break;
-        }
-        line.push(b[0]);
-    }
-    let line = String::from_utf8_lossy(&line).into_owned();
+        have += n;
+    };
+    let line = &buf[..line_end];
+    let mut b = [0u8; 1];
+    let line = String::from_utf8_lossy(line).into_owned();
     let words: Vec<&str> = line.split_whitespace().collect();
     match words.as_slice() {
         ["STATS"] => {
