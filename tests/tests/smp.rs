@@ -81,6 +81,29 @@ machine_tests!(stress_one_cpu, |m| { stress(m, 1) });
 machine_tests!(stress_two_cpus, |m| { stress(m, 2) });
 machine_tests!(stress_four_cpus, |m| { stress(m, 4) });
 
+/// The checksum of `selftest steal` (8 workers x 256 rounds).
+const STEAL_CHECKSUM: &str = "checksum 0x8fefb82629ecca74 (expected 0x8fefb82629ecca74)";
+
+/// `selftest steal`: 8 workers spawned on the boot CPU (`Placement::Here`)
+/// are taken by the idle CPUs (work stealing): with 4 vCPUs at least two
+/// CPUs ran rounds (the guest checks it, and that it stole), and the
+/// checksum is the one-CPU checksum.
+fn stolen(m: Machine, cpus: u32) {
+    let mut g = Guest::boot("selftest", m, BootOpts::args(&["steal"]).smp(cpus));
+    let summary = g
+        .wait_for(&format!("steal: {cpus} CPUs, "), Duration::from_secs(120))
+        .unwrap_or_else(|e| panic!("{}", g.failure(&e)));
+    assert!(
+        summary.contains(STEAL_CHECKSUM),
+        "wrong summary {summary:?}:\n{}",
+        g.output()
+    );
+    g.expect("steal: ok");
+    g.expect_exit(0);
+}
+
+machine_tests!(idle_cpus_steal_threads, |m| { stolen(m, 4) });
+
 /// `selftest smp-spin` with 2 vCPUs: a thread spinning on CPU 1 is
 /// preempted by CPU 1's own slice timer, so a thread there that sleeps and
 /// is woken from CPU 0 (a semaphore) runs all its 20 turns.

@@ -54,6 +54,7 @@ fn main() -> i32 {
         "pingpong" => pingpong(),
         "smp" => smp_stress(),
         "smp-spin" => smp_spin(),
+        "steal" => steal(),
         "threads" => many_threads(),
         "spin" => spinner_does_not_starve(),
         "simd" => simd_state(),
@@ -517,6 +518,70 @@ fn smp_stress() -> i32 {
     let ok = sum == expected && n == WORKERS * ROUNDS && passes == WORKERS * ROUNDS && bad == 0;
     println!("smp: {}", if ok && all_ran { "ok" } else { "FAILED" });
     if ok && all_ran { 0 } else { 1 }
+}
+
+/// Work stealing: 8 CPU-bound workers spawned on the boot CPU
+/// (`Placement::Here`), which yield every 4 rounds and sleep every 64: idle
+/// CPUs take them from the boot CPU's queue. Passes when the checksum of
+/// their results (independent of where they ran) is right and, with
+/// several CPUs, at least two CPUs ran rounds. Prints the rounds each CPU
+/// ran and the steals.
+fn steal() -> i32 {
+    const WORKERS: u64 = 8;
+    const ROUNDS: u64 = 256;
+    const MAX_CPUS: usize = 64;
+    fn mix(i: u64, r: u64) -> u64 {
+        let mut x = (i << 32 | r).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        for _ in 0..2048 {
+            x ^= x >> 29;
+            x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        }
+        x
+    }
+    let per_cpu = Arc::new([const { AtomicU64::new(0) }; MAX_CPUS]);
+    let steals0 = unikernel::sched::STATS.steals.load(Relaxed);
+    let t = Instant::now();
+    let workers: Vec<_> = (0..WORKERS)
+        .map(|i| {
+            let per_cpu = per_cpu.clone();
+            thread::spawn_with(16 * 1024, thread::Priority::Normal, move || {
+                let mut acc = 0u64;
+                for r in 0..ROUNDS {
+                    acc = acc.rotate_left(7) ^ mix(i, r);
+                    per_cpu[thread::cpu_index().min(MAX_CPUS - 1)].fetch_add(1, Relaxed);
+                    if r % 64 == 63 {
+                        thread::sleep(Duration::from_micros(100));
+                    } else if r % 4 == 3 {
+                        thread::yield_now();
+                    }
+                }
+                acc
+            })
+            .expect("spawn")
+        })
+        .collect();
+    let sum = workers
+        .into_iter()
+        .map(|w| w.join())
+        .fold(0u64, u64::wrapping_add);
+    let expected = (0..WORKERS)
+        .map(|i| (0..ROUNDS).fold(0u64, |acc, r| acc.rotate_left(7) ^ mix(i, r)))
+        .fold(0u64, u64::wrapping_add);
+    let cpus = thread::cpu_count();
+    let mut ran = 0;
+    for c in 0..cpus {
+        let rounds = per_cpu[c].load(Relaxed);
+        println!("steal: cpu {c} ran {rounds} rounds");
+        ran += usize::from(rounds > 0);
+    }
+    let steals = unikernel::sched::STATS.steals.load(Relaxed) - steals0;
+    println!(
+        "steal: {cpus} CPUs, {ran} ran rounds, {steals} steals, checksum {sum:#018x} (expected {expected:#018x}) in {} ms",
+        t.elapsed().as_millis()
+    );
+    let ok = sum == expected && (cpus == 1 || (ran >= 2 && steals > 0));
+    println!("steal: {}", if ok { "ok" } else { "FAILED" });
+    if ok { 0 } else { 1 }
 }
 
 /// A thread that never blocks spins on the last CPU; a second thread on
