@@ -70,6 +70,7 @@ fn main() -> i32 {
             0
         }
         "bench-sched" => bench_sched(),
+        "bench-alloc" => bench_alloc(),
         "power" => power(),
         "bench-copy" => {
             let src = alloc::vec![7u8; 1 << 20];
@@ -795,6 +796,63 @@ fn simd_state() -> i32 {
         println!("simd: FAILED (registers leaked, or too few switches/interrupts)");
         1
     }
+}
+
+/// Heap cost across CPUs: one thread pinned on each CPU allocates 8 small
+/// blocks (24 to 200 bytes) and frees them, 20,000 times, all threads at
+/// once. Prints the wall time per allocation+free pair over all threads
+/// and the slowest thread's, and a checksum of the bytes written (so the
+/// blocks are used).
+fn bench_alloc() -> i32 {
+    const ITERS: u64 = 20_000;
+    const SIZES: [usize; 8] = [24, 40, 64, 96, 16, 128, 200, 48];
+    let cpus = thread::cpu_count();
+    let go = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..cpus)
+        .map(|c| {
+            let go = go.clone();
+            thread::spawn_on(
+                thread::Placement::Cpu(c as u32),
+                16 * 1024,
+                thread::Priority::Normal,
+                move || {
+                    while !go.load(Relaxed) {
+                        core::hint::spin_loop();
+                    }
+                    let t = Instant::now();
+                    let mut sum = 0u64;
+                    for i in 0..ITERS {
+                        let blocks: [Vec<u8>; 8] = core::array::from_fn(|k| {
+                            let mut v = Vec::with_capacity(SIZES[k]);
+                            v.push((i as usize + k) as u8);
+                            v
+                        });
+                        sum += blocks.iter().map(|b| b[0] as u64).sum::<u64>();
+                    }
+                    (sum, t.elapsed().as_nanos() as u64)
+                },
+            )
+            .expect("spawn")
+        })
+        .collect();
+    let t = Instant::now();
+    go.store(true, Relaxed);
+    let mut sum = 0u64;
+    let mut slowest = 0;
+    for w in workers {
+        let (s, ns) = w.join();
+        sum = sum.wrapping_add(s);
+        slowest = slowest.max(ns);
+    }
+    let wall = t.elapsed().as_nanos() as u64;
+    let pairs = ITERS * SIZES.len() as u64;
+    println!(
+        "bench-alloc: {cpus} CPUs, {} pairs, wall_ns_per_pair={} slowest_thread_ns_per_pair={} sum={sum}",
+        pairs * cpus as u64,
+        wall / (pairs * cpus as u64),
+        slowest / pairs
+    );
+    0
 }
 
 fn bench_sched() -> i32 {
