@@ -4,8 +4,9 @@
 //!
 //! Small blocks (up to [`CACHED_MAX`] bytes, alignment up to 8) go through a
 //! per-CPU cache in front of talc: one free list per 16-byte size class,
-//! refilled from talc and drained back to it [`BATCH`] blocks at a time, so
-//! the common allocation and free take only the CPU's own cache lock (free
+//! refilled from talc and drained back to it [`BATCH`] blocks at a time (the
+//! talc lock taken per block), so the common allocation and free take only
+//! the CPU's own cache lock (free
 //! on another CPU, it takes that CPU's: the lock makes a thread that moved
 //! between reading its CPU index and locking harmless). Out of memory, the
 //! allocator drains every CPU's cache back into talc before it reclaims.
@@ -121,11 +122,10 @@ const CLASSES: usize = CACHED_MAX / CLASS_STEP;
 const BATCH: u8 = 8;
 
 /// One CPU's small-block cache: per class, a list linked through the free
-/// blocks' first word, and its length; the bytes it holds (for the stats).
+/// blocks' first word, and its length.
 struct SmallCache {
     heads: [usize; CLASSES],
     counts: [u8; CLASSES],
-    bytes: usize,
 }
 
 // SAFETY: the lists link free heap blocks that only this cache owns.
@@ -135,7 +135,6 @@ static CACHES: [IrqMutex<SmallCache>; crate::arch::smp::MAX_CPUS] = [const {
     IrqMutex::new(SmallCache {
         heads: [0; CLASSES],
         counts: [0; CLASSES],
-        bytes: 0,
     })
 }; crate::arch::smp::MAX_CPUS];
 
@@ -163,7 +162,6 @@ impl SmallCache {
         // the next one.
         self.heads[k] = unsafe { (p as *const usize).read() };
         self.counts[k] -= 1;
-        self.bytes -= (k + 1) * CLASS_STEP;
         Some(p as *mut u8)
     }
 
@@ -173,17 +171,16 @@ impl SmallCache {
         unsafe { (p as *mut usize).write(self.heads[k]) };
         self.heads[k] = p as usize;
         self.counts[k] += 1;
-        self.bytes += (k + 1) * CLASS_STEP;
     }
 
     /// Gives up to `n` blocks of class `k` back to talc; returns how many.
-    fn drain(&mut self, k: usize, n: u8, talc: &mut Talc<ArenaSource, DefaultBinning>) -> u64 {
+    fn drain(&mut self, k: usize, n: u8) -> u64 {
         let mut done = 0;
         while done < n as u64
             && let Some(p) = self.pop(k)
         {
             // SAFETY: talc handed this block out with class `k`'s layout.
-            unsafe { talc.deallocate(p, class_layout(k)) };
+            unsafe { talc_free(p, class_layout(k)) };
             done += 1;
         }
         done
@@ -195,22 +192,20 @@ fn my_cache() -> &'static IrqMutex<SmallCache> {
     &CACHES[crate::arch::smp::this_cpu().index as usize % crate::arch::smp::MAX_CPUS]
 }
 
-/// A block of class `k` from this CPU's cache, refilled from talc (one lock
-/// for [`BATCH`] blocks) when empty; null when talc has none.
+/// A block of class `k` from this CPU's cache, refilled from talc
+/// ([`BATCH`] blocks) when empty; null when talc has none.
 fn alloc_cached(k: usize) -> *mut u8 {
     let mut c = my_cache().lock();
     if let Some(p) = c.pop(k) {
         return p;
     }
-    let mut t = TALC.lock();
     for _ in 0..BATCH {
-        // SAFETY: a class layout has a non-zero size.
-        match unsafe { t.allocate(class_layout(k)) } {
-            Some(p) => c.push(k, p.as_ptr()),
-            None => break,
+        let p = talc_alloc(class_layout(k));
+        if p.is_null() {
+            break;
         }
+        c.push(k, p);
     }
-    drop(t);
     c.pop(k).unwrap_or(ptr::null_mut())
 }
 
@@ -220,19 +215,36 @@ fn free_cached(k: usize, p: *mut u8) {
     let mut c = my_cache().lock();
     c.push(k, p);
     if c.counts[k] > 2 * BATCH {
-        c.drain(k, BATCH, &mut TALC.lock());
+        c.drain(k, BATCH);
     }
+}
+
+/// A block from talc, or null; its lock is held only for the call.
+#[inline(never)]
+fn talc_alloc(layout: Layout) -> *mut u8 {
+    // SAFETY: layout.size() is non-zero (GlobalAlloc's contract; class
+    // layouts are not empty).
+    unsafe { TALC.lock().allocate(layout) }.map_or(ptr::null_mut(), |p| p.as_ptr())
+}
+
+/// Gives a block back to talc.
+///
+/// # Safety
+/// `p` came from [`talc_alloc`] with `layout` and is not used any more.
+#[inline(never)]
+unsafe fn talc_free(p: *mut u8, layout: Layout) {
+    // SAFETY: the caller's contract.
+    unsafe { TALC.lock().deallocate(p, layout) }
 }
 
 /// Empties every CPU's cache into talc (out of memory); returns the blocks
 /// given back. A cache whose lock is busy is left alone.
 pub fn drain_caches() -> u64 {
     let mut n = 0;
-    for cache in &CACHES[..crate::arch::smp::online() as usize] {
+    for cache in CACHES.iter().take(crate::arch::smp::online() as usize) {
         if let Some(mut c) = cache.try_lock() {
-            let mut t = TALC.lock();
             for k in 0..CLASSES {
-                n += c.drain(k, u8::MAX, &mut t);
+                n += c.drain(k, u8::MAX);
             }
         }
     }
@@ -270,11 +282,10 @@ fn alloc_large(layout: Layout) -> *mut u8 {
 /// Allocates from this CPU's cache or talc, or null. The lock is held only
 /// for the call.
 fn alloc_small(layout: Layout) -> *mut u8 {
-    if let Some(k) = class_of(layout) {
-        return alloc_cached(k);
+    match class_of(layout) {
+        Some(k) => alloc_cached(k),
+        None => talc_alloc(layout),
     }
-    // SAFETY: layout.size() is non-zero (GlobalAlloc's contract).
-    unsafe { TALC.lock().allocate(layout) }.map_or(ptr::null_mut(), |p| p.as_ptr())
 }
 
 /// Frames worth asking the caches for before retrying `layout`: the block
@@ -334,7 +345,7 @@ unsafe impl GlobalAlloc for KernelAllocator {
             free_cached(k, ptr);
         } else {
             // SAFETY: `ptr` came from this talc with this layout (caller's contract).
-            unsafe { TALC.lock().deallocate(ptr, layout) }
+            unsafe { talc_free(ptr, layout) }
         }
     }
 
@@ -465,9 +476,13 @@ pub fn fill_stats(s: &mut MemStats) {
         s.heap_in_use = t.counters().allocated_bytes as u64;
     }
     // Blocks in the per-CPU caches are free.
-    for cache in &CACHES[..crate::arch::smp::online() as usize] {
+    for cache in CACHES.iter().take(crate::arch::smp::online() as usize) {
         if let Some(c) = cache.try_lock() {
-            s.heap_in_use = s.heap_in_use.saturating_sub(c.bytes as u64);
+            for (k, &n) in c.counts.iter().enumerate() {
+                s.heap_in_use = s
+                    .heap_in_use
+                    .saturating_sub((n as usize * (k + 1) * CLASS_STEP) as u64);
+            }
         }
     }
     if let Some(l) = LARGE.try_lock() {

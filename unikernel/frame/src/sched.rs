@@ -293,20 +293,22 @@ impl Sched {
         th.data.woken_by_timer = by_timer;
         let timer = th.data.timer.take();
         let prio = th.priority;
+        let pinned = th.data.pinned;
         if let Some(id) = timer
             && !by_timer
         {
             self.timers.cancel(id);
         }
         let _ = self.threads.set_state(t, ThreadState::Runnable);
-        self.push(home, t, prio);
+        self.push(home, t, prio, pinned);
         true
     }
 
     /// Queues runnable thread `t` on CPU `c` and marks that CPU for a
     /// reschedule when `t` should run first; a remote CPU newly so marked
-    /// gets the IPI.
-    fn push(&mut self, c: usize, t: ThreadId, prio: Priority) {
+    /// gets the IPI. A thread that waits there and is not `pinned` is
+    /// offered to an idle CPU.
+    fn push(&mut self, c: usize, t: ThreadId, prio: Priority, pinned: bool) {
         let cur_prio = self.prio(self.csr(c).current);
         let cs = self.cs(c);
         let was_empty = cs.rq.is_empty();
@@ -322,21 +324,18 @@ impl Sched {
         if kick && c != me() {
             smp::kick(c);
         }
-        if !runs_next && self.cpus.len() > 1 {
-            self.offer(t);
+        if !runs_next && !pinned && self.cpus.len() > 1 {
+            self.offer();
         }
     }
 
-    /// `t` now waits behind a running thread: if it may move and a CPU is
+    /// A thread that may move now waits behind a running one: if a CPU is
     /// idle with nothing queued and no wake-up pending, that CPU is told
     /// (the IPI, or its own pending reschedule if it is the caller) and
     /// steals a thread in its next `switch_away`.
     #[cold]
     #[inline(never)]
-    fn offer(&mut self, t: ThreadId) {
-        if self.threads.get(t).is_none_or(|th| th.data.pinned) {
-            return;
-        }
+    fn offer(&mut self) {
         let Some(i) = self
             .cpus
             .iter()
@@ -352,43 +351,40 @@ impl Sched {
 
     /// Work stealing (several CPUs, CPU `c`'s queue empty): takes the
     /// highest-priority thread that may move (not pinned) from the CPU with
-    /// the most threads waiting (queued behind a running thread; one queued
+    /// the most threads waiting (none if all of those are pinned) (queued behind a running thread; one queued
     /// on an idle CPU is about to run there), tail first, and makes `c` its
     /// home. The thread may still be on its old CPU's stack (it was just
     /// preempted or blocked there): `switch_away` waits for its `on_cpu`.
     #[cold]
     #[inline(never)]
     fn steal(&mut self, c: usize) -> bool {
-        let mut tried = 0u64;
-        loop {
-            let mut victim = None;
-            let mut most = 0;
-            for (i, cs) in self.cpus.iter().enumerate() {
-                let waiting = cs.rq.len() - usize::from(cs.current == IDLE).min(cs.rq.len());
-                if i != c && tried & (1 << (i & 63)) == 0 && waiting > most {
-                    most = waiting;
-                    victim = Some(i);
-                }
+        let mut victim = c;
+        let mut most = 0;
+        for (i, cs) in self.cpus.iter().enumerate() {
+            let waiting = cs.rq.len().saturating_sub(usize::from(cs.current == IDLE));
+            if waiting > most {
+                most = waiting;
+                victim = i;
             }
-            let Some(v) = victim else { return false };
-            tried |= 1 << (v & 63);
-            let Sched { threads, cpus, .. } = self;
-            let Some((t, p)) = cpus[v]
-                .rq
-                .steal(|t| threads.get(t).is_some_and(|th| !th.data.pinned))
-            else {
-                continue;
-            };
-            if let Some(th) = threads.get_mut(t) {
-                th.data.cpu = c;
-            }
-            self.cs(v).homed -= 1;
-            let cs = self.cs(c);
-            cs.homed += 1;
-            cs.rq.push(t, p);
-            STATS.steals.fetch_add(1, Ordering::Relaxed);
-            return true;
         }
+        if victim == c {
+            return false;
+        }
+        let Sched { threads, cpus, .. } = self;
+        let Some((t, p)) = cpus.get_mut(victim).and_then(|v| {
+            v.rq.steal(|t| threads.get(t).is_some_and(|th| !th.data.pinned))
+        }) else {
+            return false;
+        };
+        if let Some(th) = threads.get_mut(t) {
+            th.data.cpu = c;
+        }
+        self.cs(victim).homed -= 1;
+        let cs = self.cs(c);
+        cs.homed += 1;
+        cs.rq.push(t, p);
+        STATS.steals.fetch_add(1, Ordering::Relaxed);
+        true
     }
 }
 
@@ -750,9 +746,10 @@ fn spawn_raw(
                 .unwrap_or(here),
         };
         data.cpu = home;
+        let pinned = data.pinned;
         let id = s.threads.spawn(prio, data);
         s.cs(home).homed += 1;
-        s.push(home, id, prio);
+        s.push(home, id, prio, pinned);
         if home == here {
             s.reprogram(here);
         }
