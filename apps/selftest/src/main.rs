@@ -55,6 +55,7 @@ fn main() -> i32 {
         "smp" => smp_stress(),
         "smp-spin" => smp_spin(),
         "steal" => steal(),
+        "lock-order" => lock_order(),
         "threads" => many_threads(),
         "spin" => spinner_does_not_starve(),
         "simd" => simd_state(),
@@ -405,10 +406,12 @@ fn pingpong() -> i32 {
     if n == 2 * ROUNDS { 0 } else { 1 }
 }
 
-/// Threads on every CPU (`Placement::Any`): work, a shared sleeping mutex,
-/// condition-variable handoffs between pairs of threads (placed on
-/// different CPUs when there are several), sleeps, and mmap/munmap (TLB
-/// shootdown). The checksum does not depend on the order or the CPU count;
+/// Threads on every CPU (half placed with `Placement::Any`, half on the
+/// boot CPU for idle CPUs to steal): work, a shared sleeping mutex,
+/// condition-variable handoffs between pairs of threads (on different CPUs
+/// when there are several) that pass a heap block along (allocated on one
+/// CPU, checked and freed on another: the per-CPU heap caches), sleeps,
+/// and mmap/munmap (TLB shootdown). The checksum does not depend on the order or the CPU count;
 /// a lost update under the mutex, a lost wake-up (a hang) or a stale TLB
 /// entry (a wrong pattern) breaks it. Prints the rounds each CPU ran.
 fn smp_stress() -> i32 {
@@ -423,10 +426,12 @@ fn smp_stress() -> i32 {
         }
         x
     }
+    type Token = (u64, u64, Vec<u64>);
     struct Shared {
         total: Mutex<(u64, u64)>,
-        /// One token per pair: whose turn (0 or 1) and how many passes.
-        pairs: Vec<(Mutex<(u64, u64)>, Condvar)>,
+        /// One token per pair: whose turn (0 or 1), how many passes, and
+        /// the block passed along.
+        pairs: Vec<(Mutex<Token>, Condvar)>,
         per_cpu: [AtomicU64; MAX_CPUS],
         bad_pattern: AtomicU64,
     }
@@ -434,62 +439,71 @@ fn smp_stress() -> i32 {
     let shared = Arc::new(Shared {
         total: Mutex::new((0, 0)),
         pairs: (0..WORKERS / 2)
-            .map(|_| (Mutex::new((0, 0)), Condvar::new()))
+            .map(|_| (Mutex::new((0, 0, Vec::new())), Condvar::new()))
             .collect(),
         per_cpu: [const { AtomicU64::new(0) }; MAX_CPUS],
         bad_pattern: AtomicU64::new(0),
     });
+    let steals0 = unikernel::sched::STATS.steals.load(Relaxed);
     let t = Instant::now();
     let workers: Vec<_> = (0..WORKERS)
         .map(|i| {
             let s = shared.clone();
-            thread::spawn_on(
-                thread::Placement::Any,
-                32 * 1024,
-                thread::Priority::Normal,
-                move || {
-                    let (pair, side) = (&s.pairs[(i / 2) as usize], i % 2);
-                    for r in 0..ROUNDS {
-                        let h = mix(i, r);
-                        {
-                            let mut g = s.total.lock();
-                            let (sum, n) = *g;
-                            // A read-modify-write with room for a race.
-                            core::hint::black_box(mix(n, 1));
-                            *g = (sum.wrapping_add(h), n + 1);
-                        }
-                        // Hand the pair's token to the other side.
-                        {
-                            let (m, cv) = pair;
-                            let mut g = m.lock();
-                            while g.0 != side {
-                                g = cv.wait(g);
-                            }
-                            *g = (1 - side, g.1 + 1);
-                            cv.notify_all();
-                        }
-                        if r % 16 == 0 {
-                            thread::sleep(Duration::from_micros(200 + 50 * i));
-                        }
-                        if r % 8 == 0 {
-                            let len = 64 * 1024;
-                            let p = mem::mmap(len, Prot::READ | Prot::WRITE).expect("mmap");
-                            // SAFETY: a fresh private mapping of `len` bytes.
-                            let buf = unsafe { core::slice::from_raw_parts_mut(p, len) };
-                            for (k, b) in buf.iter_mut().enumerate().step_by(4096) {
-                                *b = (h as usize + k) as u8;
-                            }
-                            for (k, b) in buf.iter().enumerate().step_by(4096) {
-                                if *b != (h as usize + k) as u8 {
-                                    s.bad_pattern.fetch_add(1, Relaxed);
-                                }
-                            }
-                            mem::munmap(p, len).expect("munmap");
-                        }
-                        s.per_cpu[thread::cpu_index().min(MAX_CPUS - 1)].fetch_add(1, Relaxed);
+            let placement = if i % 2 == 0 {
+                thread::Placement::Any
+            } else {
+                thread::Placement::Here
+            };
+            thread::spawn_on(placement, 32 * 1024, thread::Priority::Normal, move || {
+                let (pair, side) = (&s.pairs[(i / 2) as usize], i % 2);
+                for r in 0..ROUNDS {
+                    let h = mix(i, r);
+                    {
+                        let mut g = s.total.lock();
+                        let (sum, n) = *g;
+                        // A read-modify-write with room for a race.
+                        core::hint::black_box(mix(n, 1));
+                        *g = (sum.wrapping_add(h), n + 1);
                     }
-                },
-            )
+                    // Hand the pair's token to the other side.
+                    {
+                        let (m, cv) = pair;
+                        let mut g = m.lock();
+                        while g.0 != side {
+                            g = cv.wait(g);
+                        }
+                        // The partner's block: each word is its first
+                        // xor its index.
+                        let got = core::mem::take(&mut g.2);
+                        if got.iter().enumerate().any(|(k, &w)| w != got[0] ^ k as u64) {
+                            s.bad_pattern.fetch_add(1, Relaxed);
+                        }
+                        drop(got);
+                        let block = (0..1 + h % 30).map(|k| h ^ k).collect();
+                        *g = (1 - side, g.1 + 1, block);
+                        cv.notify_all();
+                    }
+                    if r % 16 == 0 {
+                        thread::sleep(Duration::from_micros(200 + 50 * i));
+                    }
+                    if r % 8 == 0 {
+                        let len = 64 * 1024;
+                        let p = mem::mmap(len, Prot::READ | Prot::WRITE).expect("mmap");
+                        // SAFETY: a fresh private mapping of `len` bytes.
+                        let buf = unsafe { core::slice::from_raw_parts_mut(p, len) };
+                        for (k, b) in buf.iter_mut().enumerate().step_by(4096) {
+                            *b = (h as usize + k) as u8;
+                        }
+                        for (k, b) in buf.iter().enumerate().step_by(4096) {
+                            if *b != (h as usize + k) as u8 {
+                                s.bad_pattern.fetch_add(1, Relaxed);
+                            }
+                        }
+                        mem::munmap(p, len).expect("munmap");
+                    }
+                    s.per_cpu[thread::cpu_index().min(MAX_CPUS - 1)].fetch_add(1, Relaxed);
+                }
+            })
             .expect("spawn")
         })
         .collect();
@@ -512,6 +526,10 @@ fn smp_stress() -> i32 {
         all_ran &= runs > 0 && (rounds > 0 || c == 0 || cpus > WORKERS as usize + 1);
     }
     let bad = shared.bad_pattern.load(Relaxed);
+    println!(
+        "smp: {} threads stolen by idle CPUs",
+        unikernel::sched::STATS.steals.load(Relaxed) - steals0
+    );
     println!(
         "smp: {cpus} CPUs, {n} updates, {passes} handoffs, {bad} bad pages, checksum {sum:#018x} (expected {expected:#018x}) in {} ms",
         t.elapsed().as_millis()
@@ -583,6 +601,20 @@ fn steal() -> i32 {
     let ok = sum == expected && (cpus == 1 || (ran >= 2 && steals > 0));
     println!("steal: {}", if ok { "ok" } else { "FAILED" });
     if ok { 0 } else { 1 }
+}
+
+/// Takes a scheduler-level lock inside a memory-manager-level one, against
+/// the lock order: with the `lockdep` feature that panics; without, nothing
+/// checks it.
+fn lock_order() -> i32 {
+    use unikernel::sync::{IrqMutex, level};
+    let inner = IrqMutex::with_level(level::MM, 1u32);
+    let outer = IrqMutex::with_level(level::SCHED, 2u32);
+    println!("lock-order: a level 3 lock inside a level 7 lock");
+    let g = inner.lock();
+    let h = outer.lock();
+    println!("lock-order: not checked ({})", *g + *h);
+    0
 }
 
 /// A thread that never blocks spins on the last CPU; a second thread on

@@ -85,14 +85,17 @@ unsafe impl Source for ArenaSource {
     }
 }
 
-static TALC: IrqMutex<Talc<ArenaSource, DefaultBinning>> = IrqMutex::new(Talc::new(ArenaSource {
-    arenas: 0,
-    arena_bytes: 0,
-    next_size: FIRST_ARENA,
-    last: None,
-}));
+static TALC: IrqMutex<Talc<ArenaSource, DefaultBinning>> = IrqMutex::with_level(
+    crate::sync::level::HEAP,
+    Talc::new(ArenaSource {
+        arenas: 0,
+        arena_bytes: 0,
+        next_size: FIRST_ARENA,
+        last: None,
+    }),
+);
 
-static LARGE: IrqMutex<(u64, u64)> = IrqMutex::new((0, 0));
+static LARGE: IrqMutex<(u64, u64)> = IrqMutex::with_level(crate::sync::level::HEAP, (0, 0));
 
 /// The kernel's global allocator.
 pub struct KernelAllocator;
@@ -132,10 +135,13 @@ struct SmallCache {
 unsafe impl Send for SmallCache {}
 
 static CACHES: [IrqMutex<SmallCache>; crate::arch::smp::MAX_CPUS] = [const {
-    IrqMutex::new(SmallCache {
-        heads: [0; CLASSES],
-        counts: [0; CLASSES],
-    })
+    IrqMutex::with_level(
+        crate::sync::level::HEAP_CACHE,
+        SmallCache {
+            heads: [0; CLASSES],
+            counts: [0; CLASSES],
+        },
+    )
 }; crate::arch::smp::MAX_CPUS];
 
 /// The size class serving `layout`, if a cache serves it. The same answer

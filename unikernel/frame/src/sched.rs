@@ -151,7 +151,7 @@ struct Sched {
 // SAFETY: `prev` is an address, not a reference; the rest is owned data.
 unsafe impl Send for CpuSched {}
 
-static SCHED: IrqMutex<Option<Sched>> = IrqMutex::new(None);
+static SCHED: IrqMutex<Option<Sched>> = IrqMutex::with_level(crate::sync::level::SCHED, None);
 
 /// This CPU's index.
 #[inline]
@@ -1015,7 +1015,8 @@ pub fn spawn_on<T: Send + 'static>(
     prio: Priority,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<JoinHandle<T>, SpawnError> {
-    let packet: Packet<T> = alloc::sync::Arc::new(IrqMutex::new(None));
+    let packet: Packet<T> =
+        alloc::sync::Arc::new(IrqMutex::with_level(crate::sync::level::WAIT, None));
     let p2 = packet.clone();
     let id = spawn_raw(
         Box::new(move || {

@@ -46,7 +46,7 @@ struct Mm {
     pt_frames: u64,
 }
 
-static MM: IrqMutex<Option<Mm>> = IrqMutex::new(None);
+static MM: IrqMutex<Option<Mm>> = IrqMutex::with_level(crate::sync::level::MM, None);
 /// The VMA table, zero-initialised so it lives in .bss (not in the image);
 /// its window is set at boot.
 static VMAS: crate::sync::BootCell<VmaSet<MAX_VMAS>> =
@@ -828,10 +828,13 @@ struct FrameCache {
 }
 
 static FRAME_CACHES: [IrqMutex<FrameCache>; crate::arch::smp::MAX_CPUS] = [const {
-    IrqMutex::new(FrameCache {
-        frames: [0; FRAME_CACHE],
-        n: 0,
-    })
+    IrqMutex::with_level(
+        crate::sync::level::FRAME_CACHE,
+        FrameCache {
+            frames: [0; FRAME_CACHE],
+            n: 0,
+        },
+    )
 };
     crate::arch::smp::MAX_CPUS];
 
