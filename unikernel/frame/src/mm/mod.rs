@@ -861,9 +861,14 @@ fn cached_frame() -> Option<u64> {
 }
 
 /// Gives one frame back through this CPU's cache; a full cache first
-/// returns half of its frames to the bitmap.
+/// returns half of its frames to the bitmap. A busy cache (a drain from
+/// another CPU, or this CPU inside it: a stack fault whose reclaim frees
+/// page-cache frames) is bypassed: the frame goes to the bitmap.
 fn free_cached_frame(pa: u64) {
-    let mut c = my_frame_cache().lock();
+    let Some(mut c) = my_frame_cache().try_lock() else {
+        to_bitmap(&[pa]);
+        return;
+    };
     if c.n == FRAME_CACHE {
         c.n = FRAME_CACHE / 2 + to_bitmap(&c.frames[FRAME_CACHE / 2..]);
     }
