@@ -349,11 +349,11 @@ impl Sched {
         }
     }
 
-    /// Work stealing (several CPUs, CPU `c`'s queue empty): takes the
-    /// highest-priority thread that may move (not pinned) from the CPU with
-    /// the most threads waiting (none if all of those are pinned) (queued behind a running thread; one queued
-    /// on an idle CPU is about to run there), tail first, and makes `c` its
-    /// home. The thread may still be on its old CPU's stack (it was just
+    /// Work stealing (several CPUs, CPU `c`'s queue empty): picks the CPU
+    /// with the most threads waiting (queued behind a running thread; one
+    /// queued on an idle CPU is about to run there), takes the tail thread
+    /// of its highest level whose tail may move (not pinned; nothing if
+    /// none may), and makes `c` its home. The thread may still be on its old CPU's stack (it was just
     /// preempted or blocked there): `switch_away` waits for its `on_cpu`.
     #[cold]
     #[inline(never)]
