@@ -3,6 +3,7 @@
 //! and with 2 through SeaBIOS or OVMF and GRUB (Multiboot2). Threads placed
 //! on every CPU (`selftest smp`) share a mutex, hand tokens to each other,
 //! sleep and map memory, and end with the same checksum on 1, 2 and 4 CPUs.
+//! Those run with the kernel's lock-order check (`Flavor::Lockdep`).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -37,6 +38,23 @@ fn assert_online(g: &Guest, line: &str, cpus: u32) {
     );
 }
 
+/// Boots `selftest` built with the lock-order check (`lockdep`): a lock
+/// taken against the order panics.
+fn boot_checked(m: Machine, opts: BootOpts) -> Guest {
+    let image = uk_tests::image_flavor("selftest", uk_cli::Flavor::Lockdep);
+    Guest::boot_image("selftest", image, m, opts)
+}
+
+/// The check catches a lock taken against the order (a scheduler-level
+/// lock inside a memory-manager-level one): the guest panics.
+fn order_violation(m: Machine) {
+    let mut g = boot_checked(m, BootOpts::args(&["lock-order"]));
+    g.expect("lock order: a level 3 lock taken while holding one of level 7");
+    g.expect_exit(101);
+}
+
+machine_tests!(lock_order_violation_is_caught, |m| { order_violation(m) });
+
 /// The checksum of `selftest smp` (8 workers x 400 rounds of a fixed mix):
 /// the same whatever the CPU count and the order the threads ran in.
 const SMP_CHECKSUM: &str = "checksum 0xeaed8b0444dce2ac (expected 0xeaed8b0444dce2ac)";
@@ -45,7 +63,7 @@ const SMP_CHECKSUM: &str = "checksum 0xeaed8b0444dce2ac (expected 0xeaed8b0444dc
 /// handoff or page went wrong, and every CPU ran rounds of the workers (and
 /// counted switches to threads).
 fn stress(m: Machine, cpus: u32) {
-    let mut g = Guest::boot("selftest", m, BootOpts::args(&["smp"]).smp(cpus));
+    let mut g = boot_checked(m, BootOpts::args(&["smp"]).smp(cpus));
     let wait = |needle: &str, secs: u64| {
         g.wait_for(needle, Duration::from_secs(secs))
             .unwrap_or_else(|e| panic!("{}", g.failure(&e)))
@@ -81,11 +99,34 @@ machine_tests!(stress_one_cpu, |m| { stress(m, 1) });
 machine_tests!(stress_two_cpus, |m| { stress(m, 2) });
 machine_tests!(stress_four_cpus, |m| { stress(m, 4) });
 
+/// The checksum of `selftest steal` (8 workers x 256 rounds).
+const STEAL_CHECKSUM: &str = "checksum 0x8fefb82629ecca74 (expected 0x8fefb82629ecca74)";
+
+/// `selftest steal`: 8 workers spawned on the boot CPU (`Placement::Here`)
+/// are taken by the idle CPUs (work stealing): with 4 vCPUs at least two
+/// CPUs ran rounds (the guest checks it, and that it stole), and the
+/// checksum is the one-CPU checksum.
+fn stolen(m: Machine, cpus: u32) {
+    let mut g = boot_checked(m, BootOpts::args(&["steal"]).smp(cpus));
+    let summary = g
+        .wait_for(&format!("steal: {cpus} CPUs, "), Duration::from_secs(120))
+        .unwrap_or_else(|e| panic!("{}", g.failure(&e)));
+    assert!(
+        summary.contains(STEAL_CHECKSUM),
+        "wrong summary {summary:?}:\n{}",
+        g.output()
+    );
+    g.expect("steal: ok");
+    g.expect_exit(0);
+}
+
+machine_tests!(idle_cpus_steal_threads, |m| { stolen(m, 4) });
+
 /// `selftest smp-spin` with 2 vCPUs: a thread spinning on CPU 1 is
 /// preempted by CPU 1's own slice timer, so a thread there that sleeps and
 /// is woken from CPU 0 (a semaphore) runs all its 20 turns.
 fn spinner_on_cpu_1(m: Machine) {
-    let mut g = Guest::boot("selftest", m, BootOpts::args(&["smp-spin"]).smp(2));
+    let mut g = boot_checked(m, BootOpts::args(&["smp-spin"]).smp(2));
     let line = g
         .wait_for("smp-spin: ", Duration::from_secs(60))
         .unwrap_or_else(|e| panic!("{}", g.failure(&e)));

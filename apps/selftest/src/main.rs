@@ -54,6 +54,8 @@ fn main() -> i32 {
         "pingpong" => pingpong(),
         "smp" => smp_stress(),
         "smp-spin" => smp_spin(),
+        "steal" => steal(),
+        "lock-order" => lock_order(),
         "threads" => many_threads(),
         "spin" => spinner_does_not_starve(),
         "simd" => simd_state(),
@@ -69,6 +71,7 @@ fn main() -> i32 {
             0
         }
         "bench-sched" => bench_sched(),
+        "bench-alloc" => bench_alloc(),
         "power" => power(),
         "bench-copy" => {
             let src = alloc::vec![7u8; 1 << 20];
@@ -403,10 +406,12 @@ fn pingpong() -> i32 {
     if n == 2 * ROUNDS { 0 } else { 1 }
 }
 
-/// Threads on every CPU (`Placement::Any`): work, a shared sleeping mutex,
-/// condition-variable handoffs between pairs of threads (placed on
-/// different CPUs when there are several), sleeps, and mmap/munmap (TLB
-/// shootdown). The checksum does not depend on the order or the CPU count;
+/// Threads on every CPU (half placed with `Placement::Any`, half on the
+/// boot CPU for idle CPUs to steal): work, a shared sleeping mutex,
+/// condition-variable handoffs between pairs of threads (on different CPUs
+/// when there are several) that pass a heap block along (allocated on one
+/// CPU, checked and freed on another: the per-CPU heap caches), sleeps,
+/// and mmap/munmap (TLB shootdown). The checksum does not depend on the order or the CPU count;
 /// a lost update under the mutex, a lost wake-up (a hang) or a stale TLB
 /// entry (a wrong pattern) breaks it. Prints the rounds each CPU ran.
 fn smp_stress() -> i32 {
@@ -421,10 +426,12 @@ fn smp_stress() -> i32 {
         }
         x
     }
+    type Token = (u64, u64, Vec<u64>);
     struct Shared {
         total: Mutex<(u64, u64)>,
-        /// One token per pair: whose turn (0 or 1) and how many passes.
-        pairs: Vec<(Mutex<(u64, u64)>, Condvar)>,
+        /// One token per pair: whose turn (0 or 1), how many passes, and
+        /// the block passed along.
+        pairs: Vec<(Mutex<Token>, Condvar)>,
         per_cpu: [AtomicU64; MAX_CPUS],
         bad_pattern: AtomicU64,
     }
@@ -432,62 +439,71 @@ fn smp_stress() -> i32 {
     let shared = Arc::new(Shared {
         total: Mutex::new((0, 0)),
         pairs: (0..WORKERS / 2)
-            .map(|_| (Mutex::new((0, 0)), Condvar::new()))
+            .map(|_| (Mutex::new((0, 0, Vec::new())), Condvar::new()))
             .collect(),
         per_cpu: [const { AtomicU64::new(0) }; MAX_CPUS],
         bad_pattern: AtomicU64::new(0),
     });
+    let steals0 = unikernel::sched::STATS.steals.load(Relaxed);
     let t = Instant::now();
     let workers: Vec<_> = (0..WORKERS)
         .map(|i| {
             let s = shared.clone();
-            thread::spawn_on(
-                thread::Placement::Any,
-                32 * 1024,
-                thread::Priority::Normal,
-                move || {
-                    let (pair, side) = (&s.pairs[(i / 2) as usize], i % 2);
-                    for r in 0..ROUNDS {
-                        let h = mix(i, r);
-                        {
-                            let mut g = s.total.lock();
-                            let (sum, n) = *g;
-                            // A read-modify-write with room for a race.
-                            core::hint::black_box(mix(n, 1));
-                            *g = (sum.wrapping_add(h), n + 1);
-                        }
-                        // Hand the pair's token to the other side.
-                        {
-                            let (m, cv) = pair;
-                            let mut g = m.lock();
-                            while g.0 != side {
-                                g = cv.wait(g);
-                            }
-                            *g = (1 - side, g.1 + 1);
-                            cv.notify_all();
-                        }
-                        if r % 16 == 0 {
-                            thread::sleep(Duration::from_micros(200 + 50 * i));
-                        }
-                        if r % 8 == 0 {
-                            let len = 64 * 1024;
-                            let p = mem::mmap(len, Prot::READ | Prot::WRITE).expect("mmap");
-                            // SAFETY: a fresh private mapping of `len` bytes.
-                            let buf = unsafe { core::slice::from_raw_parts_mut(p, len) };
-                            for (k, b) in buf.iter_mut().enumerate().step_by(4096) {
-                                *b = (h as usize + k) as u8;
-                            }
-                            for (k, b) in buf.iter().enumerate().step_by(4096) {
-                                if *b != (h as usize + k) as u8 {
-                                    s.bad_pattern.fetch_add(1, Relaxed);
-                                }
-                            }
-                            mem::munmap(p, len).expect("munmap");
-                        }
-                        s.per_cpu[thread::cpu_index().min(MAX_CPUS - 1)].fetch_add(1, Relaxed);
+            let placement = if i % 2 == 0 {
+                thread::Placement::Any
+            } else {
+                thread::Placement::Here
+            };
+            thread::spawn_on(placement, 32 * 1024, thread::Priority::Normal, move || {
+                let (pair, side) = (&s.pairs[(i / 2) as usize], i % 2);
+                for r in 0..ROUNDS {
+                    let h = mix(i, r);
+                    {
+                        let mut g = s.total.lock();
+                        let (sum, n) = *g;
+                        // A read-modify-write with room for a race.
+                        core::hint::black_box(mix(n, 1));
+                        *g = (sum.wrapping_add(h), n + 1);
                     }
-                },
-            )
+                    // Hand the pair's token to the other side.
+                    {
+                        let (m, cv) = pair;
+                        let mut g = m.lock();
+                        while g.0 != side {
+                            g = cv.wait(g);
+                        }
+                        // The partner's block: each word is its first
+                        // xor its index.
+                        let got = core::mem::take(&mut g.2);
+                        if got.iter().enumerate().any(|(k, &w)| w != got[0] ^ k as u64) {
+                            s.bad_pattern.fetch_add(1, Relaxed);
+                        }
+                        drop(got);
+                        let block = (0..1 + h % 30).map(|k| h ^ k).collect();
+                        *g = (1 - side, g.1 + 1, block);
+                        cv.notify_all();
+                    }
+                    if r % 16 == 0 {
+                        thread::sleep(Duration::from_micros(200 + 50 * i));
+                    }
+                    if r % 8 == 0 {
+                        let len = 64 * 1024;
+                        let p = mem::mmap(len, Prot::READ | Prot::WRITE).expect("mmap");
+                        // SAFETY: a fresh private mapping of `len` bytes.
+                        let buf = unsafe { core::slice::from_raw_parts_mut(p, len) };
+                        for (k, b) in buf.iter_mut().enumerate().step_by(4096) {
+                            *b = (h as usize + k) as u8;
+                        }
+                        for (k, b) in buf.iter().enumerate().step_by(4096) {
+                            if *b != (h as usize + k) as u8 {
+                                s.bad_pattern.fetch_add(1, Relaxed);
+                            }
+                        }
+                        mem::munmap(p, len).expect("munmap");
+                    }
+                    s.per_cpu[thread::cpu_index().min(MAX_CPUS - 1)].fetch_add(1, Relaxed);
+                }
+            })
             .expect("spawn")
         })
         .collect();
@@ -511,12 +527,94 @@ fn smp_stress() -> i32 {
     }
     let bad = shared.bad_pattern.load(Relaxed);
     println!(
+        "smp: {} threads stolen by idle CPUs",
+        unikernel::sched::STATS.steals.load(Relaxed) - steals0
+    );
+    println!(
         "smp: {cpus} CPUs, {n} updates, {passes} handoffs, {bad} bad pages, checksum {sum:#018x} (expected {expected:#018x}) in {} ms",
         t.elapsed().as_millis()
     );
     let ok = sum == expected && n == WORKERS * ROUNDS && passes == WORKERS * ROUNDS && bad == 0;
     println!("smp: {}", if ok && all_ran { "ok" } else { "FAILED" });
     if ok && all_ran { 0 } else { 1 }
+}
+
+/// Work stealing: 8 CPU-bound workers spawned on the boot CPU
+/// (`Placement::Here`), which yield every 4 rounds and sleep every 64: idle
+/// CPUs take them from the boot CPU's queue. Passes when the checksum of
+/// their results (independent of where they ran) is right and, with
+/// several CPUs, at least two CPUs ran rounds. Prints the rounds each CPU
+/// ran and the steals.
+fn steal() -> i32 {
+    const WORKERS: u64 = 8;
+    const ROUNDS: u64 = 256;
+    const MAX_CPUS: usize = 64;
+    fn mix(i: u64, r: u64) -> u64 {
+        let mut x = (i << 32 | r).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        for _ in 0..2048 {
+            x ^= x >> 29;
+            x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        }
+        x
+    }
+    let per_cpu = Arc::new([const { AtomicU64::new(0) }; MAX_CPUS]);
+    let steals0 = unikernel::sched::STATS.steals.load(Relaxed);
+    let t = Instant::now();
+    let workers: Vec<_> = (0..WORKERS)
+        .map(|i| {
+            let per_cpu = per_cpu.clone();
+            thread::spawn_with(16 * 1024, thread::Priority::Normal, move || {
+                let mut acc = 0u64;
+                for r in 0..ROUNDS {
+                    acc = acc.rotate_left(7) ^ mix(i, r);
+                    per_cpu[thread::cpu_index().min(MAX_CPUS - 1)].fetch_add(1, Relaxed);
+                    if r % 64 == 63 {
+                        thread::sleep(Duration::from_micros(100));
+                    } else if r % 4 == 3 {
+                        thread::yield_now();
+                    }
+                }
+                acc
+            })
+            .expect("spawn")
+        })
+        .collect();
+    let sum = workers
+        .into_iter()
+        .map(|w| w.join())
+        .fold(0u64, u64::wrapping_add);
+    let expected = (0..WORKERS)
+        .map(|i| (0..ROUNDS).fold(0u64, |acc, r| acc.rotate_left(7) ^ mix(i, r)))
+        .fold(0u64, u64::wrapping_add);
+    let cpus = thread::cpu_count();
+    let mut ran = 0;
+    for c in 0..cpus {
+        let rounds = per_cpu[c].load(Relaxed);
+        println!("steal: cpu {c} ran {rounds} rounds");
+        ran += usize::from(rounds > 0);
+    }
+    let steals = unikernel::sched::STATS.steals.load(Relaxed) - steals0;
+    println!(
+        "steal: {cpus} CPUs, {ran} ran rounds, {steals} steals, checksum {sum:#018x} (expected {expected:#018x}) in {} ms",
+        t.elapsed().as_millis()
+    );
+    let ok = sum == expected && (cpus == 1 || (ran >= 2 && steals > 0));
+    println!("steal: {}", if ok { "ok" } else { "FAILED" });
+    if ok { 0 } else { 1 }
+}
+
+/// Takes a scheduler-level lock inside a memory-manager-level one, against
+/// the lock order: with the `lockdep` feature that panics; without, nothing
+/// checks it.
+fn lock_order() -> i32 {
+    use unikernel::sync::{IrqMutex, level};
+    let inner = IrqMutex::with_level(level::MM, 1u32);
+    let outer = IrqMutex::with_level(level::SCHED, 2u32);
+    println!("lock-order: a level 3 lock inside a level 7 lock");
+    let g = inner.lock();
+    let h = outer.lock();
+    println!("lock-order: not checked ({})", *g + *h);
+    0
 }
 
 /// A thread that never blocks spins on the last CPU; a second thread on
@@ -730,6 +828,63 @@ fn simd_state() -> i32 {
         println!("simd: FAILED (registers leaked, or too few switches/interrupts)");
         1
     }
+}
+
+/// Heap cost across CPUs: one thread pinned on each CPU allocates 8 small
+/// blocks (24 to 200 bytes) and frees them, 20,000 times, all threads at
+/// once. Prints the wall time per allocation+free pair over all threads
+/// and the slowest thread's, and a checksum of the bytes written (so the
+/// blocks are used).
+fn bench_alloc() -> i32 {
+    const ITERS: u64 = 20_000;
+    const SIZES: [usize; 8] = [24, 40, 64, 96, 16, 128, 200, 48];
+    let cpus = thread::cpu_count();
+    let go = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..cpus)
+        .map(|c| {
+            let go = go.clone();
+            thread::spawn_on(
+                thread::Placement::Cpu(c as u32),
+                16 * 1024,
+                thread::Priority::Normal,
+                move || {
+                    while !go.load(Relaxed) {
+                        core::hint::spin_loop();
+                    }
+                    let t = Instant::now();
+                    let mut sum = 0u64;
+                    for i in 0..ITERS {
+                        let blocks: [Vec<u8>; 8] = core::array::from_fn(|k| {
+                            let mut v = Vec::with_capacity(SIZES[k]);
+                            v.push((i as usize + k) as u8);
+                            v
+                        });
+                        sum += blocks.iter().map(|b| b[0] as u64).sum::<u64>();
+                    }
+                    (sum, t.elapsed().as_nanos() as u64)
+                },
+            )
+            .expect("spawn")
+        })
+        .collect();
+    let t = Instant::now();
+    go.store(true, Relaxed);
+    let mut sum = 0u64;
+    let mut slowest = 0;
+    for w in workers {
+        let (s, ns) = w.join();
+        sum = sum.wrapping_add(s);
+        slowest = slowest.max(ns);
+    }
+    let wall = t.elapsed().as_nanos() as u64;
+    let pairs = ITERS * SIZES.len() as u64;
+    println!(
+        "bench-alloc: {cpus} CPUs, {} pairs, wall_ns_per_pair={} slowest_thread_ns_per_pair={} sum={sum}",
+        pairs * cpus as u64,
+        wall / (pairs * cpus as u64),
+        slowest / pairs
+    );
+    0
 }
 
 fn bench_sched() -> i32 {

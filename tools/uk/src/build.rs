@@ -43,6 +43,9 @@ pub enum Flavor {
     /// With the kernel's per-thread vector state only (the app's `simd`
     /// feature; `selftest simd` tests it): built into `target/simd/`.
     Simd,
+    /// With the kernel's lock-order check (the app's `lockdep` feature; the
+    /// SMP tests boot `selftest` so): built into `target/lockdep/`.
+    Lockdep,
 }
 
 /// C flags for ring's C code (compiled by the host's `cc`/gcc for the
@@ -56,6 +59,7 @@ pub fn flavor_target_dir(flavor: Flavor) -> PathBuf {
         Flavor::Plain => target_dir(),
         Flavor::Tls => target_dir().join("tls"),
         Flavor::Simd => target_dir().join("simd"),
+        Flavor::Lockdep => target_dir().join("lockdep"),
     }
 }
 
@@ -100,6 +104,9 @@ pub fn build_command_flavor(app: &str, profile: Profile, flavor: Flavor) -> Comm
         }
         Flavor::Simd => {
             cmd.args(["--features", "simd"]);
+        }
+        Flavor::Lockdep => {
+            cmd.args(["--features", "lockdep"]);
         }
     }
     cmd
@@ -224,6 +231,7 @@ pub fn build_image_flavor(
                 Flavor::Plain => "",
                 Flavor::Tls => " with TLS",
                 Flavor::Simd => " with vector state",
+                Flavor::Lockdep => " with the lock-order check",
             },
             profile.dir()
         );
@@ -356,6 +364,16 @@ mod tests {
         assert_eq!(
             image_path_flavor("selftest", Profile::Release, Flavor::Simd),
             target_dir().join("simd/x86_64-unknown-none/release/selftest")
+        );
+    }
+
+    #[test]
+    fn lockdep_build_command() {
+        let cmd = build_command_flavor("selftest", Profile::Release, Flavor::Lockdep);
+        assert_eq!(args(&cmd)[5..], ["--release", "--features", "lockdep"]);
+        assert_eq!(
+            image_path_flavor("selftest", Profile::Release, Flavor::Lockdep),
+            target_dir().join("lockdep/x86_64-unknown-none/release/selftest")
         );
     }
 

@@ -86,8 +86,8 @@ pub struct RunArgs {
     #[arg(long = "fwd", value_name = "HOST:GUEST")]
     pub fwds: Vec<PortFwd>,
     /// Virtual CPUs (QEMU -smp; with TCG, one host thread each). Every CPU
-    /// runs threads; an app's threads stay on the boot CPU unless it places
-    /// them (thread::spawn_on)
+    /// runs threads: idle CPUs steal waiting threads that are not pinned
+    /// (thread::spawn_on with Placement::Cpu)
     #[arg(long, default_value_t = 1, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..=64))]
     pub smp: u32,

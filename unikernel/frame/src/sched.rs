@@ -8,12 +8,13 @@
 //! (the boot context on the boot CPU, the AP's own stack on the others) until
 //! the next interrupt.
 //!
-//! Placement: a thread runs on its home CPU only (no migration, no stealing
-//! yet). A thread's home is the CPU that spawned it, unless it is spawned
-//! with [`Placement::Cpu`] or [`Placement::Any`] (the CPU with the fewest
-//! threads). So with more CPUs online, every thread of an application that
-//! never asks otherwise stays on the boot CPU, where the device interrupts
-//! are taken.
+//! Placement: a thread is queued on its home CPU: the CPU that spawned it,
+//! unless it is spawned with [`Placement::Cpu`] (pinned there for good) or
+//! [`Placement::Any`] (the CPU with the fewest threads). Load balancing is
+//! work stealing by idle CPUs: a CPU about to run its idle loop takes a
+//! runnable thread that is not pinned from the CPU with the most threads
+//! waiting, which becomes its new home; a thread that starts to wait behind
+//! a running one is offered to an idle CPU (its IPI), which steals it.
 //!
 //! Locking: `SCHED` is an interrupt-disabling spinlock over every CPU's
 //! state (one lock for now). Every path that switches threads disables
@@ -98,8 +99,11 @@ pub struct ThreadData {
     timer: Option<TimerId>,
     woken_by_timer: bool,
     detached: bool,
-    /// The home CPU's index: the only CPU that runs this thread.
+    /// The home CPU's index: the CPU whose queue the thread goes to when
+    /// woken (an idle CPU may take it from there: [`Sched::steal`]).
     cpu: usize,
+    /// Placed with [`Placement::Cpu`]: never moved to another CPU.
+    pinned: bool,
     /// A wake-up arrived while the thread was running on another CPU.
     wake_pending: bool,
 }
@@ -147,7 +151,7 @@ struct Sched {
 // SAFETY: `prev` is an address, not a reference; the rest is owned data.
 unsafe impl Send for CpuSched {}
 
-static SCHED: IrqMutex<Option<Sched>> = IrqMutex::new(None);
+static SCHED: IrqMutex<Option<Sched>> = IrqMutex::with_level(crate::sync::level::SCHED, None);
 
 /// This CPU's index.
 #[inline]
@@ -180,6 +184,8 @@ pub struct SchedStats {
     pub preemptions: AtomicU64,
     /// Threads spawned.
     pub spawned: AtomicU64,
+    /// Threads an idle CPU took from another CPU's queue.
+    pub steals: AtomicU64,
     /// Times a CPU halted in its idle loop.
     pub idle_halts: AtomicU64,
     /// TSC cycles spent halted, all CPUs together (with one CPU, the rest
@@ -193,6 +199,7 @@ pub static STATS: SchedStats = SchedStats {
     timer_irqs: AtomicU64::new(0),
     preemptions: AtomicU64::new(0),
     spawned: AtomicU64::new(0),
+    steals: AtomicU64::new(0),
     idle_halts: AtomicU64::new(0),
     idle_cycles: AtomicU64::new(0),
 };
@@ -286,25 +293,28 @@ impl Sched {
         th.data.woken_by_timer = by_timer;
         let timer = th.data.timer.take();
         let prio = th.priority;
+        let pinned = th.data.pinned;
         if let Some(id) = timer
             && !by_timer
         {
             self.timers.cancel(id);
         }
         let _ = self.threads.set_state(t, ThreadState::Runnable);
-        self.push(home, t, prio);
+        self.push(home, t, prio, pinned);
         true
     }
 
     /// Queues runnable thread `t` on CPU `c` and marks that CPU for a
     /// reschedule when `t` should run first; a remote CPU newly so marked
-    /// gets the IPI.
-    fn push(&mut self, c: usize, t: ThreadId, prio: Priority) {
+    /// gets the IPI. A thread that waits there and is not `pinned` is
+    /// offered to an idle CPU.
+    fn push(&mut self, c: usize, t: ThreadId, prio: Priority, pinned: bool) {
         let cur_prio = self.prio(self.csr(c).current);
         let cs = self.cs(c);
         let was_empty = cs.rq.is_empty();
         cs.rq.push(t, prio);
-        let kick = if cs.current == IDLE || prio > cur_prio {
+        let runs_next = cs.current == IDLE || prio > cur_prio;
+        let kick = if runs_next {
             !core::mem::replace(&mut cs.need_resched, true)
         } else {
             // The first thread waiting behind a running one: that CPU's
@@ -314,6 +324,67 @@ impl Sched {
         if kick && c != me() {
             smp::kick(c);
         }
+        if !runs_next && !pinned && self.cpus.len() > 1 {
+            self.offer();
+        }
+    }
+
+    /// A thread that may move now waits behind a running one: if a CPU is
+    /// idle with nothing queued and no wake-up pending, that CPU is told
+    /// (the IPI, or its own pending reschedule if it is the caller) and
+    /// steals a thread in its next `switch_away`.
+    #[cold]
+    #[inline(never)]
+    fn offer(&mut self) {
+        let Some(i) = self
+            .cpus
+            .iter()
+            .position(|cs| cs.current == IDLE && cs.rq.is_empty() && !cs.need_resched)
+        else {
+            return;
+        };
+        self.cs(i).need_resched = true;
+        if i != me() {
+            smp::kick(i);
+        }
+    }
+
+    /// Work stealing (several CPUs, CPU `c`'s queue empty): picks the CPU
+    /// with the most threads waiting (queued behind a running thread; one
+    /// queued on an idle CPU is about to run there), takes the tail thread
+    /// of its highest level whose tail may move (not pinned; nothing if
+    /// none may), and makes `c` its home. The thread may still be on its old CPU's stack (it was just
+    /// preempted or blocked there): `switch_away` waits for its `on_cpu`.
+    #[cold]
+    #[inline(never)]
+    fn steal(&mut self, c: usize) -> bool {
+        let mut victim = c;
+        let mut most = 0;
+        for (i, cs) in self.cpus.iter().enumerate() {
+            let waiting = cs.rq.len().saturating_sub(usize::from(cs.current == IDLE));
+            if waiting > most {
+                most = waiting;
+                victim = i;
+            }
+        }
+        if victim == c {
+            return false;
+        }
+        let Sched { threads, cpus, .. } = self;
+        let Some((t, p)) = cpus.get_mut(victim).and_then(|v| {
+            v.rq.steal(|t| threads.get(t).is_some_and(|th| !th.data.pinned))
+        }) else {
+            return false;
+        };
+        if let Some(th) = threads.get_mut(t) {
+            th.data.cpu = c;
+        }
+        self.cs(victim).homed -= 1;
+        let cs = self.cs(c);
+        cs.homed += 1;
+        cs.rq.push(t, p);
+        STATS.steals.fetch_add(1, Ordering::Relaxed);
+        true
     }
 }
 
@@ -336,6 +407,9 @@ fn switch_away(mut g: IrqGuard<'_, Option<Sched>>, requeue: bool) {
     if requeue && cur != IDLE && s.threads.set_state(cur, ThreadState::Runnable).is_ok() {
         let p = s.prio(cur);
         s.cs(c).rq.push(cur, p);
+    }
+    if s.csr(c).rq.is_empty() && s.cpus.len() > 1 {
+        s.steal(c);
     }
     let cs = s.cs(c);
     let next = cs.rq.pop().map_or(IDLE, |(t, _)| t);
@@ -376,8 +450,8 @@ fn switch_away(mut g: IrqGuard<'_, Option<Sched>>, requeue: bool) {
     // SAFETY: `to` is this CPU's idle context or the boxed Ctx of `next`,
     // which this CPU now runs (state Running, current): nothing frees it.
     let to = unsafe { &*to };
-    // Only a thread that moved between CPUs could still be on its old
-    // CPU's stack here; no thread moves yet, so this never waits.
+    // Only a thread that moved between CPUs (stolen) can still be on its
+    // old CPU's stack here.
     to.wait_off_cpu();
     to.on_cpu.store(true, Ordering::Relaxed);
     // SAFETY: interrupts are off (the caller disabled them before locking);
@@ -590,10 +664,15 @@ fn idle_loop() -> ! {
     let c = me();
     loop {
         interrupts::disable();
-        let g = SCHED.lock();
-        if g.as_ref().is_some_and(|s| !s.csr(c).rq.is_empty()) {
-            switch_away(g, false);
-            continue;
+        let mut g = SCHED.lock();
+        if let Some(s) = g.as_mut() {
+            if !s.csr(c).rq.is_empty() || (s.cpus.len() > 1 && s.steal(c)) {
+                switch_away(g, false);
+                continue;
+            }
+            // A steal offer that found nothing left must not keep the
+            // next wake-up from sending the IPI.
+            s.cs(c).need_resched = false;
         }
         drop(g);
         // The hook polls devices, whose interrupts go to the boot CPU.
@@ -652,6 +731,7 @@ fn spawn_raw(
         woken_by_timer: false,
         detached: false,
         cpu: 0,
+        pinned: matches!(placement, Placement::Cpu(_)),
         wake_pending: false,
     };
     let id = with_irqs_off(|| {
@@ -666,9 +746,10 @@ fn spawn_raw(
                 .unwrap_or(here),
         };
         data.cpu = home;
+        let pinned = data.pinned;
         let id = s.threads.spawn(prio, data);
         s.cs(home).homed += 1;
-        s.push(home, id, prio);
+        s.push(home, id, prio, pinned);
         if home == here {
             s.reprogram(here);
         }
@@ -934,7 +1015,8 @@ pub fn spawn_on<T: Send + 'static>(
     prio: Priority,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<JoinHandle<T>, SpawnError> {
-    let packet: Packet<T> = alloc::sync::Arc::new(IrqMutex::new(None));
+    let packet: Packet<T> =
+        alloc::sync::Arc::new(IrqMutex::with_level(crate::sync::level::WAIT, None));
     let p2 = packet.clone();
     let id = spawn_raw(
         Box::new(move || {

@@ -12,7 +12,73 @@ use x86_64::instructions::interrupts;
 /// A spinlock that runs its critical section with interrupts disabled.
 pub struct IrqMutex<T> {
     locked: AtomicBool,
+    #[cfg(feature = "lockdep")]
+    level: u8,
     value: UnsafeCell<T>,
+}
+
+/// The levels of the lock order (docs/ARCHITECTURE.md, "Lock order"): a
+/// lock may be taken while holding locks of its own level or lower ones,
+/// never while holding a higher one. Level 0: not checked.
+pub mod level {
+    /// Wait-queue and condition-variable lists, semaphore counts, a
+    /// thread's result packet.
+    pub const WAIT: u8 = 2;
+    /// The scheduler.
+    pub const SCHED: u8 = 3;
+    /// A CPU's small-block heap cache.
+    pub const HEAP_CACHE: u8 = 4;
+    /// The heap (talc, the large-block counters).
+    pub const HEAP: u8 = 5;
+    /// A CPU's frame cache.
+    pub const FRAME_CACHE: u8 = 6;
+    /// The memory manager.
+    pub const MM: u8 = 7;
+    /// Levels, 0 included.
+    pub const COUNT: usize = 8;
+}
+
+/// The lock-order check (feature `lockdep`): each CPU counts the locks of
+/// each level it holds (`PerCpu::held`); an IrqMutex guard is held with
+/// interrupts off, so it is released on the CPU that took it.
+#[cfg(feature = "lockdep")]
+mod lockdep {
+    use core::sync::atomic::Ordering::Relaxed;
+
+    fn held() -> &'static [core::sync::atomic::AtomicU8; super::level::COUNT] {
+        &crate::arch::smp::this_cpu().held
+    }
+
+    /// Before a blocking `lock` of a lock of `level`: panics when this CPU
+    /// holds a lock of a higher level (the order is broken: two CPUs
+    /// taking the pair the other way round would deadlock).
+    pub fn check(level: u8) {
+        let level = level as usize;
+        if level == 0 {
+            return;
+        }
+        for (l, n) in held().iter().enumerate().skip(level + 1) {
+            if n.load(Relaxed) != 0 {
+                panic!("lock order: a level {level} lock taken while holding one of level {l}");
+            }
+        }
+    }
+
+    /// A lock of `level` was taken (`lock` or `try_lock`).
+    pub fn acquired(level: u8) {
+        if let Some(n) = held().get(level as usize) {
+            n.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// A lock of `level` is released.
+    pub fn released(level: u8) {
+        if let Some(n) = held().get(level as usize)
+            && n.fetch_sub(1, Relaxed) == 0
+        {
+            panic!("lock order: a level {level} lock released on a CPU that did not hold it");
+        }
+    }
 }
 
 // SAFETY: access to `value` is serialised by `locked`; T moves between CPUs
@@ -70,18 +136,32 @@ pub struct IrqGuard<'a, T> {
 }
 
 impl<T> IrqMutex<T> {
-    /// A new unlocked mutex.
+    /// A new unlocked mutex, outside the checked lock order.
     pub const fn new(value: T) -> Self {
+        Self::with_level(0, value)
+    }
+
+    /// A new unlocked mutex at `level` of the lock order ([`level`]; checked
+    /// with the `lockdep` feature, ignored without).
+    #[allow(unused_variables)]
+    pub const fn with_level(level: u8, value: T) -> Self {
         Self {
             locked: AtomicBool::new(false),
+            #[cfg(feature = "lockdep")]
+            level,
             value: UnsafeCell::new(value),
         }
     }
 
     /// Spins until the lock is free.
     pub fn lock(&self) -> IrqGuard<'_, T> {
+        #[cfg(feature = "lockdep")]
+        lockdep::check(self.level);
+        let irq_was_enabled = raw_lock(&self.locked);
+        #[cfg(feature = "lockdep")]
+        lockdep::acquired(self.level);
         IrqGuard {
-            irq_was_enabled: raw_lock(&self.locked),
+            irq_was_enabled,
             lock: self,
         }
     }
@@ -95,6 +175,8 @@ impl<T> IrqMutex<T> {
             .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
             .is_ok()
         {
+            #[cfg(feature = "lockdep")]
+            lockdep::acquired(self.level);
             Some(IrqGuard {
                 lock: self,
                 irq_was_enabled,
@@ -130,6 +212,8 @@ impl<T> DerefMut for IrqGuard<'_, T> {
 
 impl<T> Drop for IrqGuard<'_, T> {
     fn drop(&mut self) {
+        #[cfg(feature = "lockdep")]
+        lockdep::released(self.lock.level);
         self.lock.locked.store(false, Ordering::Release);
         if self.irq_was_enabled {
             interrupts::enable();
@@ -153,7 +237,7 @@ impl WaitQueue {
     /// An empty queue.
     pub const fn new() -> Self {
         Self {
-            waiters: IrqMutex::new(uk_sched::WaitQueue::new()),
+            waiters: IrqMutex::with_level(level::WAIT, uk_sched::WaitQueue::new()),
         }
     }
 
@@ -342,7 +426,7 @@ impl Condvar {
     /// A new condition variable.
     pub const fn new() -> Self {
         Self {
-            waiters: IrqMutex::new(uk_sched::CondvarState::new()),
+            waiters: IrqMutex::with_level(level::WAIT, uk_sched::CondvarState::new()),
         }
     }
 
@@ -413,7 +497,7 @@ impl Semaphore {
     /// A semaphore holding `count` permits.
     pub const fn new(count: usize) -> Self {
         Self {
-            count: IrqMutex::new(count),
+            count: IrqMutex::with_level(level::WAIT, count),
             waiters: WaitQueue::new(),
         }
     }

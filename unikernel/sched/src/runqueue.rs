@@ -121,6 +121,24 @@ impl RunQueue {
         false
     }
 
+    /// Removes and returns a thread for another CPU to run (work stealing):
+    /// the tail thread (the one that would wait longest here) of the
+    /// highest level whose tail `movable` accepts. O(1).
+    pub fn steal(
+        &mut self,
+        mut movable: impl FnMut(ThreadId) -> bool,
+    ) -> Option<(ThreadId, Priority)> {
+        for p in Priority::DESCENDING {
+            let level = &mut self.levels[p.index()];
+            if level.back().is_some_and(|&t| movable(t)) {
+                let t = level.pop_back()?;
+                self.len -= 1;
+                return Some((t, p));
+            }
+        }
+        None
+    }
+
     /// Whether `t` is queued. O(n).
     #[must_use]
     pub fn contains(&self, t: ThreadId) -> bool {
@@ -162,6 +180,25 @@ mod tests {
 
     fn drain(rq: &mut RunQueue) -> Vec<(ThreadId, Priority)> {
         core::iter::from_fn(|| rq.pop()).collect()
+    }
+
+    #[test]
+    fn steal_takes_the_movable_tail_of_the_highest_level() {
+        let mut rq = RunQueue::new();
+        rq.push(1, Priority::Normal);
+        rq.push(2, Priority::High);
+        rq.push(3, Priority::Normal);
+        rq.push(4, Priority::High);
+        rq.push(5, Priority::Low);
+        // High's tail, 4, is pinned: Normal's tail.
+        assert_eq!(rq.steal(|t| t != 4), Some((3, Priority::Normal)));
+        assert_eq!(rq.len(), 4);
+        assert_eq!(rq.steal(|t| t != 4), Some((1, Priority::Normal)));
+        assert_eq!(rq.steal(|t| t != 4), Some((5, Priority::Low)));
+        assert_eq!(rq.steal(|t| t != 4), None);
+        assert_eq!(rq.steal(|_| true), Some((4, Priority::High)));
+        let order: Vec<_> = drain(&mut rq).into_iter().map(|(t, _)| t).collect();
+        assert_eq!(order, [2]);
     }
 
     #[test]

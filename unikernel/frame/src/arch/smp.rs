@@ -67,6 +67,9 @@ pub struct PerCpu {
     pub tlb_gen: AtomicU64,
     /// Switches to a thread (not idle) on this CPU.
     pub runs: AtomicU64,
+    /// How many locks of each level this CPU holds (`sync::lockdep`).
+    #[cfg(feature = "lockdep")]
+    pub held: [core::sync::atomic::AtomicU8; crate::sync::level::COUNT],
 }
 
 impl PerCpu {
@@ -84,6 +87,8 @@ impl PerCpu {
             reserved: [const { AtomicUsize::new(0) }; 3],
             tlb_gen: AtomicU64::new(0),
             runs: AtomicU64::new(0),
+            #[cfg(feature = "lockdep")]
+            held: [const { core::sync::atomic::AtomicU8::new(0) }; crate::sync::level::COUNT],
         }
     }
 }

@@ -46,7 +46,7 @@ struct Mm {
     pt_frames: u64,
 }
 
-static MM: IrqMutex<Option<Mm>> = IrqMutex::new(None);
+static MM: IrqMutex<Option<Mm>> = IrqMutex::with_level(crate::sync::level::MM, None);
 /// The VMA table, zero-initialised so it lives in .bss (not in the image);
 /// its window is set at boot.
 static VMAS: crate::sync::BootCell<VmaSet<MAX_VMAS>> =
@@ -495,15 +495,21 @@ static RECLAIMING: uk_core::reclaim::Reclaimer = uk_core::reclaim::Reclaimer::ne
 /// the hook's own allocations never recurse into it). Runs with interrupts
 /// off, so a reclaim is never preempted halfway and one CPU runs at most one.
 /// Callers must not hold the heap's or the memory manager's lock.
+///
+/// Then (hook or not) every CPU's frame cache goes back to the bitmap,
+/// where the caller's retry looks (the frames the hook freed went to this
+/// CPU's cache): the answer is the larger of the two counts.
 pub fn reclaim(pages: u64) -> u64 {
     let h = RECLAIM_HOOK.load(core::sync::atomic::Ordering::Acquire);
-    if h == 0 {
-        return 0;
-    }
-    // SAFETY: only `set_reclaim_hook` stores non-zero values, and it stores
-    // `fn(u64) -> u64` pointers.
-    let hook: fn(u64) -> u64 = unsafe { core::mem::transmute::<usize, fn(u64) -> u64>(h) };
-    x86_64::instructions::interrupts::without_interrupts(|| RECLAIMING.run(pages, hook))
+    let freed = if h == 0 {
+        0
+    } else {
+        // SAFETY: only `set_reclaim_hook` stores non-zero values, and it
+        // stores `fn(u64) -> u64` pointers.
+        let hook: fn(u64) -> u64 = unsafe { core::mem::transmute::<usize, fn(u64) -> u64>(h) };
+        x86_64::instructions::interrupts::without_interrupts(|| RECLAIMING.run(pages, hook))
+    };
+    freed.max(drain_frame_caches())
 }
 
 /// True when `addr` lies in a stack guard page.
@@ -777,9 +783,10 @@ pub fn populate(addr: u64, len: u64) -> Result<(), MemError> {
 /// Free RAM in bytes.
 pub fn free_bytes() -> u64 {
     touch_stack();
-    lock_mm_unless_held()
-        .and_then(|g| g.as_ref().map(|m| m.frames.free_frames() * PAGE))
-        .unwrap_or(0)
+    let bitmap = lock_mm_unless_held()
+        .and_then(|g| g.as_ref().map(|m| m.frames.free_frames()))
+        .unwrap_or(0);
+    (bitmap + cached_frames()) * PAGE
 }
 
 /// A snapshot of the memory statistics. Parts whose lock is busy (a fault
@@ -800,18 +807,139 @@ pub fn stats() -> MemStats {
         s.vmas = mm.vmas.len() as u64;
         s.mapped_bytes = mm.vmas.mapped_bytes();
     }
+    // Frames in the per-CPU caches are free.
+    let cached = cached_frames().min(s.frames_used);
+    s.frames_free += cached;
+    s.frames_used -= cached;
     crate::heap::fill_stats(&mut s);
     s
 }
 
+/// Frames a CPU's frame cache holds at most; a refill or a drain moves
+/// half of that.
+const FRAME_CACHE: usize = 32;
+
+/// One CPU's frame cache: single frames taken from the bitmap in batches,
+/// handed out and taken back without the memory manager's lock. Lock order:
+/// a frame cache is taken before [`MM`] (a refill or a drain), never after.
+struct FrameCache {
+    frames: [u64; FRAME_CACHE],
+    n: usize,
+}
+
+static FRAME_CACHES: [IrqMutex<FrameCache>; crate::arch::smp::MAX_CPUS] = [const {
+    IrqMutex::with_level(
+        crate::sync::level::FRAME_CACHE,
+        FrameCache {
+            frames: [0; FRAME_CACHE],
+            n: 0,
+        },
+    )
+};
+    crate::arch::smp::MAX_CPUS];
+
+fn my_frame_cache() -> &'static IrqMutex<FrameCache> {
+    &FRAME_CACHES[crate::arch::smp::this_cpu().index as usize % crate::arch::smp::MAX_CPUS]
+}
+
+/// One frame from this CPU's cache, refilled from the bitmap (one MM lock
+/// for half a cache) when empty.
+fn cached_frame() -> Option<u64> {
+    let mut c = my_frame_cache().lock();
+    if c.n == 0 {
+        let mut g = lock_mm();
+        let mm = g.as_mut()?;
+        let FrameCache { frames, n } = &mut *c;
+        for slot in &mut frames[..FRAME_CACHE / 2] {
+            let Some(f) = mm.frames.alloc() else { break };
+            *slot = f;
+            *n += 1;
+        }
+    }
+    c.n = c.n.checked_sub(1)?;
+    c.frames.get(c.n).copied()
+}
+
+/// Gives one frame back through this CPU's cache; a full cache first
+/// returns half of its frames to the bitmap. A busy cache (a drain from
+/// another CPU, or this CPU inside it: a stack fault whose reclaim frees
+/// page-cache frames) is bypassed: the frame goes to the bitmap.
+fn free_cached_frame(pa: u64) {
+    let Some(mut c) = my_frame_cache().try_lock() else {
+        to_bitmap(&[pa]);
+        return;
+    };
+    if c.n == FRAME_CACHE {
+        c.n = FRAME_CACHE / 2 + to_bitmap(&c.frames[FRAME_CACHE / 2..]);
+    }
+    let n = c.n;
+    if let Some(slot) = c.frames.get_mut(n) {
+        *slot = pa;
+        c.n += 1;
+    }
+}
+
+/// Returns every CPU's cached frames to the bitmap (memory pressure, from
+/// [`reclaim`]); a cache whose lock is busy is left alone. Returns how many.
+fn drain_frame_caches() -> u64 {
+    let mut total = 0;
+    for cache in FRAME_CACHES
+        .iter()
+        .take(crate::arch::smp::online() as usize)
+    {
+        let Some(mut c) = cache.try_lock() else {
+            continue;
+        };
+        let n = c.n;
+        c.n = to_bitmap(c.frames.get(..n).unwrap_or(&[]));
+        total += (n - c.n) as u64;
+    }
+    total
+}
+
+/// Frees `frames` to the bitmap; returns how many stayed out (all of them
+/// before the memory manager exists, else none).
+#[inline(never)]
+fn to_bitmap(frames: &[u64]) -> usize {
+    let mut g = lock_mm();
+    let Some(mm) = g.as_mut() else {
+        return frames.len();
+    };
+    for &f in frames {
+        let _ = mm.frames.free(f);
+    }
+    0
+}
+
+/// Frames in the per-CPU caches (free, but not in the bitmap); a cache
+/// whose lock is busy counts as empty.
+fn cached_frames() -> u64 {
+    let mut n = 0;
+    for c in FRAME_CACHES
+        .iter()
+        .take(crate::arch::smp::online() as usize)
+    {
+        if let Some(c) = c.try_lock() {
+            n += c.n as u64;
+        }
+    }
+    n
+}
+
 /// Allocates `pages` physically contiguous, zeroed frames for DMA. They are
 /// identity mapped, so the returned physical address is also their address.
+/// A single frame (the page cache's pages, most DMA buffers) comes from
+/// this CPU's frame cache.
 pub fn alloc_dma(pages: u64) -> Result<u64, MemError> {
-    let pa = with_mm(|mm| {
-        mm.frames
-            .alloc_contiguous(pages, 1)
-            .ok_or(VmError::NoMemory)
-    })?;
+    let pa = if pages == 1 {
+        cached_frame().ok_or(VmError::NoMemory)?
+    } else {
+        with_mm(|mm| {
+            mm.frames
+                .alloc_contiguous(pages, 1)
+                .ok_or(VmError::NoMemory)
+        })?
+    };
     for i in 0..pages {
         paging::zero_frame(pa + i * PAGE);
     }
@@ -836,6 +964,9 @@ pub fn take_low_page() -> Option<u64> {
 
 /// Frees frames from [`alloc_dma`].
 pub fn free_dma(pa: u64, pages: u64) {
+    if pages == 1 {
+        return free_cached_frame(pa);
+    }
     let _ = with_mm(|mm| {
         mm.frames
             .free_contiguous(pa, pages)
