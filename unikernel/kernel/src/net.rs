@@ -285,7 +285,14 @@ pub fn init() {
         ),
     }
     crate::sched::set_idle_hook(on_idle);
-    let _ = crate::sched::spawn_with(32 * 1024, crate::sched::ThreadPriority::High, net_thread);
+    // On the boot CPU for good: device interrupts and the idle hook that
+    // wakes it are there (an idle CPU would otherwise steal it).
+    let _ = crate::sched::spawn_on(
+        crate::sched::Placement::Cpu(0),
+        32 * 1024,
+        crate::sched::ThreadPriority::High,
+        net_thread,
+    );
     // Kick the first poll (DHCP discover / gateway ARP).
     IRQ_PENDING.store(true, Ordering::Release);
     NET_THREAD_WQ.wake_one();
