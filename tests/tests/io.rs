@@ -117,6 +117,21 @@ machine_tests!(sendfile_16mib_byte_exact_and_zero_app_copies, |m| {
             // are the reply to the previous STATS request, written after
             // its snapshot.)
             "sendfile" => {
+                // The file was just read into a fresh guest's cache, in
+                // batches of frames taken in ascending order: most pages
+                // continue the previous one's frame, and a span of them is
+                // one reference and one descriptor (a frame allocator that
+                // handed frames out in descending order made every page a
+                // span of its own).
+                let (pages, spans) = (d("sendfile_pages"), d("sendfile_spans"));
+                eprintln!("sendfile: {pages} pages in {spans} spans");
+                // (Pages can be pinned twice: a call pins no more than the
+                // socket takes, and the next starts in the same page.)
+                assert!(pages >= BIG as u64 / 4096);
+                assert!(
+                    spans * 4 <= pages,
+                    "{pages} pages pinned in {spans} spans: frames not consecutive"
+                );
                 assert_eq!(d("cache_to_app"), 0, "sendfile copied into an app buffer");
                 assert!(
                     d("app_to_socket") < 1024,

@@ -855,6 +855,12 @@ fn cached_frame() -> Option<u64> {
             *slot = f;
             *n += 1;
         }
+        // Handed out from the end: reversed, the batch leaves in the
+        // bitmap's (ascending) order, so consecutive allocations (a
+        // readahead's pages) get consecutive frames, which `sendfile` sends
+        // as one piece (descending, every page was a span of its own: 1.6x
+        // the guest instructions per byte).
+        frames[..*n].reverse();
     }
     c.n = c.n.checked_sub(1)?;
     c.frames.get(c.n).copied()

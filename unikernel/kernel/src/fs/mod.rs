@@ -278,6 +278,21 @@ pub fn root_kind() -> &'static str {
     fs().map(|f| f.root_kind).unwrap_or("none")
 }
 
+/// Page-cache pages `sendfile` pinned and the references (spans of
+/// consecutive frames) it queued for them: their ratio is the pages per
+/// descriptor the device reads.
+static SEND_PAGES: AtomicU64 = AtomicU64::new(0);
+static SEND_SPANS: AtomicU64 = AtomicU64::new(0);
+
+/// `(pages, spans)`: the page-cache pages `sendfile` pinned and the
+/// references it queued for them (one per span of consecutive frames).
+pub fn sendfile_spans() -> (u64, u64) {
+    (
+        SEND_PAGES.load(Ordering::Relaxed),
+        SEND_SPANS.load(Ordering::Relaxed),
+    )
+}
+
 /// Page-cache counters (hits, misses, pages read ahead, evictions, ...).
 pub fn cache_stats() -> PageCacheStats {
     fs().map(|f| f.cache.stats()).unwrap_or_default()
@@ -444,6 +459,8 @@ impl SendSource {
             let r = match PinRun::pin_resident(&fsys.cache, self.file.id(), index, pages) {
                 Some(run) => {
                     let n = run.spans();
+                    SEND_PAGES.fetch_add(run.len() as u64, Ordering::Relaxed);
+                    SEND_SPANS.fetch_add(n as u64, Ordering::Relaxed);
                     uk_frame::try_arc(run)
                         .map_err(|_| Errno::ENOMEM)
                         .and_then(|obj| queue(&mut pos, obj, n))
