@@ -549,9 +549,12 @@ fn worker(cfg: &'static Config, me: usize) {
             CUT.fetch_add(srv.cut(), AcqRel);
             status
         }
+        // Loop 0 would hand this loop connections nobody serves: the
+        // server does not run at all (out of memory or descriptors at the
+        // start).
         Err(e) => {
             println!("httpd: loop {me}: {e}");
-            1
+            unikernel::process::exit(1)
         }
     };
     STATUS.fetch_or(status as usize, AcqRel);
