@@ -1037,20 +1037,12 @@ impl Server {
             tls,
         };
         let all = loops();
-        let (mut t, mut l, mut i) = (self.me, self.lp, self.next_loop);
-        let mut fewest = usize::MAX;
-        for _ in 0..all.len() {
-            if i >= all.len() {
-                i = 0;
-            }
-            if let Some(c) = all.get(i) {
-                let n = c.live.load(Relaxed);
-                if n < fewest {
-                    (t, l, fewest) = (i, c, n);
-                }
-            }
-            i += 1;
-        }
+        let t = uk_http::balance::least_loaded(all.len(), self.next_loop, |i| {
+            all.get(i).map_or(usize::MAX, |l| l.live.load(Relaxed))
+        });
+        let Some(l) = all.get(t) else {
+            return self.add(h);
+        };
         self.next_loop = t + 1;
         l.live.fetch_add(1, Relaxed);
         if t == self.me {
