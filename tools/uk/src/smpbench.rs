@@ -331,10 +331,11 @@ pub(crate) fn run_scaling(
     if counts.len() > 1 {
         println!(
             "note: this host has {host_cores} cores. Under TCG each vCPU is a host thread \
-             (MTTCG), and with wrk and QEMU's I/O thread on the same {host_cores} cores, \
-             {n} vCPUs cannot run faster than 1 here: the columns show the cost, not the \
-             scaling. The target, >= {TARGET_2_VCPU}x requests/s at 2 vCPUs (1 KiB), holds \
-             for a KVM host with cores to spare for the vCPUs and the load generator."
+             (MTTCG), and the {n} vCPU threads, QEMU's I/O thread and wrk share those \
+             {host_cores} cores, so the {n}-vCPU column shows what spreading the work costs \
+             and gains here, not the scaling of the design. The target, >= {TARGET_2_VCPU}x \
+             requests/s at 2 vCPUs (1 KiB), is for a KVM host with cores to spare for the \
+             vCPUs and the load generator."
         );
     }
     Ok(crate::comparebench::report_hangs_and_failures(
