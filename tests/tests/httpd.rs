@@ -887,3 +887,112 @@ fn shutdown_write_by_client_still_gets_answers() {
     assert_eq!(c.read(false).text(), "<p>dir index</p>\n");
     assert!(c.closed());
 }
+
+/// Multi-core (issue 16): httpd with `cpus` vCPUs (microvm, MTTCG) runs one
+/// event loop per CPU. The battery of `serves_http_correctly` passes, 64
+/// keep-alive clients at once and clients that each send one request with
+/// `Connection: close` get byte-exact answers, and the loops' counters (the
+/// diagnostic dump's `app` line) show that every CPU served requests.
+fn serves_on_every_cpu(cpus: u32) {
+    let port = free_port();
+    let mut guest = Guest::boot(
+        "httpd",
+        Machine::Microvm,
+        BootOpts::args(&["--root", "/www"])
+            .mem("128M")
+            .smp(cpus)
+            .disk(&site().image)
+            .fwd(port, 80),
+    );
+    let line = guest
+        .wait_for("httpd: serving", Duration::from_secs(120))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(line.contains(&format!("{cpus} event loops")), "{line}");
+    files_and_directories(port);
+    traversal_is_rejected(port);
+    error_statuses(port);
+    keep_alive_pipelining_and_http10(port);
+    ranges(port);
+    conditionals_and_encodings(port);
+    big_download_sha(port);
+    curl_and_ureq(port);
+    // 64 keep-alive clients at once, 5 rounds of two requests each.
+    let conns: Vec<Conn> = (0..64)
+        .map(|i| {
+            let mut c = Conn::open(port);
+            assert_eq!(c.get("/hello.txt").body, b"hello, world\n", "client {i}");
+            c
+        })
+        .collect();
+    let keep_alive: Vec<_> = conns
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut c)| {
+            std::thread::spawn(move || {
+                for k in 0..5 {
+                    let first = (i * 11 + k * 5) % 900;
+                    c.send(
+                        format!(
+                            "GET /data.bin HTTP/1.1\r\nHost: t\r\nRange: bytes={first}-{}\r\n\r\n",
+                            first + 99
+                        )
+                        .as_bytes(),
+                    );
+                    let r = c.read(false);
+                    assert_eq!(r.status, 206, "client {i} request {k}");
+                    assert_eq!(r.body, &site().data[first..first + 100], "client {i}");
+                    assert_eq!(c.get("/data.bin").body, site().data, "client {i}");
+                }
+            })
+        })
+        .collect();
+    // Meanwhile 8 clients open a connection per request (Connection: close).
+    let close: Vec<_> = (0..8)
+        .map(|i| {
+            std::thread::spawn(move || {
+                for k in 0..6 {
+                    let mut c = Conn::open(port);
+                    c.send(b"GET /dir/index.html HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+                    let r = c.read(false);
+                    assert_eq!(r.status, 200, "close client {i} request {k}");
+                    assert_eq!(r.body, b"<p>dir index</p>\n", "close client {i}");
+                    assert!(c.closed(), "close client {i}: connection left open");
+                }
+            })
+        })
+        .collect();
+    for t in keep_alive.into_iter().chain(close) {
+        t.join().expect("client thread");
+    }
+    // The loops' counters: every CPU's loop served requests.
+    let mark = guest.mark();
+    guest.send(&[0x1c]).expect("the dump key");
+    let line = guest
+        .wait_for_from("uk: dump: app: httpd ", mark, Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let kv = uk_tests::parse_kv(&line);
+    assert_eq!(kv.get("loops"), Some(&u64::from(cpus)), "{line}");
+    let mut sum = 0;
+    for c in 0..cpus {
+        let n = kv.get(&format!("cpu{c}_requests")).copied().unwrap_or(0);
+        assert!(n > 0, "CPU {c} served no request: {line}");
+        assert!(
+            kv.get(&format!("cpu{c}_conns")).is_some_and(|&k| k > 0),
+            "{line}"
+        );
+        sum += n;
+    }
+    // 64 x 11 keep-alive and 48 close requests, besides the battery.
+    assert!(sum >= 64 * 11 + 48, "{line}");
+    assert_eq!(kv.get("requests"), Some(&sum), "{line}");
+}
+
+#[test]
+fn serves_on_every_cpu_of_four() {
+    serves_on_every_cpu(4);
+}
+
+#[test]
+fn serves_on_every_cpu_of_two() {
+    serves_on_every_cpu(2);
+}

@@ -291,3 +291,79 @@ fn power_button_stops_the_disk_image_under_ovmf() {
     .unwrap_or_else(|e| panic!("{e}"));
     expect_powered_off(&mut g, pressed);
 }
+
+/// Multi-core (issue 16): with an event loop per CPU, the power button
+/// stops every loop. Six idle keep-alive connections and one 16 MiB download
+/// paused by its client (spread over the loops: each new connection goes to
+/// the loop with the fewest); the idle ones see EOF, the download completes
+/// byte-exact, all seven count as finished, and the VM powers off with 0.
+fn power_button_stops_every_loop(cpus: u32) {
+    let port = free_port();
+    let mut g = Guest::boot(
+        "httpd",
+        Machine::Microvm,
+        BootOpts::args(&["--root", "/www"])
+            .mem("128M")
+            .smp(cpus)
+            .disk(&site().image)
+            .fwd(port, 80)
+            .qmp(),
+    );
+    let line = g.expect("httpd: serving");
+    assert!(line.contains(&format!("{cpus} event loops")), "{line}");
+    let (mut big, len) = get_head(port, "/big.bin");
+    assert_eq!(len, BIG);
+    let mut body = vec![0u8; len];
+    big.read_exact(&mut body[..1 << 20]).unwrap();
+    let idle: Vec<_> = (0..6)
+        .map(|_| {
+            let (mut r, len) = get_head(port, "/hello.txt");
+            let mut b = vec![0u8; len];
+            r.read_exact(&mut b).unwrap();
+            assert_eq!(b, b"hello, world\n");
+            r
+        })
+        .collect();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let reader = std::thread::spawn(move || {
+        go_rx.recv().unwrap();
+        big.read_exact(&mut body[1 << 20..])?;
+        Ok::<_, std::io::Error>(body)
+    });
+    let mark = g.mark();
+    let pressed = Instant::now();
+    g.powerdown()
+        .unwrap_or_else(|e| panic!("{}", g.failure(&e)));
+    g.wait_for_from(
+        "httpd: shutdown requested (ACPI power button)",
+        mark,
+        BOOT_TIMEOUT,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    for (i, mut r) in idle.into_iter().enumerate() {
+        let mut rest = Vec::new();
+        r.read_to_end(&mut rest)
+            .unwrap_or_else(|e| panic!("idle connection {i}: {e}"));
+        assert!(rest.is_empty(), "idle connection {i}: {rest:?}");
+    }
+    go_tx.send(()).unwrap();
+    let body = reader.join().unwrap().expect("the rest of the download");
+    assert!(body == site().big, "the download differs from big.bin");
+    g.wait_for_from(
+        "httpd: stopped (7 connections finished, 0 cut at the deadline)",
+        mark,
+        STOP_BOUND,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    expect_powered_off(&mut g, pressed);
+}
+
+#[test]
+fn power_button_stops_every_loop_of_two() {
+    power_button_stops_every_loop(2);
+}
+
+#[test]
+fn power_button_stops_every_loop_of_four() {
+    power_button_stops_every_loop(4);
+}

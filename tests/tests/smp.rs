@@ -237,8 +237,8 @@ fn two_cpus_after_multiboot2(fw: Firmware) {
     assert_online(&g, &wait("CPUs online", 120), 2);
     wait("uk: main after", 30);
     wait("httpd: serving", 60);
-    // It serves (its threads and the network stack on the boot CPU, the
-    // other CPU idle in the scheduler): a few requests on one connection.
+    // It serves (an event loop on each CPU, the network stack on the boot
+    // CPU): a few requests on one connection.
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(30)))
         .expect("timeout");

@@ -83,6 +83,9 @@ pub struct Config {
     pub max_conns: usize,
     /// Listen backlog (default 511).
     pub backlog: usize,
+    /// Event loops, at most one per CPU (`--workers N`; `None`: one per
+    /// CPU).
+    pub workers: Option<usize>,
     /// Maximum ranges honoured in one `Range` header (default 16).
     pub max_ranges: usize,
     /// Optional `Cache-Control` value for file responses.
@@ -279,6 +282,7 @@ impl Default for Config {
             shutdown_timeout_ms: 10_000,
             max_conns: 256,
             backlog: 511,
+            workers: None,
             max_ranges: 16,
             cache_control: None,
             headers: Vec::new(),
@@ -309,6 +313,7 @@ usage: httpd [OPTIONS]
   --log-level L            off | error | warn | info | debug | trace
   --max-conns N            simultaneous connections, more get 503 (256)
   --backlog N              listen backlog (511)
+  --workers N              event loops, at most one per CPU (one per CPU)
   --header-timeout T       to send a request head: 10s, 500ms, 1m (10s)
   --idle-timeout T         keep-alive idle and send stall limit (30s)
   --shutdown-timeout T     on power-off, time to finish responses (10s)
@@ -467,6 +472,7 @@ pub fn parse_args<S: AsRef<str>>(args: &[S]) -> Result<Config, String> {
             }
             "--max-conns" => c.max_conns = number(value()?)?,
             "--backlog" => c.backlog = number(value()?)?,
+            "--workers" => c.workers = Some(number(value()?)?),
             "--header-timeout" => {
                 let v = value()?;
                 c.header_timeout_ms = parse_duration_ms(v).ok_or_else(|| bad(v, "duration"))?;

@@ -26,6 +26,7 @@ extern crate alloc;
 
 #[cfg(feature = "tls")]
 pub mod acme;
+pub mod balance;
 pub mod config;
 mod date;
 mod encoding;

@@ -49,6 +49,8 @@ fn everything() {
         "max-age=60",
         "--backlog",
         "7",
+        "--workers",
+        "3",
     ])
     .unwrap();
     assert_eq!(c.port, 8080);
@@ -68,6 +70,7 @@ fn everything() {
     assert_eq!(c.max_ranges, 3);
     assert_eq!(c.cache_control.as_deref(), Some("max-age=60"));
     assert_eq!(c.backlog, 7);
+    assert_eq!(c.workers, Some(3));
 }
 
 #[test]
@@ -81,6 +84,8 @@ fn errors() {
     assert!(e(&["--index", "a/b"]).contains("file name"));
     assert!(e(&["--data-path", "splice"]).contains("data path"));
     assert!(e(&["--max-conns", "0"]).contains("bad number"));
+    assert!(e(&["--workers", "0"]).contains("bad number"));
+    assert_eq!(parse_args::<&str>(&[]).unwrap().workers, None);
     assert!(e(&["--header-timeout", "0"]).contains("duration"));
     assert!(e(&["--shutdown-timeout", "soon"]).contains("duration"));
     assert!(e(&["--cache-control", "a\r\nb"]).contains("header value"));

@@ -6,7 +6,10 @@
 //! the planned response (header bytes, then file bytes through `sendfile`,
 //! `pread`+`write` or a file mapping), then the next pipelined request.
 //! Deadlines (header, idle, send) are checked when `epoll_wait` times out at
-//! the earliest of them. Arguments: see [`uk_http::config::USAGE`].
+//! the earliest of them. With several CPUs, one such loop runs on each
+//! (`--workers`): the first, on the boot CPU, accepts every connection and
+//! hands each to the loop with the fewest, which serves it to the end.
+//! Arguments: see [`uk_http::config::USAGE`].
 #![no_std]
 #![no_main]
 
@@ -111,7 +114,19 @@ fn main() -> i32 {
         },
         None => None,
     };
-    let mut srv = match server::Server::new(cfg, listener) {
+    // One event loop per CPU (at most): loop 0 here, the others on their
+    // CPUs, which serve what loop 0 hands them.
+    let loops = cfg
+        .workers
+        .unwrap_or(usize::MAX)
+        .min(unikernel::thread::cpu_count())
+        .max(1);
+    let cfg: &'static config::Config = alloc::boxed::Box::leak(alloc::boxed::Box::new(cfg));
+    if let Err(e) = server::start_loops(cfg, loops) {
+        println!("httpd: cannot start the event loops: {e}");
+        return 1;
+    }
+    let mut srv = match server::Server::new(cfg, listener, 0) {
         Ok(s) => s,
         Err(e) => {
             println!("httpd: cannot set up epoll: {e}");
@@ -138,12 +153,21 @@ fn main() -> i32 {
     }
     let c = srv.config();
     println!(
-        "httpd: serving {} on port {} (data path {}, max {} connections, access log {})",
+        "httpd: serving {} on port {} (data path {}, max {} connections, access log {}, {loops} event loops)",
         c.root,
         c.port,
         c.data_path.name(),
         c.max_conns,
         if c.access_log { "on" } else { "off" }
     );
-    srv.run()
+    let status = srv.run();
+    if status != 0 {
+        return status;
+    }
+    let (status, finished, cut) = server::join_loops(&srv, status);
+    println!("httpd: stopped ({finished} connections finished, {cut} cut at the deadline)");
+    // HTTPS: what the record layer copied (and the rest).
+    #[cfg(feature = "tls")]
+    println!("httpd: copies {}", io::copy_stats());
+    status
 }

@@ -5,6 +5,7 @@ use alloc::collections::VecDeque;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::net::SocketAddrV4;
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
 
 use uk_http::config::{Config, DataPath, fs_path};
 use uk_http::{
@@ -18,6 +19,7 @@ use unikernel::io::{
     self, EPOLL_CTL_ADD, EPOLL_CTL_DEL, EPOLL_CTL_MOD, EPOLLIN, EPOLLOUT, EpollEvent, O_NONBLOCK,
 };
 use unikernel::println;
+use unikernel::sync::{IrqMutex, Once};
 use unikernel::time::{Instant, SystemTime};
 
 /// epoll token of the listener.
@@ -28,6 +30,8 @@ const SHUTDOWN: u64 = u64::MAX - 1;
 const TLS_LISTENER: u64 = u64::MAX - 2;
 /// epoll token of the ACME thread's eventfd (a new certificate; TLS build).
 const ACME_WAKE: u64 = u64::MAX - 3;
+/// epoll token of a loop's inbox eventfd (handed connections, the stop).
+const WAKE: u64 = u64::MAX - 4;
 /// Reads a lingering connection may do per turn before others run.
 const LINGER_READS: usize = 16;
 /// Bytes per `pread`/`write` step of the read and mmap data paths.
@@ -418,14 +422,161 @@ fn meta_of(st: &Stat) -> FileMeta {
     }
 }
 
+/// A connection loop 0 accepted, for the loop that serves it.
+pub struct Handed {
+    fd: i32,
+    peer: SocketAddrV4,
+    #[cfg(feature = "tls")]
+    tls: Option<alloc::boxed::Box<crate::tls::TlsConn>>,
+}
+
+/// What one event loop shares with the others: the connections handed to
+/// it and its counters (its own cache line: the counters are written by
+/// their loop only, the `live` count by the acceptor too).
+#[repr(align(64))]
+pub struct Loop {
+    /// Handed connections not yet taken (in any order: the loop takes
+    /// them all at once).
+    inbox: IrqMutex<Vec<Handed>>,
+    /// eventfd the loop watches, written when its inbox stops being empty
+    /// and at the stop (loop 0: when another loop ended).
+    wake: i32,
+    /// Connections the loop serves or was handed: the acceptor gives a new
+    /// one to the loop with the fewest.
+    live: AtomicUsize,
+    /// Responses completed and connections taken.
+    requests: AtomicU64,
+    conns: AtomicU64,
+    /// The CPU the loop runs on.
+    cpu: AtomicUsize,
+}
+
+/// Every loop's shared part, loop 0 (the acceptor, on the boot CPU) first.
+static LOOPS: Once<Vec<Loop>> = Once::new();
+/// Loop 0 stopped accepting (a shutdown): the others begin theirs.
+static STOP: AtomicBool = AtomicBool::new(false);
+/// The other loops' results: how many ended (each then wakes loop 0), the
+/// worst exit status, connections finished and cut in the shutdown.
+static ENDED: AtomicUsize = AtomicUsize::new(0);
+static STATUS: AtomicUsize = AtomicUsize::new(0);
+static FINISHED: AtomicUsize = AtomicUsize::new(0);
+static CUT: AtomicUsize = AtomicUsize::new(0);
+/// HTTPS is served (a certificate, possibly from ACME, and its listener).
+#[cfg(feature = "tls")]
+static HTTPS: AtomicBool = AtomicBool::new(false);
+
+/// Sets up `n` loops' shared parts (an eventfd each) and
+/// starts loops 1.. on CPUs 1.., each with a new [`Server`] for `cfg`.
+#[inline(never)]
+pub fn start_loops(cfg: &'static Config, n: usize) -> Result<(), Errno> {
+    let mut v = Vec::new();
+    for _ in 0..n {
+        v.push(Loop {
+            inbox: IrqMutex::new(Vec::new()),
+            wake: io::eventfd(0, O_NONBLOCK)?,
+            live: AtomicUsize::new(0),
+            requests: AtomicU64::new(0),
+            conns: AtomicU64::new(0),
+            cpu: AtomicUsize::new(0),
+        });
+    }
+    // Set once (never fails here, and never dropped).
+    let _ = LOOPS.set(v).map_err(core::mem::forget);
+    unikernel::console::set_app_dump_line(stats_line);
+    for i in 1..n {
+        let placement = unikernel::thread::Placement::Cpu(i as u32);
+        let prio = unikernel::thread::Priority::Normal;
+        unikernel::thread::spawn_on(placement, 1 << 20, prio, move || worker(cfg, i))
+            .map_err(|_| Errno::ENOMEM)?;
+    }
+    Ok(())
+}
+
+/// Loop 0 ended with `status` (after the others): the worst status and
+/// the shutdown's (finished, cut) counts of all loops.
+pub fn join_loops(srv: &Server, status: i32) -> (i32, usize, usize) {
+    (
+        status | STATUS.load(Acquire) as i32,
+        srv.finished() + FINISHED.load(Acquire),
+        srv.cut() + CUT.load(Acquire),
+    )
+}
+
+fn loops() -> &'static [Loop] {
+    LOOPS.get().map_or(&[], Vec::as_slice)
+}
+
+/// Wakes loop `l` (its inbox or the stop).
+#[inline(never)]
+fn wake(l: &Loop) {
+    let _ = fs::write(l.wake, &1u64.to_ne_bytes());
+}
+
+/// Counts one more (the counter's loop is its only writer).
+fn bump(c: &AtomicU64) {
+    c.store(c.load(Relaxed) + 1, Relaxed);
+}
+
+/// The loops' counters for the diagnostic dump: `httpd loops=N
+/// requests=TOTAL cpuC_requests=R cpuC_conns=K ...`.
+pub fn stats_line() -> String {
+    use core::fmt::Write;
+    let mut s = String::new();
+    let l = loops();
+    let total: u64 = l.iter().map(|l| l.requests.load(Relaxed)).sum();
+    let _ = write!(s, "httpd loops={} requests={total}", l.len());
+    for l in l {
+        let c = l.cpu.load(Relaxed);
+        let _ = write!(
+            s,
+            " cpu{c}_requests={} cpu{c}_conns={}",
+            l.requests.load(Relaxed),
+            l.conns.load(Relaxed)
+        );
+    }
+    s
+}
+
+/// Runs event loop `me` (not 0) on the CPU it was placed on: it serves
+/// the connections loop 0 hands it until the stop, then reports to
+/// [`join_loops`].
+#[inline(never)]
+fn worker(cfg: &'static Config, me: usize) {
+    let status = match Server::new(cfg, -1, me) {
+        Ok(mut srv) => {
+            let status = srv.run();
+            FINISHED.fetch_add(srv.finished(), AcqRel);
+            CUT.fetch_add(srv.cut(), AcqRel);
+            status
+        }
+        // Loop 0 would hand this loop connections nobody serves: the
+        // server does not run at all (out of memory or descriptors at the
+        // start).
+        Err(e) => {
+            println!("httpd: loop {me}: {e}");
+            unikernel::process::exit(1)
+        }
+    };
+    STATUS.fetch_or(status as usize, AcqRel);
+    ENDED.fetch_add(1, AcqRel);
+    if let Some(l) = loops().first() {
+        wake(l);
+    }
+}
+
 /// The most one read takes into a connection's buffer.
 const READ_ROOM: usize = 4 * 1024;
 
 /// The server: configuration, listener, epoll instance, connections.
 pub struct Server {
-    cfg: Config,
+    cfg: &'static Config,
     listener: i32,
     ep: i32,
+    /// This loop's index in [`LOOPS`] (0: the acceptor), and its entry.
+    me: usize,
+    lp: &'static Loop,
+    /// Where the search for the least loaded loop starts (ties rotate).
+    next_loop: usize,
     conns: Vec<Option<Conn>>,
     free: Vec<usize>,
     live: usize,
@@ -478,44 +629,77 @@ struct Stopping {
 }
 
 impl Server {
-    /// Sets up epoll over the listening descriptor.
-    pub fn new(cfg: Config, listener: i32) -> Result<Server, Errno> {
+    /// Sets up epoll for loop `me`: over the listening descriptor (loop 0)
+    /// or the loop's inbox (the others).
+    pub fn new(cfg: &'static Config, listener: i32, me: usize) -> Result<Server, Errno> {
+        let lp = loops().get(me).ok_or(Errno::EINVAL)?;
         let ep = io::epoll_create()?;
+        // Loop 0: the listener, and its eventfd, which the others write
+        // when they end.
+        if me == 0 {
+            io::epoll_ctl(
+                ep,
+                EPOLL_CTL_ADD,
+                listener,
+                EpollEvent {
+                    events: EPOLLIN,
+                    data: LISTENER,
+                },
+            )?;
+        }
         io::epoll_ctl(
             ep,
             EPOLL_CTL_ADD,
-            listener,
+            lp.wake,
             EpollEvent {
                 events: EPOLLIN,
-                data: LISTENER,
+                data: WAKE,
             },
         )?;
+        lp.cpu.store(unikernel::thread::cpu_index(), Relaxed);
         let rbuf_cap = cfg.limits.max_request_line + cfg.limits.max_header_bytes + 1024;
-        // The power button or Ctrl-Alt-Del makes this readable.
-        let shutdown_fd = match unikernel::power::shutdown_eventfd() {
-            Ok(fd) => {
-                let ev = EpollEvent {
-                    events: EPOLLIN,
-                    data: SHUTDOWN,
-                };
-                match io::epoll_ctl(ep, EPOLL_CTL_ADD, fd, ev) {
-                    Ok(()) => Some(fd),
-                    Err(e) => {
-                        log::error!("httpd: cannot watch shutdown requests: {e}");
-                        let _ = fs::close(fd);
-                        None
+        // The power button or Ctrl-Alt-Del makes this readable (loop 0;
+        // it stops the others).
+        let shutdown_fd = if me > 0 {
+            None
+        } else {
+            match unikernel::power::shutdown_eventfd() {
+                Ok(fd) => {
+                    let ev = EpollEvent {
+                        events: EPOLLIN,
+                        data: SHUTDOWN,
+                    };
+                    match io::epoll_ctl(ep, EPOLL_CTL_ADD, fd, ev) {
+                        Ok(()) => Some(fd),
+                        Err(e) => {
+                            log::error!("httpd: cannot watch shutdown requests: {e}");
+                            let _ = fs::close(fd);
+                            None
+                        }
                     }
                 }
-            }
-            Err(e) => {
-                log::error!("httpd: no shutdown requests: {e}");
-                None
+                Err(e) => {
+                    log::error!("httpd: no shutdown requests: {e}");
+                    None
+                }
             }
         };
+        #[cfg(feature = "tls")]
+        let mut tls_headers = cfg.headers.clone();
+        #[cfg(feature = "tls")]
+        if let Some(max_age) = cfg.hsts {
+            tls_headers.push((
+                String::from("Strict-Transport-Security"),
+                uk_http::https::hsts_value(max_age),
+            ));
+        }
         Ok(Server {
             cfg,
             listener,
             ep,
+            me,
+            lp,
+            next_loop: 0,
             conns: Vec::new(),
             free: Vec::new(),
             live: 0,
@@ -532,7 +716,7 @@ impl Server {
             #[cfg(feature = "tls")]
             tls: None,
             #[cfg(feature = "tls")]
-            tls_headers: Vec::new(),
+            tls_headers,
         })
     }
 
@@ -553,13 +737,7 @@ impl Server {
             },
         )?;
         self.tls = Some((listener, config));
-        self.tls_headers = self.cfg.headers.clone();
-        if let Some(max_age) = self.cfg.hsts {
-            self.tls_headers.push((
-                String::from("Strict-Transport-Security"),
-                uk_http::https::hsts_value(max_age),
-            ));
-        }
+        HTTPS.store(true, Release);
         Ok(())
     }
 
@@ -605,7 +783,7 @@ impl Server {
 
     /// The configuration.
     pub fn config(&self) -> &Config {
-        &self.cfg
+        self.cfg
     }
 
     /// What responses carry; `tls`: on an HTTPS connection.
@@ -638,15 +816,8 @@ impl Server {
                 if now_ms() >= st.deadline {
                     self.cut_all();
                 }
-                if self.live == 0 {
-                    let st = self.stopping.unwrap_or(st);
-                    println!(
-                        "httpd: stopped ({} connections finished, {} cut at the deadline)",
-                        st.finished, st.cut
-                    );
-                    // HTTPS: what the record layer copied (and the rest).
-                    #[cfg(feature = "tls")]
-                    println!("httpd: copies {}", io::copy_stats());
+                // Loop 0 ends last: the VM ends with it.
+                if self.live == 0 && (self.me > 0 || ENDED.load(Acquire) + 1 >= loops().len()) {
                     return 0;
                 }
             }
@@ -672,6 +843,8 @@ impl Server {
             for ev in &events[..n] {
                 if ev.data == SHUTDOWN {
                     self.begin_shutdown();
+                } else if ev.data == WAKE {
+                    self.take_handed();
                 } else if ev.data == ACME_WAKE {
                     #[cfg(feature = "tls")]
                     self.acme_certificate();
@@ -703,6 +876,37 @@ impl Server {
         }
     }
 
+    /// Connections finished since the shutdown request.
+    pub fn finished(&self) -> usize {
+        self.stopping.map_or(0, |s| s.finished)
+    }
+
+    /// Connections cut at the shutdown deadline.
+    pub fn cut(&self) -> usize {
+        self.stopping.map_or(0, |s| s.cut)
+    }
+
+    /// Serves what was handed to this loop, then stops if loop 0 did (it
+    /// hands nothing more after that); on loop 0, a wake-up only makes it
+    /// look again whether the others ended.
+    fn take_handed(&mut self) {
+        let l = self.lp;
+        // Drained before the inbox: a connection handed after this
+        // read writes the eventfd again.
+        let mut b = [0u8; 8];
+        let _ = fs::read(l.wake, &mut b);
+        loop {
+            let h = l.inbox.lock().pop();
+            match h {
+                Some(h) => self.add(h),
+                None => break,
+            }
+        }
+        if STOP.load(Acquire) {
+            self.begin_shutdown();
+        }
+    }
+
     /// The machine asked us to stop: take what is already established from
     /// the backlog, close the listener (new connections are refused with a
     /// RST), let in-flight responses finish, end idle connections, and cut
@@ -715,22 +919,29 @@ impl Server {
         if self.stopping.is_some() {
             return;
         }
-        let source = unikernel::power::shutdown_source().map_or("unknown", |s| s.name());
-        self.accept_all(false);
-        let _ = io::epoll_ctl(self.ep, EPOLL_CTL_DEL, self.listener, EpollEvent::default());
-        let _ = fs::close(self.listener);
-        #[cfg(feature = "tls")]
-        if self.tls.is_some() {
-            self.accept_all(true);
-            let fd = self.tls_listener();
-            let _ = io::epoll_ctl(self.ep, EPOLL_CTL_DEL, fd, EpollEvent::default());
-            let _ = fs::close(fd);
-        }
         let timeout = self.cfg.shutdown_timeout_ms;
-        println!(
-            "httpd: shutdown requested ({source}): no new connections, finishing {} within {timeout} ms",
-            self.live
-        );
+        if self.me == 0 {
+            let source = unikernel::power::shutdown_source().map_or("unknown", |s| s.name());
+            self.accept_all(false);
+            let _ = io::epoll_ctl(self.ep, EPOLL_CTL_DEL, self.listener, EpollEvent::default());
+            let _ = fs::close(self.listener);
+            #[cfg(feature = "tls")]
+            if self.tls.is_some() {
+                self.accept_all(true);
+                let fd = self.tls_listener();
+                let _ = io::epoll_ctl(self.ep, EPOLL_CTL_DEL, fd, EpollEvent::default());
+                let _ = fs::close(fd);
+            }
+            // Nothing is handed out from here on: the other loops stop.
+            STOP.store(true, Release);
+            for l in loops().iter().skip(1) {
+                wake(l);
+            }
+            println!(
+                "httpd: shutdown requested ({source}): no new connections, finishing {} within {timeout} ms",
+                self.total_live()
+            );
+        }
         self.stopping = Some(Stopping {
             deadline: now_ms() + timeout,
             finished: 0,
@@ -769,6 +980,7 @@ impl Server {
         self.again.clear();
     }
 
+    #[inline(never)]
     fn accept_all(&mut self, tls: bool) {
         let listener = if tls {
             self.tls_listener()
@@ -778,13 +990,14 @@ impl Server {
         loop {
             match io::accept4(listener, O_NONBLOCK) {
                 Ok((fd, peer)) => {
-                    if tls && self.live >= self.cfg.max_conns {
+                    let live = self.total_live();
+                    if tls && live >= self.cfg.max_conns {
                         // No plain-text 503 into a TLS stream.
                         let _ = fs::close(fd);
-                    } else if self.live >= self.cfg.max_conns {
+                    } else if live >= self.cfg.max_conns {
                         self.refuse(fd, peer);
                     } else {
-                        self.add(fd, peer, tls);
+                        self.place(fd, peer, tls);
                     }
                 }
                 Err(Errno::EAGAIN) => return,
@@ -792,6 +1005,66 @@ impl Server {
                     log::error!("httpd: accept: {e}");
                     return;
                 }
+            }
+        }
+    }
+
+    /// Connections of all loops (handed ones included).
+    fn total_live(&self) -> usize {
+        loops().iter().map(|l| l.live.load(Relaxed)).sum()
+    }
+
+    /// A new connection goes to the loop with the fewest (the first of
+    /// them from `next_loop` on, so ties rotate); only that loop is woken.
+    fn place(&mut self, fd: i32, peer: SocketAddrV4, tls: bool) {
+        #[cfg(feature = "tls")]
+        let tls = match (&self.tls, tls) {
+            (Some((_, config)), true) => match crate::tls::TlsConn::new(config) {
+                Ok(t) => Some(alloc::boxed::Box::new(t)),
+                Err(_) => {
+                    let _ = fs::close(fd);
+                    return;
+                }
+            },
+            _ => None,
+        };
+        #[cfg(not(feature = "tls"))]
+        let _ = tls;
+        let h = Handed {
+            fd,
+            peer,
+            #[cfg(feature = "tls")]
+            tls,
+        };
+        let all = loops();
+        let t = uk_http::balance::least_loaded(all.len(), self.next_loop, |i| {
+            all.get(i).map_or(usize::MAX, |l| l.live.load(Relaxed))
+        });
+        let Some(l) = all.get(t) else {
+            return self.add(h);
+        };
+        self.next_loop = t + 1;
+        l.live.fetch_add(1, Relaxed);
+        if t == self.me {
+            return self.add(h);
+        }
+        let was_empty = {
+            let mut q = l.inbox.lock();
+            if q.try_reserve(1).is_err() {
+                None
+            } else {
+                let e = q.is_empty();
+                q.push(h);
+                Some(e)
+            }
+        };
+        match was_empty {
+            Some(true) => wake(l),
+            Some(false) => {}
+            None => {
+                l.live.fetch_sub(1, Relaxed);
+                self.overloaded(fd, &peer);
+                let _ = fs::close(fd);
             }
         }
     }
@@ -833,20 +1106,16 @@ impl Server {
         self.access_log(&peer, "", 503, plan.body_len(), None, None);
     }
 
-    fn add(&mut self, fd: i32, peer: SocketAddrV4, tls: bool) {
-        #[cfg(feature = "tls")]
-        let tls = match (&self.tls, tls) {
-            (Some((_, config)), true) => match crate::tls::TlsConn::new(config) {
-                Ok(t) => Some(alloc::boxed::Box::new(t)),
-                Err(_) => {
-                    let _ = fs::close(fd);
-                    return;
-                }
-            },
-            _ => None,
-        };
-        #[cfg(not(feature = "tls"))]
-        let _ = tls;
+    /// Takes a connection [`Server::place`] gave this loop (its `live`
+    /// count already includes it).
+    fn add(&mut self, h: Handed) {
+        let Handed {
+            fd,
+            peer,
+            #[cfg(feature = "tls")]
+            tls,
+        } = h;
+        let me = self.lp;
         let slot = match self.free.pop() {
             Some(s) => s,
             None => {
@@ -859,6 +1128,7 @@ impl Server {
                 if !grown {
                     self.overloaded(fd, &peer);
                     let _ = fs::close(fd);
+                    me.live.fetch_sub(1, Relaxed);
                     return;
                 }
                 self.conns.push(None);
@@ -880,8 +1150,10 @@ impl Server {
             log::error!("httpd: epoll_ctl add {peer}: {e}");
             let _ = fs::close(fd);
             self.free.push(slot);
+            me.live.fetch_sub(1, Relaxed);
             return;
         }
+        bump(&me.conns);
         let now = now_ms();
         let deadline = now + self.cfg.header_timeout_ms;
         self.conns[slot] = Some(Conn {
@@ -926,6 +1198,7 @@ impl Server {
         drop(conn);
         self.free.push(slot);
         self.live -= 1;
+        self.lp.live.fetch_sub(1, Relaxed);
     }
 
     /// Runs one connection as far as it goes without blocking.
@@ -1029,6 +1302,7 @@ impl Server {
                         let resp = conn.out.take().expect("a response");
                         self.log_response(conn, &resp);
                         conn.served += 1;
+                        bump(&self.lp.requests);
                         conn.last_activity = now_ms();
                         if self.stopping.is_some() {
                             return self.start_linger(conn);
@@ -1210,7 +1484,7 @@ impl Server {
         #[cfg(feature = "tls")]
         if !tls
             && let Some(status) = self.cfg.redirect_https
-            && self.tls.is_some()
+            && HTTPS.load(Acquire)
         {
             let plan =
                 uk_http::https::plan_https_redirect(req, status, self.cfg.tls_port, now, &info);

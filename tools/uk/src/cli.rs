@@ -403,6 +403,14 @@ pub enum BenchCmd {
         /// wrk's connections (a second run always uses 256)
         #[arg(long, short = 'c', default_value = "64", value_parser = parse_conns, value_name = "N")]
         conns: u32,
+        /// vCPUs: above 1, the cells at 1 and at N vCPUs side by side, with
+        /// the host CPU QEMU and wrk used
+        #[arg(long, default_value_t = 1, value_name = "N",
+              value_parser = clap::value_parser!(u32).range(1..=64))]
+        smp: u32,
+        /// Rounds per vCPU count (with --smp above 1)
+        #[arg(long, short = 'r', default_value = "1", value_parser = parse_rounds, value_name = "R")]
+        rounds: u32,
         /// Forced accelerator.
         #[command(flatten)]
         accel: AccelArg,
@@ -434,6 +442,12 @@ pub enum BenchCmd {
         /// Skip the memory probe
         #[arg(long)]
         no_mem: bool,
+        /// vCPUs: above 1, both systems at 1 and at N vCPUs side by side
+        /// (nginx: worker_processes auto), with the host CPU QEMU and wrk
+        /// used, instead of the boot, memory and target tables
+        #[arg(long, default_value_t = 1, value_name = "N",
+              value_parser = clap::value_parser!(u32).range(1..=64))]
+        smp: u32,
         /// Forced accelerator.
         #[command(flatten)]
         accel: AccelArg,
@@ -672,15 +686,20 @@ fn bench_cmd(b: BenchCmd) -> Result<i32, Error> {
             mem,
             accel,
         } => crate::soakbench::bench_soak(minutes, mem, accel.get()),
-        BenchCmd::Http { secs, conns, accel } => {
-            crate::httpbench::bench_http(secs, conns, accel.get())
-        }
+        BenchCmd::Http {
+            secs,
+            conns,
+            smp,
+            rounds,
+            accel,
+        } => crate::httpbench::bench_http(secs, conns, smp, rounds, accel.get()),
         BenchCmd::Compare {
             secs,
             conns,
             rounds,
             machine,
             no_mem,
+            smp,
             accel,
         } => crate::comparebench::bench_compare(&crate::comparebench::CompareArgs {
             secs,
@@ -689,6 +708,7 @@ fn bench_cmd(b: BenchCmd) -> Result<i32, Error> {
             machine,
             accel: accel.get(),
             no_mem,
+            smp,
         }),
         BenchCmd::Tls {
             secs,
@@ -1514,6 +1534,8 @@ mod tests {
             Cmd::Bench(BenchCmd::Http {
                 secs: 10,
                 conns: 64,
+                smp: 1,
+                rounds: 1,
                 accel: acc(false, false)
             })
         );
@@ -1525,6 +1547,7 @@ mod tests {
                 rounds: 3,
                 machine: Machine::Q35,
                 no_mem: true,
+                smp: 1,
                 accel: acc(false, false)
             })
         );

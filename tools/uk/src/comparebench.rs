@@ -61,6 +61,9 @@ pub struct CompareArgs {
     pub accel: Option<Accel>,
     /// Skip the memory probe.
     pub no_mem: bool,
+    /// vCPUs: above 1, both systems are measured at 1 and at this many
+    /// ([`crate::smpbench`]) instead.
+    pub smp: u32,
 }
 
 impl Default for CompareArgs {
@@ -72,6 +75,7 @@ impl Default for CompareArgs {
             machine: Machine::Microvm,
             accel: None,
             no_mem: false,
+            smp: 1,
         }
     }
 }
@@ -290,21 +294,25 @@ pub fn first_200_script(tries: u32) -> String {
 }
 
 /// What booting one system gave.
-struct Boot {
-    guest: LiveGuest,
+pub(crate) struct Boot {
+    pub(crate) guest: LiveGuest,
     to_marker: Duration,
     to_200: Duration,
 }
 
-struct Setup {
-    machine: Machine,
-    accel: Accel,
-    image: PathBuf,
-    disk: TempImage,
-    small_disk: TempImage,
-    vm: NginxVm,
-    conns: u32,
-    tsc_khz: Option<u64>,
+/// How the systems are booted.
+pub(crate) struct Setup {
+    pub(crate) machine: Machine,
+    pub(crate) accel: Accel,
+    pub(crate) image: PathBuf,
+    pub(crate) disk: TempImage,
+    pub(crate) small_disk: TempImage,
+    /// The Linux + nginx guest (`None`: our httpd only).
+    pub(crate) vm: Option<NginxVm>,
+    pub(crate) conns: u32,
+    pub(crate) tsc_khz: Option<u64>,
+    /// vCPUs of the guests booted next.
+    pub(crate) smp: std::cell::Cell<u32>,
 }
 
 impl Setup {
@@ -320,6 +328,7 @@ impl Setup {
                 let mut cfg = VmConfig::new(&self.image);
                 cfg.machine = self.machine;
                 cfg.accel = self.accel;
+                cfg.smp = self.smp.get();
                 cfg.mem = mem;
                 cfg.disk = Some(if full {
                     self.disk.path.clone()
@@ -335,19 +344,17 @@ impl Setup {
                 LiveGuest::spawn(&cfg)
             }
             System::Nginx => {
-                let mut cfg = VmConfig::new(&self.vm.kernel);
+                let vm = self.vm.as_ref().ok_or("no Linux + nginx guest")?;
+                let mut cfg = VmConfig::new(&vm.kernel);
                 cfg.machine = self.machine;
                 cfg.accel = self.accel;
+                cfg.smp = self.smp.get();
                 cfg.mem = mem;
                 if !full {
                     cfg.append = "ukwww=1k".into();
                 }
                 ns.attach(&mut cfg);
-                LiveGuest::spawn_command(nginxvm::linux_command(
-                    &cfg,
-                    &self.vm.initrd,
-                    self.tsc_khz,
-                ))
+                LiveGuest::spawn_command(nginxvm::linux_command(&cfg, &vm.initrd, self.tsc_khz))
             }
         }
     }
@@ -356,7 +363,7 @@ impl Setup {
     /// A boot that prints no marker within [`System::boot_timeout`] while
     /// QEMU still runs (a hang) is retried up to `attempts` times in all;
     /// `hangs` counts them.
-    fn boot(
+    pub(crate) fn boot(
         &self,
         ns: &Netns,
         sys: System,
@@ -436,6 +443,14 @@ pub fn bench_compare(args: &CompareArgs) -> Result<i32, Error> {
     let accel = args.accel.unwrap_or_else(Accel::detect);
     let vm = nginxvm::build()?;
     let image = build_image("httpd", Profile::Release, false)?;
+    let deb = |prefix: &str| {
+        vm.debs
+            .iter()
+            .find(|d| d.starts_with(prefix))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let (kernel_deb, nginx_deb) = (deb("linux-image-"), deb("nginx_"));
     let make_disk = |files: &[(&str, usize)]| TempImage::of_files("compare-site", files, 11);
     let setup = Setup {
         machine: args.machine,
@@ -443,30 +458,30 @@ pub fn bench_compare(args: &CompareArgs) -> Result<i32, Error> {
         image,
         disk: make_disk(&FILES)?,
         small_disk: make_disk(&FILES[..1])?,
-        vm,
+        vm: Some(vm),
         conns: args.conns,
         tsc_khz: (accel == Accel::Tcg).then(nginxvm::host_tsc_khz).flatten(),
+        smp: std::cell::Cell::new(1),
     };
+    if args.smp > 1 {
+        println!(
+            "compare --smp {}: uk httpd vs Linux + nginx ({kernel_deb}, {nginx_deb}; worker_processes auto) at 1 and {} vCPUs",
+            args.smp, args.smp
+        );
+        return crate::smpbench::run_scaling(
+            &setup,
+            &System::ALL,
+            args.smp,
+            args.secs,
+            args.rounds,
+        );
+    }
     let levels = conn_levels(args.conns);
     // Every cell: (connections, (path, size)), at each level every file.
     let cell_list: Vec<(u32, (&str, usize))> = levels
         .iter()
         .flat_map(|&c| FILES.iter().map(move |f| (c, *f)))
         .collect();
-    let kernel_deb = setup
-        .vm
-        .debs
-        .iter()
-        .find(|d| d.starts_with("linux-image-"))
-        .cloned()
-        .unwrap_or_default();
-    let nginx_deb = setup
-        .vm
-        .debs
-        .iter()
-        .find(|d| d.starts_with("nginx_"))
-        .cloned()
-        .unwrap_or_default();
     println!(
         "compare: uk httpd (sendfile, ext4 on virtio-blk) vs Linux + nginx ({kernel_deb}, \
          {nginx_deb}; initramfs, files in tmpfs)"

@@ -266,8 +266,16 @@ pub fn console_tail(out: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-/// Runs the benchmark and prints the table.
-pub fn bench_http(secs: u64, conns: u32, accel: Option<Accel>) -> Result<i32, Error> {
+/// Runs the benchmark and prints the table; `smp` above 1: the cells at 1
+/// and at `smp` vCPUs side by side, `rounds` times each
+/// ([`crate::smpbench`]).
+pub fn bench_http(
+    secs: u64,
+    conns: u32,
+    smp: u32,
+    rounds: u32,
+    accel: Option<Accel>,
+) -> Result<i32, Error> {
     ensure_qemu()?;
     if !is_root() {
         return Err(Error::Failed(
@@ -277,6 +285,27 @@ pub fn bench_http(secs: u64, conns: u32, accel: Option<Accel>) -> Result<i32, Er
     ensure_wrk()?;
     let accel = accel.unwrap_or_else(Accel::detect);
     let image = build_image("httpd", Profile::Release, false)?;
+    if smp > 1 {
+        crate::nginxvm::ensure_tool("curl", "curl")?;
+        let setup = crate::comparebench::Setup {
+            machine: Machine::Microvm,
+            accel,
+            image,
+            disk: TempImage::of_files("httpbench-site", &FILES, 11)?,
+            small_disk: TempImage::of_files("httpbench-site", &FILES[..1], 11)?,
+            vm: None,
+            conns,
+            tsc_khz: None,
+            smp: std::cell::Cell::new(1),
+        };
+        return crate::smpbench::run_scaling(
+            &setup,
+            &[crate::comparebench::System::Uk],
+            smp,
+            secs,
+            rounds,
+        );
+    }
     let disk = TempImage::of_files("httpbench-site", &FILES, 11)?;
     let ns = Netns::create("bench-http")?;
     let mut cfg = VmConfig::new(&image);

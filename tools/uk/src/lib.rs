@@ -25,6 +25,7 @@ pub mod progress;
 pub mod qemu;
 pub mod serial;
 pub mod siteconfig;
+pub mod smpbench;
 pub mod soakbench;
 pub mod statedisk;
 pub mod tls;

@@ -61,12 +61,13 @@ pub const MODULES: [&str; 9] = [
     "drivers/net/virtio_net.ko",
 ];
 
-/// The guest's nginx configuration: one worker (the guest has one vCPU),
+/// The guest's nginx configuration: one worker per vCPU (`auto`: one with
+/// one vCPU, as before; `bench compare --smp N` boots it with more),
 /// sendfile, `tcp_nopush`/`tcp_nodelay`, keep-alive, no access log, and
 /// whatever `/etc/nginx/conf.d/*.conf` an overlay adds.
 pub const NGINX_CONF: &str = "\
 user root root;
-worker_processes 1;
+worker_processes auto;
 pid /run/nginx.pid;
 error_log stderr warn;
 events {

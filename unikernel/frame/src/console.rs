@@ -29,6 +29,15 @@ pub fn init() {
 pub const DUMP_KEY: u8 = 0x1c;
 
 static DUMP_REQUESTS: AtomicU64 = AtomicU64::new(0);
+/// The application's line of the dump ([`set_app_dump_line`]).
+static APP_LINE: crate::sync::Once<fn() -> alloc::string::String> = crate::sync::Once::new();
+
+/// Adds a line made by `f` to the diagnostic dump (`uk: dump: app: ...`):
+/// the application's own counters (httpd's requests per CPU). Once; a
+/// second call is ignored.
+pub fn set_app_dump_line(f: fn() -> alloc::string::String) {
+    let _ = APP_LINE.set(f);
+}
 static DUMP_WQ: crate::sync::WaitQueue = crate::sync::WaitQueue::new();
 
 fn on_serial_irq(_frame: &mut crate::arch::idt::TrapFrame) {
@@ -73,6 +82,9 @@ pub fn init_input(net_line: fn() -> alloc::string::String) {
             crate::println!("uk: dump: sched: {}", crate::sched::debug_line());
             crate::println!("uk: dump: net: {}", net_line());
             crate::println!("uk: dump: mem: {}", crate::mm::stats());
+            if let Some(f) = APP_LINE.get() {
+                crate::println!("uk: dump: app: {}", f());
+            }
         }
     });
 }

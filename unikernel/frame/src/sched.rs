@@ -571,11 +571,13 @@ pub fn start(main: impl FnOnce() + Send + 'static, main_stack: u64, timeslice_ms
         crate::trap::register(apic::TIMER_VECTOR, on_timer),
         "timer vector taken"
     );
+    // `main` stays on the boot CPU (pinned: an idle CPU never steals it);
+    // the application places its other threads.
     let id = spawn_raw(
         Box::new(main),
         main_stack,
         Priority::Normal,
-        Placement::Here,
+        Placement::Cpu(me() as u32),
     )
     .unwrap_or_else(|_| crate::fatal_early("no memory for the main thread"));
     detach(id);
