@@ -123,6 +123,14 @@ pub enum NetConfig {
     },
 }
 
+/// The bytes a socket may queue for sending now: its `tx_buffer`, or twice
+/// its connection's window (what can be in flight over the next round
+/// trips) when that is more, at most its `tx_buffer_max`.
+fn tx_limit(tcp: &Endpoint<TcpPayload>, conn: ConnId, tx: (usize, usize)) -> usize {
+    let window = tcp.get(conn).map_or(0, |c| c.window());
+    tx.0.max(window.saturating_mul(2).min(tx.1))
+}
+
 /// Per-socket TCP options.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SocketOptions {
@@ -131,8 +139,15 @@ pub struct SocketOptions {
     /// 8 KiB). Memory is used only for data that actually arrives.
     pub rx_buffer: usize,
     /// Most bytes queued for sending on one connection (`EPOLLOUT` and
-    /// `WouldBlock` follow it).
+    /// `WouldBlock` follow it) while its window is small.
     pub tx_buffer: usize,
+    /// The send queue grows with the connection's window (twice the smaller
+    /// of the congestion and the peer's window) up to this: a bulk transfer
+    /// keeps the next round trip's data ready as its window opens, and a
+    /// slow or idle connection keeps `tx_buffer` (send-buffer autotuning,
+    /// as Linux's). At most `tx_buffer` means no growth (an explicit buffer
+    /// size, as `SO_SNDBUF` turns Linux's autotuning off).
+    pub tx_buffer_max: usize,
     /// Disable Nagle's algorithm (`TCP_NODELAY`).
     pub nodelay: bool,
 }
@@ -142,6 +157,7 @@ impl Default for SocketOptions {
         SocketOptions {
             rx_buffer: 64 * 1024,
             tx_buffer: 64 * 1024,
+            tx_buffer_max: 64 * 1024,
             nodelay: false,
         }
     }
@@ -316,7 +332,8 @@ pub struct IpInfo {
 struct TcpSock {
     conn: ConnId,
     key: FourTuple,
-    tx_buffer: usize,
+    /// `tx_buffer` and `tx_buffer_max` of its options.
+    tx: (usize, usize),
     shut_wr: bool,
     /// The connection's error was returned once (then EOF / EPIPE).
     error_taken: bool,
@@ -1665,7 +1682,10 @@ impl NetStack {
         let id = self.alloc(Self::new_entry(Kind::Tcp(TcpSock {
             conn,
             key,
-            tx_buffer: opts.tx_buffer.max(1),
+            tx: (
+                opts.tx_buffer.max(1),
+                opts.tx_buffer_max.max(opts.tx_buffer),
+            ),
             shut_wr: false,
             error_taken: false,
         })));
@@ -1695,7 +1715,7 @@ impl NetStack {
     /// How many bytes `send` may queue now, or why none.
     fn send_room(&mut self, id: SocketId) -> Result<(ConnId, usize)> {
         let t = self.sock_mut(id)?;
-        let (conn, shut, tx_buffer, taken) = (t.conn, t.shut_wr, t.tx_buffer, t.error_taken);
+        let (conn, shut, tx, taken) = (t.conn, t.shut_wr, t.tx, t.error_taken);
         if shut {
             return Err(NetError::BrokenPipe);
         }
@@ -1710,7 +1730,7 @@ impl NetStack {
             Some(State::SynSent | State::SynReceived) => Err(NetError::WouldBlock),
             Some(State::Established | State::CloseWait) => {
                 let queued = self.tcp.get(conn).map_or(0, |c| c.send_queued());
-                let room = tx_buffer
+                let room = tx_limit(&self.tcp, conn, tx)
                     .saturating_sub(queued)
                     .min(self.tcp.send_capacity(conn));
                 if room == 0 {
@@ -1731,6 +1751,15 @@ impl NetStack {
     /// before pinning pages, so that it pins no more than will be queued.
     pub fn tcp_send_room(&mut self, id: SocketId) -> Result<usize> {
         self.send_room(id).map(|(_, room)| room)
+    }
+
+    /// Bytes in the connection's send queue: not sent yet, or sent and not
+    /// acknowledged (Linux's `SIOCOUTQ`).
+    pub fn tcp_send_queued(&self, id: SocketId) -> Result<usize> {
+        match &self.entry(id)?.kind {
+            Kind::Tcp(t) => Ok(self.tcp.get(t.conn).map_or(0, |c| c.send_queued())),
+            _ => Err(NetError::InvalidInput),
+        }
     }
 
     fn queue_payload(&mut self, conn: ConnId, data: TcpPayload) -> Result<()> {
@@ -2021,10 +2050,8 @@ impl NetStack {
                 // waits for a third): a writer blocked on a full queue wakes
                 // for a batch, not for every acknowledged segment. A write
                 // still takes whatever room there is.
-                if r.writable
-                    && !t.shut_wr
-                    && t.tx_buffer - queued.min(t.tx_buffer) >= send_low_water(t.tx_buffer)
-                {
+                let limit = tx_limit(&self.tcp, t.conn, t.tx);
+                if r.writable && !t.shut_wr && limit - queued.min(limit) >= send_low_water(limit) {
                     bits |= EPOLLOUT;
                 }
                 if error {

@@ -480,6 +480,7 @@ fn visits_per_frame(n: usize) -> (f64, f64) {
     let small = SocketOptions {
         rx_buffer: 2048,
         tx_buffer: 2048,
+        tx_buffer_max: 2048,
         nodelay: true,
     };
     let opts = StackOptions {

@@ -335,6 +335,7 @@ fn send_refs_queues_without_copying() {
     let small = SocketOptions {
         rx_buffer: 1024,
         tx_buffer: 1024,
+        tx_buffer_max: 0,
         nodelay: true,
     };
     let l2 = net.a.tcp_listen_with(10, 0, small).unwrap();
@@ -534,6 +535,7 @@ fn a_full_send_queue_reports_writable_when_it_drains() {
     let small = SocketOptions {
         rx_buffer: 64 * 1024,
         tx_buffer: 4096,
+        tx_buffer_max: 0,
         nodelay: true,
     };
     let c = net.b.tcp_connect_with(sa(IP_A, 9), None, small).unwrap();
@@ -676,4 +678,74 @@ fn would_block_is_not_a_readiness_change() {
             "a WouldBlock recv was reported"
         );
     }
+}
+
+/// The send queue grows with the connection's window, to twice the window
+/// and at most `tx_buffer_max` (a bulk transfer keeps a round trip's data
+/// ready), and falls back when the peer's window closes (a reader that
+/// stopped does not get more queued for it).
+#[test]
+fn send_queue_follows_the_window() {
+    const TX: usize = 8 * 1024;
+    let mut net = Net::new();
+    let l = net.a.tcp_listen(9, 0).unwrap();
+    let cap = 4 * TX;
+    let opts = SocketOptions {
+        rx_buffer: 64 * 1024,
+        tx_buffer: TX,
+        tx_buffer_max: cap,
+        nodelay: true,
+    };
+    let c = net.b.tcp_connect_with(sa(IP_A, 9), None, opts).unwrap();
+    connect_all(&mut net, &[c]);
+    let (s, _) = net.a.tcp_accept(l).unwrap();
+    // The initial window (ten segments) already asks for more than 8 KiB.
+    let first = net.b.tcp_send_room(c).unwrap();
+    assert!(first > TX && first <= cap, "{first}");
+    // A 2 MiB transfer to a reader: the queue reaches the cap and never
+    // passes it; every byte arrives.
+    let data = pattern(2 << 20, 11);
+    let (mut sent, mut got, mut most) = (0, Vec::new(), 0);
+    let mut buf = vec![0u8; 64 * 1024];
+    let done = net.run_until(
+        |n| {
+            if let Ok(room) = n.b.tcp_send_room(c) {
+                most = most.max(room + n.b.tcp_send_queued(c).unwrap());
+            }
+            if sent < data.len()
+                && let Ok(k) = n.b.tcp_send(c, &data[sent..])
+            {
+                sent += k;
+            }
+            while let Ok(k) = n.a.tcp_recv(s, &mut buf) {
+                if k == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..k]);
+            }
+            got.len() == data.len()
+        },
+        60_000,
+    );
+    assert!(done, "transfer stalled at {} of {}", got.len(), data.len());
+    assert!(got == data, "bytes differ");
+    assert_eq!(most, cap, "the queue never grew to its cap");
+    // The reader stops: its window closes, the limit falls back to
+    // `tx_buffer`, and nothing more is taken once that much is queued.
+    let mut queued = 0;
+    net.run_until(
+        |n| {
+            if let Ok(k) = n.b.tcp_send(c, &data) {
+                queued += k;
+            }
+            false
+        },
+        2_000,
+    );
+    assert!(net.b.tcp_send_room(c).is_err());
+    assert_eq!(net.b.readiness(c) & EPOLLOUT, 0);
+    assert!(
+        queued <= 64 * 1024 + cap,
+        "{queued} bytes queued for a reader that stopped"
+    );
 }

@@ -245,13 +245,17 @@ pub fn init() {
     };
     opts.tcp.rx_buffer = 32 * 1024;
     // The send queue bounds the bytes in flight (64 KiB per round trip).
-    // Guests with memory to spare queue 256 KiB: `sendfile` references
-    // page-cache pages (pinned, not copied), `write` copies into the heap
-    // (admission control below bounds the total).
-    opts.tcp.tx_buffer = if crate::mm::free_bytes() >= BIG_SEND_QUEUE_RAM {
-        256 * 1024
+    // Guests with memory to spare queue 256 KiB, and up to 1 MiB as a
+    // connection's window grows past half of that (a 1 MiB file over a new
+    // connection then needs a round trip less): `sendfile` references
+    // page-cache pages (pinned, not copied),
+    // `write` copies into the heap (admission control below bounds the
+    // total). Small guests keep 64 KiB, without growth.
+    (opts.tcp.tx_buffer, opts.tcp.tx_buffer_max) = if crate::mm::free_bytes() >= BIG_SEND_QUEUE_RAM
+    {
+        (256 * 1024, 1024 * 1024)
     } else {
-        64 * 1024
+        (64 * 1024, 64 * 1024)
     };
     // A server writes a response head and then its body: with Nagle's
     // algorithm the body would wait for the client's delayed ACK (~40 ms).
@@ -686,6 +690,8 @@ pub(crate) fn listen(port: u16, backlog: usize, bufs: Option<(usize, usize)>) ->
             uk_net::SocketOptions {
                 rx_buffer: rx,
                 tx_buffer: tx,
+                // A size the application chose is kept (as `SO_SNDBUF`).
+                tx_buffer_max: tx,
                 nodelay: true,
             },
         ),

@@ -517,6 +517,14 @@ impl<P: Payload> Connection<P> {
         self.fin_received && self.recvq.is_empty()
     }
 
+    /// The most this connection may have in flight now: the smaller of its
+    /// congestion window and the peer's send window (bytes). A send queue
+    /// sized from it (twice this, as Linux's `tcp_sndbuf_expand`) keeps the
+    /// next round trip's data ready without holding more.
+    pub fn window(&self) -> usize {
+        self.cc.cwnd.min(self.snd_wnd) as usize
+    }
+
     /// Smoothed RTT (µs), congestion window and slow-start threshold.
     pub fn cc_info(&self) -> (Option<u64>, u32, u32) {
         (self.rtt.srtt(), self.cc.cwnd, self.cc.ssthresh)
