@@ -443,13 +443,7 @@ pub fn bench_compare(args: &CompareArgs) -> Result<i32, Error> {
     let accel = args.accel.unwrap_or_else(Accel::detect);
     let vm = nginxvm::build()?;
     let image = build_image("httpd", Profile::Release, false)?;
-    let deb = |prefix: &str| {
-        vm.debs
-            .iter()
-            .find(|d| d.starts_with(prefix))
-            .cloned()
-            .unwrap_or_default()
-    };
+    let deb = |prefix: &str| vm.deb(prefix);
     let (kernel_deb, nginx_deb) = (deb("linux-image-"), deb("nginx_"));
     let make_disk = |files: &[(&str, usize)]| TempImage::of_files("compare-site", files, 11);
     let setup = Setup {

@@ -139,6 +139,18 @@ pub struct NginxVm {
     pub debs: Vec<String>,
 }
 
+impl NginxVm {
+    /// The `.deb` file whose name starts with `prefix` (`"nginx_"`), or an
+    /// empty string: what the benchmarks print as the versions measured.
+    pub fn deb(&self, prefix: &str) -> String {
+        self.debs
+            .iter()
+            .find(|d| d.starts_with(prefix))
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
 /// The cache folder: `target/nginx-vm`.
 pub fn cache_dir() -> PathBuf {
     crate::target_dir().join("nginx-vm")

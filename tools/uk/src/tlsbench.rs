@@ -490,13 +490,7 @@ pub fn bench_tls(args: &TlsArgs) -> Result<i32, Error> {
     let files = Files {
         ca: TempFile::write("tls-ca", "pem", certs.ca_pem.as_bytes())?,
     };
-    let deb = |prefix: &str| {
-        vm.debs
-            .iter()
-            .find(|d| d.starts_with(prefix))
-            .cloned()
-            .unwrap_or_default()
-    };
+    let deb = |prefix: &str| vm.deb(prefix);
     println!(
         "tls: uk httpd (rustls 0.23 + ring, no_std) vs Linux + nginx + OpenSSL ({}, {}, {})",
         deb("linux-image-"),
