@@ -123,12 +123,15 @@ pub enum NetConfig {
     },
 }
 
-/// The bytes a socket may queue for sending now: its `tx_buffer`, or twice
-/// its connection's window (what can be in flight over the next round
-/// trips) when that is more, at most its `tx_buffer_max`.
-fn tx_limit(tcp: &Endpoint<TcpPayload>, conn: ConnId, tx: (usize, usize)) -> usize {
-    let window = tcp.get(conn).map_or(0, |c| c.window());
-    tx.0.max(window.saturating_mul(2).min(tx.1))
+/// A socket's send queue: `(queued, limit)`, the bytes in it and the bytes
+/// it may hold now: its `tx_buffer`, or twice its connection's window (what
+/// can be in flight over the next round trips) when that is more, at most
+/// its `tx_buffer_max`.
+fn send_queue(tcp: &Endpoint<TcpPayload>, conn: ConnId, tx: (usize, usize)) -> (usize, usize) {
+    let (queued, window) = tcp
+        .get(conn)
+        .map_or((0, 0), |c| (c.send_queued(), c.window()));
+    (queued, tx.0.max(window.saturating_mul(2).min(tx.1)))
 }
 
 /// Per-socket TCP options.
@@ -1729,8 +1732,8 @@ impl NetStack {
         match self.tcp.state(conn) {
             Some(State::SynSent | State::SynReceived) => Err(NetError::WouldBlock),
             Some(State::Established | State::CloseWait) => {
-                let queued = self.tcp.get(conn).map_or(0, |c| c.send_queued());
-                let room = tx_limit(&self.tcp, conn, tx)
+                let (queued, limit) = send_queue(&self.tcp, conn, tx);
+                let room = limit
                     .saturating_sub(queued)
                     .min(self.tcp.send_capacity(conn));
                 if room == 0 {
@@ -2045,12 +2048,11 @@ impl NetStack {
                 if peer_closed {
                     bits |= EPOLLIN | EPOLLRDHUP;
                 }
-                let queued = self.tcp.get(t.conn).map_or(0, |c| c.send_queued());
+                let (queued, limit) = send_queue(&self.tcp, t.conn, t.tx);
                 // Writable once a quarter of the send queue is free (Linux
                 // waits for a third): a writer blocked on a full queue wakes
                 // for a batch, not for every acknowledged segment. A write
                 // still takes whatever room there is.
-                let limit = tx_limit(&self.tcp, t.conn, t.tx);
                 if r.writable && !t.shut_wr && limit - queued.min(limit) >= send_low_water(limit) {
                     bits |= EPOLLOUT;
                 }

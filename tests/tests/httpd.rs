@@ -738,17 +738,7 @@ fn hundred_keep_alive_clients(port: u16) {
         .map(|(i, mut c)| {
             std::thread::spawn(move || {
                 for k in 0..5 {
-                    let first = (i * 7 + k * 3) % 900;
-                    c.send(
-                        format!(
-                            "GET /data.bin HTTP/1.1\r\nHost: t\r\nRange: bytes={first}-{}\r\n\r\n",
-                            first + 99
-                        )
-                        .as_bytes(),
-                    );
-                    let r = c.read(false);
-                    assert_eq!(r.status, 206, "client {i} request {k}");
-                    assert_eq!(r.body, &site().data[first..first + 100], "client {i}");
+                    get_100_bytes_of_data(&mut c, (i * 7 + k * 3) % 900, i, k);
                     let r = c.get("/dir/");
                     assert_eq!(r.body, b"<p>dir index</p>\n", "client {i}");
                 }
@@ -888,6 +878,21 @@ fn shutdown_write_by_client_still_gets_answers() {
     assert!(c.closed());
 }
 
+/// Client `i`'s request `k` on keep-alive connection `c`: bytes `first..first
+/// + 100` of /data.bin as a range, answered 206 with exactly those bytes.
+fn get_100_bytes_of_data(c: &mut Conn, first: usize, i: usize, k: usize) {
+    c.send(
+        format!(
+            "GET /data.bin HTTP/1.1\r\nHost: t\r\nRange: bytes={first}-{}\r\n\r\n",
+            first + 99
+        )
+        .as_bytes(),
+    );
+    let r = c.read(false);
+    assert_eq!(r.status, 206, "client {i} request {k}");
+    assert_eq!(r.body, &site().data[first..first + 100], "client {i}");
+}
+
 /// Multi-core (issue 16): httpd with `cpus` vCPUs (microvm, MTTCG) runs one
 /// event loop per CPU. The battery of `serves_http_correctly` passes, 64
 /// keep-alive clients at once and clients that each send one request with
@@ -930,17 +935,7 @@ fn serves_on_every_cpu(cpus: u32) {
         .map(|(i, mut c)| {
             std::thread::spawn(move || {
                 for k in 0..5 {
-                    let first = (i * 11 + k * 5) % 900;
-                    c.send(
-                        format!(
-                            "GET /data.bin HTTP/1.1\r\nHost: t\r\nRange: bytes={first}-{}\r\n\r\n",
-                            first + 99
-                        )
-                        .as_bytes(),
-                    );
-                    let r = c.read(false);
-                    assert_eq!(r.status, 206, "client {i} request {k}");
-                    assert_eq!(r.body, &site().data[first..first + 100], "client {i}");
+                    get_100_bytes_of_data(&mut c, (i * 11 + k * 5) % 900, i, k);
                     assert_eq!(c.get("/data.bin").body, site().data, "client {i}");
                 }
             })

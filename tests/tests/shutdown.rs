@@ -119,6 +119,16 @@ fn assert_refused(port: u16) {
     }
 }
 
+/// Presses the ACPI power button (QMP): the console mark before it and
+/// when it was pressed.
+fn press_power_button(g: &Guest) -> (usize, Instant) {
+    let mark = g.mark();
+    let pressed = Instant::now();
+    g.powerdown()
+        .unwrap_or_else(|e| panic!("{}", g.failure(&e)));
+    (mark, pressed)
+}
+
 /// Waits for QEMU to exit within `STOP_BOUND` of `since` and checks status 0.
 fn expect_powered_off(g: &mut Guest, since: Instant) {
     match g.wait_exit(STOP_BOUND) {
@@ -152,10 +162,7 @@ fn power_button_finishes_download(m: Machine) {
         Ok::<_, std::io::Error>(body)
     });
 
-    let mark = g.mark();
-    let pressed = Instant::now();
-    g.powerdown()
-        .unwrap_or_else(|e| panic!("{}", g.failure(&e)));
+    let (mark, pressed) = press_power_button(&g);
     g.wait_for_from(
         "httpd: shutdown requested (ACPI power button)",
         mark,
@@ -237,10 +244,7 @@ fn deadline_cuts_a_stalled_response() {
     let mut first = [0u8; 12];
     stalled.read_exact(&mut first).unwrap();
     assert_eq!(&first, b"HTTP/1.1 200");
-    let mark = g.mark();
-    let pressed = Instant::now();
-    g.powerdown()
-        .unwrap_or_else(|e| panic!("{}", g.failure(&e)));
+    let (mark, pressed) = press_power_button(&g);
     g.wait_for_from("httpd: shutdown requested", mark, BOOT_TIMEOUT)
         .unwrap_or_else(|e| panic!("{e}"));
     g.wait_for_from(
@@ -279,10 +283,7 @@ fn power_button_stops_the_disk_image_under_ovmf() {
     );
     g.wait_for("httpd: serving", Duration::from_secs(180))
         .unwrap_or_else(|e| panic!("{e}"));
-    let mark = g.mark();
-    let pressed = Instant::now();
-    g.powerdown()
-        .unwrap_or_else(|e| panic!("{}", g.failure(&e)));
+    let (mark, pressed) = press_power_button(&g);
     g.wait_for_from(
         "httpd: stopped (0 connections finished, 0 cut at the deadline)",
         mark,
@@ -330,10 +331,7 @@ fn power_button_stops_every_loop(cpus: u32) {
         big.read_exact(&mut body[1 << 20..])?;
         Ok::<_, std::io::Error>(body)
     });
-    let mark = g.mark();
-    let pressed = Instant::now();
-    g.powerdown()
-        .unwrap_or_else(|e| panic!("{}", g.failure(&e)));
+    let (mark, pressed) = press_power_button(&g);
     g.wait_for_from(
         "httpd: shutdown requested (ACPI power button)",
         mark,

@@ -425,15 +425,14 @@ fn serve_one(sock: i32) -> Result<(), fs::Errno> {
         ["STATS"] => {
             let s = unikernel::sched::STATS.idle_cycles.load(Relaxed);
             let now = unikernel::arch::cpu::rdtsc() - unikernel::arch::boot::entry_tsc();
+            let (sent_pages, sent_spans) = unikernel::fs::sendfile_spans();
             let text = format!(
                 "{} idle_cycles={s} uptime_cycles={now} tsc_hz={} tx_tso_frames={} cache_pinned={} \
-                 sendfile_pages={} sendfile_spans={}\n",
+                 sendfile_pages={sent_pages} sendfile_spans={sent_spans}\n",
                 io::copy_stats(),
                 unikernel::time::tsc_hz(),
                 unikernel::net::tso_frames(),
                 unikernel::fs::cache_stats().pinned,
-                unikernel::fs::sendfile_spans().0,
-                unikernel::fs::sendfile_spans().1
             );
             write_all(sock, text.as_bytes())?;
         }

@@ -50,7 +50,6 @@ pub(crate) struct LruMap<K, V> {
     head: u32,
     /// Least recently used.
     tail: u32,
-    linked: usize,
 }
 
 impl<K: Hash + Eq + Clone + TryClone, V> LruMap<K, V> {
@@ -61,7 +60,6 @@ impl<K: Hash + Eq + Clone + TryClone, V> LruMap<K, V> {
             free: Vec::new(),
             head: NIL,
             tail: NIL,
-            linked: 0,
         }
     }
 
@@ -73,7 +71,7 @@ impl<K: Hash + Eq + Clone + TryClone, V> LruMap<K, V> {
     /// Number of entries on the recency list (evictable).
     #[cfg(test)]
     pub(crate) fn linked_len(&self) -> usize {
-        self.linked
+        self.keys_lru_order().len()
     }
 
     fn node(&self, i: u32) -> &Node<K, V> {
@@ -106,7 +104,6 @@ impl<K: Hash + Eq + Clone + TryClone, V> LruMap<K, V> {
         n.prev = NIL;
         n.next = NIL;
         n.linked = false;
-        self.linked -= 1;
     }
 
     fn push_front(&mut self, i: u32) {
@@ -124,7 +121,6 @@ impl<K: Hash + Eq + Clone + TryClone, V> LruMap<K, V> {
             self.node_mut(old_head).prev = i;
         }
         self.head = i;
-        self.linked += 1;
     }
 
     /// The slab index of `key`, for the `*_at` operations: one hash lookup
