@@ -338,6 +338,13 @@ pub fn accept4(fd: i32, flags: u32) -> Result<(i32, SocketAddrV4)> {
     Ok((nfd, peer))
 }
 
+/// The CPU whose network shard holds socket `fd` (its stack work runs
+/// there), or `None` when the stack is not sharded (one shard serves every
+/// CPU).
+pub fn socket_cpu(fd: i32) -> Result<Option<usize>> {
+    Ok(net::shard_of(socket_file(fd)?.id))
+}
+
 /// Connects a new TCP socket to `addr` (blocking until the handshake ends).
 pub fn tcp_connect(addr: SocketAddrV4, flags: u32) -> Result<i32> {
     let id = net::connect(addr, flags & O_NONBLOCK != 0).map_err(errno_of)?;
