@@ -189,10 +189,14 @@ pub(crate) fn run_scaling(
         let mut lives: Vec<Option<(Netns, LiveGuest)>> = Vec::new();
         let mut hangs = 0;
         for sys in systems {
-            let ns = Netns::create(match sys {
-                System::Uk => "smp-uk",
-                System::Nginx => "smp-nginx",
-            })?;
+            // One TAP queue pair per vCPU (a multiqueue device from 2 on).
+            let ns = Netns::create_with_queues(
+                match sys {
+                    System::Uk => "smp-uk",
+                    System::Nginx => "smp-nginx",
+                },
+                cpus,
+            )?;
             let step = crate::progress::Step::start(&format!(
                 "{}: booting with {cpus} vCPU(s)",
                 sys.label()
