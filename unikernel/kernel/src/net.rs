@@ -519,9 +519,9 @@ pub fn init() {
         irq: irq_source,
         location,
     } = found;
-    // TEMPORARY until the multiqueue driver lands.
-    let _ = want;
-    let mut nics = match VirtioNet::new(transport).map(|n| alloc::vec![n]) {
+    // One pair per CPU, where the device and its MSI-X table have them.
+    let want = drivers::queue_pairs_for(irq_source, want);
+    let mut nics = match VirtioNet::new_multi(transport, want) {
         Ok(n) if !n.is_empty() => n,
         Ok(_) => return,
         Err(e) => {
@@ -588,7 +588,8 @@ pub fn init() {
         let IrqSource::Msix(df) = irq_source else {
             unreachable!("multiqueue without MSI-X")
         };
-        connect_queue_irqs_shim(df, n, on_queue_irq).map(|v| {
+        let cpu = |k| crate::irq::cpu_apic_id(k).unwrap_or(0);
+        drivers::connect_queue_irqs(df, n, cpu, on_queue_irq).map(|v| {
             let mut t = SHARD_VECTORS.lock();
             t[..n].copy_from_slice(&v);
             v[0]
@@ -846,37 +847,54 @@ fn push_counters(out: &mut alloc::string::String, prefix: &str, values: &[u64; 3
 
 /// Interface and socket-table counters, as one line of `key=value` pairs:
 /// the shards' sums (per connection and per record: their means), then,
-/// with several shards, `net_shards`, each shard's `shardK_accepted` and
-/// `shardK_rx_frames` and the frames steered between them.
+/// with several shards, [`shard_summary`].
 pub fn stats_line() -> alloc::string::String {
-    use core::fmt::Write;
     if all().is_empty() {
         return "no network".into();
     }
     let n = shards();
     let mut total = [0u64; 33];
-    let mut per = Vec::new();
-    let mut steered = 0;
     for s in all() {
-        let c = counters(&s.net.lock());
-        for (t, v) in total.iter_mut().zip(c) {
+        for (t, v) in total.iter_mut().zip(counters(&s.net.lock())) {
             *t += v;
         }
-        per.push((c[8], c[0]));
-        steered += s.steered.load(Ordering::Relaxed);
     }
     for i in [14, 22, 23] {
         total[i] /= n as u64;
     }
     let mut out = alloc::string::String::new();
     push_counters(&mut out, "", &total);
-    if n > 1 {
-        let _ = write!(out, " net_shards={n} frames_steered={steered}");
-        for (k, (accepted, rx)) in per.iter().enumerate() {
-            let _ = write!(out, " shard{k}_accepted={accepted} shard{k}_rx_frames={rx}");
-        }
-    }
+    shard_summary(&mut out, true);
     out
+}
+
+/// With several shards, appends ` net_shards=N frames_steered=S` (frames
+/// a shard's queue received for another) and each shard's
+/// `shardK_accepted` and `shardK_rx_frames` (without `wait`, of the
+/// shards whose lock is free: for the diagnostic dump).
+fn shard_summary(out: &mut alloc::string::String, wait: bool) {
+    use core::fmt::Write;
+    let n = shards();
+    if n == 1 {
+        return;
+    }
+    let steered: u64 = all()
+        .iter()
+        .map(|s| s.steered.load(Ordering::Relaxed))
+        .sum();
+    let _ = write!(out, " net_shards={n} frames_steered={steered}");
+    for (k, s) in all().iter().enumerate() {
+        let Some(net) = (if wait {
+            Some(s.net.lock())
+        } else {
+            s.net.try_lock()
+        }) else {
+            continue;
+        };
+        let (accepted, rx) = (net.stack.stats().accepted, net.stack.counters().rx_frames);
+        drop(net);
+        let _ = write!(out, " shard{k}_accepted={accepted} shard{k}_rx_frames={rx}");
+    }
 }
 
 /// One line about the network for the diagnostic dump, per shard: whether
@@ -911,6 +929,10 @@ pub fn debug_line() -> alloc::string::String {
         let mut c = alloc::string::String::new();
         push_counters(&mut c, "", &counters(n));
         out.push_str(&c);
+    }
+    if shards() > 1 {
+        out.push_str(" |");
+        shard_summary(&mut out, false);
     }
     out
 }
@@ -1329,13 +1351,4 @@ pub(crate) fn wait_writable(id: SocketId) -> bool {
         kick_held();
         w.wq.wait_until(|| (w.seq.load(Ordering::Acquire) != seen).then_some(()));
     }
-}
-
-// TEMPORARY until the multiqueue driver lands.
-fn connect_queue_irqs_shim(
-    _df: impl Sized,
-    _n: usize,
-    _h: crate::trap::IrqHandler,
-) -> core::result::Result<Vec<u8>, crate::irq::IrqError> {
-    Err(crate::irq::IrqError::NoRoute)
 }
