@@ -2036,6 +2036,12 @@ impl NetStack {
         self.entry(id).map_or(0, |e| e.rx_gen)
     }
 
+    /// Whether socket `id` is a TCP listener.
+    pub fn is_listener(&self, id: SocketId) -> bool {
+        self.entry(id)
+            .is_ok_and(|e| matches!(e.kind, Kind::Listener(_)))
+    }
+
     /// Readiness as Linux epoll bits ([`EPOLLIN`], [`EPOLLOUT`],
     /// [`EPOLLERR`], [`EPOLLHUP`], [`EPOLLRDHUP`]); 0 for an unknown id.
     pub fn readiness(&self, id: SocketId) -> u32 {

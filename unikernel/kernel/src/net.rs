@@ -225,8 +225,9 @@ fn on_queue_irq(frame: &mut crate::arch::idt::TrapFrame) {
 fn notify_changed(k: usize, net: &mut Net, local: SocketId) {
     let mut id = join(k, local);
     let mut rx_gen = net.stack.rx_generation(local);
-    let mut events = net.stack.readiness(local);
+    let events = net.stack.readiness(local);
     if shards() > 1
+        && net.stack.is_listener(local)
         && let Some(g) = GROUPS.lock().iter().find(|g| g.locals[k] == local)
     {
         // One of a listener's sockets: the listener's waiters and epoll
@@ -234,9 +235,6 @@ fn notify_changed(k: usize, net: &mut Net, local: SocketId) {
         // all of them before it reports one ready).
         id = g.id;
         rx_gen = GROUP_GEN.fetch_add(1, Ordering::Relaxed);
-        if events & EPOLLIN == 0 {
-            events = 0;
-        }
     }
     let w = WAITERS.lock().get(id.as_u32() as usize).cloned().flatten();
     if let Some(w) = w {
@@ -1282,13 +1280,16 @@ fn close_each(locals: &[SocketId; MAX_SHARDS], shards: core::ops::Range<usize>) 
 /// for a listener, the union over its shards' sockets.
 fn readiness_in(stacks: &[Option<&NetStack>], id: SocketId) -> u32 {
     let of = |k: usize, local| stacks[k].map_or(EPOLLERR | EPOLLHUP, |s| s.readiness(local));
-    match group_locals(id) {
-        Some(locals) => (0..stacks.len()).fold(0, |r, k| r | of(k, locals[k])),
-        None => {
-            let (k, local) = split(id);
-            of(k, local)
-        }
+    let (k, local) = split(id);
+    // Only a listener (shard 0's socket of it) needs the group table.
+    if k == 0
+        && stacks.len() > 1
+        && stacks[0].is_some_and(|s| s.is_listener(local))
+        && let Some(locals) = group_locals(id)
+    {
+        return (0..stacks.len()).fold(0, |r, k| r | of(k, locals[k]));
     }
+    of(k, local)
 }
 
 pub(crate) fn readiness(id: SocketId) -> u32 {
