@@ -217,44 +217,20 @@ impl VirtioNet {
         } else {
             1
         };
-        let mut pairs = max_pairs.min(device_pairs).max(1);
+        let pairs = max_pairs.min(device_pairs).max(1);
         let event_idx = features.contains(Features::RING_EVENT_IDX);
-        let mut queues = Vec::with_capacity(pairs);
-        for i in 0..pairs as u16 {
-            let rx = Queue::new(&mut transport, 2 * i, false, event_idx)
-                .map_err(|_| "cannot set up a receive queue")?;
-            let tx = Queue::new(&mut transport, 2 * i + 1, false, event_idx)
-                .map_err(|_| "cannot set up a transmit queue")?;
-            queues.push((rx, tx));
-        }
-        let ctrl = if pairs > 1 {
-            Queue::new(&mut transport, 2 * device_pairs as u16, false, false).ok()
-        } else {
-            None
-        };
-        transport.finish_init();
-        if pairs > 1
-            && !ctrl.is_some_and(|c| set_queue_pairs(&mut transport, c, device_pairs, pairs))
-        {
-            log::warn!("virtio-net: the device refused {pairs} queue pairs; using one");
-            pairs = 1;
-        }
-        if pairs > 1 {
-            log::info!("virtio-net: {pairs} queue pairs");
-        }
         let transport: SharedTransport =
             alloc::boxed::Box::leak(alloc::boxed::Box::new(IrqMutex::new(transport)));
         // TSO needs the device to complete checksums too; without memory for
         // the large buffers it is simply not used.
         let tso = features.contains(Features::HOST_TSO4 | Features::CSUM);
         let mut devs = Vec::with_capacity(pairs);
-        for (pair, (rx, tx)) in queues.into_iter().enumerate() {
-            if pair >= pairs {
-                // The device refused them, but knows their rings: never
-                // free those.
-                core::mem::forget((rx, tx));
-                continue;
-            }
+        for pair in 0..pairs {
+            let q = 2 * pair as u16;
+            let rx = Queue::new(&mut *transport.lock(), q, false, event_idx)
+                .map_err(|_| "cannot set up a receive queue")?;
+            let tx = Queue::new(&mut *transport.lock(), q + 1, false, event_idx)
+                .map_err(|_| "cannot set up a transmit queue")?;
             let mut rx_free = small_buffers(QUEUE_SIZE).ok_or("no memory for receive buffers")?;
             rx_free.reverse();
             let tx_free = small_buffers(QUEUE_SIZE).ok_or("no memory for transmit buffers")?;
@@ -265,7 +241,7 @@ impl VirtioNet {
             } else {
                 large_buffers(TSO_BUFS_EXTRA)
             };
-            let mut dev = VirtioNet {
+            devs.push(VirtioNet {
                 transport,
                 pair,
                 rx,
@@ -282,10 +258,29 @@ impl VirtioNet {
                 mac,
                 tx_ring_full: 0,
                 tx_tso_frames: 0,
-            };
+            });
+        }
+        let mut t = transport.lock();
+        let ctrl = if pairs > 1 {
+            Queue::new(&mut *t, 2 * device_pairs as u16, false, false).ok()
+        } else {
+            None
+        };
+        t.finish_init();
+        if pairs > 1 && !ctrl.is_some_and(|c| set_queue_pairs(&mut t, c, device_pairs, pairs)) {
+            log::warn!("virtio-net: the device refused the queue pairs; using one");
+            while devs.len() > 1 {
+                // The device knows their rings: never free them.
+                core::mem::forget(devs.pop());
+            }
+        }
+        drop(t);
+        if devs.len() > 1 {
+            log::info!("virtio-net: {} queue pairs", devs.len());
+        }
+        for dev in &mut devs {
             dev.refill();
             dev.update_tx_interrupts();
-            devs.push(dev);
         }
         Ok(devs)
     }
@@ -701,17 +696,16 @@ fn set_queue_pairs(
         return false;
     }
     transport.notify(2 * device_pairs as u16);
-    // QEMU answers while handling the doorbell; allow a slow device 100 ms.
-    let start = uk_frame::time::since_boot_us();
-    let ok = loop {
+    // QEMU answers while handling the doorbell; a slower device gets a
+    // bounded number of polls.
+    let mut ok = false;
+    for _ in 0..1 << 24 {
         if let Some((req, _)) = ctrl.pop_used() {
-            break req.buf.as_slice()[4] == 0;
-        }
-        if uk_frame::time::since_boot_us() - start > 100_000 {
-            break false;
+            ok = req.buf.as_slice()[4] == 0;
+            break;
         }
         core::hint::spin_loop();
-    };
+    }
     // The device keeps the queue (virtio-pci cannot disable one): its
     // rings stay allocated.
     core::mem::forget(ctrl);
