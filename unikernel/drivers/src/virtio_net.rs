@@ -41,7 +41,7 @@ use core::ops::Deref;
 use bitflags::bitflags;
 use uk_frame::dma::DmaBuffer;
 use uk_frame::sync::IrqMutex;
-use uk_frame::virtio::{Chain, DeviceWrites, MAX_FRAGMENTS, PayloadPiece, Queue, Request};
+use uk_frame::virtio::{Chain, MAX_FRAGMENTS, PayloadPiece, Queue, Request};
 use uk_net::{CopyCounters, CopyStage, Fragment, Nic, TcpPayload};
 use virtio_drivers::transport::{SomeTransport, Transport};
 
@@ -137,7 +137,9 @@ pub struct VirtioNet {
     /// Which pair: its receive queue is `2 * pair`, its transmit queue the next.
     pair: usize,
     /// The queues own the buffers the device holds.
-    rx: Queue<DeviceWrites<DmaBuffer>, QUEUE_SIZE>,
+    /// (A receive buffer is a `Request` the device only writes: the same
+    /// type as a control-queue command, one queue type less in the image.)
+    rx: Queue<Request<DmaBuffer>, QUEUE_SIZE>,
     tx: Queue<TxChain, QUEUE_SIZE>,
     /// Whether TSO is in use (large transmit buffers exist).
     tso: bool,
@@ -532,7 +534,7 @@ impl Nic for VirtioNet {
     }
 
     fn receive(&mut self) -> Option<RxFrame> {
-        let (DeviceWrites(buf), len) = self.rx.pop_used()?;
+        let (Request { buf, .. }, len) = self.rx.pop_used()?;
         let len = len as usize;
         let hdr = self.hdr;
         if len < hdr || len > BUF_SIZE {
@@ -556,9 +558,9 @@ impl Nic for VirtioNet {
         while let Some(buf) = self.rx_free.pop() {
             // The queue owns the buffer until it comes back through the used
             // ring.
-            match self.rx.add(DeviceWrites(buf)) {
+            match self.rx.add(Request { buf, out_len: 0 }) {
                 Ok(_) => posted = true,
-                Err(DeviceWrites(buf)) => {
+                Err(Request { buf, .. }) => {
                     self.rx_free.push(buf);
                     break;
                 }
