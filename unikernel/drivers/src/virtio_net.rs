@@ -213,9 +213,11 @@ impl VirtioNet {
         } else {
             mac = [0x02, 0x75, 0x6b, 0x00, 0x00, 0x01]; // locally administered
         }
-        // max_virtqueue_pairs: config offset 8.
+        // max_virtqueue_pairs: config offset 8, little-endian (read by
+        // bytes, as the MAC: one reader less in the image).
         let device_pairs = if features.contains(Features::MQ | Features::CTRL_VQ) {
-            usize::from(transport.read_config_space::<u16>(8).unwrap_or(1))
+            let byte = |i| usize::from(transport.read_config_space::<u8>(i).unwrap_or(0));
+            byte(8) | byte(9) << 8
         } else {
             1
         };
