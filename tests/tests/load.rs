@@ -460,6 +460,13 @@ fn multiqueue_load(tag: &str, cpus: u32) -> (Netns, Guest) {
     );
     g.expect("httpd: serving");
     assert!(
+        g.command().contains("queues=2,vhost=off")
+            && g.command()
+                .contains("virtio-net-pci,netdev=net0,mq=on,vectors=6"),
+        "not a 2-queue device: {}",
+        g.command()
+    );
+    assert!(
         !g.output().contains("refused"),
         "the device refused the queue pairs:\n{}",
         g.output()

@@ -41,7 +41,7 @@ use core::ops::Deref;
 use bitflags::bitflags;
 use uk_frame::dma::DmaBuffer;
 use uk_frame::sync::IrqMutex;
-use uk_frame::virtio::{Chain, DeviceWrites, MAX_FRAGMENTS, PayloadPiece, Queue, Request};
+use uk_frame::virtio::{Chain, MAX_FRAGMENTS, PayloadPiece, Queue, Request};
 use uk_net::{CopyCounters, CopyStage, Fragment, Nic, TcpPayload};
 use virtio_drivers::transport::{SomeTransport, Transport};
 
@@ -137,7 +137,9 @@ pub struct VirtioNet {
     /// Which pair: its receive queue is `2 * pair`, its transmit queue the next.
     pair: usize,
     /// The queues own the buffers the device holds.
-    rx: Queue<DeviceWrites<DmaBuffer>, QUEUE_SIZE>,
+    /// (A receive buffer is a `Request` the device only writes: the same
+    /// type as a control-queue command, one queue type less in the image.)
+    rx: Queue<Request<DmaBuffer>, QUEUE_SIZE>,
     tx: Queue<TxChain, QUEUE_SIZE>,
     /// Whether TSO is in use (large transmit buffers exist).
     tso: bool,
@@ -211,50 +213,28 @@ impl VirtioNet {
         } else {
             mac = [0x02, 0x75, 0x6b, 0x00, 0x00, 0x01]; // locally administered
         }
-        // max_virtqueue_pairs: config offset 8.
+        // max_virtqueue_pairs: config offset 8, little-endian (read by
+        // bytes, as the MAC: one reader less in the image).
         let device_pairs = if features.contains(Features::MQ | Features::CTRL_VQ) {
-            usize::from(transport.read_config_space::<u16>(8).unwrap_or(1))
+            let byte = |i| usize::from(transport.read_config_space::<u8>(i).unwrap_or(0));
+            byte(8) | byte(9) << 8
         } else {
             1
         };
-        let mut pairs = max_pairs.min(device_pairs).max(1);
+        let pairs = max_pairs.min(device_pairs).max(1);
         let event_idx = features.contains(Features::RING_EVENT_IDX);
-        let mut queues = Vec::with_capacity(pairs);
-        for i in 0..pairs as u16 {
-            let rx = Queue::new(&mut transport, 2 * i, false, event_idx)
-                .map_err(|_| "cannot set up a receive queue")?;
-            let tx = Queue::new(&mut transport, 2 * i + 1, false, event_idx)
-                .map_err(|_| "cannot set up a transmit queue")?;
-            queues.push((rx, tx));
-        }
-        let ctrl = if pairs > 1 {
-            Queue::new(&mut transport, 2 * device_pairs as u16, false, false).ok()
-        } else {
-            None
-        };
-        transport.finish_init();
-        if pairs > 1
-            && !ctrl.is_some_and(|c| set_queue_pairs(&mut transport, c, device_pairs, pairs))
-        {
-            log::warn!("virtio-net: the device refused {pairs} queue pairs; using one");
-            pairs = 1;
-        }
-        if pairs > 1 {
-            log::info!("virtio-net: {pairs} queue pairs");
-        }
         let transport: SharedTransport =
             alloc::boxed::Box::leak(alloc::boxed::Box::new(IrqMutex::new(transport)));
         // TSO needs the device to complete checksums too; without memory for
         // the large buffers it is simply not used.
         let tso = features.contains(Features::HOST_TSO4 | Features::CSUM);
         let mut devs = Vec::with_capacity(pairs);
-        for (pair, (rx, tx)) in queues.into_iter().enumerate() {
-            if pair >= pairs {
-                // The device refused them, but knows their rings: never
-                // free those.
-                core::mem::forget((rx, tx));
-                continue;
-            }
+        for pair in 0..pairs {
+            let q = 2 * pair as u16;
+            let rx = Queue::new(&mut *transport.lock(), q, false, event_idx)
+                .map_err(|_| "cannot set up a receive queue")?;
+            let tx = Queue::new(&mut *transport.lock(), q + 1, false, event_idx)
+                .map_err(|_| "cannot set up a transmit queue")?;
             let mut rx_free = small_buffers(QUEUE_SIZE).ok_or("no memory for receive buffers")?;
             rx_free.reverse();
             let tx_free = small_buffers(QUEUE_SIZE).ok_or("no memory for transmit buffers")?;
@@ -265,7 +245,7 @@ impl VirtioNet {
             } else {
                 large_buffers(TSO_BUFS_EXTRA)
             };
-            let mut dev = VirtioNet {
+            devs.push(VirtioNet {
                 transport,
                 pair,
                 rx,
@@ -282,10 +262,29 @@ impl VirtioNet {
                 mac,
                 tx_ring_full: 0,
                 tx_tso_frames: 0,
-            };
+            });
+        }
+        let mut t = transport.lock();
+        let ctrl = if pairs > 1 {
+            Queue::new(&mut *t, 2 * device_pairs as u16, false, false).ok()
+        } else {
+            None
+        };
+        t.finish_init();
+        if pairs > 1 && !ctrl.is_some_and(|c| set_queue_pairs(&mut t, c, device_pairs, pairs)) {
+            log::warn!("virtio-net: the device refused the queue pairs; using one");
+            while devs.len() > 1 {
+                // The device knows their rings: never free them.
+                core::mem::forget(devs.pop());
+            }
+        }
+        drop(t);
+        if devs.len() > 1 {
+            log::info!("virtio-net: {} queue pairs", devs.len());
+        }
+        for dev in &mut devs {
             dev.refill();
             dev.update_tx_interrupts();
-            devs.push(dev);
         }
         Ok(devs)
     }
@@ -537,7 +536,7 @@ impl Nic for VirtioNet {
     }
 
     fn receive(&mut self) -> Option<RxFrame> {
-        let (DeviceWrites(buf), len) = self.rx.pop_used()?;
+        let (Request { buf, .. }, len) = self.rx.pop_used()?;
         let len = len as usize;
         let hdr = self.hdr;
         if len < hdr || len > BUF_SIZE {
@@ -561,9 +560,9 @@ impl Nic for VirtioNet {
         while let Some(buf) = self.rx_free.pop() {
             // The queue owns the buffer until it comes back through the used
             // ring.
-            match self.rx.add(DeviceWrites(buf)) {
+            match self.rx.add(Request { buf, out_len: 0 }) {
                 Ok(_) => posted = true,
-                Err(DeviceWrites(buf)) => {
+                Err(Request { buf, .. }) => {
                     self.rx_free.push(buf);
                     break;
                 }
@@ -701,17 +700,16 @@ fn set_queue_pairs(
         return false;
     }
     transport.notify(2 * device_pairs as u16);
-    // QEMU answers while handling the doorbell; allow a slow device 100 ms.
-    let start = uk_frame::time::since_boot_us();
-    let ok = loop {
+    // QEMU answers while handling the doorbell; a slower device gets a
+    // bounded number of polls.
+    let mut ok = false;
+    for _ in 0..1 << 24 {
         if let Some((req, _)) = ctrl.pop_used() {
-            break req.buf.as_slice()[4] == 0;
-        }
-        if uk_frame::time::since_boot_us() - start > 100_000 {
-            break false;
+            ok = req.buf.as_slice()[4] == 0;
+            break;
         }
         core::hint::spin_loop();
-    };
+    }
     // The device keeps the queue (virtio-pci cannot disable one): its
     // rings stay allocated.
     core::mem::forget(ctrl);

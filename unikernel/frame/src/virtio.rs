@@ -180,7 +180,8 @@ impl<B: StableMut> Buffers for DeviceWrites<B> {
 
 /// A request and its reply in one buffer: the device reads the first
 /// `out_len` bytes and writes the rest (a control-queue command and its
-/// status byte).
+/// status byte; with `out_len` 0, a buffer the device only writes, as
+/// [`DeviceWrites`]).
 #[derive(Debug)]
 pub struct Request<B: StableMut> {
     /// The buffer.
@@ -197,7 +198,8 @@ impl<B: StableMut> Buffers for Request<B> {
         let at = self.out_len.min(bytes.len());
         let (out, reply) = bytes.split_at_mut(at);
         ins[0] = out;
-        (1, Some(reply))
+        // No readable descriptor when there is nothing to read.
+        (usize::from(at > 0), Some(reply))
     }
 }
 
