@@ -1276,42 +1276,84 @@ fn close_each(locals: &[SocketId; MAX_SHARDS], shards: core::ops::Range<usize>) 
     }
 }
 
-/// Socket `id`'s readiness in `stacks` (the shards' stacks, all locked):
-/// for a listener, the union over its shards' sockets.
-fn readiness_in(stacks: &[Option<&NetStack>], id: SocketId) -> u32 {
-    let of = |k: usize, local| stacks[k].map_or(EPOLLERR | EPOLLHUP, |s| s.readiness(local));
+/// Socket `id`'s readiness in `stacks` (the shards' stacks this caller
+/// holds; `None`: not held): for a listener, the union over its shards'
+/// sockets. `None` when a shard it needs is not held.
+fn readiness_in(stacks: &[Option<&NetStack>], id: SocketId) -> Option<u32> {
     let (k, local) = split(id);
+    let first = stacks.get(k).copied().flatten()?;
     // Only a listener (shard 0's socket of it) needs the group table.
     if k == 0
         && stacks.len() > 1
-        && stacks[0].is_some_and(|s| s.is_listener(local))
+        && first.is_listener(local)
         && let Some(locals) = group_locals(id)
     {
-        return (0..stacks.len()).fold(0, |r, k| r | of(k, locals[k]));
+        let mut r = 0;
+        for (s, l) in stacks.iter().zip(locals) {
+            r |= s.as_ref()?.readiness(l);
+        }
+        return Some(r);
     }
-    of(k, local)
+    Some(first.readiness(local))
 }
 
+/// Socket `id`'s readiness now (waiting for its shards' locks).
 pub(crate) fn readiness(id: SocketId) -> u32 {
-    with_readiness(|r| r(id))
+    let n = shards();
+    let one = |k: usize, l| {
+        all()
+            .get(k)
+            .map_or(EPOLLERR | EPOLLHUP, |s| s.net.lock().stack.readiness(l))
+    };
+    let (k, local) = split(id);
+    match group_locals(id) {
+        Some(locals) => (0..n).fold(0, |r, k| r | one(k, locals[k])),
+        None => one(k, local),
+    }
 }
 
-/// Runs `f` with a function giving sockets' readiness, under the shards'
-/// locks (epoll re-checks its ready list with it).
+/// Runs `f` with a function giving sockets' readiness, for epoll's
+/// re-check of its ready list. With one shard, under its lock. With several,
+/// under the caller's CPU's shard's lock and those of the other shards that
+/// are free now: a socket of a busy shard gives `None`, and epoll then uses
+/// the readiness last reported for it (every change is reported, so this is
+/// at worst a change about to be reported: no event is lost), so an event
+/// loop does not wait for another CPU's network work.
 /// Also rings the transmit doorbells held since the caller's last wait: an
 /// event loop's pass ends here.
-pub(crate) fn with_readiness<R>(f: impl FnOnce(&dyn Fn(SocketId) -> u32) -> R) -> R {
+pub(crate) fn with_readiness<R>(f: impl FnOnce(&dyn Fn(SocketId) -> Option<u32>) -> R) -> R {
+    with_shards(false, f)
+}
+
+/// [`with_readiness`] waiting for every shard's lock (ascending order): no
+/// `None` for a socket, and the readiness given is what was last reported
+/// for it (for a new epoll interest, which records it).
+pub(crate) fn with_readiness_all<R>(f: impl FnOnce(&dyn Fn(SocketId) -> Option<u32>) -> R) -> R {
+    with_shards(true, f)
+}
+
+fn with_shards<R>(wait_all: bool, f: impl FnOnce(&dyn Fn(SocketId) -> Option<u32>) -> R) -> R {
+    let n = shards();
+    let mine = crate::sched::cpu_index();
     let mut guards: [Option<MutexGuard<'_, Net>>; MAX_SHARDS] = Default::default();
     for (k, (g, s)) in guards.iter_mut().zip(all()).enumerate() {
-        let mut guard = s.net.lock();
-        kick_locked(k, &mut guard);
-        *g = Some(guard);
+        *g = if wait_all || n == 1 || k == mine {
+            Some(s.net.lock())
+        } else {
+            s.net.try_lock()
+        };
+        match g.as_mut() {
+            Some(net) => kick_locked(k, net),
+            // Its network thread rings it.
+            None if s.tx_held.load(Ordering::Acquire) => s.kick(),
+            None => {}
+        }
     }
     let mut stacks: [Option<&NetStack>; MAX_SHARDS] = [None; MAX_SHARDS];
     for (s, g) in stacks.iter_mut().zip(&guards) {
         *s = g.as_deref().map(|n| &n.stack);
     }
-    let stacks = &stacks[..shards()];
+    let stacks = &stacks[..n];
     f(&|id| readiness_in(stacks, id))
 }
 
