@@ -225,44 +225,27 @@ impl VirtioNet {
         let event_idx = features.contains(Features::RING_EVENT_IDX);
         let transport: SharedTransport =
             alloc::boxed::Box::leak(alloc::boxed::Box::new(IrqMutex::new(transport)));
-        // TSO needs the device to complete checksums too; without memory for
-        // the large buffers it is simply not used.
         let tso = features.contains(Features::HOST_TSO4 | Features::CSUM);
         let mut devs = Vec::with_capacity(pairs);
         for pair in 0..pairs {
-            let q = 2 * pair as u16;
-            let rx = Queue::new(&mut *transport.lock(), q, false, event_idx)
-                .map_err(|_| "cannot set up a receive queue")?;
-            let tx = Queue::new(&mut *transport.lock(), q + 1, false, event_idx)
-                .map_err(|_| "cannot set up a transmit queue")?;
-            let mut rx_free = small_buffers(QUEUE_SIZE).ok_or("no memory for receive buffers")?;
-            rx_free.reverse();
-            let tx_free = small_buffers(QUEUE_SIZE).ok_or("no memory for transmit buffers")?;
-            let tso_free = if !tso {
-                None
-            } else if pair == 0 {
-                large_buffers(TSO_BUFS)
-            } else {
-                large_buffers(TSO_BUFS_EXTRA)
+            let tso_bufs = match (tso, pair) {
+                (false, _) => 0,
+                (true, 0) => TSO_BUFS,
+                (true, _) => TSO_BUFS_EXTRA,
             };
-            devs.push(VirtioNet {
-                transport,
-                pair,
-                rx,
-                tx,
-                tso: tso_free.is_some(),
-                rx_free,
-                tx_free,
-                tso_free: tso_free.unwrap_or_default(),
-                tx_pending_notify: false,
-                tx_interrupts: true,
-                hold_notify: false,
-                hdr,
-                csum_offload: features.contains(Features::CSUM),
-                mac,
-                tx_ring_full: 0,
-                tx_tso_frames: 0,
-            });
+            match Self::one_pair(transport, pair, event_idx, tso_bufs) {
+                Ok(mut dev) => {
+                    dev.hdr = hdr;
+                    dev.csum_offload = features.contains(Features::CSUM);
+                    dev.mac = mac;
+                    devs.push(dev);
+                }
+                Err(e) => {
+                    // The device knows the rings set up so far: never free them.
+                    core::mem::forget(devs);
+                    return Err(e);
+                }
+            }
         }
         let mut t = transport.lock();
         let ctrl = if pairs > 1 {
@@ -287,6 +270,51 @@ impl VirtioNet {
             dev.update_tx_interrupts();
         }
         Ok(devs)
+    }
+
+    /// Sets up queue pair `pair` and its buffers (`tso_bufs` large ones,
+    /// if that many can be had). The caller fills in the header size, the
+    /// checksum offload and the MAC.
+    #[inline(never)]
+    fn one_pair(
+        transport: SharedTransport,
+        pair: usize,
+        event_idx: bool,
+        tso_bufs: usize,
+    ) -> Result<VirtioNet, &'static str> {
+        let q = 2 * pair as u16;
+        let rx = Queue::new(&mut *transport.lock(), q, false, event_idx)
+            .map_err(|_| "cannot set up a receive queue")?;
+        let tx = Queue::new(&mut *transport.lock(), q + 1, false, event_idx)
+            .map_err(|_| "cannot set up a transmit queue")?;
+        let mut rx_free = small_buffers(QUEUE_SIZE).ok_or("no memory for receive buffers")?;
+        rx_free.reverse();
+        let tx_free = small_buffers(QUEUE_SIZE).ok_or("no memory for transmit buffers")?;
+        // TSO needs the device to complete checksums too; without memory
+        // for the large buffers it is simply not used.
+        let tso_free = if tso_bufs > 0 {
+            large_buffers(tso_bufs)
+        } else {
+            None
+        };
+        Ok(VirtioNet {
+            transport,
+            pair,
+            rx,
+            tx,
+            tso: tso_free.is_some(),
+            rx_free,
+            tx_free,
+            tso_free: tso_free.unwrap_or_default(),
+            tx_pending_notify: false,
+            tx_interrupts: true,
+            hold_notify: false,
+            hdr: HDR_MODERN,
+            csum_offload: false,
+            mac: [0; 6],
+            tx_ring_full: 0,
+            tx_tso_frames: 0,
+        })
     }
 
     /// Which queue pair this is (0 for the first).
