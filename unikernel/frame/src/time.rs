@@ -189,14 +189,15 @@ fn read_rtc() -> Option<u64> {
             status_b: reg(0x0b),
         }
     };
-    // Read until two reads agree, so an update in between cannot tear it.
-    let mut a = read_all(&mut reg);
-    for _ in 0..5 {
+    // Read until two reads agree, so an update in between cannot tear it
+    // (at most six reads; one call site of each helper keeps them small).
+    let mut prev = None;
+    for _ in 0..6 {
         let b = read_all(&mut reg);
-        if a == b {
-            return uk_core::time::rtc_to_unix(a);
+        if prev == Some(b) {
+            return uk_core::time::rtc_to_unix(b);
         }
-        a = b;
+        prev = Some(b);
     }
     None
 }
