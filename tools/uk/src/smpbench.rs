@@ -197,7 +197,11 @@ pub(crate) fn run_scaling(
                     System::Uk => "smp-uk",
                     System::Nginx => "smp-nginx",
                 },
-                if setup.machine == Machine::Q35 { cpus } else { 1 },
+                if setup.machine == Machine::Q35 {
+                    cpus
+                } else {
+                    1
+                },
             )?;
             let step = crate::progress::Step::start(&format!(
                 "{}: booting with {cpus} vCPU(s)",

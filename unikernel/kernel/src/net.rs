@@ -520,14 +520,16 @@ pub fn init() {
     // One pair per CPU, where the device and its MSI-X table have them.
     let want = drivers::queue_pairs_for(irq_source, want);
     let mut nics = match VirtioNet::new_multi(transport, want) {
-        Ok(n) if !n.is_empty() => n,
-        Ok(_) => return,
+        Ok(n) => n,
         Err(e) => {
             log::error!("virtio-net at {location}: {e}");
             return;
         }
     };
-    if nics[0].tso() {
+    let Some(first) = nics.first() else {
+        return core::mem::forget(nics);
+    };
+    if first.tso() {
         log::info!("virtio-net: TCP segmentation offload in use");
     }
     let n = nics.len();
@@ -579,8 +581,12 @@ pub fn init() {
         let stack = NetStack::new(&mut nic, cfg, opts, now_ms());
         table.push(Shard::new(Net { stack, nic }));
     }
-    if SHARD_TABLE.set(table.into_boxed_slice()).is_err() {
-        return;
+    // Emptied, and never dropped (its buffer, a few hundred bytes, stays
+    // allocated), so the image holds no code to drop a NIC.
+    core::mem::forget(nics);
+    if let Err(t) = SHARD_TABLE.set(table.into_boxed_slice()) {
+        // `init` runs once: not reached (nor is the code to drop stacks).
+        return core::mem::forget(t);
     }
     let irq = if n > 1 {
         let IrqSource::Msix(df) = irq_source else {
