@@ -448,18 +448,24 @@ fn kick_held() {
 /// their interrupts are off.
 const RX_DEFER_NS: u64 = 2_000_000;
 
-/// Runs when a CPU is about to halt: a shard that left receive interrupts
-/// off (or a doorbell held) has its network thread poll once more (and turn
-/// them on if it finds nothing) instead.
+/// Runs when a CPU is about to halt (the boot CPU: the hook runs there): a
+/// shard that left receive interrupts off (or a doorbell held) has its
+/// network thread poll once more (and turn them on if it finds nothing)
+/// instead. True only when that thread is this CPU's (the CPU then runs it
+/// rather than halt): another CPU's thread is woken, and this CPU halts
+/// with interrupts on. Returning true for it would keep this CPU in its
+/// idle loop with interrupts off until that thread ran, and the other CPU
+/// may be waiting for this one (a TLB shootdown): a deadlock.
 fn on_idle() -> bool {
-    let mut woke = false;
-    for s in all() {
+    let me = crate::sched::cpu_index();
+    let mut here = false;
+    for (k, s) in all().iter().enumerate() {
         if s.rx_deferred.swap(false, Ordering::AcqRel) | s.tx_held.load(Ordering::Acquire) {
             s.kick();
-            woke = true;
+            here |= k == me;
         }
     }
-    woke
+    here
 }
 
 fn net_thread(k: usize) {
