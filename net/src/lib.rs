@@ -27,6 +27,7 @@ mod error;
 mod nic;
 mod payload;
 mod stack;
+mod steer;
 pub mod testing;
 
 pub use classify::FourTuple;
@@ -38,5 +39,6 @@ pub use stack::{
     EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT, EPOLLRDHUP, IpInfo, NetConfig, NetStack, PollResult,
     SocketId, SocketOptions, StackOptions, StackStats, TIME_WAIT_RECORD_BYTES,
 };
+pub use steer::{Steer, shard_of, steer};
 pub use uk_core::copy::{CopyCounters, CopyStats, Stage as CopyStage};
 pub use uk_tcp::Fragment;

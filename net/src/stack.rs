@@ -74,7 +74,7 @@ pub const EPOLLRDHUP: u32 = 0x2000;
 
 const DHCP_CLIENT_PORT: u16 = 68;
 const PING_IDENT: u16 = 0x756b;
-const EPHEMERAL_FIRST: u16 = 49152;
+pub(crate) const EPHEMERAL_FIRST: u16 = 49152;
 /// Bound on egress passes per socket visit (each pass emits at most one frame).
 const MAX_EGRESS_PASSES: usize = 4096;
 /// TCP segments kept while the transmit ring is full.
@@ -121,6 +121,9 @@ pub enum NetConfig {
         /// Default gateway.
         gateway: Option<Ipv4Addr>,
     },
+    /// No address until [`NetStack::set_config`] gives one (a shard that
+    /// follows another's DHCP lease).
+    Unconfigured,
 }
 
 /// A socket's send queue: `(queued, limit)`, the bytes in it and the bytes
@@ -615,8 +618,19 @@ impl NetStack {
                 stack.dhcp = Some(stack.control.add(dhcpv4::Socket::new()));
             }
             NetConfig::Static { addr, gateway } => stack.set_ip(addr, gateway, Vec::new()),
+            NetConfig::Unconfigured => {}
         }
         stack
+    }
+
+    /// Sets the address, gateway and DNS servers (`None` removes the
+    /// address), as another shard's DHCP lease gives them. A stack running
+    /// its own DHCP client is not meant to be configured this way.
+    pub fn set_config(&mut self, info: Option<&IpInfo>) {
+        match info {
+            Some(i) => self.set_ip(i.addr, i.gateway, i.dns.clone()),
+            None => self.clear_ip(),
+        }
     }
 
     // ----- configuration --------------------------------------------------
@@ -2020,6 +2034,12 @@ impl NetStack {
     /// acknowledgements) is not a new input event: `EPOLLET` users rely on it.
     pub fn rx_generation(&self, id: SocketId) -> u64 {
         self.entry(id).map_or(0, |e| e.rx_gen)
+    }
+
+    /// Whether socket `id` is a TCP listener.
+    pub fn is_listener(&self, id: SocketId) -> bool {
+        self.entry(id)
+            .is_ok_and(|e| matches!(e.kind, Kind::Listener(_)))
     }
 
     /// Readiness as Linux epoll bits ([`EPOLLIN`], [`EPOLLOUT`],

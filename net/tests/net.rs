@@ -533,3 +533,25 @@ fn per_packet_cost_is_flat_from_10_to_2000_connections() {
     assert!(v10 < 10.0, "{v10}");
     assert!(v2000 <= v10 * 1.1 + 0.5, "grew from {v10} to {v2000}");
 }
+
+#[test]
+fn unconfigured_shard_takes_another_stacks_address() {
+    let (mut na, _nb) = Wire::pair(MAC_A, MAC_B, 1500, 64);
+    let mut s = NetStack::new(&mut na, NetConfig::Unconfigured, StackOptions::default(), 0);
+    let r = s.poll(0, &mut na);
+    assert!(s.ip_info().is_none() && !s.is_ready());
+    assert!(!r.config_changed);
+    // No DHCP client runs: nothing is sent.
+    assert_eq!(na.take_sent().len(), 0);
+    let info = uk_net::IpInfo {
+        addr: cidr(IP_A),
+        gateway: None,
+        dns: vec![[10, 0, 0, 53].into()],
+    };
+    s.set_config(Some(&info));
+    assert_eq!(s.ip_info(), Some(info));
+    assert!(s.is_ready());
+    assert!(s.poll(1, &mut na).config_changed);
+    s.set_config(None);
+    assert!(s.ip_info().is_none());
+}

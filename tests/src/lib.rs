@@ -129,6 +129,9 @@ pub struct BootOpts {
     pub net: bool,
     /// Attach the network device to this TAP interface (see [`Netns`]).
     pub tap: Option<String>,
+    /// Queue pairs of the TAP device (more than one: multiqueue on q35;
+    /// the TAP interface must be `multi_queue`, see [`Netns::with_queues`]).
+    pub queues: u32,
     /// Run QEMU inside this network namespace.
     pub netns: Option<String>,
     /// Attach the network device to a UDP relay on 127.0.0.1 (QEMU's port,
@@ -163,6 +166,7 @@ impl Default for BootOpts {
             smp: 1,
             net: false,
             tap: None,
+            queues: 1,
             netns: None,
             dgram: None,
             disk: None,
@@ -187,6 +191,13 @@ impl BootOpts {
     /// Sets the kernel options.
     pub fn append(mut self, options: &str) -> BootOpts {
         self.append = options.to_string();
+        self
+    }
+
+    /// With a network device of `pairs` queue pairs (multiqueue on q35
+    /// when more than one; the TAP must be `multi_queue`).
+    pub fn queues(mut self, pairs: u32) -> BootOpts {
+        self.queues = pairs;
         self
     }
 
@@ -405,6 +416,7 @@ impl Guest {
                 .collect(),
             net: opts.net,
             tap: opts.tap,
+            queues: opts.queues,
             netns: opts.netns,
             dgram: opts.dgram,
             disk: opts.disk,
@@ -828,6 +840,8 @@ pub struct Netns {
     pub host_ip: &'static str,
     /// The address tests give the guest.
     pub guest_ip: &'static str,
+    /// Queues of the TAP device (more than one: `multi_queue`).
+    pub queues: u32,
 }
 
 fn ip(args: &[&str]) -> Result<(), String> {
@@ -849,6 +863,13 @@ fn ip(args: &[&str]) -> Result<(), String> {
 impl Netns {
     /// Creates `uk-TAG-PID` with `tap0` up at 10.77.0.1/24.
     pub fn create(tag: &str) -> Result<Netns, String> {
+        Self::with_queues(tag, 1)
+    }
+
+    /// As [`Netns::create`], with a `multi_queue` TAP device of `queues`
+    /// queues when that is more than 1 ([`Netns::boot_opts`] then asks for
+    /// a multiqueue network device with as many pairs).
+    pub fn with_queues(tag: &str, queues: u32) -> Result<Netns, String> {
         let name = format!("uk-{tag}-{}", std::process::id());
         let _ = ip(&["netns", "del", &name]);
         ip(&["netns", "add", &name])?;
@@ -857,9 +878,14 @@ impl Netns {
             tap: "tap0".into(),
             host_ip: "10.77.0.1",
             guest_ip: "10.77.0.2",
+            queues: queues.max(1),
         };
         ip(&["-n", &name, "link", "set", "lo", "up"])?;
-        ip(&["-n", &name, "tuntap", "add", "dev", "tap0", "mode", "tap"])?;
+        let mut add = vec!["-n", &name, "tuntap", "add", "dev", "tap0", "mode", "tap"];
+        if queues > 1 {
+            add.push("multi_queue");
+        }
+        ip(&add)?;
         ip(&["-n", &name, "addr", "add", "10.77.0.1/24", "dev", "tap0"])?;
         ip(&["-n", &name, "link", "set", "tap0", "up"])?;
         Ok(ns)
@@ -870,6 +896,7 @@ impl Netns {
     pub fn boot_opts(&self, args: &[&str]) -> BootOpts {
         let mut o = BootOpts::args(args);
         o.tap = Some(self.tap.clone());
+        o.queues = self.queues;
         o.netns = Some(self.name.clone());
         o.append = format!("ip={}/24 gw={}", self.guest_ip, self.host_ip);
         o

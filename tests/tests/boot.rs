@@ -51,6 +51,14 @@ machine_tests!(try_arc_uses_its_reservation, |m| {
     g.expect_exit(0);
 });
 
+// A failed `try_lock` of a sleeping mutex leaves it held (it used to
+// unlock the holder's mutex: two threads then ran under one lock).
+machine_tests!(failed_try_lock_keeps_the_mutex_held, |m| {
+    let mut g = selftest(m, &["try-lock"]);
+    g.expect("try-lock: busy=true still_held=true free=true");
+    g.expect_exit(0);
+});
+
 machine_tests!(heapgrow, |m| {
     let mut g = selftest(m, &["heapgrow"]);
     let line = g.expect("heapgrow: arenas=");

@@ -75,6 +75,12 @@ fn client(ns: &Netns, g: &mut Guest, args: &[String]) -> String {
         let mark = g.mark();
         let _ = g.send(&[DUMP_KEY]);
         let _ = g.wait_for_from("uk: dump: mem", mark, std::time::Duration::from_secs(20));
+        // Where each vCPU is (guests booted with a QMP socket).
+        if let Ok(r) = g.qmp(&[
+            r#"{"execute":"human-monitor-command","arguments":{"command-line":"info registers -a"}}"#,
+        ]) {
+            eprintln!("--- vCPU registers ---\n{}", r.join("\n").replace("\\r\\n", "\n"));
+        }
     }
     assert!(
         passed,
@@ -441,5 +447,143 @@ fn mmap_path_serves_a_file_larger_than_the_guest() {
         tail(&g.output(), 30)
     );
     assert!(!g.output().contains("bus error"), "{}", g.output());
+    g.kill();
+}
+
+/// Boots httpd on q35 with `cpus` vCPUs (`tcg,thread=multi` under TCG) on
+/// a 2-queue TAP device (`multi_queue` TAP, `virtio-net-pci,mq=on`), and
+/// loads it with 64 and then 256 kept-alive connections (64 KiB, 1 MiB and
+/// 16 MiB files), 256 16 MiB downloads reset midway, then 256
+/// `Connection: close` clients. Returns the guest.
+fn multiqueue_load(tag: &str, cpus: u32) -> (Netns, Guest) {
+    let ns = Netns::with_queues(tag, 2).expect("create the test namespace");
+    let mut g = Guest::boot(
+        "httpd",
+        Machine::Q35,
+        ns.boot_opts(&["--no-access-log", "--max-conns", "512"])
+            .disk(site().image.clone())
+            .mem("256M")
+            .smp(cpus)
+            .qmp(),
+    );
+    g.expect("httpd: serving");
+    assert!(
+        g.command().contains("queues=2,vhost=off")
+            && g.command()
+                .contains("virtio-net-pci,netdev=net0,mq=on,vectors=6"),
+        "not a 2-queue device: {}",
+        g.command()
+    );
+    assert!(
+        !g.output().contains("refused"),
+        "the device refused the queue pairs:\n{}",
+        g.output()
+    );
+    for conns in [64, 256] {
+        let line = client(
+            &ns,
+            &mut g,
+            &[
+                "keepalive".into(),
+                ns.guest_ip.into(),
+                conns.to_string(),
+                "3".into(),
+                arg("/64k.bin"),
+                arg("/1m.bin"),
+                arg("/16m.bin"),
+            ],
+        );
+        assert_eq!(field(&line, "errors"), 0, "{line}");
+        assert!(field(&line, "min_per_conn") >= 1, "{line}");
+    }
+    // 256 downloads of 16 MiB reset after their first MiB (as wrk ends).
+    let line = client(
+        &ns,
+        &mut g,
+        &[
+            "abort".into(),
+            ns.guest_ip.into(),
+            "256".into(),
+            "/16m.bin".into(),
+        ],
+    );
+    assert_eq!(field(&line, "errors"), 0, "{line}");
+    let line = client(
+        &ns,
+        &mut g,
+        &[
+            "close".into(),
+            ns.guest_ip.into(),
+            "256".into(),
+            "2000".into(),
+            "60".into(),
+            arg("/1k.bin"),
+        ],
+    );
+    assert_eq!(field(&line, "errors"), 0, "{line}");
+    (ns, g)
+}
+
+/// The guest's diagnostic dump lines `uk: dump: net:` and `uk: dump: app:`.
+fn dump(g: &mut Guest) -> (String, String) {
+    let mark = g.mark();
+    g.send(&[DUMP_KEY]).expect("ask for the dump");
+    let app = g
+        .wait_for_from("uk: dump: app:", mark, std::time::Duration::from_secs(20))
+        .expect("the dump");
+    let out = g.output();
+    let net = out
+        .lines()
+        .rev()
+        .find(|l| l.contains("uk: dump: net:"))
+        .expect("the dump's net line")
+        .to_string();
+    (net, app)
+}
+
+/// On one vCPU, a device offering two queue pairs is used with one (no
+/// shards): 64 kept-alive and 256 closing clients are served.
+#[test]
+fn multiqueue_tap_device_on_one_cpu_serves_with_one_pair() {
+    if uk_tests::skip_unless_root() {
+        return;
+    }
+    let (ns, mut g) = multiqueue_load("mq1", 1);
+    assert!(
+        !g.output().contains("queue pairs"),
+        "more than one queue pair in use:\n{}",
+        g.output()
+    );
+    let (net, _) = dump(&mut g);
+    assert!(!net.contains("net_shards"), "{net}");
+    normal_client_served(&ns, &mut g);
+    g.kill();
+}
+
+/// On two vCPUs, the stack runs one shard per queue pair: both shards
+/// accept connections, each CPU's event loop serves requests, and a frame
+/// seldom lands on the other shard's queue (the host learns each flow's
+/// queue from our replies: only first segments are steered in software).
+#[test]
+fn two_queue_pairs_on_two_cpus_each_serve_their_connections() {
+    if uk_tests::skip_unless_root() {
+        return;
+    }
+    let (ns, mut g) = multiqueue_load("mq2", 2);
+    g.expect("virtio-net: 2 queue pairs");
+    let (net, app) = dump(&mut g);
+    eprintln!("{net}\n{app}");
+    assert_eq!(field(&net, "net_shards"), 2, "{net}");
+    for k in 0..2 {
+        assert!(field(&net, &format!("shard{k}_accepted")) >= 16, "{net}");
+        assert!(field(&app, &format!("cpu{k}_requests")) > 0, "{app}");
+    }
+    let rx = field(&net, "shard0_rx_frames") + field(&net, "shard1_rx_frames");
+    let steered = field(&net, "frames_steered");
+    assert!(
+        steered * 4 < rx,
+        "{steered} of {rx} frames on the wrong queue: {net}"
+    );
+    normal_client_served(&ns, &mut g);
     g.kill();
 }

@@ -8,7 +8,9 @@
 //! Deadlines (header, idle, send) are checked when `epoll_wait` times out at
 //! the earliest of them. With several CPUs, one such loop runs on each
 //! (`--workers`): the first, on the boot CPU, accepts every connection and
-//! hands each to the loop with the fewest, which serves it to the end.
+//! hands each to the loop with the fewest, which serves it to the end (with
+//! a sharded network stack, one shard per CPU over a multiqueue NIC: to the
+//! loop on the CPU of the connection's shard).
 //! Arguments: see [`uk_http::config::USAGE`].
 #![no_std]
 #![no_main]

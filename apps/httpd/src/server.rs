@@ -1037,9 +1037,16 @@ impl Server {
             tls,
         };
         let all = loops();
-        let t = uk_http::balance::least_loaded(all.len(), self.next_loop, |i| {
-            all.get(i).map_or(usize::MAX, |l| l.live.load(Relaxed))
-        });
+        // With a sharded network stack, the loop on the CPU whose shard
+        // holds the connection serves it (all its work stays on that CPU);
+        // otherwise the least loaded one.
+        let home = io::socket_cpu(fd).ok().flatten();
+        let t = match home.and_then(|c| all.iter().position(|l| l.cpu.load(Relaxed) == c)) {
+            Some(t) => t,
+            None => uk_http::balance::least_loaded(all.len(), self.next_loop, |i| {
+                all.get(i).map_or(usize::MAX, |l| l.live.load(Relaxed))
+            }),
+        };
         let Some(l) = all.get(t) else {
             return self.add(h);
         };

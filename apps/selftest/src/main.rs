@@ -32,6 +32,7 @@ fn main() -> i32 {
         "mmap64" => mmap64(),
         "heapgrow" => heapgrow(),
         "try-arc" => try_arc(),
+        "try-lock" => try_lock(),
         "fresh-stack" => fresh_stack(),
         "large" => large(),
         "textwrite" => textwrite(),
@@ -221,6 +222,20 @@ fn heapgrow() -> i32 {
 /// `mem::try_arc` for values of several sizes and alignments: each `Arc`
 /// holds its value and `Arc::new` took every reserved block (none missed:
 /// the layout `try_arc` assumes for `Arc`'s block is the real one).
+/// A failed `Mutex::try_lock` must leave the holder's lock held (it once
+/// built a guard anyway and dropped it, unlocking the mutex for a second
+/// thread to take).
+fn try_lock() -> i32 {
+    let m = Mutex::new(0u32);
+    let g = m.lock();
+    let busy = m.try_lock().is_none();
+    let still_held = m.try_lock().is_none();
+    drop(g);
+    let free = m.try_lock().is_some();
+    println!("try-lock: busy={busy} still_held={still_held} free={free}");
+    if busy && still_held && free { 0 } else { 1 }
+}
+
 fn try_arc() -> i32 {
     #[repr(align(64))]
     struct Wide([u8; 100]);

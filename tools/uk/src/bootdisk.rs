@@ -585,9 +585,13 @@ pub fn disk_boot_command(cfg: &crate::VmConfig, fw: Firmware) -> Command {
         }
     }
     if let Some(tap) = &cfg.tap {
-        cmd.arg("-netdev")
-            .arg(format!("tap,id=net0,ifname={tap},script=no,downscript=no"));
-        cmd.args(["-device", "virtio-net-pci,netdev=net0"]);
+        let (netdev, device) = crate::VmConfig {
+            machine: crate::Machine::Q35,
+            ..cfg.clone()
+        }
+        .tap_netdev(tap);
+        cmd.arg("-netdev").arg(netdev);
+        cmd.arg("-device").arg(device);
     } else if cfg.net || !cfg.fwds.is_empty() {
         let mut netdev = String::from("user,id=net0");
         for f in &cfg.fwds {

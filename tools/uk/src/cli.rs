@@ -795,6 +795,7 @@ fn run(r: RunArgs) -> Result<i32, Error> {
         fwds: r.fwds.clone(),
         net: false,
         tap: None,
+        queues: 1,
         netns: None,
         dgram: None,
         disk: None,

@@ -54,6 +54,8 @@ pub const NOT_INSIDE_STATUS: i32 = 99;
 #[derive(Debug)]
 pub struct Netns {
     name: String,
+    /// Queues of its TAP device (more than one: `multi_queue`).
+    queues: u32,
 }
 
 /// The namespace name for `tag` in process `pid`: `uk-TAG-PID`.
@@ -128,6 +130,13 @@ impl Netns {
     /// deleted first) with `lo` up and [`TAP`] up at [`HOST_IP`]/24.
     /// Needs root; fails with a message saying so otherwise.
     pub fn create(tag: &str) -> Result<Netns, Error> {
+        Self::create_with_queues(tag, 1)
+    }
+
+    /// As [`Netns::create`], with a `multi_queue` TAP device when `queues`
+    /// is more than 1; [`Netns::attach`] then gives the guest a multiqueue
+    /// network device with that many queue pairs (on q35).
+    pub fn create_with_queues(tag: &str, queues: u32) -> Result<Netns, Error> {
         if !valid_tag(tag) {
             return Err(Error::Failed(format!(
                 "bad network namespace tag '{tag}' (letters, digits, '-', '_')"
@@ -142,10 +151,15 @@ impl Netns {
         let _ = ip(&["netns", "del", &name]);
         ip(&["netns", "add", &name])?;
         // From here on, dropping `ns` deletes the namespace again.
-        let ns = Netns { name };
+        let queues = queues.max(1);
+        let ns = Netns { name, queues };
         let n = ns.name.as_str();
         ip(&["-n", n, "link", "set", "lo", "up"])?;
-        ip(&["-n", n, "tuntap", "add", "dev", TAP, "mode", "tap"])?;
+        let mut add = vec!["-n", n, "tuntap", "add", "dev", TAP, "mode", "tap"];
+        if queues > 1 {
+            add.push("multi_queue");
+        }
+        ip(&add)?;
         let addr = format!("{HOST_IP}/{PREFIX}");
         ip(&["-n", n, "addr", "add", &addr, "dev", TAP])?;
         ip(&["-n", n, "link", "set", TAP, "up"])?;
@@ -178,6 +192,7 @@ impl Netns {
     /// `append` (other options are kept).
     pub fn attach(&self, cfg: &mut VmConfig) {
         cfg.tap = Some(TAP.to_string());
+        cfg.queues = self.queues;
         cfg.netns = Some(self.name.clone());
         cfg.net = true;
         let opts = kernel_options();
@@ -237,6 +252,7 @@ mod tests {
     fn command_is_guarded() {
         let ns = Netns {
             name: "uk-unit-1".into(),
+            queues: 1,
         };
         let c = ns.command("python3", ["-c", "print(1)"]);
         assert_eq!(c.get_program(), "ip");
@@ -281,6 +297,7 @@ mod tests {
     fn attach_sets_the_config() {
         let ns = Netns {
             name: "uk-unit-2".into(),
+            queues: 1,
         };
         let mut cfg = VmConfig::new("/img");
         ns.attach(&mut cfg);

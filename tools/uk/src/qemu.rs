@@ -329,6 +329,11 @@ pub struct VmConfig {
     /// Attach the network device to this TAP interface instead of user
     /// networking (forwards are then ignored).
     pub tap: Option<String>,
+    /// Queue pairs of the TAP network device (1: one, as without the
+    /// option). More than one on q35 makes a multiqueue device
+    /// (`-netdev tap,queues=N,vhost=off`, `virtio-net-pci,mq=on,
+    /// vectors=2N+2`); the TAP interface must be `multi_queue` then.
+    pub queues: u32,
     /// Run QEMU inside this network namespace (`ip netns exec NS ...`).
     pub netns: Option<String>,
     /// Attach the network device to a UDP socket instead (`-netdev dgram`):
@@ -360,11 +365,28 @@ impl VmConfig {
             fwds: Vec::new(),
             net: false,
             tap: None,
+            queues: 1,
             netns: None,
             dgram: None,
             disk: None,
             disk_bus: DiskBus::Blk,
             state_disk: None,
+        }
+    }
+
+    /// The `-netdev` and `-device` arguments of the network device on TAP
+    /// interface `tap`: multiqueue with [`VmConfig::queues`] pairs on q35.
+    pub fn tap_netdev(&self, tap: &str) -> (String, String) {
+        let netdev = format!("tap,id=net0,ifname={tap},script=no,downscript=no");
+        let device = self.machine.net_device();
+        if self.queues > 1 && self.machine == Machine::Q35 {
+            let n = self.queues;
+            (
+                format!("{netdev},queues={n},vhost=off"),
+                format!("{device},mq=on,vectors={}", 2 * n + 2),
+            )
+        } else {
+            (netdev, device.to_string())
         }
     }
 
@@ -444,9 +466,9 @@ pub fn qemu_command(cfg: &VmConfig) -> Command {
         ));
         cmd.args(["-device", cfg.machine.net_device()]);
     } else if let Some(tap) = &cfg.tap {
-        cmd.arg("-netdev")
-            .arg(format!("tap,id=net0,ifname={tap},script=no,downscript=no"));
-        cmd.args(["-device", cfg.machine.net_device()]);
+        let (netdev, device) = cfg.tap_netdev(tap);
+        cmd.arg("-netdev").arg(netdev);
+        cmd.arg("-device").arg(device);
     } else if cfg.net || !cfg.fwds.is_empty() {
         let mut netdev = String::from("user,id=net0");
         for f in &cfg.fwds {
@@ -653,6 +675,7 @@ mod tests {
             fwds: vec![],
             net: false,
             tap: None,
+            queues: 1,
             netns: None,
             dgram: None,
             disk: None,
@@ -892,6 +915,29 @@ mod tests {
         let mut c = cfg();
         c.net = true;
         assert_eq!(values(&qemu_command(&c), "-netdev"), ["user,id=net0"]);
+    }
+
+    #[test]
+    fn multiqueue_tap() {
+        let mut c = cfg();
+        c.tap = Some("tap0".into());
+        c.queues = 2;
+        // microvm: virtio-mmio has one queue pair.
+        let cmd = qemu_command(&c);
+        assert_eq!(
+            values(&cmd, "-netdev"),
+            ["tap,id=net0,ifname=tap0,script=no,downscript=no"]
+        );
+        c.machine = Machine::Q35;
+        let cmd = qemu_command(&c);
+        assert_eq!(
+            values(&cmd, "-netdev"),
+            ["tap,id=net0,ifname=tap0,script=no,downscript=no,queues=2,vhost=off"]
+        );
+        assert_eq!(
+            values(&cmd, "-device")[1],
+            "virtio-net-pci,netdev=net0,mq=on,vectors=6"
+        );
     }
 
     #[test]

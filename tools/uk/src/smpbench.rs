@@ -21,6 +21,7 @@ use crate::comparebench::{BENCH_MEM, Setup, System, median, round_order};
 use crate::httpbench::{FILES, WrkResult, conn_levels, console_tail, human, parse_wrk, probe};
 use crate::httpbench::{run_wrk, stall_reason};
 use crate::netns::Netns;
+use crate::qemu::Machine;
 
 /// The console byte that makes the kernel print its diagnostic dump.
 const DUMP_KEY: u8 = 0x1c;
@@ -189,10 +190,19 @@ pub(crate) fn run_scaling(
         let mut lives: Vec<Option<(Netns, LiveGuest)>> = Vec::new();
         let mut hangs = 0;
         for sys in systems {
-            let ns = Netns::create(match sys {
-                System::Uk => "smp-uk",
-                System::Nginx => "smp-nginx",
-            })?;
+            // One TAP queue pair per vCPU (a multiqueue device from 2 on;
+            // virtio-net-pci on q35 only: microvm's virtio-mmio has one).
+            let ns = Netns::create_with_queues(
+                match sys {
+                    System::Uk => "smp-uk",
+                    System::Nginx => "smp-nginx",
+                },
+                if setup.machine == Machine::Q35 {
+                    cpus
+                } else {
+                    1
+                },
+            )?;
             let step = crate::progress::Step::start(&format!(
                 "{}: booting with {cpus} vCPU(s)",
                 sys.label()

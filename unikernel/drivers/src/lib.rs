@@ -29,7 +29,8 @@ use uk_frame::mmio::Mmio;
 pub use virtio_drivers::transport::DeviceType;
 use virtio_drivers::transport::mmio::MmioTransport;
 use virtio_drivers::transport::pci::PciTransport;
-use virtio_drivers::transport::pci::bus::{DeviceFunction, PciRoot};
+pub use virtio_drivers::transport::pci::bus::DeviceFunction;
+use virtio_drivers::transport::pci::bus::PciRoot;
 use virtio_drivers::transport::{SomeTransport, Transport};
 
 use crate::sync::IrqMutex;
@@ -232,15 +233,55 @@ pub fn connect_irq(irq: IrqSource, handler: IrqHandler) -> Result<u8, IrqError> 
             if !pci::enable_msix(df, 0, vector) {
                 return Err(IrqError::NoRoute);
             }
-            virtio_pci_use_msix_entry0(df);
+            virtio_pci_queue_vectors(df, &|_| 0);
         }
     }
     Ok(vector)
 }
 
-/// Tells a virtio-pci device to signal every queue through MSI-X entry 0
-/// (and configuration changes nowhere), via its common configuration.
-fn virtio_pci_use_msix_entry0(df: DeviceFunction) {
+/// How many virtio-net queue pairs, at most `wanted`, a device with this
+/// interrupt source can signal separately: one per MSI-X entry (one entry
+/// per pair); a pin interrupt (virtio-mmio) serves one pair.
+pub fn queue_pairs_for(irq: IrqSource, wanted: usize) -> usize {
+    match irq {
+        IrqSource::Msix(df) => wanted.min(pci::msix_entries(df)).max(1),
+        IrqSource::Gsi { .. } => 1,
+    }
+}
+
+/// Connects the queue pairs of a multiqueue virtio-pci network device (see
+/// `VirtioNet::new_multi`) to `handler`, after its driver has set it up:
+/// pair `i` (receive queue `2i`, transmit queue `2i + 1`) signals MSI-X
+/// entry `i`, whose message goes to the CPU with local APIC id
+/// `cpu_apic_id(i)`, on a vector of its own; configuration changes and the
+/// control queue signal nothing. Returns each pair's vector: the handler
+/// tells the pairs apart by `TrapFrame::vector`.
+pub fn connect_queue_irqs(
+    df: DeviceFunction,
+    pairs: usize,
+    cpu_apic_id: impl Fn(usize) -> u32,
+    handler: IrqHandler,
+) -> Result<Vec<u8>, IrqError> {
+    if pairs == 0 || pairs > pci::msix_entries(df) {
+        return Err(IrqError::NoRoute);
+    }
+    let mut vectors = Vec::with_capacity(pairs);
+    for i in 0..pairs {
+        let vector = irq::claim_vector(handler)?;
+        if !pci::enable_msix_to(df, i as u16, vector, cpu_apic_id(i)) {
+            return Err(IrqError::NoRoute);
+        }
+        vectors.push(vector);
+    }
+    let queues = 2 * pairs as u16;
+    virtio_pci_queue_vectors(df, &|q| if q < queues { q / 2 } else { 0xffff });
+    Ok(vectors)
+}
+
+/// Tells a virtio-pci device which MSI-X entry each queue signals
+/// (`entry(queue)`, 0xffff: none), and configuration changes none, via its
+/// common configuration.
+fn virtio_pci_queue_vectors(df: DeviceFunction, entry: &dyn Fn(u16) -> u16) {
     use virtio_drivers::transport::pci::bus::ConfigurationAccess;
     let cam = pci::PortCam;
     let mut cap = match pci::find_capability(df, 0x09) {
@@ -264,7 +305,7 @@ fn virtio_pci_use_msix_entry0(df: DeviceFunction) {
             common.write16(16, 0xffff);
             for q in 0..common.read16(18) {
                 common.write16(22, q);
-                common.write16(26, 0);
+                common.write16(26, entry(q));
             }
             return;
         }

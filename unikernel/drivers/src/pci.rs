@@ -132,6 +132,19 @@ pub fn bar_address(df: DeviceFunction, bar: u8) -> Option<u64> {
 /// Points MSI-X table entry `entry` of `df` at `vector` on this CPU and
 /// enables MSI-X (INTx is then off). Returns false if the device has no MSI-X.
 pub fn enable_msix(df: DeviceFunction, entry: u16, vector: u8) -> bool {
+    enable_msix_to(df, entry, vector, uk_frame::arch::apic::id())
+}
+
+/// The number of entries in the MSI-X table of `df` (0 without MSI-X).
+pub fn msix_entries(df: DeviceFunction) -> usize {
+    find_capability(df, 0x11).map_or(0, |cap| {
+        ((PortCam.read_word(df, cap) >> 16) & 0x7ff) as usize + 1
+    })
+}
+
+/// As [`enable_msix`], with the message addressed to the CPU whose local
+/// APIC id is `apic_id`.
+pub fn enable_msix_to(df: DeviceFunction, entry: u16, vector: u8, apic_id: u32) -> bool {
     let Some(cap) = find_capability(df, 0x11) else {
         return false;
     };
@@ -148,7 +161,7 @@ pub fn enable_msix(df: DeviceFunction, entry: u16, vector: u8) -> bool {
     let Ok(msix) = Mmio::map(base, table_size as u64 * 16) else {
         return false;
     };
-    let (addr, data) = crate::irq::msi_message(vector);
+    let (addr, data) = crate::irq::msi_message_to(apic_id, vector);
     // Each entry is 16 bytes: address low/high, data, vector control.
     let e = entry as u64 * 16;
     msix.write32(e, addr as u32);

@@ -26,13 +26,22 @@
 //! so memory is released only once acknowledged *and* read by the device.
 //! The chain owns its pieces ([`uk_frame::virtio::PayloadPiece`]) while the
 //! device holds it: the framework's queue gives them back from `pop_used`.
+//!
+//! Multiqueue ([`VirtioNet::new_multi`]): on virtio-pci, with
+//! `VIRTIO_NET_F_MQ`, the device has up to `max_virtqueue_pairs` receive/
+//! transmit queue pairs (receive `2i`, transmit `2i + 1`, the control queue
+//! after the last pair); the driver sets the number in use with one
+//! control-queue command and gives each pair its own `VirtioNet`, which
+//! owns the pair's queues and buffers (usable from its own CPU). The pairs
+//! share the transport only to ring doorbells, under a lock.
 
 use alloc::vec::Vec;
 use core::ops::Deref;
 
 use bitflags::bitflags;
 use uk_frame::dma::DmaBuffer;
-use uk_frame::virtio::{Chain, DeviceWrites, MAX_FRAGMENTS, PayloadPiece, Queue};
+use uk_frame::sync::IrqMutex;
+use uk_frame::virtio::{Chain, MAX_FRAGMENTS, PayloadPiece, Queue, Request};
 use uk_net::{CopyCounters, CopyStage, Fragment, Nic, TcpPayload};
 use virtio_drivers::transport::{SomeTransport, Transport};
 
@@ -42,8 +51,6 @@ use crate::mm::{self, PAGE};
 /// Descriptors per queue. 64 receive + 64 transmit buffers of 2 KiB: 256 KiB.
 const QUEUE_SIZE: usize = 64;
 const BUF_SIZE: usize = 2048;
-const QUEUE_RX: u16 = 0;
-const QUEUE_TX: u16 = 1;
 /// `virtio_net_hdr` with `num_buffers` (VIRTIO_F_VERSION_1); legacy
 /// devices (QEMU's virtio-mmio by default) use the 10-byte header.
 const HDR_MODERN: usize = 12;
@@ -51,8 +58,10 @@ const HDR_LEGACY: usize = 10;
 /// The largest TCP/IPv4 frame handed to the device for segmentation: an IP
 /// packet of 64 KiB - 1 and its Ethernet header.
 const TSO_MAX_FRAME: usize = 14 + 65535;
-/// Large transmit buffers (17 pages: `TSO_MAX_FRAME` and the virtio-net header).
+/// Large transmit buffers (17 pages: `TSO_MAX_FRAME` and the virtio-net
+/// header): 16 on pair 0, 4 on each other pair.
 const TSO_BUFS: usize = 16;
+const TSO_BUFS_EXTRA: usize = 4;
 const TSO_BUF_PAGES: u64 = 17;
 /// TSO is negotiated only with at least this much RAM (a 64 MiB guest):
 /// the large buffers take 1.1 MiB, and small guests keep their memory.
@@ -73,6 +82,8 @@ bitflags! {
         const MAC = 1 << 5;
         const HOST_TSO4 = 1 << 11;
         const STATUS = 1 << 16;
+        const CTRL_VQ = 1 << 17;
+        const MQ = 1 << 22;
         const RING_EVENT_IDX = 1 << 29;
         const VERSION_1 = 1 << 32;
     }
@@ -116,11 +127,19 @@ impl Deref for RxFrame {
     }
 }
 
-/// The virtio-net device.
+/// The transport, shared by a device's queue pairs for doorbells (it lives
+/// as long as the VM).
+type SharedTransport = &'static IrqMutex<NoEventIdx<SomeTransport<'static>>>;
+
+/// One queue pair of the virtio-net device (the device, with one pair).
 pub struct VirtioNet {
-    transport: NoEventIdx<SomeTransport<'static>>,
+    transport: SharedTransport,
+    /// Which pair: its receive queue is `2 * pair`, its transmit queue the next.
+    pair: usize,
     /// The queues own the buffers the device holds.
-    rx: Queue<DeviceWrites<DmaBuffer>, QUEUE_SIZE>,
+    /// (A receive buffer is a `Request` the device only writes: the same
+    /// type as a control-queue command, one queue type less in the image.)
+    rx: Queue<Request<DmaBuffer>, QUEUE_SIZE>,
     tx: Queue<TxChain, QUEUE_SIZE>,
     /// Whether TSO is in use (large transmit buffers exist).
     tso: bool,
@@ -146,8 +165,23 @@ pub struct VirtioNet {
 }
 
 impl VirtioNet {
-    /// Initialises the device and posts every receive buffer.
+    /// Initialises the device with one queue pair and posts every receive
+    /// buffer.
     pub fn new(transport: SomeTransport<'static>) -> Result<VirtioNet, &'static str> {
+        Self::new_multi(transport, 1)?.pop().ok_or("no queue pair")
+    }
+
+    /// Initialises the device with up to `max_pairs` queue pairs (fewer if
+    /// the device offers fewer; one on virtio-mmio, or when the device
+    /// refuses the count) and posts every receive buffer: one `VirtioNet`
+    /// per pair, pair 0 first. With more than one, connect the interrupts
+    /// with `connect_queue_irqs` (pair `i` on MSI-X entry `i`); size
+    /// `max_pairs` with `queue_pairs_for`.
+    pub fn new_multi(
+        transport: SomeTransport<'static>,
+        max_pairs: usize,
+    ) -> Result<Vec<VirtioNet>, &'static str> {
+        let pci = matches!(transport, SomeTransport::Pci(_));
         let mut transport = NoEventIdx(transport);
         // The transport hides RING_EVENT_IDX: see `NoEventIdx`.
         // TSO only where its buffers are affordable (not in a 4 MiB demo guest).
@@ -159,6 +193,9 @@ impl VirtioNet {
             | Features::VERSION_1;
         if tso_mem {
             wanted |= Features::HOST_TSO4;
+        }
+        if max_pairs > 1 && pci {
+            wanted |= Features::MQ | Features::CTRL_VQ;
         }
         let features = transport.begin_init(wanted);
         let hdr = if features.contains(Features::VERSION_1) {
@@ -176,24 +213,93 @@ impl VirtioNet {
         } else {
             mac = [0x02, 0x75, 0x6b, 0x00, 0x00, 0x01]; // locally administered
         }
+        // max_virtqueue_pairs: config offset 8, little-endian (read by
+        // bytes, as the MAC: one reader less in the image).
+        let device_pairs = if features.contains(Features::MQ | Features::CTRL_VQ) {
+            let byte = |i| usize::from(transport.read_config_space::<u8>(i).unwrap_or(0));
+            byte(8) | byte(9) << 8
+        } else {
+            1
+        };
+        let pairs = max_pairs.min(device_pairs).max(1);
         let event_idx = features.contains(Features::RING_EVENT_IDX);
-        let rx = Queue::new(&mut transport, QUEUE_RX, false, event_idx)
-            .map_err(|_| "cannot set up the receive queue")?;
-        let tx = Queue::new(&mut transport, QUEUE_TX, false, event_idx)
-            .map_err(|_| "cannot set up the transmit queue")?;
-        transport.finish_init();
-        let mut rx_free = small_buffers(QUEUE_SIZE).ok_or("no memory for receive buffers")?;
-        rx_free.reverse();
-        let tx_free = small_buffers(QUEUE_SIZE).ok_or("no memory for transmit buffers")?;
-        // TSO needs the device to complete checksums too; without memory for
-        // the large buffers it is simply not used.
-        let tso_free = if features.contains(Features::HOST_TSO4 | Features::CSUM) {
-            large_buffers(TSO_BUFS)
+        let transport: SharedTransport =
+            alloc::boxed::Box::leak(alloc::boxed::Box::new(IrqMutex::new(transport)));
+        let tso = features.contains(Features::HOST_TSO4 | Features::CSUM);
+        let mut devs = Vec::with_capacity(pairs);
+        for pair in 0..pairs {
+            let tso_bufs = match (tso, pair) {
+                (false, _) => 0,
+                (true, 0) => TSO_BUFS,
+                (true, _) => TSO_BUFS_EXTRA,
+            };
+            match Self::one_pair(transport, pair, event_idx, tso_bufs) {
+                Ok(mut dev) => {
+                    dev.hdr = hdr;
+                    dev.csum_offload = features.contains(Features::CSUM);
+                    dev.mac = mac;
+                    devs.push(dev);
+                }
+                Err(e) => {
+                    // The device knows the rings set up so far: never free them.
+                    core::mem::forget(devs);
+                    return Err(e);
+                }
+            }
+        }
+        let mut t = transport.lock();
+        let ctrl = if pairs > 1 {
+            Queue::new(&mut *t, 2 * device_pairs as u16, false, false).ok()
         } else {
             None
         };
-        let mut dev = VirtioNet {
+        t.finish_init();
+        if pairs > 1 && !ctrl.is_some_and(|c| set_queue_pairs(&mut t, c, device_pairs, pairs)) {
+            log::warn!("virtio-net: the device refused the queue pairs; using one");
+            while devs.len() > 1 {
+                // The device knows their rings: never free them.
+                core::mem::forget(devs.pop());
+            }
+        }
+        drop(t);
+        if devs.len() > 1 {
+            log::info!("virtio-net: {} queue pairs", devs.len());
+        }
+        for dev in &mut devs {
+            dev.refill();
+            dev.update_tx_interrupts();
+        }
+        Ok(devs)
+    }
+
+    /// Sets up queue pair `pair` and its buffers (`tso_bufs` large ones,
+    /// if that many can be had). The caller fills in the header size, the
+    /// checksum offload and the MAC.
+    #[inline(never)]
+    fn one_pair(
+        transport: SharedTransport,
+        pair: usize,
+        event_idx: bool,
+        tso_bufs: usize,
+    ) -> Result<VirtioNet, &'static str> {
+        let q = 2 * pair as u16;
+        let rx = Queue::new(&mut *transport.lock(), q, false, event_idx)
+            .map_err(|_| "cannot set up a receive queue")?;
+        let tx = Queue::new(&mut *transport.lock(), q + 1, false, event_idx)
+            .map_err(|_| "cannot set up a transmit queue")?;
+        let mut rx_free = small_buffers(QUEUE_SIZE).ok_or("no memory for receive buffers")?;
+        rx_free.reverse();
+        let tx_free = small_buffers(QUEUE_SIZE).ok_or("no memory for transmit buffers")?;
+        // TSO needs the device to complete checksums too; without memory
+        // for the large buffers it is simply not used.
+        let tso_free = if tso_bufs > 0 {
+            large_buffers(tso_bufs)
+        } else {
+            None
+        };
+        Ok(VirtioNet {
             transport,
+            pair,
             rx,
             tx,
             tso: tso_free.is_some(),
@@ -203,15 +309,23 @@ impl VirtioNet {
             tx_pending_notify: false,
             tx_interrupts: true,
             hold_notify: false,
-            hdr,
-            csum_offload: features.contains(Features::CSUM),
-            mac,
+            hdr: HDR_MODERN,
+            csum_offload: false,
+            mac: [0; 6],
             tx_ring_full: 0,
             tx_tso_frames: 0,
-        };
-        dev.refill();
-        dev.update_tx_interrupts();
-        Ok(dev)
+        })
+    }
+
+    /// Which queue pair this is (0 for the first).
+    pub fn pair(&self) -> usize {
+        self.pair
+    }
+
+    /// Rings the doorbell of this pair's receive (`tx` false) or transmit queue.
+    fn notify(&self, tx: bool) {
+        let queue = 2 * self.pair as u16 + u16::from(tx);
+        self.transport.lock().notify(queue);
     }
 
     /// Turns receive interrupts off while the caller polls (they would only
@@ -240,7 +354,7 @@ impl VirtioNet {
         if self.tx_pending_notify {
             self.tx_pending_notify = false;
             if self.tx.should_notify() {
-                self.transport.notify(QUEUE_TX);
+                self.notify(true);
             }
         }
     }
@@ -272,7 +386,7 @@ impl VirtioNet {
 
     /// Acknowledges the device's interrupt (reads its ISR status).
     pub fn ack_interrupt(&mut self) {
-        let _ = self.transport.ack_interrupt();
+        let _ = self.transport.lock().ack_interrupt();
     }
 
     /// The queues' state, for the diagnostic dump.
@@ -450,7 +564,7 @@ impl Nic for VirtioNet {
     }
 
     fn receive(&mut self) -> Option<RxFrame> {
-        let (DeviceWrites(buf), len) = self.rx.pop_used()?;
+        let (Request { buf, .. }, len) = self.rx.pop_used()?;
         let len = len as usize;
         let hdr = self.hdr;
         if len < hdr || len > BUF_SIZE {
@@ -474,16 +588,16 @@ impl Nic for VirtioNet {
         while let Some(buf) = self.rx_free.pop() {
             // The queue owns the buffer until it comes back through the used
             // ring.
-            match self.rx.add(DeviceWrites(buf)) {
+            match self.rx.add(Request { buf, out_len: 0 }) {
                 Ok(_) => posted = true,
-                Err(DeviceWrites(buf)) => {
+                Err(Request { buf, .. }) => {
                     self.rx_free.push(buf);
                     break;
                 }
             }
         }
         if posted && self.rx.should_notify() {
-            self.transport.notify(QUEUE_RX);
+            self.notify(false);
         }
     }
 
@@ -588,6 +702,46 @@ impl Nic for VirtioNet {
         self.reclaim_tx();
         self.update_tx_interrupts();
     }
+}
+
+/// Sets the number of queue pairs in use to `pairs` with the control-queue
+/// command VIRTIO_NET_CTRL_MQ / VQ_PAIRS_SET on `ctrl` (queue number
+/// `2 * device_pairs`), waiting a bounded time for the device's answer.
+/// True if the device acknowledged it.
+fn set_queue_pairs(
+    transport: &mut NoEventIdx<SomeTransport<'static>>,
+    mut ctrl: Queue<Request<DmaBuffer>, QUEUE_SIZE>,
+    device_pairs: usize,
+    pairs: usize,
+) -> bool {
+    const CTRL_MQ: u8 = 4;
+    const VQ_PAIRS_SET: u8 = 0;
+    let Some(mut buf) = DmaBuffer::alloc(1) else {
+        return false;
+    };
+    // class, command, the u16 count, then the device's status byte.
+    let b = buf.as_mut_slice();
+    b[..2].copy_from_slice(&[CTRL_MQ, VQ_PAIRS_SET]);
+    b[2..4].copy_from_slice(&(pairs as u16).to_le_bytes());
+    b[4] = 0xff;
+    if ctrl.add(Request { buf, out_len: 4 }).is_err() {
+        return false;
+    }
+    transport.notify(2 * device_pairs as u16);
+    // QEMU answers while handling the doorbell; a slower device gets a
+    // bounded number of polls.
+    let mut ok = false;
+    for _ in 0..1 << 24 {
+        if let Some((req, _)) = ctrl.pop_used() {
+            ok = req.buf.as_slice()[4] == 0;
+            break;
+        }
+        core::hint::spin_loop();
+    }
+    // The device keeps the queue (virtio-pci cannot disable one): its
+    // rings stay allocated.
+    core::mem::forget(ctrl);
+    ok
 }
 
 /// Asks the device (through the virtio-net header `head`, whose checksum

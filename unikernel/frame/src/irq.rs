@@ -169,6 +169,19 @@ pub fn msi_message(vector: u8) -> (u64, u32) {
     apic::msi_message(vector)
 }
 
+/// The MSI/MSI-X address and data that deliver `vector` to the CPU whose
+/// local APIC id is `apic_id` (ids above 255 cannot be reached this way:
+/// no interrupt remapping).
+pub fn msi_message_to(apic_id: u32, vector: u8) -> (u64, u32) {
+    apic::msi_message_to(apic_id, vector)
+}
+
+/// The local APIC id of the CPU with scheduler index `i` (as
+/// `sched::cpu_index`), once it is online; for MSI-X messages aimed at it.
+pub fn cpu_apic_id(i: usize) -> Option<u32> {
+    crate::arch::smp::cpu(i).map(|c| c.apic_id.load(Ordering::Relaxed))
+}
+
 /// Acknowledges the current interrupt at the local APIC. The dispatcher does
 /// this after every handler; drivers rarely need it.
 pub fn eoi() {

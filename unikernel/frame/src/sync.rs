@@ -381,7 +381,14 @@ impl<T> Mutex<T> {
 
     /// Takes the mutex if it is free.
     pub fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
-        self.try_acquire().then_some(MutexGuard { mutex: self })
+        // Not `then_some(MutexGuard { .. })`: its argument is built even
+        // when the mutex is busy, and dropping that guard unlocked the
+        // holder's mutex (a second thread then got in).
+        if self.try_acquire() {
+            Some(MutexGuard { mutex: self })
+        } else {
+            None
+        }
     }
 
     fn unlock(&self) {

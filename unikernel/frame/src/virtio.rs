@@ -178,6 +178,31 @@ impl<B: StableMut> Buffers for DeviceWrites<B> {
     }
 }
 
+/// A request and its reply in one buffer: the device reads the first
+/// `out_len` bytes and writes the rest (a control-queue command and its
+/// status byte; with `out_len` 0, a buffer the device only writes, as
+/// [`DeviceWrites`]).
+#[derive(Debug)]
+pub struct Request<B: StableMut> {
+    /// The buffer.
+    pub buf: B,
+    /// Bytes the device reads; the rest it may write.
+    pub out_len: usize,
+}
+
+impl<B: StableMut> sealed::Sealed for Request<B> {}
+
+impl<B: StableMut> Buffers for Request<B> {
+    fn segments<'a>(&'a mut self, ins: &mut Segments<'a>) -> (usize, Option<&'a mut [u8]>) {
+        let bytes = self.buf.bytes_mut();
+        let at = self.out_len.min(bytes.len());
+        let (out, reply) = bytes.split_at_mut(at);
+        ins[0] = out;
+        // No readable descriptor when there is nothing to read.
+        (usize::from(at > 0), Some(reply))
+    }
+}
+
 /// The most fragments a [`Chain`] may carry after its header.
 pub const MAX_FRAGMENTS: usize = 23;
 

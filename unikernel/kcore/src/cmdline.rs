@@ -23,6 +23,7 @@
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
+use core::fmt::Write;
 
 /// One kernel option: `key=value` (`value` is `Some`, possibly empty) or a
 /// bare `flag` (`value` is `None`).
@@ -91,7 +92,9 @@ fn show(s: &str) -> String {
             out.push_str("...");
             break;
         }
-        out.extend(c.escape_debug());
+        // Through `Display` (one call) rather than `extend`, which inlined
+        // the escape iterator and a UTF-8 push: about 0.5 KiB.
+        let _ = write!(out, "{}", c.escape_debug());
     }
     out
 }
@@ -498,6 +501,16 @@ mod tests {
     use super::*;
     use alloc::string::ToString;
     use alloc::vec;
+
+    #[test]
+    fn show_escapes_like_escape_debug_and_truncates() {
+        let s = "a\tb\u{1}\u{301}é\"'\\";
+        let expected: String = s.chars().flat_map(char::escape_debug).collect();
+        assert_eq!(show(s), expected);
+        assert_eq!(show(s), "a\\tb\\u{1}\\u{301}é\\\"\\'\\\\");
+        let long = "x".repeat(70);
+        assert_eq!(show(&long), format!("{}...", "x".repeat(64)));
+    }
 
     fn opt(k: &str, v: Option<&str>) -> KernelOption {
         KernelOption {

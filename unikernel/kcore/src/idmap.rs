@@ -49,6 +49,41 @@ fn search(index: &PairSet, key: u64) -> Result<usize, usize> {
     }
 }
 
+/// The index half of an insert (no generic code: one copy for every map,
+/// out of line, where each value type had its own): puts `(key, slot)` at
+/// position `at` of `index`, the slot the last of `free` (taken off it) or
+/// else `slots_len` (the slab's end, for which the caller has reserved
+/// room); `None`, and nothing changed, without memory for the pair.
+#[inline(never)]
+fn link(
+    index: &mut PairSet,
+    free: &mut Vec<u64>,
+    at: usize,
+    key: u64,
+    slots_len: usize,
+) -> Option<usize> {
+    let s = free.last().map_or(slots_len, |&s| s as usize);
+    index.insert_at(at, (key, s as u64)).ok()?;
+    if s != slots_len {
+        free.pop();
+    }
+    Some(s)
+}
+
+/// The index half of a remove (see [`link`]): takes `key` out of `index`
+/// and returns its slot, listed in `free` for reuse unless it is the slab's
+/// last (`slots_len`), which the caller pops. Without room in `free` the
+/// slot is simply not reused: it stays `None`, which iteration skips.
+#[inline(never)]
+fn unlink(index: &mut PairSet, free: &mut Vec<u64>, key: u64, slots_len: usize) -> Option<usize> {
+    let i = search(index, key).ok()?;
+    let (_, s) = index.remove_at(i);
+    if s as usize + 1 != slots_len && free.try_reserve(1).is_ok() {
+        free.push(s);
+    }
+    Some(s as usize)
+}
+
 impl<V> IdMap<V> {
     /// An empty map; allocates nothing.
     pub const fn new() -> Self {
@@ -120,22 +155,15 @@ impl<V> IdMap<V> {
     /// position `at`; returns its slot, or `value` back (nothing changed)
     /// without memory for it.
     fn put(&mut self, at: usize, key: u64, value: V) -> Result<usize, V> {
-        let s = match self.free.last() {
-            Some(&s) => s as usize,
-            None => {
-                if self.slots.try_reserve(1).is_err() {
-                    return Err(value);
-                }
-                self.slots.len()
-            }
-        };
-        if self.index.insert_at(at, (key, s as u64)).is_err() {
+        if self.free.is_empty() && self.slots.try_reserve(1).is_err() {
             return Err(value);
         }
+        let Some(s) = link(&mut self.index, &mut self.free, at, key, self.slots.len()) else {
+            return Err(value);
+        };
         if s == self.slots.len() {
             self.slots.push(Some((key, value)));
         } else {
-            self.free.pop();
             self.slots[s] = Some((key, value));
         }
         Ok(s)
@@ -165,16 +193,11 @@ impl<V> IdMap<V> {
 
     /// Removes `key`, returning its value.
     pub fn remove(&mut self, key: u64) -> Option<V> {
-        let i = search(&self.index, key).ok()?;
-        let (_, s) = self.index.remove_at(i);
-        let taken = self.slots[s as usize].take().map(|(_, v)| v);
-        if s as usize + 1 == self.slots.len() {
+        let s = unlink(&mut self.index, &mut self.free, key, self.slots.len())?;
+        let taken = self.slots[s].take().map(|(_, v)| v);
+        if s + 1 == self.slots.len() {
             self.slots.pop();
-        } else if self.free.try_reserve(1).is_ok() {
-            self.free.push(s);
         }
-        // (Without room in `free` the slot is simply not reused: it stays
-        // `None`, which iteration skips.)
         if self.index.is_empty() {
             self.slots = Vec::new();
             self.free = Vec::new();

@@ -338,6 +338,13 @@ pub fn accept4(fd: i32, flags: u32) -> Result<(i32, SocketAddrV4)> {
     Ok((nfd, peer))
 }
 
+/// The CPU whose network shard holds socket `fd` (its stack work runs
+/// there), or `None` when the stack is not sharded (one shard serves every
+/// CPU).
+pub fn socket_cpu(fd: i32) -> Result<Option<usize>> {
+    Ok(net::shard_of(socket_file(fd)?.id))
+}
+
 /// Connects a new TCP socket to `addr` (blocking until the handshake ends).
 pub fn tcp_connect(addr: SocketAddrV4, flags: u32) -> Result<i32> {
     let id = net::connect(addr, flags & O_NONBLOCK != 0).map_err(errno_of)?;
@@ -567,10 +574,15 @@ fn source_key(fd: i32) -> Result<u64> {
     }
 }
 
-/// Current readiness of source `key` (sockets read `stack`'s state).
-fn readiness_of(key: u64, socket: &dyn Fn(SocketId) -> u32) -> u32 {
+/// Current readiness of source `key`: a socket's from its stack (`socket`),
+/// or, when that gives `None` (its shard is busy on another CPU), the
+/// readiness last reported for it (every change is reported under the
+/// shard's lock, so at worst one about to be: nothing is lost, and a stale
+/// bit is a spurious event that a non-blocking call answers with EAGAIN).
+fn readiness_of(key: u64, socket: &dyn Fn(SocketId) -> Option<u32>) -> u32 {
     match key & KIND_MASK {
-        KIND_SOCKET => socket(SocketId::from_u32(key as u32)),
+        KIND_SOCKET => socket(SocketId::from_u32(key as u32))
+            .unwrap_or_else(|| SOURCES.lock().get(key).map_or(0, |s| s.events().0)),
         KIND_EVENTFD => EVENTFDS
             .lock()
             .get(key)
@@ -682,7 +694,17 @@ pub fn epoll_ctl(epfd: i32, op: i32, fd: i32, event: EpollEvent) -> Result<()> {
 /// Samples the readiness of source `key` now and queues the interest
 /// `(key, fd)` of `ep` if it is ready, waking the instance's waiters.
 fn sample_into(ep: &EpollFile, key: u64, fd: i32) {
-    let current = net::with_readiness(|sock| readiness_of(key, sock));
+    // Under every shard's lock: a socket's readiness is recorded as the
+    // last reported (epoll falls back to it while its shard is busy).
+    let current = net::with_readiness_all(|sock| {
+        let current = readiness_of(key, sock);
+        if key & KIND_MASK == KIND_SOCKET
+            && let Some(s) = SOURCES.lock().get_mut(key)
+        {
+            let _ = s.set(Events(current));
+        }
+        current
+    });
     let queued = ep.inner.lock().notify(key, fd, Events(current));
     if queued || ep.inner.lock().is_ready() {
         ep.seq.fetch_add(1, Ordering::AcqRel);

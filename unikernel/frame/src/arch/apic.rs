@@ -237,7 +237,13 @@ pub fn set_timer(deadline: Option<u64>) {
 
 /// The address and data of an MSI/MSI-X message delivering `vector` to this CPU.
 pub fn msi_message(vector: u8) -> (u64, u32) {
-    (0xfee0_0000 | ((id() as u64 & 0xff) << 12), vector as u32)
+    msi_message_to(id(), vector)
+}
+
+/// The address and data of an MSI/MSI-X message delivering `vector` to the
+/// CPU with local APIC id `apic_id` (physical destination mode, fixed).
+pub fn msi_message_to(apic_id: u32, vector: u8) -> (u64, u32) {
+    (0xfee0_0000 | ((apic_id as u64 & 0xff) << 12), vector as u32)
 }
 
 /// An I/O APIC.

@@ -54,19 +54,22 @@ global_asm!(
     .p2align 4
     .global uk_isr_table
 uk_isr_table:
+    /* Every stub is ISR_STUB_BYTES (12) long, encoded by hand so that no
+       instruction is shortened (4 KiB of 16-byte slots before). */
     .set vec, 0
     .rept 256
-    .p2align 4
     .if (vec == 8) || (vec == 10) || (vec == 11) || (vec == 12) || (vec == 13) || (vec == 14) || (vec == 17) || (vec == 21) || (vec == 29) || (vec == 30)
     .byte 0x90, 0x90             /* the CPU pushed an error code */
     .else
-    push 0
+    .byte 0x6a, 0x00             /* push 0 */
     .endif
-    push vec
+    .byte 0x68                   /* push imm32: the vector */
+    .long vec
+    .byte 0xe9                   /* jmp rel32 */
     .if (vec == 2) || (vec == 8) || (vec == 14) || (vec == 18)
-    jmp uk_isr_common            /* stays on its own IST stack */
+    .long uk_isr_common - (. + 4) /* stays on its own IST stack */
     .else
-    jmp uk_isr_move
+    .long uk_isr_move - (. + 4)
     .endif
     .set vec, vec + 1
     .endr
@@ -179,6 +182,9 @@ fn gate(handler: u64, ist: Option<u16>) -> Gate {
     ])
 }
 
+/// The length of each vector's stub in `uk_isr_table`.
+const ISR_STUB_BYTES: u64 = 12;
+
 /// Fills and loads the IDT: every vector goes to its stub; page faults,
 /// double faults, NMIs and machine checks run on their own IST stacks, every
 /// other vector enters on `IST_ENTRY` (see the module docs: the red zone).
@@ -194,7 +200,7 @@ pub fn init() {
             2 | 18 => Some(IST_NMI),
             _ => Some(IST_ENTRY),
         };
-        *g = gate(base + 16 * v as u64, ist);
+        *g = gate(base + ISR_STUB_BYTES * v as u64, ist);
     }
     load();
 }

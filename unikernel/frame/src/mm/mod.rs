@@ -708,14 +708,21 @@ pub fn mmap_aligned(len: u64, align: u64, prot: Prot, kind: VmaKind) -> Result<u
         let base = mm.vmas.map(total, prot, kind)?;
         let start = align_up(base, align);
         if start > base {
-            mm.vmas.unmap(base, start - base, |_| {})?;
+            unmap_vmas(mm.vmas, base, start - base)?;
         }
         let tail = base + total - (start + len);
         if tail > 0 {
-            mm.vmas.unmap(start + len, tail, |_| {})?;
+            unmap_vmas(mm.vmas, start + len, tail)?;
         }
         Ok(start)
     })
+}
+
+/// [`VmaSet::unmap`] with nothing to do for the areas removed, out of line:
+/// inlined at its six callers it cost about 3.5 KiB of the image.
+#[inline(never)]
+fn unmap_vmas(vmas: &mut VmaSet<MAX_VMAS>, start: u64, len: u64) -> Result<(), VmError> {
+    vmas.unmap(start, len, |_| {})
 }
 
 /// Unmaps [addr, addr+len), freeing the frames behind it. Holes are fine.
@@ -732,7 +739,7 @@ pub fn munmap(addr: u64, len: u64) -> Result<(), MemError> {
         {
             return Err(VmError::InvalidArgument);
         }
-        mm.vmas.unmap(addr, len, |_| {})?;
+        unmap_vmas(mm.vmas, addr, len)?;
         mm.unmap_pages(addr, addr + len);
         Ok(())
     })
@@ -754,12 +761,12 @@ pub fn map_stack(size: u64) -> Result<(u64, u64), MemError> {
     let size = align_up(size, PAGE);
     with_mm(|mm| {
         let guard = mm.vmas.map(PAGE + size, Prot::NONE, VmaKind::Guard)?;
-        mm.vmas.unmap(guard + PAGE, size, |_| {})?;
+        unmap_vmas(mm.vmas, guard + PAGE, size)?;
         if let Err(e) =
             mm.vmas
                 .map_fixed(guard + PAGE, size, Prot::READ | Prot::WRITE, VmaKind::Stack)
         {
-            let _ = mm.vmas.unmap(guard, PAGE, |_| {});
+            let _ = unmap_vmas(mm.vmas, guard, PAGE);
             return Err(e);
         }
         Ok((guard + PAGE, guard + PAGE + size))
@@ -1053,7 +1060,7 @@ pub fn unmap_page_keep_vma(va: u64) {
 pub fn unmap_keep_frames(addr: u64, len: u64) -> Result<(), MemError> {
     with_mm(|mm| {
         let len = align_up(len, PAGE);
-        mm.vmas.unmap(addr, len, |_| {})?;
+        unmap_vmas(mm.vmas, addr, len)?;
         paging::for_each_leaf(mm.pml4, addr, addr + len, |va, e| {
             e.set_unused();
             paging::flush(va);
