@@ -1311,17 +1311,7 @@ fn readiness_in(stacks: &[Option<&NetStack>], id: SocketId) -> Option<u32> {
 
 /// Socket `id`'s readiness now (waiting for its shards' locks).
 pub(crate) fn readiness(id: SocketId) -> u32 {
-    let n = shards();
-    let one = |k: usize, l| {
-        all()
-            .get(k)
-            .map_or(EPOLLERR | EPOLLHUP, |s| s.net.lock().stack.readiness(l))
-    };
-    let (k, local) = split(id);
-    match group_locals(id) {
-        Some(locals) => (0..n).fold(0, |r, k| r | one(k, locals[k])),
-        None => one(k, local),
-    }
+    with_readiness_all(|r| r(id).unwrap_or(EPOLLERR | EPOLLHUP))
 }
 
 /// Runs `f` with a function giving sockets' readiness, for epoll's
