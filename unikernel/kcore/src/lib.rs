@@ -18,7 +18,10 @@
 //! * [`reclaim`] is the allocators' out-of-memory policy: reclaim, retry,
 //!   fail as an error, never recurse.
 //!
-//! Only [`cmdline`], [`idmap`] and [`pairs`] need `alloc`; the other modules work
+//! * [`hashindex`] is the hash index of slot numbers behind the kernel's
+//!   hash maps (one copy of the table's growth code for all of them).
+//!
+//! Only [`cmdline`], [`hashindex`], [`idmap`] and [`pairs`] need `alloc`; the other modules work
 //! without a heap.
 #![no_std]
 #![forbid(unsafe_code)]
@@ -37,6 +40,7 @@ pub mod acpi;
 pub mod cmdline;
 pub mod copy;
 pub mod frame;
+pub mod hashindex;
 pub mod idmap;
 pub mod kbd;
 pub mod multiboot2;

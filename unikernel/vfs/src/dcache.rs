@@ -12,26 +12,13 @@ use core::hash::Hash;
 use hashbrown::Equivalent;
 
 use crate::inode::InodeRef;
-use crate::lru::{LruMap, TryClone};
+use crate::lru::LruMap;
 
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct DKey {
     dev: u64,
     parent: u64,
     name: String,
-}
-
-impl TryClone for DKey {
-    fn try_clone(&self) -> Option<Self> {
-        let mut name = String::new();
-        name.try_reserve_exact(self.name.len()).ok()?;
-        name.push_str(&self.name);
-        Some(Self {
-            dev: self.dev,
-            parent: self.parent,
-            name,
-        })
-    }
 }
 
 /// Borrowed form of [`DKey`]; its derived `Hash` matches `DKey`'s because

@@ -1,5 +1,7 @@
-//! An O(1) LRU map: a `hashbrown::HashMap` from key to slab index plus an
-//! intrusive doubly-linked list threaded through the slab by indices.
+//! An O(1) LRU map: a slab of entries, a [`HashIndex`] from key hash to
+//! slab index (the keys live only in the slab; the index's growth code is
+//! shared with the kernel's other maps) and an intrusive doubly-linked list
+//! threaded through the slab by indices.
 //!
 //! Entries can be *detached* from the recency list while staying in the map;
 //! a detached entry is invisible to [`LruMap::pop_lru`]. The page cache's
@@ -13,24 +15,12 @@
 //! clears the mark), as a CLOCK does. Marking is a store; moving is six.
 
 use alloc::vec::Vec;
-use core::hash::Hash;
+use core::hash::{BuildHasher, Hash};
 
-use hashbrown::{Equivalent, HashMap};
+use hashbrown::{DefaultHashBuilder, Equivalent};
+use uk_core::hashindex::HashIndex;
 
 const NIL: u32 = u32::MAX;
-
-/// A key the map can copy without panicking when the heap is full: the map
-/// keeps a copy in the hash table and one in the slab.
-pub(crate) trait TryClone: Sized {
-    /// A copy, or `None` when memory for it cannot be had.
-    fn try_clone(&self) -> Option<Self>;
-}
-
-impl<T: Copy> TryClone for T {
-    fn try_clone(&self) -> Option<Self> {
-        Some(*self)
-    }
-}
 
 struct Node<K, V> {
     key: K,
@@ -43,7 +33,8 @@ struct Node<K, V> {
 
 /// A hash map that remembers the recency of its entries.
 pub(crate) struct LruMap<K, V> {
-    map: HashMap<K, u32>,
+    map: HashIndex,
+    hasher: DefaultHashBuilder,
     slab: Vec<Option<Node<K, V>>>,
     free: Vec<u32>,
     /// Most recently used.
@@ -52,10 +43,11 @@ pub(crate) struct LruMap<K, V> {
     tail: u32,
 }
 
-impl<K: Hash + Eq + Clone + TryClone, V> LruMap<K, V> {
+impl<K: Hash + Eq + Clone, V> LruMap<K, V> {
     pub(crate) fn new() -> Self {
         Self {
-            map: HashMap::new(),
+            map: HashIndex::new(),
+            hasher: DefaultHashBuilder::default(),
             slab: Vec::new(),
             free: Vec::new(),
             head: NIL,
@@ -72,6 +64,20 @@ impl<K: Hash + Eq + Clone + TryClone, V> LruMap<K, V> {
     #[cfg(test)]
     pub(crate) fn linked_len(&self) -> usize {
         self.keys_lru_order().len()
+    }
+
+    fn hash<Q: Hash + ?Sized>(&self, key: &Q) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    /// The slab index of `key`.
+    fn find<Q: Hash + Equivalent<K> + ?Sized>(&self, key: &Q) -> Option<u32> {
+        let slab = &self.slab;
+        self.map.find(self.hash(key), |i| {
+            slab[i as usize]
+                .as_ref()
+                .is_some_and(|n| key.equivalent(&n.key))
+        })
     }
 
     fn node(&self, i: u32) -> &Node<K, V> {
@@ -126,7 +132,7 @@ impl<K: Hash + Eq + Clone + TryClone, V> LruMap<K, V> {
     /// The slab index of `key`, for the `*_at` operations: one hash lookup
     /// for several operations on the same entry (valid until it is removed).
     pub(crate) fn index_of<Q: Hash + Equivalent<K> + ?Sized>(&self, key: &Q) -> Option<u32> {
-        self.map.get(key).copied()
+        self.find(key)
     }
 
     /// The value at slab index `i` (from [`LruMap::index_of`]).
@@ -176,24 +182,24 @@ impl<K: Hash + Eq + Clone + TryClone, V> LruMap<K, V> {
 
     /// Whether `key` is present.
     pub(crate) fn contains<Q: Hash + Equivalent<K> + ?Sized>(&self, key: &Q) -> bool {
-        self.map.contains_key(key)
+        self.find(key).is_some()
     }
 
     /// Looks up `key` without changing its recency.
     pub(crate) fn peek<Q: Hash + Equivalent<K> + ?Sized>(&self, key: &Q) -> Option<&V> {
-        let i = *self.map.get(key)?;
+        let i = self.find(key)?;
         Some(&self.node(i).value)
     }
 
     /// Looks up `key` mutably without changing its recency.
     pub(crate) fn peek_mut<Q: Hash + Equivalent<K> + ?Sized>(&mut self, key: &Q) -> Option<&mut V> {
-        let i = *self.map.get(key)?;
+        let i = self.find(key)?;
         Some(&mut self.node_mut(i).value)
     }
 
     /// Looks up `key` and, if it is on the recency list, marks it most recently used.
     pub(crate) fn get_mut<Q: Hash + Equivalent<K> + ?Sized>(&mut self, key: &Q) -> Option<&mut V> {
-        let i = *self.map.get(key)?;
+        let i = self.find(key)?;
         if self.node(i).linked {
             self.unlink(i);
             self.push_front(i);
@@ -217,7 +223,11 @@ impl<K: Hash + Eq + Clone + TryClone, V> LruMap<K, V> {
     /// entry cannot be had, nothing changes and `value` comes back as the
     /// error: a full heap costs the caller its insert, never a panic.
     pub(crate) fn try_insert(&mut self, key: K, value: V) -> Result<Option<V>, V> {
-        if let Some(&i) = self.map.get(&key) {
+        let hash = self.hash(&key);
+        let slab = &self.slab;
+        if let Some(i) = self.map.find(hash, |i| {
+            slab[i as usize].as_ref().is_some_and(|n| n.key == key)
+        }) {
             let old = core::mem::replace(&mut self.node_mut(i).value, value);
             self.unlink(i);
             self.push_front(i);
@@ -226,9 +236,6 @@ impl<K: Hash + Eq + Clone + TryClone, V> LruMap<K, V> {
         if self.map.try_reserve(1).is_err() {
             return Err(value);
         }
-        let Some(copy) = key.try_clone() else {
-            return Err(value);
-        };
         if self.free.is_empty() {
             // The free list gets room for every slot now, so that removing an
             // entry (eviction, called when memory is short) never allocates.
@@ -241,7 +248,7 @@ impl<K: Hash + Eq + Clone + TryClone, V> LruMap<K, V> {
             }
         }
         let node = Node {
-            key: copy,
+            key,
             value,
             prev: NIL,
             next: NIL,
@@ -259,25 +266,25 @@ impl<K: Hash + Eq + Clone + TryClone, V> LruMap<K, V> {
                 i
             }
         };
-        self.map.insert(key, i);
+        self.map.insert(hash, i);
         self.push_front(i);
         Ok(None)
     }
 
     /// Removes slot `i`. Never allocates: the free list has room for every
-    /// slot (see [`LruMap::try_insert`]) and hashbrown's removal does not grow.
+    /// slot (see [`LruMap::try_insert`]) and the index's removal does not grow.
     fn take(&mut self, i: u32) -> (K, V) {
         self.unlink(i);
         debug_assert!(self.free.len() < self.free.capacity());
         let node = self.slab[i as usize].take().expect("live slab index");
         self.free.push(i);
-        self.map.remove(&node.key);
+        self.map.remove_slot(self.hash(&node.key), i);
         (node.key, node.value)
     }
 
     /// Removes `key`, returning its value.
     pub(crate) fn remove<Q: Hash + Equivalent<K> + ?Sized>(&mut self, key: &Q) -> Option<V> {
-        let i = *self.map.get(key)?;
+        let i = self.find(key)?;
         Some(self.take(i).1)
     }
 
