@@ -1,5 +1,5 @@
 //! The page cache: 4 KiB pages of file data keyed by `(device, inode, page
-//! index)` in a `hashbrown::HashMap`, with O(1) LRU eviction.
+//! index)` in an LRU map (slab plus hash index), with O(1) eviction.
 //!
 //! # Design
 //!
