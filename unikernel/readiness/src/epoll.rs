@@ -2,8 +2,10 @@
 
 use alloc::vec::Vec;
 use core::fmt;
+use core::hash::BuildHasher;
 
-use hashbrown::HashMap;
+use hashbrown::DefaultHashBuilder;
+use uk_core::hashindex::HashIndex;
 
 use crate::events::Events;
 
@@ -226,7 +228,10 @@ impl Entry {
 /// See the crate-level readiness contract.
 #[derive(Clone, Default)]
 pub struct EpollInstance {
-    index: HashMap<WatchKey, u32>,
+    /// The slot of each interest, by [`WatchKey`] (the keys are in the
+    /// slots).
+    index: HashIndex,
+    hasher: DefaultHashBuilder,
     slots: Vec<Option<Entry>>,
     free: Vec<u32>,
     head: u32,
@@ -247,7 +252,8 @@ impl EpollInstance {
     /// An empty instance (`epoll_create1`).
     pub fn new() -> EpollInstance {
         EpollInstance {
-            index: HashMap::new(),
+            index: HashIndex::new(),
+            hasher: DefaultHashBuilder::default(),
             slots: Vec::new(),
             free: Vec::new(),
             head: NIL,
@@ -280,14 +286,22 @@ impl EpollInstance {
         self.ready_len != 0
     }
 
+    /// The slot of `wk`.
+    fn find(&self, wk: WatchKey) -> Option<u32> {
+        let slots = &self.slots;
+        self.index.find(self.hasher.hash_one(wk), |i| {
+            slots[i as usize].as_ref().is_some_and(|e| e.key == wk)
+        })
+    }
+
     /// True when `(key, fd)` is registered.
     pub fn contains(&self, key: SourceKey, fd: i32) -> bool {
-        self.index.contains_key(&WatchKey::new(key, fd))
+        self.find(WatchKey::new(key, fd)).is_some()
     }
 
     /// Snapshot of the interest registered for `(key, fd)`.
     pub fn interest(&self, key: SourceKey, fd: i32) -> Option<Interest> {
-        let idx = *self.index.get(&WatchKey::new(key, fd))?;
+        let idx = self.find(WatchKey::new(key, fd))?;
         Some(self.entry(idx).snapshot())
     }
 
@@ -341,7 +355,7 @@ impl EpollInstance {
             return Err(EpollError::Invalid);
         }
         let wk = WatchKey::new(key, fd);
-        if self.index.contains_key(&wk) {
+        if self.find(wk).is_some() {
             return Err(EpollError::Exists);
         }
         if self.index.try_reserve(1).is_err()
@@ -370,7 +384,7 @@ impl EpollInstance {
                 i
             }
         };
-        self.index.insert(wk, idx);
+        self.index.insert(self.hasher.hash_one(wk), idx);
         if ready {
             self.push_back(idx);
         }
@@ -398,9 +412,8 @@ impl EpollInstance {
         if events.contains(Events::EXCLUSIVE) {
             return Err(EpollError::Invalid);
         }
-        let idx = *self
-            .index
-            .get(&WatchKey::new(key, fd))
+        let idx = self
+            .find(WatchKey::new(key, fd))
             .ok_or(EpollError::NotFound)?;
         let e = self.entry_mut(idx);
         if e.events.contains(Events::EXCLUSIVE) {
@@ -421,9 +434,13 @@ impl EpollInstance {
         if fd < 0 {
             return Err(EpollError::BadFd);
         }
+        let wk = WatchKey::new(key, fd);
+        let slots = &self.slots;
         let idx = self
             .index
-            .remove(&WatchKey::new(key, fd))
+            .remove(self.hasher.hash_one(wk), |i| {
+                slots[i as usize].as_ref().is_some_and(|e| e.key == wk)
+            })
             .ok_or(EpollError::NotFound)?;
         if self.entry(idx).linked {
             self.unlink(idx);
@@ -446,7 +463,7 @@ impl EpollInstance {
     /// wakes a thread waiting on this instance (and, for nested epoll, the
     /// observers of this instance).
     pub fn notify(&mut self, key: SourceKey, fd: i32, ready: Events) -> bool {
-        let Some(&idx) = self.index.get(&WatchKey::new(key, fd)) else {
+        let Some(idx) = self.find(WatchKey::new(key, fd)) else {
             return false;
         };
         let e = self.entry(idx);
