@@ -2,17 +2,18 @@
 //! reuse by a new SYN as in RFC 6191).
 
 use alloc::collections::VecDeque;
+use core::hash::BuildHasher;
 use core::mem::size_of;
 
-use hashbrown::HashMap;
+use uk_core::hashindex::HashIndex;
 
 use crate::hash::KeyedState;
 use crate::seq::Seq;
 use crate::wire::FourTuple;
 
 /// What is left of a connection in TIME-WAIT: enough to answer a
-/// retransmitted FIN and to judge a new SYN. Stored as the table's key and
-/// value; `size_of::<TimeWaitRecord>()` is at most 64 bytes.
+/// retransmitted FIN and to judge a new SYN. `size_of::<TimeWaitRecord>()`
+/// is at most 64 bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TimeWaitRecord {
     /// The connection.
@@ -25,15 +26,6 @@ pub struct TimeWaitRecord {
     pub ts_recent: Option<u32>,
     /// When the record expires (µs).
     pub expiry: u64,
-}
-
-/// The value stored beside the key (the key is the tuple).
-#[derive(Clone, Copy, Debug)]
-struct Entry {
-    snd_nxt: Seq,
-    rcv_nxt: Seq,
-    ts_recent: Option<u32>,
-    expiry: u64,
 }
 
 /// What to do with a segment that hit a TIME-WAIT record.
@@ -54,13 +46,28 @@ pub enum TimeWaitAction {
     Ignore,
 }
 
+/// A FIFO place: a record, or what is left of one removed early (its
+/// expiry still orders the FIFO).
+#[derive(Clone, Copy, Debug)]
+struct Place {
+    rec: TimeWaitRecord,
+    live: bool,
+}
+
 /// The bounded TIME-WAIT table. Every record lives the same time, so
-/// insertion order is expiry order: a FIFO finds the expired and, when the
-/// table is full, the oldest record to recycle.
+/// insertion order is expiry order: the records sit in a FIFO, which finds
+/// the expired and, when the table is full, the oldest record to recycle.
+/// A hash index keyed by tuple (SipHash with the endpoint's secret, so
+/// that a peer cannot choose colliding tuples) finds a record's place in
+/// the FIFO; a record removed early leaves a dead place there.
 #[derive(Debug)]
 pub struct TimeWaitTable {
-    map: HashMap<FourTuple, Entry, KeyedState>,
-    fifo: VecDeque<(FourTuple, u64)>,
+    index: HashIndex,
+    hasher: KeyedState,
+    /// The records, oldest first.
+    fifo: VecDeque<Place>,
+    /// The index's number for `fifo[0]`; `fifo[i]` is `head + i`.
+    head: u32,
     capacity: usize,
     recycled: u64,
     dropped: u64,
@@ -70,9 +77,12 @@ impl TimeWaitTable {
     /// A table holding at most `capacity` records.
     pub fn new(capacity: usize, hasher: KeyedState) -> Self {
         TimeWaitTable {
-            map: HashMap::with_hasher(hasher),
+            index: HashIndex::new(),
+            hasher,
             fifo: VecDeque::new(),
-            capacity: capacity.max(1),
+            head: 0,
+            // A FIFO place is a u32 in the index.
+            capacity: capacity.clamp(1, u32::MAX as usize),
             recycled: 0,
             dropped: 0,
         }
@@ -80,12 +90,12 @@ impl TimeWaitTable {
 
     /// Number of records.
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.index.len()
     }
 
     /// Whether the table is empty.
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.index.is_empty()
     }
 
     /// How many records were dropped early because the table was full.
@@ -95,19 +105,38 @@ impl TimeWaitTable {
 
     /// Heap bytes used by the table.
     pub fn memory_bytes(&self) -> usize {
-        self.map.capacity() * (size_of::<(FourTuple, Entry)>() + 1)
-            + self.fifo.capacity() * size_of::<(FourTuple, u64)>()
+        self.index.capacity() * HashIndex::BYTES_PER_ENTRY
+            + self.fifo.capacity() * size_of::<Place>()
+    }
+
+    /// The FIFO position of `tuple`'s record.
+    fn find(&self, tuple: &FourTuple) -> Option<usize> {
+        let (fifo, head) = (&self.fifo, self.head);
+        let at = |slot: u32| slot.wrapping_sub(head) as usize;
+        let slot = self.index.find(self.hasher.hash_one(tuple), |slot| {
+            fifo.get(at(slot))
+                .is_some_and(|p| p.live && p.rec.tuple == *tuple)
+        })?;
+        Some(at(slot))
+    }
+
+    /// Removes the record at FIFO position `at`, leaving a dead place;
+    /// false when it was dead already.
+    fn remove_at(&mut self, at: usize) -> bool {
+        let p = &mut self.fifo[at];
+        if !p.live {
+            return false;
+        }
+        p.live = false;
+        let hash = self.hasher.hash_one(p.rec.tuple);
+        self.index
+            .remove_slot(hash, self.head.wrapping_add(at as u32));
+        true
     }
 
     /// Looks a record up.
     pub fn get(&self, tuple: &FourTuple) -> Option<TimeWaitRecord> {
-        self.map.get(tuple).map(|e| TimeWaitRecord {
-            tuple: *tuple,
-            snd_nxt: e.snd_nxt,
-            rcv_nxt: e.rcv_nxt,
-            ts_recent: e.ts_recent,
-            expiry: e.expiry,
-        })
+        Some(self.fifo[self.find(tuple)?].rec)
     }
 
     /// Adds a record, recycling the oldest when full. When the memory to
@@ -115,35 +144,41 @@ impl TimeWaitTable {
     /// connection skips TIME-WAIT, as Linux's does when its bucket table
     /// overflows) and counted in [`TimeWaitTable::dropped`].
     pub fn insert(&mut self, r: TimeWaitRecord) {
-        while self.map.len() >= self.capacity || self.fifo.len() >= self.capacity {
+        while self.fifo.len() >= self.capacity {
             if !self.recycle_oldest() {
                 break;
             }
         }
-        if self.map.try_reserve(1).is_err() || self.fifo.try_reserve(1).is_err() {
+        if self.index.try_reserve(1).is_err() || self.fifo.try_reserve(1).is_err() {
             self.dropped += 1;
             return;
         }
-        let e = Entry {
-            snd_nxt: r.snd_nxt,
-            rcv_nxt: r.rcv_nxt,
-            ts_recent: r.ts_recent,
-            expiry: r.expiry,
-        };
-        self.map.insert(r.tuple, e);
-        self.fifo.push_back((r.tuple, r.expiry));
+        // A record for the same tuple is replaced.
+        if let Some(at) = self.find(&r.tuple) {
+            self.remove_at(at);
+        }
+        let slot = self.head.wrapping_add(self.fifo.len() as u32);
+        self.index.insert(self.hasher.hash_one(r.tuple), slot);
+        self.fifo.push_back(Place { rec: r, live: true });
     }
 
-    /// Forgets the oldest record; false when there is none.
+    /// Forgets the oldest record (counted as recycled) or dead place;
+    /// false when there is none.
     fn recycle_oldest(&mut self) -> bool {
-        let Some((t, exp)) = self.fifo.pop_front() else {
+        if self.fifo.is_empty() {
             return false;
-        };
-        if self.map.get(&t).is_some_and(|e| e.expiry == exp) {
-            self.map.remove(&t);
+        }
+        if self.remove_at(0) {
             self.recycled += 1;
         }
+        self.drop_front();
         true
+    }
+
+    /// Drops `fifo[0]` (already dead).
+    fn drop_front(&mut self) {
+        self.fifo.pop_front();
+        self.head = self.head.wrapping_add(1);
     }
 
     /// Records dropped because the table could not grow and held nothing
@@ -154,24 +189,19 @@ impl TimeWaitTable {
 
     /// Removes records expired at `now`.
     pub fn expire(&mut self, now: u64) {
-        while let Some(&(t, exp)) = self.fifo.front() {
-            if exp > now {
-                break;
-            }
-            self.fifo.pop_front();
-            if self.map.get(&t).is_some_and(|e| e.expiry == exp) {
-                self.map.remove(&t);
-            }
+        while self.fifo.front().is_some_and(|p| p.rec.expiry <= now) {
+            self.remove_at(0);
+            self.drop_front();
         }
-        if self.map.is_empty() {
-            self.map.shrink_to(0);
+        if self.index.is_empty() {
+            self.index.shrink_to(0);
             self.fifo = VecDeque::new();
         }
     }
 
     /// The earliest expiry.
     pub fn next_expiry(&self) -> Option<u64> {
-        self.fifo.front().map(|&(_, e)| e)
+        self.fifo.front().map(|p| p.rec.expiry)
     }
 
     /// Handles a segment for a tuple in TIME-WAIT.
@@ -184,9 +214,10 @@ impl TimeWaitTable {
         seq: Seq,
         tsval: Option<u32>,
     ) -> TimeWaitAction {
-        let Some(e) = self.map.get(tuple).copied() else {
+        let Some(at) = self.find(tuple) else {
             return TimeWaitAction::Ignore;
         };
+        let e = self.fifo[at].rec;
         if rst {
             // RFC 1337: ignore RSTs in TIME-WAIT (no assassination).
             return TimeWaitAction::Ignore;
@@ -200,7 +231,7 @@ impl TimeWaitTable {
                 _ => (false, false),
             };
             if !older && (seq > e.rcv_nxt || newer) {
-                self.map.remove(tuple);
+                self.remove_at(at);
                 return TimeWaitAction::Reopen;
             }
         }
@@ -276,5 +307,78 @@ mod tests {
         t.expire(1000);
         assert!(t.is_empty());
         assert_eq!(t.memory_bytes(), 0);
+    }
+
+    fn tuple(port: u16) -> FourTuple {
+        FourTuple {
+            local_ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+            remote_ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)),
+            local_port: 80,
+            remote_port: port,
+        }
+    }
+
+    fn rec(port: u16, expiry: u64) -> TimeWaitRecord {
+        TimeWaitRecord {
+            tuple: tuple(port),
+            snd_nxt: Seq(u32::from(port)),
+            rcv_nxt: Seq(7),
+            ts_recent: None,
+            expiry,
+        }
+    }
+
+    /// Records are found through the index while the FIFO recycles,
+    /// replaces and expires around them (with early removals leaving dead
+    /// places that still order the FIFO).
+    #[test]
+    fn recycles_replaces_and_expires_in_order() {
+        let mut t = TimeWaitTable::new(4, KeyedState::new([7; 16]));
+        for p in 0..4 {
+            t.insert(rec(p, 10 + u64::from(p)));
+        }
+        assert_eq!(t.len(), 4);
+        // Full: the oldest (port 0) is recycled.
+        t.insert(rec(4, 14));
+        assert_eq!((t.len(), t.recycled()), (4, 1));
+        assert!(t.get(&tuple(0)).is_none());
+        for p in 1..5 {
+            assert_eq!(t.get(&tuple(p)), Some(rec(p, 10 + u64::from(p))));
+        }
+        // Full again: port 1 is recycled; replacing port 2 leaves a dead
+        // place (not a record) behind.
+        t.insert(rec(2, 20));
+        assert_eq!((t.len(), t.recycled()), (3, 2));
+        assert_eq!(t.get(&tuple(2)), Some(rec(2, 20)));
+        // A reopening SYN removes port 3's record early.
+        assert_eq!(
+            t.on_segment(&tuple(3), true, false, false, Seq(100), None),
+            TimeWaitAction::Reopen
+        );
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.next_expiry(), Some(12));
+        t.expire(14);
+        assert_eq!(t.len(), 1);
+        assert!(t.get(&tuple(4)).is_none());
+        assert_eq!(t.next_expiry(), Some(20));
+        assert_eq!(
+            t.on_segment(&tuple(2), false, false, true, Seq(1), None),
+            TimeWaitAction::Ack {
+                seq: Seq(2),
+                ack: Seq(7)
+            }
+        );
+        t.expire(20);
+        assert!(t.is_empty());
+        assert_eq!(t.next_expiry(), None);
+        assert_eq!(t.memory_bytes(), 0);
+        // Many more than fit, through the wrapping FIFO numbers.
+        for p in 0..1000 {
+            t.insert(rec(p, 100 + u64::from(p)));
+        }
+        assert_eq!(t.len(), 4);
+        for p in 996..1000 {
+            assert_eq!(t.get(&tuple(p)), Some(rec(p, 100 + u64::from(p))));
+        }
     }
 }
