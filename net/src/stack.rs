@@ -79,6 +79,11 @@ pub(crate) const EPHEMERAL_FIRST: u16 = 49152;
 const MAX_EGRESS_PASSES: usize = 4096;
 /// TCP segments kept while the transmit ring is full.
 const MAX_TX_QUEUE: usize = 4096;
+/// Payload bytes the TCP engine may have in the transmit queue
+/// ([`uk_tcp::Config::tx_queue_limit`]): a few milliseconds of the device's
+/// rate, so a segment waits far less than a retransmission timeout; beyond
+/// it connections take turns instead of queueing (and being dropped).
+const TX_QUEUE_BYTES: usize = 2 << 20;
 /// TCP segments kept while their next hop's MAC address is being resolved.
 const MAX_ARP_PENDING: usize = 256;
 /// Neighbour-table entries (oldest forgotten beyond).
@@ -377,6 +382,10 @@ struct Entry {
 struct Pending {
     seg: Segment<TcpPayload>,
     next_hop: Ipv4Addr,
+    /// Transmit budget to give back to the engine when the segment leaves
+    /// the queue ([`uk_tcp::Config::tx_queue_limit`]): its payload, or 0
+    /// once given back (a segment that waits for ARP holds none).
+    held: usize,
 }
 
 /// The network stack: interface, socket table and non-blocking socket API.
@@ -524,6 +533,7 @@ fn tcp_config(opts: &StackOptions, mtu: usize, tso: Option<usize>) -> uk_tcp::Co
         // Each socket's `tx_buffer` is enforced by the stack; this is a
         // backstop.
         send_buffer: 16 << 20,
+        tx_queue_limit: TX_QUEUE_BYTES,
         nodelay: true,
         syn_retries: syn_retries_for(opts.connect_timeout_ms),
         orphan_fin_wait2_timeout: opts.fin_wait2_timeout_ms.saturating_mul(1000),
@@ -1303,13 +1313,33 @@ impl NetStack {
             .tso_max_frame()
             .filter(|&max| nic.tx_checksum_offload() && max > self.mtu + ETH_HEADER_LEN);
         let mut segs = mem::take(&mut self.segs);
-        self.tcp.poll(now_us, &mut segs);
+        // Again while sending freed budget that waiting connections want
+        // (each pass queues at most the budget, and the device takes it).
+        for _ in 0..4 {
+            self.tcp_queue(now_us, tso, &mut segs);
+            self.tcp_drain(nic);
+            if self.tcp.next_deadline() != Some(0) || !nic.can_transmit() {
+                break;
+            }
+        }
+        if segs.capacity() > 1024 {
+            segs = Vec::new();
+        }
+        self.segs = segs;
+    }
+
+    /// Moves what the TCP engine has to send into the transmit queue.
+    fn tcp_queue(&mut self, now_us: u64, tso: Option<usize>, segs: &mut Vec<Segment<TcpPayload>>) {
+        self.tcp.poll(now_us, segs);
         for seg in segs.drain(..) {
+            let held = seg.payload_len;
             let Some(hop) = self.next_hop(ip4(seg.remote_ip)) else {
+                self.tcp.release(held);
                 self.stats.tcp_segments_dropped += 1;
                 continue;
             };
             if self.txq.len() >= MAX_TX_QUEUE {
+                self.tcp.release(held);
                 self.stats.tcp_segments_dropped += 1;
                 continue;
             }
@@ -1319,34 +1349,46 @@ impl NetStack {
                 // fragments are sliced, not copied).
                 let Some(parts) = seg.try_split() else {
                     // No memory for the lists: as if lost on the wire.
+                    self.tcp.release(held);
                     self.stats.tcp_segments_dropped += 1;
                     continue;
                 };
                 if self.txq.try_reserve(parts.len()).is_err() {
+                    self.tcp.release(held);
                     self.stats.tcp_segments_dropped += 1;
                     continue;
                 }
                 for part in parts {
                     self.txq.push_back(Pending {
+                        held: part.payload_len,
                         seg: part,
                         next_hop: hop,
                     });
                 }
             } else {
                 if self.txq.try_reserve(1).is_err() {
+                    self.tcp.release(held);
                     self.stats.tcp_segments_dropped += 1;
                     continue;
                 }
-                self.txq.push_back(Pending { seg, next_hop: hop });
+                self.txq.push_back(Pending {
+                    seg,
+                    next_hop: hop,
+                    held,
+                });
             }
         }
-        if segs.capacity() > 1024 {
-            segs = Vec::new();
-        }
-        self.segs = segs;
-        while let Some(p) = self.txq.pop_front() {
+    }
+
+    /// Hands queued segments to the device while it has room (or to the
+    /// ARP wait list when their next hop is unresolved).
+    fn tcp_drain<N: Nic>(&mut self, nic: &mut N) {
+        while let Some(mut p) = self.txq.pop_front() {
             let Some(mac) = self.neighbors.get(&p.next_hop).map(|&m| mac_from_u64(m)) else {
                 let hop = p.next_hop;
+                // Bounded by its own limit; holding budget here would stall
+                // connections to resolved neighbours behind one that is not.
+                self.tcp.release(mem::take(&mut p.held));
                 if self.arp_pending.len() >= MAX_ARP_PENDING {
                     // The oldest waits longest for an answer that may never
                     // come; the engine retransmits what is dropped.
@@ -1371,11 +1413,11 @@ impl NetStack {
                 self.txq.push_front(p);
                 break;
             }
-            let mut p = p;
             if !self.transmit_segment(nic, &mut p.seg, mac) {
                 self.txq.push_front(p);
                 break;
             }
+            self.tcp.release(p.held);
         }
     }
 

@@ -211,7 +211,19 @@ pub struct Endpoint<P> {
     events: Vec<Event>,
     ports: EphemeralPorts,
     counters: Counters,
+    /// What is left of [`Config::tx_queue_limit`]: payload bytes that may
+    /// still be handed out before the caller releases some.
+    tx_room: usize,
+    /// Connections that stopped with data to send for want of `tx_room`,
+    /// in the order they stopped (each at most once; room reserved for
+    /// every slot, so a push never allocates).
+    tx_waiting: VecDeque<ConnId>,
 }
+
+/// Payload bytes a connection hands out per turn while the transmit budget
+/// ([`Config::tx_queue_limit`]) is short: about one TSO segment, so that
+/// connections share the queue below TCP round robin.
+pub const TX_TURN: usize = 64 * 1024;
 
 impl<P: Payload> Endpoint<P> {
     /// An endpoint with a 128-bit secret (from RDRAND/RDSEED in the kernel,
@@ -237,8 +249,20 @@ impl<P: Payload> Endpoint<P> {
                 cfg.ephemeral_ports.1,
             ),
             counters: Counters::default(),
+            tx_room: cfg.tx_queue_limit,
+            tx_waiting: VecDeque::new(),
             cfg,
         }
+    }
+
+    /// Gives back transmit budget ([`Config::tx_queue_limit`]): `bytes` of
+    /// the payload of segments from [`Endpoint::poll`] left the caller's
+    /// queue (handed to the device, or dropped).
+    pub fn release(&mut self, bytes: usize) {
+        self.tx_room = self
+            .tx_room
+            .saturating_add(bytes)
+            .min(self.cfg.tx_queue_limit);
     }
 
     /// The configuration.
@@ -790,6 +814,16 @@ impl<P: Payload> Endpoint<P> {
                 self.after(now, id);
             }
         }
+        // Connections waiting for transmit budget, in turn while it lasts.
+        // Each turn either spends budget or takes one off the list.
+        while self.tx_room > 0
+            && let Some(id) = self.tx_waiting.pop_front()
+        {
+            if let Ok(c) = self.live(id) {
+                c.tx_listed = false;
+                self.after_turn(now, id, true);
+            }
+        }
         if out.try_reserve(self.out.len()).is_ok() {
             out.append(&mut self.out);
         } else {
@@ -807,7 +841,7 @@ impl<P: Payload> Endpoint<P> {
     /// When [`Endpoint::poll`] must be called next (µs): a time at or before
     /// now when segments are already waiting.
     pub fn next_deadline(&self) -> Option<u64> {
-        if !self.out.is_empty() {
+        if !self.out.is_empty() || (self.tx_room > 0 && !self.tx_waiting.is_empty()) {
             return Some(0);
         }
         let t = self.timers.first().map(|(t, _, _)| t);
@@ -907,6 +941,9 @@ impl<P: Payload> Endpoint<P> {
             self.slots.try_reserve(1).ok()?;
             self.free.try_reserve(slots - self.free.len()).ok()?;
             self.timers.try_reserve_slots(slots).ok()?;
+            self.tx_waiting
+                .try_reserve(slots.saturating_sub(self.tx_waiting.len()))
+                .ok()?;
             // Each connection queues at most one event at a time.
             self.events.try_reserve(slots + self.listeners.len()).ok()?;
         }
@@ -944,6 +981,12 @@ impl<P: Payload> Endpoint<P> {
     /// follow state changes (accept queue, TIME-WAIT, closing), reschedule
     /// its timer.
     fn after(&mut self, now: u64, id: ConnId) {
+        self.after_turn(now, id, false);
+    }
+
+    /// [`Endpoint::after`]; `turn`: the connection's turn at the transmit
+    /// budget (else, while others wait for one, it waits behind them).
+    fn after_turn(&mut self, now: u64, id: ConnId, turn: bool) {
         let Some(Entry {
             slot: Slot::Live(c),
             ..
@@ -951,7 +994,21 @@ impl<P: Payload> Endpoint<P> {
         else {
             return;
         };
+        c.tx_quota = if self.cfg.tx_queue_limit == usize::MAX {
+            usize::MAX
+        } else if (turn || self.tx_waiting.is_empty()) && !c.tx_listed {
+            self.tx_room.min(TX_TURN)
+        } else {
+            0
+        };
+        c.tx_starved = false;
+        c.tx_used = 0;
         c.output(now, &mut self.out);
+        self.tx_room = self.tx_room.saturating_sub(c.tx_used);
+        if c.tx_starved && !c.tx_listed {
+            c.tx_listed = true;
+            self.tx_waiting.push_back(id);
+        }
         let state = c.state();
         let old_key = c.timer_key;
         if let Some(port) = c.listener
@@ -978,6 +1035,7 @@ impl<P: Payload> Endpoint<P> {
             }
         }
         let (state, orphaned, error, tuple) = (c.state(), c.orphaned, c.error(), c.tuple());
+        let tx_listed = c.tx_listed;
         let ready = readiness_of(c, self.cfg.send_buffer);
         if ready != c.last_ready && !orphaned {
             c.last_ready = ready;
@@ -992,6 +1050,9 @@ impl<P: Payload> Endpoint<P> {
             State::TimeWait | State::Closed if !keep => {
                 if old_key.is_some() {
                     self.timers.remove(id.index);
+                }
+                if tx_listed {
+                    self.tx_waiting.retain(|&w| w != id);
                 }
                 if state == State::TimeWait {
                     let rec = TimeWaitRecord {

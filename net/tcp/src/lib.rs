@@ -280,7 +280,7 @@ pub mod timewait;
 pub mod wire;
 
 pub use conn::{ConnStats, Connection, State};
-pub use endpoint::{ConnId, Counters, Endpoint, Event, Readiness, StateStats, Stats};
+pub use endpoint::{ConnId, Counters, Endpoint, Event, Readiness, StateStats, Stats, TX_TURN};
 pub use payload::{Fragment, Payload, SharedSlice};
 pub use segment::Segment;
 pub use seq::Seq;
@@ -317,6 +317,13 @@ pub struct Config {
     /// Bytes of payload references a connection's send queue accepts
     /// (bounds the page-cache pages one connection pins).
     pub send_buffer: usize,
+    /// Payload bytes of segments handed out by [`Endpoint::poll`] and not
+    /// yet given back with [`Endpoint::release`] (the queue below TCP:
+    /// the caller's transmit queue). Beyond it connections wait their turn
+    /// (round robin, [`TX_TURN`] bytes each) instead of queueing more: a
+    /// deep local queue delays every segment past its retransmission
+    /// timer. `usize::MAX` (the default): no limit, nothing to release.
+    pub tx_queue_limit: usize,
     /// TCP_NODELAY (on by default); off enables Nagle's algorithm.
     pub nodelay: bool,
     /// Offer window scaling (RFC 7323).
@@ -365,6 +372,7 @@ impl Default for Config {
             max_segment: 65_160, // 45 segments of 1448 (MSS less timestamps)
             recv_window: 256 * 1024,
             send_buffer: 1024 * 1024,
+            tx_queue_limit: usize::MAX,
             nodelay: true,
             window_scaling: true,
             timestamps: true,

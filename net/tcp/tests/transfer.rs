@@ -200,3 +200,79 @@ fn randomized_links_and_options() {
         both_ways_with(model.clone(), seed, total, cfg.clone());
     }
 }
+
+/// With a transmit budget (`tx_queue_limit`) far below what 16 senders'
+/// congestion windows allow at once, a poll never hands out more than the
+/// budget and one segment, every stream arrives whole, and the senders
+/// take turns: when the first finishes, every other has sent most of its
+/// stream. (Without the budget the second round's first poll hands out
+/// every window at once.)
+#[test]
+fn senders_take_turns_within_the_transmit_budget() {
+    const CONNS: usize = 16;
+    const LIMIT: usize = 256 * 1024;
+    let cfg_a = Config {
+        tx_queue_limit: LIMIT,
+        ..config()
+    };
+    let model = LinkModel {
+        latency_us: 20_000,
+        ..LinkModel::perfect()
+    };
+    let mut sim = Sim::new(model, 7, cfg_a, config());
+    sim.release_a = true;
+    let ids: Vec<_> = (0..CONNS).map(|_| sim.connect()).collect();
+    let mut sent = [0u64; CONNS];
+    let mut got = [0u64; CONNS];
+    let mut buf = vec![0u8; 256 * 1024];
+    // Round 1 opens the windows; round 2 starts every stream at once.
+    for (round, total) in [(0, 1u64 << 20), (1, 3 << 20)] {
+        let mut first_done: Option<[u64; CONNS]> = None;
+        let base = got;
+        let ok = sim.run_until(600_000_000, |sim| {
+            for (k, &(c, s)) in ids.iter().enumerate() {
+                while sent[k] < total && sim.a.send_capacity(c) > 0 {
+                    let n = (256 * 1024).min((total - sent[k]) as usize);
+                    sim.a
+                        .send(sim.now, c, pattern_chunk(k as u64, sent[k], n))
+                        .unwrap();
+                    sent[k] += n as u64;
+                }
+                loop {
+                    match sim.b.recv(sim.now, s, &mut buf) {
+                        Ok(0) | Err(Error::WouldBlock) => break,
+                        Ok(n) => {
+                            for (i, &b) in buf[..n].iter().enumerate() {
+                                assert_eq!(b, pattern(k as u64, got[k] + i as u64));
+                            }
+                            got[k] += n as u64;
+                        }
+                        Err(e) => panic!("recv: {e:?}"),
+                    }
+                }
+            }
+            if first_done.is_none() && got.contains(&total) {
+                first_done = Some(got);
+            }
+            got.iter().all(|&g| g == total)
+        });
+        assert!(ok, "round {round} stalled: {got:?}");
+        let at_first = first_done.unwrap();
+        let half = (total - base[0]) / 2;
+        assert!(
+            at_first.iter().zip(base).all(|(&g, b)| g - b >= half),
+            "round {round} unfair: {at_first:?}"
+        );
+    }
+    let max = uk_tcp::Config::default().max_segment as usize;
+    assert!(
+        sim.max_batch_a <= LIMIT + max,
+        "a poll handed out {} bytes",
+        sim.max_batch_a
+    );
+    let retransmits: u64 = ids
+        .iter()
+        .filter_map(|&(c, _)| sim.a.get(c).map(|c| c.stats().retransmits))
+        .sum();
+    assert_eq!(retransmits, 0);
+}

@@ -210,6 +210,15 @@ pub struct Connection<P> {
     retry_at: Option<u64>,
     /// Set by `push` when a segment could not be queued.
     out_blocked: bool,
+    /// Payload bytes this connection may still hand out in this call of
+    /// `output` (the endpoint's transmit budget, [`Config::tx_queue_limit`]).
+    pub(crate) tx_quota: usize,
+    /// Payload bytes handed out in this call of `output`.
+    pub(crate) tx_used: usize,
+    /// `output` stopped with data to send because `tx_quota` ran out.
+    pub(crate) tx_starved: bool,
+    /// Queued in the endpoint's list of connections waiting for a turn.
+    pub(crate) tx_listed: bool,
     delack_at: Option<u64>,
     persist_at: Option<u64>,
     persist_backoff: u32,
@@ -344,6 +353,10 @@ impl<P: Payload> Connection<P> {
             rto_at: None,
             retry_at: None,
             out_blocked: false,
+            tx_quota: usize::MAX,
+            tx_used: 0,
+            tx_starved: false,
+            tx_listed: false,
             delack_at: None,
             persist_at: None,
             persist_backoff: 0,

@@ -264,6 +264,10 @@ impl<P: Payload> Connection<P> {
             // 1. Lost segments first.
             if let Some((seq, len)) = self.next_lost() {
                 if self.rtx_now || self.pipe() < self.cc.cwnd {
+                    if self.tx_quota == 0 {
+                        self.tx_starved = true;
+                        break;
+                    }
                     self.rtx_now = false;
                     if !self.transmit(now, seq, len, fin_seq, out) {
                         break;
@@ -297,6 +301,10 @@ impl<P: Payload> Connection<P> {
                 }
             } else if len < mss && !self.cfg.nodelay && self.flight() > 0 && !fin_now {
                 // Nagle.
+                break;
+            }
+            if len > 0 && self.tx_quota == 0 {
+                self.tx_starved = true;
                 break;
             }
             let seq = self.snd_nxt;
@@ -349,6 +357,8 @@ impl<P: Payload> Connection<P> {
             return false;
         }
         let end = seq + n + u32::from(flags.has(Flags::FIN));
+        self.tx_quota = self.tx_quota.saturating_sub(n as usize);
+        self.tx_used += n as usize;
         self.stats.segments_sent += 1;
         self.stats.bytes_sent += u64::from(n);
         if seq < self.snd_nxt {

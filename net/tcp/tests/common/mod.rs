@@ -104,6 +104,11 @@ pub struct Sim {
     pub wrap_b: Option<DeliverHook>,
     /// The same for a: each delivery to a and each poll of a.
     pub wrap_a: Option<DeliverHook>,
+    /// Give a's transmit budget back as its segments go on the wire (as a
+    /// device would take them), for a's `tx_queue_limit`.
+    pub release_a: bool,
+    /// The most payload bytes one poll of a handed out.
+    pub max_batch_a: usize,
 }
 
 /// See [`Sim::wrap_b`].
@@ -130,6 +135,8 @@ impl Sim {
             last: [None, None],
             wrap_b: None,
             wrap_a: None,
+            release_a: false,
+            max_batch_a: 0,
         }
     }
 
@@ -194,6 +201,11 @@ impl Sim {
         match self.wrap_a.as_mut() {
             Some(w) => w(&mut poll),
             None => poll(),
+        }
+        let bytes: usize = out.iter().map(|s| s.payload_len).sum();
+        self.max_batch_a = self.max_batch_a.max(bytes);
+        if self.release_a {
+            self.a.release(bytes);
         }
         self.transmit(true, out);
         let mut out = Vec::new();
