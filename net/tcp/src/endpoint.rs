@@ -830,6 +830,8 @@ impl<P: Payload> Endpoint<P> {
             // As if lost on the wire: retransmission timers cover data, the
             // peer covers the rest.
             self.counters.alloc_drops += self.out.len() as u64;
+            let held: usize = self.out.iter().map(|s| s.payload_len).sum();
+            self.release(held);
             self.out.clear();
         }
         if self.out.capacity() > 1024 {
