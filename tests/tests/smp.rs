@@ -55,6 +55,15 @@ fn order_violation(m: Machine) {
 
 machine_tests!(lock_order_violation_is_caught, |m| { order_violation(m) });
 
+/// The check catches a thread that would block on a sleeping lock while
+/// holding a spinlock (with interrupts off): the guest panics.
+#[test]
+fn blocking_under_a_spinlock_is_caught() {
+    let mut g = boot_checked(Machine::Microvm, BootOpts::args(&["lock-order", "sleep"]));
+    g.expect("lock order: a thread blocks while holding a level 2 lock");
+    g.expect_exit(101);
+}
+
 /// The checksum of `selftest smp` (8 workers x 400 rounds of a fixed mix):
 /// the same whatever the CPU count and the order the threads ran in.
 const SMP_CHECKSUM: &str = "checksum 0xeaed8b0444dce2ac (expected 0xeaed8b0444dce2ac)";

@@ -56,6 +56,7 @@ fn main() -> i32 {
         "smp" => smp_stress(),
         "smp-spin" => smp_spin(),
         "steal" => steal(),
+        "lock-order" if args.get(1).is_some_and(|a| a == "sleep") => sleep_under_spinlock(),
         "lock-order" => lock_order(),
         "threads" => many_threads(),
         "spin" => spinner_does_not_starve(),
@@ -629,6 +630,33 @@ fn lock_order() -> i32 {
     let g = inner.lock();
     let h = outer.lock();
     println!("lock-order: not checked ({})", *g + *h);
+    0
+}
+
+/// With the lock-order check: a thread that would block on a sleeping lock
+/// (held by another thread) while holding a spinlock panics. The spinlock
+/// is of the wait lists' level, which the wait queue's own lock may nest
+/// in, so only the check before blocking can catch it (a higher level is
+/// caught already by the wait queue's lock).
+fn sleep_under_spinlock() -> i32 {
+    use unikernel::sync::{IrqMutex, level};
+    let m = Arc::new(Mutex::new(0u32));
+    let held = Arc::new(AtomicBool::new(false));
+    let (m2, h2) = (m.clone(), held.clone());
+    let holder = thread::spawn(move || {
+        let _g = m2.lock();
+        h2.store(true, Relaxed);
+        thread::sleep(Duration::from_secs(30));
+    });
+    while !held.load(Relaxed) {
+        thread::yield_now();
+    }
+    let spin = IrqMutex::with_level(level::WAIT, 1u32);
+    println!("lock-order: a sleeping lock inside a level 2 lock");
+    let g = spin.lock();
+    let v = *m.lock();
+    println!("lock-order: not checked ({})", *g + v);
+    drop(holder);
     0
 }
 

@@ -6,7 +6,8 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use crate::arch::serial::Serial;
 use crate::sync::IrqMutex;
 
-static CONSOLE: IrqMutex<Serial> = IrqMutex::new(Serial::com1());
+static CONSOLE: IrqMutex<Serial> =
+    IrqMutex::with_level(crate::sync::level::CONSOLE, Serial::com1());
 
 struct Writer<'a>(&'a Serial);
 

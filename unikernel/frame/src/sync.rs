@@ -34,8 +34,11 @@ pub mod level {
     pub const FRAME_CACHE: u8 = 6;
     /// The memory manager.
     pub const MM: u8 = 7;
+    /// The console: innermost, nothing is taken while it is held (what it
+    /// prints is formatted under it, so a `Display` must not lock).
+    pub const CONSOLE: u8 = 8;
     /// Levels, 0 included.
-    pub const COUNT: usize = 8;
+    pub const COUNT: usize = 9;
 }
 
 /// The lock-order check (feature `lockdep`): each CPU counts the locks of
@@ -60,6 +63,17 @@ mod lockdep {
         for (l, n) in held().iter().enumerate().skip(level + 1) {
             if n.load(Relaxed) != 0 {
                 panic!("lock order: a level {level} lock taken while holding one of level {l}");
+            }
+        }
+    }
+
+    /// Before a thread blocks (a sleeping lock, a wait queue, a condition
+    /// variable, a semaphore): panics when this CPU holds a levelled
+    /// spinlock (the thread would sleep with it held, and interrupts off).
+    pub fn check_sleep() {
+        for (l, n) in held().iter().enumerate().skip(1) {
+            if n.load(Relaxed) != 0 {
+                panic!("lock order: a thread blocks while holding a level {l} lock");
             }
         }
     }
@@ -294,6 +308,8 @@ impl WaitQueue {
                     None
                 };
                 if r.is_none() {
+                    #[cfg(feature = "lockdep")]
+                    lockdep::check_sleep();
                     crate::sched::block_current(deadline);
                 }
                 self.waiters.lock().remove(me);
