@@ -140,6 +140,34 @@ fn spinner_on_cpu_1(m: Machine) {
 
 machine_tests!(spinner_on_an_ap, |m| { spinner_on_cpu_1(m) });
 
+/// `selftest smp-timers` with 2 and 4 vCPUs: each CPU's timer queue holds
+/// the sleepers that went to sleep there, so the boot CPU's timer fires for
+/// its own 40 sleeps only while the last CPU's takes that CPU's 100 (with a
+/// shared queue the boot CPU took about 110); a timed wait on the last CPU
+/// notified from the boot CPU ends notified, its timer cancelled in the
+/// right queue.
+fn timers_per_cpu(m: Machine, cpus: u32) {
+    let mut g = boot_checked(m, BootOpts::args(&["smp-timers"]).smp(cpus));
+    let line = g
+        .wait_for("smp-timers: 100 sleeps", Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{}", g.failure(&e)));
+    let last = cpus - 1;
+    assert!(
+        line.contains(&format!("on cpu {last}, 40 on cpu 0, 0 early;"))
+            && line.contains("timed_out=false")
+            && line
+                .trim_end()
+                .ends_with(&format!("cpu {last} timers pending 0")),
+        "{line:?}:\n{}",
+        g.output()
+    );
+    g.expect("smp-timers: ok");
+    g.expect_exit(0);
+}
+
+machine_tests!(timers_per_cpu_of_two, |m| { timers_per_cpu(m, 2) });
+machine_tests!(timers_per_cpu_of_four, |m| { timers_per_cpu(m, 4) });
+
 /// `echo --spread` with 2 vCPUs: each connection's thread goes to the CPU
 /// with the fewest threads, so most run on CPU 1 and call the network stack
 /// (socket reads and writes, wake-ups of and by the network thread on CPU

@@ -1,8 +1,10 @@
 //! Threads and the scheduler: the machine side of `uk-sched`'s policy.
 //!
 //! One run queue per CPU with three priority levels, round robin within a
-//! level; a one-shot timer per CPU (tickless) armed for the earliest of the
-//! next sleeping thread's deadline and the running thread's slice end; a
+//! level; a timer queue per CPU with the deadlines of the threads that went
+//! to sleep there; a one-shot timer per CPU (tickless) armed for the
+//! earliest of its next sleeper's deadline and its running thread's slice
+//! end; a
 //! timer slice (`timeslice=` ms, default 10, 0 = cooperative) preempts a thread
 //! that never blocks. When nothing is runnable a CPU halts in its idle loop
 //! (the boot context on the boot CPU, the AP's own stack on the others) until
@@ -96,12 +98,16 @@ pub struct ThreadData {
     ctx: Box<Ctx>,
     stack: Option<(u64, u64)>,
     entry: Option<Box<dyn FnOnce() + Send>>,
+    /// The pending sleep's timer, in CPU `timer_cpu`'s queue.
     timer: Option<TimerId>,
     woken_by_timer: bool,
     detached: bool,
     /// The home CPU's index: the CPU whose queue the thread goes to when
     /// woken (an idle CPU may take it from there: [`Sched::steal`]).
-    cpu: usize,
+    cpu: u32,
+    /// The CPU whose timer queue holds `timer` (the thread's home when it
+    /// went to sleep).
+    timer_cpu: u32,
     /// Placed with [`Placement::Cpu`]: never moved to another CPU.
     pinned: bool,
     /// A wake-up arrived while the thread was running on another CPU.
@@ -111,6 +117,9 @@ pub struct ThreadData {
 /// One CPU's part of the scheduler.
 struct CpuSched {
     rq: RunQueue,
+    /// The deadlines of the threads that went to sleep on this CPU (their
+    /// home: a sleeping thread is in no run queue, so it cannot move).
+    timers: TimerQueue<ThreadId>,
     current: ThreadId,
     idle_ctx: Box<Ctx>,
     slice_start: u64,
@@ -123,12 +132,15 @@ struct CpuSched {
     prev: usize,
     /// Live threads homed here.
     homed: usize,
+    /// Timer interrupts this CPU took.
+    timer_irqs: u64,
 }
 
 impl CpuSched {
     fn new() -> CpuSched {
         CpuSched {
             rq: RunQueue::new(),
+            timers: TimerQueue::new(),
             current: IDLE,
             idle_ctx: Ctx::new(0),
             slice_start: 0,
@@ -137,13 +149,13 @@ impl CpuSched {
             armed: None,
             prev: 0,
             homed: 0,
+            timer_irqs: 0,
         }
     }
 }
 
 struct Sched {
     threads: ThreadTable<ThreadData>,
-    timers: TimerQueue<ThreadId>,
     policy: SlicePolicy,
     cpus: Vec<CpuSched>,
 }
@@ -246,11 +258,9 @@ impl Sched {
     }
 
     /// Arms CPU `c`'s one-shot timer (`c` is the calling CPU) for the
-    /// earliest pending deadline: the sleepers' (a timer queue shared by
-    /// all CPUs: whichever CPU's timer fires first wakes them) and its own
-    /// slice end.
+    /// earliest of its own sleepers' deadlines and its slice end.
     fn reprogram(&mut self, c: usize) {
-        let next = match (self.timers.next_deadline(), self.slice_deadline(c)) {
+        let next = match (self.csr(c).timers.next_deadline(), self.slice_deadline(c)) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
@@ -275,7 +285,7 @@ impl Sched {
         let Some(th) = self.threads.get_mut(t) else {
             return false;
         };
-        let home = th.data.cpu;
+        let home = th.data.cpu as usize;
         match th.state() {
             ThreadState::Blocked | ThreadState::Sleeping { .. } => {}
             // Between registering as a waiter and blocking, on another CPU:
@@ -297,7 +307,9 @@ impl Sched {
         if let Some(id) = timer
             && !by_timer
         {
-            self.timers.cancel(id);
+            // Its CPU's armed timer is left as it is (lazy re-arming).
+            let tc = th.data.timer_cpu as usize;
+            self.cs(tc).timers.cancel(id);
         }
         let _ = self.threads.set_state(t, ThreadState::Runnable);
         self.push(home, t, prio, pinned);
@@ -377,7 +389,7 @@ impl Sched {
             return false;
         };
         if let Some(th) = threads.get_mut(t) {
-            th.data.cpu = c;
+            th.data.cpu = c as u32;
         }
         self.cs(victim).homed -= 1;
         let cs = self.cs(c);
@@ -485,7 +497,7 @@ fn finish_switch() {
             }
             let Some(t) = cs.zombies.pop() else { return };
             if let Some(th) = s.threads.get(t) {
-                let home = th.data.cpu;
+                let home = th.data.cpu as usize;
                 s.cs(home).homed -= 1;
             }
             s.threads.reap(t)
@@ -523,8 +535,11 @@ fn on_timer(_frame: &mut TrapFrame) {
     let mut g = SCHED.lock();
     let Some(s) = g.as_mut() else { return };
     let c = me();
-    s.cs(c).armed = None;
-    while let Some((_, t)) = s.timers.pop_expired(now) {
+    let cs = s.cs(c);
+    cs.armed = None;
+    cs.timer_irqs += 1;
+    // Only this CPU's sleepers: their home is this CPU, so they wake here.
+    while let Some((_, t)) = s.cs(c).timers.pop_expired(now) {
         if let Some(th) = s.threads.get_mut(t) {
             th.data.timer = None;
         }
@@ -563,7 +578,6 @@ pub fn start(main: impl FnOnce() + Send + 'static, main_stack: u64, timeslice_ms
     let cpus = smp::online() as usize;
     *SCHED.lock() = Some(Sched {
         threads: ThreadTable::new(),
-        timers: TimerQueue::new(),
         policy: SlicePolicy::new(timeslice_ms as u64 * 1_000_000),
         cpus: (0..cpus).map(|_| CpuSched::new()).collect(),
     });
@@ -625,6 +639,18 @@ pub fn cpu_count() -> usize {
 /// How many times CPU `i` switched to a thread (not to its idle loop).
 pub fn cpu_runs(i: usize) -> u64 {
     smp::cpu(i).map_or(0, |c| c.runs.load(Ordering::Relaxed))
+}
+
+/// CPU `i`'s timer interrupts so far and the sleepers' deadlines pending
+/// in its timer queue.
+pub fn cpu_timers(i: usize) -> (u64, usize) {
+    with_irqs_off(|| {
+        SCHED
+            .lock()
+            .as_ref()
+            .and_then(|s| s.cpus.get(i))
+            .map_or((0, 0), |c| (c.timer_irqs, c.timers.len()))
+    })
 }
 
 /// The index of the CPU the caller runs on (0: the boot CPU).
@@ -733,6 +759,7 @@ fn spawn_raw(
         woken_by_timer: false,
         detached: false,
         cpu: 0,
+        timer_cpu: 0,
         pinned: matches!(placement, Placement::Cpu(_)),
         wake_pending: false,
     };
@@ -747,7 +774,7 @@ fn spawn_raw(
                 .min_by_key(|&i| s.csr(i).homed)
                 .unwrap_or(here),
         };
-        data.cpu = home;
+        data.cpu = home as u32;
         let pinned = data.pinned;
         let id = s.threads.spawn(prio, data);
         s.cs(home).homed += 1;
@@ -838,9 +865,11 @@ pub fn block_current(deadline_ns: Option<u64>) -> bool {
     };
     let _ = s.threads.set_state(cur, state);
     if let Some(d) = deadline_ns {
-        let id = s.timers.insert(d, cur);
+        let c = me();
+        let id = s.cs(c).timers.insert(d, cur);
         if let Some(th) = s.threads.get_mut(cur) {
             th.data.timer = Some(id);
+            th.data.timer_cpu = c as u32;
             th.data.woken_by_timer = false;
         }
     }
@@ -859,13 +888,14 @@ pub fn debug_line() -> alloc::string::String {
         let g = SCHED.lock();
         let Some(s) = g.as_ref() else { return };
         let now = time::since_boot_ns();
-        let _ = write!(out, "timers={}", s.timers.len());
         for (i, c) in s.cpus.iter().enumerate() {
             let _ = write!(
                 out,
-                " cpu{i}: current={} runnable={} armed_in_us={:?} need_resched={}",
+                "{}cpu{i}: current={} runnable={} timers={} armed_in_us={:?} need_resched={}",
+                if i == 0 { "" } else { " " },
                 c.current,
                 c.rq.len(),
+                c.timers.len(),
                 c.armed.map(|a| a.saturating_sub(now) / 1000),
                 c.need_resched
             );
