@@ -692,11 +692,11 @@ fn smp_spin() -> i32 {
 
 /// Per-CPU timer queues (2 or more CPUs): a thread on the last CPU sleeps
 /// 1 ms 100 times while `main` sleeps 2 ms 40 times on the boot CPU; no sleep
-/// ends early, and each CPU's timer fires for its own sleepers only (with
-/// one shared queue the boot CPU also armed, and took, the other's
-/// deadlines). Then a thread on the last CPU waits on a condition variable
-/// with a 10 s timeout and is notified from the boot CPU: the wait ends
-/// notified, and the cancelled timer is gone from its CPU's queue.
+/// ends early, and each CPU's timer wakes its own sleepers only (with one
+/// shared queue whichever CPU's timer fired first woke them). Then a thread
+/// on the last CPU waits on a condition variable with a 10 s timeout and is
+/// notified from the boot CPU: the wait ends notified, and the cancelled
+/// timer is gone from its CPU's queue.
 fn smp_timers() -> i32 {
     const SHORT: u32 = 100;
     const LONG: u32 = 40;
@@ -715,8 +715,8 @@ fn smp_timers() -> i32 {
         }
         early
     };
-    let (boot0, _) = unikernel::sched::cpu_timers(0);
-    let (last0, _) = unikernel::sched::cpu_timers(last_cpu);
+    let boot0 = unikernel::sched::cpu_timers(0);
+    let last0 = unikernel::sched::cpu_timers(last_cpu);
     let sleeper = thread::spawn_on(last, 16 * 1024, thread::Priority::Normal, move || {
         (thread::cpu_index(), sleeps(SHORT, 1))
     })
@@ -724,8 +724,10 @@ fn smp_timers() -> i32 {
     let mut early = sleeps(LONG, 2);
     let (cpu, e) = sleeper.join();
     early += e;
-    let boot_irqs = unikernel::sched::cpu_timers(0).0 - boot0;
-    let last_irqs = unikernel::sched::cpu_timers(last_cpu).0 - last0;
+    let boot1 = unikernel::sched::cpu_timers(0);
+    let last1 = unikernel::sched::cpu_timers(last_cpu);
+    let boot_wakes = boot1.wakes - boot0.wakes;
+    let last_wakes = last1.wakes - last0.wakes;
 
     let state = Arc::new((Mutex::new(0u32), Condvar::new()));
     let s2 = state.clone();
@@ -753,18 +755,17 @@ fn smp_timers() -> i32 {
         thread::sleep(Duration::from_millis(1));
     }
     let (timed_out, waited) = waiter.join();
-    let (_, pending) = unikernel::sched::cpu_timers(last_cpu);
+    let pending = unikernel::sched::cpu_timers(last_cpu).pending;
     println!(
-        "smp-timers: {SHORT} sleeps on cpu {cpu}, {LONG} on cpu 0, {early} early; timer irqs cpu 0 {boot_irqs}, cpu {last_cpu} {last_irqs}; notified wait timed_out={timed_out} after {} ms, cpu {last_cpu} timers pending {pending}",
+        "smp-timers: {SHORT} sleeps on cpu {cpu}, {LONG} on cpu 0, {early} early; timer wakes cpu 0 {boot_wakes}, cpu {last_cpu} {last_wakes} (irqs {} and {}); notified wait timed_out={timed_out} after {} ms, cpu {last_cpu} timers pending {pending}",
+        boot1.irqs - boot0.irqs,
+        last1.irqs - last0.irqs,
         waited.as_millis()
     );
-    // The boot CPU's timer fires for its own 40 sleeps (and a few more:
-    // a sleep that wakes a hair early re-arms); it took the other CPU's
-    // 100 too when the queue was shared.
     let ok = cpu == last_cpu
         && early == 0
-        && boot_irqs <= u64::from(LONG) + 10
-        && last_irqs >= u64::from(SHORT)
+        && boot_wakes == u64::from(LONG)
+        && last_wakes == u64::from(SHORT)
         && !timed_out
         && pending == 0;
     if ok {

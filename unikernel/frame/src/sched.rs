@@ -132,8 +132,9 @@ struct CpuSched {
     prev: usize,
     /// Live threads homed here.
     homed: usize,
-    /// Timer interrupts this CPU took.
+    /// Timer interrupts this CPU took, and the sleepers they woke.
     timer_irqs: u64,
+    timer_wakes: u64,
 }
 
 impl CpuSched {
@@ -150,6 +151,7 @@ impl CpuSched {
             prev: 0,
             homed: 0,
             timer_irqs: 0,
+            timer_wakes: 0,
         }
     }
 }
@@ -544,6 +546,7 @@ fn on_timer(_frame: &mut TrapFrame) {
             th.data.timer = None;
         }
         s.wake(t, true);
+        s.cs(c).timer_wakes += 1;
     }
     let cur = s.cs(c).current;
     if cur != IDLE {
@@ -641,15 +644,30 @@ pub fn cpu_runs(i: usize) -> u64 {
     smp::cpu(i).map_or(0, |c| c.runs.load(Ordering::Relaxed))
 }
 
-/// CPU `i`'s timer interrupts so far and the sleepers' deadlines pending
-/// in its timer queue.
-pub fn cpu_timers(i: usize) -> (u64, usize) {
+/// One CPU's timer counts ([`cpu_timers`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuTimers {
+    /// Timer interrupts taken (one may fire a little early under
+    /// emulation, find nothing due and re-arm).
+    pub irqs: u64,
+    /// Sleepers its timer woke (only ever its own).
+    pub wakes: u64,
+    /// Sleepers' deadlines pending in its queue.
+    pub pending: usize,
+}
+
+/// CPU `i`'s timer counts so far.
+pub fn cpu_timers(i: usize) -> CpuTimers {
     with_irqs_off(|| {
         SCHED
             .lock()
             .as_ref()
             .and_then(|s| s.cpus.get(i))
-            .map_or((0, 0), |c| (c.timer_irqs, c.timers.len()))
+            .map_or(CpuTimers::default(), |c| CpuTimers {
+                irqs: c.timer_irqs,
+                wakes: c.timer_wakes,
+                pending: c.timers.len(),
+            })
     })
 }
 
