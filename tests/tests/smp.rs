@@ -49,7 +49,7 @@ fn boot_checked(m: Machine, opts: BootOpts) -> Guest {
 /// lock inside a memory-manager-level one): the guest panics.
 fn order_violation(m: Machine) {
     let mut g = boot_checked(m, BootOpts::args(&["lock-order"]));
-    g.expect("lock order: a level 3 lock taken while holding one of level 7");
+    g.expect("lock order: a level 3 lock taken while holding one of level 8");
     g.expect_exit(101);
 }
 

@@ -626,7 +626,7 @@ fn lock_order() -> i32 {
     use unikernel::sync::{IrqMutex, level};
     let inner = IrqMutex::with_level(level::MM, 1u32);
     let outer = IrqMutex::with_level(level::SCHED, 2u32);
-    println!("lock-order: a level 3 lock inside a level 7 lock");
+    println!("lock-order: a level 3 lock inside a level 8 lock");
     let g = inner.lock();
     let h = outer.lock();
     println!("lock-order: not checked ({})", *g + *h);
