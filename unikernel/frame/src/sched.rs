@@ -18,10 +18,10 @@
 //! waiting, which becomes its new home; a thread that starts to wait behind
 //! a running one is offered to an idle CPU (its IPI), which steals it.
 //!
-//! Locking: each CPU's part ([`CpuSched`]: run queue, timer queue, current
+//! Locking: each CPU's part (`CpuSched`: run queue, timer queue, current
 //! thread) is behind its own interrupt-disabling spinlock, and so is the
 //! thread table (`THREADS`: ids, join and exit, the entry closure). A
-//! thread's run state lives in its control block ([`Ctx`], atomics written
+//! thread's run state lives in its control block (`Ctx`, atomics written
 //! under its home CPU's lock), and the run and timer queues hold control
 //! block addresses, so a switch that involves no other CPU takes only its
 //! own CPU's lock. Order: the thread table before a CPU's lock; two CPU
