@@ -55,6 +55,7 @@ fn main() -> i32 {
         "pingpong" => pingpong(),
         "smp" => smp_stress(),
         "smp-spin" => smp_spin(),
+        "smp-timers" => smp_timers(),
         "steal" => steal(),
         "lock-order" if args.get(1).is_some_and(|a| a == "sleep") => sleep_under_spinlock(),
         "lock-order" => lock_order(),
@@ -626,7 +627,7 @@ fn lock_order() -> i32 {
     use unikernel::sync::{IrqMutex, level};
     let inner = IrqMutex::with_level(level::MM, 1u32);
     let outer = IrqMutex::with_level(level::SCHED, 2u32);
-    println!("lock-order: a level 3 lock inside a level 7 lock");
+    println!("lock-order: a level 3 lock inside a level 8 lock");
     let g = inner.lock();
     let h = outer.lock();
     println!("lock-order: not checked ({})", *g + *h);
@@ -711,6 +712,92 @@ fn smp_spin() -> i32 {
         t.elapsed().as_millis()
     );
     if turns == TURNS && spin_cpu == worker_cpu && spins > 0 {
+        0
+    } else {
+        1
+    }
+}
+
+/// Per-CPU timer queues (2 or more CPUs): a thread on the last CPU sleeps
+/// 1 ms 100 times while `main` sleeps 2 ms 40 times on the boot CPU; no sleep
+/// ends early, and each CPU's timer wakes its own sleepers only (with one
+/// shared queue whichever CPU's timer fired first woke them). Then a thread
+/// on the last CPU waits on a condition variable with a 10 s timeout and is
+/// notified from the boot CPU: the wait ends notified, and the cancelled
+/// timer is gone from its CPU's queue.
+fn smp_timers() -> i32 {
+    const SHORT: u32 = 100;
+    const LONG: u32 = 40;
+    let last_cpu = unikernel::sched::cpu_count() - 1;
+    if last_cpu == 0 {
+        println!("smp-timers: needs 2 CPUs");
+        return 1;
+    }
+    let last = thread::Placement::Cpu(last_cpu as u32);
+    let sleeps = |n: u32, ms: u64| {
+        let mut early = 0;
+        for _ in 0..n {
+            let t = Instant::now();
+            thread::sleep(Duration::from_millis(ms));
+            early += u32::from(t.elapsed() < Duration::from_millis(ms));
+        }
+        early
+    };
+    let boot0 = unikernel::sched::cpu_timers(0);
+    let last0 = unikernel::sched::cpu_timers(last_cpu);
+    let sleeper = thread::spawn_on(last, 16 * 1024, thread::Priority::Normal, move || {
+        (thread::cpu_index(), sleeps(SHORT, 1))
+    })
+    .expect("spawn");
+    let mut early = sleeps(LONG, 2);
+    let (cpu, e) = sleeper.join();
+    early += e;
+    let boot1 = unikernel::sched::cpu_timers(0);
+    let last1 = unikernel::sched::cpu_timers(last_cpu);
+    let boot_wakes = boot1.wakes - boot0.wakes;
+    let last_wakes = last1.wakes - last0.wakes;
+
+    let state = Arc::new((Mutex::new(0u32), Condvar::new()));
+    let s2 = state.clone();
+    let waiter = thread::spawn_on(last, 16 * 1024, thread::Priority::Normal, move || {
+        let (m, cv) = &*s2;
+        let mut g = m.lock();
+        *g = 1;
+        let t = Instant::now();
+        let mut timed_out = false;
+        while *g != 2 && !timed_out {
+            (g, timed_out) = cv.wait_timeout(g, Duration::from_secs(10));
+        }
+        (timed_out, t.elapsed())
+    })
+    .expect("spawn");
+    let (m, cv) = &*state;
+    loop {
+        let mut g = m.lock();
+        if *g == 1 {
+            *g = 2;
+            cv.notify_one();
+            break;
+        }
+        drop(g);
+        thread::sleep(Duration::from_millis(1));
+    }
+    let (timed_out, waited) = waiter.join();
+    let pending = unikernel::sched::cpu_timers(last_cpu).pending;
+    println!(
+        "smp-timers: {SHORT} sleeps on cpu {cpu}, {LONG} on cpu 0, {early} early; timer wakes cpu 0 {boot_wakes}, cpu {last_cpu} {last_wakes} (irqs {} and {}); notified wait timed_out={timed_out} after {} ms, cpu {last_cpu} timers pending {pending}",
+        boot1.irqs - boot0.irqs,
+        last1.irqs - last0.irqs,
+        waited.as_millis()
+    );
+    let ok = cpu == last_cpu
+        && early == 0
+        && boot_wakes == u64::from(LONG)
+        && last_wakes == u64::from(SHORT)
+        && !timed_out
+        && pending == 0;
+    if ok {
+        println!("smp-timers: ok");
         0
     } else {
         1

@@ -1,8 +1,10 @@
 //! Threads and the scheduler: the machine side of `uk-sched`'s policy.
 //!
 //! One run queue per CPU with three priority levels, round robin within a
-//! level; a one-shot timer per CPU (tickless) armed for the earliest of the
-//! next sleeping thread's deadline and the running thread's slice end; a
+//! level; a timer queue per CPU with the deadlines of the threads that went
+//! to sleep there; a one-shot timer per CPU (tickless) armed for the
+//! earliest of its next sleeper's deadline and its running thread's slice
+//! end; a
 //! timer slice (`timeslice=` ms, default 10, 0 = cooperative) preempts a thread
 //! that never blocks. When nothing is runnable a CPU halts in its idle loop
 //! (the boot context on the boot CPU, the AP's own stack on the others) until
@@ -16,28 +18,36 @@
 //! waiting, which becomes its new home; a thread that starts to wait behind
 //! a running one is offered to an idle CPU (its IPI), which steals it.
 //!
-//! Locking: `SCHED` is an interrupt-disabling spinlock over every CPU's
-//! state (one lock for now). Every path that switches threads disables
-//! interrupts first, takes the lock, picks the next thread, releases the lock
-//! and switches with interrupts still off; the resumed thread restores its
-//! own interrupt state. A thread's `on_cpu` flag is set by the CPU that
-//! switches to it and cleared by that CPU only after `switch_stack` saved the
-//! thread's registers (in `finish_switch`, on the next context): a CPU that
-//! picks a thread whose flag is still set waits for it, and a joiner that
-//! frees an exited thread's stack waits for it too. A wake-up for a thread
-//! that is still running on another CPU (between its waiter's registration
-//! and its block) is kept (`wake_pending`) and makes that block return at
-//! once. Waking a thread homed on another CPU that must reschedule (idle, or
-//! the woken thread outranks its current one) sends that CPU the IPI
-//! (`smp::IPI_VECTOR`), whose end of interrupt reschedules.
+//! Locking: each CPU's part (`CpuSched`: run queue, timer queue, current
+//! thread) is behind its own interrupt-disabling spinlock, and so is the
+//! thread table (`THREADS`: ids, join and exit, the entry closure). A
+//! thread's run state lives in its control block (`Ctx`, atomics written
+//! under its home CPU's lock), and the run and timer queues hold control
+//! block addresses, so a switch that involves no other CPU takes only its
+//! own CPU's lock. Order: the thread table before a CPU's lock; two CPU
+//! locks only when stealing, in index order (the idle loop) or with
+//! `try_lock` (a switch, which holds its own). Every path that switches
+//! threads disables interrupts first, takes its CPU's lock, picks the next
+//! thread, releases the lock and switches with interrupts still off; the
+//! resumed thread restores its own interrupt state. A thread's `on_cpu`
+//! flag is set by the CPU that switches to it and cleared by that CPU only
+//! after `switch_stack` saved the thread's registers (in `finish_switch`,
+//! on the next context): a CPU that picks a thread whose flag is still set
+//! waits for it, and a joiner that frees an exited thread's stack waits for
+//! it too. A wake-up for a thread that is still running on another CPU
+//! (between its waiter's registration and its block) is kept
+//! (`wake_pending`) and makes that block return at once. Waking a thread
+//! homed on another CPU that must reschedule (idle, or the woken thread
+//! outranks its current one) sends that CPU the IPI (`smp::IPI_VECTOR`),
+//! whose end of interrupt reschedules.
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use uk_sched::{
-    JoinResult, Priority, RunQueue, SlicePolicy, ThreadId, ThreadState, ThreadTable, TimerId,
-    TimerQueue,
+    JoinResult, Priority, RunQueue, SlicePolicy, ThreadId, ThreadTable, TimerId, TimerQueue,
 };
 use x86_64::instructions::interrupts;
 
@@ -45,30 +55,69 @@ use crate::arch::apic;
 use crate::arch::context::{prepare_stack, switch_stack};
 use crate::arch::idt::TrapFrame;
 use crate::arch::smp;
-use crate::sync::{IrqGuard, IrqMutex};
+use crate::sync::{IrqGuard, IrqMutex, Once, level};
 use crate::{mm, time};
 
 pub use uk_sched::Priority as ThreadPriority;
 
-/// The idle context (the boot stack); never in the run queue.
+/// The idle context's thread id (no thread: never in the table).
 const IDLE: ThreadId = 0;
 /// Default stack size of a spawned thread (demand paged).
 pub const DEFAULT_STACK: u64 = 64 * 1024;
 
-/// A saved stack pointer, boxed so its address stays put while the thread
-/// table grows, and whether a CPU runs on (or is still switching away from)
-/// that stack.
+// A thread's run state (`Ctx::state`).
+const RUNNABLE: u8 = 0;
+const RUNNING: u8 = 1;
+const BLOCKED: u8 = 2;
+const SLEEPING: u8 = 3;
+const EXITED: u8 = 4;
+/// `Ctx::timer` when no timer is pending.
+const NO_TIMER: u64 = u64::MAX;
+
+/// A thread's control block (and each CPU's idle context): the saved stack
+/// pointer and what the switch and wake-up paths need without the thread
+/// table. A thread's is allocated at spawn and freed ([`free_thread`]) only
+/// once the thread exited, left the table and its `on_cpu` is clear, so a
+/// run queue, a timer queue, `current` or `prev` may hold its address. The
+/// run-state fields are written under the lock of the thread's home CPU
+/// (`home`, which changes only under both CPUs' locks, when stolen).
 struct Ctx {
-    rsp: u64,
+    rsp: AtomicU64,
     on_cpu: AtomicBool,
+    id: AtomicU64,
+    prio: Priority,
+    /// Placed with [`Placement::Cpu`]: never moved to another CPU.
+    pinned: bool,
+    /// The demand-paged stack `[bottom, top)`; `(0, 0)` for an idle context.
+    stack: (u64, u64),
+    /// The home CPU's index: the CPU whose queue the thread goes to when
+    /// woken and whose lock guards its state (an idle CPU may take it from
+    /// there: [`take_from`]). A running thread runs on its home CPU.
+    home: AtomicU32,
+    state: AtomicU8,
+    /// A wake-up arrived while the thread was running on another CPU.
+    wake_pending: AtomicBool,
+    woken_by_timer: AtomicBool,
+    /// The pending sleep's timer id (`NO_TIMER`: none), in its home CPU's
+    /// queue (a sleeping thread is in no run queue, so it cannot move).
+    timer: AtomicU64,
 }
 
 impl Ctx {
-    fn new(rsp: u64) -> Box<Ctx> {
-        Box::new(Ctx {
-            rsp,
+    fn new(rsp: u64, prio: Priority, pinned: bool, stack: (u64, u64), home: usize) -> Ctx {
+        Ctx {
+            rsp: AtomicU64::new(rsp),
             on_cpu: AtomicBool::new(false),
-        })
+            id: AtomicU64::new(IDLE),
+            prio,
+            pinned,
+            stack,
+            home: AtomicU32::new(home as u32),
+            state: AtomicU8::new(RUNNABLE),
+            wake_pending: AtomicBool::new(false),
+            woken_by_timer: AtomicBool::new(false),
+            timer: AtomicU64::new(NO_TIMER),
+        }
     }
 
     /// Waits until no CPU runs on this context any more.
@@ -78,6 +127,19 @@ impl Ctx {
             core::hint::spin_loop();
         }
     }
+}
+
+/// The control block at `addr`: a thread's, from a run queue, a timer
+/// queue, `CpuSched::current` or `prev`, or one looked up in the thread
+/// table under its lock.
+#[inline]
+fn ctx<'a>(addr: u64) -> &'a Ctx {
+    // SAFETY: such addresses come from `Box::into_raw` in `spawn_raw`, and
+    // the box is freed only by `free_thread`, after the thread exited (so
+    // it is in no run queue, timer queue or `current`), left the table
+    // (which lookups hold the lock of) and its `on_cpu` was cleared (after
+    // which no CPU's `prev` names it). All mutable fields are atomics.
+    unsafe { &*(addr as *const Ctx) }
 }
 
 /// Where a new thread runs.
@@ -93,65 +155,86 @@ pub enum Placement {
 
 /// The kernel's per-thread data, kept in `uk-sched`'s thread table.
 pub struct ThreadData {
-    ctx: Box<Ctx>,
-    stack: Option<(u64, u64)>,
+    /// The control block (owned: freed by [`free_thread`]).
+    ctx: NonNull<Ctx>,
     entry: Option<Box<dyn FnOnce() + Send>>,
-    timer: Option<TimerId>,
-    woken_by_timer: bool,
     detached: bool,
-    /// The home CPU's index: the CPU whose queue the thread goes to when
-    /// woken (an idle CPU may take it from there: [`Sched::steal`]).
-    cpu: usize,
-    /// Placed with [`Placement::Cpu`]: never moved to another CPU.
-    pinned: bool,
-    /// A wake-up arrived while the thread was running on another CPU.
-    wake_pending: bool,
 }
 
-/// One CPU's part of the scheduler.
+// SAFETY: the control block is owned by this entry and shared only as
+// `&Ctx`, whose mutable fields are atomics.
+unsafe impl Send for ThreadData {}
+
+impl ThreadData {
+    fn addr(&self) -> u64 {
+        self.ctx.as_ptr() as u64
+    }
+}
+
+/// Frees a thread that left the table (joined or reaped): waits until its
+/// CPU switched away from its stack, then frees its control block and
+/// unmaps the stack.
+fn free_thread(d: ThreadData) {
+    let c = ctx(d.addr());
+    c.wait_off_cpu();
+    let (bottom, top) = c.stack;
+    // SAFETY: from `Box::into_raw` in `spawn_raw`, freed once, here: the
+    // thread exited and left the table, and no CPU runs on it any more.
+    drop(unsafe { Box::from_raw(d.ctx.as_ptr()) });
+    let _ = mm::unmap_stack(bottom, top);
+}
+
+/// One CPU's part of the scheduler, behind that CPU's lock.
 struct CpuSched {
+    /// Runnable threads' control block addresses.
     rq: RunQueue,
-    current: ThreadId,
-    idle_ctx: Box<Ctx>,
+    /// The deadlines of the threads that went to sleep on this CPU (their
+    /// home), with their control block addresses.
+    timers: TimerQueue<u64>,
+    /// The running thread's control block address; 0: the idle context.
+    current: u64,
+    idle_ctx: Ctx,
+    policy: SlicePolicy,
     slice_start: u64,
     need_resched: bool,
     /// Exited detached threads, reaped by the next context this CPU runs.
     zombies: Vec<ThreadId>,
     armed: Option<u64>,
-    /// The context this CPU is switching away from (0: idle's, or none):
-    /// its `on_cpu` is cleared once the switch finished.
-    prev: usize,
-    /// Live threads homed here.
-    homed: usize,
+    /// The context this CPU is switching away from (0: none): its `on_cpu`
+    /// is cleared once the switch finished.
+    prev: u64,
+    /// Timer interrupts this CPU took, and the sleepers they woke.
+    timer_irqs: u64,
+    timer_wakes: u64,
 }
 
-impl CpuSched {
-    fn new() -> CpuSched {
-        CpuSched {
-            rq: RunQueue::new(),
-            current: IDLE,
-            idle_ctx: Ctx::new(0),
-            slice_start: 0,
-            need_resched: false,
-            zombies: Vec::new(),
-            armed: None,
-            prev: 0,
-            homed: 0,
-        }
-    }
+/// A CPU's lock and what others read of it without the lock.
+struct PerCpuSched {
+    s: IrqMutex<CpuSched>,
+    /// Live threads homed here (for [`Placement::Any`]).
+    homed: AtomicUsize,
 }
 
-struct Sched {
-    threads: ThreadTable<ThreadData>,
-    timers: TimerQueue<ThreadId>,
-    policy: SlicePolicy,
-    cpus: Vec<CpuSched>,
+/// Every CPU's part, set when the scheduler starts.
+static CPUS: Once<Box<[PerCpuSched]>> = Once::new();
+
+/// The thread table.
+static THREADS: IrqMutex<ThreadTable<ThreadData>> =
+    IrqMutex::with_level(level::SCHED, ThreadTable::new());
+
+type CpuGuard = IrqGuard<'static, CpuSched>;
+
+/// Every CPU's part (empty before the scheduler starts).
+#[inline]
+fn cpus() -> &'static [PerCpuSched] {
+    CPUS.get().map_or(&[], |b| b)
 }
 
-// SAFETY: `prev` is an address, not a reference; the rest is owned data.
-unsafe impl Send for CpuSched {}
-
-static SCHED: IrqMutex<Option<Sched>> = IrqMutex::with_level(crate::sync::level::SCHED, None);
+/// CPU `c`'s lock.
+#[inline]
+fn lock_cpu(c: usize) -> CpuGuard {
+    cpus()[c].s.lock()
+}
 
 /// This CPU's index.
 #[inline]
@@ -209,48 +292,51 @@ fn ns_to_tsc(ns: u64) -> u64 {
     crate::arch::boot::entry_tsc() + (ns as u128 * hz as u128 / 1_000_000_000) as u64
 }
 
-impl Sched {
-    /// CPU `c`'s part (one bounds check site for all).
-    fn cs(&mut self, c: usize) -> &mut CpuSched {
-        &mut self.cpus[c]
-    }
-
-    fn csr(&self, c: usize) -> &CpuSched {
-        &self.cpus[c]
-    }
-
-    fn prio(&self, t: ThreadId) -> Priority {
-        self.threads.get(t).map_or(Priority::Low, |th| th.priority)
-    }
-
-    fn ctx(&mut self, c: usize, t: ThreadId) -> &mut Ctx {
-        if t == IDLE {
-            &mut self.cs(c).idle_ctx
-        } else {
-            &mut self
-                .threads
-                .get_mut(t)
-                .expect("current thread exists")
-                .data
-                .ctx
+impl CpuSched {
+    fn new(policy: SlicePolicy) -> CpuSched {
+        CpuSched {
+            rq: RunQueue::new(),
+            timers: TimerQueue::new(),
+            current: 0,
+            idle_ctx: Ctx::new(0, Priority::Low, true, (0, 0), 0),
+            policy,
+            slice_start: 0,
+            need_resched: false,
+            zombies: Vec::new(),
+            armed: None,
+            prev: 0,
+            timer_irqs: 0,
+            timer_wakes: 0,
         }
     }
 
-    fn slice_deadline(&self, c: usize) -> Option<u64> {
-        let cs = self.csr(c);
-        if cs.current == IDLE || !self.policy.is_preemptive() {
+    fn cur_prio(&self) -> Priority {
+        if self.current == 0 {
+            Priority::Low
+        } else {
+            ctx(self.current).prio
+        }
+    }
+
+    /// Threads waiting here (queued behind a running thread; one queued on
+    /// an idle CPU is about to run there).
+    fn waiting(&self) -> usize {
+        self.rq.len().saturating_sub(usize::from(self.current == 0))
+    }
+
+    fn slice_deadline(&self) -> Option<u64> {
+        if self.current == 0 || !self.policy.is_preemptive() {
             return None;
         }
-        let waiting = cs.rq.highest_waiting()?;
-        (waiting >= self.prio(cs.current)).then(|| cs.slice_start + self.policy.slice_ns)
+        let waiting = self.rq.highest_waiting()?;
+        (waiting >= self.cur_prio()).then(|| self.slice_start + self.policy.slice_ns)
     }
 
-    /// Arms CPU `c`'s one-shot timer (`c` is the calling CPU) for the
-    /// earliest pending deadline: the sleepers' (a timer queue shared by
-    /// all CPUs: whichever CPU's timer fires first wakes them) and its own
-    /// slice end.
-    fn reprogram(&mut self, c: usize) {
-        let next = match (self.timers.next_deadline(), self.slice_deadline(c)) {
+    /// Arms this CPU's one-shot timer (this must be the calling CPU's
+    /// part) for the earliest of its own sleepers' deadlines and its slice
+    /// end.
+    fn reprogram(&mut self) {
+        let next = match (self.timers.next_deadline(), self.slice_deadline()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
@@ -260,62 +346,54 @@ impl Sched {
         // due and arms the real one. Each rewrite is a device access (an
         // exit under a hypervisor, a BQL round trip under TCG), and a busy
         // server cancels and re-arms its deadlines several times a request.
-        let cs = self.cs(c);
         if let Some(n) = next
-            && cs.armed.is_none_or(|a| n < a)
+            && self.armed.is_none_or(|a| n < a)
         {
-            cs.armed = next;
+            self.armed = next;
             apic::set_timer(Some(ns_to_tsc(n)));
         }
     }
 
-    /// Makes a blocked or sleeping thread runnable on its home CPU; sends
-    /// that CPU the IPI when it is another one that must reschedule.
-    fn wake(&mut self, t: ThreadId, by_timer: bool) -> bool {
-        let Some(th) = self.threads.get_mut(t) else {
-            return false;
-        };
-        let home = th.data.cpu;
-        match th.state() {
-            ThreadState::Blocked | ThreadState::Sleeping { .. } => {}
+    /// Makes the blocked or sleeping thread at `a`, homed on this CPU (`c`),
+    /// runnable here; `None` if it was not waiting, else whether it should
+    /// be offered to an idle CPU ([`offer`], with no CPU lock held).
+    fn wake(&mut self, c: usize, a: u64, by_timer: bool) -> Option<bool> {
+        let t = ctx(a);
+        match t.state.load(Ordering::Relaxed) {
+            BLOCKED | SLEEPING => {}
             // Between registering as a waiter and blocking, on another CPU:
             // its block returns at once. (Never with one CPU: a running
             // thread is then the caller itself.) Reported as not woken, so
             // `wake_one` also wakes the next waiter: the thread may be past
             // its wait already (a timeout), and a spare wake-up only costs
             // a re-check, where a lost one would cost a hang.
-            ThreadState::Running if home != me() => {
-                th.data.wake_pending = true;
-                return false;
+            RUNNING if c != me() => {
+                t.wake_pending.store(true, Ordering::Relaxed);
+                return None;
             }
-            _ => return false,
+            _ => return None,
         }
-        th.data.woken_by_timer = by_timer;
-        let timer = th.data.timer.take();
-        let prio = th.priority;
-        let pinned = th.data.pinned;
-        if let Some(id) = timer
-            && !by_timer
-        {
-            self.timers.cancel(id);
+        t.woken_by_timer.store(by_timer, Ordering::Relaxed);
+        let timer = t.timer.swap(NO_TIMER, Ordering::Relaxed);
+        if timer != NO_TIMER && !by_timer {
+            // This CPU's armed timer is left as it is (lazy re-arming).
+            self.timers.cancel(TimerId::from_raw(timer));
         }
-        let _ = self.threads.set_state(t, ThreadState::Runnable);
-        self.push(home, t, prio, pinned);
-        true
+        t.state.store(RUNNABLE, Ordering::Relaxed);
+        Some(self.push(c, a, t.prio, t.pinned))
     }
 
-    /// Queues runnable thread `t` on CPU `c` and marks that CPU for a
-    /// reschedule when `t` should run first; a remote CPU newly so marked
-    /// gets the IPI. A thread that waits there and is not `pinned` is
-    /// offered to an idle CPU.
-    fn push(&mut self, c: usize, t: ThreadId, prio: Priority, pinned: bool) {
-        let cur_prio = self.prio(self.csr(c).current);
-        let cs = self.cs(c);
-        let was_empty = cs.rq.is_empty();
-        cs.rq.push(t, prio);
-        let runs_next = cs.current == IDLE || prio > cur_prio;
+    /// Queues runnable thread `a` on this CPU (`c`) and marks it for a
+    /// reschedule when `a` should run first; a remote CPU newly so marked
+    /// gets the IPI. Returns true when the thread waits here and may move:
+    /// the caller then offers it to an idle CPU ([`offer`]).
+    fn push(&mut self, c: usize, a: u64, prio: Priority, pinned: bool) -> bool {
+        let cur_prio = self.cur_prio();
+        let was_empty = self.rq.is_empty();
+        self.rq.push(a, prio);
+        let runs_next = self.current == 0 || prio > cur_prio;
         let kick = if runs_next {
-            !core::mem::replace(&mut cs.need_resched, true)
+            !core::mem::replace(&mut self.need_resched, true)
         } else {
             // The first thread waiting behind a running one: that CPU's
             // slice timer must be armed now (the IPI handler re-arms).
@@ -324,74 +402,125 @@ impl Sched {
         if kick && c != me() {
             smp::kick(c);
         }
-        if !runs_next && !pinned && self.cpus.len() > 1 {
-            self.offer();
-        }
-    }
-
-    /// A thread that may move now waits behind a running one: if a CPU is
-    /// idle with nothing queued and no wake-up pending, that CPU is told
-    /// (the IPI, or its own pending reschedule if it is the caller) and
-    /// steals a thread in its next `switch_away`.
-    #[cold]
-    #[inline(never)]
-    fn offer(&mut self) {
-        let Some(i) = self
-            .cpus
-            .iter()
-            .position(|cs| cs.current == IDLE && cs.rq.is_empty() && !cs.need_resched)
-        else {
-            return;
-        };
-        self.cs(i).need_resched = true;
-        if i != me() {
-            smp::kick(i);
-        }
-    }
-
-    /// Work stealing (several CPUs, CPU `c`'s queue empty): picks the CPU
-    /// with the most threads waiting (queued behind a running thread; one
-    /// queued on an idle CPU is about to run there), takes the tail thread
-    /// of its highest level whose tail may move (not pinned; nothing if
-    /// none may), and makes `c` its home. The thread may still be on its old CPU's stack (it was just
-    /// preempted or blocked there): `switch_away` waits for its `on_cpu`.
-    #[cold]
-    #[inline(never)]
-    fn steal(&mut self, c: usize) -> bool {
-        let mut victim = c;
-        let mut most = 0;
-        for (i, cs) in self.cpus.iter().enumerate() {
-            let waiting = cs.rq.len().saturating_sub(usize::from(cs.current == IDLE));
-            if waiting > most {
-                most = waiting;
-                victim = i;
-            }
-        }
-        if victim == c {
-            return false;
-        }
-        let Sched { threads, cpus, .. } = self;
-        let Some((t, p)) = cpus.get_mut(victim).and_then(|v| {
-            v.rq.steal(|t| threads.get(t).is_some_and(|th| !th.data.pinned))
-        }) else {
-            return false;
-        };
-        if let Some(th) = threads.get_mut(t) {
-            th.data.cpu = c;
-        }
-        self.cs(victim).homed -= 1;
-        let cs = self.cs(c);
-        cs.homed += 1;
-        cs.rq.push(t, p);
-        STATS.steals.fetch_add(1, Ordering::Relaxed);
-        true
+        !runs_next && !pinned && cpus().len() > 1
     }
 }
 
+/// Locks the home CPU of the thread at `a` (the caller holds the thread
+/// table's lock, or the thread cannot exit): its index and guard.
+fn lock_home(a: u64) -> (usize, CpuGuard) {
+    let t = ctx(a);
+    loop {
+        let h = t.home.load(Ordering::Relaxed) as usize;
+        let g = lock_cpu(h);
+        // Stolen meanwhile (only a queued thread is): its new home.
+        if t.home.load(Ordering::Relaxed) as usize == h {
+            return (h, g);
+        }
+    }
+}
+
+/// A thread that may move now waits behind a running one: if a CPU is
+/// idle with nothing queued and no wake-up pending, that CPU is told (the
+/// IPI, or its own pending reschedule if it is the caller) and steals a
+/// thread in its next `switch_away`. Takes each CPU's lock in turn: the
+/// caller holds none.
+#[cold]
+#[inline(never)]
+fn offer() {
+    let here = me();
+    for (i, p) in cpus().iter().enumerate() {
+        let mut g = p.s.lock();
+        if g.current == 0 && g.rq.is_empty() && !g.need_resched {
+            g.need_resched = true;
+            drop(g);
+            if i != here {
+                smp::kick(i);
+            }
+            return;
+        }
+    }
+}
+
+/// Moves the tail thread of `victim`'s highest level whose tail may move
+/// (not pinned; nothing if none may) to `mine`, CPU `c`, its new home.
+/// The thread may still be on its old CPU's stack (it was just preempted
+/// or blocked there): `switch_away` waits for its `on_cpu`.
+fn take_from(c: usize, mine: &mut CpuSched, v: usize, victim: &mut CpuSched) -> bool {
+    let Some((a, p)) = victim.rq.steal(|a| !ctx(a).pinned) else {
+        return false;
+    };
+    ctx(a).home.store(c as u32, Ordering::Relaxed);
+    cpus()[v].homed.fetch_sub(1, Ordering::Relaxed);
+    cpus()[c].homed.fetch_add(1, Ordering::Relaxed);
+    mine.rq.push(a, p);
+    STATS.steals.fetch_add(1, Ordering::Relaxed);
+    true
+}
+
+/// Work stealing from `switch_away` (several CPUs, CPU `c`'s queue empty,
+/// its lock held): the CPU with the most threads waiting among those whose
+/// lock is free (`try_lock`: never waits for a second CPU lock).
+#[cold]
+#[inline(never)]
+fn steal_locked(c: usize, mine: &mut CpuSched) -> bool {
+    let mut best: Option<(usize, CpuGuard)> = None;
+    let mut most = 0;
+    for (i, p) in cpus().iter().enumerate() {
+        if i == c {
+            continue;
+        }
+        if let Some(g) = p.s.try_lock() {
+            let w = g.waiting();
+            if w > most {
+                most = w;
+                best = Some((i, g));
+            }
+        }
+    }
+    best.is_some_and(|(v, mut g)| take_from(c, mine, v, &mut g))
+}
+
+/// Work stealing from the idle loop of CPU `c` (several CPUs, no lock
+/// held): picks the CPU with the most threads waiting, then takes its lock
+/// and `c`'s in index order and moves a thread. Returns `c`'s guard if its
+/// queue is no longer empty.
+#[cold]
+#[inline(never)]
+fn steal_idle(c: usize) -> Option<CpuGuard> {
+    let mut victim = c;
+    let mut most = 0;
+    for (i, p) in cpus().iter().enumerate() {
+        if i != c {
+            let w = p.s.lock().waiting();
+            if w > most {
+                most = w;
+                victim = i;
+            }
+        }
+    }
+    if victim == c {
+        return None;
+    }
+    let (mut mine, mut theirs) = if victim < c {
+        let t = lock_cpu(victim);
+        (lock_cpu(c), t)
+    } else {
+        let m = lock_cpu(c);
+        (m, lock_cpu(victim))
+    };
+    if mine.rq.is_empty() {
+        take_from(c, &mut mine, victim, &mut theirs);
+    }
+    drop(theirs);
+    (!mine.rq.is_empty()).then_some(mine)
+}
+
 /// Switches to the next runnable thread (or idle). `requeue` puts the
-/// current thread back at the tail of its queue. Interrupts must be disabled
-/// before the lock was taken; they stay disabled across the switch.
-fn switch_away(mut g: IrqGuard<'_, Option<Sched>>, requeue: bool) {
+/// current thread back at the tail of its queue. `g` is this CPU's lock;
+/// interrupts must be disabled before it was taken; they stay disabled
+/// across the switch.
+fn switch_away(mut g: CpuGuard, requeue: bool) {
     let in_handler = crate::trap::in_handler();
     if in_handler != 0 {
         drop(g);
@@ -400,66 +529,62 @@ fn switch_away(mut g: IrqGuard<'_, Option<Sched>>, requeue: bool) {
             in_handler - 1
         );
     }
-    let s = g.as_mut().expect("scheduler running");
     let cpu = smp::this_cpu();
     let c = cpu.index as usize;
-    let cur = s.cs(c).current;
-    if requeue && cur != IDLE && s.threads.set_state(cur, ThreadState::Runnable).is_ok() {
-        let p = s.prio(cur);
-        s.cs(c).rq.push(cur, p);
-    }
-    if s.csr(c).rq.is_empty() && s.cpus.len() > 1 {
-        s.steal(c);
-    }
-    let cs = s.cs(c);
-    let next = cs.rq.pop().map_or(IDLE, |(t, _)| t);
-    cs.need_resched = false;
-    if next == cur {
-        if cur != IDLE {
-            let _ = s.threads.set_state(cur, ThreadState::Running);
+    let cs = &mut *g;
+    let cur = cs.current;
+    if requeue && cur != 0 {
+        let t = ctx(cur);
+        if t.state.load(Ordering::Relaxed) == RUNNING {
+            t.state.store(RUNNABLE, Ordering::Relaxed);
+            cs.rq.push(cur, t.prio);
         }
-        s.cs(c).slice_start = time::since_boot_ns();
-        s.reprogram(c);
+    }
+    if cs.rq.is_empty() && cpus().len() > 1 {
+        steal_locked(c, cs);
+    }
+    let next = cs.rq.pop().map_or(0, |(a, _)| a);
+    cs.need_resched = false;
+    cs.slice_start = time::since_boot_ns();
+    if next != 0 {
+        ctx(next).state.store(RUNNING, Ordering::Relaxed);
+    }
+    if next == cur {
+        cs.reprogram();
         return;
     }
-    if next != IDLE {
-        let _ = s.threads.set_state(next, ThreadState::Running);
-    }
-    s.cs(c).current = next;
-    s.cs(c).slice_start = time::since_boot_ns();
-    s.reprogram(c);
-    let from: *mut Ctx = s.ctx(c, cur);
-    let (to, (bottom, top)): (*mut Ctx, _) = if next == IDLE {
-        (&mut *s.cs(c).idle_ctx, (0, 0))
-    } else {
-        let data = &mut s.threads.get_mut(next).expect("next exists").data;
-        (&mut *data.ctx, data.stack.unwrap_or((0, 0)))
-    };
+    cs.current = next;
+    cs.reprogram();
+    let from: *const Ctx = if cur == 0 { &cs.idle_ctx } else { ctx(cur) };
+    let to: *const Ctx = if next == 0 { &cs.idle_ctx } else { ctx(next) };
     // The context switched away from is released by the next context's
     // `finish_switch`, once its registers are saved.
-    s.cs(c).prev = from as usize;
+    cs.prev = from as u64;
+    // SAFETY: `to` is this CPU's idle context (in `CPUS`, never freed) or
+    // the control block of `next`, which this CPU now runs (state Running,
+    // current): nothing frees it; likewise `from`, whose block is freed
+    // only after `finish_switch` below cleared its `on_cpu`.
+    let (from, to) = unsafe { (&*from, &*to) };
+    let (bottom, top) = to.stack;
     cpu.stack_bottom.store(bottom, Ordering::Relaxed);
     cpu.stack_top.store(top, Ordering::Relaxed);
-    cpu.current.store(next, Ordering::Relaxed);
-    if next != IDLE {
+    cpu.current
+        .store(to.id.load(Ordering::Relaxed), Ordering::Relaxed);
+    if next != 0 {
         cpu.runs
             .store(cpu.runs.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
     }
     STATS.switches.fetch_add(1, Ordering::Relaxed);
     drop(g);
-    // SAFETY: `to` is this CPU's idle context or the boxed Ctx of `next`,
-    // which this CPU now runs (state Running, current): nothing frees it.
-    let to = unsafe { &*to };
     // Only a thread that moved between CPUs (stolen) can still be on its
     // old CPU's stack here.
     to.wait_off_cpu();
     to.on_cpu.store(true, Ordering::Relaxed);
     // SAFETY: interrupts are off (the caller disabled them before locking);
-    // `from` points into a boxed Ctx that lives while the thread exists (an
-    // exited thread's is freed only after `finish_switch` below cleared its
-    // `on_cpu`), and `to.rsp` was saved by switch_stack (its `on_cpu` was
-    // clear: the save finished) or prepared by prepare_stack.
-    unsafe { switch_stack(&raw mut (*from).rsp, to.rsp) };
+    // `from.rsp` lives while the thread exists (above), and `to.rsp` was
+    // saved by switch_stack (its `on_cpu` was clear: the save finished) or
+    // prepared by prepare_stack.
+    unsafe { switch_stack(from.rsp.as_ptr(), to.rsp.load(Ordering::Relaxed)) };
     finish_switch();
 }
 
@@ -467,31 +592,22 @@ fn switch_away(mut g: IrqGuard<'_, Option<Sched>>, requeue: bool) {
 /// this CPU switched away from (its registers are saved now), then reaps
 /// this CPU's detached threads that exited and frees their stacks.
 fn finish_switch() {
+    let Some(p) = cpus().get(me()) else { return };
     loop {
-        let data = {
-            let mut g = SCHED.lock();
-            let Some(s) = g.as_mut() else { return };
-            let cs = s.cs(me());
-            let prev = core::mem::take(&mut cs.prev);
+        let zombie = {
+            let mut g = p.s.lock();
+            let prev = core::mem::take(&mut g.prev);
             if prev != 0 {
-                // SAFETY: `prev` is the Ctx this CPU switched away from; it
-                // is freed only once this flag is clear (this CPU's zombies
-                // below, joiners and `detach` wait for it).
-                unsafe {
-                    (*(prev as *const Ctx))
-                        .on_cpu
-                        .store(false, Ordering::Release)
-                };
+                // `prev` is freed only once this flag is clear (this CPU's
+                // zombies below, joiners and `detach` wait for it).
+                ctx(prev).on_cpu.store(false, Ordering::Release);
             }
-            let Some(t) = cs.zombies.pop() else { return };
-            if let Some(th) = s.threads.get(t) {
-                let home = th.data.cpu;
-                s.cs(home).homed -= 1;
-            }
-            s.threads.reap(t)
+            g.zombies.pop()
         };
-        if let Some((bottom, top)) = data.and_then(|d| d.stack) {
-            let _ = mm::unmap_stack(bottom, top);
+        let Some(t) = zombie else { return };
+        let data = THREADS.lock().reap(t);
+        if let Some(d) = data {
+            free_thread(d);
         }
     }
 }
@@ -520,38 +636,44 @@ pub fn current() -> ThreadId {
 fn on_timer(_frame: &mut TrapFrame) {
     STATS.timer_irqs.fetch_add(1, Ordering::Relaxed);
     let now = time::since_boot_ns();
-    let mut g = SCHED.lock();
-    let Some(s) = g.as_mut() else { return };
     let c = me();
-    s.cs(c).armed = None;
-    while let Some((_, t)) = s.timers.pop_expired(now) {
-        if let Some(th) = s.threads.get_mut(t) {
-            th.data.timer = None;
-        }
-        s.wake(t, true);
+    let Some(p) = cpus().get(c) else { return };
+    let mut g = p.s.lock();
+    g.armed = None;
+    g.timer_irqs += 1;
+    let mut offers = false;
+    // Only this CPU's sleepers: their home is this CPU, so they wake here.
+    while let Some((_, a)) = g.timers.pop_expired(now) {
+        debug_assert_eq!(ctx(a).home.load(Ordering::Relaxed) as usize, c);
+        offers |= g.wake(c, a, true) == Some(true);
+        g.timer_wakes += 1;
     }
-    let cur = s.cs(c).current;
-    if cur != IDLE {
-        let p = s.prio(cur);
-        let policy = s.policy;
-        let cs = s.cs(c);
-        if policy.should_preempt(p, now.saturating_sub(cs.slice_start), &cs.rq) {
+    if g.current != 0 {
+        let prio = g.cur_prio();
+        let cs = &mut *g;
+        if cs
+            .policy
+            .should_preempt(prio, now.saturating_sub(cs.slice_start), &cs.rq)
+        {
             cs.need_resched = true;
             STATS.preemptions.fetch_add(1, Ordering::Relaxed);
         }
-    } else if !s.cs(c).rq.is_empty() {
-        s.cs(c).need_resched = true;
+    } else if !g.rq.is_empty() {
+        g.need_resched = true;
     }
-    s.reprogram(c);
+    g.reprogram();
+    drop(g);
+    if offers {
+        offer();
+    }
 }
 
 /// Called at the end of every device or timer interrupt, after the EOI:
 /// switches threads if the interrupt made that necessary.
 pub fn preempt_point() {
-    let g = SCHED.lock();
-    if g.as_ref()
-        .is_some_and(|s| s.cpus.get(me()).is_some_and(|c| c.need_resched))
-    {
+    let Some(p) = cpus().get(me()) else { return };
+    let g = p.s.lock();
+    if g.need_resched {
         switch_away(g, true);
     }
 }
@@ -560,13 +682,17 @@ pub fn preempt_point() {
 /// context becomes the idle loop. Never returns.
 pub fn start(main: impl FnOnce() + Send + 'static, main_stack: u64, timeslice_ms: u32) -> ! {
     interrupts::disable();
-    let cpus = smp::online() as usize;
-    *SCHED.lock() = Some(Sched {
-        threads: ThreadTable::new(),
-        timers: TimerQueue::new(),
-        policy: SlicePolicy::new(timeslice_ms as u64 * 1_000_000),
-        cpus: (0..cpus).map(|_| CpuSched::new()).collect(),
-    });
+    let n = smp::online() as usize;
+    let policy = SlicePolicy::new(timeslice_ms as u64 * 1_000_000);
+    let all: Box<[PerCpuSched]> = (0..n)
+        .map(|_| PerCpuSched {
+            s: IrqMutex::with_level(level::SCHED_CPU, CpuSched::new(policy)),
+            homed: AtomicUsize::new(0),
+        })
+        .collect();
+    if CPUS.set(all).is_err() {
+        crate::fatal_early("scheduler started twice");
+    }
     assert!(
         crate::trap::register(apic::TIMER_VECTOR, on_timer),
         "timer vector taken"
@@ -581,7 +707,7 @@ pub fn start(main: impl FnOnce() + Send + 'static, main_stack: u64, timeslice_ms
     )
     .unwrap_or_else(|_| crate::fatal_early("no memory for the main thread"));
     detach(id);
-    if cpus > 1 {
+    if n > 1 {
         assert!(
             crate::trap::register(smp::IPI_VECTOR, on_ipi),
             "IPI vector taken"
@@ -597,10 +723,8 @@ pub fn start(main: impl FnOnce() + Send + 'static, main_stack: u64, timeslice_ms
 /// reschedules if a wake-up asked for it.
 fn on_ipi(_frame: &mut TrapFrame) {
     smp::service_tlb();
-    if let Some(s) = SCHED.lock().as_mut()
-        && me() < s.cpus.len()
-    {
-        s.reprogram(me());
+    if let Some(p) = cpus().get(me()) {
+        p.s.lock().reprogram();
     }
 }
 
@@ -608,8 +732,7 @@ fn on_ipi(_frame: &mut TrapFrame) {
 /// on the AP's own stack, which becomes its idle context). Never returns.
 pub fn ap_enter() -> ! {
     interrupts::disable();
-    let known = SCHED.lock().as_ref().is_some_and(|s| me() < s.cpus.len());
-    if !known {
+    if me() >= cpus().len() {
         // Came up after the scheduler counted the CPUs: stays parked.
         crate::arch::cpu::halt_forever();
     }
@@ -619,12 +742,36 @@ pub fn ap_enter() -> ! {
 
 /// The number of CPUs the scheduler runs threads on.
 pub fn cpu_count() -> usize {
-    with_irqs_off(|| SCHED.lock().as_ref().map_or(1, |s| s.cpus.len()))
+    cpus().len().max(1)
 }
 
 /// How many times CPU `i` switched to a thread (not to its idle loop).
 pub fn cpu_runs(i: usize) -> u64 {
     smp::cpu(i).map_or(0, |c| c.runs.load(Ordering::Relaxed))
+}
+
+/// One CPU's timer counts ([`cpu_timers`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuTimers {
+    /// Timer interrupts taken (one may fire a little early under
+    /// emulation, find nothing due and re-arm).
+    pub irqs: u64,
+    /// Sleepers its timer woke (only ever its own).
+    pub wakes: u64,
+    /// Sleepers' deadlines pending in its queue.
+    pub pending: usize,
+}
+
+/// CPU `i`'s timer counts so far.
+pub fn cpu_timers(i: usize) -> CpuTimers {
+    cpus().get(i).map_or(CpuTimers::default(), |p| {
+        let g = p.s.lock();
+        CpuTimers {
+            irqs: g.timer_irqs,
+            wakes: g.timer_wakes,
+            pending: g.timers.len(),
+        }
+    })
 }
 
 /// The index of the CPU the caller runs on (0: the boot CPU).
@@ -664,18 +811,29 @@ fn run_idle_hook() -> bool {
 
 fn idle_loop() -> ! {
     let c = me();
+    let several = cpus().len() > 1;
     loop {
         interrupts::disable();
-        let mut g = SCHED.lock();
-        if let Some(s) = g.as_mut() {
-            if !s.csr(c).rq.is_empty() || (s.cpus.len() > 1 && s.steal(c)) {
+        let mut g = lock_cpu(c);
+        if !g.rq.is_empty() {
+            switch_away(g, false);
+            continue;
+        }
+        if several {
+            drop(g);
+            if let Some(g) = steal_idle(c) {
                 switch_away(g, false);
                 continue;
             }
-            // A steal offer that found nothing left must not keep the
-            // next wake-up from sending the IPI.
-            s.cs(c).need_resched = false;
+            g = lock_cpu(c);
+            if !g.rq.is_empty() {
+                switch_away(g, false);
+                continue;
+            }
         }
+        // A steal offer that found nothing left must not keep the next
+        // wake-up from sending the IPI.
+        g.need_resched = false;
         drop(g);
         // The hook polls devices, whose interrupts go to the boot CPU.
         if c == 0 && run_idle_hook() {
@@ -695,12 +853,10 @@ fn idle_loop() -> ! {
 
 extern "C" fn thread_start() -> ! {
     finish_switch();
-    let entry = {
-        let mut g = SCHED.lock();
-        let s = g.as_mut().expect("scheduler running");
-        let cur = s.cs(me()).current;
-        s.threads.get_mut(cur).and_then(|t| t.data.entry.take())
-    };
+    let entry = THREADS
+        .lock()
+        .get_mut(current_id())
+        .and_then(|t| t.data.entry.take());
     interrupts::enable();
     if let Some(f) = entry {
         f();
@@ -725,35 +881,36 @@ fn spawn_raw(
     // The top page is touched right away by prepare_stack; the rest on demand.
     // SAFETY: [bottom, top) is a fresh stack mapping that nothing else uses.
     let rsp = unsafe { prepare_stack(top, thread_start) };
-    let mut data = ThreadData {
-        ctx: Ctx::new(rsp),
-        stack: Some((bottom, top)),
+    let all = cpus();
+    let here = me();
+    let home = match placement {
+        Placement::Here => here,
+        Placement::Cpu(i) => (i as usize).min(all.len() - 1),
+        Placement::Any => (0..all.len())
+            .min_by_key(|&i| all[i].homed.load(Ordering::Relaxed))
+            .unwrap_or(here),
+    };
+    let pinned = matches!(placement, Placement::Cpu(_));
+    let block = Box::new(Ctx::new(rsp, prio, pinned, (bottom, top), home));
+    let ptr = NonNull::from(Box::leak(block));
+    let a = ptr.as_ptr() as u64;
+    let data = ThreadData {
+        ctx: ptr,
         entry: Some(entry),
-        timer: None,
-        woken_by_timer: false,
         detached: false,
-        cpu: 0,
-        pinned: matches!(placement, Placement::Cpu(_)),
-        wake_pending: false,
     };
     let id = with_irqs_off(|| {
-        let mut g = SCHED.lock();
-        let s = g.as_mut().expect("scheduler running");
-        let here = me();
-        let home = match placement {
-            Placement::Here => here,
-            Placement::Cpu(i) => (i as usize).min(s.cpus.len() - 1),
-            Placement::Any => (0..s.cpus.len())
-                .min_by_key(|&i| s.csr(i).homed)
-                .unwrap_or(here),
-        };
-        data.cpu = home;
-        let pinned = data.pinned;
-        let id = s.threads.spawn(prio, data);
-        s.cs(home).homed += 1;
-        s.push(home, id, prio, pinned);
+        let id = THREADS.lock().spawn(prio, data);
+        ctx(a).id.store(id, Ordering::Relaxed);
+        all[home].homed.fetch_add(1, Ordering::Relaxed);
+        let mut g = lock_cpu(home);
+        let offers = g.push(home, a, prio, pinned);
         if home == here {
-            s.reprogram(here);
+            g.reprogram();
+        }
+        drop(g);
+        if offers {
+            offer();
         }
         id
     });
@@ -764,43 +921,50 @@ fn spawn_raw(
 /// Marks a thread as not joinable: its resources go when it exits.
 fn detach(id: ThreadId) {
     let data = with_irqs_off(|| {
-        let mut g = SCHED.lock();
-        let s = g.as_mut()?;
-        let th = s.threads.get_mut(id)?;
+        let mut tg = THREADS.lock();
+        let th = tg.get_mut(id)?;
         th.data.detached = true;
         if th.state().is_exited() {
-            return s.threads.reap(id);
+            return tg.reap(id);
         }
         None
     });
     if let Some(d) = data {
-        // Its CPU may still be switching away from its stack.
-        d.ctx.wait_off_cpu();
-        if let Some((b, t)) = d.stack {
-            let _ = mm::unmap_stack(b, t);
-        }
+        free_thread(d);
     }
 }
 
 /// Ends the calling thread with `code`.
 pub fn exit_current(code: i32) -> ! {
     interrupts::disable();
-    let mut g = SCHED.lock();
-    let s = g.as_mut().expect("scheduler running");
     let c = me();
-    let cur = s.cs(c).current;
+    let cur = current_id();
     assert!(cur != IDLE, "the idle loop cannot exit");
-    if let Some(j) = s.threads.exit(cur, code) {
-        s.wake(j, false);
+    let (detached, offers) = {
+        let mut tg = THREADS.lock();
+        let joiner = tg.exit(cur, code);
+        let detached = tg.get(cur).is_some_and(|t| t.data.detached);
+        let offers = joiner
+            .and_then(|j| tg.get(j).map(|t| t.data.addr()))
+            .and_then(|a| {
+                let (h, mut g) = lock_home(a);
+                g.wake(h, a, false)
+            })
+            == Some(true);
+        (detached, offers)
+    };
+    if offers {
+        offer();
     }
-    if s.threads.get(cur).is_some_and(|t| t.data.detached) {
+    let mut g = lock_cpu(c);
+    ctx(g.current).state.store(EXITED, Ordering::Relaxed);
+    if detached {
         // Reaped by the next context on this CPU, once nothing runs on
         // this stack.
-        s.cs(c).zombies.push(cur);
-    } else {
-        // Reaped by its joiner (or `detach`): it no longer counts here.
-        s.cs(c).homed -= 1;
+        g.zombies.push(cur);
     }
+    // It no longer counts here (a zombie or one its joiner reaps).
+    cpus()[c].homed.fetch_sub(1, Ordering::Relaxed);
     switch_away(g, false);
     unreachable!("an exited thread was resumed")
 }
@@ -808,9 +972,8 @@ pub fn exit_current(code: i32) -> ! {
 /// Gives up the CPU to another runnable thread of the same or higher priority.
 pub fn yield_now() {
     with_irqs_off(|| {
-        let g = SCHED.lock();
-        if g.is_some() {
-            switch_away(g, true);
+        if let Some(p) = cpus().get(me()) {
+            switch_away(p.s.lock(), true);
         }
     });
 }
@@ -820,59 +983,62 @@ pub fn yield_now() {
 /// waker will find it. Returns true if the deadline woke it.
 pub fn block_current(deadline_ns: Option<u64>) -> bool {
     debug_assert!(!interrupts::are_enabled());
-    let mut g = SCHED.lock();
-    let s = g.as_mut().expect("scheduler running");
-    let cur = s.cs(me()).current;
-    if cur == IDLE {
+    let mut g = lock_cpu(me());
+    let cur = g.current;
+    if cur == 0 {
         panic!("the idle loop cannot block");
     }
-    if let Some(th) = s.threads.get_mut(cur)
-        && core::mem::take(&mut th.data.wake_pending)
-    {
+    let t = ctx(cur);
+    if t.wake_pending.swap(false, Ordering::Relaxed) {
         // Woken (from another CPU) since it registered as a waiter.
         return false;
     }
-    let state = match deadline_ns {
-        Some(d) => ThreadState::Sleeping { deadline_ns: d },
-        None => ThreadState::Blocked,
-    };
-    let _ = s.threads.set_state(cur, state);
-    if let Some(d) = deadline_ns {
-        let id = s.timers.insert(d, cur);
-        if let Some(th) = s.threads.get_mut(cur) {
-            th.data.timer = Some(id);
-            th.data.woken_by_timer = false;
+    match deadline_ns {
+        Some(d) => {
+            t.state.store(SLEEPING, Ordering::Relaxed);
+            let id = g.timers.insert(d, cur);
+            t.timer.store(id.raw(), Ordering::Relaxed);
+            t.woken_by_timer.store(false, Ordering::Relaxed);
         }
+        None => t.state.store(BLOCKED, Ordering::Relaxed),
     }
     switch_away(g, false);
-    let g = SCHED.lock();
-    let s = g.as_ref().expect("scheduler running");
-    s.threads.get(cur).is_some_and(|t| t.data.woken_by_timer)
+    // Written by the waker under this CPU's lock, before the thread was
+    // queued and picked again under it.
+    t.woken_by_timer.load(Ordering::Relaxed)
 }
 
-/// One line about the scheduler for the diagnostic dump: the running
-/// thread, each thread's state, the run queue, the armed timer.
+/// One line about the scheduler for the diagnostic dump: per CPU the
+/// running thread, its queues and armed timer; each thread's state.
 pub fn debug_line() -> alloc::string::String {
     use core::fmt::Write;
     let mut out = alloc::string::String::new();
     with_irqs_off(|| {
-        let g = SCHED.lock();
-        let Some(s) = g.as_ref() else { return };
         let now = time::since_boot_ns();
-        let _ = write!(out, "timers={}", s.timers.len());
-        for (i, c) in s.cpus.iter().enumerate() {
+        for (i, p) in cpus().iter().enumerate() {
+            let c = p.s.lock();
+            let cur = if c.current == 0 {
+                IDLE
+            } else {
+                ctx(c.current).id.load(Ordering::Relaxed)
+            };
             let _ = write!(
                 out,
-                " cpu{i}: current={} runnable={} armed_in_us={:?} need_resched={}",
-                c.current,
+                "{}cpu{i}: current={cur} runnable={} timers={} armed_in_us={:?} need_resched={}",
+                if i == 0 { "" } else { " " },
                 c.rq.len(),
+                c.timers.len(),
                 c.armed.map(|a| a.saturating_sub(now) / 1000),
                 c.need_resched
             );
         }
         let _ = write!(out, " threads:");
-        for (id, t) in s.threads.iter() {
-            let _ = write!(out, " {id}:{:?}", t.state());
+        let tg = THREADS.lock();
+        for (id, t) in tg.iter() {
+            let state = ["runnable", "running", "blocked", "sleeping", "exited"]
+                .get(ctx(t.data.addr()).state.load(Ordering::Relaxed) as usize)
+                .unwrap_or(&"?");
+            let _ = write!(out, " {id}:{state}");
         }
     });
     out
@@ -889,20 +1055,30 @@ pub fn debug_line() -> alloc::string::String {
 pub fn wake(t: ThreadId) -> bool {
     let was = interrupts::are_enabled();
     interrupts::disable();
-    let mut g = SCHED.lock();
     let c = me();
-    let woken = g.as_mut().is_some_and(|s| {
-        let w = s.wake(t, false);
-        if w {
-            s.reprogram(c);
+    let tg = THREADS.lock();
+    let Some(a) = tg.get(t).map(|th| th.data.addr()) else {
+        drop(tg);
+        if was {
+            interrupts::enable();
         }
-        w
-    });
-    if was
-        && woken
-        && g.as_ref()
-            .is_some_and(|s| s.csr(c).need_resched && s.csr(c).current != IDLE)
-    {
+        return false;
+    };
+    let (h, mut g) = lock_home(a);
+    let woken = g.wake(h, a, false);
+    drop(tg);
+    if woken.is_some() && h == c {
+        g.reprogram();
+    }
+    let switch = was && h == c && g.need_resched && g.current != 0;
+    if woken == Some(true) {
+        // `offer` takes other CPUs' locks: this one goes first.
+        drop(g);
+        offer();
+        if switch {
+            preempt_point();
+        }
+    } else if switch {
         switch_away(g, true);
     } else {
         drop(g);
@@ -910,7 +1086,7 @@ pub fn wake(t: ThreadId) -> bool {
     if was {
         interrupts::enable();
     }
-    woken
+    woken.is_some()
 }
 
 /// Sleeps until `deadline_ns` (nanoseconds since boot).
@@ -960,27 +1136,25 @@ impl<T> JoinHandle<T> {
     pub fn join_result(mut self) -> Result<T, i32> {
         let me = current_id();
         loop {
-            let (done, code, data) = with_irqs_off(|| {
-                let mut g = SCHED.lock();
-                let s = g.as_mut().expect("scheduler running");
-                match s.threads.join(me, self.id) {
-                    JoinResult::Done(code, data) => (true, code, Some(data)),
+            let done = with_irqs_off(|| {
+                let mut tg = THREADS.lock();
+                match tg.join(me, self.id) {
+                    JoinResult::Done(code, data) => Some((code, data)),
                     JoinResult::MustWait => {
-                        let _ = s.threads.set_state(me, ThreadState::Blocked);
+                        // Blocked before the table's lock goes: the exit
+                        // that wakes it takes that lock first.
+                        let g = lock_cpu(cpu_index());
+                        ctx(g.current).state.store(BLOCKED, Ordering::Relaxed);
+                        drop(tg);
                         switch_away(g, false);
-                        (false, 0, None)
+                        None
                     }
                     JoinResult::Err(e) => panic!("join of thread {}: {e}", self.id),
                 }
             });
-            if done {
-                if let Some(d) = data {
-                    // Its CPU may still be switching away from its stack.
-                    d.ctx.wait_off_cpu();
-                    if let Some((b, t)) = d.stack {
-                        let _ = mm::unmap_stack(b, t);
-                    }
-                }
+            if let Some((code, data)) = done {
+                // Its CPU may still be switching away from its stack.
+                free_thread(data);
                 self.joined = true;
                 return self.packet.lock().take().ok_or(code);
             }
@@ -1038,5 +1212,5 @@ pub fn spawn_on<T: Send + 'static>(
 
 /// Number of live (not yet reaped) threads.
 pub fn thread_count() -> usize {
-    with_irqs_off(|| SCHED.lock().as_ref().map_or(0, |s| s.threads.len()))
+    THREADS.lock().len()
 }

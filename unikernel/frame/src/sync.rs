@@ -24,21 +24,24 @@ pub mod level {
     /// Wait-queue and condition-variable lists, semaphore counts, a
     /// thread's result packet.
     pub const WAIT: u8 = 2;
-    /// The scheduler.
+    /// The scheduler's thread table.
     pub const SCHED: u8 = 3;
+    /// A CPU's part of the scheduler (run queue, timer queue); two only
+    /// when stealing, in index order or with `try_lock`.
+    pub const SCHED_CPU: u8 = 4;
     /// A CPU's small-block heap cache.
-    pub const HEAP_CACHE: u8 = 4;
+    pub const HEAP_CACHE: u8 = 5;
     /// The heap (talc, the large-block counters).
-    pub const HEAP: u8 = 5;
+    pub const HEAP: u8 = 6;
     /// A CPU's frame cache.
-    pub const FRAME_CACHE: u8 = 6;
+    pub const FRAME_CACHE: u8 = 7;
     /// The memory manager.
-    pub const MM: u8 = 7;
+    pub const MM: u8 = 8;
     /// The console: innermost, nothing is taken while it is held (what it
     /// prints is formatted under it, so a `Display` must not lock).
-    pub const CONSOLE: u8 = 8;
+    pub const CONSOLE: u8 = 9;
     /// Levels, 0 included.
-    pub const COUNT: usize = 9;
+    pub const COUNT: usize = 10;
 }
 
 /// The lock-order check (feature `lockdep`): each CPU counts the locks of

@@ -10,10 +10,12 @@
 //!
 //! # Per-CPU instances, no globals
 //!
-//! Every structure here is a plain value. The kernel runs on one CPU today and
-//! owns one [`RunQueue`] and one [`TimerQueue`]; a second CPU simply gets its
-//! own instances. Nothing in the crate is `static`, and nothing assumes there
-//! is only one of anything.
+//! Every structure here is a plain value. The kernel gives each CPU its own
+//! [`RunQueue`] and [`TimerQueue`] (behind that CPU's lock; their entries
+//! are the kernel's per-thread control blocks, which the [`ThreadId`]-typed
+//! slots carry as opaque numbers) and keeps one [`ThreadTable`] for ids,
+//! exit codes and joins. Nothing in the crate is `static`, and nothing
+//! assumes there is only one of anything.
 //!
 //! # Policy: round-robin over a few strict priority levels
 //!

@@ -17,6 +17,14 @@ impl TimerId {
     pub const fn raw(self) -> u64 {
         self.0
     }
+
+    /// The id whose [`raw`](Self::raw) number is `raw` (for a kernel that
+    /// keeps ids in atomics). An id its queue never handed out cancels
+    /// nothing, or another timer of that queue: keep ids with their queue.
+    #[must_use]
+    pub const fn from_raw(raw: u64) -> Self {
+        Self(raw)
+    }
 }
 
 /// A set of one-shot timers, each with a deadline (monotonic nanoseconds) and
