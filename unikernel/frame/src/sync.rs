@@ -356,6 +356,10 @@ impl WaitQueue {
     }
 }
 
+/// Spins of [`Mutex::lock`] on a busy mutex before it blocks (only with
+/// several CPUs).
+const MUTEX_SPINS: u32 = 2000;
+
 /// A sleeping mutex for threads: waiters block instead of spinning.
 pub struct Mutex<T> {
     locked: AtomicBool,
@@ -393,9 +397,27 @@ impl<T> Mutex<T> {
     /// Blocks until the mutex is free, then takes it.
     pub fn lock(&self) -> MutexGuard<'_, T> {
         if !self.try_acquire() {
-            self.waiters.wait_until(|| self.try_acquire().then_some(()));
+            self.lock_contended();
         }
         MutexGuard { mutex: self }
+    }
+
+    /// The contended path of [`Mutex::lock`]: with other CPUs running
+    /// threads the holder is most likely running on one of them and about
+    /// to let go, so it spins a little first (a block and a wake-up cost two
+    /// switches and an IPI); then it blocks.
+    #[cold]
+    #[inline(never)]
+    fn lock_contended(&self) {
+        if crate::arch::smp::multi() {
+            for _ in 0..MUTEX_SPINS {
+                core::hint::spin_loop();
+                if !self.locked.load(Ordering::Relaxed) && self.try_acquire() {
+                    return;
+                }
+            }
+        }
+        self.waiters.wait_until(|| self.try_acquire().then_some(()));
     }
 
     /// Takes the mutex if it is free.
