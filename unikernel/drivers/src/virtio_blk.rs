@@ -5,7 +5,7 @@
 //! reads), the caller's data buffer (device writes for a read, reads for a
 //! write) and the status byte (device writes). The chain lends the caller's
 //! buffer to the device through the framework's
-//! [`lend`](uk_frame::virtio::lend), which posts it under the device lock,
+//! `lend`, which posts it under the device lock,
 //! sleeps on the device's [`WaitQueue`] and returns only once the device
 //! has given the buffer back, so the driver needs no `unsafe`. The
 //! interrupt handler only acknowledges the device and wakes the waiters; a

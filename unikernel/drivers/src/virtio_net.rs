@@ -22,7 +22,7 @@
 //! one descriptor per physically contiguous piece (fragments are cut at
 //! 4 KiB page boundaries: heap buffers are only virtually contiguous). The
 //! chain keeps clones of its fragments until the device returns it through
-//! the used ring ([`VirtioNet::reclaim_tx`], on every [`Nic::flush_tx`]),
+//! the used ring (`VirtioNet::reclaim_tx`, on every `Nic::flush_tx`),
 //! so memory is released only once acknowledged *and* read by the device.
 //! The chain owns its pieces ([`uk_frame::virtio::PayloadPiece`]) while the
 //! device holds it: the framework's queue gives them back from `pop_used`.

@@ -16,7 +16,7 @@
 //! shared in place by the framework's `KernelHal` when it is physically
 //! contiguous (page-cache frames), bounced otherwise. The chain lends these
 //! buffers to the device through the framework's
-//! [`lend`](uk_frame::virtio::lend), which returns only once the device has
+//! `lend`, which returns only once the device has
 //! given them back, so the driver needs no `unsafe`.
 //!
 //! Like virtio-blk, several commands are in flight (as many as the queue's

@@ -11,7 +11,7 @@
 //! the ready list and re-checks each entry's current state, so its cost
 //! follows the number of ready descriptors, not the number registered. The
 //! network stack reports the sockets whose state may have changed after
-//! every poll (`net::poll_locked` → [`notify_socket`]); an eventfd notifies
+//! every poll (`net::poll_locked` → `notify_socket`); an eventfd notifies
 //! on every write that makes it readable and every read that makes it
 //! writable.
 

@@ -13,7 +13,7 @@
 //! }
 //! ```
 //!
-//! There is no user/kernel boundary: the kernel APIs ([`mem`], [`env`],
+//! There is no user/kernel boundary: the kernel APIs (`mem`, `env`,
 //! [`process`]) are plain function calls. The hardware-independent logic lives
 //! in `uk-core` and is tested on the host.
 //!

@@ -857,7 +857,7 @@ fn push_counters(out: &mut alloc::string::String, prefix: &str, values: &[u64; 3
 
 /// Interface and socket-table counters, as one line of `key=value` pairs:
 /// the shards' sums (per connection and per record: their means), then,
-/// with several shards, [`shard_summary`].
+/// with several shards, `shard_summary`.
 pub fn stats_line() -> alloc::string::String {
     if all().is_empty() {
         return "no network".into();

@@ -2,7 +2,7 @@
 //! "stop" and QEMU's `system_powerdown` press) and Ctrl+Alt+Del on the i8042
 //! keyboard controller (Firecracker's `SendCtrlAltDel`).
 //!
-//! Sources, found at boot by [`init`]:
+//! Sources, found at boot by `init`:
 //! - **Fixed-feature power button** (QEMU q35/ICH9, PC firmware): the FADT
 //!   gives SCI_INT, the PM1a event block (status, then enable) and control
 //!   block, SMI_CMD and ACPI_ENABLE. If SCI_EN is clear the chipset is put

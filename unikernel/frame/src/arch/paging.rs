@@ -14,7 +14,7 @@ const TABLE_FLAGS: F = F::PRESENT.union(F::WRITABLE);
 /// but the frame address is kept so the page comes back with its contents.
 pub const PROT_NONE_MARK: F = F::BIT_9;
 
-/// Errors of [`map`].
+/// Errors of `map`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MapError {
     /// No frame for an intermediate table.

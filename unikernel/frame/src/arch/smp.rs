@@ -2,7 +2,7 @@
 //! ACPI MADT are started with INIT-SIPI-SIPI and enter the scheduler.
 //!
 //! An AP starts in real mode at `page << 12`, where `page` is the SIPI
-//! vector, so the first instructions ([`uk_ap_tramp`], 38 bytes of 16-bit
+//! vector, so the first instructions (`uk_ap_tramp`, 38 bytes of 16-bit
 //! code and data) are copied to a free RAM page below 1 MiB that the frame
 //! allocator gives up for good. They load a GDT from the kernel's rodata
 //! (`uk_ap_gdt`: 32-bit code, data, 64-bit code), turn on protection and jump
@@ -10,9 +10,9 @@
 //! EFER bits as the boot CPU's entry (`arch::boot`), paging through the boot
 //! identity map of the first 4 GiB (`uk_boot_pml4`), and long mode. In
 //! 64-bit code the AP switches to the kernel's page tables, takes a ticket
-//! (an atomic counter) that selects its own [`ApBlock`] (interrupt stacks,
+//! (an atomic counter) that selects its own `ApBlock` (interrupt stacks,
 //! a 16 KiB stack, its per-CPU data and descriptor tables), and calls
-//! [`ap_main`]: its own GDT and TSS, the shared IDT, GS base at its
+//! `ap_main`: its own GDT and TSS, the shared IDT, GS base at its
 //! [`PerCpu`], the vector state the boot CPU chose, its local APIC enabled
 //! (x2APIC where the boot CPU uses it, every local interrupt masked), then it
 //! reads its APIC id back through GS, counts itself online and waits for
@@ -241,7 +241,7 @@ unsafe fn set_percpu(p: *mut PerCpu, index: u32, apic_id: u32) {
 }
 
 /// This CPU's [`PerCpu`] (valid after [`start`] on the boot CPU, from the
-/// first instructions of [`ap_main`] on an AP).
+/// first instructions of `ap_main` on an AP).
 pub fn this_cpu() -> &'static PerCpu {
     let p: u64;
     // SAFETY: reads `gs:0`, the block's own address, which `set_percpu`

@@ -3,7 +3,7 @@
 //! Page faults run on an IST stack with the memory manager locked, so they
 //! cannot wait for a disk. For a not-present page of a file mapping the
 //! handler instead rewrites the interrupted context so that, on `iretq`, the
-//! thread "calls" [`uk_fault_upcall`]: two words go on the thread's stack
+//! thread "calls" `uk_fault_upcall`: two words go on the thread's stack
 //! (the fault address and the interrupted RIP as a return address) and RIP
 //! points at the trampoline. The trampoline saves every caller-saved register,
 //! the flags and the vector state (`arch::simd`: the interrupted code may

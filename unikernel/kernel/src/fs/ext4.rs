@@ -1,5 +1,5 @@
 //! The read-only ext4 root: `uk-ext4` adapted to uk-vfs's
-//! [`FileSystem`]/[`Inode`] traits, reading a [`BlockDevice`] (virtio-blk,
+//! `FileSystem`/`Inode` traits, reading a `BlockDevice` (virtio-blk,
 //! virtio-scsi or NVMe; or one partition of it).
 //!
 //! Inode numbers are the file system's own, so hard links are one inode
@@ -9,7 +9,7 @@
 //! there is no global lock: lookups and page fills of any number of threads
 //! proceed concurrently, with the virtio-blk driver's requests in flight.
 //!
-//! Data path of [`Inode::read_page`] (a page-cache miss): uk-ext4 maps the
+//! Data path of `Inode::read_page` (a page-cache miss): uk-ext4 maps the
 //! page's file blocks to disk blocks (the inode's last extent is cached, so
 //! a sequential read walks the extent tree once per extent), and each
 //! contiguous run of disk blocks is read by one virtio-blk request *into
