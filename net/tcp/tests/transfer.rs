@@ -276,3 +276,65 @@ fn senders_take_turns_within_the_transmit_budget() {
         .sum();
     assert_eq!(retransmits, 0);
 }
+
+/// Connections reset while they wait for a turn at the transmit budget
+/// leave the waiting list: the others still take turns and finish whole,
+/// and the endpoint does not report work it cannot do (no poll due at once
+/// once everything is acknowledged).
+#[test]
+fn resets_while_waiting_for_the_transmit_budget_stall_nobody() {
+    const CONNS: usize = 12;
+    const TOTAL: u64 = 1 << 20;
+    let cfg_a = Config {
+        tx_queue_limit: 128 * 1024,
+        ..config()
+    };
+    let model = LinkModel {
+        latency_us: 20_000,
+        ..LinkModel::perfect()
+    };
+    let mut sim = Sim::new(model, 11, cfg_a, config());
+    sim.release_a = true;
+    let ids: Vec<_> = (0..CONNS).map(|_| sim.connect()).collect();
+    let mut sent = [0u64; CONNS];
+    let mut got = [0u64; CONNS];
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut aborted = false;
+    let live = |k: usize| k % 3 != 0;
+    let ok = sim.run_until(600_000_000, |sim| {
+        for (k, &(c, s)) in ids.iter().enumerate() {
+            if aborted && !live(k) {
+                continue;
+            }
+            while sent[k] < TOTAL && sim.a.send_capacity(c) > 0 {
+                let n = (256 * 1024).min((TOTAL - sent[k]) as usize);
+                sim.a
+                    .send(sim.now, c, pattern_chunk(k as u64, sent[k], n))
+                    .unwrap();
+                sent[k] += n as u64;
+            }
+            while let Ok(n) = sim.b.recv(sim.now, s, &mut buf) {
+                if n == 0 {
+                    break;
+                }
+                for (i, &b) in buf[..n].iter().enumerate() {
+                    assert_eq!(b, pattern(k as u64, got[k] + i as u64));
+                }
+                got[k] += n as u64;
+            }
+        }
+        // A quarter of the way in, a third of the senders reset.
+        if !aborted && got.iter().sum::<u64>() >= CONNS as u64 * TOTAL / 4 {
+            aborted = true;
+            for (k, &(c, _)) in ids.iter().enumerate() {
+                if !live(k) {
+                    sim.a.abort(sim.now, c);
+                }
+            }
+        }
+        aborted && (0..CONNS).filter(|&k| live(k)).all(|k| got[k] == TOTAL)
+    });
+    assert!(ok, "stalled: {got:?}");
+    sim.advance(5_000_000);
+    assert_ne!(sim.a.next_deadline(), Some(0), "work reported forever");
+}
