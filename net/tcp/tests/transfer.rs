@@ -300,7 +300,7 @@ fn resets_while_waiting_for_the_transmit_budget_stall_nobody() {
     let mut got = [0u64; CONNS];
     let mut buf = vec![0u8; 256 * 1024];
     let mut aborted = false;
-    let live = |k: usize| k % 3 != 0;
+    let live = |k: usize| !k.is_multiple_of(3);
     let ok = sim.run_until(600_000_000, |sim| {
         for (k, &(c, s)) in ids.iter().enumerate() {
             if aborted && !live(k) {
