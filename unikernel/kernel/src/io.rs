@@ -20,7 +20,7 @@ use alloc::sync::{Arc, Weak};
 use alloc::vec::Vec;
 use core::any::Any;
 use core::net::SocketAddrV4;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use uk_core::idmap::IdMap;
 use uk_net::SocketId;
@@ -504,6 +504,10 @@ pub struct EpollFile {
     wq: WaitQueue,
     /// Bumped whenever an entry becomes ready, so a waiter cannot miss it.
     seq: AtomicU64,
+    /// Pause loops to spin before blocking (several CPUs only), adapted as
+    /// guest halt-polling does: doubled when a spin or a short block saw
+    /// the next event, halved when a spin did not.
+    spin: AtomicU32,
     /// The sources this instance observes (to detach on close).
     watched: IrqMutex<Vec<(u64, i32)>>,
 }
@@ -547,6 +551,7 @@ pub fn epoll_create() -> Result<i32> {
         inner: IrqMutex::new(EpollInstance::new()),
         wq: WaitQueue::new(),
         seq: AtomicU64::new(0),
+        spin: AtomicU32::new(0),
         watched: IrqMutex::new(Vec::new()),
     });
     INSTANCES.lock().insert(id, Arc::downgrade(&ep));
@@ -744,6 +749,14 @@ pub fn epoll_wait(epfd: i32, out: &mut [EpollEvent], timeout_ms: i32) -> Result<
             return Ok(0);
         }
         let moved = || (ep.seq.load(Ordering::Acquire) != seen).then_some(());
+        // With other CPUs the next event may be on its way from one of
+        // them (a network thread): a spin that sees it saves the block,
+        // the wake-up's IPI and two switches.
+        let multi = crate::arch::smp::multi();
+        if multi && spin_for(&ep.spin, || moved().is_some()) {
+            continue;
+        }
+        let blocked_at = time::since_boot_ns();
         match deadline {
             None => ep.wq.wait_until(moved),
             Some(d) => {
@@ -752,7 +765,39 @@ pub fn epoll_wait(epfd: i32, out: &mut [EpollEvent], timeout_ms: i32) -> Result<
                 }
             }
         }
+        if multi && time::since_boot_ns() - blocked_at < SPIN_WORTH_NS {
+            // Woken soon after blocking: spinning would have paid.
+            let w = ep.spin.load(Ordering::Relaxed);
+            ep.spin
+                .store((w * 2).clamp(SPIN_MIN, SPIN_MAX), Ordering::Relaxed);
+        }
     }
+}
+
+/// Bounds of an epoll instance's spin before blocking, in pause loops.
+const SPIN_MIN: u32 = 256;
+const SPIN_MAX: u32 = 4096;
+/// A block shorter than this would have been covered by a spin.
+const SPIN_WORTH_NS: u64 = 200_000;
+
+/// Spins up to `window` pause loops until `done`: true if it is; the
+/// window doubles on success and halves (to 0 below [`SPIN_MIN`]) on
+/// failure.
+fn spin_for(window: &AtomicU32, done: impl Fn() -> bool) -> bool {
+    let w = window.load(Ordering::Relaxed);
+    if w == 0 {
+        return false;
+    }
+    for _ in 0..w {
+        core::hint::spin_loop();
+        if done() {
+            window.store((w * 2).min(SPIN_MAX), Ordering::Relaxed);
+            return true;
+        }
+    }
+    let half = w / 2;
+    window.store(if half < SPIN_MIN { 0 } else { half }, Ordering::Relaxed);
+    false
 }
 
 /// One entry of [`poll`].
