@@ -1334,13 +1334,11 @@ impl NetStack {
         for seg in segs.drain(..) {
             let held = seg.payload_len;
             let Some(hop) = self.next_hop(ip4(seg.remote_ip)) else {
-                self.tcp.release(held);
-                self.stats.tcp_segments_dropped += 1;
+                self.tcp_segment_dropped(held);
                 continue;
             };
             if self.txq.len() >= MAX_TX_QUEUE {
-                self.tcp.release(held);
-                self.stats.tcp_segments_dropped += 1;
+                self.tcp_segment_dropped(held);
                 continue;
             }
             let frame_len = ETH_HEADER_LEN + IPV4_HEADER_LEN + seg.tcp_len();
@@ -1349,13 +1347,11 @@ impl NetStack {
                 // fragments are sliced, not copied).
                 let Some(parts) = seg.try_split() else {
                     // No memory for the lists: as if lost on the wire.
-                    self.tcp.release(held);
-                    self.stats.tcp_segments_dropped += 1;
+                    self.tcp_segment_dropped(held);
                     continue;
                 };
                 if self.txq.try_reserve(parts.len()).is_err() {
-                    self.tcp.release(held);
-                    self.stats.tcp_segments_dropped += 1;
+                    self.tcp_segment_dropped(held);
                     continue;
                 }
                 for part in parts {
@@ -1367,8 +1363,7 @@ impl NetStack {
                 }
             } else {
                 if self.txq.try_reserve(1).is_err() {
-                    self.tcp.release(held);
-                    self.stats.tcp_segments_dropped += 1;
+                    self.tcp_segment_dropped(held);
                     continue;
                 }
                 self.txq.push_back(Pending {
@@ -1378,6 +1373,13 @@ impl NetStack {
                 });
             }
         }
+    }
+
+    /// A segment from the engine dropped before the transmit queue (the
+    /// engine retransmits it): its budget goes back.
+    fn tcp_segment_dropped(&mut self, held: usize) {
+        self.tcp.release(held);
+        self.stats.tcp_segments_dropped += 1;
     }
 
     /// Hands queued segments to the device while it has room (or to the

@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use uk_tcp::{Config, Error, State};
+use uk_tcp::{Config, ConnId, Error, State};
 
 /// Moves `total` bytes each way at once; returns the virtual time taken.
 fn both_ways(model: LinkModel, seed: u64, total: u64) -> u64 {
@@ -201,6 +201,55 @@ fn randomized_links_and_options() {
     }
 }
 
+/// A link with 20 ms latency and `conns` connections from a to b, a's
+/// transmit budget `limit` bytes (given back as its segments go on the
+/// wire).
+fn budget_sim(limit: usize, seed: u64, conns: usize) -> (Sim, Vec<(ConnId, ConnId)>) {
+    let cfg_a = Config {
+        tx_queue_limit: limit,
+        ..config()
+    };
+    let model = LinkModel {
+        latency_us: 20_000,
+        ..LinkModel::perfect()
+    };
+    let mut sim = Sim::new(model, seed, cfg_a, config());
+    sim.release_a = true;
+    let ids = (0..conns).map(|_| sim.connect()).collect();
+    (sim, ids)
+}
+
+/// Feeds stream `k` into `c` as room allows, up to `total` bytes (`sent`
+/// so far), and reads what arrived on `s`, checking every byte (`got`).
+fn pump(
+    sim: &mut Sim,
+    k: usize,
+    (c, s): (ConnId, ConnId),
+    total: u64,
+    (sent, got): (&mut u64, &mut u64),
+    buf: &mut [u8],
+) {
+    while *sent < total && sim.a.send_capacity(c) > 0 {
+        let n = (256 * 1024).min((total - *sent) as usize);
+        sim.a
+            .send(sim.now, c, pattern_chunk(k as u64, *sent, n))
+            .unwrap();
+        *sent += n as u64;
+    }
+    loop {
+        match sim.b.recv(sim.now, s, buf) {
+            Ok(0) | Err(Error::WouldBlock) => break,
+            Ok(n) => {
+                for (i, &b) in buf[..n].iter().enumerate() {
+                    assert_eq!(b, pattern(k as u64, *got + i as u64));
+                }
+                *got += n as u64;
+            }
+            Err(e) => panic!("recv: {e:?}"),
+        }
+    }
+}
+
 /// With a transmit budget (`tx_queue_limit`) far below what 16 senders'
 /// congestion windows allow at once, a poll never hands out more than the
 /// budget and one segment, every stream arrives whole, and the senders
@@ -211,17 +260,7 @@ fn randomized_links_and_options() {
 fn senders_take_turns_within_the_transmit_budget() {
     const CONNS: usize = 16;
     const LIMIT: usize = 256 * 1024;
-    let cfg_a = Config {
-        tx_queue_limit: LIMIT,
-        ..config()
-    };
-    let model = LinkModel {
-        latency_us: 20_000,
-        ..LinkModel::perfect()
-    };
-    let mut sim = Sim::new(model, 7, cfg_a, config());
-    sim.release_a = true;
-    let ids: Vec<_> = (0..CONNS).map(|_| sim.connect()).collect();
+    let (mut sim, ids) = budget_sim(LIMIT, 7, CONNS);
     let mut sent = [0u64; CONNS];
     let mut got = [0u64; CONNS];
     let mut buf = vec![0u8; 256 * 1024];
@@ -230,26 +269,8 @@ fn senders_take_turns_within_the_transmit_budget() {
         let mut first_done: Option<[u64; CONNS]> = None;
         let base = got;
         let ok = sim.run_until(600_000_000, |sim| {
-            for (k, &(c, s)) in ids.iter().enumerate() {
-                while sent[k] < total && sim.a.send_capacity(c) > 0 {
-                    let n = (256 * 1024).min((total - sent[k]) as usize);
-                    sim.a
-                        .send(sim.now, c, pattern_chunk(k as u64, sent[k], n))
-                        .unwrap();
-                    sent[k] += n as u64;
-                }
-                loop {
-                    match sim.b.recv(sim.now, s, &mut buf) {
-                        Ok(0) | Err(Error::WouldBlock) => break,
-                        Ok(n) => {
-                            for (i, &b) in buf[..n].iter().enumerate() {
-                                assert_eq!(b, pattern(k as u64, got[k] + i as u64));
-                            }
-                            got[k] += n as u64;
-                        }
-                        Err(e) => panic!("recv: {e:?}"),
-                    }
-                }
+            for (k, &pair) in ids.iter().enumerate() {
+                pump(sim, k, pair, total, (&mut sent[k], &mut got[k]), &mut buf);
             }
             if first_done.is_none() && got.contains(&total) {
                 first_done = Some(got);
@@ -285,43 +306,18 @@ fn senders_take_turns_within_the_transmit_budget() {
 fn resets_while_waiting_for_the_transmit_budget_stall_nobody() {
     const CONNS: usize = 12;
     const TOTAL: u64 = 1 << 20;
-    let cfg_a = Config {
-        tx_queue_limit: 128 * 1024,
-        ..config()
-    };
-    let model = LinkModel {
-        latency_us: 20_000,
-        ..LinkModel::perfect()
-    };
-    let mut sim = Sim::new(model, 11, cfg_a, config());
-    sim.release_a = true;
-    let ids: Vec<_> = (0..CONNS).map(|_| sim.connect()).collect();
+    let (mut sim, ids) = budget_sim(128 * 1024, 11, CONNS);
     let mut sent = [0u64; CONNS];
     let mut got = [0u64; CONNS];
     let mut buf = vec![0u8; 256 * 1024];
     let mut aborted = false;
     let live = |k: usize| !k.is_multiple_of(3);
     let ok = sim.run_until(600_000_000, |sim| {
-        for (k, &(c, s)) in ids.iter().enumerate() {
+        for (k, &pair) in ids.iter().enumerate() {
             if aborted && !live(k) {
                 continue;
             }
-            while sent[k] < TOTAL && sim.a.send_capacity(c) > 0 {
-                let n = (256 * 1024).min((TOTAL - sent[k]) as usize);
-                sim.a
-                    .send(sim.now, c, pattern_chunk(k as u64, sent[k], n))
-                    .unwrap();
-                sent[k] += n as u64;
-            }
-            while let Ok(n) = sim.b.recv(sim.now, s, &mut buf) {
-                if n == 0 {
-                    break;
-                }
-                for (i, &b) in buf[..n].iter().enumerate() {
-                    assert_eq!(b, pattern(k as u64, got[k] + i as u64));
-                }
-                got[k] += n as u64;
-            }
+            pump(sim, k, pair, TOTAL, (&mut sent[k], &mut got[k]), &mut buf);
         }
         // A quarter of the way in, a third of the senders reset.
         if !aborted && got.iter().sum::<u64>() >= CONNS as u64 * TOTAL / 4 {

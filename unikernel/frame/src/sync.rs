@@ -360,6 +360,18 @@ impl WaitQueue {
 /// several CPUs).
 const MUTEX_SPINS: u32 = 2000;
 
+/// Spins up to `loops` pause loops until `done`; whether it is. For a
+/// waiter that expects another CPU to end its wait soon (before blocking).
+pub fn spin_until(loops: u32, mut done: impl FnMut() -> bool) -> bool {
+    for _ in 0..loops {
+        core::hint::spin_loop();
+        if done() {
+            return true;
+        }
+    }
+    false
+}
+
 /// A sleeping mutex for threads: waiters block instead of spinning.
 pub struct Mutex<T> {
     locked: AtomicBool,
@@ -409,13 +421,12 @@ impl<T> Mutex<T> {
     #[cold]
     #[inline(never)]
     fn lock_contended(&self) {
-        if crate::arch::smp::multi() {
-            for _ in 0..MUTEX_SPINS {
-                core::hint::spin_loop();
-                if !self.locked.load(Ordering::Relaxed) && self.try_acquire() {
-                    return;
-                }
-            }
+        if crate::arch::smp::multi()
+            && spin_until(MUTEX_SPINS, || {
+                !self.locked.load(Ordering::Relaxed) && self.try_acquire()
+            })
+        {
+            return;
         }
         self.waiters.wait_until(|| self.try_acquire().then_some(()));
     }

@@ -756,7 +756,7 @@ pub fn epoll_wait(epfd: i32, out: &mut [EpollEvent], timeout_ms: i32) -> Result<
         if multi && spin_for(&ep.spin, || moved().is_some()) {
             continue;
         }
-        let blocked_at = time::since_boot_ns();
+        let blocked_at = multi.then(time::since_boot_ns);
         match deadline {
             None => ep.wq.wait_until(moved),
             Some(d) => {
@@ -765,11 +765,9 @@ pub fn epoll_wait(epfd: i32, out: &mut [EpollEvent], timeout_ms: i32) -> Result<
                 }
             }
         }
-        if multi && time::since_boot_ns() - blocked_at < SPIN_WORTH_NS {
+        if blocked_at.is_some_and(|t| time::since_boot_ns() - t < SPIN_WORTH_NS) {
             // Woken soon after blocking: spinning would have paid.
-            let w = ep.spin.load(Ordering::Relaxed);
-            ep.spin
-                .store((w * 2).clamp(SPIN_MIN, SPIN_MAX), Ordering::Relaxed);
+            grow_spin(&ep.spin);
         }
     }
 }
@@ -788,16 +786,19 @@ fn spin_for(window: &AtomicU32, done: impl Fn() -> bool) -> bool {
     if w == 0 {
         return false;
     }
-    for _ in 0..w {
-        core::hint::spin_loop();
-        if done() {
-            window.store((w * 2).min(SPIN_MAX), Ordering::Relaxed);
-            return true;
-        }
+    if crate::sync::spin_until(w, done) {
+        grow_spin(window);
+        return true;
     }
     let half = w / 2;
     window.store(if half < SPIN_MIN { 0 } else { half }, Ordering::Relaxed);
     false
+}
+
+/// Doubles a spin window, within [`SPIN_MIN`] and [`SPIN_MAX`].
+fn grow_spin(window: &AtomicU32) {
+    let w = window.load(Ordering::Relaxed);
+    window.store((w * 2).clamp(SPIN_MIN, SPIN_MAX), Ordering::Relaxed);
 }
 
 /// One entry of [`poll`].

@@ -210,8 +210,9 @@ pub struct Connection<P> {
     retry_at: Option<u64>,
     /// Set by `push` when a segment could not be queued.
     out_blocked: bool,
-    /// Payload bytes this connection may still hand out in this call of
-    /// `output` (the endpoint's transmit budget, [`Config::tx_queue_limit`]).
+    /// Payload bytes this connection may hand out in this call of `output`
+    /// (the endpoint's transmit budget, [`Config::tx_queue_limit`]); the
+    /// last segment may pass it.
     pub(crate) tx_quota: usize,
     /// Payload bytes handed out in this call of `output`.
     pub(crate) tx_used: usize,

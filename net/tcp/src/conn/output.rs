@@ -264,7 +264,7 @@ impl<P: Payload> Connection<P> {
             // 1. Lost segments first.
             if let Some((seq, len)) = self.next_lost() {
                 if self.rtx_now || self.pipe() < self.cc.cwnd {
-                    if self.tx_quota == 0 {
+                    if self.tx_used >= self.tx_quota {
                         self.tx_starved = true;
                         break;
                     }
@@ -303,7 +303,7 @@ impl<P: Payload> Connection<P> {
                 // Nagle.
                 break;
             }
-            if len > 0 && self.tx_quota == 0 {
+            if len > 0 && self.tx_used >= self.tx_quota {
                 self.tx_starved = true;
                 break;
             }
@@ -357,7 +357,6 @@ impl<P: Payload> Connection<P> {
             return false;
         }
         let end = seq + n + u32::from(flags.has(Flags::FIN));
-        self.tx_quota = self.tx_quota.saturating_sub(n as usize);
         self.tx_used += n as usize;
         self.stats.segments_sent += 1;
         self.stats.bytes_sent += u64::from(n);
